@@ -1,0 +1,111 @@
+package fsm
+
+import (
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/syncstore/syncstore/fsm/fsmpb"
+)
+
+// CommandFormat is the envelope format this binary writes and understands.
+const CommandFormat = 1
+
+// Result is what applying one command returns to the proposer (through
+// raft.ApplyFuture.Response). Err is set when the command was rejected; then
+// nothing changed.
+type Result struct {
+	// Op labels the command kind (for logs and metrics).
+	Op     string
+	Append *AppendResult
+	Err    error
+}
+
+// AppendResult is the outcome of an Append.
+type AppendResult struct {
+	Seq  uint64
+	TsMs int64
+	// Deduplicated: the idempotency key was applied before; Seq and TsMs are
+	// the original ones and nothing was written.
+	Deduplicated bool
+}
+
+// EncodeCommand marshals a command for the Raft log, filling in the format.
+func EncodeCommand(cmd *fsmpb.Command) ([]byte, error) {
+	cmd.Format = CommandFormat
+	b, err := proto.Marshal(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: encode command: %w", err)
+	}
+	return b, nil
+}
+
+// applyCommand decodes and applies one command inside tx. Rejections come
+// back in Result.Err; a returned error is a storage failure.
+func applyCommand(tx *bolt.Tx, data []byte) (*Result, error) {
+	var cmd fsmpb.Command
+	if err := proto.Unmarshal(data, &cmd); err != nil {
+		return &Result{Op: "malformed", Err: fmt.Errorf("%w: %v", ErrMalformedCommand, err)}, nil
+	}
+	return dispatch(tx, &cmd)
+}
+
+// dispatch is the one place that maps a command kind to its handler.
+func dispatch(tx *bolt.Tx, cmd *fsmpb.Command) (*Result, error) {
+	if cmd.GetFormat() != CommandFormat || (cmd.GetOp() == nil && len(cmd.ProtoReflect().GetUnknown()) > 0) {
+		if cmd.GetIgnoreIfUnknown() {
+			return &Result{Op: "ignored"}, nil
+		}
+		if cmd.GetFormat() == 0 {
+			return &Result{Op: "malformed", Err: fmt.Errorf("%w: no format", ErrMalformedCommand)}, nil
+		}
+		// A newer leader proposed something this binary cannot apply. Going on
+		// would make this replica diverge; stop it until it is upgraded.
+		panic(fmt.Sprintf("fsm: command format %d or kind unknown to this binary (knows format %d): upgrade this node", cmd.GetFormat(), CommandFormat))
+	}
+	switch op := cmd.GetOp().(type) {
+	case *fsmpb.Command_Append:
+		res, err := applyAppend(tx, cmd.GetNowMs(), op.Append)
+		return &Result{Op: "append", Append: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_RegisterNode:
+		err := applyRegisterNode(tx, op.RegisterNode)
+		return &Result{Op: "register_node", Err: rejection(err)}, storageFailure(err)
+	default:
+		return &Result{Op: "malformed", Err: fmt.Errorf("%w: no operation", ErrMalformedCommand)}, nil
+	}
+}
+
+// rejectionError marks an error as "the command was refused, state unchanged"
+// as opposed to a storage failure.
+type rejectionError struct{ err error }
+
+func (r rejectionError) Error() string { return r.err.Error() }
+func (r rejectionError) Unwrap() error { return r.err }
+
+func reject(err error) error { return rejectionError{err} }
+
+func rejection(err error) error {
+	if r, ok := err.(rejectionError); ok {
+		return r.err
+	}
+	return nil
+}
+
+func storageFailure(err error) error {
+	if _, ok := err.(rejectionError); ok {
+		return nil
+	}
+	return err
+}
+
+func applyRegisterNode(tx *bolt.Tx, r *fsmpb.RegisterNode) error {
+	if r.GetNodeId() == "" || r.GetRaftAddr() == "" {
+		return reject(fmt.Errorf("%w: node id and raft address are required", ErrInvalidArgument))
+	}
+	v, err := proto.Marshal(&fsmpb.NodeRecord{NodeId: r.GetNodeId(), RaftAddr: r.GetRaftAddr(), GrpcAddr: r.GetGrpcAddr()})
+	if err != nil {
+		return fmt.Errorf("encode node record: %w", err)
+	}
+	return tx.Bucket(bucketNodes).Put([]byte(r.GetNodeId()), v)
+}
