@@ -23,56 +23,6 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// Consistency chooses how a read is served.
-type Consistency int32
-
-const (
-	// Linearizable (the default): served by a leader that has confirmed its
-	// leadership and applied everything committed before the read began.
-	Consistency_CONSISTENCY_LINEARIZABLE Consistency = 0
-	// Stale: served by whichever replica receives it, from its local state.
-	Consistency_CONSISTENCY_STALE Consistency = 1
-)
-
-// Enum value maps for Consistency.
-var (
-	Consistency_name = map[int32]string{
-		0: "CONSISTENCY_LINEARIZABLE",
-		1: "CONSISTENCY_STALE",
-	}
-	Consistency_value = map[string]int32{
-		"CONSISTENCY_LINEARIZABLE": 0,
-		"CONSISTENCY_STALE":        1,
-	}
-)
-
-func (x Consistency) Enum() *Consistency {
-	p := new(Consistency)
-	*p = x
-	return p
-}
-
-func (x Consistency) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (Consistency) Descriptor() protoreflect.EnumDescriptor {
-	return file_syncstore_v1_sync_proto_enumTypes[0].Descriptor()
-}
-
-func (Consistency) Type() protoreflect.EnumType {
-	return &file_syncstore_v1_sync_proto_enumTypes[0]
-}
-
-func (x Consistency) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use Consistency.Descriptor instead.
-func (Consistency) EnumDescriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
-}
-
 type PullStatus int32
 
 const (
@@ -120,11 +70,11 @@ func (x PullStatus) String() string {
 }
 
 func (PullStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_syncstore_v1_sync_proto_enumTypes[1].Descriptor()
+	return file_syncstore_v1_sync_proto_enumTypes[0].Descriptor()
 }
 
 func (PullStatus) Type() protoreflect.EnumType {
-	return &file_syncstore_v1_sync_proto_enumTypes[1]
+	return &file_syncstore_v1_sync_proto_enumTypes[0]
 }
 
 func (x PullStatus) Number() protoreflect.EnumNumber {
@@ -133,76 +83,7 @@ func (x PullStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PullStatus.Descriptor instead.
 func (PullStatus) EnumDescriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
-}
-
-type AppendRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Timeline string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
-	Payload  []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
-	// Optional, but without one a retried Append may add a second entry.
-	IdempotencyKey string            `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	Metadata       map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
-}
-
-func (x *AppendRequest) Reset() {
-	*x = AppendRequest{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *AppendRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*AppendRequest) ProtoMessage() {}
-
-func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
-func (*AppendRequest) Descriptor() ([]byte, []int) {
 	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *AppendRequest) GetTimeline() string {
-	if x != nil {
-		return x.Timeline
-	}
-	return ""
-}
-
-func (x *AppendRequest) GetPayload() []byte {
-	if x != nil {
-		return x.Payload
-	}
-	return nil
-}
-
-func (x *AppendRequest) GetIdempotencyKey() string {
-	if x != nil {
-		return x.IdempotencyKey
-	}
-	return ""
-}
-
-func (x *AppendRequest) GetMetadata() map[string]string {
-	if x != nil {
-		return x.Metadata
-	}
-	return nil
 }
 
 type AppendResponse struct {
@@ -219,7 +100,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +112,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +125,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *AppendResponse) GetSeq() uint64 {
@@ -268,75 +149,6 @@ func (x *AppendResponse) GetDeduplicated() bool {
 	return false
 }
 
-type PullRequest struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Timeline string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
-	AfterSeq uint64                 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq,proto3" json:"after_seq,omitempty"`
-	// 1 .. the server's maximum page size (1000 by default).
-	Limit         uint32      `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
-	Consistency   Consistency `protobuf:"varint,4,opt,name=consistency,proto3,enum=syncstore.v1.Consistency" json:"consistency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *PullRequest) Reset() {
-	*x = PullRequest{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *PullRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*PullRequest) ProtoMessage() {}
-
-func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
-func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{2}
-}
-
-func (x *PullRequest) GetTimeline() string {
-	if x != nil {
-		return x.Timeline
-	}
-	return ""
-}
-
-func (x *PullRequest) GetAfterSeq() uint64 {
-	if x != nil {
-		return x.AfterSeq
-	}
-	return 0
-}
-
-func (x *PullRequest) GetLimit() uint32 {
-	if x != nil {
-		return x.Limit
-	}
-	return 0
-}
-
-func (x *PullRequest) GetConsistency() Consistency {
-	if x != nil {
-		return x.Consistency
-	}
-	return Consistency_CONSISTENCY_LINEARIZABLE
-}
-
 type Entry struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Timeline       string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
@@ -351,7 +163,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +175,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +188,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Entry) GetTimeline() string {
@@ -434,7 +246,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +258,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +271,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PullResponse) GetStatus() PullStatus {
@@ -490,58 +302,6 @@ func (x *PullResponse) GetOldestSeq() uint64 {
 	return 0
 }
 
-type HeadRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Timeline      string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
-	Consistency   Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=syncstore.v1.Consistency" json:"consistency,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *HeadRequest) Reset() {
-	*x = HeadRequest{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *HeadRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*HeadRequest) ProtoMessage() {}
-
-func (x *HeadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use HeadRequest.ProtoReflect.Descriptor instead.
-func (*HeadRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *HeadRequest) GetTimeline() string {
-	if x != nil {
-		return x.Timeline
-	}
-	return ""
-}
-
-func (x *HeadRequest) GetConsistency() Consistency {
-	if x != nil {
-		return x.Consistency
-	}
-	return Consistency_CONSISTENCY_LINEARIZABLE
-}
-
 type HeadResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	HeadSeq       uint64                 `protobuf:"varint,1,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
@@ -551,7 +311,7 @@ type HeadResponse struct {
 
 func (x *HeadResponse) Reset() {
 	*x = HeadResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +323,7 @@ func (x *HeadResponse) String() string {
 func (*HeadResponse) ProtoMessage() {}
 
 func (x *HeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +336,7 @@ func (x *HeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadResponse.ProtoReflect.Descriptor instead.
 func (*HeadResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HeadResponse) GetHeadSeq() uint64 {
@@ -599,7 +359,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +371,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +384,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -645,24 +405,11 @@ var File_syncstore_v1_sync_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\n" +
-	"\x17syncstore/v1/sync.proto\x12\fsyncstore.v1\"\xf2\x01\n" +
-	"\rAppendRequest\x12\x1a\n" +
-	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x18\n" +
-	"\apayload\x18\x02 \x01(\fR\apayload\x12'\n" +
-	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12E\n" +
-	"\bmetadata\x18\x04 \x03(\v2).syncstore.v1.AppendRequest.MetadataEntryR\bmetadata\x1a;\n" +
-	"\rMetadataEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
+	"\x17syncstore/v1/sync.proto\x12\fsyncstore.v1\x1a\x1bsyncstore/v1/requests.proto\"[\n" +
 	"\x0eAppendResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x13\n" +
 	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\x12\"\n" +
-	"\fdeduplicated\x18\x03 \x01(\bR\fdeduplicated\"\x99\x01\n" +
-	"\vPullRequest\x12\x1a\n" +
-	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x1b\n" +
-	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\x12\x14\n" +
-	"\x05limit\x18\x03 \x01(\rR\x05limit\x12;\n" +
-	"\vconsistency\x18\x04 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"\x89\x02\n" +
+	"\fdeduplicated\x18\x03 \x01(\bR\fdeduplicated\"\x89\x02\n" +
 	"\x05Entry\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x13\n" +
@@ -678,19 +425,13 @@ const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\aentries\x18\x02 \x03(\v2\x13.syncstore.v1.EntryR\aentries\x12\x19\n" +
 	"\bhead_seq\x18\x03 \x01(\x04R\aheadSeq\x12\x1d\n" +
 	"\n" +
-	"oldest_seq\x18\x04 \x01(\x04R\toldestSeq\"f\n" +
-	"\vHeadRequest\x12\x1a\n" +
-	"\btimeline\x18\x01 \x01(\tR\btimeline\x12;\n" +
-	"\vconsistency\x18\x02 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\")\n" +
+	"oldest_seq\x18\x04 \x01(\x04R\toldestSeq\")\n" +
 	"\fHeadResponse\x12\x19\n" +
 	"\bhead_seq\x18\x01 \x01(\x04R\aheadSeq\"I\n" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
-	"leaderAddr*B\n" +
-	"\vConsistency\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
-	"\x11CONSISTENCY_STALE\x10\x01*\x9d\x01\n" +
+	"leaderAddr*\x9d\x01\n" +
 	"\n" +
 	"PullStatus\x12\x1b\n" +
 	"\x17PULL_STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
@@ -716,40 +457,35 @@ func file_syncstore_v1_sync_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_sync_proto_rawDescData
 }
 
-var file_syncstore_v1_sync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_syncstore_v1_sync_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_syncstore_v1_sync_proto_goTypes = []any{
-	(Consistency)(0),       // 0: syncstore.v1.Consistency
-	(PullStatus)(0),        // 1: syncstore.v1.PullStatus
-	(*AppendRequest)(nil),  // 2: syncstore.v1.AppendRequest
-	(*AppendResponse)(nil), // 3: syncstore.v1.AppendResponse
-	(*PullRequest)(nil),    // 4: syncstore.v1.PullRequest
-	(*Entry)(nil),          // 5: syncstore.v1.Entry
-	(*PullResponse)(nil),   // 6: syncstore.v1.PullResponse
-	(*HeadRequest)(nil),    // 7: syncstore.v1.HeadRequest
-	(*HeadResponse)(nil),   // 8: syncstore.v1.HeadResponse
-	(*NotLeader)(nil),      // 9: syncstore.v1.NotLeader
-	nil,                    // 10: syncstore.v1.AppendRequest.MetadataEntry
-	nil,                    // 11: syncstore.v1.Entry.MetadataEntry
+	(PullStatus)(0),        // 0: syncstore.v1.PullStatus
+	(*AppendResponse)(nil), // 1: syncstore.v1.AppendResponse
+	(*Entry)(nil),          // 2: syncstore.v1.Entry
+	(*PullResponse)(nil),   // 3: syncstore.v1.PullResponse
+	(*HeadResponse)(nil),   // 4: syncstore.v1.HeadResponse
+	(*NotLeader)(nil),      // 5: syncstore.v1.NotLeader
+	nil,                    // 6: syncstore.v1.Entry.MetadataEntry
+	(*AppendRequest)(nil),  // 7: syncstore.v1.AppendRequest
+	(*PullRequest)(nil),    // 8: syncstore.v1.PullRequest
+	(*HeadRequest)(nil),    // 9: syncstore.v1.HeadRequest
 }
 var file_syncstore_v1_sync_proto_depIdxs = []int32{
-	10, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
-	0,  // 1: syncstore.v1.PullRequest.consistency:type_name -> syncstore.v1.Consistency
-	11, // 2: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
-	1,  // 3: syncstore.v1.PullResponse.status:type_name -> syncstore.v1.PullStatus
-	5,  // 4: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
-	0,  // 5: syncstore.v1.HeadRequest.consistency:type_name -> syncstore.v1.Consistency
-	2,  // 6: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
-	4,  // 7: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
-	7,  // 8: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
-	3,  // 9: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
-	6,  // 10: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
-	8,  // 11: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
-	9,  // [9:12] is the sub-list for method output_type
-	6,  // [6:9] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	6, // 0: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
+	0, // 1: syncstore.v1.PullResponse.status:type_name -> syncstore.v1.PullStatus
+	2, // 2: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
+	7, // 3: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
+	8, // 4: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
+	9, // 5: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
+	1, // 6: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
+	3, // 7: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
+	4, // 8: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
+	6, // [6:9] is the sub-list for method output_type
+	3, // [3:6] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_sync_proto_init() }
@@ -757,13 +493,14 @@ func file_syncstore_v1_sync_proto_init() {
 	if File_syncstore_v1_sync_proto != nil {
 		return
 	}
+	file_syncstore_v1_requests_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_sync_proto_rawDesc), len(file_syncstore_v1_sync_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   10,
+			NumEnums:      1,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,111 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/syncstore/syncstore/fsm"
+)
+
+// Defaults for Config.
+const (
+	// DefaultMaxPayloadBytes is the largest payload an Append may carry.
+	DefaultMaxPayloadBytes = 1 << 20
+	// DefaultMaxPageSize is the largest limit a Pull may ask for.
+	DefaultMaxPageSize = 1000
+	// DefaultDedupeWindow is how long an idempotency key is remembered.
+	DefaultDedupeWindow = 24 * time.Hour
+)
+
+// Config configures one node.
+type Config struct {
+	// NodeID names this node in the Raft configuration; stable across restarts.
+	NodeID string
+	// DataDir holds the state (state.db), the Raft log (raft.db) and snapshots.
+	DataDir string
+	// RaftAddr is the address the Raft transport listens on and advertises.
+	RaftAddr string
+	// GRPCAddr is the gRPC address other nodes and clients reach this node at;
+	// it is recorded in the replicated node registry.
+	GRPCAddr string
+	// Bootstrap starts a new cluster with this node as its only voter when the
+	// data dir holds no Raft state yet; ignored otherwise.
+	Bootstrap bool
+
+	MaxPayloadBytes int
+	MaxPageSize     int
+	DedupeWindow    time.Duration
+	// ApplyTimeout bounds a write or read barrier when the caller's context
+	// has no deadline.
+	ApplyTimeout time.Duration
+
+	// Raft timing and log compaction.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	SnapshotInterval   time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
+
+	// Clock gives the time proposed with each command; injected for tests.
+	Clock  func() time.Time
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config for a single local node with production
+// timings; callers set NodeID, DataDir and addresses.
+func DefaultConfig() Config {
+	return Config{
+		NodeID:             "node1",
+		DataDir:            "syncd-data",
+		RaftAddr:           "127.0.0.1:7401",
+		GRPCAddr:           "127.0.0.1:7400",
+		MaxPayloadBytes:    DefaultMaxPayloadBytes,
+		MaxPageSize:        DefaultMaxPageSize,
+		DedupeWindow:       DefaultDedupeWindow,
+		ApplyTimeout:       10 * time.Second,
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		SnapshotInterval:   2 * time.Minute,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       10240,
+		Clock:              time.Now,
+		Logger:             slog.Default(),
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("node id is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is empty"))
+	}
+	if c.RaftAddr == "" || c.GRPCAddr == "" {
+		errs = append(errs, errors.New("raft and gRPC addresses are required"))
+	}
+	if c.MaxPayloadBytes < 1 || c.MaxPayloadBytes > fsm.MaxPayloadBytes {
+		errs = append(errs, fmt.Errorf("max payload %d must be within 1..%d", c.MaxPayloadBytes, fsm.MaxPayloadBytes))
+	}
+	if c.MaxPageSize < 1 {
+		errs = append(errs, fmt.Errorf("max page size %d must be at least 1", c.MaxPageSize))
+	}
+	if c.DedupeWindow < time.Millisecond {
+		errs = append(errs, fmt.Errorf("dedupe window %s must be at least 1ms", c.DedupeWindow))
+	}
+	if c.ApplyTimeout <= 0 || c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 {
+		errs = append(errs, errors.New("timeouts must be positive"))
+	}
+	if c.Clock == nil || c.Logger == nil {
+		errs = append(errs, errors.New("clock and logger are required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("node: invalid config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/syncstore/syncstore/fsm"
+)
+
+// Consistency chooses how a read is served.
+type Consistency int
+
+const (
+	// Linearizable reads see every write acknowledged before they began.
+	Linearizable Consistency = iota
+	// Stale reads are served from this replica's state, which may lag.
+	Stale
+)
+
+// Pull reads a page of a timeline.
+func (n *Node) Pull(ctx context.Context, timeline string, after uint64, limit int, c Consistency) (fsm.PullResult, error) {
+	if limit < 1 || limit > n.cfg.MaxPageSize {
+		return fsm.PullResult{}, fmt.Errorf("%w: limit %d must be within 1..%d", fsm.ErrInvalidArgument, limit, n.cfg.MaxPageSize)
+	}
+	if err := fsm.ValidateTimelineID(timeline); err != nil {
+		return fsm.PullResult{}, err
+	}
+	if err := n.readBarrier(ctx, c); err != nil {
+		return fsm.PullResult{}, err
+	}
+	return n.fsm.Pull(timeline, after, limit)
+}
+
+// Head returns the newest seq of a timeline.
+func (n *Node) Head(ctx context.Context, timeline string, c Consistency) (uint64, error) {
+	if err := fsm.ValidateTimelineID(timeline); err != nil {
+		return 0, err
+	}
+	if err := n.readBarrier(ctx, c); err != nil {
+		return 0, err
+	}
+	return n.fsm.Head(timeline)
+}
+
+// readBarrier makes a linearizable read safe (the read-index method): note
+// the commit index, confirm with a quorum that this node still leads, then
+// wait until the state machine has applied up to that index. A new leader
+// first applies everything committed before its term (see becomeReady), or
+// its commit index could be behind what its predecessor acknowledged.
+func (n *Node) readBarrier(ctx context.Context, c Consistency) error {
+	if c == Stale {
+		return nil
+	}
+	if !n.IsLeader() {
+		return n.notLeader()
+	}
+	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+		return ErrLeaderNotReady
+	}
+	idx := n.raft.CommitIndex()
+	ctx, cancel := n.withDefaultTimeout(ctx)
+	defer cancel()
+	if err := waitFuture(ctx, n.raft.VerifyLeader()); err != nil {
+		return fmt.Errorf("%w (%v)", n.notLeader(), err)
+	}
+	return n.fsm.WaitApplied(ctx, idx)
+}

@@ -1,0 +1,117 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/fsm/fsmpb"
+)
+
+// AppendRequest is one entry to add to a timeline.
+type AppendRequest struct {
+	Timeline       string
+	Payload        []byte
+	IdempotencyKey string
+	Metadata       map[string]string
+}
+
+// Append proposes an entry on the leader and returns the seq the state
+// machine gave it once a quorum has it on disk.
+func (n *Node) Append(ctx context.Context, req AppendRequest) (fsm.AppendResult, error) {
+	a := &fsmpb.Append{
+		Timeline:       req.Timeline,
+		Payload:        req.Payload,
+		IdempotencyKey: req.IdempotencyKey,
+		Metadata:       req.Metadata,
+		DedupeWindowMs: n.cfg.DedupeWindow.Milliseconds(),
+	}
+	if err := n.validateAppend(a); err != nil {
+		return fsm.AppendResult{}, err
+	}
+	res, err := n.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_Append{Append: a}})
+	if err != nil {
+		return fsm.AppendResult{}, err
+	}
+	return *res.Append, nil
+}
+
+func (n *Node) validateAppend(a *fsmpb.Append) error {
+	if l := len(a.GetPayload()); l > n.cfg.MaxPayloadBytes {
+		return fmt.Errorf("%w: payload is %d bytes; the limit is %d", fsm.ErrInvalidArgument, l, n.cfg.MaxPayloadBytes)
+	}
+	return fsm.ValidateAppend(a)
+}
+
+// propose stamps a command with the time, replicates it and returns what the
+// state machine answered.
+func (n *Node) propose(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, n.notLeader()
+	}
+	cmd.NowMs = n.cfg.Clock().UnixMilli()
+	data, err := fsm.EncodeCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := n.withDefaultTimeout(ctx)
+	defer cancel()
+	future := n.raft.Apply(data, timeUntil(ctx))
+	if err := waitFuture(ctx, future); err != nil {
+		return nil, n.classifyApplyError(err)
+	}
+	res, ok := future.Response().(*fsm.Result)
+	if !ok {
+		return nil, fmt.Errorf("node: state machine answered %T", future.Response())
+	}
+	if res.Err != nil {
+		return nil, res.Err
+	}
+	return res, nil
+}
+
+// classifyApplyError sorts Raft's errors into "certainly not applied" and
+// "outcome unknown": a command that reached the log may still commit after
+// the leader that proposed it lost its leadership.
+func (n *Node) classifyApplyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		return n.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: %v", ErrNotApplied, err)
+	default: // ErrLeadershipLost, ErrRaftShutdown, ErrAbortedByRestore, deadlines
+		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+	}
+}
+
+// waitFuture waits for a Raft future, bounded by ctx. Raft answers every
+// future eventually (at the latest on shutdown), so the helper goroutine ends.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (n *Node) withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+}
+
+func timeUntil(ctx context.Context) time.Duration {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	return max(time.Until(d), time.Millisecond)
+}
