@@ -81,7 +81,7 @@ func (h *harness) digest() string {
 
 func (h *harness) pullAll(timeline string) []Entry {
 	h.t.Helper()
-	res, err := h.f.Pull(timeline, 0, 1000)
+	res, err := h.f.Pull(timeline, 0, 1000, 0)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -380,6 +380,64 @@ func TestValidateAppendRejectsInvalidUTF8(t *testing.T) {
 			err := ValidateAppend(tc.a)
 			if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "UTF-8") {
 				t.Fatalf("got %v, want an invalid-argument error naming UTF-8", err)
+			}
+		})
+	}
+}
+
+func TestPullStatuses(t *testing.T) {
+	h := newHarness(t)
+	for i := range 10 {
+		h.apply(appendCmd("a", strings.Repeat("p", 10), "", int64(i)))
+	}
+	// Simulate retention having dropped seqs 1..3.
+	err := h.f.db.Update(func(tx *bolt.Tx) error {
+		for seq := uint64(1); seq <= 3; seq++ {
+			if err := tx.Bucket(bucketEntries).Delete(entryKey(timelineKey("a"), seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name            string
+		timeline        string
+		after           uint64
+		limit, maxBytes int
+		status          PullStatus
+		first, last     uint64 // seqs of the page; 0 when empty
+		oldest          uint64
+	}{
+		{"empty timeline", "none", 0, 10, 0, PullUpToDate, 0, 0, 0},
+		{"ahead of an empty timeline", "none", 3, 10, 0, PullAhead, 0, 0, 0},
+		{"up to date", "a", 10, 10, 0, PullUpToDate, 0, 0, 4},
+		{"ahead", "a", 11, 10, 0, PullAhead, 0, 0, 4},
+		{"reset below oldest", "a", 1, 10, 0, PullReset, 0, 0, 4},
+		{"from just below oldest", "a", 3, 10, 0, PullOK, 4, 10, 4},
+		{"a page with more", "a", 3, 4, 0, PullMore, 4, 7, 4},
+		{"the last page", "a", 7, 4, 0, PullOK, 8, 10, 4},
+		{"a byte-bounded page", "a", 5, 100, 25, PullMore, 6, 7, 4},
+		{"one entry even past the byte bound", "a", 5, 100, 1, PullMore, 6, 6, 4},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := h.f.Pull(tc.timeline, tc.after, tc.limit, tc.maxBytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var first, last uint64
+			if n := len(res.Entries); n > 0 {
+				first, last = res.Entries[0].Seq, res.Entries[n-1].Seq
+				if int(last-first+1) != n {
+					t.Fatalf("page is not contiguous: %d entries from %d to %d", n, first, last)
+				}
+			}
+			if res.Status != tc.status || first != tc.first || last != tc.last || res.Oldest != tc.oldest {
+				t.Fatalf("got %s [%d..%d] oldest %d, want %s [%d..%d] oldest %d",
+					res.Status, first, last, res.Oldest, tc.status, tc.first, tc.last, tc.oldest)
 			}
 		})
 	}

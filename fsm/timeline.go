@@ -160,8 +160,10 @@ type PullResult struct {
 	Oldest uint64
 }
 
-// Pull reads up to limit entries with seq > after from the local state.
-func (f *FSM) Pull(timeline string, after uint64, limit int) (PullResult, error) {
+// Pull reads up to limit entries with seq > after from the local state. A
+// page stops early once its payloads reach maxBytes (0: no byte bound), but
+// always holds at least one entry.
+func (f *FSM) Pull(timeline string, after uint64, limit, maxBytes int) (PullResult, error) {
 	if err := ValidateTimelineID(timeline); err != nil {
 		return PullResult{}, err
 	}
@@ -196,11 +198,16 @@ func (f *FSM) Pull(timeline string, after uint64, limit int) (PullResult, error)
 			res.Status = PullReset
 			return nil
 		}
+		size := 0
 		k, v = c.Seek(entryKey(tl, after+1))
 		for ; k != nil && bytes.HasPrefix(k, tl) && len(res.Entries) < limit; k, v = c.Next() {
 			e, err := decodeEntry(timeline, k[len(tl):], v)
 			if err != nil {
 				return err
+			}
+			size += len(e.Payload)
+			if maxBytes > 0 && size > maxBytes && len(res.Entries) > 0 {
+				break
 			}
 			res.Entries = append(res.Entries, e)
 		}

@@ -15,6 +15,9 @@ const (
 	DefaultMaxPayloadBytes = 1 << 20
 	// DefaultMaxPageSize is the largest limit a Pull may ask for.
 	DefaultMaxPageSize = 1000
+	// DefaultMaxPageBytes bounds the payload bytes of one Pull page (a page
+	// always holds at least one entry).
+	DefaultMaxPageBytes = 4 << 20
 	// DefaultDedupeWindow is how long an idempotency key is remembered.
 	DefaultDedupeWindow = 24 * time.Hour
 )
@@ -36,6 +39,7 @@ type Config struct {
 
 	MaxPayloadBytes int
 	MaxPageSize     int
+	MaxPageBytes    int
 	DedupeWindow    time.Duration
 	// ApplyTimeout bounds a write or read barrier when the caller's context
 	// has no deadline.
@@ -64,6 +68,7 @@ func DefaultConfig() Config {
 		GRPCAddr:           "127.0.0.1:7400",
 		MaxPayloadBytes:    DefaultMaxPayloadBytes,
 		MaxPageSize:        DefaultMaxPageSize,
+		MaxPageBytes:       DefaultMaxPageBytes,
 		DedupeWindow:       DefaultDedupeWindow,
 		ApplyTimeout:       10 * time.Second,
 		HeartbeatTimeout:   time.Second,
@@ -92,8 +97,8 @@ func (c Config) Validate() error {
 	if c.MaxPayloadBytes < 1 || c.MaxPayloadBytes > fsm.MaxPayloadBytes {
 		errs = append(errs, fmt.Errorf("max payload %d must be within 1..%d", c.MaxPayloadBytes, fsm.MaxPayloadBytes))
 	}
-	if c.MaxPageSize < 1 {
-		errs = append(errs, fmt.Errorf("max page size %d must be at least 1", c.MaxPageSize))
+	if c.MaxPageSize < 1 || c.MaxPageBytes < 1 {
+		errs = append(errs, fmt.Errorf("max page size %d and page bytes %d must be at least 1", c.MaxPageSize, c.MaxPageBytes))
 	}
 	if c.DedupeWindow < time.Millisecond {
 		errs = append(errs, fmt.Errorf("dedupe window %s must be at least 1ms", c.DedupeWindow))

@@ -28,7 +28,7 @@ func (n *Node) Pull(ctx context.Context, timeline string, after uint64, limit in
 	if err := n.readBarrier(ctx, c); err != nil {
 		return fsm.PullResult{}, err
 	}
-	return n.fsm.Pull(timeline, after, limit)
+	return n.fsm.Pull(timeline, after, limit, n.cfg.MaxPageBytes)
 }
 
 // Head returns the newest seq of a timeline.

@@ -1,0 +1,142 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/rpc/syncv1"
+)
+
+// catchUpPoll is how often the leader asks a joining node how far it got.
+const catchUpPoll = 100 * time.Millisecond
+
+// Join adds a node: registered and added as a non-voter, then promoted to
+// voter once it has applied the log up to the index it had to reach.
+func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.JoinResponse, error) {
+	if req.GetNodeId() == "" || req.GetRaftAddr() == "" || req.GetGrpcAddr() == "" {
+		return nil, toStatus(fmt.Errorf("%w: node id, raft address and gRPC address are required", fsm.ErrInvalidArgument))
+	}
+	nd := fsm.Node{ID: req.GetNodeId(), RaftAddr: req.GetRaftAddr(), GRPCAddr: req.GetGrpcAddr()}
+	target, voter, err := s.node.AddLearner(ctx, nd)
+	if err != nil {
+		if fctx, conn, nl, ok := s.leaderConn(ctx, err); ok {
+			resp, ferr := syncv1.NewAdminClient(conn).Join(fctx, req)
+			return resp, forwardError(nl, ferr)
+		}
+		return nil, toStatus(err)
+	}
+	if !voter {
+		if err := s.awaitCatchUp(ctx, nd.GRPCAddr, target); err != nil {
+			return nil, toStatus(fmt.Errorf("join %s: %w", nd.ID, err))
+		}
+		if err := s.node.Promote(ctx, nd.ID, nd.RaftAddr); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	return &syncv1.JoinResponse{LeaderId: s.node.ID()}, nil
+}
+
+// awaitCatchUp polls a node until it has applied index target.
+func (s *Server) awaitCatchUp(ctx context.Context, addr string, target uint64) error {
+	conn, err := s.peers.conn(addr)
+	if err != nil {
+		return err
+	}
+	client := syncv1.NewAdminClient(conn)
+	tick := time.NewTicker(catchUpPoll)
+	defer tick.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, peerCallTimeout)
+		st, err := client.NodeStatus(cctx, &syncv1.NodeStatusRequest{})
+		cancel()
+		if err == nil && st.GetAppliedIndex() >= target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s to apply index %d (last error %v): %w", addr, target, err, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// NodeStatus describes this node.
+func (s *Server) NodeStatus(ctx context.Context, _ *syncv1.NodeStatusRequest) (*syncv1.NodeStatusResponse, error) {
+	st, err := s.node.Status()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return nodeStatusProto(st), nil
+}
+
+// ClusterStatus gathers every member's status, in parallel, each bounded by
+// peerCallTimeout.
+func (s *Server) ClusterStatus(ctx context.Context, _ *syncv1.ClusterStatusRequest) (*syncv1.ClusterStatusResponse, error) {
+	self, err := s.node.Status()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &syncv1.ClusterStatusResponse{LeaderId: self.LeaderID, Unreachable: map[string]string{}}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range self.Members {
+		if m.ID == self.ID {
+			out.Nodes = append(out.Nodes, nodeStatusProto(self))
+			continue
+		}
+		if m.GRPCAddr == "" {
+			out.Unreachable[m.ID] = "no gRPC address registered"
+			continue
+		}
+		wg.Add(1)
+		go func(m node.Member) {
+			defer wg.Done()
+			st, err := s.peerStatus(ctx, m.GRPCAddr)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				out.Unreachable[m.ID] = err.Error()
+				return
+			}
+			out.Nodes = append(out.Nodes, st)
+		}(m)
+	}
+	wg.Wait()
+	return out, nil
+}
+
+func (s *Server) peerStatus(ctx context.Context, addr string) (*syncv1.NodeStatusResponse, error) {
+	conn, err := s.peers.conn(addr)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerCallTimeout)
+	defer cancel()
+	return syncv1.NewAdminClient(conn).NodeStatus(ctx, &syncv1.NodeStatusRequest{})
+}
+
+func nodeStatusProto(st node.Status) *syncv1.NodeStatusResponse {
+	out := &syncv1.NodeStatusResponse{
+		NodeId:       st.ID,
+		RaftAddr:     st.RaftAddr,
+		GrpcAddr:     st.GRPCAddr,
+		State:        st.State,
+		LeaderId:     st.LeaderID,
+		Term:         st.Term,
+		CommitIndex:  st.CommitIndex,
+		AppliedIndex: st.AppliedIndex,
+		LastLogIndex: st.LastLogIndex,
+	}
+	for _, m := range st.Members {
+		suffrage := "Nonvoter"
+		if m.Voter {
+			suffrage = "Voter"
+		}
+		out.Members = append(out.Members, &syncv1.Member{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr, Suffrage: suffrage})
+	}
+	return out
+}

@@ -1,0 +1,67 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/rpc/syncv1"
+)
+
+// errorCodes maps the sentinel errors of the layers below to gRPC codes.
+// The first match wins; anything unlisted is INTERNAL.
+var errorCodes = []struct {
+	err  error
+	code codes.Code
+}{
+	{fsm.ErrInvalidArgument, codes.InvalidArgument},
+	{fsm.ErrMalformedCommand, codes.InvalidArgument},
+	{node.ErrNotLeader, codes.Unavailable},
+	{node.ErrLeaderNotReady, codes.Unavailable},
+	{node.ErrOutcomeUnknown, codes.Unavailable},
+	{node.ErrNotApplied, codes.Unavailable},
+	{node.ErrClosed, codes.Unavailable},
+	{fsm.ErrClosed, codes.Unavailable},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+	{context.Canceled, codes.Canceled},
+}
+
+// toStatus turns an error from node or fsm into a gRPC status error. A
+// not-leader error carries a NotLeader detail so clients can go straight to
+// the leader.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err // already a status (from a forwarded call)
+	}
+	code := codes.Internal
+	for _, m := range errorCodes {
+		if errors.Is(err, m.err) {
+			code = m.code
+			break
+		}
+	}
+	st := status.New(code, err.Error())
+	var nl *node.NotLeaderError
+	if errors.As(err, &nl) {
+		if withDetail, derr := st.WithDetails(&syncv1.NotLeader{LeaderId: nl.LeaderID, LeaderAddr: nl.LeaderGRPCAddr}); derr == nil {
+			st = withDetail
+		}
+	}
+	return st.Err()
+}
+
+// notLeaderStatus answers for a leader this node knows but could not reach.
+func notLeaderStatus(leaderID, leaderAddr string, cause error) error {
+	st := status.Newf(codes.Unavailable, "node: not the leader; leader %s at %s unreachable from here: %v", leaderID, leaderAddr, cause)
+	if withDetail, err := st.WithDetails(&syncv1.NotLeader{LeaderId: leaderID, LeaderAddr: leaderAddr}); err == nil {
+		st = withDetail
+	}
+	return st.Err()
+}

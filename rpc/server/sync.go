@@ -1,0 +1,110 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/rpc/syncv1"
+)
+
+// Append adds an entry through the leader.
+func (s *Server) Append(ctx context.Context, req *syncv1.AppendRequest) (*syncv1.AppendResponse, error) {
+	res, err := s.node.Append(ctx, node.AppendRequest{
+		Timeline:       req.GetTimeline(),
+		Payload:        req.GetPayload(),
+		IdempotencyKey: req.GetIdempotencyKey(),
+		Metadata:       req.GetMetadata(),
+	})
+	if err != nil {
+		if fctx, conn, nl, ok := s.leaderConn(ctx, err); ok {
+			resp, ferr := syncv1.NewSyncClient(conn).Append(fctx, req)
+			return resp, forwardError(nl, ferr)
+		}
+		return nil, toStatus(err)
+	}
+	return &syncv1.AppendResponse{Seq: res.Seq, TsMs: res.TsMs, Deduplicated: res.Deduplicated}, nil
+}
+
+// Pull reads a page of a timeline; linearizable pulls go to the leader.
+func (s *Server) Pull(ctx context.Context, req *syncv1.PullRequest) (*syncv1.PullResponse, error) {
+	res, err := s.node.Pull(ctx, req.GetTimeline(), req.GetAfterSeq(), int(req.GetLimit()), consistency(req.GetConsistency()))
+	if err != nil {
+		if fctx, conn, nl, ok := s.leaderConn(ctx, err); ok {
+			resp, ferr := syncv1.NewSyncClient(conn).Pull(fctx, req)
+			return resp, forwardError(nl, ferr)
+		}
+		return nil, toStatus(err)
+	}
+	out := &syncv1.PullResponse{
+		Status:    pullStatus(res.Status),
+		HeadSeq:   res.Head,
+		OldestSeq: res.Oldest,
+		Entries:   make([]*syncv1.Entry, len(res.Entries)),
+	}
+	for i, e := range res.Entries {
+		out.Entries[i] = &syncv1.Entry{
+			Timeline:       e.Timeline,
+			Seq:            e.Seq,
+			TsMs:           e.TsMs,
+			Payload:        e.Payload,
+			IdempotencyKey: e.IdempotencyKey,
+			Metadata:       e.Metadata,
+		}
+	}
+	return out, nil
+}
+
+// Head returns a timeline's newest seq; linearizable heads go to the leader.
+func (s *Server) Head(ctx context.Context, req *syncv1.HeadRequest) (*syncv1.HeadResponse, error) {
+	head, err := s.node.Head(ctx, req.GetTimeline(), consistency(req.GetConsistency()))
+	if err != nil {
+		if fctx, conn, nl, ok := s.leaderConn(ctx, err); ok {
+			resp, ferr := syncv1.NewSyncClient(conn).Head(fctx, req)
+			return resp, forwardError(nl, ferr)
+		}
+		return nil, toStatus(err)
+	}
+	return &syncv1.HeadResponse{HeadSeq: head}, nil
+}
+
+// forwardError passes the leader's answer through. An UNAVAILABLE without a
+// NotLeader detail (the leader could not be reached) gets one naming the
+// leader, so the client retries there directly.
+func forwardError(nl *node.NotLeaderError, err error) error {
+	if err == nil {
+		return nil
+	}
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || len(st.Details()) > 0 {
+		return err
+	}
+	return notLeaderStatus(nl.LeaderID, nl.LeaderGRPCAddr, errors.New(st.Message()))
+}
+
+func asNotLeader(err error) (*node.NotLeaderError, bool) {
+	var nl *node.NotLeaderError
+	ok := errors.As(err, &nl)
+	return nl, ok
+}
+
+func consistency(c syncv1.Consistency) node.Consistency {
+	if c == syncv1.Consistency_CONSISTENCY_STALE {
+		return node.Stale
+	}
+	return node.Linearizable
+}
+
+var pullStatuses = map[fsm.PullStatus]syncv1.PullStatus{
+	fsm.PullOK:       syncv1.PullStatus_PULL_STATUS_OK,
+	fsm.PullUpToDate: syncv1.PullStatus_PULL_STATUS_UP_TO_DATE,
+	fsm.PullMore:     syncv1.PullStatus_PULL_STATUS_MORE,
+	fsm.PullReset:    syncv1.PullStatus_PULL_STATUS_RESET,
+	fsm.PullAhead:    syncv1.PullStatus_PULL_STATUS_AHEAD,
+}
+
+func pullStatus(s fsm.PullStatus) syncv1.PullStatus { return pullStatuses[s] }
