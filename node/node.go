@@ -98,10 +98,12 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
-	n.transport, err = raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, nil, transportMaxPool, transportTimeout, hlog)
+	stream, err := listenStream(n.cfg.RaftAddr)
 	if err != nil {
 		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
 	}
+	n.transport = raft.NewNetworkTransportWithLogger(stream, transportMaxPool, transportTimeout, hlog)
+	n.cfg.RaftAddr = string(n.transport.LocalAddr()) // resolves a ":0" port
 	logs, err := raft.NewLogCache(raftLogCacheSize, n.logStore)
 	if err != nil {
 		return fmt.Errorf("node: log cache: %w", err)
@@ -165,6 +167,7 @@ func (n *Node) Close() error {
 func (n *Node) closeStores() error {
 	var errs []error
 	if n.transport != nil {
+		n.transport.CloseStreams()
 		errs = append(errs, n.transport.Close())
 	}
 	if n.logStore != nil {

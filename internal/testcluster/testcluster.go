@@ -1,0 +1,200 @@
+// Package testcluster runs a syncstore cluster inside a test process: each
+// member is a node and its gRPC server on 127.0.0.1, with its own data dir,
+// and can be stopped and restarted on the same addresses.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/syncstore/syncstore/internal/testutil"
+	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/server"
+	"github.com/syncstore/syncstore/rpc/syncv1"
+)
+
+// Member is one node of the cluster.
+type Member struct {
+	ID       string
+	Dir      string
+	RaftAddr string
+	GRPCAddr string
+	Node     *node.Node // nil while stopped
+	server   *server.Server
+	served   chan error
+}
+
+// Cluster is a set of members.
+type Cluster struct {
+	t       testing.TB
+	tweak   func(*node.Config)
+	Members []*Member
+}
+
+// FastConfig shortens Raft timings for tests and keeps logs quiet.
+func FastConfig(c *node.Config) {
+	c.HeartbeatTimeout = 300 * time.Millisecond
+	c.ElectionTimeout = 300 * time.Millisecond
+	c.LeaderLeaseTimeout = 150 * time.Millisecond
+	c.ApplyTimeout = 5 * time.Second
+	c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// New starts an n-member cluster: the first member bootstraps, the others
+// join through it. tweak (may be nil) adjusts every member's config after
+// FastConfig. Everything is stopped when the test ends.
+func New(t testing.TB, n int, tweak func(*node.Config)) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, tweak: tweak}
+	t.Cleanup(c.StopAll)
+	for i := range n {
+		m := &Member{ID: fmt.Sprintf("n%d", i+1), Dir: t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"}
+		c.Members = append(c.Members, m)
+		c.start(m, i == 0)
+		if i == 0 {
+			c.WaitLeader(10 * time.Second)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := c.Client().Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
+			_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr})
+			return err
+		})
+		cancel()
+		if err != nil {
+			t.Fatalf("join %s: %v", m.ID, err)
+		}
+	}
+	return c
+}
+
+func (c *Cluster) start(m *Member, bootstrap bool) {
+	c.t.Helper()
+	lis, err := net.Listen("tcp", m.GRPCAddr)
+	if err != nil {
+		c.t.Fatalf("listen for %s: %v", m.ID, err)
+	}
+	m.GRPCAddr = lis.Addr().String()
+	cfg := node.DefaultConfig()
+	cfg.NodeID, cfg.DataDir, cfg.RaftAddr, cfg.GRPCAddr, cfg.Bootstrap = m.ID, m.Dir, m.RaftAddr, m.GRPCAddr, bootstrap
+	FastConfig(&cfg)
+	if c.tweak != nil {
+		c.tweak(&cfg)
+	}
+	nd, err := node.Start(cfg)
+	if err != nil {
+		lis.Close()
+		c.t.Fatalf("start %s: %v", m.ID, err)
+	}
+	m.RaftAddr = nd.Config().RaftAddr
+	m.Node = nd
+	m.server = server.New(nd, cfg.Logger)
+	m.served = make(chan error, 1)
+	go func() { m.served <- m.server.Serve(lis) }()
+}
+
+// Stop shuts member i down (its data stays).
+func (c *Cluster) Stop(i int) {
+	c.t.Helper()
+	m := c.Members[i]
+	if m.Node == nil {
+		return
+	}
+	m.server.Stop()
+	<-m.served
+	if err := m.Node.Close(); err != nil {
+		c.t.Errorf("close %s: %v", m.ID, err)
+	}
+	m.Node, m.server = nil, nil
+}
+
+// Restart starts a stopped member again on its addresses and data.
+func (c *Cluster) Restart(i int) {
+	c.t.Helper()
+	c.start(c.Members[i], false)
+}
+
+// StopAll stops every running member.
+func (c *Cluster) StopAll() {
+	for i := range c.Members {
+		c.Stop(i)
+	}
+}
+
+// Addrs lists every member's gRPC address.
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, m := range c.Members {
+		out = append(out, m.GRPCAddr)
+	}
+	return out
+}
+
+// Client returns a client over all members, closed when the test ends.
+func (c *Cluster) Client() *client.Client {
+	c.t.Helper()
+	cl, err := client.New(c.Addrs(), client.Options{AttemptTimeout: 2 * time.Second})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// Leader returns the index of the running member that leads and is ready
+// for linearizable reads, or -1.
+func (c *Cluster) Leader() int {
+	for i, m := range c.Members {
+		if m.Node != nil && m.Node.IsLeader() {
+			return i
+		}
+	}
+	return -1
+}
+
+// WaitLeader waits until some running member leads and returns its index.
+func (c *Cluster) WaitLeader(timeout time.Duration) int {
+	c.t.Helper()
+	leader := -1
+	testutil.Eventually(c.t, timeout, func() error {
+		if leader = c.Leader(); leader < 0 {
+			return fmt.Errorf("no leader")
+		}
+		return nil
+	})
+	return leader
+}
+
+// WaitConverged waits until every running member has applied the same index
+// and holds the same state digest.
+func (c *Cluster) WaitConverged(timeout time.Duration) {
+	c.t.Helper()
+	testutil.Eventually(c.t, timeout, func() error {
+		var first string
+		var firstIdx uint64
+		for _, m := range c.Members {
+			if m.Node == nil {
+				continue
+			}
+			d, err := m.Node.Digest()
+			if err != nil {
+				return err
+			}
+			idx := m.Node.AppliedIndex()
+			if first == "" {
+				first, firstIdx = d, idx
+				continue
+			}
+			if d != first || idx != firstIdx {
+				return fmt.Errorf("%s at index %d differs from the first member at %d", m.ID, idx, firstIdx)
+			}
+		}
+		return nil
+	})
+}
