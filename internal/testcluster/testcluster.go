@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -43,7 +44,7 @@ func FastConfig(c *node.Config) {
 	c.ElectionTimeout = 300 * time.Millisecond
 	c.LeaderLeaseTimeout = 150 * time.Millisecond
 	c.ApplyTimeout = 5 * time.Second
-	c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	c.Logger = slog.New(slog.NewTextHandler(logOut(), nil))
 }
 
 // New starts an n-member cluster: the first member bootstraps, the others
@@ -52,10 +53,12 @@ func FastConfig(c *node.Config) {
 func New(t testing.TB, n int, tweak func(*node.Config)) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t, tweak: tweak}
-	t.Cleanup(c.StopAll)
 	for i := range n {
-		m := &Member{ID: fmt.Sprintf("n%d", i+1), Dir: t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"}
-		c.Members = append(c.Members, m)
+		c.Members = append(c.Members, &Member{ID: fmt.Sprintf("n%d", i+1), Dir: t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"})
+	}
+	// Registered after the TempDirs so it runs before their removal.
+	t.Cleanup(c.StopAll)
+	for i, m := range c.Members {
 		c.start(m, i == 0)
 		if i == 0 {
 			c.WaitLeader(10 * time.Second)
@@ -111,6 +114,23 @@ func (c *Cluster) Stop(i int) {
 	if err := m.Node.Close(); err != nil {
 		c.t.Errorf("close %s: %v", m.ID, err)
 	}
+	m.Node, m.server = nil, nil
+}
+
+// Kill stops member i abruptly: Raft goes down first, failing the writes in
+// flight (their outcome is unknown to the clients), then the server drops its
+// connections.
+func (c *Cluster) Kill(i int) {
+	c.t.Helper()
+	m := c.Members[i]
+	if m.Node == nil {
+		return
+	}
+	if err := m.Node.Close(); err != nil {
+		c.t.Errorf("close %s: %v", m.ID, err)
+	}
+	m.server.Kill()
+	<-m.served
 	m.Node, m.server = nil, nil
 }
 
@@ -197,4 +217,12 @@ func (c *Cluster) WaitConverged(timeout time.Duration) {
 		}
 		return nil
 	})
+}
+
+// logOut is where members log: nowhere, unless SYNCSTORE_TEST_LOG=1.
+func logOut() io.Writer {
+	if os.Getenv("SYNCSTORE_TEST_LOG") == "1" {
+		return os.Stderr
+	}
+	return io.Discard
 }

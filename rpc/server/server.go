@@ -93,6 +93,13 @@ func (s *Server) Stop() {
 	s.peers.close()
 }
 
+// Kill closes every connection at once, failing the calls in flight.
+func (s *Server) Kill() {
+	s.health.Shutdown()
+	s.grpc.Stop()
+	s.peers.close()
+}
+
 func forwarded(ctx context.Context) bool {
 	md, _ := metadata.FromIncomingContext(ctx)
 	return len(md.Get(forwardedHeader)) > 0

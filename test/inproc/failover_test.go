@@ -23,7 +23,8 @@ type ack struct {
 }
 
 // TestAppendsSurviveLeaderRestarts drives 16 writers over 50 timelines while
-// the leader is shut down and brought back twice, then checks the whole
+// the leader is shut down (once cleanly, once abruptly) and brought back
+// twice, then checks the whole
 // history: every acknowledged append present exactly once at its seq, every
 // timeline exactly 1..head, no idempotency key applied twice, and all
 // replicas identical. Tiny snapshot settings make the restarted leader catch
@@ -111,8 +112,13 @@ func TestAppendsSurviveLeaderRestarts(t *testing.T) {
 	progress(200)
 	for r := range restarts {
 		leader := c.WaitLeader(10 * time.Second)
-		t.Logf("restart %d: stopping leader %s", r+1, c.Members[leader].ID)
-		c.Stop(leader)
+		if r%2 == 0 {
+			t.Logf("restart %d: stopping leader %s", r+1, c.Members[leader].ID)
+			c.Stop(leader)
+		} else {
+			t.Logf("restart %d: killing leader %s", r+1, c.Members[leader].ID)
+			c.Kill(leader)
+		}
 		progress(300) // the survivors elect a leader and go on
 		c.Restart(leader)
 		progress(300)
