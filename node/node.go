@@ -117,7 +117,10 @@ func (n *Node) open() error {
 	rc.SnapshotInterval = n.cfg.SnapshotInterval
 	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
 	rc.TrailingLogs = n.cfg.TrailingLogs
-	rc.BatchApplyCh = true
+	// BatchApplyCh stays off: with a buffered apply channel a future still
+	// queued at shutdown is never answered, and its caller would hang. The
+	// leader batches queued applies into one log write either way.
+	rc.BatchApplyCh = false
 	// The state in bbolt survives restarts with its applied index; restoring
 	// the last snapshot at start would only rewind it.
 	rc.NoSnapshotRestoreOnStart = true

@@ -74,7 +74,33 @@ func New(t testing.TB, n int, tweak func(*node.Config)) *Cluster {
 			t.Fatalf("join %s: %v", m.ID, err)
 		}
 	}
+	c.waitRegistered(10 * time.Second)
 	return c
+}
+
+// waitRegistered waits until the leader knows every member's gRPC address,
+// so the cluster is quiet: no registration is still in flight.
+func (c *Cluster) waitRegistered(timeout time.Duration) {
+	c.t.Helper()
+	testutil.Eventually(c.t, timeout, func() error {
+		leader := c.Leader()
+		if leader < 0 {
+			return fmt.Errorf("no leader")
+		}
+		members, err := c.Members[leader].Node.Members()
+		if err != nil {
+			return err
+		}
+		for _, m := range members {
+			if m.GRPCAddr == "" {
+				return fmt.Errorf("%s has no registered gRPC address", m.ID)
+			}
+		}
+		if len(members) != len(c.Members) {
+			return fmt.Errorf("%d members, want %d", len(members), len(c.Members))
+		}
+		return nil
+	})
 }
 
 func (c *Cluster) start(m *Member, bootstrap bool) {

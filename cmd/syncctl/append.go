@@ -1,0 +1,47 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/syncstore/syncstore/rpc/client"
+)
+
+func newAppendCmd(g *globals) *cobra.Command {
+	var key string
+	cmd := &cobra.Command{
+		Use:   "append TIMELINE TEXT",
+		Short: "Append TEXT to a timeline and print the seq it got",
+		Args:  exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, cancel := g.ctx()
+			defer cancel()
+			resp, err := cl.Append(ctx, args[0], []byte(args[1]), client.AppendOptions{IdempotencyKey: key})
+			if err != nil {
+				return err
+			}
+			out := struct {
+				Timeline     string `json:"timeline"`
+				Seq          uint64 `json:"seq"`
+				TsMs         int64  `json:"ts_ms"`
+				Deduplicated bool   `json:"deduplicated"`
+			}{args[0], resp.GetSeq(), resp.GetTsMs(), resp.GetDeduplicated()}
+			return g.print(out, func(w io.Writer) {
+				note := ""
+				if out.Deduplicated {
+					note = " (already appended with this key)"
+				}
+				fmt.Fprintf(w, "%s seq %d at %s%s\n", out.Timeline, out.Seq, fmtTime(out.TsMs), note)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&key, "key", "", "idempotency key (a retry with the same key appends nothing)")
+	return cmd
+}

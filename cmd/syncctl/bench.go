@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/syncstore/syncstore/internal/bench"
+	"github.com/syncstore/syncstore/rpc/client"
+)
+
+func newBenchCmd(g *globals) *cobra.Command {
+	cfg := bench.Config{Clients: 1, PayloadBytes: 256, Timelines: 1000, Duration: 10 * time.Second}
+	var conns int
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Drive appends against a running cluster and print appends/s and latency percentiles",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg.OpTimeout = g.timeout
+			conns = max(1, min(conns, cfg.Clients))
+			clients := make([]*client.Client, conns)
+			for i := range clients {
+				cl, err := g.client()
+				if err != nil {
+					return err
+				}
+				defer cl.Close()
+				clients[i] = cl
+			}
+			res, err := bench.Run(context.Background(), cfg, func(ctx context.Context, w int, tl, key string, payload []byte) error {
+				_, err := clients[w%conns].Append(ctx, tl, payload, client.AppendOptions{IdempotencyKey: key})
+				return err
+			})
+			if err != nil {
+				return usageError{err}
+			}
+			return g.print(res, func(w io.Writer) { printBench(w, g.addr, res) })
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "concurrent appenders")
+	f.IntVar(&cfg.PayloadBytes, "size", cfg.PayloadBytes, "payload bytes per append")
+	f.IntVar(&cfg.Timelines, "timelines", cfg.Timelines, "timelines to spread appends over")
+	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to run")
+	f.IntVar(&conns, "conns", 4, "gRPC client connections the appenders share")
+	return cmd
+}
+
+func printBench(w io.Writer, addr string, r bench.Result) {
+	c := r.Config
+	fmt.Fprintf(w, "bench: %d clients, %d-byte payloads, %d timelines, %s against %s\n",
+		c.Clients, c.PayloadBytes, c.Timelines, c.Duration, strings.ReplaceAll(addr, ",", ", "))
+	fmt.Fprintf(w, "appends: %d ok, %d errors in %.2fs = %.0f appends/s\n", r.OK, r.Errors, r.Elapsed.Seconds(), r.PerSecond)
+	fmt.Fprintf(w, "latency: p50 %s  p90 %s  p99 %s  max %s\n", ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max))
+	if r.FirstError != "" {
+		fmt.Fprintf(w, "first error: %s\n", r.FirstError)
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }

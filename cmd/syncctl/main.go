@@ -1,0 +1,98 @@
+// Command syncctl talks to a syncstore cluster: append, pull, head, status
+// and bench. Output is for people by default, JSON with --json.
+//
+// Exit codes: 0 success, 1 the request failed, 2 bad usage.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/syncstore/syncstore/rpc/client"
+)
+
+const (
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+// globals are the flags every subcommand shares.
+type globals struct {
+	addr    string
+	json    bool
+	timeout time.Duration
+	stale   bool
+	out     io.Writer
+}
+
+func main() {
+	g := &globals{out: os.Stdout}
+	root := newRoot(g)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "syncctl:", err)
+		if _, usage := err.(usageError); usage {
+			os.Exit(exitUsage)
+		}
+		os.Exit(exitFailed)
+	}
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "syncctl",
+		Short:         "Operate and query a syncstore cluster",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.addr, "addr", "127.0.0.1:7400", "gRPC address of any node (comma-separated for several)")
+	pf.BoolVar(&g.json, "json", false, "print JSON")
+	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of one command (bench: of each append)")
+	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newStatusCmd(g), newBenchCmd(g))
+	return root
+}
+
+type usageError struct{ error }
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.ExactArgs(n)(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+func (g *globals) client() (*client.Client, error) {
+	return client.New(strings.Split(g.addr, ","), client.Options{})
+}
+
+func (g *globals) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), g.timeout)
+}
+
+func (g *globals) consistency() client.Consistency {
+	if g.stale {
+		return client.Stale
+	}
+	return client.Linearizable
+}
+
+// print writes v as indented JSON with --json, else calls human.
+func (g *globals) print(v any, human func(w io.Writer)) error {
+	if g.json {
+		enc := json.NewEncoder(g.out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	human(g.out)
+	return nil
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newPullCmd(g *globals) *cobra.Command {
+	var after uint64
+	var limit uint32
+	cmd := &cobra.Command{
+		Use:   "pull TIMELINE",
+		Short: "Print the entries of a timeline after a seq",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, cancel := g.ctx()
+			defer cancel()
+			resp, err := cl.Pull(ctx, args[0], after, limit, g.consistency())
+			if err != nil {
+				return err
+			}
+			type entry struct {
+				Seq      uint64            `json:"seq"`
+				TsMs     int64             `json:"ts_ms"`
+				Payload  string            `json:"payload"`
+				Key      string            `json:"idempotency_key,omitempty"`
+				Metadata map[string]string `json:"metadata,omitempty"`
+			}
+			out := struct {
+				Timeline string  `json:"timeline"`
+				Status   string  `json:"status"`
+				HeadSeq  uint64  `json:"head_seq"`
+				Oldest   uint64  `json:"oldest_seq"`
+				Entries  []entry `json:"entries"`
+			}{Timeline: args[0], Status: strings.TrimPrefix(resp.GetStatus().String(), "PULL_STATUS_"), HeadSeq: resp.GetHeadSeq(), Oldest: resp.GetOldestSeq()}
+			for _, e := range resp.GetEntries() {
+				out.Entries = append(out.Entries, entry{e.GetSeq(), e.GetTsMs(), string(e.GetPayload()), e.GetIdempotencyKey(), e.GetMetadata()})
+			}
+			return g.print(out, func(w io.Writer) {
+				for _, e := range out.Entries {
+					fmt.Fprintf(w, "%6d  %s  %s\n", e.Seq, fmtTime(e.TsMs), e.Payload)
+				}
+				fmt.Fprintf(w, "%s: head %d, oldest %d\n", out.Status, out.HeadSeq, out.Oldest)
+			})
+		},
+	}
+	cmd.Flags().Uint64Var(&after, "after", 0, "return entries with seq greater than this")
+	cmd.Flags().Uint32Var(&limit, "limit", 100, "most entries to return")
+	cmd.Flags().BoolVar(&g.stale, "stale", false, "read from the node asked, without a leader round trip")
+	return cmd
+}
+
+func fmtTime(ms int64) string {
+	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
+}

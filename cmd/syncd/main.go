@@ -1,0 +1,113 @@
+// Command syncd runs one syncstore node. With no flags it starts a
+// single-node cluster with its data in ./syncd-data and gRPC on
+// 127.0.0.1:7400. See README.md for a three-node cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/server"
+	"github.com/syncstore/syncstore/rpc/syncv1"
+)
+
+// joinTimeout bounds how long a new node keeps trying to join.
+const joinTimeout = 2 * time.Minute
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "syncd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cfg := node.DefaultConfig()
+	fs := flag.NewFlagSet("syncd", flag.ContinueOnError)
+	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "this node's id, stable across restarts")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./syncd-data", "directory for the state, Raft log and snapshots")
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "gRPC listen address, also what clients and peers are told")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft listen address, also what peers are told")
+	bootstrap := fs.Bool("bootstrap", true, "start a new cluster if the data dir is empty (ignored with --join)")
+	join := fs.String("join", "", "join the cluster through this member's gRPC address")
+	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", cfg.MaxPayloadBytes, "largest payload an append may carry")
+	fs.IntVar(&cfg.MaxPageSize, "max-page-size", cfg.MaxPageSize, "largest limit a pull may ask for")
+	fs.DurationVar(&cfg.DedupeWindow, "dedupe-window", cfg.DedupeWindow, "how long an idempotency key is remembered")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Bootstrap = *bootstrap && *join == ""
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	lis, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	nd, err := node.Start(cfg)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	srv := server.New(nd, cfg.Logger)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	cfg.Logger.Info("syncd listening", "node", cfg.NodeID, "grpc", lis.Addr().String(),
+		"raft", nd.Config().RaftAddr, "data_dir", cfg.DataDir, "bootstrap", cfg.Bootstrap)
+
+	if *join != "" {
+		if err := joinCluster(ctx, *join, nd); err != nil {
+			cfg.Logger.Error("join failed", "err", err)
+			srv.Stop()
+			return errors.Join(err, nd.Close())
+		}
+		cfg.Logger.Info("joined the cluster", "through", *join)
+	}
+
+	select {
+	case <-ctx.Done():
+		cfg.Logger.Info("shutting down")
+	case err := <-served:
+		cfg.Logger.Error("gRPC server stopped", "err", err)
+	}
+	srv.Stop()
+	if err := nd.Close(); err != nil {
+		return fmt.Errorf("close node: %w", err)
+	}
+	cfg.Logger.Info("stopped")
+	return nil
+}
+
+// joinCluster asks the cluster (through any member) to add this node, and
+// retries until it is a voter or joinTimeout passes.
+func joinCluster(ctx context.Context, through string, nd *node.Node) error {
+	cl, err := client.New([]string{through}, client.Options{AttemptTimeout: joinTimeout})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
+	defer cancel()
+	cfg := nd.Config()
+	return cl.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
+		_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: cfg.NodeID, RaftAddr: cfg.RaftAddr, GrpcAddr: cfg.GRPCAddr})
+		return err
+	})
+}

@@ -1,0 +1,119 @@
+// Package bench is the load generator behind `syncctl bench`: concurrent
+// clients appending fixed-size payloads to a set of timelines for a fixed
+// time, with throughput and latency percentiles.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Config of one run.
+type Config struct {
+	Clients      int
+	PayloadBytes int
+	Timelines    int
+	Duration     time.Duration
+	// OpTimeout bounds each append.
+	OpTimeout time.Duration
+}
+
+// Validate reports a config that cannot run.
+func (c Config) Validate() error {
+	if c.Clients < 1 || c.PayloadBytes < 0 || c.Timelines < 1 || c.Duration <= 0 || c.OpTimeout <= 0 {
+		return fmt.Errorf("bench: need clients >= 1, size >= 0, timelines >= 1, positive duration and timeout; got %+v", c)
+	}
+	return nil
+}
+
+// AppendFunc performs one append; worker is the client's index.
+type AppendFunc func(ctx context.Context, worker int, timeline string, key string, payload []byte) error
+
+// Result of a run. Latencies are of successful appends.
+type Result struct {
+	Config    Config        `json:"config"`
+	Elapsed   time.Duration `json:"elapsed_ns"`
+	OK        int           `json:"ok"`
+	Errors    int           `json:"errors"`
+	PerSecond float64       `json:"appends_per_second"`
+	P50       time.Duration `json:"p50_ns"`
+	P90       time.Duration `json:"p90_ns"`
+	P99       time.Duration `json:"p99_ns"`
+	Max       time.Duration `json:"max_ns"`
+	// FirstError is kept to explain a run with errors.
+	FirstError string `json:"first_error,omitempty"`
+}
+
+// Run drives the load until cfg.Duration has passed or ctx ends. Appends in
+// flight at the end complete and count.
+func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return Result{}, err
+	}
+	runID := rand.Uint64()
+	payload := make([]byte, cfg.PayloadBytes)
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+	deadline := time.Now().Add(cfg.Duration)
+	latencies := make([][]time.Duration, cfg.Clients)
+	errs := make([]int, cfg.Clients)
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range cfg.Clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(runID, uint64(w)))
+			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+				tl := fmt.Sprintf("bench-%d", rng.IntN(cfg.Timelines))
+				key := fmt.Sprintf("bench-%x-%d-%d", runID, w, i)
+				opCtx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
+				t0 := time.Now()
+				err := appendFn(opCtx, w, tl, key, payload)
+				d := time.Since(t0)
+				cancel()
+				if err != nil {
+					errs[w]++
+					errOnce.Do(func() { firstErr = err })
+					continue
+				}
+				latencies[w] = append(latencies[w], d)
+			}
+		}()
+	}
+	wg.Wait()
+	res := Summarize(cfg, time.Since(start), slices.Concat(latencies...))
+	for _, e := range errs {
+		res.Errors += e
+	}
+	if firstErr != nil {
+		res.FirstError = firstErr.Error()
+	}
+	return res, nil
+}
+
+// Summarize computes throughput and percentiles (nearest rank) from the
+// latencies of successful appends.
+func Summarize(cfg Config, elapsed time.Duration, lat []time.Duration) Result {
+	slices.Sort(lat)
+	r := Result{Config: cfg, Elapsed: elapsed, OK: len(lat)}
+	if elapsed > 0 {
+		r.PerSecond = float64(len(lat)) / elapsed.Seconds()
+	}
+	if len(lat) == 0 {
+		return r
+	}
+	pct := func(p float64) time.Duration {
+		i := int(p*float64(len(lat))+0.999999) - 1
+		return lat[min(max(i, 0), len(lat)-1)]
+	}
+	r.P50, r.P90, r.P99, r.Max = pct(0.50), pct(0.90), pct(0.99), lat[len(lat)-1]
+	return r
+}

@@ -1,0 +1,69 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestSummarizePercentiles(t *testing.T) {
+	var lat []time.Duration
+	for i := 100; i >= 1; i-- { // unsorted on purpose
+		lat = append(lat, time.Duration(i)*time.Millisecond)
+	}
+	r := Summarize(Config{}, 2*time.Second, lat)
+	want := []struct {
+		name      string
+		got, want time.Duration
+	}{
+		{"p50", r.P50, 50 * time.Millisecond},
+		{"p90", r.P90, 90 * time.Millisecond},
+		{"p99", r.P99, 99 * time.Millisecond},
+		{"max", r.Max, 100 * time.Millisecond},
+	}
+	for _, w := range want {
+		if w.got != w.want {
+			t.Errorf("%s = %s, want %s", w.name, w.got, w.want)
+		}
+	}
+	if r.OK != 100 || r.PerSecond != 50 {
+		t.Errorf("ok %d, per second %v; want 100 and 50", r.OK, r.PerSecond)
+	}
+}
+
+func TestRunCountsAppendsAndErrorsWithUniqueKeys(t *testing.T) {
+	var mu sync.Mutex
+	keys := map[string]bool{}
+	var calls atomic.Int64
+	cfg := Config{Clients: 4, PayloadBytes: 16, Timelines: 3, Duration: 50 * time.Millisecond, OpTimeout: time.Second}
+	res, err := Run(context.Background(), cfg, func(ctx context.Context, w int, tl, key string, payload []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if keys[key] {
+			t.Errorf("key %s used twice", key)
+		}
+		keys[key] = true
+		if len(payload) != 16 {
+			t.Errorf("payload of %d bytes", len(payload))
+		}
+		if calls.Add(1)%10 == 0 {
+			return errors.New("boom")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(res.OK+res.Errors) != calls.Load() || res.Errors == 0 || res.FirstError != "boom" {
+		t.Fatalf("ok %d + errors %d != calls %d (first error %q)", res.OK, res.Errors, calls.Load(), res.FirstError)
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	if _, err := Run(context.Background(), Config{}, nil); err == nil {
+		t.Fatal("a zero config ran")
+	}
+}

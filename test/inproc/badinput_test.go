@@ -1,0 +1,113 @@
+package inproc
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/syncstore/syncstore/internal/testcluster"
+	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/syncv1"
+)
+
+func dialRaw(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// TestBadInputIsRejectedAndChangesNothing sends every kind of bad request
+// straight over gRPC (no client-side checks) and expects INVALID_ARGUMENT
+// with a message naming the problem, and an unchanged state.
+func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
+	const maxPayload = 64 << 10
+	c := testcluster.New(t, 1, func(cfg *node.Config) { cfg.MaxPayloadBytes = maxPayload })
+	m := c.Members[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Client().Append(ctx, "ok", []byte("x"), client.AppendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sync := syncv1.NewSyncClient(dialRaw(t, m.GRPCAddr))
+	tl := proto.String
+	cases := []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{"append to an empty timeline", func() error {
+			_, err := sync.Append(ctx, &syncv1.AppendRequest{Timeline: tl(""), Payload: []byte("x")})
+			return err
+		}, "timeline id is empty"},
+		{"append to a 257-byte timeline", func() error {
+			_, err := sync.Append(ctx, &syncv1.AppendRequest{Timeline: tl(strings.Repeat("t", 257)), Payload: []byte("x")})
+			return err
+		}, "timeline id is 257 bytes; the limit is 256"},
+		{"append to a timeline that is not UTF-8", func() error {
+			_, err := sync.Append(ctx, &syncv1.AppendRequest{Timeline: tl("bad\xff\xfe"), Payload: []byte("x")})
+			return err
+		}, "not valid UTF-8"},
+		{"append a payload over the limit", func() error {
+			_, err := sync.Append(ctx, &syncv1.AppendRequest{Timeline: tl("ok"), Payload: make([]byte, maxPayload+1)})
+			return err
+		}, "payload is 65537 bytes; the limit is 65536"},
+		{"pull with limit 0", func() error {
+			_, err := sync.Pull(ctx, &syncv1.PullRequest{Timeline: tl("ok"), Limit: proto.Uint32(0)})
+			return err
+		}, "limit 0 must be within 1..1000"},
+		{"pull with limit over the page size", func() error {
+			_, err := sync.Pull(ctx, &syncv1.PullRequest{Timeline: tl("ok"), Limit: proto.Uint32(1001)})
+			return err
+		}, "limit 1001 must be within 1..1000"},
+		{"pull an empty timeline id", func() error {
+			_, err := sync.Pull(ctx, &syncv1.PullRequest{Timeline: tl(""), Limit: proto.Uint32(10)})
+			return err
+		}, "timeline id is empty"},
+		{"head of a timeline that is not UTF-8", func() error {
+			_, err := sync.Head(ctx, &syncv1.HeadRequest{Timeline: tl("\xc3\x28")})
+			return err
+		}, "not valid UTF-8"},
+		{"metadata that is not UTF-8", func() error {
+			_, err := sync.Append(ctx, &syncv1.AppendRequest{Timeline: tl("ok"), Metadata: map[string]string{"k": "\xff"}})
+			return err
+		}, "not valid UTF-8"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before, _ := m.Node.Digest()
+			applied := m.Node.AppliedIndex()
+			err := tc.call()
+			st := status.Convert(err)
+			if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tc.want) {
+				t.Fatalf("got %v %q, want InvalidArgument containing %q", st.Code(), st.Message(), tc.want)
+			}
+			after, _ := m.Node.Digest()
+			if before != after || m.Node.AppliedIndex() != applied {
+				t.Fatal("a rejected request changed the state")
+			}
+		})
+	}
+}
+
+func TestHealthServiceReportsServing(t *testing.T) {
+	c := testcluster.New(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(dialRaw(t, c.Members[0].GRPCAddr)).Check(ctx, &healthpb.HealthCheckRequest{Service: "syncstore.v1.Sync"})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", resp.GetStatus(), err)
+	}
+}
