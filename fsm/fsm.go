@@ -8,12 +8,12 @@
 package fsm
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -44,7 +44,7 @@ type FSM struct {
 	mu sync.RWMutex
 	db *bolt.DB
 
-	applied appliedWatch
+	applied atomic.Uint64 // last log index applied (commands and configuration)
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -58,7 +58,6 @@ func Open(opts Options) (*FSM, error) {
 		opts.Logger = slog.Default()
 	}
 	f := &FSM{opts: opts, log: opts.Logger}
-	f.applied.ch = make(chan struct{})
 	db, err := f.openDB(opts.Path)
 	if err != nil {
 		return nil, err
@@ -89,7 +88,7 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("fsm: init %s: %w", path, err)
 	}
-	f.applied.set(applied)
+	f.applied.Store(applied)
 	return db, nil
 }
 
@@ -108,17 +107,10 @@ func (f *FSM) Close() error {
 	return nil
 }
 
-// AppliedIndex is the index of the last Raft log entry applied.
-func (f *FSM) AppliedIndex() uint64 {
-	f.applied.mu.Lock()
-	defer f.applied.mu.Unlock()
-	return f.applied.idx
-}
-
-// WaitApplied blocks until the applied index reaches idx or ctx ends.
-func (f *FSM) WaitApplied(ctx context.Context, idx uint64) error {
-	return f.applied.wait(ctx, idx)
-}
+// AppliedIndex is the index of the last command or configuration entry
+// applied. Raft hands no-op and barrier entries to no state machine, so it
+// can trail Raft's own applied index.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
 // Apply applies one log entry.
 func (f *FSM) Apply(l *raft.Log) interface{} {
@@ -166,7 +158,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if err != nil {
 		panic(fmt.Sprintf("fsm: cannot apply committed entries: %v", err))
 	}
-	f.applied.set(last)
+	f.applied.Store(last)
 	return out
 }
 
@@ -178,40 +170,6 @@ func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
 		return ErrClosed
 	}
 	return f.db.View(fn)
-}
-
-// appliedWatch publishes the applied index to waiters.
-type appliedWatch struct {
-	mu  sync.Mutex
-	idx uint64
-	ch  chan struct{} // closed and replaced on every change
-}
-
-func (w *appliedWatch) set(idx uint64) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if idx == w.idx {
-		return
-	}
-	w.idx = idx
-	close(w.ch)
-	w.ch = make(chan struct{})
-}
-
-func (w *appliedWatch) wait(ctx context.Context, idx uint64) error {
-	for {
-		w.mu.Lock()
-		cur, ch := w.idx, w.ch
-		w.mu.Unlock()
-		if cur >= idx {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("fsm: waiting for applied index %d (at %d): %w", idx, cur, ctx.Err())
-		}
-	}
 }
 
 // syncDir fsyncs a directory so a rename in it is durable.

@@ -98,13 +98,15 @@ func (n *Node) Promote(ctx context.Context, id, raftAddr string) error {
 
 // Status describes this node's Raft view.
 type Status struct {
-	ID           string
-	RaftAddr     string
-	GRPCAddr     string
-	State        string
-	LeaderID     string
-	Term         uint64
-	CommitIndex  uint64
+	ID          string
+	RaftAddr    string
+	GRPCAddr    string
+	State       string
+	LeaderID    string
+	Term        uint64
+	CommitIndex uint64
+	// AppliedIndex is Raft's: the last log entry handed to the state machine
+	// (no-op and barrier entries included, unlike the state machine's own).
 	AppliedIndex uint64
 	LastLogIndex uint64
 	Members      []Member
@@ -125,7 +127,7 @@ func (n *Node) Status() (Status, error) {
 		LeaderID:     lid,
 		Term:         n.raft.CurrentTerm(),
 		CommitIndex:  n.raft.CommitIndex(),
-		AppliedIndex: n.fsm.AppliedIndex(),
+		AppliedIndex: n.raft.AppliedIndex(),
 		LastLogIndex: n.raft.LastIndex(),
 		Members:      members,
 	}, nil

@@ -186,7 +186,9 @@ func (c *Client) do(ctx context.Context, call func(context.Context, *grpc.Client
 		followed = false
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("client: %w (last error: %v)", ctx.Err(), err)
+			// Both wrapped: errors.Is sees the deadline, status.Code the
+			// last answer from the cluster.
+			return fmt.Errorf("client: %w; last error: %w", ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, c.opts.MaxBackoff)
