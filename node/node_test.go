@@ -36,6 +36,10 @@ func startReady(t *testing.T, cfg Config) *Node {
 		if n.readyTerm.Load() == 0 {
 			return errors.New("not a ready leader yet")
 		}
+		members, err := n.Members()
+		if err != nil || len(members) == 0 || members[0].GRPCAddr == "" {
+			return fmt.Errorf("not registered yet: %v %v", members, err)
+		}
 		return nil
 	})
 	return n
@@ -95,6 +99,7 @@ func TestRestartKeepsStateAndSeqsGoOn(t *testing.T) {
 	}
 
 	cfg.Bootstrap = false
+	cfg.RaftAddr = n.Config().RaftAddr // same address: nothing to re-register
 	n = startReady(t, cfg)
 	defer n.Close()
 	after, _ := n.Digest()

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -109,5 +110,33 @@ func TestHealthServiceReportsServing(t *testing.T) {
 	resp, err := healthpb.NewHealthClient(dialRaw(t, c.Members[0].GRPCAddr)).Check(ctx, &healthpb.HealthCheckRequest{Service: "syncstore.v1.Sync"})
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health: %v %v", resp.GetStatus(), err)
+	}
+}
+
+// TestReflectionListsTheServices: what grpcurl relies on.
+func TestReflectionListsTheServices(t *testing.T) {
+	c := testcluster.New(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := reflectionpb.NewServerReflectionClient(dialRaw(t, c.Members[0].GRPCAddr)).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream.CloseSend()
+	got := map[string]bool{}
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		got[s.GetName()] = true
+	}
+	for _, want := range []string{"syncstore.v1.Sync", "syncstore.v1.Admin", "grpc.health.v1.Health"} {
+		if !got[want] {
+			t.Errorf("reflection does not list %s (got %v)", want, got)
+		}
 	}
 }
