@@ -41,6 +41,8 @@ type Node struct {
 	transport *raft.NetworkTransport
 	logStore  *raftboltdb.BoltStore
 
+	metrics *metrics
+
 	// readyTerm is the term in which this node, as leader, has applied every
 	// entry committed before the term began; 0 when it is not such a leader.
 	readyTerm atomic.Uint64
@@ -65,6 +67,7 @@ func Start(cfg Config) (*Node, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("node", cfg.NodeID),
 		notifyCh: make(chan bool, leaderNotifyBacklog),
+		metrics:  newMetrics(),
 		stop:     make(chan struct{}),
 	}
 	if err := n.open(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/syncstore/syncstore/fsm"
@@ -138,5 +139,52 @@ func TestWritesOnANonLeaderAreRefusedWithoutLeader(t *testing.T) {
 	}
 	if head, err := n.Head(context.Background(), "a", Stale); err != nil || head != 0 {
 		t.Fatalf("stale head: %d %v", head, err)
+	}
+}
+
+func TestMetricsCountProposalsAndExposeRaftState(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	n := startReady(t, cfg)
+	defer n.Close()
+	reg := prometheus.NewRegistry()
+	if err := n.RegisterMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Append(context.Background(), AppendRequest{Timeline: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Append(context.Background(), AppendRequest{Timeline: ""}); err == nil {
+		t.Fatal("an empty timeline was accepted")
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range m.GetLabel() {
+				name += "," + l.GetName() + "=" + l.GetValue()
+			}
+			if h := m.GetHistogram(); h != nil {
+				got[name] = float64(h.GetSampleCount())
+			} else {
+				got[name] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	want := map[string]float64{
+		"syncstore_propose_seconds,op=append,outcome=ok": 1,
+		"syncstore_raft_is_leader":                       1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	if got["syncstore_raft_commit_index"] < 3 {
+		t.Errorf("commit index %v, want at least 3", got["syncstore_raft_commit_index"])
 	}
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/syncstore/syncstore/fsm"
 )
@@ -48,10 +49,12 @@ func (n *Node) Head(ctx context.Context, timeline string, c Consistency) (uint64
 // becomeReady), which covers what its predecessors acknowledged. So once a
 // quorum confirms this node still leads (no newer term exists), its local
 // state holds every write acknowledged before the read began.
-func (n *Node) readBarrier(ctx context.Context, c Consistency) error {
+func (n *Node) readBarrier(ctx context.Context, c Consistency) (err error) {
 	if c == Stale {
 		return nil
 	}
+	start := time.Now()
+	defer func() { n.metrics.read.WithLabelValues(outcome(err)).Observe(time.Since(start).Seconds()) }()
 	if !n.IsLeader() {
 		return n.notLeader()
 	}

@@ -49,7 +49,9 @@ func (n *Node) validateAppend(a *fsmpb.Append) error {
 
 // propose stamps a command with the time, replicates it and returns what the
 // state machine answered.
-func (n *Node) propose(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
+func (n *Node) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, err error) {
+	start := time.Now()
+	defer func() { n.metrics.observePropose(opName(cmd), start, err) }()
 	if n.raft.State() != raft.Leader {
 		return nil, n.notLeader()
 	}
@@ -114,4 +116,14 @@ func timeUntil(ctx context.Context) time.Duration {
 		return 0
 	}
 	return max(time.Until(d), time.Millisecond)
+}
+
+func opName(cmd *fsmpb.Command) string {
+	switch cmd.GetOp().(type) {
+	case *fsmpb.Command_Append:
+		return "append"
+	case *fsmpb.Command_RegisterNode:
+		return "register_node"
+	}
+	return "other"
 }

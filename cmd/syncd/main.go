@@ -44,6 +44,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.MaxPageSize, "max-page-size", cfg.MaxPageSize, "largest limit a pull may ask for")
 	fs.DurationVar(&cfg.DedupeWindow, "dedupe-window", cfg.DedupeWindow, "how long an idempotency key is remembered")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	debugAddr := fs.String("debug-addr", "", "serve /metrics (Prometheus) and /debug/pprof here; off when empty")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,6 +70,14 @@ func run(args []string) error {
 	srv := server.New(nd, cfg.Logger)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
+	if *debugAddr != "" {
+		dbg, err := startDebug(*debugAddr, nd, cfg.Logger)
+		if err != nil {
+			srv.Stop()
+			return errors.Join(err, nd.Close())
+		}
+		defer dbg.Close()
+	}
 	cfg.Logger.Info("syncd listening", "node", cfg.NodeID, "grpc", lis.Addr().String(),
 		"raft", nd.Config().RaftAddr, "data_dir", cfg.DataDir, "bootstrap", cfg.Bootstrap)
 
