@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
 
 	"github.com/syncstore/syncstore/rpc/client"
 )
@@ -36,8 +38,8 @@ func main() {
 	g := &globals{out: os.Stdout}
 	root := newRoot(g)
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "syncctl:", err)
-		if _, usage := err.(usageError); usage {
+		fmt.Fprintln(os.Stderr, "syncctl:", describe(err))
+		if errors.As(err, new(usageError)) {
 			os.Exit(exitUsage)
 		}
 		os.Exit(exitFailed)
@@ -61,6 +63,15 @@ func newRoot(g *globals) *cobra.Command {
 }
 
 type usageError struct{ error }
+
+// describe renders a gRPC status as "Code: message" rather than Go's
+// "rpc error: code = ... desc = ...".
+func describe(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return fmt.Sprintf("%s: %s", st.Code(), st.Message())
+	}
+	return err.Error()
+}
 
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {

@@ -62,6 +62,7 @@ func run(args []string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	cfg.GRPCAddr = lis.Addr().String() // resolves a ":0" port
 	nd, err := node.Start(cfg)
 	if err != nil {
 		lis.Close()

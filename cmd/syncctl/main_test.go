@@ -1,0 +1,92 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/syncstore/syncstore/internal/testcluster"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func run(t *testing.T, addr string, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	g := &globals{out: &out}
+	root := newRoot(g)
+	root.SetArgs(append([]string{"--addr", addr}, args...))
+	root.SetOut(&out)
+	root.SetErr(&out)
+	err := root.Execute()
+	return out.String(), err
+}
+
+func TestCommandsAgainstACluster(t *testing.T) {
+	c := testcluster.New(t, 3, nil)
+	addr := strings.Join(c.Addrs(), ",")
+	steps := []struct {
+		args []string
+		want []string // substrings of the output
+	}{
+		{[]string{"append", "alice", "hello"}, []string{"alice seq 1 at "}},
+		{[]string{"append", "alice", "again", "--key", "k1"}, []string{"alice seq 2 at "}},
+		{[]string{"append", "alice", "again", "--key", "k1"}, []string{"alice seq 2 at ", "(already appended with this key)"}},
+		{[]string{"pull", "alice"}, []string{"hello", "again", "OK: head 2, oldest 1"}},
+		{[]string{"pull", "alice", "--after", "1", "--limit", "1"}, []string{"again", "OK: head 2"}},
+		{[]string{"pull", "alice", "--after", "0", "--limit", "1"}, []string{"hello", "MORE: head 2"}},
+		{[]string{"pull", "alice", "--after", "2"}, []string{"UP_TO_DATE: head 2"}},
+		{[]string{"pull", "alice", "--after", "9"}, []string{"AHEAD: head 2"}},
+		{[]string{"head", "alice"}, []string{"alice head 2"}},
+		{[]string{"head", "alice", "--stale"}, []string{"alice head"}},
+		{[]string{"status"}, []string{"leader n", "n1", "n2", "n3", "Leader", "Follower", "LAG"}},
+		{[]string{"bench", "--clients", "2", "--duration", "200ms", "--timelines", "3"}, []string{"appends/s", "p99"}},
+	}
+	for _, s := range steps {
+		out, err := run(t, addr, s.args...)
+		if err != nil {
+			t.Fatalf("%v: %v", s.args, err)
+		}
+		for _, w := range s.want {
+			if !strings.Contains(out, w) {
+				t.Fatalf("%v: output lacks %q:\n%s", s.args, w, out)
+			}
+		}
+	}
+
+	out, err := run(t, addr, "--json", "pull", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page struct {
+		Status  string `json:"status"`
+		HeadSeq uint64 `json:"head_seq"`
+		Entries []struct {
+			Seq     uint64 `json:"seq"`
+			Payload string `json:"payload"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(out), &page); err != nil || page.Status != "OK" || page.HeadSeq != 2 || len(page.Entries) != 2 || page.Entries[1].Payload != "again" {
+		t.Fatalf("--json pull: %+v %v\n%s", page, err, out)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	cases := [][]string{
+		{"append", "only-one-arg"},
+		{"pull"},
+		{"status", "extra"},
+		{"pull", "x", "--limit", "not-a-number"},
+	}
+	for _, args := range cases {
+		_, err := run(t, "127.0.0.1:1", args...)
+		var ue usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("%v: got %v, want a usage error", args, err)
+		}
+	}
+}
