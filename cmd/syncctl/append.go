@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
 
 	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/syncv1"
 )
 
 func newAppendCmd(g *globals) *cobra.Command {
@@ -16,14 +18,11 @@ func newAppendCmd(g *globals) *cobra.Command {
 		Short: "Append TEXT to a timeline and print the seq it got",
 		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
+			var resp *syncv1.AppendResponse
+			err := g.call(func(ctx context.Context, cl *client.Client) (err error) {
+				resp, err = cl.Append(ctx, args[0], []byte(args[1]), client.AppendOptions{IdempotencyKey: key})
 				return err
-			}
-			defer cl.Close()
-			ctx, cancel := g.ctx()
-			defer cancel()
-			resp, err := cl.Append(ctx, args[0], []byte(args[1]), client.AppendOptions{IdempotencyKey: key})
+			})
 			if err != nil {
 				return err
 			}

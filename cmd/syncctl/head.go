@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/syncstore/syncstore/rpc/client"
 )
 
 func newHeadCmd(g *globals) *cobra.Command {
@@ -13,14 +16,11 @@ func newHeadCmd(g *globals) *cobra.Command {
 		Short: "Print the newest seq of a timeline (0 if it has none)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
+			var head uint64
+			err := g.call(func(ctx context.Context, cl *client.Client) (err error) {
+				head, err = cl.Head(ctx, args[0], g.consistency())
 				return err
-			}
-			defer cl.Close()
-			ctx, cancel := g.ctx()
-			defer cancel()
-			head, err := cl.Head(ctx, args[0], g.consistency())
+			})
 			if err != nil {
 				return err
 			}

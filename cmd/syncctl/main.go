@@ -86,8 +86,16 @@ func (g *globals) client() (*client.Client, error) {
 	return client.New(strings.Split(g.addr, ","), client.Options{})
 }
 
-func (g *globals) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), g.timeout)
+// call runs fn with a client for --addr and the --timeout deadline.
+func (g *globals) call(fn func(context.Context, *client.Client) error) error {
+	cl, err := g.client()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
+	defer cancel()
+	return fn(ctx, cl)
 }
 
 func (g *globals) consistency() client.Consistency {

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/syncv1"
 )
 
 func newPullCmd(g *globals) *cobra.Command {
@@ -17,14 +21,11 @@ func newPullCmd(g *globals) *cobra.Command {
 		Short: "Print the entries of a timeline after a seq",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
+			var resp *syncv1.PullResponse
+			err := g.call(func(ctx context.Context, cl *client.Client) (err error) {
+				resp, err = cl.Pull(ctx, args[0], after, limit, g.consistency())
 				return err
-			}
-			defer cl.Close()
-			ctx, cancel := g.ctx()
-			defer cancel()
-			resp, err := cl.Pull(ctx, args[0], after, limit, g.consistency())
+			})
 			if err != nil {
 				return err
 			}

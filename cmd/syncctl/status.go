@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 )
 
@@ -18,17 +19,12 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Short: "Show the cluster: nodes, leader, term, commit and applied index",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := g.client()
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			ctx, cancel := g.ctx()
-			defer cancel()
 			var resp *syncv1.ClusterStatusResponse
-			err = cl.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) (err error) {
-				resp, err = a.ClusterStatus(ctx, &syncv1.ClusterStatusRequest{})
-				return err
+			err := g.call(func(ctx context.Context, cl *client.Client) error {
+				return cl.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) (err error) {
+					resp, err = a.ClusterStatus(ctx, &syncv1.ClusterStatusRequest{})
+					return err
+				})
 			})
 			if err != nil {
 				return err

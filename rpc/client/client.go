@@ -158,6 +158,7 @@ func (c *Client) Admin(ctx context.Context, fn func(context.Context, syncv1.Admi
 func (c *Client) do(ctx context.Context, call func(context.Context, *grpc.ClientConn) error) error {
 	backoff := c.opts.MinBackoff
 	followed := false // a leader hint is followed at once, but not twice running
+	var lastErr error // the most telling failure so far, for the caller
 	for {
 		addr, conn, err := c.target()
 		if err != nil {
@@ -171,8 +172,14 @@ func (c *Client) do(ctx context.Context, call func(context.Context, *grpc.Client
 			return nil
 		}
 		st := status.Convert(err)
-		if !retryable(st.Code()) || ctx.Err() != nil {
+		if !retryable(st.Code()) {
 			return err
+		}
+		if lastErr == nil || st.Code() != codes.DeadlineExceeded {
+			lastErr = err
+		}
+		if ctx.Err() != nil {
+			return giveUp(ctx, lastErr)
 		}
 		if hint := leaderHint(st); hint != "" && hint != addr {
 			c.setLeader(hint)
@@ -186,13 +193,17 @@ func (c *Client) do(ctx context.Context, call func(context.Context, *grpc.Client
 		followed = false
 		select {
 		case <-ctx.Done():
-			// Both wrapped: errors.Is sees the deadline, status.Code the
-			// last answer from the cluster.
-			return fmt.Errorf("client: %w; last error: %w", ctx.Err(), err)
+			return giveUp(ctx, lastErr)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, c.opts.MaxBackoff)
 	}
+}
+
+// giveUp wraps both the context's error (for errors.Is) and the last answer
+// from the cluster (for status.Code).
+func giveUp(ctx context.Context, last error) error {
+	return fmt.Errorf("client: %w; last error: %w", ctx.Err(), last)
 }
 
 func retryable(code codes.Code) bool {

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/syncv1"
@@ -23,11 +25,9 @@ func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.Joi
 	nd := fsm.Node{ID: req.GetNodeId(), RaftAddr: req.GetRaftAddr(), GRPCAddr: req.GetGrpcAddr()}
 	target, voter, err := s.node.AddLearner(ctx, nd)
 	if err != nil {
-		if fctx, conn, nl, ok := s.leaderConn(ctx, err); ok {
-			resp, ferr := syncv1.NewAdminClient(conn).Join(fctx, req)
-			return resp, forwardError(nl, ferr)
-		}
-		return nil, toStatus(err)
+		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.JoinResponse, error) {
+			return syncv1.NewAdminClient(conn).Join(ctx, req)
+		})
 	}
 	if !voter {
 		if err := s.awaitCatchUp(ctx, nd.GRPCAddr, target); err != nil {

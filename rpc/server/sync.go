@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -21,11 +22,9 @@ func (s *Server) Append(ctx context.Context, req *syncv1.AppendRequest) (*syncv1
 		Metadata:       req.GetMetadata(),
 	})
 	if err != nil {
-		if fctx, conn, nl, ok := s.leaderConn(ctx, err); ok {
-			resp, ferr := syncv1.NewSyncClient(conn).Append(fctx, req)
-			return resp, forwardError(nl, ferr)
-		}
-		return nil, toStatus(err)
+		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.AppendResponse, error) {
+			return syncv1.NewSyncClient(conn).Append(ctx, req)
+		})
 	}
 	return &syncv1.AppendResponse{Seq: res.Seq, TsMs: res.TsMs, Deduplicated: res.Deduplicated}, nil
 }
@@ -34,11 +33,9 @@ func (s *Server) Append(ctx context.Context, req *syncv1.AppendRequest) (*syncv1
 func (s *Server) Pull(ctx context.Context, req *syncv1.PullRequest) (*syncv1.PullResponse, error) {
 	res, err := s.node.Pull(ctx, req.GetTimeline(), req.GetAfterSeq(), int(req.GetLimit()), consistency(req.GetConsistency()))
 	if err != nil {
-		if fctx, conn, nl, ok := s.leaderConn(ctx, err); ok {
-			resp, ferr := syncv1.NewSyncClient(conn).Pull(fctx, req)
-			return resp, forwardError(nl, ferr)
-		}
-		return nil, toStatus(err)
+		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.PullResponse, error) {
+			return syncv1.NewSyncClient(conn).Pull(ctx, req)
+		})
 	}
 	out := &syncv1.PullResponse{
 		Status:    pullStatus(res.Status),
@@ -63,13 +60,22 @@ func (s *Server) Pull(ctx context.Context, req *syncv1.PullRequest) (*syncv1.Pul
 func (s *Server) Head(ctx context.Context, req *syncv1.HeadRequest) (*syncv1.HeadResponse, error) {
 	head, err := s.node.Head(ctx, req.GetTimeline(), consistency(req.GetConsistency()))
 	if err != nil {
-		if fctx, conn, nl, ok := s.leaderConn(ctx, err); ok {
-			resp, ferr := syncv1.NewSyncClient(conn).Head(fctx, req)
-			return resp, forwardError(nl, ferr)
-		}
-		return nil, toStatus(err)
+		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.HeadResponse, error) {
+			return syncv1.NewSyncClient(conn).Head(ctx, req)
+		})
 	}
 	return &syncv1.HeadResponse{HeadSeq: head}, nil
+}
+
+// forwardOr forwards the request that failed with err to the leader when err
+// says this node is not it (see leaderConn), else answers err.
+func forwardOr[Resp any](s *Server, ctx context.Context, err error, call func(context.Context, *grpc.ClientConn) (Resp, error)) (Resp, error) {
+	if fctx, conn, nl, ok := s.leaderConn(ctx, err); ok {
+		resp, ferr := call(fctx, conn)
+		return resp, forwardError(nl, ferr)
+	}
+	var zero Resp
+	return zero, toStatus(err)
 }
 
 // forwardError passes the leader's answer through. An UNAVAILABLE without a
