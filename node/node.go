@@ -38,6 +38,7 @@ type Node struct {
 
 	fsm       *fsm.FSM
 	raft      *raft.Raft
+	mux       *Mux
 	transport *raft.NetworkTransport
 	logStore  *raftboltdb.BoltStore
 
@@ -101,9 +102,13 @@ func (n *Node) open() error {
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
-	stream, err := listenStream(n.cfg.RaftAddr)
+	n.mux, err = ListenMux(n.cfg.RaftAddr, n.log)
 	if err != nil {
-		return fmt.Errorf("node: raft transport on %s: %w", n.cfg.RaftAddr, err)
+		return err
+	}
+	stream, err := n.mux.Layer(0)
+	if err != nil {
+		return err
 	}
 	n.transport = raft.NewNetworkTransportWithLogger(stream, transportMaxPool, transportTimeout, hlog)
 	n.cfg.RaftAddr = string(n.transport.LocalAddr()) // resolves a ":0" port
@@ -175,6 +180,9 @@ func (n *Node) closeStores() error {
 	if n.transport != nil {
 		n.transport.CloseStreams()
 		errs = append(errs, n.transport.Close())
+	}
+	if n.mux != nil {
+		errs = append(errs, n.mux.Close())
 	}
 	if n.logStore != nil {
 		errs = append(errs, n.logStore.Close())
