@@ -25,6 +25,8 @@ var (
 	bucketDedupeExpiry = []byte("dedupe_expiry")
 	// bucketNodes: node id -> NodeRecord.
 	bucketNodes = []byte("nodes")
+	// bucketShardMap: keyShardMap -> ShardMap (meta group).
+	bucketShardMap = []byte("shard_map")
 
 	keyAppliedIndex = []byte("applied_index")
 	keyAppliedTerm  = []byte("applied_term")
@@ -36,7 +38,7 @@ const schemaVersion = 1
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
-var dataBuckets = [][]byte{seqgen.BucketName, bucketEntries, bucketDedupe, bucketDedupeExpiry, bucketNodes}
+var dataBuckets = [][]byte{seqgen.BucketName, bucketEntries, bucketDedupe, bucketDedupeExpiry, bucketNodes, bucketShardMap}
 
 func createSchema(tx *bolt.Tx) error {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {

@@ -9,8 +9,9 @@ import (
 const MaxReplicas = 3
 
 // Initial is the first map of a cluster: n data groups (ids 1..n) owning
-// equal contiguous slot ranges, placed on nodes by Place.
-func Initial(n int, nodes []string) (*Map, error) {
+// equal contiguous slot ranges, created by creator and placed on nodes by
+// Place (creator must be one of them).
+func Initial(n int, creator string, nodes []string) (*Map, error) {
 	if n < 1 || n > SlotCount {
 		return nil, fmt.Errorf("shard: %d groups; want 1..%d", n, SlotCount)
 	}
@@ -18,7 +19,9 @@ func Initial(n int, nodes []string) (*Map, error) {
 	for i := range groups {
 		groups[i] = Group{
 			ID:     GroupID(i + 1),
-			Ranges: []Range{{Start: uint32(i * SlotCount / n), End: uint32((i + 1) * SlotCount / n)}},
+			Ranges:   []Range{{Start: uint32(i * SlotCount / n), End: uint32((i + 1) * SlotCount / n)}},
+			Replicas: []string{creator},
+			Creator:  creator,
 		}
 	}
 	return Place(&Map{Version: 0, Groups: groups}, nodes)
@@ -49,7 +52,7 @@ func Place(m *Map, nodes []string) (*Map, error) {
 				load[r]++
 			}
 		}
-		groups[i] = Group{ID: g.ID, Ranges: slices.Clone(g.Ranges), Replicas: kept}
+		groups[i] = Group{ID: g.ID, Ranges: slices.Clone(g.Ranges), Replicas: kept, Creator: g.Creator}
 	}
 	// Fill each group up to rf with the least-loaded nodes.
 	for i := range groups {

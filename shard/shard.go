@@ -45,6 +45,9 @@ type Group struct {
 	// Replicas are node ids. Replicas[0] is the preferred leader: the group's
 	// leader hands leadership to it when it can.
 	Replicas []string
+	// Creator is the node that bootstraps the group's Raft configuration
+	// (itself as the only voter); the others join through the group's leader.
+	Creator string
 }
 
 // Map is the shard map. Version grows with every change.

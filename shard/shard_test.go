@@ -74,7 +74,7 @@ func TestInitialAndPlaceBalance(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprintf("%d groups on %d nodes", tc.groups, tc.nodes), func(t *testing.T) {
-			m, err := Initial(tc.groups, nodes(tc.nodes))
+			m, err := Initial(tc.groups, "n1", nodes(tc.nodes))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,7 +98,7 @@ func TestInitialAndPlaceBalance(t *testing.T) {
 }
 
 func TestEverySlotHasOneOwner(t *testing.T) {
-	m, err := Initial(7, nodes(3)) // 4096 is not a multiple of 7
+	m, err := Initial(7, "n1", nodes(3)) // 4096 is not a multiple of 7
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,7 @@ func TestEverySlotHasOneOwner(t *testing.T) {
 }
 
 func TestGrowingTheClusterKeepsReplicasAndRaisesVersion(t *testing.T) {
-	one, err := Initial(8, nodes(1))
+	one, err := Initial(8, "n1", nodes(1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,7 @@ type Command struct {
 	//
 	//	*Command_Append
 	//	*Command_RegisterNode
+	//	*Command_SetShardMap
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -121,6 +122,15 @@ func (x *Command) GetRegisterNode() *RegisterNode {
 	return nil
 }
 
+func (x *Command) GetSetShardMap() *SetShardMap {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetShardMap); ok {
+			return x.SetShardMap
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -133,9 +143,15 @@ type Command_RegisterNode struct {
 	RegisterNode *RegisterNode `protobuf:"bytes,11,opt,name=register_node,json=registerNode,proto3,oneof"`
 }
 
+type Command_SetShardMap struct {
+	SetShardMap *SetShardMap `protobuf:"bytes,12,opt,name=set_shard_map,json=setShardMap,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
+
+func (*Command_SetShardMap) isCommand_Op() {}
 
 // Append adds one entry to a timeline.
 type Append struct {
@@ -278,6 +294,235 @@ func (x *RegisterNode) GetGrpcAddr() string {
 	return ""
 }
 
+// SetShardMap replaces the shard map (meta group only) if the stored map
+// still has expected_version: a compare-and-set, so two proposers that
+// computed maps from the same version cannot both win.
+type SetShardMap struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ExpectedVersion uint64                 `protobuf:"varint,1,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	Map             *ShardMap              `protobuf:"bytes,2,opt,name=map,proto3" json:"map,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SetShardMap) Reset() {
+	*x = SetShardMap{}
+	mi := &file_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetShardMap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetShardMap) ProtoMessage() {}
+
+func (x *SetShardMap) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetShardMap.ProtoReflect.Descriptor instead.
+func (*SetShardMap) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SetShardMap) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *SetShardMap) GetMap() *ShardMap {
+	if x != nil {
+		return x.Map
+	}
+	return nil
+}
+
+type ShardMap struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Groups        []*ShardGroup          `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardMap) Reset() {
+	*x = ShardMap{}
+	mi := &file_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardMap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardMap) ProtoMessage() {}
+
+func (x *ShardMap) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardMap.ProtoReflect.Descriptor instead.
+func (*ShardMap) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ShardMap) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ShardMap) GetGroups() []*ShardGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type ShardGroup struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ranges []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// replicas[0] is the preferred leader.
+	Replicas []string `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// creator bootstraps the group's Raft configuration; set once.
+	Creator       string `protobuf:"bytes,4,opt,name=creator,proto3" json:"creator,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardGroup) Reset() {
+	*x = ShardGroup{}
+	mi := &file_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardGroup) ProtoMessage() {}
+
+func (x *ShardGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardGroup.ProtoReflect.Descriptor instead.
+func (*ShardGroup) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ShardGroup) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ShardGroup) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *ShardGroup) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *ShardGroup) GetCreator() string {
+	if x != nil {
+		return x.Creator
+	}
+	return ""
+}
+
+type SlotRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         uint32                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint32                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotRange) Reset() {
+	*x = SlotRange{}
+	mi := &file_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotRange) ProtoMessage() {}
+
+func (x *SlotRange) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
+func (*SlotRange) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SlotRange) GetStart() uint32 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *SlotRange) GetEnd() uint32 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
 // StoredEntry is the value of one timeline entry in bbolt.
 type StoredEntry struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -291,7 +536,7 @@ type StoredEntry struct {
 
 func (x *StoredEntry) Reset() {
 	*x = StoredEntry{}
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +548,7 @@ func (x *StoredEntry) String() string {
 func (*StoredEntry) ProtoMessage() {}
 
 func (x *StoredEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +561,7 @@ func (x *StoredEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEntry.ProtoReflect.Descriptor instead.
 func (*StoredEntry) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{3}
+	return file_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StoredEntry) GetTsMs() int64 {
@@ -358,7 +603,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +615,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +628,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{4}
+	return file_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DedupeRecord) GetSeq() uint64 {
@@ -412,7 +657,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +669,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +682,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{5}
+	return file_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeRecord) GetNodeId() string {
@@ -465,14 +710,15 @@ var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xe5\x01\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xaa\x02\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
 	"\x06now_ms\x18\x03 \x01(\x03R\x05nowMs\x122\n" +
 	"\x06append\x18\n" +
 	" \x01(\v2\x18.syncstore.fsm.v1.AppendH\x00R\x06append\x12E\n" +
-	"\rregister_node\x18\v \x01(\v2\x1e.syncstore.fsm.v1.RegisterNodeH\x00R\fregisterNodeB\x04\n" +
+	"\rregister_node\x18\v \x01(\v2\x1e.syncstore.fsm.v1.RegisterNodeH\x00R\fregisterNode\x12C\n" +
+	"\rset_shard_map\x18\f \x01(\v2\x1d.syncstore.fsm.v1.SetShardMapH\x00R\vsetShardMapB\x04\n" +
 	"\x02op\"\x92\x02\n" +
 	"\x06Append\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x18\n" +
@@ -486,7 +732,22 @@ const file_command_proto_rawDesc = "" +
 	"\fRegisterNode\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\"\xeb\x01\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\"f\n" +
+	"\vSetShardMap\x12)\n" +
+	"\x10expected_version\x18\x01 \x01(\x04R\x0fexpectedVersion\x12,\n" +
+	"\x03map\x18\x02 \x01(\v2\x1a.syncstore.fsm.v1.ShardMapR\x03map\"Z\n" +
+	"\bShardMap\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x124\n" +
+	"\x06groups\x18\x02 \x03(\v2\x1c.syncstore.fsm.v1.ShardGroupR\x06groups\"\x87\x01\n" +
+	"\n" +
+	"ShardGroup\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x123\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x12\x1a\n" +
+	"\breplicas\x18\x03 \x03(\tR\breplicas\x12\x18\n" +
+	"\acreator\x18\x04 \x01(\tR\acreator\"3\n" +
+	"\tSlotRange\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\"\xeb\x01\n" +
 	"\vStoredEntry\x12\x13\n" +
 	"\x05ts_ms\x18\x01 \x01(\x03R\x04tsMs\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12'\n" +
@@ -516,27 +777,35 @@ func file_command_proto_rawDescGZIP() []byte {
 	return file_command_proto_rawDescData
 }
 
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_command_proto_goTypes = []any{
 	(*Command)(nil),      // 0: syncstore.fsm.v1.Command
 	(*Append)(nil),       // 1: syncstore.fsm.v1.Append
 	(*RegisterNode)(nil), // 2: syncstore.fsm.v1.RegisterNode
-	(*StoredEntry)(nil),  // 3: syncstore.fsm.v1.StoredEntry
-	(*DedupeRecord)(nil), // 4: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),   // 5: syncstore.fsm.v1.NodeRecord
-	nil,                  // 6: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                  // 7: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	(*SetShardMap)(nil),  // 3: syncstore.fsm.v1.SetShardMap
+	(*ShardMap)(nil),     // 4: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),   // 5: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),    // 6: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),  // 7: syncstore.fsm.v1.StoredEntry
+	(*DedupeRecord)(nil), // 8: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),   // 9: syncstore.fsm.v1.NodeRecord
+	nil,                  // 10: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                  // 11: syncstore.fsm.v1.StoredEntry.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
-	1, // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
-	2, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
-	6, // 2: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	7, // 3: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	1,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
+	2,  // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
+	3,  // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
+	10, // 3: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	4,  // 4: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	5,  // 5: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	6,  // 6: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	11, // 7: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -547,6 +816,7 @@ func file_command_proto_init() {
 	file_command_proto_msgTypes[0].OneofWrappers = []any{
 		(*Command_Append)(nil),
 		(*Command_RegisterNode)(nil),
+		(*Command_SetShardMap)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -554,7 +824,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
