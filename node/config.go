@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/shard"
 )
 
 // Defaults for Config.
@@ -18,6 +19,8 @@ const (
 	// DefaultMaxPageBytes bounds the payload bytes of one Pull page (a page
 	// always holds at least one entry).
 	DefaultMaxPageBytes = 4 << 20
+	// DefaultShards is the number of data groups of a new cluster.
+	DefaultShards = 8
 	// DefaultDedupeWindow is how long an idempotency key is remembered.
 	DefaultDedupeWindow = 24 * time.Hour
 )
@@ -36,6 +39,18 @@ type Config struct {
 	// Bootstrap starts a new cluster with this node as its only voter when the
 	// data dir holds no Raft state yet; ignored otherwise.
 	Bootstrap bool
+	// Shards is how many data groups a new cluster's first shard map has.
+	Shards int
+	// ReconcileInterval is how often the node drives itself toward the map.
+	ReconcileInterval time.Duration
+	// CatchUpLag is how many entries behind the leader's commit index a
+	// replica may be and still count as caught up (for promotion and for
+	// taking leadership).
+	CatchUpLag uint64
+	// Prober lets the reconciler ask peers how far they have applied.
+	Prober Prober
+	// StateMmapBytes is each state machine's initial bbolt mmap size.
+	StateMmapBytes int
 
 	MaxPayloadBytes int
 	MaxPageSize     int
@@ -67,6 +82,10 @@ func DefaultConfig() Config {
 		RaftAddr:           "127.0.0.1:7401",
 		GRPCAddr:           "127.0.0.1:7400",
 		MaxPayloadBytes:    DefaultMaxPayloadBytes,
+		Shards:             DefaultShards,
+		ReconcileInterval:  500 * time.Millisecond,
+		CatchUpLag:         256,
+		StateMmapBytes:     64 << 20,
 		MaxPageSize:        DefaultMaxPageSize,
 		MaxPageBytes:       DefaultMaxPageBytes,
 		DedupeWindow:       DefaultDedupeWindow,
@@ -105,6 +124,12 @@ func (c Config) Validate() error {
 	}
 	if c.ApplyTimeout <= 0 || c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 {
 		errs = append(errs, errors.New("timeouts must be positive"))
+	}
+	if c.Shards < 0 || c.Shards > shard.SlotCount {
+		errs = append(errs, fmt.Errorf("shards %d must be within 0..%d", c.Shards, shard.SlotCount))
+	}
+	if c.ReconcileInterval <= 0 {
+		errs = append(errs, errors.New("reconcile interval must be positive"))
 	}
 	if c.Clock == nil || c.Logger == nil {
 		errs = append(errs, errors.New("clock and logger are required"))

@@ -3,6 +3,8 @@ package node
 import (
 	"errors"
 	"fmt"
+
+	"github.com/syncstore/syncstore/shard"
 )
 
 // Sentinel errors; the rpc layer maps each to a gRPC code.
@@ -23,8 +25,11 @@ var (
 	ErrClosed = errors.New("node: closed")
 )
 
-// NotLeaderError says who leads, as far as this node knows.
+// NotLeaderError says who leads a group, as far as this node knows. When
+// the node hosts no replica of the group, the "leader" is the group's
+// preferred leader from the shard map.
 type NotLeaderError struct {
+	Group    shard.GroupID
 	LeaderID string
 	// LeaderGRPCAddr is empty when no leader is known (election under way).
 	LeaderGRPCAddr string
@@ -32,10 +37,13 @@ type NotLeaderError struct {
 
 func (e *NotLeaderError) Error() string {
 	if e.LeaderID == "" {
-		return "node: not the leader; no leader known"
+		return fmt.Sprintf("node: not the leader of group %d; no leader known", e.Group)
 	}
-	return fmt.Sprintf("node: not the leader; leader is %s at %s", e.LeaderID, e.LeaderGRPCAddr)
+	return fmt.Sprintf("node: not the leader of group %d; try %s at %s", e.Group, e.LeaderID, e.LeaderGRPCAddr)
 }
 
 // Is makes errors.Is(err, ErrNotLeader) hold.
 func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+// ErrNoShardMap: the cluster has no shard map yet (it is being created).
+var ErrNoShardMap = errors.New("node: no shard map yet")

@@ -9,8 +9,8 @@ import (
 	"github.com/syncstore/syncstore/fsm"
 )
 
-// Member is a server of the Raft configuration with its registered gRPC
-// address (empty until the node has registered).
+// Member is a server of a group's Raft configuration with its registered
+// gRPC address (empty until the node has registered).
 type Member struct {
 	ID       string
 	RaftAddr string
@@ -18,89 +18,140 @@ type Member struct {
 	Voter    bool
 }
 
-// Members lists the Raft configuration as this node sees it.
-func (n *Node) Members() ([]Member, error) {
-	cf := n.raft.GetConfiguration()
+// configuration returns the group's current Raft configuration and its index.
+func (g *Group) configuration() (raft.Configuration, uint64, error) {
+	cf := g.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
-		return nil, fmt.Errorf("node: raft configuration: %w", err)
+		return raft.Configuration{}, 0, fmt.Errorf("node: group %d raft configuration: %w", g.id, err)
 	}
-	nodes, err := n.fsm.Nodes()
+	return cf.Configuration(), cf.Index(), nil
+}
+
+// Members lists the group's Raft configuration as this replica sees it.
+func (g *Group) Members() ([]Member, error) {
+	cf, _, err := g.configuration()
 	if err != nil {
 		return nil, err
 	}
-	grpcAddr := make(map[string]string, len(nodes))
-	for _, nd := range nodes {
-		grpcAddr[nd.ID] = nd.GRPCAddr
-	}
 	var out []Member
-	for _, s := range cf.Configuration().Servers {
+	for _, s := range cf.Servers {
 		out = append(out, Member{
 			ID:       string(s.ID),
 			RaftAddr: string(s.Address),
-			GRPCAddr: grpcAddr[string(s.ID)],
+			GRPCAddr: g.node.grpcAddrOf(string(s.ID)),
 			Voter:    s.Suffrage == raft.Voter,
 		})
 	}
 	return out, nil
 }
 
-// AddLearner is the first step of a join, on the leader: it registers the
-// node's addresses and adds it to the Raft configuration as a non-voter, so
-// it can catch up without counting toward the quorum. It returns the commit
-// index the node must reach before Promote. A node already in the
-// configuration at the same address is left as it is (a rejoin after restart).
+// addNonvoter adds a server as a non-voter unless it is in the configuration
+// already at that address. prevIndex makes the change fail if the
+// configuration moved meanwhile: one membership change at a time.
+func (g *Group) addNonvoter(ctx context.Context, id, raftAddr string) error {
+	cf, idx, err := g.configuration()
+	if err != nil {
+		return err
+	}
+	for _, s := range cf.Servers {
+		if string(s.ID) == id && string(s.Address) == raftAddr {
+			return nil
+		}
+	}
+	ctx, cancel := g.withDefaultTimeout(ctx)
+	defer cancel()
+	if err := waitFuture(ctx, g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), idx, timeUntil(ctx))); err != nil {
+		return fmt.Errorf("node: group %d: add non-voter %s: %w", g.id, id, g.classifyApplyError(err))
+	}
+	g.log.Info("added non-voter", "id", id, "raft_addr", raftAddr)
+	return nil
+}
+
+// promote makes a non-voter a voter.
+func (g *Group) promote(ctx context.Context, id, raftAddr string) error {
+	_, idx, err := g.configuration()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := g.withDefaultTimeout(ctx)
+	defer cancel()
+	if err := waitFuture(ctx, g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), idx, timeUntil(ctx))); err != nil {
+		return fmt.Errorf("node: group %d: promote %s: %w", g.id, id, g.classifyApplyError(err))
+	}
+	g.log.Info("promoted to voter", "id", id)
+	return nil
+}
+
+// removeServer takes a server out of the group.
+func (g *Group) removeServer(ctx context.Context, id string) error {
+	_, idx, err := g.configuration()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := g.withDefaultTimeout(ctx)
+	defer cancel()
+	if err := waitFuture(ctx, g.raft.RemoveServer(raft.ServerID(id), idx, timeUntil(ctx))); err != nil {
+		return fmt.Errorf("node: group %d: remove %s: %w", g.id, id, g.classifyApplyError(err))
+	}
+	g.log.Info("removed server", "id", id)
+	return nil
+}
+
+// AddLearner is the first step of a join, on the meta leader: it registers
+// the node's addresses and adds it to the meta group as a non-voter, so it
+// can catch up without counting toward the quorum. It returns the commit
+// index the node must reach before Promote, and whether it is a voter
+// already (a rejoin after restart).
 func (n *Node) AddLearner(ctx context.Context, nd fsm.Node) (catchUpIndex uint64, voter bool, err error) {
-	if !n.IsLeader() {
-		return 0, false, n.notLeader()
+	meta := n.meta
+	if !meta.IsLeader() {
+		return 0, false, meta.notLeader()
 	}
 	if err := n.register(ctx, nd); err != nil {
 		return 0, false, fmt.Errorf("node: register %s: %w", nd.ID, err)
 	}
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return 0, false, fmt.Errorf("node: raft configuration: %w", err)
+	cf, _, err := meta.configuration()
+	if err != nil {
+		return 0, false, err
 	}
-	for _, s := range cf.Configuration().Servers {
+	for _, s := range cf.Servers {
 		if string(s.ID) == nd.ID && string(s.Address) == nd.RaftAddr {
-			return n.raft.CommitIndex(), s.Suffrage == raft.Voter, nil
+			return meta.raft.CommitIndex(), s.Suffrage == raft.Voter, nil
 		}
 	}
-	ctx, cancel := n.withDefaultTimeout(ctx)
-	defer cancel()
-	// prevIndex makes the change fail if the configuration moved meanwhile:
-	// one membership change at a time.
-	f := n.raft.AddNonvoter(raft.ServerID(nd.ID), raft.ServerAddress(nd.RaftAddr), cf.Index(), timeUntil(ctx))
-	if err := waitFuture(ctx, f); err != nil {
-		return 0, false, fmt.Errorf("node: add non-voter %s: %w", nd.ID, n.classifyApplyError(err))
+	if err := meta.addNonvoter(ctx, nd.ID, nd.RaftAddr); err != nil {
+		return 0, false, err
 	}
-	n.log.Info("added non-voter", "id", nd.ID, "raft_addr", nd.RaftAddr)
-	return n.raft.CommitIndex(), false, nil
+	return meta.raft.CommitIndex(), false, nil
 }
 
-// Promote makes a caught-up non-voter a voter.
+// Promote makes a caught-up member of the meta group a voter, while the meta
+// group has fewer than MaxMetaVoters voters; past that it stays a follower
+// that does not vote.
 func (n *Node) Promote(ctx context.Context, id, raftAddr string) error {
-	if !n.IsLeader() {
-		return n.notLeader()
+	meta := n.meta
+	if !meta.IsLeader() {
+		return meta.notLeader()
 	}
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return fmt.Errorf("node: raft configuration: %w", err)
+	cf, _, err := meta.configuration()
+	if err != nil {
+		return err
 	}
-	ctx, cancel := n.withDefaultTimeout(ctx)
-	defer cancel()
-	f := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), cf.Index(), timeUntil(ctx))
-	if err := waitFuture(ctx, f); err != nil {
-		return fmt.Errorf("node: promote %s: %w", id, n.classifyApplyError(err))
+	voters := 0
+	for _, s := range cf.Servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
 	}
-	n.log.Info("promoted to voter", "id", id)
-	return nil
+	if voters >= MaxMetaVoters {
+		return nil
+	}
+	return meta.promote(ctx, id, raftAddr)
 }
 
-// Status describes this node's Raft view.
-type Status struct {
-	ID          string
-	RaftAddr    string
-	GRPCAddr    string
+// GroupStatus describes one group as a replica sees it.
+type GroupStatus struct {
+	ID          uint64
 	State       string
 	LeaderID    string
 	Term        uint64
@@ -112,29 +163,51 @@ type Status struct {
 	Members      []Member
 }
 
-// Status reports this node's Raft view.
+// Status describes this node: its addresses, the meta group and every data
+// group it hosts.
+type Status struct {
+	ID              string
+	RaftAddr        string
+	GRPCAddr        string
+	ShardMapVersion uint64
+	Meta            GroupStatus
+	Groups          []GroupStatus
+}
+
+// Status reports this node's view.
 func (n *Node) Status() (Status, error) {
-	members, err := n.Members()
+	meta, err := n.meta.status()
 	if err != nil {
 		return Status{}, err
 	}
-	lid, _ := n.Leader()
-	return Status{
-		ID:           n.cfg.NodeID,
-		RaftAddr:     n.cfg.RaftAddr,
-		GRPCAddr:     n.cfg.GRPCAddr,
-		State:        n.raft.State().String(),
-		LeaderID:     lid,
-		Term:         n.raft.CurrentTerm(),
-		CommitIndex:  n.raft.CommitIndex(),
-		AppliedIndex: n.raft.AppliedIndex(),
-		LastLogIndex: n.raft.LastIndex(),
+	st := Status{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta}
+	if m := n.shardMap(); m != nil {
+		st.ShardMapVersion = m.Version
+	}
+	for _, g := range n.groupsSnapshot() {
+		gs, err := g.status()
+		if err != nil {
+			return Status{}, err
+		}
+		st.Groups = append(st.Groups, gs)
+	}
+	return st, nil
+}
+
+func (g *Group) status() (GroupStatus, error) {
+	members, err := g.Members()
+	if err != nil {
+		return GroupStatus{}, err
+	}
+	_, lid := g.raft.LeaderWithID()
+	return GroupStatus{
+		ID:           uint64(g.id),
+		State:        g.raft.State().String(),
+		LeaderID:     string(lid),
+		Term:         g.raft.CurrentTerm(),
+		CommitIndex:  g.raft.CommitIndex(),
+		AppliedIndex: g.raft.AppliedIndex(),
+		LastLogIndex: g.raft.LastIndex(),
 		Members:      members,
 	}, nil
 }
-
-// Digest hashes this replica's state (see fsm.FSM.Digest).
-func (n *Node) Digest() (string, error) { return n.fsm.Digest() }
-
-// AppliedIndex is the state machine's applied index.
-func (n *Node) AppliedIndex() uint64 { return n.fsm.AppliedIndex() }

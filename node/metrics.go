@@ -48,6 +48,13 @@ func (m *metrics) observePropose(op string, start time.Time, err error) {
 	m.propose.WithLabelValues(op, outcome(err)).Observe(time.Since(start).Seconds())
 }
 
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // RegisterMetrics registers the node's metrics: propose and read latencies
 // and its Raft view (read at scrape time).
 func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
@@ -57,21 +64,24 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 	collectors := []prometheus.Collector{
 		n.metrics.propose,
 		n.metrics.read,
-		gauge("syncstore_raft_term", "Current Raft term.", func() float64 { return float64(n.raft.CurrentTerm()) }),
-		gauge("syncstore_raft_commit_index", "Raft commit index.", func() float64 { return float64(n.raft.CommitIndex()) }),
-		gauge("syncstore_raft_applied_index", "Last log index handed to the state machine.", func() float64 { return float64(n.raft.AppliedIndex()) }),
-		gauge("syncstore_raft_last_index", "Last index in the Raft log.", func() float64 { return float64(n.raft.LastIndex()) }),
-		gauge("syncstore_raft_is_leader", "1 if this node leads.", func() float64 {
-			if n.raft.State() == raft.Leader {
-				return 1
+		gauge("syncstore_meta_term", "Current Raft term of the meta group.", func() float64 { return float64(n.meta.raft.CurrentTerm()) }),
+		gauge("syncstore_meta_commit_index", "Commit index of the meta group.", func() float64 { return float64(n.meta.raft.CommitIndex()) }),
+		gauge("syncstore_meta_is_leader", "1 if this node leads the meta group.", func() float64 { return boolGauge(n.meta.IsLeader()) }),
+		gauge("syncstore_shard_map_version", "Version of the shard map this node applied.", func() float64 {
+			if m := n.shardMap(); m != nil {
+				return float64(m.Version)
 			}
 			return 0
 		}),
-		gauge("syncstore_raft_last_contact_seconds", "Time since this node last heard from the leader (0 on the leader).", func() float64 {
-			if n.raft.State() == raft.Leader {
-				return 0
+		gauge("syncstore_groups_hosted", "Data groups with a replica on this node.", func() float64 { return float64(len(n.groupsSnapshot())) }),
+		gauge("syncstore_groups_led", "Data groups this node leads.", func() float64 {
+			led := 0
+			for _, g := range n.groupsSnapshot() {
+				if g.raft.State() == raft.Leader {
+					led++
+				}
 			}
-			return time.Since(n.raft.LastContact()).Seconds()
+			return float64(led)
 		}),
 	}
 	for _, c := range collectors {

@@ -1,6 +1,7 @@
-// Package node runs one syncstore process: its Raft peer (transport, log,
-// snapshots), the state machine, and the leader-side operations the rpc layer
-// calls. It knows nothing of gRPC.
+// Package node runs one syncstore process: the shared Raft port, the meta
+// group (node registry and shard map), the data groups the shard map assigns
+// to this node, and the reconciler that drives the one toward the other. It
+// knows nothing of gRPC; peers are probed through the injected Prober.
 package node
 
 import (
@@ -9,54 +10,46 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
-
-	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/shard"
 )
 
-const (
-	raftLogCacheSize    = 512
-	snapshotsRetained   = 2
-	transportMaxPool    = 3
-	transportTimeout    = 10 * time.Second
-	leaderNotifyBacklog = 16
-)
+// MaxMetaVoters bounds the voters of the meta group; further nodes follow it
+// without voting.
+const MaxMetaVoters = 5
 
-// Node is one Raft peer with its state machine.
+// Prober asks the node at grpcAddr how far its replica of a group has
+// applied the log. The rpc layer provides it; the reconciler uses it to
+// promote caught-up replicas and to hand leadership over.
+type Prober func(ctx context.Context, grpcAddr string, group shard.GroupID) (appliedIndex uint64, err error)
+
+// Node is one syncstore process.
 type Node struct {
-	cfg Config
-	log *slog.Logger
-
-	fsm       *fsm.FSM
-	raft      *raft.Raft
-	mux       *Mux
-	transport *raft.NetworkTransport
-	logStore  *raftboltdb.BoltStore
-
+	cfg     Config
+	log     *slog.Logger
+	mux     *Mux
 	metrics *metrics
+	meta    *Group
 
-	// readyTerm is the term in which this node, as leader, has applied every
-	// entry committed before the term began; 0 when it is not such a leader.
-	readyTerm atomic.Uint64
+	mu     sync.RWMutex
+	groups map[shard.GroupID]*Group
+	smap   atomic.Pointer[shard.Map]
 
-	notifyCh  chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 }
 
-// Start opens the node's stores, starts its Raft peer and, with
-// cfg.Bootstrap on an empty data dir, bootstraps a one-node cluster.
+// Start opens the shared Raft port and the meta group and starts the
+// reconciler, which opens the data groups. With cfg.Bootstrap on an empty
+// data dir it creates a new cluster; its first meta leader then writes a
+// shard map of cfg.Shards groups.
 func Start(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -65,218 +58,135 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Logger.With("node", cfg.NodeID),
-		notifyCh: make(chan bool, leaderNotifyBacklog),
-		metrics:  newMetrics(),
-		stop:     make(chan struct{}),
+		cfg:     cfg,
+		log:     cfg.Logger.With("node", cfg.NodeID),
+		metrics: newMetrics(),
+		groups:  map[shard.GroupID]*Group{},
+		stop:    make(chan struct{}),
 	}
-	if err := n.open(); err != nil {
-		n.closeStores()
+	var err error
+	if n.mux, err = ListenMux(cfg.RaftAddr, n.log); err != nil {
+		return nil, err
+	}
+	n.cfg.RaftAddr = n.mux.Addr().String() // resolves a ":0" port
+	if n.meta, err = n.openGroup(shard.MetaGroup, cfg.Bootstrap, n.onMetaReady); err != nil {
+		n.mux.Close()
 		return nil, err
 	}
 	n.wg.Add(1)
-	go n.watchLeadership()
+	go n.reconcileLoop()
 	return n, nil
 }
 
-func (n *Node) open() error {
-	var err error
-	n.fsm, err = fsm.Open(fsm.Options{Path: filepath.Join(n.cfg.DataDir, "state.db"), Logger: n.log})
-	if err != nil {
-		return err
-	}
-	n.logStore, err = raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(n.cfg.DataDir, "raft.db"),
-		BoltOptions: &bolt.Options{
-			Timeout:        5 * time.Second,
-			FreelistType:   bolt.FreelistMapType,
-			NoFreelistSync: true,
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("node: raft log: %w", err)
-	}
-	hlog := hclog.FromStandardLogger(slog.NewLogLogger(n.log.Handler(), slog.LevelInfo), &hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(n.cfg.DataDir, snapshotsRetained, hlog)
-	if err != nil {
-		return fmt.Errorf("node: snapshot store: %w", err)
-	}
-	n.mux, err = ListenMux(n.cfg.RaftAddr, n.log)
-	if err != nil {
-		return err
-	}
-	stream, err := n.mux.Layer(0)
-	if err != nil {
-		return err
-	}
-	n.transport = raft.NewNetworkTransportWithLogger(stream, transportMaxPool, transportTimeout, hlog)
-	n.cfg.RaftAddr = string(n.transport.LocalAddr()) // resolves a ":0" port
-	logs, err := raft.NewLogCache(raftLogCacheSize, n.logStore)
-	if err != nil {
-		return fmt.Errorf("node: log cache: %w", err)
-	}
-
-	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(n.cfg.NodeID)
-	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
-	rc.ElectionTimeout = n.cfg.ElectionTimeout
-	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
-	rc.SnapshotInterval = n.cfg.SnapshotInterval
-	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
-	rc.TrailingLogs = n.cfg.TrailingLogs
-	// BatchApplyCh stays off: with a buffered apply channel a future still
-	// queued at shutdown is never answered, and its caller would hang. The
-	// leader batches queued applies into one log write either way.
-	rc.BatchApplyCh = false
-	// The state in bbolt survives restarts with its applied index; restoring
-	// the last snapshot at start would only rewind it.
-	rc.NoSnapshotRestoreOnStart = true
-	rc.NotifyCh = n.notifyCh
-	rc.Logger = hlog
-
-	if n.cfg.Bootstrap {
-		existing, err := raft.HasExistingState(logs, n.logStore, snaps)
-		if err != nil {
-			return fmt.Errorf("node: check existing state: %w", err)
-		}
-		if !existing {
-			err := raft.BootstrapCluster(rc, logs, n.logStore, snaps, n.transport, raft.Configuration{Servers: []raft.Server{
-				{ID: rc.LocalID, Address: n.transport.LocalAddr(), Suffrage: raft.Voter},
-			}})
-			if err != nil {
-				return fmt.Errorf("node: bootstrap: %w", err)
-			}
-			n.log.Info("bootstrapped a new cluster")
-		}
-	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, logs, n.logStore, snaps, n.transport)
-	if err != nil {
-		return fmt.Errorf("node: start raft: %w", err)
-	}
-	return nil
-}
-
-// Close shuts the node down: Raft first (so nothing more is applied), then
-// the transport and the stores. Safe to call more than once.
+// Close stops the reconciler, then every group, then the Raft port. Safe to
+// call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		var errs []error
-		if n.raft != nil {
-			if err := n.raft.Shutdown().Error(); err != nil {
-				errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
-			}
-		}
 		close(n.stop)
 		n.wg.Wait()
-		errs = append(errs, n.closeStores())
+		var errs []error
+		for _, g := range n.groupsSnapshot() {
+			errs = append(errs, g.Close())
+		}
+		errs = append(errs, n.meta.Close(), n.mux.Close())
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
 }
 
-func (n *Node) closeStores() error {
-	var errs []error
-	if n.transport != nil {
-		n.transport.CloseStreams()
-		errs = append(errs, n.transport.Close())
-	}
-	if n.mux != nil {
-		errs = append(errs, n.mux.Close())
-	}
-	if n.logStore != nil {
-		errs = append(errs, n.logStore.Close())
-	}
-	if n.fsm != nil {
-		errs = append(errs, n.fsm.Close())
-	}
-	return errors.Join(errs...)
-}
-
 // ID is this node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
 
-// GRPCAddr is the address this node registers for clients.
-func (n *Node) GRPCAddr() string { return n.cfg.GRPCAddr }
-
-// Config returns the node's configuration.
+// Config returns the node's configuration (with resolved addresses).
 func (n *Node) Config() Config { return n.cfg }
 
-// Leader returns the current leader's id and gRPC address as far as this node
-// knows; empty strings during an election.
-func (n *Node) Leader() (id, grpcAddr string) {
-	_, lid := n.raft.LeaderWithID()
-	if lid == "" {
-		return "", ""
+// Meta is the meta group's replica on this node.
+func (n *Node) Meta() *Group { return n.meta }
+
+// IsLeader reports whether this node leads the meta group.
+func (n *Node) IsLeader() bool { return n.meta.IsLeader() }
+
+// Group returns the local replica of a data group, or nil.
+func (n *Node) Group(id shard.GroupID) *Group {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.groups[id]
+}
+
+// groupsSnapshot lists the local data groups by id.
+func (n *Node) groupsSnapshot() []*Group {
+	n.mu.RLock()
+	out := make([]*Group, 0, len(n.groups))
+	for _, g := range n.groups {
+		out = append(out, g)
 	}
-	if string(lid) == n.cfg.NodeID {
-		return n.cfg.NodeID, n.cfg.GRPCAddr
+	n.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *Group) int { return int(a.id) - int(b.id) })
+	return out
+}
+
+// Groups lists the local data groups by id.
+func (n *Node) Groups() []*Group { return n.groupsSnapshot() }
+
+// shardMap is the newest shard map this node has applied, or nil.
+func (n *Node) shardMap() *shard.Map { return n.smap.Load() }
+
+// ShardMap is the newest shard map this node knows, or nil before the
+// cluster has one.
+func (n *Node) ShardMap() *shard.Map { return n.shardMap() }
+
+// route finds the local replica of the group owning a timeline. When this
+// node hosts none, the error names the group's preferred leader, to which
+// the rpc layer forwards.
+func (n *Node) route(timeline string) (*Group, error) {
+	m := n.shardMap()
+	if m == nil {
+		return nil, ErrNoShardMap
 	}
-	nodes, err := n.fsm.Nodes()
+	id := m.GroupFor(timeline)
+	if g := n.Group(id); g != nil {
+		return g, nil
+	}
+	target := ""
+	if sg, ok := m.Group(id); ok && len(sg.Replicas) > 0 {
+		target = sg.Replicas[0]
+	}
+	return nil, &NotLeaderError{Group: id, LeaderID: target, LeaderGRPCAddr: n.grpcAddrOf(target)}
+}
+
+// nodeRecord looks a node up in the replicated registry.
+func (n *Node) nodeRecord(id string) (fsm.Node, bool) {
+	if id == "" {
+		return fsm.Node{}, false
+	}
+	if id == n.cfg.NodeID {
+		return fsm.Node{ID: id, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr}, true
+	}
+	nodes, err := n.meta.fsm.Nodes()
 	if err != nil {
-		return string(lid), ""
+		return fsm.Node{}, false
 	}
 	for _, nd := range nodes {
-		if nd.ID == string(lid) {
-			return nd.ID, nd.GRPCAddr
+		if nd.ID == id {
+			return nd, true
 		}
 	}
-	return string(lid), ""
+	return fsm.Node{}, false
 }
 
-func (n *Node) notLeader() error {
-	id, addr := n.Leader()
-	if id == n.cfg.NodeID {
-		id, addr = "", "" // we were leader a moment ago: the next leader is unknown
-	}
-	return &NotLeaderError{LeaderID: id, LeaderGRPCAddr: addr}
+func (n *Node) grpcAddrOf(id string) string {
+	nd, _ := n.nodeRecord(id)
+	return nd.GRPCAddr
 }
 
-// IsLeader reports whether this node is the Raft leader.
-func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+// Leader returns the meta group's leader (where joins go).
+func (n *Node) Leader() (id, grpcAddr string) { return n.meta.Leader() }
 
-// watchLeadership marks the node ready for linearizable reads once, as a new
-// leader, it has applied everything committed before its term (a barrier),
-// and registers its addresses in the replicated node registry.
-func (n *Node) watchLeadership() {
-	defer n.wg.Done()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case isLeader := <-n.notifyCh:
-			n.readyTerm.Store(0)
-			if isLeader {
-				n.becomeReady()
-			}
-		}
-	}
-}
-
-func (n *Node) becomeReady() {
-	for n.raft.State() == raft.Leader {
-		term := n.raft.CurrentTerm()
-		err := n.raft.Barrier(n.cfg.ApplyTimeout).Error()
-		if err == nil && n.raft.CurrentTerm() == term {
-			n.readyTerm.Store(term)
-			n.log.Info("leader ready", "term", term)
-			n.registerSelf()
-			return
-		}
-		if errors.Is(err, raft.ErrRaftShutdown) {
-			return
-		}
-		select {
-		case <-n.stop:
-			return
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
+func (n *Node) onMetaReady(*Group) { n.registerSelf() }
 
 // registerSelf records this node's addresses if the registry lacks them.
 func (n *Node) registerSelf() {
-	nodes, err := n.fsm.Nodes()
+	nodes, err := n.meta.fsm.Nodes()
 	if err != nil {
 		n.log.Warn("read node registry", "err", err)
 		return
@@ -288,15 +198,36 @@ func (n *Node) registerSelf() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
-	err = n.register(ctx, fsm.Node{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr})
-	if err != nil {
+	if err := n.register(ctx, fsm.Node{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr}); err != nil {
 		n.log.Warn("register self", "err", err)
 	}
 }
 
 func (n *Node) register(ctx context.Context, nd fsm.Node) error {
-	_, err := n.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_RegisterNode{RegisterNode: &fsmpb.RegisterNode{
+	_, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_RegisterNode{RegisterNode: &fsmpb.RegisterNode{
 		NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr,
 	}}})
 	return err
+}
+
+// Members lists the meta group's configuration.
+func (n *Node) Members() ([]Member, error) { return n.meta.Members() }
+
+// GroupState is one replica's state, for comparing replicas.
+type GroupState struct {
+	Digest  string
+	Applied uint64
+}
+
+// States hashes every local replica, the meta group's included.
+func (n *Node) States() (map[shard.GroupID]GroupState, error) {
+	out := map[shard.GroupID]GroupState{}
+	for _, g := range append([]*Group{n.meta}, n.groupsSnapshot()...) {
+		d, err := g.Digest()
+		if err != nil {
+			return nil, err
+		}
+		out[g.id] = GroupState{Digest: d, Applied: g.AppliedIndex()}
+	}
+	return out, nil
 }

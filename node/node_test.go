@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,8 @@ func testConfig(t *testing.T, dir string) Config {
 	cfg.NodeID, cfg.DataDir, cfg.RaftAddr, cfg.GRPCAddr = "n1", dir, "127.0.0.1:0", "127.0.0.1:1"
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Shards = 2
+	cfg.ReconcileInterval = 50 * time.Millisecond
 	return cfg
 }
 
@@ -34,12 +37,21 @@ func startReady(t *testing.T, cfg Config) *Node {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if n.readyTerm.Load() == 0 {
-			return errors.New("not a ready leader yet")
+		if !n.meta.isReadyLeader() {
+			return errors.New("not a ready meta leader yet")
 		}
 		members, err := n.Members()
 		if err != nil || len(members) == 0 || members[0].GRPCAddr == "" {
 			return fmt.Errorf("not registered yet: %v %v", members, err)
+		}
+		m := n.ShardMap()
+		if m == nil {
+			return errors.New("no shard map yet")
+		}
+		for _, sg := range m.Groups {
+			if g := n.Group(sg.ID); g == nil || !g.isReadyLeader() {
+				return fmt.Errorf("group %d not led here yet", sg.ID)
+			}
 		}
 		return nil
 	})
@@ -94,7 +106,7 @@ func TestRestartKeepsStateAndSeqsGoOn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before, _ := n.Digest()
+	before, _ := n.States()
 	if err := n.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,8 +115,8 @@ func TestRestartKeepsStateAndSeqsGoOn(t *testing.T) {
 	cfg.RaftAddr = n.Config().RaftAddr // same address: nothing to re-register
 	n = startReady(t, cfg)
 	defer n.Close()
-	after, _ := n.Digest()
-	if before != after {
+	after, _ := n.States()
+	if !maps.Equal(before, after) {
 		t.Fatal("state changed across a restart")
 	}
 	res, err := n.Append(ctx, AppendRequest{Timeline: "a", Payload: []byte("10")})
@@ -122,23 +134,18 @@ func TestRestartKeepsStateAndSeqsGoOn(t *testing.T) {
 	}
 }
 
-func TestWritesOnANonLeaderAreRefusedWithoutLeader(t *testing.T) {
-	cfg := testConfig(t, t.TempDir()) // not bootstrapped: never leads
+func TestANodeWithoutClusterRefusesRequests(t *testing.T) {
+	cfg := testConfig(t, t.TempDir()) // not bootstrapped: no meta leader, no map
 	n, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	_, err = n.Append(context.Background(), AppendRequest{Timeline: "a"})
-	var nl *NotLeaderError
-	if !errors.As(err, &nl) || nl.LeaderID != "" {
-		t.Fatalf("got %v, want a NotLeaderError with no leader", err)
+	if _, err := n.Append(context.Background(), AppendRequest{Timeline: "a"}); !errors.Is(err, ErrNoShardMap) {
+		t.Fatalf("got %v, want ErrNoShardMap", err)
 	}
-	if _, err := n.Head(context.Background(), "a", Linearizable); !errors.Is(err, ErrNotLeader) {
-		t.Fatalf("linearizable head: %v, want ErrNotLeader", err)
-	}
-	if head, err := n.Head(context.Background(), "a", Stale); err != nil || head != 0 {
-		t.Fatalf("stale head: %d %v", head, err)
+	if _, err := n.Head(context.Background(), "a", Stale); !errors.Is(err, ErrNoShardMap) {
+		t.Fatalf("head on a node that never saw a shard map: %v, want ErrNoShardMap", err)
 	}
 }
 
@@ -177,14 +184,15 @@ func TestMetricsCountProposalsAndExposeRaftState(t *testing.T) {
 	}
 	want := map[string]float64{
 		"syncstore_propose_seconds,op=append,outcome=ok": 1,
-		"syncstore_raft_is_leader":                       1,
+		"syncstore_meta_is_leader":                       1,
+		"syncstore_groups_led":                           2,
 	}
 	for k, v := range want {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
 		}
 	}
-	if got["syncstore_raft_commit_index"] < 3 {
-		t.Errorf("commit index %v, want at least 3", got["syncstore_raft_commit_index"])
+	if got["syncstore_meta_commit_index"] < 3 || got["syncstore_shard_map_version"] < 1 {
+		t.Errorf("meta commit index %v, map version %v", got["syncstore_meta_commit_index"], got["syncstore_shard_map_version"])
 	}
 }

@@ -23,51 +23,60 @@ func (n *Node) Pull(ctx context.Context, timeline string, after uint64, limit in
 	if limit < 1 || limit > n.cfg.MaxPageSize {
 		return fsm.PullResult{}, fmt.Errorf("%w: limit %d must be within 1..%d", fsm.ErrInvalidArgument, limit, n.cfg.MaxPageSize)
 	}
-	if err := fsm.ValidateTimelineID(timeline); err != nil {
+	g, err := n.routeRead(timeline)
+	if err != nil {
 		return fsm.PullResult{}, err
 	}
-	if err := n.readBarrier(ctx, c); err != nil {
+	if err := g.readBarrier(ctx, c); err != nil {
 		return fsm.PullResult{}, err
 	}
-	return n.fsm.Pull(timeline, after, limit, n.cfg.MaxPageBytes)
+	return g.fsm.Pull(timeline, after, limit, n.cfg.MaxPageBytes)
 }
 
 // Head returns the newest seq of a timeline.
 func (n *Node) Head(ctx context.Context, timeline string, c Consistency) (uint64, error) {
+	g, err := n.routeRead(timeline)
+	if err != nil {
+		return 0, err
+	}
+	if err := g.readBarrier(ctx, c); err != nil {
+		return 0, err
+	}
+	return g.fsm.Head(timeline)
+}
+
+func (n *Node) routeRead(timeline string) (*Group, error) {
 	if err := fsm.ValidateTimelineID(timeline); err != nil {
-		return 0, err
+		return nil, err
 	}
-	if err := n.readBarrier(ctx, c); err != nil {
-		return 0, err
-	}
-	return n.fsm.Head(timeline)
+	return n.route(timeline)
 }
 
 // readBarrier makes a linearizable read safe. Every write this leader
 // acknowledged was applied to its state machine before the acknowledgement,
 // and a new leader first applies everything committed before its term (see
 // becomeReady), which covers what its predecessors acknowledged. So once a
-// quorum confirms this node still leads (no newer term exists), its local
+// quorum confirms this replica still leads (no newer term exists), its local
 // state holds every write acknowledged before the read began.
-func (n *Node) readBarrier(ctx context.Context, c Consistency) (err error) {
+func (g *Group) readBarrier(ctx context.Context, c Consistency) (err error) {
 	if c == Stale {
 		return nil
 	}
 	start := time.Now()
-	defer func() { n.metrics.read.WithLabelValues(outcome(err)).Observe(time.Since(start).Seconds()) }()
-	if !n.IsLeader() {
-		return n.notLeader()
+	defer func() { g.node.metrics.read.WithLabelValues(outcome(err)).Observe(time.Since(start).Seconds()) }()
+	if !g.IsLeader() {
+		return g.notLeader()
 	}
-	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+	if !g.isReadyLeader() {
 		return ErrLeaderNotReady
 	}
-	ctx, cancel := n.withDefaultTimeout(ctx)
+	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
-	if err := waitFuture(ctx, n.raft.VerifyLeader()); err != nil {
-		return fmt.Errorf("%w (%v)", n.notLeader(), err)
+	if err := waitFuture(ctx, g.raft.VerifyLeader()); err != nil {
+		return fmt.Errorf("%w (%v)", g.notLeader(), err)
 	}
 	// Leadership may have moved to a newer term and back while we waited.
-	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+	if !g.isReadyLeader() {
 		return ErrLeaderNotReady
 	}
 	return nil

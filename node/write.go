@@ -20,8 +20,8 @@ type AppendRequest struct {
 	Metadata       map[string]string
 }
 
-// Append proposes an entry on the leader and returns the seq the state
-// machine gave it once a quorum has it on disk.
+// Append proposes an entry to the timeline's group and returns the seq the
+// state machine gave it once a quorum has it on disk.
 func (n *Node) Append(ctx context.Context, req AppendRequest) (fsm.AppendResult, error) {
 	a := &fsmpb.Append{
 		Timeline:       req.Timeline,
@@ -33,7 +33,11 @@ func (n *Node) Append(ctx context.Context, req AppendRequest) (fsm.AppendResult,
 	if err := n.validateAppend(a); err != nil {
 		return fsm.AppendResult{}, err
 	}
-	res, err := n.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_Append{Append: a}})
+	g, err := n.route(req.Timeline)
+	if err != nil {
+		return fsm.AppendResult{}, err
+	}
+	res, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_Append{Append: a}})
 	if err != nil {
 		return fsm.AppendResult{}, err
 	}
@@ -49,22 +53,22 @@ func (n *Node) validateAppend(a *fsmpb.Append) error {
 
 // propose stamps a command with the time, replicates it and returns what the
 // state machine answered.
-func (n *Node) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, err error) {
+func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, err error) {
 	start := time.Now()
-	defer func() { n.metrics.observePropose(opName(cmd), start, err) }()
-	if n.raft.State() != raft.Leader {
-		return nil, n.notLeader()
+	defer func() { g.node.metrics.observePropose(opName(cmd), start, err) }()
+	if g.raft.State() != raft.Leader {
+		return nil, g.notLeader()
 	}
-	cmd.NowMs = n.cfg.Clock().UnixMilli()
+	cmd.NowMs = g.node.cfg.Clock().UnixMilli()
 	data, err := fsm.EncodeCommand(cmd)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := n.withDefaultTimeout(ctx)
+	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
-	future := n.raft.Apply(data, timeUntil(ctx))
+	future := g.raft.Apply(data, timeUntil(ctx))
 	if err := waitFuture(ctx, future); err != nil {
-		return nil, n.classifyApplyError(err)
+		return nil, g.classifyApplyError(err)
 	}
 	res, ok := future.Response().(*fsm.Result)
 	if !ok {
@@ -79,10 +83,10 @@ func (n *Node) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result
 // classifyApplyError sorts Raft's errors into "certainly not applied" and
 // "outcome unknown": a command that reached the log may still commit after
 // the leader that proposed it lost its leadership.
-func (n *Node) classifyApplyError(err error) error {
+func (g *Group) classifyApplyError(err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader):
-		return n.notLeader()
+		return g.notLeader()
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("%w: %v", ErrNotApplied, err)
 	default: // ErrLeadershipLost, ErrRaftShutdown, ErrAbortedByRestore, deadlines
@@ -103,13 +107,6 @@ func waitFuture(ctx context.Context, f raft.Future) error {
 	}
 }
 
-func (n *Node) withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if _, ok := ctx.Deadline(); ok {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, n.cfg.ApplyTimeout)
-}
-
 func timeUntil(ctx context.Context) time.Duration {
 	d, ok := ctx.Deadline()
 	if !ok {
@@ -124,6 +121,8 @@ func opName(cmd *fsmpb.Command) string {
 		return "append"
 	case *fsmpb.Command_RegisterNode:
 		return "register_node"
+	case *fsmpb.Command_SetShardMap:
+		return "set_shard_map"
 	}
 	return "other"
 }

@@ -18,7 +18,7 @@ func Initial(n int, creator string, nodes []string) (*Map, error) {
 	groups := make([]Group, n)
 	for i := range groups {
 		groups[i] = Group{
-			ID:     GroupID(i + 1),
+			ID:       GroupID(i + 1),
 			Ranges:   []Range{{Start: uint32(i * SlotCount / n), End: uint32((i + 1) * SlotCount / n)}},
 			Replicas: []string{creator},
 			Creator:  creator,

@@ -39,6 +39,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "gRPC listen address, also what clients and peers are told")
 	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft listen address, also what peers are told")
 	bootstrap := fs.Bool("bootstrap", true, "start a new cluster if the data dir is empty (ignored with --join)")
+	fs.IntVar(&cfg.Shards, "shards", cfg.Shards, "data groups of a new cluster (used with --bootstrap)")
 	join := fs.String("join", "", "join the cluster through this member's gRPC address")
 	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", cfg.MaxPayloadBytes, "largest payload an append may carry")
 	fs.IntVar(&cfg.MaxPageSize, "max-page-size", cfg.MaxPageSize, "largest limit a pull may ask for")
@@ -63,6 +64,9 @@ func run(args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	cfg.GRPCAddr = lis.Addr().String() // resolves a ":0" port
+	prober := server.NewProber()
+	defer prober.Close()
+	cfg.Prober = prober.Probe
 	nd, err := node.Start(cfg)
 	if err != nil {
 		lis.Close()

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/server"
 	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
 )
 
 // Member is one node of the cluster.
@@ -28,6 +30,7 @@ type Member struct {
 	GRPCAddr string
 	Node     *node.Node // nil while stopped
 	server   *server.Server
+	prober   *server.Prober
 	served   chan error
 }
 
@@ -44,6 +47,7 @@ func FastConfig(c *node.Config) {
 	c.ElectionTimeout = 300 * time.Millisecond
 	c.LeaderLeaseTimeout = 150 * time.Millisecond
 	c.ApplyTimeout = 5 * time.Second
+	c.ReconcileInterval = 100 * time.Millisecond
 	c.Logger = slog.New(slog.NewTextHandler(logOut(), nil))
 }
 
@@ -75,6 +79,7 @@ func New(t testing.TB, n int, tweak func(*node.Config)) *Cluster {
 		}
 	}
 	c.waitRegistered(10 * time.Second)
+	c.WaitPlaced(30 * time.Second)
 	return c
 }
 
@@ -116,11 +121,15 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	if c.tweak != nil {
 		c.tweak(&cfg)
 	}
+	prober := server.NewProber()
+	cfg.Prober = prober.Probe
 	nd, err := node.Start(cfg)
 	if err != nil {
 		lis.Close()
+		prober.Close()
 		c.t.Fatalf("start %s: %v", m.ID, err)
 	}
+	m.prober = prober
 	m.RaftAddr = nd.Config().RaftAddr
 	m.Node = nd
 	m.server = server.New(nd, cfg.Logger)
@@ -140,7 +149,8 @@ func (c *Cluster) Stop(i int) {
 	if err := m.Node.Close(); err != nil {
 		c.t.Errorf("close %s: %v", m.ID, err)
 	}
-	m.Node, m.server = nil, nil
+	m.prober.Close()
+	m.Node, m.server, m.prober = nil, nil, nil
 }
 
 // Kill stops member i abruptly: Raft goes down first, failing the writes in
@@ -157,7 +167,8 @@ func (c *Cluster) Kill(i int) {
 	}
 	m.server.Kill()
 	<-m.served
-	m.Node, m.server = nil, nil
+	m.prober.Close()
+	m.Node, m.server, m.prober = nil, nil, nil
 }
 
 // Restart starts a stopped member again on its addresses and data.
@@ -217,28 +228,90 @@ func (c *Cluster) WaitLeader(timeout time.Duration) int {
 	return leader
 }
 
-// WaitConverged waits until every running member has applied the same index
-// and holds the same state digest.
+// WaitConverged waits until, for every group, the running members that host
+// it have applied the same index and hold the same state digest.
 func (c *Cluster) WaitConverged(timeout time.Duration) {
 	c.t.Helper()
 	testutil.Eventually(c.t, timeout, func() error {
-		var first string
-		var firstIdx uint64
+		first := map[shard.GroupID]node.GroupState{}
+		firstBy := map[shard.GroupID]string{}
 		for _, m := range c.Members {
 			if m.Node == nil {
 				continue
 			}
-			d, err := m.Node.Digest()
+			states, err := m.Node.States()
 			if err != nil {
 				return err
 			}
-			idx := m.Node.AppliedIndex()
-			if first == "" {
-				first, firstIdx = d, idx
+			for id, st := range states {
+				ref, ok := first[id]
+				if !ok {
+					first[id], firstBy[id] = st, m.ID
+					continue
+				}
+				if st != ref {
+					return fmt.Errorf("group %d: %s at index %d differs from %s at %d", id, m.ID, st.Applied, firstBy[id], ref.Applied)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// GroupLeaders maps each data group to the index of the running member
+// leading it.
+func (c *Cluster) GroupLeaders() map[shard.GroupID]int {
+	out := map[shard.GroupID]int{}
+	for i, m := range c.Members {
+		if m.Node == nil {
+			continue
+		}
+		for _, g := range m.Node.Groups() {
+			if g.IsLeader() {
+				out[g.ID()] = i
+			}
+		}
+	}
+	return out
+}
+
+// WaitPlaced waits until every data group of the shard map has a leader and
+// as many voters as the map lists replicas, on every running member's view.
+func (c *Cluster) WaitPlaced(timeout time.Duration) {
+	c.t.Helper()
+	testutil.Eventually(c.t, timeout, func() error {
+		for _, m := range c.Members {
+			if m.Node == nil {
 				continue
 			}
-			if d != first || idx != firstIdx {
-				return fmt.Errorf("%s at index %d differs from the first member at %d", m.ID, idx, firstIdx)
+			smap := m.Node.ShardMap()
+			if smap == nil {
+				return fmt.Errorf("%s has no shard map", m.ID)
+			}
+			for _, sg := range smap.Groups {
+				if !slices.Contains(sg.Replicas, m.ID) {
+					continue
+				}
+				g := m.Node.Group(sg.ID)
+				if g == nil {
+					return fmt.Errorf("%s has not opened group %d", m.ID, sg.ID)
+				}
+				members, err := g.Members()
+				if err != nil {
+					return err
+				}
+				voters := 0
+				for _, mb := range members {
+					if mb.Voter {
+						voters++
+					}
+				}
+				if voters != len(sg.Replicas) || len(members) != len(sg.Replicas) {
+					return fmt.Errorf("%s: group %d has %d voters of %d members, map says %v", m.ID, sg.ID, voters, len(members), sg.Replicas)
+				}
+				if lid, _ := g.Leader(); lid == "" {
+					return fmt.Errorf("%s: group %d has no leader", m.ID, sg.ID)
+				}
 			}
 		}
 		return nil

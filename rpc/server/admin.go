@@ -80,10 +80,10 @@ func (s *Server) ClusterStatus(ctx context.Context, _ *syncv1.ClusterStatusReque
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &syncv1.ClusterStatusResponse{LeaderId: self.LeaderID, Unreachable: map[string]string{}}
+	out := &syncv1.ClusterStatusResponse{LeaderId: self.Meta.LeaderID, Unreachable: map[string]string{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, m := range self.Members {
+	for _, m := range self.Meta.Members {
 		if m.ID == self.ID {
 			out.Nodes = append(out.Nodes, nodeStatusProto(self))
 			continue
@@ -121,22 +121,41 @@ func (s *Server) peerStatus(ctx context.Context, addr string) (*syncv1.NodeStatu
 
 func nodeStatusProto(st node.Status) *syncv1.NodeStatusResponse {
 	out := &syncv1.NodeStatusResponse{
-		NodeId:       st.ID,
-		RaftAddr:     st.RaftAddr,
-		GrpcAddr:     st.GRPCAddr,
-		State:        st.State,
-		LeaderId:     st.LeaderID,
-		Term:         st.Term,
-		CommitIndex:  st.CommitIndex,
-		AppliedIndex: st.AppliedIndex,
-		LastLogIndex: st.LastLogIndex,
+		NodeId:          st.ID,
+		RaftAddr:        st.RaftAddr,
+		GrpcAddr:        st.GRPCAddr,
+		State:           st.Meta.State,
+		LeaderId:        st.Meta.LeaderID,
+		Term:            st.Meta.Term,
+		CommitIndex:     st.Meta.CommitIndex,
+		AppliedIndex:    st.Meta.AppliedIndex,
+		LastLogIndex:    st.Meta.LastLogIndex,
+		Members:         membersProto(st.Meta.Members),
+		ShardMapVersion: st.ShardMapVersion,
 	}
-	for _, m := range st.Members {
+	for _, g := range st.Groups {
+		out.Groups = append(out.Groups, &syncv1.GroupStatus{
+			GroupId:      g.ID,
+			State:        g.State,
+			LeaderId:     g.LeaderID,
+			Term:         g.Term,
+			CommitIndex:  g.CommitIndex,
+			AppliedIndex: g.AppliedIndex,
+			LastLogIndex: g.LastLogIndex,
+			Members:      membersProto(g.Members),
+		})
+	}
+	return out
+}
+
+func membersProto(ms []node.Member) []*syncv1.Member {
+	out := make([]*syncv1.Member, 0, len(ms))
+	for _, m := range ms {
 		suffrage := "Nonvoter"
 		if m.Voter {
 			suffrage = "Voter"
 		}
-		out.Members = append(out.Members, &syncv1.Member{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr, Suffrage: suffrage})
+		out = append(out, &syncv1.Member{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr, Suffrage: suffrage})
 	}
 	return out
 }

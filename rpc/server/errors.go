@@ -24,6 +24,7 @@ var errorCodes = []struct {
 	{node.ErrLeaderNotReady, codes.Unavailable},
 	{node.ErrOutcomeUnknown, codes.Unavailable},
 	{node.ErrNotApplied, codes.Unavailable},
+	{node.ErrNoShardMap, codes.Unavailable},
 	{node.ErrClosed, codes.Unavailable},
 	{fsm.ErrClosed, codes.Unavailable},
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
@@ -50,7 +51,7 @@ func toStatus(err error) error {
 	st := status.New(code, err.Error())
 	var nl *node.NotLeaderError
 	if errors.As(err, &nl) {
-		if withDetail, derr := st.WithDetails(&syncv1.NotLeader{LeaderId: nl.LeaderID, LeaderAddr: nl.LeaderGRPCAddr}); derr == nil {
+		if withDetail, derr := st.WithDetails(&syncv1.NotLeader{LeaderId: nl.LeaderID, LeaderAddr: nl.LeaderGRPCAddr, GroupId: uint64(nl.Group)}); derr == nil {
 			st = withDetail
 		}
 	}
@@ -58,9 +59,9 @@ func toStatus(err error) error {
 }
 
 // notLeaderStatus answers for a leader this node knows but could not reach.
-func notLeaderStatus(leaderID, leaderAddr string, cause error) error {
-	st := status.Newf(codes.Unavailable, "node: not the leader; leader %s at %s unreachable from here: %v", leaderID, leaderAddr, cause)
-	if withDetail, err := st.WithDetails(&syncv1.NotLeader{LeaderId: leaderID, LeaderAddr: leaderAddr}); err == nil {
+func notLeaderStatus(nl *node.NotLeaderError, cause error) error {
+	st := status.Newf(codes.Unavailable, "node: not the leader of group %d; %s at %s unreachable from here: %v", nl.Group, nl.LeaderID, nl.LeaderGRPCAddr, cause)
+	if withDetail, err := st.WithDetails(&syncv1.NotLeader{LeaderId: nl.LeaderID, LeaderAddr: nl.LeaderGRPCAddr, GroupId: uint64(nl.Group)}); err == nil {
 		st = withDetail
 	}
 	return st.Err()

@@ -89,7 +89,7 @@ func forwardError(nl *node.NotLeaderError, err error) error {
 	if st.Code() != codes.Unavailable || len(st.Details()) > 0 {
 		return err
 	}
-	return notLeaderStatus(nl.LeaderID, nl.LeaderGRPCAddr, errors.New(st.Message()))
+	return notLeaderStatus(nl, errors.New(st.Message()))
 }
 
 func asNotLeader(err error) (*node.NotLeaderError, bool) {

@@ -347,12 +347,15 @@ func (x *HeadResponse) GetHeadSeq() uint64 {
 }
 
 // NotLeader is attached as a status detail (code UNAVAILABLE) when a node
-// cannot serve or forward a request that needs the leader. leader_addr is
-// the leader's gRPC address when known.
+// cannot serve or forward a request that needs the leader of a group.
+// leader_addr is the gRPC address of that leader when known, or of a node
+// that hosts the group.
 type NotLeader struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	LeaderAddr    string                 `protobuf:"bytes,2,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	LeaderId   string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderAddr string                 `protobuf:"bytes,2,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	// The Raft group the request belongs to (0: the meta group).
+	GroupId       uint64 `protobuf:"varint,3,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +404,13 @@ func (x *NotLeader) GetLeaderAddr() string {
 	return ""
 }
 
+func (x *NotLeader) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
 var File_syncstore_v1_sync_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_sync_proto_rawDesc = "" +
@@ -427,11 +437,12 @@ const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\n" +
 	"oldest_seq\x18\x04 \x01(\x04R\toldestSeq\")\n" +
 	"\fHeadResponse\x12\x19\n" +
-	"\bhead_seq\x18\x01 \x01(\x04R\aheadSeq\"I\n" +
+	"\bhead_seq\x18\x01 \x01(\x04R\aheadSeq\"d\n" +
 	"\tNotLeader\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
-	"leaderAddr*\x9d\x01\n" +
+	"leaderAddr\x12\x19\n" +
+	"\bgroup_id\x18\x03 \x01(\x04R\agroupId*\x9d\x01\n" +
 	"\n" +
 	"PullStatus\x12\x1b\n" +
 	"\x17PULL_STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +

@@ -1,0 +1,280 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/shard"
+)
+
+const (
+	raftLogCacheSize    = 512
+	snapshotsRetained   = 2
+	transportMaxPool    = 3
+	transportTimeout    = 10 * time.Second
+	leaderNotifyBacklog = 16
+)
+
+// Group is one Raft group hosted on a node: its Raft instance, log, snapshots
+// and state machine, in a directory of its own, with its traffic on the
+// node's shared Raft port.
+type Group struct {
+	id   shard.GroupID
+	node *Node
+	log  *slog.Logger
+	dir  string
+
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	logStore  *raftboltdb.BoltStore
+
+	// readyTerm is the term in which this replica, as leader, has applied
+	// every entry committed before the term began; 0 when it is not such a
+	// leader.
+	readyTerm atomic.Uint64
+	// onReady runs once per term when this replica becomes a ready leader.
+	onReady func(*Group)
+
+	notifyCh  chan bool
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// groupDir is where a group keeps its files.
+func groupDir(dataDir string, id shard.GroupID) string {
+	if id == shard.MetaGroup {
+		return filepath.Join(dataDir, "meta")
+	}
+	return filepath.Join(dataDir, "groups", strconv.FormatUint(uint64(id), 10))
+}
+
+// openGroup starts a group. With bootstrap and no Raft state on disk it
+// first creates the group with this node as its only voter.
+func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group)) (*Group, error) {
+	g := &Group{
+		id:       id,
+		node:     n,
+		log:      n.log.With("group", uint64(id)),
+		dir:      groupDir(n.cfg.DataDir, id),
+		onReady:  onReady,
+		notifyCh: make(chan bool, leaderNotifyBacklog),
+		stop:     make(chan struct{}),
+	}
+	if err := os.MkdirAll(g.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: group %d dir: %w", id, err)
+	}
+	if err := g.open(bootstrap); err != nil {
+		g.closeStores()
+		return nil, fmt.Errorf("node: group %d: %w", id, err)
+	}
+	g.wg.Add(1)
+	go g.watchLeadership()
+	return g, nil
+}
+
+func (g *Group) open(bootstrap bool) error {
+	cfg := g.node.cfg
+	var err error
+	g.fsm, err = fsm.Open(fsm.Options{Path: filepath.Join(g.dir, "state.db"), Logger: g.log, InitialMmapSize: cfg.StateMmapBytes})
+	if err != nil {
+		return err
+	}
+	g.logStore, err = raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(g.dir, "raft.db"),
+		BoltOptions: &bolt.Options{
+			Timeout:        5 * time.Second,
+			FreelistType:   bolt.FreelistMapType,
+			NoFreelistSync: true,
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("raft log: %w", err)
+	}
+	hlog := hclog.FromStandardLogger(slog.NewLogLogger(g.log.Handler(), slog.LevelInfo), &hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(g.dir, snapshotsRetained, hlog)
+	if err != nil {
+		return fmt.Errorf("snapshot store: %w", err)
+	}
+	stream, err := g.node.mux.Layer(uint64(g.id))
+	if err != nil {
+		return err
+	}
+	g.transport = raft.NewNetworkTransportWithLogger(stream, transportMaxPool, transportTimeout, hlog)
+	logs, err := raft.NewLogCache(raftLogCacheSize, g.logStore)
+	if err != nil {
+		return fmt.Errorf("log cache: %w", err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	// BatchApplyCh stays off: with a buffered apply channel a future still
+	// queued at shutdown is never answered, and its caller would hang. The
+	// leader batches queued applies into one log write either way.
+	rc.BatchApplyCh = false
+	// The state in bbolt survives restarts with its applied index; restoring
+	// the last snapshot at start would only rewind it.
+	rc.NoSnapshotRestoreOnStart = true
+	rc.NotifyCh = g.notifyCh
+	rc.Logger = hlog
+
+	if bootstrap {
+		existing, err := raft.HasExistingState(logs, g.logStore, snaps)
+		if err != nil {
+			return fmt.Errorf("check existing state: %w", err)
+		}
+		if !existing {
+			err := raft.BootstrapCluster(rc, logs, g.logStore, snaps, g.transport, raft.Configuration{Servers: []raft.Server{
+				{ID: rc.LocalID, Address: g.transport.LocalAddr(), Suffrage: raft.Voter},
+			}})
+			if err != nil {
+				return fmt.Errorf("bootstrap: %w", err)
+			}
+			g.log.Info("bootstrapped a new group")
+		}
+	}
+	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.logStore, snaps, g.transport)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	return nil
+}
+
+// Close shuts the group down: Raft first (so nothing more is applied), then
+// the transport and the stores. Safe to call more than once.
+func (g *Group) Close() error {
+	g.closeOnce.Do(func() {
+		var errs []error
+		if g.raft != nil {
+			if err := g.raft.Shutdown().Error(); err != nil {
+				errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+			}
+		}
+		close(g.stop)
+		g.wg.Wait()
+		errs = append(errs, g.closeStores())
+		g.closeErr = errors.Join(errs...)
+	})
+	return g.closeErr
+}
+
+func (g *Group) closeStores() error {
+	var errs []error
+	if g.transport != nil {
+		g.transport.CloseStreams()
+		errs = append(errs, g.transport.Close())
+	}
+	if g.logStore != nil {
+		errs = append(errs, g.logStore.Close())
+	}
+	if g.fsm != nil {
+		errs = append(errs, g.fsm.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// ID is the group's id.
+func (g *Group) ID() shard.GroupID { return g.id }
+
+// IsLeader reports whether this replica leads the group.
+func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
+
+// isReadyLeader reports whether this replica leads and has applied every
+// entry of earlier terms.
+func (g *Group) isReadyLeader() bool {
+	return g.IsLeader() && g.readyTerm.Load() == g.raft.CurrentTerm()
+}
+
+// Leader returns the group's leader id and gRPC address as far as this
+// replica knows; empty strings during an election.
+func (g *Group) Leader() (id, grpcAddr string) {
+	_, lid := g.raft.LeaderWithID()
+	if lid == "" {
+		return "", ""
+	}
+	return string(lid), g.node.grpcAddrOf(string(lid))
+}
+
+func (g *Group) notLeader() error {
+	id, addr := g.Leader()
+	if id == g.node.cfg.NodeID {
+		id, addr = "", "" // we led a moment ago: the next leader is unknown
+	}
+	return &NotLeaderError{Group: g.id, LeaderID: id, LeaderGRPCAddr: addr}
+}
+
+// watchLeadership marks the replica ready for linearizable reads once, as a
+// new leader, it has applied everything committed before its term.
+func (g *Group) watchLeadership() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case isLeader := <-g.notifyCh:
+			g.readyTerm.Store(0)
+			if isLeader {
+				g.becomeReady()
+			}
+		}
+	}
+}
+
+func (g *Group) becomeReady() {
+	for g.raft.State() == raft.Leader {
+		term := g.raft.CurrentTerm()
+		err := g.raft.Barrier(g.node.cfg.ApplyTimeout).Error()
+		if err == nil && g.raft.CurrentTerm() == term {
+			g.readyTerm.Store(term)
+			g.log.Info("leader ready", "term", term)
+			if g.onReady != nil {
+				g.onReady(g)
+			}
+			return
+		}
+		if errors.Is(err, raft.ErrRaftShutdown) {
+			return
+		}
+		select {
+		case <-g.stop:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Digest hashes this replica's state (see fsm.FSM.Digest).
+func (g *Group) Digest() (string, error) { return g.fsm.Digest() }
+
+// AppliedIndex is the state machine's applied index.
+func (g *Group) AppliedIndex() uint64 { return g.fsm.AppliedIndex() }
+
+// withDefaultTimeout bounds ctx by ApplyTimeout when it has no deadline.
+func (g *Group) withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, g.node.cfg.ApplyTimeout)
+}
