@@ -43,7 +43,7 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		{[]string{"pull", "alice", "--after", "9"}, []string{"AHEAD: head 2"}},
 		{[]string{"head", "alice"}, []string{"alice head 2"}},
 		{[]string{"head", "alice", "--stale"}, []string{"alice head"}},
-		{[]string{"status"}, []string{"leader n", "n1", "n2", "n3", "Leader", "Follower", "LAG"}},
+		{[]string{"status"}, []string{"meta leader n", "n1", "n2", "n3", "every group has one", "FOLLOWER LAG"}},
 		{[]string{"bench", "--clients", "2", "--duration", "200ms", "--timelines", "3"}, []string{"appends/s", "p99"}},
 	}
 	for _, s := range steps {
