@@ -196,7 +196,14 @@ func (c *Cluster) Addrs() []string {
 // Client returns a client over all members, closed when the test ends.
 func (c *Cluster) Client() *client.Client {
 	c.t.Helper()
-	cl, err := client.New(c.Addrs(), client.Options{AttemptTimeout: 2 * time.Second})
+	return c.ClientWith(client.Options{AttemptTimeout: 2 * time.Second})
+}
+
+// ClientWith returns a client with opts over all members, closed when the
+// test ends.
+func (c *Cluster) ClientWith(opts client.Options) *client.Client {
+	c.t.Helper()
+	cl, err := client.New(c.Addrs(), opts)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -273,6 +280,21 @@ func (c *Cluster) GroupLeaders() map[shard.GroupID]int {
 		}
 	}
 	return out
+}
+
+// WaitGroupLeader waits until a running member leads a data group and
+// returns its index.
+func (c *Cluster) WaitGroupLeader(id shard.GroupID, timeout time.Duration) int {
+	c.t.Helper()
+	leader := -1
+	testutil.Eventually(c.t, timeout, func() error {
+		var ok bool
+		if leader, ok = c.GroupLeaders()[id]; !ok {
+			return fmt.Errorf("group %d has no leader", id)
+		}
+		return nil
+	})
+	return leader
 }
 
 // WaitPlaced waits until every data group of the shard map has a leader and

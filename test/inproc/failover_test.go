@@ -3,24 +3,12 @@ package inproc
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/syncstore/syncstore/internal/testcluster"
-	"github.com/syncstore/syncstore/internal/testutil"
 	"github.com/syncstore/syncstore/node"
-	"github.com/syncstore/syncstore/rpc/client"
 )
-
-// ack is an append the cluster acknowledged.
-type ack struct {
-	timeline string
-	seq      uint64
-	payload  string
-}
 
 // TestAppendsSurviveLeaderRestarts drives 16 writers over 50 timelines while
 // the leader is shut down (once cleanly, once abruptly) and brought back
@@ -36,82 +24,21 @@ func TestAppendsSurviveLeaderRestarts(t *testing.T) {
 		restarts  = 2
 	)
 	c := testcluster.New(t, 3, func(cfg *node.Config) {
+		cfg.Shards = 1 // one data group: its leader is the one to stop
 		cfg.SnapshotThreshold = 64
 		cfg.TrailingLogs = 32
 		cfg.SnapshotInterval = 200 * time.Millisecond
 	})
 	cl := c.Client()
 
-	var (
-		mu        sync.Mutex
-		acks      = map[string]ack{} // by idempotency key
-		attempted = map[string]string{}
-		acked     atomic.Int64
-		errorsN   atomic.Int64
-		dedupedN  atomic.Int64
-		stop      = make(chan struct{})
-		wg        sync.WaitGroup
-	)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), 42))
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				tl := fmt.Sprintf("tl-%02d", rng.IntN(timelines))
-				key := fmt.Sprintf("w%d-%d", w, i)
-				payload := "payload-" + key
-				mu.Lock()
-				attempted[key] = tl
-				mu.Unlock()
-				// Retry with the same key until acknowledged; each call is
-				// short so writers see the failovers as errors.
-				for {
-					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-					resp, err := cl.Append(ctx, tl, []byte(payload), client.AppendOptions{IdempotencyKey: key})
-					cancel()
-					if err == nil {
-						if resp.GetDeduplicated() {
-							dedupedN.Add(1)
-						}
-						mu.Lock()
-						if prev, ok := acks[key]; ok && prev.seq != resp.GetSeq() {
-							t.Errorf("key %s acknowledged at seq %d and at %d", key, prev.seq, resp.GetSeq())
-						}
-						acks[key] = ack{timeline: tl, seq: resp.GetSeq(), payload: payload}
-						mu.Unlock()
-						acked.Add(1)
-						break
-					}
-					errorsN.Add(1)
-					select {
-					case <-stop:
-						return // outcome unknown: checked below as "at most once"
-					default:
-					}
-				}
-			}
-		}()
+	var names []string
+	for i := range timelines {
+		names = append(names, fmt.Sprintf("tl-%02d", i))
 	}
-
-	progress := func(more int64) {
-		t.Helper()
-		target := acked.Load() + more
-		testutil.Eventually(t, 30*time.Second, func() error {
-			if got := acked.Load(); got < target {
-				return fmt.Errorf("%d appends acknowledged, waiting for %d", got, target)
-			}
-			return nil
-		})
-	}
-	progress(200)
+	w := startWorkload(t, cl, "main", writers, names, time.Second)
+	w.progress(t, 200)
 	for r := range restarts {
-		leader := c.WaitLeader(10 * time.Second)
+		leader := c.WaitGroupLeader(1, 10*time.Second)
 		if r%2 == 0 {
 			t.Logf("restart %d: stopping leader %s", r+1, c.Members[leader].ID)
 			c.Stop(leader)
@@ -119,32 +46,33 @@ func TestAppendsSurviveLeaderRestarts(t *testing.T) {
 			t.Logf("restart %d: killing leader %s", r+1, c.Members[leader].ID)
 			c.Kill(leader)
 		}
-		progress(300) // the survivors elect a leader and go on
+		w.progress(t, 300) // the survivors elect a leader and go on
 		c.Restart(leader)
-		progress(300)
+		w.progress(t, 300)
 	}
-	close(stop)
-	wg.Wait()
+	w.finish()
 	c.WaitConverged(30 * time.Second)
 
 	t.Logf("acknowledged %d appends; writers saw %d errors and retried; %d retries were deduplicated",
-		acked.Load(), errorsN.Load(), dedupedN.Load())
-	if errorsN.Load() == 0 {
+		w.acked.Load(), w.errors.Load(), w.deduped.Load())
+	if w.errors.Load() == 0 {
 		t.Error("writers saw no error: the failovers were not exercised")
 	}
-	checkHistory(t, c, timelines, acks, attempted)
+	checkHistory(t, c, names, w.acks, w.attempted)
 }
 
 // checkHistory reads every timeline on every replica and checks the
 // invariants over the whole history.
-func checkHistory(t *testing.T, c *testcluster.Cluster, timelines int, acks map[string]ack, attempted map[string]string) {
+func checkHistory(t *testing.T, c *testcluster.Cluster, timelines []string, acks map[string]ack, attempted map[string]string) {
 	t.Helper()
 	ctx := context.Background()
 	var reference map[string][]string // timeline -> idempotency key per seq, from the first replica
 	for _, m := range c.Members {
+		if m.Node == nil {
+			continue
+		}
 		got := map[string][]string{}
-		for i := range timelines {
-			tl := fmt.Sprintf("tl-%02d", i)
+		for _, tl := range timelines {
 			var after uint64
 			for {
 				page, err := m.Node.Pull(ctx, tl, after, 1000, node.Stale)
