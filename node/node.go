@@ -179,6 +179,9 @@ func (n *Node) grpcAddrOf(id string) string {
 	return nd.GRPCAddr
 }
 
+// GRPCAddrOf returns a node's registered gRPC address, or "".
+func (n *Node) GRPCAddrOf(id string) string { return n.grpcAddrOf(id) }
+
 // Leader returns the meta group's leader (where joins go).
 func (n *Node) Leader() (id, grpcAddr string) { return n.meta.Leader() }
 

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
 )
 
 // Options tune a Client.
@@ -44,6 +45,9 @@ func DefaultOptions() Options {
 	}
 }
 
+// routesRetry is how often a client without a shard map asks for one.
+const routesRetry = time.Second
+
 // ErrNoAddresses is returned by New without any address.
 var ErrNoAddresses = errors.New("client: no node addresses")
 
@@ -54,8 +58,21 @@ type Client struct {
 	mu     sync.Mutex
 	seeds  []string
 	next   int    // seed to try when no leader is known
-	leader string // address of the node believed to lead
+	leader string // node believed to lead the meta group (Admin calls)
 	conns  map[string]*grpc.ClientConn
+
+	// Routing by shard: the map, the node believed to lead each group, and a
+	// per-group turn for trying replicas when the leader is unknown.
+	routes    *routes
+	leaders   map[uint64]string
+	turn      map[uint64]int
+	lastFetch time.Time
+}
+
+// routes is a fetched shard map with its nodes' addresses.
+type routes struct {
+	m     *shard.Map
+	addrs map[string]string
 }
 
 // New returns a client for the cluster reachable at any of addrs. It dials
@@ -77,7 +94,13 @@ func New(addrs []string, opts Options) (*Client, error) {
 	if opts.MaxRecvBytes <= 0 {
 		opts.MaxRecvBytes = def.MaxRecvBytes
 	}
-	return &Client{opts: opts, seeds: append([]string(nil), addrs...), conns: map[string]*grpc.ClientConn{}}, nil
+	return &Client{
+		opts:    opts,
+		seeds:   append([]string(nil), addrs...),
+		conns:   map[string]*grpc.ClientConn{},
+		leaders: map[uint64]string{},
+		turn:    map[uint64]int{},
+	}, nil
 }
 
 // Close closes every connection.
@@ -109,7 +132,7 @@ func (c *Client) Append(ctx context.Context, timeline string, payload []byte, o 
 	}
 	req := &syncv1.AppendRequest{Timeline: proto.String(timeline), Payload: payload, IdempotencyKey: proto.String(key), Metadata: o.Metadata}
 	var resp *syncv1.AppendResponse
-	err := c.do(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+	err := c.do(ctx, timeline, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
 		resp, err = syncv1.NewSyncClient(conn).Append(ctx, req)
 		return err
 	})
@@ -128,7 +151,7 @@ const (
 func (c *Client) Pull(ctx context.Context, timeline string, afterSeq uint64, limit uint32, cons Consistency) (*syncv1.PullResponse, error) {
 	req := &syncv1.PullRequest{Timeline: proto.String(timeline), AfterSeq: proto.Uint64(afterSeq), Limit: proto.Uint32(limit), Consistency: cons.Enum()}
 	var resp *syncv1.PullResponse
-	err := c.do(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+	err := c.do(ctx, timeline, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
 		resp, err = syncv1.NewSyncClient(conn).Pull(ctx, req)
 		return err
 	})
@@ -139,7 +162,7 @@ func (c *Client) Pull(ctx context.Context, timeline string, afterSeq uint64, lim
 func (c *Client) Head(ctx context.Context, timeline string, cons Consistency) (uint64, error) {
 	req := &syncv1.HeadRequest{Timeline: proto.String(timeline), Consistency: cons.Enum()}
 	var resp *syncv1.HeadResponse
-	err := c.do(ctx, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+	err := c.do(ctx, timeline, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
 		resp, err = syncv1.NewSyncClient(conn).Head(ctx, req)
 		return err
 	})
@@ -149,18 +172,23 @@ func (c *Client) Head(ctx context.Context, timeline string, cons Consistency) (u
 // Admin runs fn against one node's Admin service with the same routing and
 // retries as the data calls.
 func (c *Client) Admin(ctx context.Context, fn func(context.Context, syncv1.AdminClient) error) error {
-	return c.do(ctx, func(ctx context.Context, conn *grpc.ClientConn) error {
+	return c.do(ctx, "", func(ctx context.Context, conn *grpc.ClientConn) error {
 		return fn(ctx, syncv1.NewAdminClient(conn))
 	})
 }
 
-// do runs one call with routing and retries.
-func (c *Client) do(ctx context.Context, call func(context.Context, *grpc.ClientConn) error) error {
+// do runs one call with routing and retries. A call about a timeline goes
+// to the node believed to lead the timeline's group; others (Admin) to the
+// node believed to lead the meta group.
+func (c *Client) do(ctx context.Context, timeline string, call func(context.Context, *grpc.ClientConn) error) error {
 	backoff := c.opts.MinBackoff
 	followed := false // a leader hint is followed at once, but not twice running
 	var lastErr error // the most telling failure so far, for the caller
 	for {
-		addr, conn, err := c.target()
+		if timeline != "" {
+			c.fetchRoutes(ctx)
+		}
+		addr, group, conn, err := c.target(timeline)
 		if err != nil {
 			return err
 		}
@@ -168,7 +196,7 @@ func (c *Client) do(ctx context.Context, call func(context.Context, *grpc.Client
 		err = call(actx, conn)
 		cancel()
 		if err == nil {
-			c.setLeader(addr)
+			c.succeeded(group, addr)
 			return nil
 		}
 		st := status.Convert(err)
@@ -181,14 +209,14 @@ func (c *Client) do(ctx context.Context, call func(context.Context, *grpc.Client
 		if ctx.Err() != nil {
 			return giveUp(ctx, lastErr)
 		}
-		if hint := leaderHint(st); hint != "" && hint != addr {
-			c.setLeader(hint)
+		if hint := leaderHint(st); hint != nil && hint.GetLeaderAddr() != "" && hint.GetLeaderAddr() != addr {
+			c.hinted(timeline, group, hint)
 			if !followed {
 				followed = true
 				continue
 			}
 		} else {
-			c.forgetLeader(addr)
+			c.failed(group, addr)
 		}
 		followed = false
 		select {
@@ -214,50 +242,150 @@ func retryable(code codes.Code) bool {
 	return false
 }
 
-func leaderHint(st *status.Status) string {
+func leaderHint(st *status.Status) *syncv1.NotLeader {
 	for _, d := range st.Details() {
 		if nl, ok := d.(*syncv1.NotLeader); ok {
-			return nl.GetLeaderAddr()
+			return nl
 		}
 	}
-	return ""
+	return nil
 }
 
-// target picks the believed leader, else the next seed in turn.
-func (c *Client) target() (string, *grpc.ClientConn, error) {
+// target picks where to send a call: for a timeline, the believed leader of
+// its group, else its replicas in turn; otherwise (or before the shard map
+// is known) the believed meta leader, else the seeds in turn.
+func (c *Client) target(timeline string) (addr string, group uint64, conn *grpc.ClientConn, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	addr := c.leader
-	if addr == "" {
-		addr = c.seeds[c.next%len(c.seeds)]
-		c.next++
+	if timeline != "" && c.routes != nil {
+		group = uint64(c.routes.m.GroupFor(timeline))
+		addr = c.leaders[group]
+		if addr == "" {
+			sg, _ := c.routes.m.Group(shard.GroupID(group))
+			var candidates []string
+			for _, id := range sg.Replicas {
+				if a := c.routes.addrs[id]; a != "" {
+					candidates = append(candidates, a)
+				}
+			}
+			if len(candidates) > 0 {
+				addr = candidates[c.turn[group]%len(candidates)]
+				c.turn[group]++
+			}
+		}
 	}
+	if addr == "" {
+		group = 0
+		addr = c.leader
+		if addr == "" {
+			addr = c.seeds[c.next%len(c.seeds)]
+			c.next++
+		}
+	}
+	conn, err = c.connLocked(addr)
+	return addr, group, conn, err
+}
+
+func (c *Client) connLocked(addr string) (*grpc.ClientConn, error) {
 	if conn, ok := c.conns[addr]; ok {
-		return addr, conn, nil
+		return conn, nil
 	}
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.opts.MaxRecvBytes)),
 	)
 	if err != nil {
-		return "", nil, fmt.Errorf("client: dial %s: %w", addr, err)
+		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
 	c.conns[addr] = conn
-	return addr, conn, nil
+	return conn, nil
 }
 
-func (c *Client) setLeader(addr string) {
+// succeeded remembers who answered. A group's answer may come from a
+// follower that forwarded it, which is still the right place to start.
+func (c *Client) succeeded(group uint64, addr string) {
 	c.mu.Lock()
-	c.leader = addr
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if group == 0 {
+		c.leader = addr
+	} else {
+		c.leaders[group] = addr
+	}
 }
 
-func (c *Client) forgetLeader(addr string) {
+// hinted records a NotLeader hint. A hint about another group than the one
+// the client computed means its shard map is out of date.
+func (c *Client) hinted(timeline string, group uint64, nl *syncv1.NotLeader) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case nl.GetGroupId() == 0 || timeline == "":
+		c.leader = nl.GetLeaderAddr()
+	default:
+		c.leaders[nl.GetGroupId()] = nl.GetLeaderAddr()
+		if group != 0 && group != nl.GetGroupId() {
+			c.routes = nil
+		}
+	}
+}
+
+// failed forgets addr as a leader so the next attempt tries elsewhere.
+func (c *Client) failed(group uint64, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if group != 0 && c.leaders[group] == addr {
+		delete(c.leaders, group)
+	}
 	if c.leader == addr {
 		c.leader = ""
 	}
+}
+
+// fetchRoutes loads the shard map when the client has none, at most once
+// per routesRetry. Without a map, calls go through any node, which forwards.
+func (c *Client) fetchRoutes(ctx context.Context) {
+	c.mu.Lock()
+	if c.routes != nil || time.Since(c.lastFetch) < routesRetry {
+		c.mu.Unlock()
+		return
+	}
+	c.lastFetch = time.Now()
 	c.mu.Unlock()
+	var resp *syncv1.ShardMapResponse
+	addr, _, conn, err := c.target("")
+	if err != nil {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, c.opts.AttemptTimeout)
+	resp, err = syncv1.NewAdminClient(conn).ShardMap(actx, &syncv1.ShardMapRequest{})
+	cancel()
+	if err != nil || resp.GetVersion() == 0 {
+		c.failed(0, addr)
+		return
+	}
+	r, err := routesFrom(resp)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	c.routes = r
+	c.mu.Unlock()
+}
+
+func routesFrom(resp *syncv1.ShardMapResponse) (*routes, error) {
+	groups := make([]shard.Group, 0, len(resp.GetGroups()))
+	for _, g := range resp.GetGroups() {
+		sg := shard.Group{ID: shard.GroupID(g.GetId()), Replicas: g.GetReplicas()}
+		for _, r := range g.GetRanges() {
+			sg.Ranges = append(sg.Ranges, shard.Range{Start: r.GetStart(), End: r.GetEnd()})
+		}
+		groups = append(groups, sg)
+	}
+	m, err := shard.New(resp.GetVersion(), groups)
+	if err != nil {
+		return nil, err
+	}
+	return &routes{m: m, addrs: resp.GetNodeAddrs()}, nil
 }
 
 func randomKey() string {

@@ -159,3 +159,25 @@ func membersProto(ms []node.Member) []*syncv1.Member {
 	}
 	return out
 }
+
+// ShardMap returns this node's shard map with the addresses of its nodes.
+func (s *Server) ShardMap(ctx context.Context, _ *syncv1.ShardMapRequest) (*syncv1.ShardMapResponse, error) {
+	m := s.node.ShardMap()
+	if m == nil {
+		return &syncv1.ShardMapResponse{}, nil
+	}
+	out := &syncv1.ShardMapResponse{Version: m.Version, NodeAddrs: map[string]string{}}
+	for _, g := range m.Groups {
+		info := &syncv1.ShardGroupInfo{Id: uint64(g.ID), Replicas: g.Replicas}
+		for _, r := range g.Ranges {
+			info.Ranges = append(info.Ranges, &syncv1.SlotRange{Start: r.Start, End: r.End})
+		}
+		out.Groups = append(out.Groups, info)
+		for _, id := range g.Replicas {
+			if addr := s.node.GRPCAddrOf(id); addr != "" {
+				out.NodeAddrs[id] = addr
+			}
+		}
+	}
+	return out, nil
+}

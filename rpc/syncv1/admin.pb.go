@@ -23,6 +23,219 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ShardMapRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardMapRequest) Reset() {
+	*x = ShardMapRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardMapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardMapRequest) ProtoMessage() {}
+
+func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardMapRequest.ProtoReflect.Descriptor instead.
+func (*ShardMapRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type ShardMapResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0 while the cluster has no map yet.
+	Version uint64            `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Groups  []*ShardGroupInfo `protobuf:"bytes,2,rep,name=groups,proto3" json:"groups,omitempty"`
+	// node id -> gRPC address
+	NodeAddrs     map[string]string `protobuf:"bytes,3,rep,name=node_addrs,json=nodeAddrs,proto3" json:"node_addrs,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardMapResponse) Reset() {
+	*x = ShardMapResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardMapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardMapResponse) ProtoMessage() {}
+
+func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardMapResponse.ProtoReflect.Descriptor instead.
+func (*ShardMapResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ShardMapResponse) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ShardMapResponse) GetGroups() []*ShardGroupInfo {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *ShardMapResponse) GetNodeAddrs() map[string]string {
+	if x != nil {
+		return x.NodeAddrs
+	}
+	return nil
+}
+
+type ShardGroupInfo struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ranges []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	// replicas[0] is the preferred leader.
+	Replicas      []string `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardGroupInfo) Reset() {
+	*x = ShardGroupInfo{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardGroupInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardGroupInfo) ProtoMessage() {}
+
+func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardGroupInfo.ProtoReflect.Descriptor instead.
+func (*ShardGroupInfo) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ShardGroupInfo) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ShardGroupInfo) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *ShardGroupInfo) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// SlotRange is the half-open range [start, end) of hash slots: CRC-32C of
+// the timeline id modulo 4096.
+type SlotRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Start         uint32                 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	End           uint32                 `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotRange) Reset() {
+	*x = SlotRange{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotRange) ProtoMessage() {}
+
+func (x *SlotRange) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
+func (*SlotRange) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SlotRange) GetStart() uint32 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *SlotRange) GetEnd() uint32 {
+	if x != nil {
+		return x.End
+	}
+	return 0
+}
+
 type JoinRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
@@ -34,7 +247,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +259,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +272,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -92,7 +305,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -104,7 +317,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -117,7 +330,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -135,7 +348,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -147,7 +360,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -160,7 +373,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type NodeStatusResponse struct {
@@ -186,7 +399,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -198,7 +411,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -211,7 +424,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -316,7 +529,7 @@ type GroupStatus struct {
 
 func (x *GroupStatus) Reset() {
 	*x = GroupStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +541,7 @@ func (x *GroupStatus) String() string {
 func (*GroupStatus) ProtoMessage() {}
 
 func (x *GroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +554,7 @@ func (x *GroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStatus.ProtoReflect.Descriptor instead.
 func (*GroupStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GroupStatus) GetGroupId() uint64 {
@@ -413,7 +626,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +638,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +651,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Member) GetNodeId() string {
@@ -477,7 +690,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -489,7 +702,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -502,7 +715,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type ClusterStatusResponse struct {
@@ -517,7 +730,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +742,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +755,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ClusterStatusResponse) GetLeaderId() string {
@@ -570,7 +783,23 @@ var File_syncstore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"`\n" +
+	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"\x11\n" +
+	"\x0fShardMapRequest\"\xee\x01\n" +
+	"\x10ShardMapResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x124\n" +
+	"\x06groups\x18\x02 \x03(\v2\x1c.syncstore.v1.ShardGroupInfoR\x06groups\x12L\n" +
+	"\n" +
+	"node_addrs\x18\x03 \x03(\v2-.syncstore.v1.ShardMapResponse.NodeAddrsEntryR\tnodeAddrs\x1a<\n" +
+	"\x0eNodeAddrsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
+	"\x0eShardGroupInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x17.syncstore.v1.SlotRangeR\x06ranges\x12\x1a\n" +
+	"\breplicas\x18\x03 \x03(\tR\breplicas\"3\n" +
+	"\tSlotRange\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\"`\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -613,12 +842,13 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\vunreachable\x18\x03 \x03(\v24.syncstore.v1.ClusterStatusResponse.UnreachableEntryR\vunreachable\x1a>\n" +
 	"\x10UnreachableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xf1\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xbc\x02\n" +
 	"\x05Admin\x12=\n" +
 	"\x04Join\x12\x19.syncstore.v1.JoinRequest\x1a\x1a.syncstore.v1.JoinResponse\x12O\n" +
 	"\n" +
 	"NodeStatus\x12\x1f.syncstore.v1.NodeStatusRequest\x1a .syncstore.v1.NodeStatusResponse\x12X\n" +
-	"\rClusterStatus\x12\".syncstore.v1.ClusterStatusRequest\x1a#.syncstore.v1.ClusterStatusResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\rClusterStatus\x12\".syncstore.v1.ClusterStatusRequest\x1a#.syncstore.v1.ClusterStatusResponse\x12I\n" +
+	"\bShardMap\x12\x1d.syncstore.v1.ShardMapRequest\x1a\x1e.syncstore.v1.ShardMapResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_admin_proto_rawDescOnce sync.Once
@@ -632,35 +862,45 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_syncstore_v1_admin_proto_goTypes = []any{
-	(*JoinRequest)(nil),           // 0: syncstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 1: syncstore.v1.JoinResponse
-	(*NodeStatusRequest)(nil),     // 2: syncstore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),    // 3: syncstore.v1.NodeStatusResponse
-	(*GroupStatus)(nil),           // 4: syncstore.v1.GroupStatus
-	(*Member)(nil),                // 5: syncstore.v1.Member
-	(*ClusterStatusRequest)(nil),  // 6: syncstore.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 7: syncstore.v1.ClusterStatusResponse
-	nil,                           // 8: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	(*ShardMapRequest)(nil),       // 0: syncstore.v1.ShardMapRequest
+	(*ShardMapResponse)(nil),      // 1: syncstore.v1.ShardMapResponse
+	(*ShardGroupInfo)(nil),        // 2: syncstore.v1.ShardGroupInfo
+	(*SlotRange)(nil),             // 3: syncstore.v1.SlotRange
+	(*JoinRequest)(nil),           // 4: syncstore.v1.JoinRequest
+	(*JoinResponse)(nil),          // 5: syncstore.v1.JoinResponse
+	(*NodeStatusRequest)(nil),     // 6: syncstore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),    // 7: syncstore.v1.NodeStatusResponse
+	(*GroupStatus)(nil),           // 8: syncstore.v1.GroupStatus
+	(*Member)(nil),                // 9: syncstore.v1.Member
+	(*ClusterStatusRequest)(nil),  // 10: syncstore.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil), // 11: syncstore.v1.ClusterStatusResponse
+	nil,                           // 12: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                           // 13: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
-	5, // 0: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
-	4, // 1: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
-	5, // 2: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
-	3, // 3: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	8, // 4: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	0, // 5: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	2, // 6: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	6, // 7: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	1, // 8: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	3, // 9: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	7, // 10: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	2,  // 0: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
+	12, // 1: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	3,  // 2: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
+	9,  // 3: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
+	8,  // 4: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
+	9,  // 5: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
+	7,  // 6: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
+	13, // 7: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	4,  // 8: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	6,  // 9: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	10, // 10: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	0,  // 11: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	5,  // 12: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	7,  // 13: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	11, // 14: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	1,  // 15: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_admin_proto_init() }
@@ -674,7 +914,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

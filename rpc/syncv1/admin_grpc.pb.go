@@ -24,6 +24,7 @@ const (
 	Admin_Join_FullMethodName          = "/syncstore.v1.Admin/Join"
 	Admin_NodeStatus_FullMethodName    = "/syncstore.v1.Admin/NodeStatus"
 	Admin_ClusterStatus_FullMethodName = "/syncstore.v1.Admin/ClusterStatus"
+	Admin_ShardMap_FullMethodName      = "/syncstore.v1.Admin/ShardMap"
 )
 
 // AdminClient is the client API for Admin service.
@@ -37,6 +38,9 @@ type AdminClient interface {
 	NodeStatus(ctx context.Context, in *NodeStatusRequest, opts ...grpc.CallOption) (*NodeStatusResponse, error)
 	// ClusterStatus asks every known member for its status.
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
+	// ShardMap returns the shard map this node knows and the gRPC address of
+	// every node it names, so clients can send requests straight to a group.
+	ShardMap(ctx context.Context, in *ShardMapRequest, opts ...grpc.CallOption) (*ShardMapResponse, error)
 }
 
 type adminClient struct {
@@ -77,6 +81,16 @@ func (c *adminClient) ClusterStatus(ctx context.Context, in *ClusterStatusReques
 	return out, nil
 }
 
+func (c *adminClient) ShardMap(ctx context.Context, in *ShardMapRequest, opts ...grpc.CallOption) (*ShardMapResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardMapResponse)
+	err := c.cc.Invoke(ctx, Admin_ShardMap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -88,6 +102,9 @@ type AdminServer interface {
 	NodeStatus(context.Context, *NodeStatusRequest) (*NodeStatusResponse, error)
 	// ClusterStatus asks every known member for its status.
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
+	// ShardMap returns the shard map this node knows and the gRPC address of
+	// every node it names, so clients can send requests straight to a group.
+	ShardMap(context.Context, *ShardMapRequest) (*ShardMapResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -106,6 +123,9 @@ func (UnimplementedAdminServer) NodeStatus(context.Context, *NodeStatusRequest) 
 }
 func (UnimplementedAdminServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClusterStatus not implemented")
+}
+func (UnimplementedAdminServer) ShardMap(context.Context, *ShardMapRequest) (*ShardMapResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ShardMap not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -182,6 +202,24 @@ func _Admin_ClusterStatus_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ShardMap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ShardMapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ShardMap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ShardMap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ShardMap(ctx, req.(*ShardMapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -200,6 +238,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ClusterStatus",
 			Handler:    _Admin_ClusterStatus_Handler,
+		},
+		{
+			MethodName: "ShardMap",
+			Handler:    _Admin_ShardMap_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -109,8 +109,12 @@ func TestShardedClusterSurvivesLosingTheBusiestNode(t *testing.T) {
 		all = append(all, gaps[g])
 	}
 	slices.Sort(all)
-	t.Logf("unavailability per group after the kill: %v (median %v, max %v); groups the victim led: %v",
-		gaps, all[len(all)/2], all[len(all)-1], led[victim])
+	var normal time.Duration // the longest gap in the 5 s before the kill, for scale
+	for _, p := range probes {
+		normal = max(normal, p.longestGap(killedAt.Add(-5*time.Second), 5*time.Second-time.Millisecond))
+	}
+	t.Logf("unavailability per group after the kill: %v (median %v, max %v); groups the victim led: %v; longest gap before the kill: %v",
+		gaps, all[len(all)/2], all[len(all)-1], led[victim], normal)
 
 	c.Restart(victim)
 	w.progress(t, 1000)
