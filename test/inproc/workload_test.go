@@ -118,9 +118,9 @@ func (w *workload) lastAck() time.Time {
 }
 
 // longestGap is the longest time between two consecutive acknowledgements
-// where the later one came after since and the earlier one within window of
-// it: how long the writers' timelines were unavailable around a fault.
-func (w *workload) longestGap(since time.Time, window time.Duration) time.Duration {
+// where the later one came within (from, to]: around a fault at from, how
+// long the workload's timelines were unavailable.
+func (w *workload) longestGap(from, to time.Time) time.Duration {
 	w.mu.Lock()
 	var ts []time.Time
 	for _, a := range w.acks {
@@ -130,7 +130,7 @@ func (w *workload) longestGap(since time.Time, window time.Duration) time.Durati
 	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
 	var gap time.Duration
 	for i := 1; i < len(ts); i++ {
-		if ts[i].After(since) && ts[i-1].Before(since.Add(window)) {
+		if ts[i].After(from) && !ts[i].After(to) {
 			gap = max(gap, ts[i].Sub(ts[i-1]))
 		}
 	}
