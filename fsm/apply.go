@@ -106,7 +106,7 @@ func applyRegisterNode(tx *bolt.Tx, r *fsmpb.RegisterNode) error {
 	if r.GetNodeId() == "" || r.GetRaftAddr() == "" {
 		return reject(fmt.Errorf("%w: node id and raft address are required", ErrInvalidArgument))
 	}
-	v, err := proto.Marshal(&fsmpb.NodeRecord{NodeId: r.GetNodeId(), RaftAddr: r.GetRaftAddr(), GrpcAddr: r.GetGrpcAddr()})
+	v, err := proto.Marshal(&fsmpb.NodeRecord{NodeId: r.GetNodeId(), RaftAddr: r.GetRaftAddr(), GrpcAddr: r.GetGrpcAddr(), GossipAddr: r.GetGossipAddr()})
 	if err != nil {
 		return fmt.Errorf("encode node record: %w", err)
 	}

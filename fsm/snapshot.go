@@ -148,9 +148,10 @@ func writeLenPrefixed(w io.Writer, b []byte) {
 
 // Node is a registered cluster member.
 type Node struct {
-	ID       string
-	RaftAddr string
-	GRPCAddr string
+	ID         string
+	RaftAddr   string
+	GRPCAddr   string
+	GossipAddr string
 }
 
 // Nodes lists the registered members, ordered by id.
@@ -162,7 +163,7 @@ func (f *FSM) Nodes() ([]Node, error) {
 			if err := proto.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("decode node record: %w", err)
 			}
-			nodes = append(nodes, Node{ID: rec.GetNodeId(), RaftAddr: rec.GetRaftAddr(), GRPCAddr: rec.GetGrpcAddr()})
+			nodes = append(nodes, Node{ID: rec.GetNodeId(), RaftAddr: rec.GetRaftAddr(), GRPCAddr: rec.GetGrpcAddr(), GossipAddr: rec.GetGossipAddr()})
 			return nil
 		})
 	})

@@ -36,6 +36,11 @@ type Config struct {
 	// GRPCAddr is the gRPC address other nodes and clients reach this node at;
 	// it is recorded in the replicated node registry.
 	GRPCAddr string
+	// GossipAddr is where memberlist listens (TCP and UDP) and what it
+	// advertises; port 0 picks one.
+	GossipAddr string
+	// GossipProbeInterval is memberlist's failure-detection probe interval.
+	GossipProbeInterval time.Duration
 	// Bootstrap starts a new cluster with this node as its only voter when the
 	// data dir holds no Raft state yet; ignored otherwise.
 	Bootstrap bool
@@ -77,27 +82,29 @@ type Config struct {
 // timings; callers set NodeID, DataDir and addresses.
 func DefaultConfig() Config {
 	return Config{
-		NodeID:             "node1",
-		DataDir:            "syncd-data",
-		RaftAddr:           "127.0.0.1:7401",
-		GRPCAddr:           "127.0.0.1:7400",
-		MaxPayloadBytes:    DefaultMaxPayloadBytes,
-		Shards:             DefaultShards,
-		ReconcileInterval:  500 * time.Millisecond,
-		CatchUpLag:         256,
-		StateMmapBytes:     64 << 20,
-		MaxPageSize:        DefaultMaxPageSize,
-		MaxPageBytes:       DefaultMaxPageBytes,
-		DedupeWindow:       DefaultDedupeWindow,
-		ApplyTimeout:       10 * time.Second,
-		HeartbeatTimeout:   time.Second,
-		ElectionTimeout:    time.Second,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
-		SnapshotInterval:   2 * time.Minute,
-		SnapshotThreshold:  8192,
-		TrailingLogs:       10240,
-		Clock:              time.Now,
-		Logger:             slog.Default(),
+		NodeID:              "node1",
+		DataDir:             "syncd-data",
+		RaftAddr:            "127.0.0.1:7401",
+		GRPCAddr:            "127.0.0.1:7400",
+		GossipAddr:          "127.0.0.1:7402",
+		GossipProbeInterval: time.Second,
+		MaxPayloadBytes:     DefaultMaxPayloadBytes,
+		Shards:              DefaultShards,
+		ReconcileInterval:   500 * time.Millisecond,
+		CatchUpLag:          256,
+		StateMmapBytes:      64 << 20,
+		MaxPageSize:         DefaultMaxPageSize,
+		MaxPageBytes:        DefaultMaxPageBytes,
+		DedupeWindow:        DefaultDedupeWindow,
+		ApplyTimeout:        10 * time.Second,
+		HeartbeatTimeout:    time.Second,
+		ElectionTimeout:     time.Second,
+		LeaderLeaseTimeout:  500 * time.Millisecond,
+		SnapshotInterval:    2 * time.Minute,
+		SnapshotThreshold:   8192,
+		TrailingLogs:        10240,
+		Clock:               time.Now,
+		Logger:              slog.Default(),
 	}
 }
 
@@ -110,8 +117,11 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is empty"))
 	}
-	if c.RaftAddr == "" || c.GRPCAddr == "" {
-		errs = append(errs, errors.New("raft and gRPC addresses are required"))
+	if c.RaftAddr == "" || c.GRPCAddr == "" || c.GossipAddr == "" {
+		errs = append(errs, errors.New("raft, gRPC and gossip addresses are required"))
+	}
+	if c.GossipProbeInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("gossip probe interval %s must be at least 10ms", c.GossipProbeInterval))
 	}
 	if c.MaxPayloadBytes < 1 || c.MaxPayloadBytes > fsm.MaxPayloadBytes {
 		errs = append(errs, fmt.Errorf("max payload %d must be within 1..%d", c.MaxPayloadBytes, fsm.MaxPayloadBytes))

@@ -172,6 +172,7 @@ type Status struct {
 	ShardMapVersion uint64
 	Meta            GroupStatus
 	Groups          []GroupStatus
+	Gossip          []GossipMember
 }
 
 // Status reports this node's view.
@@ -180,7 +181,7 @@ func (n *Node) Status() (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta}
+	st := Status{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta, Gossip: n.gossip.members()}
 	if m := n.shardMap(); m != nil {
 		st.ShardMapVersion = m.Version
 	}

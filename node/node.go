@@ -13,11 +13,16 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/shard"
 )
+
+// gossipEvery is how often a node refreshes what it gossips and looks for
+// nodes to gossip with.
+const gossipEvery = time.Second
 
 // MaxMetaVoters bounds the voters of the meta group; further nodes follow it
 // without voting.
@@ -33,6 +38,7 @@ type Node struct {
 	cfg     Config
 	log     *slog.Logger
 	mux     *Mux
+	gossip  *gossip
 	metrics *metrics
 	meta    *Group
 
@@ -69,12 +75,23 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.cfg.RaftAddr = n.mux.Addr().String() // resolves a ":0" port
-	if n.meta, err = n.openGroup(shard.MetaGroup, cfg.Bootstrap, n.onMetaReady); err != nil {
+	if n.gossip, err = startGossip(n.cfg, n.log); err != nil {
 		n.mux.Close()
 		return nil, err
 	}
-	n.wg.Add(1)
+	if n.cfg.GossipAddr, err = n.gossip.addr(cfg); err != nil {
+		n.gossip.close()
+		n.mux.Close()
+		return nil, fmt.Errorf("node: gossip address: %w", err)
+	}
+	if n.meta, err = n.openGroup(shard.MetaGroup, cfg.Bootstrap, n.onMetaReady); err != nil {
+		n.gossip.close()
+		n.mux.Close()
+		return nil, err
+	}
+	n.wg.Add(2)
 	go n.reconcileLoop()
+	go n.gossipLoop()
 	return n, nil
 }
 
@@ -84,7 +101,7 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.stop)
 		n.wg.Wait()
-		var errs []error
+		errs := []error{n.gossip.close()}
 		for _, g := range n.groupsSnapshot() {
 			errs = append(errs, g.Close())
 		}
@@ -147,11 +164,49 @@ func (n *Node) route(timeline string) (*Group, error) {
 	if g := n.Group(id); g != nil {
 		return g, nil
 	}
+	// Gossip says who leads; failing that, try the preferred leader.
+	if m, ok := n.gossip.leaderOf(id); ok && m.GRPCAddr != "" {
+		return nil, &NotLeaderError{Group: id, LeaderID: m.ID, LeaderGRPCAddr: m.GRPCAddr}
+	}
 	target := ""
 	if sg, ok := m.Group(id); ok && len(sg.Replicas) > 0 {
 		target = sg.Replicas[0]
 	}
 	return nil, &NotLeaderError{Group: id, LeaderID: target, LeaderGRPCAddr: n.grpcAddrOf(target)}
+}
+
+// Gossip reports every node this node's gossip has heard of.
+func (n *Node) Gossip() []GossipMember { return n.gossip.members() }
+
+// gossipLoop spreads which groups this node leads and joins the gossip of
+// every registered node it has not met, every gossipEvery.
+func (n *Node) gossipLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(gossipEvery)
+	defer tick.Stop()
+	for {
+		var leads []shard.GroupID
+		for _, g := range n.groupsSnapshot() {
+			if g.IsLeader() {
+				leads = append(leads, g.id)
+			}
+		}
+		n.gossip.setLeads(leads)
+		if nodes, err := n.meta.fsm.Nodes(); err == nil {
+			var addrs []string
+			for _, nd := range nodes {
+				if nd.ID != n.cfg.NodeID {
+					addrs = append(addrs, nd.GossipAddr)
+				}
+			}
+			n.gossip.join(addrs)
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // nodeRecord looks a node up in the replicated registry.
@@ -160,7 +215,7 @@ func (n *Node) nodeRecord(id string) (fsm.Node, bool) {
 		return fsm.Node{}, false
 	}
 	if id == n.cfg.NodeID {
-		return fsm.Node{ID: id, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr}, true
+		return fsm.Node{ID: id, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, GossipAddr: n.cfg.GossipAddr}, true
 	}
 	nodes, err := n.meta.fsm.Nodes()
 	if err != nil {
@@ -194,21 +249,20 @@ func (n *Node) registerSelf() {
 		n.log.Warn("read node registry", "err", err)
 		return
 	}
-	for _, nd := range nodes {
-		if nd.ID == n.cfg.NodeID && nd.RaftAddr == n.cfg.RaftAddr && nd.GRPCAddr == n.cfg.GRPCAddr {
-			return
-		}
+	self, _ := n.nodeRecord(n.cfg.NodeID)
+	if slices.Contains(nodes, self) {
+		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
-	if err := n.register(ctx, fsm.Node{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr}); err != nil {
+	if err := n.register(ctx, self); err != nil {
 		n.log.Warn("register self", "err", err)
 	}
 }
 
 func (n *Node) register(ctx context.Context, nd fsm.Node) error {
 	_, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_RegisterNode{RegisterNode: &fsmpb.RegisterNode{
-		NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr,
+		NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr, GossipAddr: nd.GossipAddr,
 	}}})
 	return err
 }

@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func testConfig(t *testing.T, dir string) Config {
 	cfg := DefaultConfig()
-	cfg.NodeID, cfg.DataDir, cfg.RaftAddr, cfg.GRPCAddr = "n1", dir, "127.0.0.1:0", "127.0.0.1:1"
+	cfg.NodeID, cfg.DataDir, cfg.RaftAddr, cfg.GRPCAddr, cfg.GossipAddr = "n1", dir, "127.0.0.1:0", "127.0.0.1:1", "127.0.0.1:0"
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Shards = 2
@@ -112,7 +112,7 @@ func TestRestartKeepsStateAndSeqsGoOn(t *testing.T) {
 	}
 
 	cfg.Bootstrap = false
-	cfg.RaftAddr = n.Config().RaftAddr // same address: nothing to re-register
+	cfg.RaftAddr, cfg.GossipAddr = n.Config().RaftAddr, n.Config().GossipAddr // same addresses: nothing to re-register
 	n = startReady(t, cfg)
 	defer n.Close()
 	after, _ := n.States()

@@ -40,6 +40,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 
 type nodeView struct {
 	ID           string `json:"id"`
+	Gossip       string `json:"gossip"` // as seen by the node that answered
 	MetaState    string `json:"meta_state"`
 	Suffrage     string `json:"meta_suffrage"`
 	RaftAddr     string `json:"raft_addr"`
@@ -63,6 +64,7 @@ type groupView struct {
 }
 
 type clusterView struct {
+	ServedBy   string      `json:"served_by"`
 	MetaLeader string      `json:"meta_leader"`
 	MetaTerm   uint64      `json:"meta_term"`
 	MapVersion uint64      `json:"shard_map_version"`
@@ -72,8 +74,16 @@ type clusterView struct {
 }
 
 func statusView(resp *syncv1.ClusterStatusResponse) clusterView {
-	v := clusterView{MetaLeader: resp.GetLeaderId(), AllQuorum: true}
+	v := clusterView{ServedBy: resp.GetServedBy(), MetaLeader: resp.GetLeaderId(), AllQuorum: true}
 	suffrage := map[string]string{}
+	health := map[string]string{}
+	for _, n := range resp.GetNodes() {
+		if n.GetNodeId() == resp.GetServedBy() {
+			for _, m := range n.GetGossip() {
+				health[m.GetNodeId()] = m.GetHealth()
+			}
+		}
+	}
 	type replica struct {
 		node string
 		st   *syncv1.GroupStatus
@@ -99,11 +109,14 @@ func statusView(resp *syncv1.ClusterStatusResponse) clusterView {
 		}
 		v.Nodes = append(v.Nodes, nv)
 	}
+	for id, e := range resp.GetUnreachable() {
+		v.Nodes = append(v.Nodes, nodeView{ID: id, MetaState: "unreachable", Error: e})
+	}
 	for i := range v.Nodes {
 		v.Nodes[i].Suffrage = suffrage[v.Nodes[i].ID]
-	}
-	for id, e := range resp.GetUnreachable() {
-		v.Nodes = append(v.Nodes, nodeView{ID: id, MetaState: "unreachable", Suffrage: suffrage[id], Error: e})
+		if v.Nodes[i].Gossip = health[v.Nodes[i].ID]; v.Nodes[i].Gossip == "" {
+			v.Nodes[i].Gossip = "unknown"
+		}
 	}
 	sort.Slice(v.Nodes, func(i, j int) bool { return v.Nodes[i].ID < v.Nodes[j].ID })
 
@@ -151,7 +164,7 @@ func printStatus(w io.Writer, v clusterView) {
 	if meta == "" {
 		meta = "none (election under way?)"
 	}
-	fmt.Fprintf(w, "meta leader %s (term %d), shard map v%d, %d nodes, %d groups\n", meta, v.MetaTerm, v.MapVersion, len(v.Nodes), len(v.Groups))
+	fmt.Fprintf(w, "meta leader %s (term %d), shard map v%d, %d nodes, %d groups (gossip as seen by %s)\n", meta, v.MetaTerm, v.MapVersion, len(v.Nodes), len(v.Groups), v.ServedBy)
 	if v.AllQuorum {
 		fmt.Fprintln(w, "quorum: every group has one")
 	} else {
@@ -165,13 +178,13 @@ func printStatus(w io.Writer, v clusterView) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tMETA\tRAFT\tGRPC\tMAP\tGROUPS\tLEADS")
+	fmt.Fprintln(tw, "NODE\tGOSSIP\tMETA\tRAFT\tGRPC\tMAP\tGROUPS\tLEADS")
 	for _, n := range v.Nodes {
 		if n.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t(%s)\n", n.ID, n.MetaState, n.Error)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t(%s)\n", n.ID, n.Gossip, n.MetaState, n.Error)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s %s\t%s\t%s\tv%d\t%d\t%d\n", n.ID, n.MetaState, strings.ToLower(n.Suffrage), n.RaftAddr, n.GRPCAddr, n.MapVersion, n.GroupsHosted, n.GroupsLed)
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\tv%d\t%d\t%d\n", n.ID, n.Gossip, n.MetaState, strings.ToLower(n.Suffrage), n.RaftAddr, n.GRPCAddr, n.MapVersion, n.GroupsHosted, n.GroupsLed)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -37,7 +37,8 @@ func run(args []string) error {
 	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "this node's id, stable across restarts")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./syncd-data", "directory for the state, Raft log and snapshots")
 	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "gRPC listen address, also what clients and peers are told")
-	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft listen address, also what peers are told")
+	fs.StringVar(&cfg.RaftAddr, "raft-addr", cfg.RaftAddr, "Raft listen address (all groups share it), also what peers are told")
+	fs.StringVar(&cfg.GossipAddr, "gossip-addr", cfg.GossipAddr, "memberlist address (TCP and UDP), also what peers are told")
 	bootstrap := fs.Bool("bootstrap", true, "start a new cluster if the data dir is empty (ignored with --join)")
 	fs.IntVar(&cfg.Shards, "shards", cfg.Shards, "data groups of a new cluster (used with --bootstrap)")
 	join := fs.String("join", "", "join the cluster through this member's gRPC address")
@@ -84,7 +85,7 @@ func run(args []string) error {
 		defer dbg.Close()
 	}
 	cfg.Logger.Info("syncd listening", "node", cfg.NodeID, "grpc", lis.Addr().String(),
-		"raft", nd.Config().RaftAddr, "data_dir", cfg.DataDir, "bootstrap", cfg.Bootstrap)
+		"raft", nd.Config().RaftAddr, "gossip", nd.Config().GossipAddr, "data_dir", cfg.DataDir, "bootstrap", cfg.Bootstrap)
 
 	if *join != "" {
 		if err := joinCluster(ctx, *join, nd); err != nil {
@@ -121,7 +122,7 @@ func joinCluster(ctx context.Context, through string, nd *node.Node) error {
 	defer cancel()
 	cfg := nd.Config()
 	return cl.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
-		_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: cfg.NodeID, RaftAddr: cfg.RaftAddr, GrpcAddr: cfg.GRPCAddr})
+		_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: cfg.NodeID, RaftAddr: cfg.RaftAddr, GrpcAddr: cfg.GRPCAddr, GossipAddr: cfg.GossipAddr})
 		return err
 	})
 }

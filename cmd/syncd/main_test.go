@@ -114,7 +114,7 @@ func TestSyncdBinary(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	local := []string{"--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}
+	local := []string{"--grpc-addr", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0"}
 
 	d1 := filepath.Join(dir, "n1")
 	n1 := startSyncd(t, bin, append([]string{"--node-id", "n1", "--data-dir", d1}, local...)...)
@@ -141,9 +141,9 @@ func TestSyncdBinary(t *testing.T) {
 
 	// Both come back on their addresses (peers know each other by them);
 	// n1's default --bootstrap is ignored since its data dir has state.
-	n1 = startSyncd(t, bin, "--node-id", "n1", "--data-dir", d1, "--grpc-addr", a1, "--raft-addr", r1)
+	n1 = startSyncd(t, bin, "--node-id", "n1", "--data-dir", d1, "--grpc-addr", a1, "--raft-addr", r1, "--gossip-addr", "127.0.0.1:0")
 	n1.addr(t)
-	n2 = startSyncd(t, bin, "--node-id", "n2", "--data-dir", filepath.Join(dir, "n2"), "--grpc-addr", a2, "--raft-addr", r2)
+	n2 = startSyncd(t, bin, "--node-id", "n2", "--data-dir", filepath.Join(dir, "n2"), "--grpc-addr", a2, "--raft-addr", r2, "--gossip-addr", "127.0.0.1:0")
 	n2.addr(t)
 	head, err := cl.Head(ctx, "alice", client.Linearizable)
 	if err != nil || head != 3 {

@@ -24,14 +24,15 @@ import (
 
 // Member is one node of the cluster.
 type Member struct {
-	ID       string
-	Dir      string
-	RaftAddr string
-	GRPCAddr string
-	Node     *node.Node // nil while stopped
-	server   *server.Server
-	prober   *server.Prober
-	served   chan error
+	ID         string
+	Dir        string
+	RaftAddr   string
+	GRPCAddr   string
+	GossipAddr string
+	Node       *node.Node // nil while stopped
+	server     *server.Server
+	prober     *server.Prober
+	served     chan error
 }
 
 // Cluster is a set of members.
@@ -48,6 +49,8 @@ func FastConfig(c *node.Config) {
 	c.LeaderLeaseTimeout = 150 * time.Millisecond
 	c.ApplyTimeout = 5 * time.Second
 	c.ReconcileInterval = 100 * time.Millisecond
+	c.GossipAddr = "127.0.0.1:0"
+	c.GossipProbeInterval = 200 * time.Millisecond
 	c.Logger = slog.New(slog.NewTextHandler(logOut(), nil))
 }
 
@@ -70,7 +73,7 @@ func New(t testing.TB, n int, tweak func(*node.Config)) *Cluster {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := c.Client().Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
-			_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr})
+			_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr, GossipAddr: m.GossipAddr})
 			return err
 		})
 		cancel()
@@ -118,6 +121,9 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	cfg := node.DefaultConfig()
 	cfg.NodeID, cfg.DataDir, cfg.RaftAddr, cfg.GRPCAddr, cfg.Bootstrap = m.ID, m.Dir, m.RaftAddr, m.GRPCAddr, bootstrap
 	FastConfig(&cfg)
+	if m.GossipAddr != "" {
+		cfg.GossipAddr = m.GossipAddr // a restart keeps its address
+	}
 	if c.tweak != nil {
 		c.tweak(&cfg)
 	}
@@ -130,7 +136,7 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 		c.t.Fatalf("start %s: %v", m.ID, err)
 	}
 	m.prober = prober
-	m.RaftAddr = nd.Config().RaftAddr
+	m.RaftAddr, m.GossipAddr = nd.Config().RaftAddr, nd.Config().GossipAddr
 	m.Node = nd
 	m.server = server.New(nd, cfg.Logger)
 	m.served = make(chan error, 1)

@@ -22,7 +22,7 @@ func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.Joi
 	if req.GetNodeId() == "" || req.GetRaftAddr() == "" || req.GetGrpcAddr() == "" {
 		return nil, toStatus(fmt.Errorf("%w: node id, raft address and gRPC address are required", fsm.ErrInvalidArgument))
 	}
-	nd := fsm.Node{ID: req.GetNodeId(), RaftAddr: req.GetRaftAddr(), GRPCAddr: req.GetGrpcAddr()}
+	nd := fsm.Node{ID: req.GetNodeId(), RaftAddr: req.GetRaftAddr(), GRPCAddr: req.GetGrpcAddr(), GossipAddr: req.GetGossipAddr()}
 	target, voter, err := s.node.AddLearner(ctx, nd)
 	if err != nil {
 		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.JoinResponse, error) {
@@ -80,7 +80,7 @@ func (s *Server) ClusterStatus(ctx context.Context, _ *syncv1.ClusterStatusReque
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &syncv1.ClusterStatusResponse{LeaderId: self.Meta.LeaderID, Unreachable: map[string]string{}}
+	out := &syncv1.ClusterStatusResponse{LeaderId: self.Meta.LeaderID, Unreachable: map[string]string{}, ServedBy: self.ID}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, m := range self.Meta.Members {
@@ -132,6 +132,13 @@ func nodeStatusProto(st node.Status) *syncv1.NodeStatusResponse {
 		LastLogIndex:    st.Meta.LastLogIndex,
 		Members:         membersProto(st.Meta.Members),
 		ShardMapVersion: st.ShardMapVersion,
+	}
+	for _, m := range st.Gossip {
+		gm := &syncv1.GossipMember{NodeId: m.ID, Health: m.Health, GrpcAddr: m.GRPCAddr}
+		for _, g := range m.Leads {
+			gm.Leads = append(gm.Leads, uint64(g))
+		}
+		out.Gossip = append(out.Gossip, gm)
 	}
 	for _, g := range st.Groups {
 		out.Groups = append(out.Groups, &syncv1.GroupStatus{

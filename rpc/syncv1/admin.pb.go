@@ -241,6 +241,7 @@ type JoinRequest struct {
 	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	GossipAddr    string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -292,6 +293,13 @@ func (x *JoinRequest) GetRaftAddr() string {
 func (x *JoinRequest) GetGrpcAddr() string {
 	if x != nil {
 		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
 	}
 	return ""
 }
@@ -393,8 +401,10 @@ type NodeStatusResponse struct {
 	// The data groups with a replica on this node.
 	Groups          []*GroupStatus `protobuf:"bytes,11,rep,name=groups,proto3" json:"groups,omitempty"`
 	ShardMapVersion uint64         `protobuf:"varint,12,opt,name=shard_map_version,json=shardMapVersion,proto3" json:"shard_map_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// What this node's gossip says of every node it has heard of.
+	Gossip        []*GossipMember `protobuf:"bytes,13,rep,name=gossip,proto3" json:"gossip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatusResponse) Reset() {
@@ -511,6 +521,84 @@ func (x *NodeStatusResponse) GetShardMapVersion() uint64 {
 	return 0
 }
 
+func (x *NodeStatusResponse) GetGossip() []*GossipMember {
+	if x != nil {
+		return x.Gossip
+	}
+	return nil
+}
+
+// GossipMember is one node as memberlist sees it. Gossip informs routing
+// and status; it never changes Raft membership.
+type GossipMember struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// alive, suspect, dead or left
+	Health        string   `protobuf:"bytes,2,opt,name=health,proto3" json:"health,omitempty"`
+	GrpcAddr      string   `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	Leads         []uint64 `protobuf:"varint,4,rep,packed,name=leads,proto3" json:"leads,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipMember) Reset() {
+	*x = GossipMember{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipMember) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipMember) ProtoMessage() {}
+
+func (x *GossipMember) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
+func (*GossipMember) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GossipMember) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *GossipMember) GetHealth() string {
+	if x != nil {
+		return x.Health
+	}
+	return ""
+}
+
+func (x *GossipMember) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *GossipMember) GetLeads() []uint64 {
+	if x != nil {
+		return x.Leads
+	}
+	return nil
+}
+
 // GroupStatus is one replica's view of a Raft group.
 type GroupStatus struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -529,7 +617,7 @@ type GroupStatus struct {
 
 func (x *GroupStatus) Reset() {
 	*x = GroupStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -541,7 +629,7 @@ func (x *GroupStatus) String() string {
 func (*GroupStatus) ProtoMessage() {}
 
 func (x *GroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -554,7 +642,7 @@ func (x *GroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStatus.ProtoReflect.Descriptor instead.
 func (*GroupStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GroupStatus) GetGroupId() uint64 {
@@ -626,7 +714,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +726,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +739,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Member) GetNodeId() string {
@@ -690,7 +778,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +790,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +803,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type ClusterStatusResponse struct {
@@ -723,14 +811,16 @@ type ClusterStatusResponse struct {
 	LeaderId string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	Nodes    []*NodeStatusResponse  `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Members that did not answer, with the error.
-	Unreachable   map[string]string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Unreachable map[string]string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The node that gathered this answer (its gossip view is the one shown).
+	ServedBy      string `protobuf:"bytes,4,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +832,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +845,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ClusterStatusResponse) GetLeaderId() string {
@@ -779,6 +869,13 @@ func (x *ClusterStatusResponse) GetUnreachable() map[string]string {
 	return nil
 }
 
+func (x *ClusterStatusResponse) GetServedBy() string {
+	if x != nil {
+		return x.ServedBy
+	}
+	return ""
+}
+
 var File_syncstore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_admin_proto_rawDesc = "" +
@@ -799,14 +896,16 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\breplicas\x18\x03 \x03(\tR\breplicas\"3\n" +
 	"\tSlotRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\rR\x03end\"`\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\"\x81\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
-	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\"+\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
+	"\vgossip_addr\x18\x04 \x01(\tR\n" +
+	"gossipAddr\"+\n" +
 	"\fJoinResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x13\n" +
-	"\x11NodeStatusRequest\"\xab\x03\n" +
+	"\x11NodeStatusRequest\"\xdf\x03\n" +
 	"\x12NodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -820,7 +919,13 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\amembers\x18\n" +
 	" \x03(\v2\x14.syncstore.v1.MemberR\amembers\x121\n" +
 	"\x06groups\x18\v \x03(\v2\x19.syncstore.v1.GroupStatusR\x06groups\x12*\n" +
-	"\x11shard_map_version\x18\f \x01(\x04R\x0fshardMapVersion\"\x8d\x02\n" +
+	"\x11shard_map_version\x18\f \x01(\x04R\x0fshardMapVersion\x122\n" +
+	"\x06gossip\x18\r \x03(\v2\x1a.syncstore.v1.GossipMemberR\x06gossip\"r\n" +
+	"\fGossipMember\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06health\x18\x02 \x01(\tR\x06health\x12\x1b\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
+	"\x05leads\x18\x04 \x03(\x04R\x05leads\"\x8d\x02\n" +
 	"\vGroupStatus\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -835,11 +940,12 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1a\n" +
 	"\bsuffrage\x18\x04 \x01(\tR\bsuffrage\"\x16\n" +
-	"\x14ClusterStatusRequest\"\x84\x02\n" +
+	"\x14ClusterStatusRequest\"\xa1\x02\n" +
 	"\x15ClusterStatusResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x126\n" +
 	"\x05nodes\x18\x02 \x03(\v2 .syncstore.v1.NodeStatusResponseR\x05nodes\x12V\n" +
-	"\vunreachable\x18\x03 \x03(\v24.syncstore.v1.ClusterStatusResponse.UnreachableEntryR\vunreachable\x1a>\n" +
+	"\vunreachable\x18\x03 \x03(\v24.syncstore.v1.ClusterStatusResponse.UnreachableEntryR\vunreachable\x12\x1b\n" +
+	"\tserved_by\x18\x04 \x01(\tR\bservedBy\x1a>\n" +
 	"\x10UnreachableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xbc\x02\n" +
@@ -862,7 +968,7 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_syncstore_v1_admin_proto_goTypes = []any{
 	(*ShardMapRequest)(nil),       // 0: syncstore.v1.ShardMapRequest
 	(*ShardMapResponse)(nil),      // 1: syncstore.v1.ShardMapResponse
@@ -872,35 +978,37 @@ var file_syncstore_v1_admin_proto_goTypes = []any{
 	(*JoinResponse)(nil),          // 5: syncstore.v1.JoinResponse
 	(*NodeStatusRequest)(nil),     // 6: syncstore.v1.NodeStatusRequest
 	(*NodeStatusResponse)(nil),    // 7: syncstore.v1.NodeStatusResponse
-	(*GroupStatus)(nil),           // 8: syncstore.v1.GroupStatus
-	(*Member)(nil),                // 9: syncstore.v1.Member
-	(*ClusterStatusRequest)(nil),  // 10: syncstore.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 11: syncstore.v1.ClusterStatusResponse
-	nil,                           // 12: syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	nil,                           // 13: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	(*GossipMember)(nil),          // 8: syncstore.v1.GossipMember
+	(*GroupStatus)(nil),           // 9: syncstore.v1.GroupStatus
+	(*Member)(nil),                // 10: syncstore.v1.Member
+	(*ClusterStatusRequest)(nil),  // 11: syncstore.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil), // 12: syncstore.v1.ClusterStatusResponse
+	nil,                           // 13: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                           // 14: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
 	2,  // 0: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
-	12, // 1: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	13, // 1: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
 	3,  // 2: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
-	9,  // 3: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
-	8,  // 4: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
-	9,  // 5: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
-	7,  // 6: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	13, // 7: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	4,  // 8: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	6,  // 9: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	10, // 10: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	0,  // 11: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
-	5,  // 12: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	7,  // 13: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	11, // 14: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	1,  // 15: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	10, // 3: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
+	9,  // 4: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
+	8,  // 5: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
+	10, // 6: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
+	7,  // 7: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
+	14, // 8: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	4,  // 9: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	6,  // 10: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	11, // 11: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	0,  // 12: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	5,  // 13: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	7,  // 14: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	12, // 15: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	1,  // 16: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_admin_proto_init() }
@@ -914,7 +1022,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -116,6 +116,27 @@ func TestShardedClusterSurvivesLosingTheBusiestNode(t *testing.T) {
 	t.Logf("unavailability per group after the kill: %v (median %v, max %v); groups the victim led: %v; longest gap before the kill: %v",
 		gaps, all[len(all)/2], all[len(all)-1], led[victim], normal)
 
+	// Gossip notices the dead node; Raft membership does not follow it.
+	victimID := c.Members[victim].ID
+	survivor := c.Members[(victim+1)%shardedNodes].Node
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for _, m := range survivor.Gossip() {
+			if m.ID == victimID && m.Health != node.HealthAlive {
+				return nil
+			}
+		}
+		return fmt.Errorf("gossip still reports %s alive: %+v", victimID, survivor.Gossip())
+	})
+	for _, g := range survivor.Groups() {
+		members, err := g.Members()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(members, func(m node.Member) bool { return m.ID == victimID && m.Voter }) {
+			t.Fatalf("group %d dropped %s from its voters: %+v", g.ID(), victimID, members)
+		}
+	}
+
 	c.Restart(victim)
 	w.progress(t, 1000)
 	w.finish()

@@ -1,0 +1,296 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/syncstore/syncstore/shard"
+)
+
+// suspectProbeRounds: how many probe intervals without a successful probe
+// make a peer suspect in this node's eyes.
+const suspectProbeRounds = 4
+
+// Gossip health of a node.
+const (
+	HealthAlive   = "alive"
+	HealthSuspect = "suspect"
+	HealthDead    = "dead"
+	HealthLeft    = "left"
+)
+
+// GossipMember is one node as this node's gossip sees it.
+type GossipMember struct {
+	ID       string
+	Health   string
+	GRPCAddr string
+	Leads    []shard.GroupID
+}
+
+// gossip runs memberlist: nodes spread their gRPC address and the groups
+// they lead, and learn who is alive, suspect or dead. It informs routing and
+// status only; Raft membership never follows it.
+//
+// memberlist hands out pointers into its live state, so this type never
+// reads them outside memberlist's own callbacks: it keeps its own view,
+// fed by the event and ping delegates.
+type gossip struct {
+	ml   *memberlist.Memberlist
+	log  *slog.Logger
+	self string
+	port int // the bound port (memberlist picks one for port 0)
+	// suspectAfter: a peer this node has not managed to probe for this long
+	// is reported suspect (memberlist declares it dead later, by itself).
+	suspectAfter time.Duration
+
+	mu    sync.Mutex
+	local gossipMeta
+	peers map[string]*peerState
+}
+
+type peerState struct {
+	addr    string // gossip address
+	meta    gossipMeta
+	gone    string    // HealthDead or HealthLeft once memberlist reported it gone
+	lastAck time.Time // last successful probe by this node (or when it joined)
+}
+
+// gossipMeta is what a node says of itself in every alive message.
+type gossipMeta struct {
+	grpcAddr string
+	leads    []shard.GroupID
+}
+
+// encode packs the meta as: uvarint length + gRPC address, uvarint count,
+// uvarint group ids. Leads that do not fit in limit are left out (the
+// routing falls back to the shard map's preferred leader).
+func (m gossipMeta) encode(limit int) []byte {
+	b := binary.AppendUvarint(nil, uint64(len(m.grpcAddr)))
+	b = append(b, m.grpcAddr...)
+	fit := len(m.leads)
+	for ; fit > 0; fit-- {
+		size := len(b) + binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(fit))
+		for _, g := range m.leads[:fit] {
+			size += binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(g))
+		}
+		if size <= limit {
+			break
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(fit))
+	for _, g := range m.leads[:fit] {
+		b = binary.AppendUvarint(b, uint64(g))
+	}
+	return b
+}
+
+var errBadGossipMeta = errors.New("node: bad gossip meta")
+
+func decodeGossipMeta(b []byte) (gossipMeta, error) {
+	var m gossipMeta
+	n, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < n {
+		return m, errBadGossipMeta
+	}
+	m.grpcAddr, b = string(b[k:k+int(n)]), b[k+int(n):]
+	count, k := binary.Uvarint(b)
+	if k <= 0 || count > uint64(len(b)) {
+		return m, errBadGossipMeta
+	}
+	b = b[k:]
+	for range count {
+		g, k := binary.Uvarint(b)
+		if k <= 0 {
+			return m, errBadGossipMeta
+		}
+		m.leads, b = append(m.leads, shard.GroupID(g)), b[k:]
+	}
+	return m, nil
+}
+
+// startGossip binds memberlist to addr ("host:port", port 0 for any).
+func startGossip(cfg Config, log *slog.Logger) (*gossip, error) {
+	host, portStr, err := net.SplitHostPort(cfg.GossipAddr)
+	if err != nil {
+		return nil, fmt.Errorf("node: gossip address %q: %w", cfg.GossipAddr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("node: gossip port %q: %w", portStr, err)
+	}
+	g := &gossip{
+		log:          log,
+		self:         cfg.NodeID,
+		local:        gossipMeta{grpcAddr: cfg.GRPCAddr},
+		peers:        map[string]*peerState{},
+		suspectAfter: suspectProbeRounds * cfg.GossipProbeInterval,
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeID
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = "", 0
+	mc.ProbeInterval = cfg.GossipProbeInterval
+	mc.ProbeTimeout = cfg.GossipProbeInterval / 2
+	mc.GossipInterval = cfg.GossipProbeInterval / 5
+	mc.Delegate = g
+	mc.Events = g
+	mc.Ping = g
+	mc.Logger = slog.NewLogLogger(log.With("component", "memberlist").Handler(), slog.LevelDebug)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("node: gossip on %s: %w", cfg.GossipAddr, err)
+	}
+	g.ml, g.port = ml, mc.BindPort
+	return g, nil
+}
+
+// addr is the address memberlist listens on and advertises.
+func (g *gossip) addr(cfg Config) (string, error) {
+	host, _, err := net.SplitHostPort(cfg.GossipAddr)
+	return net.JoinHostPort(host, strconv.Itoa(g.port)), err
+}
+
+// setLeads updates what this node says it leads and spreads it.
+func (g *gossip) setLeads(leads []shard.GroupID) {
+	g.mu.Lock()
+	same := slices.Equal(g.local.leads, leads)
+	g.local.leads = leads
+	g.mu.Unlock()
+	if same {
+		return
+	}
+	if err := g.ml.UpdateNode(time.Second); err != nil {
+		g.log.Debug("gossip update", "err", err)
+	}
+}
+
+// join contacts the given gossip addresses of nodes not met yet, or gone.
+func (g *gossip) join(addrs []string) {
+	known := map[string]bool{}
+	g.mu.Lock()
+	for _, p := range g.peers {
+		if p.gone == "" {
+			known[p.addr] = true
+		}
+	}
+	g.mu.Unlock()
+	var todo []string
+	for _, a := range addrs {
+		if a != "" && !known[a] {
+			todo = append(todo, a)
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	if _, err := g.ml.Join(todo); err != nil {
+		g.log.Debug("gossip join", "addrs", todo, "err", err)
+	}
+}
+
+// members reports every node heard of, this one included.
+func (g *gossip) members() []GossipMember {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []GossipMember
+	for id, p := range g.peers {
+		h := p.gone
+		switch {
+		case h != "":
+		case id != g.self && time.Since(p.lastAck) > g.suspectAfter:
+			h = HealthSuspect
+		default:
+			h = HealthAlive
+		}
+		out = append(out, GossipMember{ID: id, Health: h, GRPCAddr: p.meta.grpcAddr, Leads: slices.Clone(p.meta.leads)})
+	}
+	slices.SortFunc(out, func(a, b GossipMember) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// leaderOf returns the live node that says it leads a group, if any.
+func (g *gossip) leaderOf(group shard.GroupID) (GossipMember, bool) {
+	for _, m := range g.members() {
+		if m.Health == HealthAlive && slices.Contains(m.Leads, group) {
+			return m, true
+		}
+	}
+	return GossipMember{}, false
+}
+
+func (g *gossip) close() error {
+	if err := g.ml.Leave(time.Second); err != nil {
+		g.log.Debug("gossip leave", "err", err)
+	}
+	return g.ml.Shutdown()
+}
+
+// memberlist.Delegate
+
+func (g *gossip) NodeMeta(limit int) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.local.encode(limit)
+}
+func (g *gossip) NotifyMsg([]byte)                           {}
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *gossip) LocalState(join bool) []byte                { return nil }
+func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
+
+// memberlist.EventDelegate
+
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.seen(n, "") }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.seen(n, "") }
+func (g *gossip) NotifyLeave(n *memberlist.Node) {
+	gone := HealthDead
+	if n.State == memberlist.StateLeft {
+		gone = HealthLeft
+	}
+	g.seen(n, gone)
+}
+
+// seen runs inside memberlist's callbacks, the only place its *Node may be
+// read.
+func (g *gossip) seen(n *memberlist.Node, gone string) {
+	meta, err := decodeGossipMeta(n.Meta)
+	addr := n.Address()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	p := g.peers[n.Name]
+	if p == nil || (p.gone != "" && gone == "") {
+		p = &peerState{lastAck: time.Now()} // new, or back after being gone
+		g.peers[n.Name] = p
+	}
+	if err == nil {
+		p.meta = meta
+	}
+	p.addr, p.gone = addr, gone
+}
+
+// memberlist.PingDelegate
+
+func (g *gossip) AckPayload() []byte { return nil }
+func (g *gossip) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if p := g.peers[other.Name]; p != nil {
+		p.lastAck = time.Now()
+	}
+}
