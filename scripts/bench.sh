@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Runs `syncctl bench` against a fresh single-node cluster and a fresh
-# three-node cluster on this machine (127.0.0.1), for each client count,
-# REPEAT times each, and prints one line per run. Usage:
-#   scripts/bench.sh [--clients "1 64"] [--duration 10s] [--repeat 3] [--size 256] [--timelines 1000]
+# Runs `syncctl bench` against fresh clusters on this machine (127.0.0.1):
+# for each topology (single node, three nodes) and each shard count, for each
+# client count, REPEAT times, one after the other in the same run. Usage:
+#   scripts/bench.sh [--topologies "single 3-node"] [--shards "8"] [--clients "1 64"]
+#                    [--duration 10s] [--repeat 3] [--size 256] [--timelines 1000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-clients="1 64" duration=10s repeat=3 size=256 timelines=1000
+topologies="single 3-node" shards=8 clients="1 64" duration=10s repeat=3 size=256 timelines=1000
 while [ $# -gt 0 ]; do
   case "$1" in
+    --topologies) topologies=$2; shift 2 ;;
+    --shards) shards=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
@@ -20,29 +23,36 @@ done
 
 work=$(mktemp -d)
 pids=()
-cleanup() {
+stop_all() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
 }
-trap cleanup EXIT
+trap 'stop_all; rm -rf "$work"' EXIT
 
 go build -o "$work/syncd" ./cmd/syncd
 go build -o "$work/syncctl" ./cmd/syncctl
 
-start() { # id grpc raft [join]
-  local args=(--node-id "$1" --data-dir "$work/$1" --grpc-addr "127.0.0.1:$2" --raft-addr "127.0.0.1:$3" --log-level warn)
+start() { # dir port-base shards [join]
+  local args=(--node-id "$(basename "$1")" --data-dir "$1" --grpc-addr "127.0.0.1:$2" --raft-addr "127.0.0.1:$(($2 + 1))"
+    --gossip-addr "127.0.0.1:$(($2 + 2))" --shards "$3" --log-level warn)
   [ -n "${4:-}" ] && args+=(--join "$4")
-  "$work/syncd" "${args[@]}" 2>>"$work/$1.log" &
+  "$work/syncd" "${args[@]}" 2>>"$1.log" &
   pids+=($!)
 }
 
-wait_ready() { # addrs
-  for _ in $(seq 1 100); do
-    "$work/syncctl" --addr "$1" --timeout 2s head bench-ready >/dev/null 2>&1 && return 0
+# settled waits until every group has a quorum and no follower lags.
+settled() { # addrs nodes
+  for _ in $(seq 1 300); do
+    if "$work/syncctl" --addr "$1" --timeout 2s status --json 2>/dev/null | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+ok = v["all_groups_have_quorum"] and v["groups"] and sum(n.get("error") is None for n in v["nodes"]) == int(sys.argv[1])
+ok = ok and all(len(g["voters"]) == min(3, int(sys.argv[1])) and not g.get("nonvoters") for g in v["groups"])
+sys.exit(0 if ok else 1)' "$2"; then return 0; fi
     sleep 0.2
   done
-  echo "cluster at $1 did not become ready" >&2; exit 1
+  echo "cluster at $1 did not settle" >&2; exit 1
 }
 
 run() { # label addrs
@@ -54,18 +64,25 @@ run() { # label addrs
   done
 }
 
-start single 7500 7501
-wait_ready 127.0.0.1:7500
-run single 127.0.0.1:7500
-kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true; pids=()
-
-start n1 7510 7511
-wait_ready 127.0.0.1:7510
-start n2 7520 7521 127.0.0.1:7510
-start n3 7530 7531 127.0.0.1:7510
-addrs=127.0.0.1:7510,127.0.0.1:7520,127.0.0.1:7530
-for _ in $(seq 1 100); do
-  [ "$("$work/syncctl" --addr "$addrs" status --json | python3 -c 'import json,sys; print(sum(n["suffrage"]=="Voter" and n["lag"]<10 for n in json.load(sys.stdin)["nodes"]))')" = 3 ] && break
-  sleep 0.2
+for s in $shards; do
+  for topo in $topologies; do
+    dir="$work/$topo-$s"
+    mkdir -p "$dir"
+    case "$topo" in
+      single)
+        start "$dir/n1" 7500 "$s"
+        addrs=127.0.0.1:7500
+        settled "$addrs" 1 ;;
+      3-node)
+        start "$dir/n1" 7510 "$s"
+        settled 127.0.0.1:7510 1
+        start "$dir/n2" 7520 "$s" 127.0.0.1:7510
+        start "$dir/n3" 7530 "$s" 127.0.0.1:7510
+        addrs=127.0.0.1:7510,127.0.0.1:7520,127.0.0.1:7530
+        settled "$addrs" 3 ;;
+      *) echo "unknown topology $topo" >&2; exit 2 ;;
+    esac
+    run "$topo, $s groups" "$addrs"
+    stop_all
+  done
 done
-run 3-node "$addrs"
