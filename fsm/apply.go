@@ -71,6 +71,9 @@ func dispatch(tx *bolt.Tx, cmd *fsmpb.Command) (*Result, error) {
 	case *fsmpb.Command_RegisterNode:
 		err := applyRegisterNode(tx, op.RegisterNode)
 		return &Result{Op: "register_node", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_SetRanges:
+		err := applySetRanges(tx, op.SetRanges)
+		return &Result{Op: "set_ranges", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_SetShardMap:
 		err := applySetShardMap(tx, op.SetShardMap)
 		return &Result{Op: "set_shard_map", Err: rejection(err)}, storageFailure(err)

@@ -27,6 +27,8 @@ var (
 	bucketNodes = []byte("nodes")
 	// bucketShardMap: keyShardMap -> ShardMap (meta group).
 	bucketShardMap = []byte("shard_map")
+	// bucketRanges: keyRanges -> SetRanges (data groups): the slots owned.
+	bucketRanges = []byte("ranges")
 
 	keyAppliedIndex = []byte("applied_index")
 	keyAppliedTerm  = []byte("applied_term")
@@ -38,7 +40,7 @@ const schemaVersion = 1
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
-var dataBuckets = [][]byte{seqgen.BucketName, bucketEntries, bucketDedupe, bucketDedupeExpiry, bucketNodes, bucketShardMap}
+var dataBuckets = [][]byte{seqgen.BucketName, bucketEntries, bucketDedupe, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges}
 
 func createSchema(tx *bolt.Tx) error {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {

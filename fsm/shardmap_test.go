@@ -53,3 +53,39 @@ func TestSetShardMapIsACompareAndSet(t *testing.T) {
 		t.Fatalf("group 1 after the second map: %+v", g)
 	}
 }
+
+func TestAGroupRefusesTimelinesOutsideItsRanges(t *testing.T) {
+	h := newHarness(t)
+	// "a" is in slot 816, "alice" in 654 (pinned in shard's tests).
+	setRanges := func(version uint64, start, end uint32) *fsmpb.Command {
+		return &fsmpb.Command{Op: &fsmpb.Command_SetRanges{SetRanges: &fsmpb.SetRanges{MapVersion: version, Ranges: []*fsmpb.SlotRange{{Start: start, End: end}}}}}
+	}
+	steps := []struct {
+		name string
+		cmd  *fsmpb.Command
+		want error
+	}{
+		{"before any ranges, anything goes", appendCmd("alice", "x", "", 1), nil},
+		{"own 700..900", setRanges(2, 700, 900), nil},
+		{"in range", appendCmd("a", "x", "", 2), nil},
+		{"out of range", appendCmd("alice", "y", "", 3), ErrWrongGroup},
+		{"an older map is ignored", setRanges(1, 0, 700), nil},
+		{"still out of range", appendCmd("alice", "y", "", 4), ErrWrongGroup},
+		{"a newer map moves the ranges", setRanges(3, 600, 700), nil},
+		{"now in range", appendCmd("alice", "y", "", 5), nil},
+		{"bad range", setRanges(4, 9, 9), ErrInvalidArgument},
+	}
+	for _, s := range steps {
+		before := h.digest()
+		r := h.apply(s.cmd)[0]
+		if !errors.Is(r.Err, s.want) || (s.want == nil && r.Err != nil) {
+			t.Fatalf("%s: got %v, want %v", s.name, r.Err, s.want)
+		}
+		if s.want != nil && h.digest() != before {
+			t.Fatalf("%s: a refused command changed the state", s.name)
+		}
+	}
+	if ranges, v, ok, err := h.f.OwnedRanges(); err != nil || !ok || v != 3 || len(ranges) != 1 || ranges[0] != (shard.Range{Start: 600, End: 700}) {
+		t.Fatalf("owned ranges %v v%d %v %v", ranges, v, ok, err)
+	}
+}

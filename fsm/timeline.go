@@ -10,6 +10,7 @@ import (
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/seqgen"
+	"github.com/syncstore/syncstore/shard"
 )
 
 // dedupeGCPerAppend bounds how many expired dedupe records one Append
@@ -19,6 +20,13 @@ const dedupeGCPerAppend = 16
 func applyAppend(tx *bolt.Tx, nowMs int64, a *fsmpb.Append) (*AppendResult, error) {
 	if err := ValidateAppend(a); err != nil {
 		return nil, reject(err)
+	}
+	owned, err := readRanges(tx)
+	if err != nil {
+		return nil, err
+	}
+	if !owned.owns(a.GetTimeline()) {
+		return nil, reject(fmt.Errorf("%w: slot %d of %q is not in this group's ranges (map v%d)", ErrWrongGroup, shard.SlotOf(a.GetTimeline()), a.GetTimeline(), owned.mapVersion))
 	}
 	if err := gcDedupe(tx, nowMs-a.GetDedupeWindowMs()); err != nil {
 		return nil, err

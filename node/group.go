@@ -278,3 +278,7 @@ func (g *Group) withDefaultTimeout(ctx context.Context) (context.Context, contex
 	}
 	return context.WithTimeout(ctx, g.node.cfg.ApplyTimeout)
 }
+
+// OwnedRanges returns the slot ranges this replica's state machine was told
+// it owns (see fsm.FSM.OwnedRanges).
+func (g *Group) OwnedRanges() ([]shard.Range, uint64, bool, error) { return g.fsm.OwnedRanges() }

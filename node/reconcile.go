@@ -55,8 +55,25 @@ func (n *Node) reconcile() {
 	n.syncGroups(m)
 	for _, g := range n.groupsSnapshot() {
 		if desired, ok := m.Group(g.id); ok && g.isReadyLeader() {
+			n.reconcileRanges(ctx, g, m.Version, desired)
 			n.reconcileReplicas(ctx, g, desired)
 		}
+	}
+}
+
+// reconcileRanges tells a group's state machine the slots the map gives it,
+// so it refuses appends routed with another map.
+func (n *Node) reconcileRanges(ctx context.Context, g *Group, version uint64, desired shard.Group) {
+	ranges, have, ok, err := g.fsm.OwnedRanges()
+	if err != nil || (ok && (have >= version || slices.Equal(ranges, desired.Ranges))) {
+		return
+	}
+	cmd := &fsmpb.SetRanges{MapVersion: version}
+	for _, r := range desired.Ranges {
+		cmd.Ranges = append(cmd.Ranges, &fsmpb.SlotRange{Start: r.Start, End: r.End})
+	}
+	if _, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_SetRanges{SetRanges: cmd}}); err != nil {
+		n.log.Warn("set ranges", "group", uint64(g.id), "err", err)
 	}
 }
 

@@ -123,6 +123,8 @@ func opName(cmd *fsmpb.Command) string {
 		return "register_node"
 	case *fsmpb.Command_SetShardMap:
 		return "set_shard_map"
+	case *fsmpb.Command_SetRanges:
+		return "set_ranges"
 	}
 	return "other"
 }

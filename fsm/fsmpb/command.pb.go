@@ -41,6 +41,7 @@ type Command struct {
 	//	*Command_Append
 	//	*Command_RegisterNode
 	//	*Command_SetShardMap
+	//	*Command_SetRanges
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -131,6 +132,15 @@ func (x *Command) GetSetShardMap() *SetShardMap {
 	return nil
 }
 
+func (x *Command) GetSetRanges() *SetRanges {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetRanges); ok {
+			return x.SetRanges
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -147,11 +157,17 @@ type Command_SetShardMap struct {
 	SetShardMap *SetShardMap `protobuf:"bytes,12,opt,name=set_shard_map,json=setShardMap,proto3,oneof"`
 }
 
+type Command_SetRanges struct {
+	SetRanges *SetRanges `protobuf:"bytes,13,opt,name=set_ranges,json=setRanges,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
 
 func (*Command_SetShardMap) isCommand_Op() {}
+
+func (*Command_SetRanges) isCommand_Op() {}
 
 // Append adds one entry to a timeline.
 type Append struct {
@@ -357,6 +373,61 @@ func (x *SetShardMap) GetMap() *ShardMap {
 	return nil
 }
 
+// SetRanges tells a data group which slots it owns, as of a shard map
+// version; once set, the group refuses appends to timelines outside them.
+// An older map version than the stored one is ignored.
+type SetRanges struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MapVersion    uint64                 `protobuf:"varint,1,opt,name=map_version,json=mapVersion,proto3" json:"map_version,omitempty"`
+	Ranges        []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRanges) Reset() {
+	*x = SetRanges{}
+	mi := &file_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRanges) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRanges) ProtoMessage() {}
+
+func (x *SetRanges) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRanges.ProtoReflect.Descriptor instead.
+func (*SetRanges) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SetRanges) GetMapVersion() uint64 {
+	if x != nil {
+		return x.MapVersion
+	}
+	return 0
+}
+
+func (x *SetRanges) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
 type ShardMap struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -367,7 +438,7 @@ type ShardMap struct {
 
 func (x *ShardMap) Reset() {
 	*x = ShardMap{}
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +450,7 @@ func (x *ShardMap) String() string {
 func (*ShardMap) ProtoMessage() {}
 
 func (x *ShardMap) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +463,7 @@ func (x *ShardMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMap.ProtoReflect.Descriptor instead.
 func (*ShardMap) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{4}
+	return file_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ShardMap) GetVersion() uint64 {
@@ -423,7 +494,7 @@ type ShardGroup struct {
 
 func (x *ShardGroup) Reset() {
 	*x = ShardGroup{}
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +506,7 @@ func (x *ShardGroup) String() string {
 func (*ShardGroup) ProtoMessage() {}
 
 func (x *ShardGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +519,7 @@ func (x *ShardGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGroup.ProtoReflect.Descriptor instead.
 func (*ShardGroup) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{5}
+	return file_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ShardGroup) GetId() uint64 {
@@ -489,7 +560,7 @@ type SlotRange struct {
 
 func (x *SlotRange) Reset() {
 	*x = SlotRange{}
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +572,7 @@ func (x *SlotRange) String() string {
 func (*SlotRange) ProtoMessage() {}
 
 func (x *SlotRange) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +585,7 @@ func (x *SlotRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
 func (*SlotRange) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{6}
+	return file_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SlotRange) GetStart() uint32 {
@@ -544,7 +615,7 @@ type StoredEntry struct {
 
 func (x *StoredEntry) Reset() {
 	*x = StoredEntry{}
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +627,7 @@ func (x *StoredEntry) String() string {
 func (*StoredEntry) ProtoMessage() {}
 
 func (x *StoredEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +640,7 @@ func (x *StoredEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEntry.ProtoReflect.Descriptor instead.
 func (*StoredEntry) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{7}
+	return file_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StoredEntry) GetTsMs() int64 {
@@ -611,7 +682,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +694,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +707,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{8}
+	return file_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DedupeRecord) GetSeq() uint64 {
@@ -666,7 +737,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -678,7 +749,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -691,7 +762,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{9}
+	return file_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodeRecord) GetNodeId() string {
@@ -726,7 +797,7 @@ var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xaa\x02\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xe8\x02\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -734,7 +805,9 @@ const file_command_proto_rawDesc = "" +
 	"\x06append\x18\n" +
 	" \x01(\v2\x18.syncstore.fsm.v1.AppendH\x00R\x06append\x12E\n" +
 	"\rregister_node\x18\v \x01(\v2\x1e.syncstore.fsm.v1.RegisterNodeH\x00R\fregisterNode\x12C\n" +
-	"\rset_shard_map\x18\f \x01(\v2\x1d.syncstore.fsm.v1.SetShardMapH\x00R\vsetShardMapB\x04\n" +
+	"\rset_shard_map\x18\f \x01(\v2\x1d.syncstore.fsm.v1.SetShardMapH\x00R\vsetShardMap\x12<\n" +
+	"\n" +
+	"set_ranges\x18\r \x01(\v2\x1b.syncstore.fsm.v1.SetRangesH\x00R\tsetRangesB\x04\n" +
 	"\x02op\"\x92\x02\n" +
 	"\x06Append\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x18\n" +
@@ -753,7 +826,11 @@ const file_command_proto_rawDesc = "" +
 	"gossipAddr\"f\n" +
 	"\vSetShardMap\x12)\n" +
 	"\x10expected_version\x18\x01 \x01(\x04R\x0fexpectedVersion\x12,\n" +
-	"\x03map\x18\x02 \x01(\v2\x1a.syncstore.fsm.v1.ShardMapR\x03map\"Z\n" +
+	"\x03map\x18\x02 \x01(\v2\x1a.syncstore.fsm.v1.ShardMapR\x03map\"a\n" +
+	"\tSetRanges\x12\x1f\n" +
+	"\vmap_version\x18\x01 \x01(\x04R\n" +
+	"mapVersion\x123\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\"Z\n" +
 	"\bShardMap\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x124\n" +
 	"\x06groups\x18\x02 \x03(\v2\x1c.syncstore.fsm.v1.ShardGroupR\x06groups\"\x87\x01\n" +
@@ -797,35 +874,38 @@ func file_command_proto_rawDescGZIP() []byte {
 	return file_command_proto_rawDescData
 }
 
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_command_proto_goTypes = []any{
 	(*Command)(nil),      // 0: syncstore.fsm.v1.Command
 	(*Append)(nil),       // 1: syncstore.fsm.v1.Append
 	(*RegisterNode)(nil), // 2: syncstore.fsm.v1.RegisterNode
 	(*SetShardMap)(nil),  // 3: syncstore.fsm.v1.SetShardMap
-	(*ShardMap)(nil),     // 4: syncstore.fsm.v1.ShardMap
-	(*ShardGroup)(nil),   // 5: syncstore.fsm.v1.ShardGroup
-	(*SlotRange)(nil),    // 6: syncstore.fsm.v1.SlotRange
-	(*StoredEntry)(nil),  // 7: syncstore.fsm.v1.StoredEntry
-	(*DedupeRecord)(nil), // 8: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),   // 9: syncstore.fsm.v1.NodeRecord
-	nil,                  // 10: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                  // 11: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	(*SetRanges)(nil),    // 4: syncstore.fsm.v1.SetRanges
+	(*ShardMap)(nil),     // 5: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),   // 6: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),    // 7: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),  // 8: syncstore.fsm.v1.StoredEntry
+	(*DedupeRecord)(nil), // 9: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),   // 10: syncstore.fsm.v1.NodeRecord
+	nil,                  // 11: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                  // 12: syncstore.fsm.v1.StoredEntry.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	1,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
 	2,  // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
 	3,  // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
-	10, // 3: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	4,  // 4: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	5,  // 5: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	6,  // 6: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	11, // 7: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	4,  // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	11, // 4: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	5,  // 5: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	7,  // 6: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	6,  // 7: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	7,  // 8: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	12, // 9: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -837,6 +917,7 @@ func file_command_proto_init() {
 		(*Command_Append)(nil),
 		(*Command_RegisterNode)(nil),
 		(*Command_SetShardMap)(nil),
+		(*Command_SetRanges)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -844,7 +925,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -303,8 +303,9 @@ func (c *Cluster) WaitGroupLeader(id shard.GroupID, timeout time.Duration) int {
 	return leader
 }
 
-// WaitPlaced waits until every data group of the shard map has a leader and
-// as many voters as the map lists replicas, on every running member's view.
+// WaitPlaced waits until every data group of the shard map has a leader, as
+// many voters as the map lists replicas and knows its slot ranges, on every
+// running member's view: the cluster is quiet.
 func (c *Cluster) WaitPlaced(timeout time.Duration) {
 	c.t.Helper()
 	testutil.Eventually(c.t, timeout, func() error {
@@ -339,6 +340,9 @@ func (c *Cluster) WaitPlaced(timeout time.Duration) {
 				}
 				if lid, _ := g.Leader(); lid == "" {
 					return fmt.Errorf("%s: group %d has no leader", m.ID, sg.ID)
+				}
+				if ranges, _, ok, err := g.OwnedRanges(); err != nil || !ok || !slices.Equal(ranges, sg.Ranges) {
+					return fmt.Errorf("%s: group %d has not been told its ranges yet", m.ID, sg.ID)
 				}
 			}
 		}

@@ -209,6 +209,9 @@ func (c *Client) do(ctx context.Context, timeline string, call func(context.Cont
 		if ctx.Err() != nil {
 			return giveUp(ctx, lastErr)
 		}
+		if st.Code() == codes.Aborted {
+			c.forgetRoutes() // the group refused the timeline: our map is stale
+		}
 		if hint := leaderHint(st); hint != nil && hint.GetLeaderAddr() != "" && hint.GetLeaderAddr() != addr {
 			c.hinted(timeline, group, hint)
 			if !followed {
@@ -339,6 +342,13 @@ func (c *Client) failed(group uint64, addr string) {
 	if c.leader == addr {
 		c.leader = ""
 	}
+}
+
+// forgetRoutes drops the shard map so the next call fetches it again.
+func (c *Client) forgetRoutes() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.routes, c.leaders, c.lastFetch = nil, map[uint64]string{}, time.Time{}
 }
 
 // fetchRoutes loads the shard map when the client has none, at most once

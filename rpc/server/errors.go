@@ -20,6 +20,7 @@ var errorCodes = []struct {
 }{
 	{fsm.ErrInvalidArgument, codes.InvalidArgument},
 	{fsm.ErrMalformedCommand, codes.InvalidArgument},
+	{fsm.ErrWrongGroup, codes.Aborted},
 	{node.ErrNotLeader, codes.Unavailable},
 	{node.ErrLeaderNotReady, codes.Unavailable},
 	{node.ErrOutcomeUnknown, codes.Unavailable},

@@ -38,6 +38,20 @@ func TestBootstrapBalancesLeaders(t *testing.T) {
 		}
 		return nil
 	})
+	// Every replica's state machine knows the slots its group owns.
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for _, m := range c.Members {
+			smap := m.Node.ShardMap()
+			for _, g := range m.Node.Groups() {
+				want, _ := smap.Group(g.ID())
+				got, _, ok, err := g.OwnedRanges()
+				if err != nil || !ok || !slices.Equal(got, want.Ranges) {
+					return fmt.Errorf("%s: group %d owns %v (told: %v, %v), map says %v", m.ID, g.ID(), got, ok, err, want.Ranges)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // TestShardedClusterSurvivesLosingTheBusiestNode: three nodes, eight groups,

@@ -1,0 +1,89 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/shard"
+)
+
+// ErrWrongGroup: an append reached a group that does not own the timeline's
+// slot (the proposer's shard map was older or newer than the group's).
+// Nothing was written; the caller refreshes its map and retries.
+var ErrWrongGroup = errors.New("fsm: timeline belongs to another group")
+
+// keyRanges is the key of the owned ranges in bucketRanges.
+var keyRanges = []byte("current")
+
+// ownedRanges is what a data group knows it owns.
+type ownedRanges struct {
+	mapVersion uint64
+	ranges     []shard.Range
+}
+
+func (o *ownedRanges) owns(timeline string) bool {
+	if o == nil {
+		return true // not told yet: the group's first map is the one it was made from
+	}
+	s := uint32(shard.SlotOf(timeline))
+	for _, r := range o.ranges {
+		if s >= r.Start && s < r.End {
+			return true
+		}
+	}
+	return false
+}
+
+func readRanges(tx *bolt.Tx) (*ownedRanges, error) {
+	v := tx.Bucket(bucketRanges).Get(keyRanges)
+	if v == nil {
+		return nil, nil
+	}
+	var pb fsmpb.SetRanges
+	if err := proto.Unmarshal(v, &pb); err != nil {
+		return nil, fmt.Errorf("decode owned ranges: %w", err)
+	}
+	o := &ownedRanges{mapVersion: pb.GetMapVersion()}
+	for _, r := range pb.GetRanges() {
+		o.ranges = append(o.ranges, shard.Range{Start: r.GetStart(), End: r.GetEnd()})
+	}
+	return o, nil
+}
+
+func applySetRanges(tx *bolt.Tx, c *fsmpb.SetRanges) error {
+	for _, r := range c.GetRanges() {
+		if r.GetStart() >= r.GetEnd() || r.GetEnd() > shard.SlotCount {
+			return reject(fmt.Errorf("%w: range [%d,%d)", ErrInvalidArgument, r.GetStart(), r.GetEnd()))
+		}
+	}
+	cur, err := readRanges(tx)
+	if err != nil {
+		return err
+	}
+	if cur != nil && cur.mapVersion >= c.GetMapVersion() {
+		return nil // an older or repeated map: keep what we have
+	}
+	v, err := proto.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode owned ranges: %w", err)
+	}
+	return tx.Bucket(bucketRanges).Put(keyRanges, v)
+}
+
+// OwnedRanges returns the slot ranges this group was told it owns and the
+// map version that told it; ok is false before it was told.
+func (f *FSM) OwnedRanges() (ranges []shard.Range, mapVersion uint64, ok bool, err error) {
+	var o *ownedRanges
+	err = f.view(func(tx *bolt.Tx) (err error) {
+		o, err = readRanges(tx)
+		return err
+	})
+	if err != nil || o == nil {
+		return nil, 0, false, err
+	}
+	return o.ranges, o.mapVersion, true, nil
+}
