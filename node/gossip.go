@@ -33,6 +33,8 @@ type GossipMember struct {
 	ID       string
 	Health   string
 	GRPCAddr string
+	RaftAddr string
+	Hosts    []shard.GroupID
 	Leads    []shard.GroupID
 }
 
@@ -64,57 +66,91 @@ type peerState struct {
 	lastAck time.Time // last successful probe by this node (or when it joined)
 }
 
-// gossipMeta is what a node says of itself in every alive message.
+// gossipMeta is what a node says of itself in every alive message (its id
+// is memberlist's node name).
 type gossipMeta struct {
 	grpcAddr string
+	raftAddr string
+	hosts    []shard.GroupID
 	leads    []shard.GroupID
 }
 
-// encode packs the meta as: uvarint length + gRPC address, uvarint count,
-// uvarint group ids. Leads that do not fit in limit are left out (the
-// routing falls back to the shard map's preferred leader).
+// encode packs the meta as: gRPC address, Raft address (uvarint length +
+// bytes each), then the led and the hosted groups (uvarint count + uvarint
+// ids each). memberlist caps meta at limit bytes (512): lists that do not fit
+// are cut, hosted groups first; the shard map says the same thing, and
+// routing falls back to the map's preferred leader.
 func (m gossipMeta) encode(limit int) []byte {
-	b := binary.AppendUvarint(nil, uint64(len(m.grpcAddr)))
-	b = append(b, m.grpcAddr...)
-	fit := len(m.leads)
-	for ; fit > 0; fit-- {
-		size := len(b) + binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(fit))
-		for _, g := range m.leads[:fit] {
-			size += binary.PutUvarint(make([]byte, binary.MaxVarintLen64), uint64(g))
-		}
-		if size <= limit {
-			break
-		}
-	}
-	b = binary.AppendUvarint(b, uint64(fit))
-	for _, g := range m.leads[:fit] {
+	b := appendString(nil, m.grpcAddr)
+	b = appendString(b, m.raftAddr)
+	leads := fitGroups(m.leads, limit-len(b)-1)
+	b = appendGroups(b, leads)
+	return appendGroups(b, fitGroups(m.hosts, limit-len(b)))
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+func appendGroups(b []byte, gs []shard.GroupID) []byte {
+	b = binary.AppendUvarint(b, uint64(len(gs)))
+	for _, g := range gs {
 		b = binary.AppendUvarint(b, uint64(g))
 	}
 	return b
+}
+
+// fitGroups returns the longest prefix of gs whose encoding fits in room.
+func fitGroups(gs []shard.GroupID, room int) []shard.GroupID {
+	for n := len(gs); n >= 0; n-- {
+		if len(appendGroups(nil, gs[:n])) <= room {
+			return gs[:n]
+		}
+	}
+	return nil
 }
 
 var errBadGossipMeta = errors.New("node: bad gossip meta")
 
 func decodeGossipMeta(b []byte) (gossipMeta, error) {
 	var m gossipMeta
+	var err error
+	if m.grpcAddr, b, err = readString(b); err != nil {
+		return m, err
+	}
+	if m.raftAddr, b, err = readString(b); err != nil {
+		return m, err
+	}
+	if m.leads, b, err = readGroups(b); err != nil {
+		return m, err
+	}
+	m.hosts, _, err = readGroups(b)
+	return m, err
+}
+
+func readString(b []byte) (string, []byte, error) {
 	n, k := binary.Uvarint(b)
 	if k <= 0 || uint64(len(b)-k) < n {
-		return m, errBadGossipMeta
+		return "", nil, errBadGossipMeta
 	}
-	m.grpcAddr, b = string(b[k:k+int(n)]), b[k+int(n):]
+	return string(b[k : k+int(n)]), b[k+int(n):], nil
+}
+
+func readGroups(b []byte) ([]shard.GroupID, []byte, error) {
 	count, k := binary.Uvarint(b)
 	if k <= 0 || count > uint64(len(b)) {
-		return m, errBadGossipMeta
+		return nil, nil, errBadGossipMeta
 	}
 	b = b[k:]
+	var out []shard.GroupID
 	for range count {
 		g, k := binary.Uvarint(b)
 		if k <= 0 {
-			return m, errBadGossipMeta
+			return nil, nil, errBadGossipMeta
 		}
-		m.leads, b = append(m.leads, shard.GroupID(g)), b[k:]
+		out, b = append(out, shard.GroupID(g)), b[k:]
 	}
-	return m, nil
+	return out, b, nil
 }
 
 // startGossip binds memberlist to addr ("host:port", port 0 for any).
@@ -130,7 +166,7 @@ func startGossip(cfg Config, log *slog.Logger) (*gossip, error) {
 	g := &gossip{
 		log:          log,
 		self:         cfg.NodeID,
-		local:        gossipMeta{grpcAddr: cfg.GRPCAddr},
+		local:        gossipMeta{grpcAddr: cfg.GRPCAddr, raftAddr: cfg.RaftAddr},
 		peers:        map[string]*peerState{},
 		suspectAfter: suspectProbeRounds * cfg.GossipProbeInterval,
 	}
@@ -159,11 +195,11 @@ func (g *gossip) addr(cfg Config) (string, error) {
 	return net.JoinHostPort(host, strconv.Itoa(g.port)), err
 }
 
-// setLeads updates what this node says it leads and spreads it.
-func (g *gossip) setLeads(leads []shard.GroupID) {
+// setGroups updates what this node says it hosts and leads and spreads it.
+func (g *gossip) setGroups(hosts, leads []shard.GroupID) {
 	g.mu.Lock()
-	same := slices.Equal(g.local.leads, leads)
-	g.local.leads = leads
+	same := slices.Equal(g.local.leads, leads) && slices.Equal(g.local.hosts, hosts)
+	g.local.hosts, g.local.leads = hosts, leads
 	g.mu.Unlock()
 	if same {
 		return
@@ -211,7 +247,10 @@ func (g *gossip) members() []GossipMember {
 		default:
 			h = HealthAlive
 		}
-		out = append(out, GossipMember{ID: id, Health: h, GRPCAddr: p.meta.grpcAddr, Leads: slices.Clone(p.meta.leads)})
+		out = append(out, GossipMember{
+			ID: id, Health: h, GRPCAddr: p.meta.grpcAddr, RaftAddr: p.meta.raftAddr,
+			Hosts: slices.Clone(p.meta.hosts), Leads: slices.Clone(p.meta.leads),
+		})
 	}
 	slices.SortFunc(out, func(a, b GossipMember) int {
 		switch {

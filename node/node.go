@@ -75,7 +75,7 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.cfg.RaftAddr = n.mux.Addr().String() // resolves a ":0" port
-	if n.gossip, err = startGossip(n.cfg, n.log); err != nil {
+	if n.gossip, err = startGossip(n.cfg, n.log); err != nil { // after the Raft address is resolved
 		n.mux.Close()
 		return nil, err
 	}
@@ -185,13 +185,14 @@ func (n *Node) gossipLoop() {
 	tick := time.NewTicker(gossipEvery)
 	defer tick.Stop()
 	for {
-		var leads []shard.GroupID
+		var hosts, leads []shard.GroupID
 		for _, g := range n.groupsSnapshot() {
+			hosts = append(hosts, g.id)
 			if g.IsLeader() {
 				leads = append(leads, g.id)
 			}
 		}
-		n.gossip.setLeads(leads)
+		n.gossip.setGroups(hosts, leads)
 		if nodes, err := n.meta.fsm.Nodes(); err == nil {
 			var addrs []string
 			for _, nd := range nodes {

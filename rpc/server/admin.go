@@ -134,9 +134,12 @@ func nodeStatusProto(st node.Status) *syncv1.NodeStatusResponse {
 		ShardMapVersion: st.ShardMapVersion,
 	}
 	for _, m := range st.Gossip {
-		gm := &syncv1.GossipMember{NodeId: m.ID, Health: m.Health, GrpcAddr: m.GRPCAddr}
+		gm := &syncv1.GossipMember{NodeId: m.ID, Health: m.Health, GrpcAddr: m.GRPCAddr, RaftAddr: m.RaftAddr}
 		for _, g := range m.Leads {
 			gm.Leads = append(gm.Leads, uint64(g))
+		}
+		for _, g := range m.Hosts {
+			gm.Hosts = append(gm.Hosts, uint64(g))
 		}
 		out.Gossip = append(out.Gossip, gm)
 	}

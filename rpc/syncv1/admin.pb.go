@@ -537,6 +537,8 @@ type GossipMember struct {
 	Health        string   `protobuf:"bytes,2,opt,name=health,proto3" json:"health,omitempty"`
 	GrpcAddr      string   `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
 	Leads         []uint64 `protobuf:"varint,4,rep,packed,name=leads,proto3" json:"leads,omitempty"`
+	RaftAddr      string   `protobuf:"bytes,5,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	Hosts         []uint64 `protobuf:"varint,6,rep,packed,name=hosts,proto3" json:"hosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -595,6 +597,20 @@ func (x *GossipMember) GetGrpcAddr() string {
 func (x *GossipMember) GetLeads() []uint64 {
 	if x != nil {
 		return x.Leads
+	}
+	return nil
+}
+
+func (x *GossipMember) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *GossipMember) GetHosts() []uint64 {
+	if x != nil {
+		return x.Hosts
 	}
 	return nil
 }
@@ -920,12 +936,14 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	" \x03(\v2\x14.syncstore.v1.MemberR\amembers\x121\n" +
 	"\x06groups\x18\v \x03(\v2\x19.syncstore.v1.GroupStatusR\x06groups\x12*\n" +
 	"\x11shard_map_version\x18\f \x01(\x04R\x0fshardMapVersion\x122\n" +
-	"\x06gossip\x18\r \x03(\v2\x1a.syncstore.v1.GossipMemberR\x06gossip\"r\n" +
+	"\x06gossip\x18\r \x03(\v2\x1a.syncstore.v1.GossipMemberR\x06gossip\"\xa5\x01\n" +
 	"\fGossipMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
-	"\x05leads\x18\x04 \x03(\x04R\x05leads\"\x8d\x02\n" +
+	"\x05leads\x18\x04 \x03(\x04R\x05leads\x12\x1b\n" +
+	"\traft_addr\x18\x05 \x01(\tR\braftAddr\x12\x14\n" +
+	"\x05hosts\x18\x06 \x03(\x04R\x05hosts\"\x8d\x02\n" +
 	"\vGroupStatus\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
