@@ -74,7 +74,7 @@ func Start(cfg Config) (*Node, error) {
 	if n.mux, err = ListenMux(cfg.RaftAddr, n.log); err != nil {
 		return nil, err
 	}
-	n.cfg.RaftAddr = n.mux.Addr().String() // resolves a ":0" port
+	n.cfg.RaftAddr = n.mux.Addr().String()                     // resolves a ":0" port
 	if n.gossip, err = startGossip(n.cfg, n.log); err != nil { // after the Raft address is resolved
 		n.mux.Close()
 		return nil, err
