@@ -6,20 +6,21 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/syncstore/syncstore/seqgen"
 )
 
-// The bbolt schema. Every key that names a timeline starts with
-// timelineKey(id): a 2-byte big-endian length and the id, so one timeline's
-// keys form a contiguous range that no other id's keys fall into.
+// The bbolt schema. All the keys of one timeline live in bucketTimelines
+// under timelineKey(id): a 2-byte big-endian length and the id, so they form
+// one contiguous range no other id's keys fall into. Within it a kind byte
+// orders the counter first, then the entries by seq, then the dedupe
+// records, so an append usually dirties a single leaf page.
 var (
 	// bucketMeta holds the applied index and term, written in the same
 	// transaction as the data they describe.
 	bucketMeta = []byte("meta")
-	// bucketEntries: timelineKey + seq (8, big-endian) -> StoredEntry.
-	bucketEntries = []byte("entries")
-	// bucketDedupe: timelineKey + idempotency key -> DedupeRecord.
-	bucketDedupe = []byte("dedupe")
+	// bucketTimelines: timelineKey + kindCounter -> seqgen counter;
+	// timelineKey + kindEntry + seq (8, big-endian) -> StoredEntry;
+	// timelineKey + kindDedupe + idempotency key -> DedupeRecord.
+	bucketTimelines = []byte("timelines")
 	// bucketDedupeExpiry: ts_ms (8, big-endian) + dedupe key -> nothing; the
 	// order in which dedupe records expire.
 	bucketDedupeExpiry = []byte("dedupe_expiry")
@@ -35,21 +36,25 @@ var (
 	keySchema       = []byte("schema_version")
 )
 
+// Kinds of key within a timeline's range.
+const (
+	kindCounter byte = 0
+	kindEntry   byte = 1
+	kindDedupe  byte = 2
+)
+
 // schemaVersion is stored in bucketMeta; a replica refuses a newer schema.
 const schemaVersion = 1
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
-var dataBuckets = [][]byte{seqgen.BucketName, bucketEntries, bucketDedupe, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges}
+var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges}
 
 func createSchema(tx *bolt.Tx) error {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
-	}
-	if err := seqgen.CreateBucket(tx); err != nil {
-		return err
 	}
 	meta := tx.Bucket(bucketMeta)
 	if v := meta.Get(keySchema); v != nil {
@@ -62,21 +67,29 @@ func createSchema(tx *bolt.Tx) error {
 }
 
 func timelineKey(id string) []byte {
-	k := make([]byte, 2, 2+len(id)+8)
+	k := make([]byte, 2, 2+len(id)+9)
 	binary.BigEndian.PutUint16(k, uint16(len(id)))
 	return append(k, id...)
 }
 
-func entryKey(tlKey []byte, seq uint64) []byte {
-	k := make([]byte, len(tlKey), len(tlKey)+8)
-	copy(k, tlKey)
-	return binary.BigEndian.AppendUint64(k, seq)
+// kindKey is a timeline's key of one kind, followed by suffix.
+func kindKey(tlKey []byte, kind byte, suffix []byte) []byte {
+	k := make([]byte, 0, len(tlKey)+1+len(suffix))
+	k = append(append(k, tlKey...), kind)
+	return append(k, suffix...)
 }
 
+func counterKey(tlKey []byte) []byte { return kindKey(tlKey, kindCounter, nil) }
+
+func entryKey(tlKey []byte, seq uint64) []byte {
+	return kindKey(tlKey, kindEntry, binary.BigEndian.AppendUint64(nil, seq))
+}
+
+// entryPrefix is what every entry key of a timeline starts with.
+func entryPrefix(tlKey []byte) []byte { return kindKey(tlKey, kindEntry, nil) }
+
 func dedupeKey(tlKey []byte, idempotencyKey string) []byte {
-	k := make([]byte, len(tlKey), len(tlKey)+len(idempotencyKey))
-	copy(k, tlKey)
-	return append(k, idempotencyKey...)
+	return kindKey(tlKey, kindDedupe, []byte(idempotencyKey))
 }
 
 func expiryKey(tsMs int64, dk []byte) []byte {

@@ -32,11 +32,11 @@ func applyAppend(tx *bolt.Tx, nowMs int64, a *fsmpb.Append) (*AppendResult, erro
 		return nil, err
 	}
 	tl := timelineKey(a.GetTimeline())
-	dedupe := tx.Bucket(bucketDedupe)
+	tlb := tx.Bucket(bucketTimelines)
 	var dk []byte
 	if a.GetIdempotencyKey() != "" {
 		dk = dedupeKey(tl, a.GetIdempotencyKey())
-		if v := dedupe.Get(dk); v != nil {
+		if v := tlb.Get(dk); v != nil {
 			var rec fsmpb.DedupeRecord
 			if err := proto.Unmarshal(v, &rec); err != nil {
 				return nil, fmt.Errorf("decode dedupe record: %w", err)
@@ -49,11 +49,7 @@ func applyAppend(tx *bolt.Tx, nowMs int64, a *fsmpb.Append) (*AppendResult, erro
 		}
 	}
 
-	counters, err := seqgen.In(tx)
-	if err != nil {
-		return nil, err
-	}
-	seq, ts, err := counters.Next(tl, nowMs)
+	seq, ts, err := seqgen.Next(tlb, counterKey(tl), nowMs)
 	if err != nil {
 		return nil, err
 	}
@@ -66,7 +62,7 @@ func applyAppend(tx *bolt.Tx, nowMs int64, a *fsmpb.Append) (*AppendResult, erro
 	if err != nil {
 		return nil, fmt.Errorf("encode entry: %w", err)
 	}
-	if err := tx.Bucket(bucketEntries).Put(entryKey(tl, seq), v); err != nil {
+	if err := tlb.Put(entryKey(tl, seq), v); err != nil {
 		return nil, err
 	}
 	if dk != nil {
@@ -74,7 +70,7 @@ func applyAppend(tx *bolt.Tx, nowMs int64, a *fsmpb.Append) (*AppendResult, erro
 		if err != nil {
 			return nil, fmt.Errorf("encode dedupe record: %w", err)
 		}
-		if err := dedupe.Put(dk, rec); err != nil {
+		if err := tlb.Put(dk, rec); err != nil {
 			return nil, err
 		}
 		if err := tx.Bucket(bucketDedupeExpiry).Put(expiryKey(ts, dk), nil); err != nil {
@@ -88,7 +84,7 @@ func applyAppend(tx *bolt.Tx, nowMs int64, a *fsmpb.Append) (*AppendResult, erro
 // cutoffMs. A record rewritten later (same key, newer timestamp) stays.
 func gcDedupe(tx *bolt.Tx, cutoffMs int64) error {
 	expiry := tx.Bucket(bucketDedupeExpiry)
-	dedupe := tx.Bucket(bucketDedupe)
+	dedupe := tx.Bucket(bucketTimelines)
 	var stale [][]byte
 	c := expiry.Cursor()
 	for k, _ := c.First(); k != nil && len(stale) < dedupeGCPerAppend; k, _ = c.Next() {
@@ -180,20 +176,18 @@ func (f *FSM) Pull(timeline string, after uint64, limit, maxBytes int) (PullResu
 	}
 	var res PullResult
 	err := f.view(func(tx *bolt.Tx) error {
-		counters, err := seqgen.In(tx)
-		if err != nil {
-			return err
-		}
-		ctr, err := counters.Get(timelineKey(timeline))
+		tlb := tx.Bucket(bucketTimelines)
+		tl := timelineKey(timeline)
+		ctr, err := seqgen.Get(tlb, counterKey(tl))
 		if err != nil {
 			return err
 		}
 		res.Head = ctr.Head
-		tl := timelineKey(timeline)
-		c := tx.Bucket(bucketEntries).Cursor()
-		k, v := c.Seek(tl)
-		if k != nil && bytes.HasPrefix(k, tl) && len(k) == len(tl)+8 {
-			res.Oldest = binary.BigEndian.Uint64(k[len(tl):])
+		prefix := entryPrefix(tl)
+		c := tlb.Cursor()
+		k, v := c.Seek(prefix)
+		if k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 {
+			res.Oldest = binary.BigEndian.Uint64(k[len(prefix):])
 		}
 		switch {
 		case after > res.Head:
@@ -208,8 +202,8 @@ func (f *FSM) Pull(timeline string, after uint64, limit, maxBytes int) (PullResu
 		}
 		size := 0
 		k, v = c.Seek(entryKey(tl, after+1))
-		for ; k != nil && bytes.HasPrefix(k, tl) && len(res.Entries) < limit; k, v = c.Next() {
-			e, err := decodeEntry(timeline, k[len(tl):], v)
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(res.Entries) < limit; k, v = c.Next() {
+			e, err := decodeEntry(timeline, k[len(prefix):], v)
 			if err != nil {
 				return err
 			}
@@ -238,11 +232,7 @@ func (f *FSM) Head(timeline string) (uint64, error) {
 	}
 	var head uint64
 	err := f.view(func(tx *bolt.Tx) error {
-		counters, err := seqgen.In(tx)
-		if err != nil {
-			return err
-		}
-		ctr, err := counters.Get(timelineKey(timeline))
+		ctr, err := seqgen.Get(tx.Bucket(bucketTimelines), counterKey(timelineKey(timeline)))
 		head = ctr.Head
 		return err
 	})

@@ -49,8 +49,12 @@ func startReady(t *testing.T, cfg Config) *Node {
 			return errors.New("no shard map yet")
 		}
 		for _, sg := range m.Groups {
-			if g := n.Group(sg.ID); g == nil || !g.isReadyLeader() {
+			g := n.Group(sg.ID)
+			if g == nil || !g.isReadyLeader() {
 				return fmt.Errorf("group %d not led here yet", sg.ID)
+			}
+			if _, _, ok, _ := g.OwnedRanges(); !ok {
+				return fmt.Errorf("group %d not told its ranges yet", sg.ID)
 			}
 		}
 		return nil
