@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
-
 )
 
 // The bbolt schema. All the keys of one timeline live in bucketTimelines
