@@ -71,19 +71,48 @@ func New(t testing.TB, n int, tweak func(*node.Config)) *Cluster {
 			c.WaitLeader(10 * time.Second)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := c.Client().Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
-			_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr, GossipAddr: m.GossipAddr})
-			return err
-		})
-		cancel()
-		if err != nil {
-			t.Fatalf("join %s: %v", m.ID, err)
-		}
+		c.join(m)
 	}
 	c.waitRegistered(10 * time.Second)
 	c.WaitPlaced(30 * time.Second)
 	return c
+}
+
+func (c *Cluster) join(m *Member) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := c.Client().Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
+		_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr, GossipAddr: m.GossipAddr})
+		return err
+	})
+	if err != nil {
+		c.t.Fatalf("join %s: %v", m.ID, err)
+	}
+}
+
+// AddMember starts one more node, joins it to the cluster and waits until
+// the groups are placed again.
+func (c *Cluster) AddMember() *Member {
+	c.t.Helper()
+	m := &Member{ID: fmt.Sprintf("n%d", len(c.Members)+1), Dir: c.t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"}
+	c.Members = append(c.Members, m)
+	c.start(m, false)
+	c.join(m)
+	c.waitRegistered(10 * time.Second)
+	testutil.Eventually(c.t, 30*time.Second, func() error {
+		for _, o := range c.Members {
+			if o.Node == nil {
+				continue
+			}
+			if smap := o.Node.ShardMap(); smap == nil || len(smap.GroupsOn(m.ID)) == 0 {
+				return fmt.Errorf("%s's shard map gives %s no group yet", o.ID, m.ID)
+			}
+		}
+		return nil
+	})
+	c.WaitPlaced(60 * time.Second)
+	return m
 }
 
 // waitRegistered waits until the leader knows every member's gRPC address,

@@ -177,3 +177,32 @@ func timelineIn(m *shard.Map, g shard.GroupID, prefix string) string {
 		}
 	}
 }
+
+// TestAFourthNodeTakesItsShareAndDataStays: data written on three nodes is
+// all there, on every replica, after a fourth node joined and replicas moved
+// to it (non-voter, catch-up, voter, then removal from the old node).
+func TestAFourthNodeTakesItsShareAndDataStays(t *testing.T) {
+	c := testcluster.New(t, shardedNodes, func(cfg *node.Config) { cfg.Shards = shardedGroups })
+	var names []string
+	for i := range 200 {
+		names = append(names, fmt.Sprintf("t4-%d", i))
+	}
+	w := startWorkload(t, c.Client(), "before", 8, names, 5*time.Second)
+	w.progress(t, 500)
+	w.finish()
+
+	n4 := c.AddMember()
+	smap := n4.Node.ShardMap()
+	hosted := smap.GroupsOn(n4.ID)
+	// 8 groups x 3 replicas over 4 nodes: 6 each.
+	if len(hosted) != 6 {
+		t.Fatalf("%s hosts groups %v, want 6 of them (map v%d)", n4.ID, hosted, smap.Version)
+	}
+	for _, m := range c.Members {
+		if n := len(smap.GroupsOn(m.ID)); n != 6 {
+			t.Errorf("%s hosts %d groups, want 6", m.ID, n)
+		}
+	}
+	c.WaitConverged(60 * time.Second)
+	checkHistory(t, c, names, w.acks, w.attempted)
+}
