@@ -50,6 +50,12 @@ type Group struct {
 	// onReady runs once per term when this replica becomes a ready leader.
 	onReady func(*Group)
 
+	// verifyMu lets Close wait for leadership checks in flight: Raft queues
+	// them in a buffered channel and leaves those still queued at shutdown
+	// unanswered, which would strand their waiters.
+	verifyMu sync.RWMutex
+	closing  bool
+
 	notifyCh  chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -166,6 +172,9 @@ func (g *Group) open(bootstrap bool) error {
 // the transport and the stores. Safe to call more than once.
 func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
+		g.verifyMu.Lock()
+		g.closing = true
+		g.verifyMu.Unlock()
 		var errs []error
 		if g.raft != nil {
 			if err := g.raft.Shutdown().Error(); err != nil {
@@ -282,3 +291,13 @@ func (g *Group) withDefaultTimeout(ctx context.Context) (context.Context, contex
 // OwnedRanges returns the slot ranges this replica's state machine was told
 // it owns (see fsm.FSM.OwnedRanges).
 func (g *Group) OwnedRanges() ([]shard.Range, uint64, bool, error) { return g.fsm.OwnedRanges() }
+
+// verifyLeader confirms with a quorum that this replica still leads.
+func (g *Group) verifyLeader(ctx context.Context) error {
+	g.verifyMu.RLock()
+	defer g.verifyMu.RUnlock()
+	if g.closing {
+		return ErrClosed
+	}
+	return waitFuture(ctx, g.raft.VerifyLeader())
+}

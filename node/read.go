@@ -72,7 +72,7 @@ func (g *Group) readBarrier(ctx context.Context, c Consistency) (err error) {
 	}
 	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
-	if err := waitFuture(ctx, g.raft.VerifyLeader()); err != nil {
+	if err := g.verifyLeader(ctx); err != nil {
 		return fmt.Errorf("%w (%v)", g.notLeader(), err)
 	}
 	// Leadership may have moved to a newer term and back while we waited.

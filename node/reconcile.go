@@ -210,17 +210,17 @@ func (n *Node) reconcileReplicas(ctx context.Context, g *Group, desired shard.Gr
 	}
 }
 
-// transferLeadership hands the group to a voter that has caught up.
+// transferLeadership asks Raft to hand the group to a voter that has
+// caught up. It does not wait for the outcome: Raft queues the request in a
+// buffered channel and leaves it unanswered if it shuts down first; the next
+// round sees whether leadership moved.
 func (n *Node) transferLeadership(ctx context.Context, g *Group, to string, in map[string]raft.Server) {
 	s, ok := in[to]
 	if !ok || s.Suffrage != raft.Voter || !n.caughtUp(ctx, g, to) {
 		return
 	}
-	if err := waitFuture(ctx, g.raft.LeadershipTransferToServer(s.ID, s.Address)); err != nil {
-		n.log.Warn("leadership transfer", "group", uint64(g.id), "to", to, "err", err)
-		return
-	}
-	n.log.Info("handed leadership over", "group", uint64(g.id), "to", to)
+	g.raft.LeadershipTransferToServer(s.ID, s.Address)
+	n.log.Info("asked to hand leadership over", "group", uint64(g.id), "to", to)
 }
 
 // caughtUp asks a replica how far it has applied; it has caught up when it
