@@ -1,0 +1,97 @@
+// Package history is the record of a jepsen-lite run: every client
+// operation with its invocation and completion times and its outcome, and
+// what each replica holds once the faults are healed. Histories are written
+// as JSON lines so a run can be checked again later.
+package history
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// Kind of operation.
+type Kind string
+
+const (
+	Append Kind = "append"
+	Head   Kind = "head"
+	Pull   Kind = "pull"
+)
+
+// Outcome of an operation as the client saw it.
+type Outcome string
+
+const (
+	// OK: the operation took effect (a read returned what it returned).
+	OK Outcome = "ok"
+	// Fail: the operation certainly did not take effect.
+	Fail Outcome = "fail"
+	// Unknown: it may or may not have taken effect (timeout, lost
+	// connection); an append with an unknown outcome may appear at most once.
+	Unknown Outcome = "unknown"
+)
+
+// Entry is one timeline entry as read.
+type Entry struct {
+	Seq     uint64 `json:"seq"`
+	Key     string `json:"key"`
+	Payload string `json:"payload"`
+}
+
+// Op is one logical client operation. An append retried with the same
+// idempotency key is one Op, from its first invocation to its last answer.
+type Op struct {
+	Process  int     `json:"process"`
+	Kind     Kind    `json:"kind"`
+	Timeline string  `json:"timeline"`
+	Key      string  `json:"key,omitempty"`
+	Payload  string  `json:"payload,omitempty"`
+	After    uint64  `json:"after,omitempty"`
+	Invoke   int64   `json:"invoke_ns"`
+	Complete int64   `json:"complete_ns,omitempty"` // 0 for an unknown outcome
+	Outcome  Outcome `json:"outcome"`
+	Seq      uint64  `json:"seq,omitempty"`
+	HeadSeq  uint64  `json:"head,omitempty"`
+	Entries  []Entry `json:"entries,omitempty"`
+	Error    string  `json:"error,omitempty"`
+}
+
+// Write writes ops as JSON lines.
+func Write(w io.Writer, ops []Op) error {
+	enc := json.NewEncoder(w)
+	for i := range ops {
+		if err := enc.Encode(&ops[i]); err != nil {
+			return fmt.Errorf("history: write op %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Read reads JSON lines written by Write.
+func Read(r io.Reader) ([]Op, error) {
+	var ops []Op
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for line := 1; sc.Scan(); line++ {
+		var op Op
+		if err := json.Unmarshal(sc.Bytes(), &op); err != nil {
+			return nil, fmt.Errorf("history: line %d: %w", line, err)
+		}
+		ops = append(ops, op)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("history: read: %w", err)
+	}
+	return ops, nil
+}
+
+// Final is what the replicas hold after the heal.
+type Final struct {
+	// Timelines: node -> timeline -> entries, read from that node's replica
+	// (only timelines whose group the node hosts).
+	Timelines map[string]map[string][]Entry `json:"timelines"`
+	// Digests: group -> node -> state digest of that replica.
+	Digests map[uint64]map[string]string `json:"digests"`
+}
