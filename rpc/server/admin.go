@@ -191,3 +191,17 @@ func (s *Server) ShardMap(ctx context.Context, _ *syncv1.ShardMapRequest) (*sync
 	}
 	return out, nil
 }
+
+// Digests hashes every replica on this node.
+func (s *Server) Digests(ctx context.Context, _ *syncv1.DigestsRequest) (*syncv1.DigestsResponse, error) {
+	states, err := s.node.States()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &syncv1.DigestsResponse{Digests: map[uint64]string{}, Applied: map[uint64]uint64{}}
+	for id, st := range states {
+		out.Digests[uint64(id)] = st.Digest
+		out.Applied[uint64(id)] = st.Applied
+	}
+	return out, nil
+}

@@ -23,6 +23,96 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type DigestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestsRequest) Reset() {
+	*x = DigestsRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestsRequest) ProtoMessage() {}
+
+func (x *DigestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestsRequest.ProtoReflect.Descriptor instead.
+func (*DigestsRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type DigestsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// group id -> state digest (group 0 is the meta group)
+	Digests map[uint64]string `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// group id -> state machine applied index
+	Applied       map[uint64]uint64 `protobuf:"bytes,2,rep,name=applied,proto3" json:"applied,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestsResponse) Reset() {
+	*x = DigestsResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestsResponse) ProtoMessage() {}
+
+func (x *DigestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestsResponse.ProtoReflect.Descriptor instead.
+func (*DigestsResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DigestsResponse) GetDigests() map[uint64]string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+func (x *DigestsResponse) GetApplied() map[uint64]uint64 {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
 type ShardMapRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -31,7 +121,7 @@ type ShardMapRequest struct {
 
 func (x *ShardMapRequest) Reset() {
 	*x = ShardMapRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +133,7 @@ func (x *ShardMapRequest) String() string {
 func (*ShardMapRequest) ProtoMessage() {}
 
 func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +146,7 @@ func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapRequest.ProtoReflect.Descriptor instead.
 func (*ShardMapRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 type ShardMapResponse struct {
@@ -72,7 +162,7 @@ type ShardMapResponse struct {
 
 func (x *ShardMapResponse) Reset() {
 	*x = ShardMapResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -84,7 +174,7 @@ func (x *ShardMapResponse) String() string {
 func (*ShardMapResponse) ProtoMessage() {}
 
 func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -97,7 +187,7 @@ func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapResponse.ProtoReflect.Descriptor instead.
 func (*ShardMapResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ShardMapResponse) GetVersion() uint64 {
@@ -133,7 +223,7 @@ type ShardGroupInfo struct {
 
 func (x *ShardGroupInfo) Reset() {
 	*x = ShardGroupInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -145,7 +235,7 @@ func (x *ShardGroupInfo) String() string {
 func (*ShardGroupInfo) ProtoMessage() {}
 
 func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -158,7 +248,7 @@ func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGroupInfo.ProtoReflect.Descriptor instead.
 func (*ShardGroupInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ShardGroupInfo) GetId() uint64 {
@@ -194,7 +284,7 @@ type SlotRange struct {
 
 func (x *SlotRange) Reset() {
 	*x = SlotRange{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +296,7 @@ func (x *SlotRange) String() string {
 func (*SlotRange) ProtoMessage() {}
 
 func (x *SlotRange) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +309,7 @@ func (x *SlotRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
 func (*SlotRange) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SlotRange) GetStart() uint32 {
@@ -248,7 +338,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +350,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +363,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -313,7 +403,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +415,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +428,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -356,7 +446,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +458,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +471,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 type NodeStatusResponse struct {
@@ -409,7 +499,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -421,7 +511,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -434,7 +524,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -545,7 +635,7 @@ type GossipMember struct {
 
 func (x *GossipMember) Reset() {
 	*x = GossipMember{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +647,7 @@ func (x *GossipMember) String() string {
 func (*GossipMember) ProtoMessage() {}
 
 func (x *GossipMember) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +660,7 @@ func (x *GossipMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
 func (*GossipMember) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GossipMember) GetNodeId() string {
@@ -633,7 +723,7 @@ type GroupStatus struct {
 
 func (x *GroupStatus) Reset() {
 	*x = GroupStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +735,7 @@ func (x *GroupStatus) String() string {
 func (*GroupStatus) ProtoMessage() {}
 
 func (x *GroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +748,7 @@ func (x *GroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStatus.ProtoReflect.Descriptor instead.
 func (*GroupStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GroupStatus) GetGroupId() uint64 {
@@ -730,7 +820,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +832,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +845,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Member) GetNodeId() string {
@@ -794,7 +884,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +896,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +909,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 type ClusterStatusResponse struct {
@@ -836,7 +926,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +938,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +951,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClusterStatusResponse) GetLeaderId() string {
@@ -896,7 +986,17 @@ var File_syncstore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"\x11\n" +
+	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"\x10\n" +
+	"\x0eDigestsRequest\"\x95\x02\n" +
+	"\x0fDigestsResponse\x12D\n" +
+	"\adigests\x18\x01 \x03(\v2*.syncstore.v1.DigestsResponse.DigestsEntryR\adigests\x12D\n" +
+	"\aapplied\x18\x02 \x03(\v2*.syncstore.v1.DigestsResponse.AppliedEntryR\aapplied\x1a:\n" +
+	"\fDigestsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
+	"\fAppliedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x11\n" +
 	"\x0fShardMapRequest\"\xee\x01\n" +
 	"\x10ShardMapResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x124\n" +
@@ -966,13 +1066,14 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\tserved_by\x18\x04 \x01(\tR\bservedBy\x1a>\n" +
 	"\x10UnreachableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xbc\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x84\x03\n" +
 	"\x05Admin\x12=\n" +
 	"\x04Join\x12\x19.syncstore.v1.JoinRequest\x1a\x1a.syncstore.v1.JoinResponse\x12O\n" +
 	"\n" +
 	"NodeStatus\x12\x1f.syncstore.v1.NodeStatusRequest\x1a .syncstore.v1.NodeStatusResponse\x12X\n" +
 	"\rClusterStatus\x12\".syncstore.v1.ClusterStatusRequest\x1a#.syncstore.v1.ClusterStatusResponse\x12I\n" +
-	"\bShardMap\x12\x1d.syncstore.v1.ShardMapRequest\x1a\x1e.syncstore.v1.ShardMapResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\bShardMap\x12\x1d.syncstore.v1.ShardMapRequest\x1a\x1e.syncstore.v1.ShardMapResponse\x12F\n" +
+	"\aDigests\x12\x1c.syncstore.v1.DigestsRequest\x1a\x1d.syncstore.v1.DigestsResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_admin_proto_rawDescOnce sync.Once
@@ -986,47 +1087,55 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_syncstore_v1_admin_proto_goTypes = []any{
-	(*ShardMapRequest)(nil),       // 0: syncstore.v1.ShardMapRequest
-	(*ShardMapResponse)(nil),      // 1: syncstore.v1.ShardMapResponse
-	(*ShardGroupInfo)(nil),        // 2: syncstore.v1.ShardGroupInfo
-	(*SlotRange)(nil),             // 3: syncstore.v1.SlotRange
-	(*JoinRequest)(nil),           // 4: syncstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 5: syncstore.v1.JoinResponse
-	(*NodeStatusRequest)(nil),     // 6: syncstore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),    // 7: syncstore.v1.NodeStatusResponse
-	(*GossipMember)(nil),          // 8: syncstore.v1.GossipMember
-	(*GroupStatus)(nil),           // 9: syncstore.v1.GroupStatus
-	(*Member)(nil),                // 10: syncstore.v1.Member
-	(*ClusterStatusRequest)(nil),  // 11: syncstore.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 12: syncstore.v1.ClusterStatusResponse
-	nil,                           // 13: syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	nil,                           // 14: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	(*DigestsRequest)(nil),        // 0: syncstore.v1.DigestsRequest
+	(*DigestsResponse)(nil),       // 1: syncstore.v1.DigestsResponse
+	(*ShardMapRequest)(nil),       // 2: syncstore.v1.ShardMapRequest
+	(*ShardMapResponse)(nil),      // 3: syncstore.v1.ShardMapResponse
+	(*ShardGroupInfo)(nil),        // 4: syncstore.v1.ShardGroupInfo
+	(*SlotRange)(nil),             // 5: syncstore.v1.SlotRange
+	(*JoinRequest)(nil),           // 6: syncstore.v1.JoinRequest
+	(*JoinResponse)(nil),          // 7: syncstore.v1.JoinResponse
+	(*NodeStatusRequest)(nil),     // 8: syncstore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),    // 9: syncstore.v1.NodeStatusResponse
+	(*GossipMember)(nil),          // 10: syncstore.v1.GossipMember
+	(*GroupStatus)(nil),           // 11: syncstore.v1.GroupStatus
+	(*Member)(nil),                // 12: syncstore.v1.Member
+	(*ClusterStatusRequest)(nil),  // 13: syncstore.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil), // 14: syncstore.v1.ClusterStatusResponse
+	nil,                           // 15: syncstore.v1.DigestsResponse.DigestsEntry
+	nil,                           // 16: syncstore.v1.DigestsResponse.AppliedEntry
+	nil,                           // 17: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                           // 18: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
-	13, // 1: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	3,  // 2: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
-	10, // 3: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
-	9,  // 4: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
-	8,  // 5: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
-	10, // 6: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
-	7,  // 7: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	14, // 8: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	4,  // 9: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	6,  // 10: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	11, // 11: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	0,  // 12: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
-	5,  // 13: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	7,  // 14: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	12, // 15: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	1,  // 16: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	15, // 0: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
+	16, // 1: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
+	4,  // 2: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
+	17, // 3: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	5,  // 4: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
+	12, // 5: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
+	11, // 6: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
+	10, // 7: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
+	12, // 8: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
+	9,  // 9: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
+	18, // 10: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	6,  // 11: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	8,  // 12: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	13, // 13: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	2,  // 14: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	0,  // 15: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
+	7,  // 16: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	9,  // 17: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	14, // 18: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	3,  // 19: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	1,  // 20: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_admin_proto_init() }
@@ -1040,7 +1149,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	Admin_NodeStatus_FullMethodName    = "/syncstore.v1.Admin/NodeStatus"
 	Admin_ClusterStatus_FullMethodName = "/syncstore.v1.Admin/ClusterStatus"
 	Admin_ShardMap_FullMethodName      = "/syncstore.v1.Admin/ShardMap"
+	Admin_Digests_FullMethodName       = "/syncstore.v1.Admin/Digests"
 )
 
 // AdminClient is the client API for Admin service.
@@ -41,6 +42,9 @@ type AdminClient interface {
 	// ShardMap returns the shard map this node knows and the gRPC address of
 	// every node it names, so clients can send requests straight to a group.
 	ShardMap(ctx context.Context, in *ShardMapRequest, opts ...grpc.CallOption) (*ShardMapResponse, error)
+	// Digests hashes every replica on this node (a full scan: for checkers
+	// and operators comparing replicas, not for routine monitoring).
+	Digests(ctx context.Context, in *DigestsRequest, opts ...grpc.CallOption) (*DigestsResponse, error)
 }
 
 type adminClient struct {
@@ -91,6 +95,16 @@ func (c *adminClient) ShardMap(ctx context.Context, in *ShardMapRequest, opts ..
 	return out, nil
 }
 
+func (c *adminClient) Digests(ctx context.Context, in *DigestsRequest, opts ...grpc.CallOption) (*DigestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DigestsResponse)
+	err := c.cc.Invoke(ctx, Admin_Digests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -105,6 +119,9 @@ type AdminServer interface {
 	// ShardMap returns the shard map this node knows and the gRPC address of
 	// every node it names, so clients can send requests straight to a group.
 	ShardMap(context.Context, *ShardMapRequest) (*ShardMapResponse, error)
+	// Digests hashes every replica on this node (a full scan: for checkers
+	// and operators comparing replicas, not for routine monitoring).
+	Digests(context.Context, *DigestsRequest) (*DigestsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -126,6 +143,9 @@ func (UnimplementedAdminServer) ClusterStatus(context.Context, *ClusterStatusReq
 }
 func (UnimplementedAdminServer) ShardMap(context.Context, *ShardMapRequest) (*ShardMapResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ShardMap not implemented")
+}
+func (UnimplementedAdminServer) Digests(context.Context, *DigestsRequest) (*DigestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Digests not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -220,6 +240,24 @@ func _Admin_ShardMap_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Digests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DigestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Digests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Digests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Digests(ctx, req.(*DigestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -242,6 +280,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ShardMap",
 			Handler:    _Admin_ShardMap_Handler,
+		},
+		{
+			MethodName: "Digests",
+			Handler:    _Admin_Digests_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,221 @@
+// Command jepsen-lite runs syncd as separate processes on their own network
+// hosts (Linux network namespaces on a bridge), drives a recorded client
+// workload through the Go client while a nemesis partitions, kills, pauses
+// and restarts nodes on a schedule drawn from a seed, heals everything,
+// reads every replica, and checks the whole history.
+//
+//	go run ./test/jepsen-lite --nodes 3 --time 2m --seed 1 --out /tmp/jl
+//
+// Exit status: 0 VALID, 1 INVALID, 2 the run could not be made (the reason
+// is printed, e.g. not root).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/test/jepsen-lite/checker"
+	"github.com/syncstore/syncstore/test/jepsen-lite/history"
+)
+
+const (
+	exitValid   = 0
+	exitInvalid = 1
+	exitSetup   = 2
+)
+
+type options struct {
+	nodes      int
+	duration   time.Duration
+	seed       uint64
+	out        string
+	shards     int
+	workers    int
+	faultEvery time.Duration
+	settle     time.Duration
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.nodes, "nodes", 3, "syncd nodes, each on its own network host")
+	flag.DurationVar(&o.duration, "time", 2*time.Minute, "how long the workload and the nemesis run")
+	flag.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "seed of the workload and the fault schedule")
+	flag.StringVar(&o.out, "out", "", "run directory (default: a new temporary one)")
+	flag.IntVar(&o.shards, "shards", 4, "data groups")
+	flag.IntVar(&o.workers, "workers", 8, "concurrent clients")
+	flag.DurationVar(&o.faultEvery, "fault-every", 12*time.Second, "one fault per period: half quiet, half faulty")
+	flag.DurationVar(&o.settle, "settle", 90*time.Second, "how long the healed cluster may take to converge")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	summary, err := runTest(ctx, o, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jepsen-lite:", err)
+		os.Exit(exitSetup)
+	}
+	if strings.HasPrefix(summary, "jepsen-lite: VALID") {
+		os.Exit(exitValid)
+	}
+	os.Exit(exitInvalid)
+}
+
+// runTest makes the hosts, runs the workload and the nemesis, checks the
+// history and writes the run directory. It returns the summary line.
+func runTest(ctx context.Context, o options, log *os.File) (string, error) {
+	if err := canMakeHosts(); err != nil {
+		return "", err
+	}
+	if o.out == "" {
+		dir, err := os.MkdirTemp("", "jepsen-lite-")
+		if err != nil {
+			return "", err
+		}
+		o.out = dir
+	}
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
+		return "", err
+	}
+	fmt.Fprintf(log, "jepsen-lite: %d nodes, %s, seed %d, run dir %s\n", o.nodes, o.duration, o.seed, o.out)
+
+	syncd := filepath.Join(o.out, "syncd")
+	if out, err := exec.CommandContext(ctx, "go", "build", "-o", syncd, "./cmd/syncd").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build syncd (run from the repository root): %w: %s", err, out)
+	}
+	net, err := setupNetwork(ctx, o.nodes, o.out)
+	if err != nil {
+		return "", fmt.Errorf("network: %w", err)
+	}
+	defer func() {
+		for _, h := range net.hosts {
+			h.kill()
+		}
+		teardownNetwork(context.Background(), o.nodes)
+	}()
+
+	var addrs []string
+	for _, h := range net.hosts {
+		addrs = append(addrs, h.grpcAddr())
+	}
+	admin, err := client.New(addrs, client.Options{AttemptTimeout: 3 * time.Second})
+	if err != nil {
+		return "", err
+	}
+	defer admin.Close()
+	for i, h := range net.hosts {
+		if err := h.start(syncd, net.hosts[0], o.shards); err != nil {
+			return "", err
+		}
+		if i == 0 && !waitServing(ctx, admin, 1, 30*time.Second) {
+			return "", errors.New("the first node did not start serving")
+		}
+	}
+	if !waitServing(ctx, admin, o.nodes, 90*time.Second) {
+		return "", errors.New("the cluster did not form (see the n*.log files in the run dir)")
+	}
+
+	rec := newRecorder()
+	cl, err := client.New(addrs, client.Options{AttemptTimeout: 2 * time.Second})
+	if err != nil {
+		return "", err
+	}
+	defer cl.Close()
+	wctx, stopWork := context.WithTimeout(ctx, o.duration)
+	defer stopWork()
+	workDone := make(chan struct{})
+	go func() {
+		runWorkload(wctx, cl, o.workers, o.seed, rec)
+		close(workDone)
+	}()
+
+	nm := &nemesis{net: net, syncd: syncd, shards: o.shards, rng: rand.New(rand.NewPCG(o.seed, 1)), admin: admin}
+	var faults []fault
+	kinds := schedule(o.seed, int(o.duration/o.faultEvery))
+	for _, kind := range kinds {
+		select {
+		case <-wctx.Done():
+		case <-time.After(o.faultEvery / 2):
+		}
+		if wctx.Err() != nil {
+			break
+		}
+		f := nm.inject(wctx, kind, o.faultEvery/2, rec)
+		fmt.Fprintln(log, "nemesis:", describe(f))
+		faults = append(faults, f)
+	}
+	<-workDone
+
+	if err := nm.healAll(ctx); err != nil {
+		fmt.Fprintln(log, "heal:", err)
+	}
+	if !waitServing(ctx, admin, o.nodes, o.settle) {
+		fmt.Fprintln(log, "the healed cluster did not report every group led in time")
+	}
+	final, ferr := readFinal(ctx, net, admin, allTimelines(), o.settle)
+	ops := rec.history()
+	verdicts := []checker.Verdict{
+		checker.Acknowledged(ops, final),
+		checker.Sequences(ops, final),
+		checker.IdempotencyKeys(final),
+		checker.Linearizable(ops, 2*time.Minute),
+		checker.Replicas(final),
+	}
+	if ferr != nil {
+		verdicts = append(verdicts, checker.Verdict{Checker: "final-read", Problems: []string{ferr.Error()}})
+	}
+	summary := checker.Summary(verdicts)
+	if err := writeRun(o.out, ops, faults, final, verdicts, summary); err != nil {
+		return "", err
+	}
+	printStats(log, ops, faults)
+	for _, v := range verdicts {
+		fmt.Fprintf(log, "checker %-13s valid=%v %s\n", v.Checker, v.Valid, strings.Join(v.Problems, "; "))
+	}
+	fmt.Fprintln(log, summary)
+	return summary, nil
+}
+
+func writeRun(dir string, ops []history.Op, faults []fault, final history.Final, verdicts []checker.Verdict, summary string) error {
+	f, err := os.Create(filepath.Join(dir, "history.jsonl"))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := history.Write(f, ops); err != nil {
+		return err
+	}
+	for name, v := range map[string]any{"nemesis.json": faults, "final.json": final, "verdicts.json": verdicts} {
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(summary+"\n"), 0o644)
+}
+
+func printStats(log *os.File, ops []history.Op, faults []fault) {
+	count := map[history.Outcome]int{}
+	for _, op := range ops {
+		count[op.Outcome]++
+	}
+	byKind := map[string]int{}
+	for _, f := range faults {
+		byKind[f.Kind]++
+	}
+	fmt.Fprintf(log, "operations: %d attempted, %d ok, %d failed, %d unknown\n", len(ops), count[history.OK], count[history.Fail], count[history.Unknown])
+	fmt.Fprintf(log, "faults: %v\n", byKind)
+}

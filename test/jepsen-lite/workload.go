@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/test/jepsen-lite/history"
+)
+
+// Workload shape: a few hot timelines take half the operations, many cold
+// ones the rest; most operations are appends.
+const (
+	hotTimelines  = 4
+	coldTimelines = 120
+	appendTimeout = 10 * time.Second // an append still unanswered by then has an unknown outcome
+	readTimeout   = 3 * time.Second
+)
+
+// recorder collects the history; times are nanoseconds since the run began.
+type recorder struct {
+	start time.Time
+	mu    sync.Mutex
+	ops   []history.Op
+	known map[string]uint64 // timeline -> highest acknowledged seq
+}
+
+func newRecorder() *recorder { return &recorder{start: time.Now(), known: map[string]uint64{}} }
+
+func (r *recorder) now() int64 { return time.Since(r.start).Nanoseconds() }
+
+func (r *recorder) add(op history.Op) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ops = append(r.ops, op)
+	if op.Kind == history.Append && op.Outcome == history.OK && op.Seq > r.known[op.Timeline] {
+		r.known[op.Timeline] = op.Seq
+	}
+}
+
+func (r *recorder) knownSeq(tl string) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.known[tl]
+}
+
+func (r *recorder) history() []history.Op {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]history.Op(nil), r.ops...)
+}
+
+func timelineName(rng *rand.Rand) string {
+	if rng.IntN(2) == 0 {
+		return fmt.Sprintf("hot-%d", rng.IntN(hotTimelines))
+	}
+	return fmt.Sprintf("cold-%d", rng.IntN(coldTimelines))
+}
+
+// allTimelines lists every timeline the workload may touch.
+func allTimelines() []string {
+	var out []string
+	for i := range hotTimelines {
+		out = append(out, fmt.Sprintf("hot-%d", i))
+	}
+	for i := range coldTimelines {
+		out = append(out, fmt.Sprintf("cold-%d", i))
+	}
+	return out
+}
+
+// runWorkload runs workers until ctx ends, each recording its operations.
+func runWorkload(ctx context.Context, cl *client.Client, workers int, seed uint64, rec *recorder) {
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			for i := 0; ctx.Err() == nil; i++ {
+				tl := timelineName(rng)
+				switch n := rng.IntN(10); {
+				case n < 7:
+					doAppend(cl, rec, w, tl, fmt.Sprintf("w%d-%d", w, i))
+				case n < 8:
+					doHead(cl, rec, w, tl)
+				default:
+					doPull(cl, rec, w, tl)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// outcomeOf sorts an error: a refusal the server gave before doing anything
+// is a failure; anything else (deadline, lost connection, unknown) is
+// unknown.
+func outcomeOf(err error) history.Outcome {
+	switch status.Code(err) {
+	case codes.OK:
+		return history.OK
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.NotFound:
+		return history.Fail
+	}
+	return history.Unknown
+}
+
+func doAppend(cl *client.Client, rec *recorder, w int, tl, key string) {
+	op := history.Op{Process: w, Kind: history.Append, Timeline: tl, Key: key, Payload: "v-" + key, Invoke: rec.now()}
+	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
+	resp, err := cl.Append(ctx, tl, []byte(op.Payload), client.AppendOptions{IdempotencyKey: key})
+	cancel()
+	op.Outcome = outcomeOf(err)
+	if op.Outcome != history.Unknown {
+		op.Complete = rec.now()
+	}
+	if err != nil {
+		op.Error = err.Error()
+	} else {
+		op.Seq = resp.GetSeq()
+	}
+	rec.add(op)
+}
+
+func doHead(cl *client.Client, rec *recorder, w int, tl string) {
+	op := history.Op{Process: w, Kind: history.Head, Timeline: tl, Invoke: rec.now()}
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	head, err := cl.Head(ctx, tl, client.Linearizable)
+	cancel()
+	op.Complete = rec.now()
+	if err != nil {
+		op.Outcome, op.Error = history.Fail, err.Error() // a read that failed observed nothing
+	} else {
+		op.Outcome, op.HeadSeq = history.OK, head
+	}
+	rec.add(op)
+}
+
+func doPull(cl *client.Client, rec *recorder, w int, tl string) {
+	after := rec.knownSeq(tl)
+	after -= min(after, 3)
+	op := history.Op{Process: w, Kind: history.Pull, Timeline: tl, After: after, Invoke: rec.now()}
+	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
+	resp, err := cl.Pull(ctx, tl, after, 100, client.Linearizable)
+	cancel()
+	op.Complete = rec.now()
+	if err != nil {
+		op.Outcome, op.Error = history.Fail, err.Error()
+		rec.add(op)
+		return
+	}
+	op.Outcome, op.HeadSeq = history.OK, resp.GetHeadSeq()
+	for _, e := range resp.GetEntries() {
+		op.Entries = append(op.Entries, history.Entry{Seq: e.GetSeq(), Key: e.GetIdempotencyKey(), Payload: string(e.GetPayload())})
+	}
+	rec.add(op)
+}
