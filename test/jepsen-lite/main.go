@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -37,6 +38,7 @@ const (
 )
 
 type options struct {
+	repo       string // the repository root, where ./cmd/syncd is
 	nodes      int
 	duration   time.Duration
 	seed       uint64
@@ -48,7 +50,7 @@ type options struct {
 }
 
 func main() {
-	var o options
+	o := options{repo: "."}
 	flag.IntVar(&o.nodes, "nodes", 3, "syncd nodes, each on its own network host")
 	flag.DurationVar(&o.duration, "time", 2*time.Minute, "how long the workload and the nemesis run")
 	flag.Uint64Var(&o.seed, "seed", uint64(time.Now().UnixNano()), "seed of the workload and the fault schedule")
@@ -73,7 +75,7 @@ func main() {
 
 // runTest makes the hosts, runs the workload and the nemesis, checks the
 // history and writes the run directory. It returns the summary line.
-func runTest(ctx context.Context, o options, log *os.File) (string, error) {
+func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 	if err := canMakeHosts(); err != nil {
 		return "", err
 	}
@@ -90,7 +92,9 @@ func runTest(ctx context.Context, o options, log *os.File) (string, error) {
 	fmt.Fprintf(log, "jepsen-lite: %d nodes, %s, seed %d, run dir %s\n", o.nodes, o.duration, o.seed, o.out)
 
 	syncd := filepath.Join(o.out, "syncd")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", syncd, "./cmd/syncd").CombinedOutput(); err != nil {
+	build := exec.CommandContext(ctx, "go", "build", "-o", syncd, "./cmd/syncd")
+	build.Dir = o.repo
+	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build syncd (run from the repository root): %w: %s", err, out)
 	}
 	net, err := setupNetwork(ctx, o.nodes, o.out)
@@ -207,7 +211,7 @@ func writeRun(dir string, ops []history.Op, faults []fault, final history.Final,
 	return os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(summary+"\n"), 0o644)
 }
 
-func printStats(log *os.File, ops []history.Op, faults []fault) {
+func printStats(log io.Writer, ops []history.Op, faults []fault) {
 	count := map[history.Outcome]int{}
 	for _, op := range ops {
 		count[op.Outcome]++

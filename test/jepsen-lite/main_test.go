@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestShortRun is the CI run: three nodes on their own network namespaces,
+// every fault kind once (seven periods of 12 s), then the checkers. It skips
+// where namespaces cannot be made (not root, no iproute2), saying why.
+func TestShortRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a two-minute fault run")
+	}
+	if err := canMakeHosts(); err != nil {
+		t.Skip(err)
+	}
+	o := options{
+		repo:       "../..",
+		nodes:      3,
+		duration:   time.Duration(len(faultKinds)) * 12 * time.Second,
+		seed:       1,
+		out:        t.TempDir(),
+		shards:     4,
+		workers:    8,
+		faultEvery: 12 * time.Second,
+		settle:     90 * time.Second,
+	}
+	summary, err := runTest(context.Background(), o, testLog{t})
+	if err != nil {
+		if errors.Is(err, errNoHosts) {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	if summary != "jepsen-lite: VALID" {
+		t.Fatalf("%s (run dir %s)", summary, o.out)
+	}
+}
