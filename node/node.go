@@ -46,6 +46,8 @@ type Node struct {
 	groups map[shard.GroupID]*Group
 	smap   atomic.Pointer[shard.Map]
 
+	transfers map[shard.GroupID]transferState // reconcile goroutine only
+
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -64,11 +66,12 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger.With("node", cfg.NodeID),
-		metrics: newMetrics(),
-		groups:  map[shard.GroupID]*Group{},
-		stop:    make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.With("node", cfg.NodeID),
+		metrics:   newMetrics(),
+		groups:    map[shard.GroupID]*Group{},
+		transfers: map[shard.GroupID]transferState{},
+		stop:      make(chan struct{}),
 	}
 	var err error
 	if n.mux, err = ListenMux(cfg.RaftAddr, n.log); err != nil {

@@ -57,6 +57,8 @@ func (n *Node) reconcile() {
 		if desired, ok := m.Group(g.id); ok && g.isReadyLeader() {
 			n.reconcileRanges(ctx, g, m.Version, desired)
 			n.reconcileReplicas(ctx, g, desired)
+		} else {
+			delete(n.transfers, g.id) // not leading: nothing handed over is pending
 		}
 	}
 }
@@ -214,13 +216,38 @@ func (n *Node) reconcileReplicas(ctx context.Context, g *Group, desired shard.Gr
 // caught up. It does not wait for the outcome: Raft queues the request in a
 // buffered channel and leaves it unanswered if it shuts down first; the next
 // round sees whether leadership moved.
+//
+// While a transfer runs, Raft refuses writes to the group, so a transfer
+// that keeps failing (a slow target, an election it cannot win) must not be
+// retried at once: each request for a group waits twice as long as the one
+// before, from transferBackoff up to transferBackoffMax, until this node no
+// longer leads the group.
 func (n *Node) transferLeadership(ctx context.Context, g *Group, to string, in map[string]raft.Server) {
+	t := n.transfers[g.id]
+	if time.Now().Before(t.next) {
+		return
+	}
 	s, ok := in[to]
 	if !ok || s.Suffrage != raft.Voter || !n.caughtUp(ctx, g, to) {
 		return
 	}
 	g.raft.LeadershipTransferToServer(s.ID, s.Address)
-	n.log.Info("asked to hand leadership over", "group", uint64(g.id), "to", to)
+	wait := min(transferBackoff<<min(t.tries, 10), transferBackoffMax)
+	n.transfers[g.id] = transferState{tries: t.tries + 1, next: time.Now().Add(wait)}
+	n.log.Info("asked to hand leadership over", "group", uint64(g.id), "to", to, "attempt", t.tries+1)
+}
+
+// Backoff of leadership hand-over requests for one group.
+const (
+	transferBackoff    = 2 * time.Second
+	transferBackoffMax = 2 * time.Minute
+)
+
+// transferState is the hand-over history of a group this node leads; only
+// the reconcile goroutine touches it.
+type transferState struct {
+	tries int
+	next  time.Time
 }
 
 // caughtUp asks a replica how far it has applied; it has caught up when it

@@ -182,6 +182,9 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 	if err := writeRun(o.out, ops, faults, final, verdicts, summary); err != nil {
 		return "", err
 	}
+	if err := writeChart(filepath.Join(o.out, "chart.png"), ops, faults, rec.now()); err != nil {
+		return "", fmt.Errorf("chart: %w", err)
+	}
 	printStats(log, ops, faults)
 	for _, v := range verdicts {
 		fmt.Fprintf(log, "checker %-13s valid=%v %s\n", v.Checker, v.Valid, strings.Join(v.Problems, "; "))
@@ -222,4 +225,10 @@ func printStats(log io.Writer, ops []history.Op, faults []fault) {
 	}
 	fmt.Fprintf(log, "operations: %d attempted, %d ok, %d failed, %d unknown\n", len(ops), count[history.OK], count[history.Fail], count[history.Unknown])
 	fmt.Fprintf(log, "faults: %v\n", byKind)
+	unavail := unavailability(ops, faults)
+	for _, k := range faultKinds {
+		if d, ok := unavail[k]; ok {
+			fmt.Fprintf(log, "longest time without a successful append during/after %s: %s\n", k, d.Round(time.Millisecond))
+		}
+	}
 }
