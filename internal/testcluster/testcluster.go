@@ -44,9 +44,9 @@ type Cluster struct {
 
 // FastConfig shortens Raft timings for tests and keeps logs quiet.
 func FastConfig(c *node.Config) {
-	c.HeartbeatTimeout = 300 * time.Millisecond
-	c.ElectionTimeout = 300 * time.Millisecond
-	c.LeaderLeaseTimeout = 150 * time.Millisecond
+	c.HeartbeatTimeout = 500 * time.Millisecond
+	c.ElectionTimeout = 500 * time.Millisecond
+	c.LeaderLeaseTimeout = 250 * time.Millisecond
 	c.ApplyTimeout = 5 * time.Second
 	c.ReconcileInterval = 100 * time.Millisecond
 	c.GossipAddr = "127.0.0.1:0"
