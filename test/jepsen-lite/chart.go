@@ -82,7 +82,9 @@ func writeChart(path string, ops []history.Op, faults []fault, runEnd int64) err
 		}
 	}
 	blue, red := color.RGBA{30, 80, 200, 255}, color.RGBA{200, 40, 40, 255}
-	logLat := func(d time.Duration) float64 { return math.Log10(float64(max(d, time.Millisecond)) / float64(time.Millisecond)) }
+	logLat := func(d time.Duration) float64 {
+		return math.Log10(float64(max(d, time.Millisecond)) / float64(time.Millisecond))
+	}
 	for i := 1; i < len(secs); i++ {
 		x0, x1 := x(int64(i-1)*1e9+5e8), x(int64(i)*1e9+5e8)
 		y0 := panelTop1 + panelH - secs[i-1].ok*panelH/maxOK
