@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,13 @@ func TestShortRun(t *testing.T) {
 		t.Skip("a two-minute fault run")
 	}
 	if err := canMakeHosts(); err != nil {
-		t.Skip(err)
+		// As root, install what is missing (iproute2, iptables) and look again.
+		if out, ierr := exec.Command("../../scripts/install-test-deps.sh").CombinedOutput(); ierr != nil {
+			t.Logf("install-test-deps: %v: %s", ierr, out)
+		}
+		if err := canMakeHosts(); err != nil {
+			t.Skip(err)
+		}
 	}
 	o := options{
 		repo:       "../..",
