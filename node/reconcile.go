@@ -54,6 +54,9 @@ func (n *Node) reconcile() {
 	}
 	n.syncGroups(m)
 	for _, g := range n.groupsSnapshot() {
+		// Groups the map moved away from this node are reconciled here too
+		// while this node still leads them: it adds their new replicas, then
+		// hands leadership over and is removed.
 		if desired, ok := m.Group(g.id); ok && g.isReadyLeader() {
 			n.reconcileRanges(ctx, g, m.Version, desired)
 			n.reconcileReplicas(ctx, g, desired)
@@ -130,7 +133,8 @@ func samePlacement(a, b *shard.Map) bool {
 }
 
 // syncGroups opens the groups the map assigns to this node and closes the
-// ones it no longer does (their files stay on disk).
+// ones it no longer does once their leader has removed this node (their
+// files stay on disk).
 func (n *Node) syncGroups(m *shard.Map) {
 	want := map[shard.GroupID]shard.Group{}
 	for _, id := range m.GroupsOn(n.cfg.NodeID) {
@@ -156,6 +160,13 @@ func (n *Node) syncGroups(m *shard.Map) {
 		if _, ok := want[g.id]; ok {
 			continue
 		}
+		// The map took the group from this node, but its replica stays up
+		// until the group's leader has taken it out of the configuration:
+		// closing earlier could leave the group without a quorum (or, for a
+		// group this node alone held, without any replica at all).
+		if n.inConfiguration(g) {
+			continue
+		}
 		n.mu.Lock()
 		delete(n.groups, g.id)
 		n.mu.Unlock()
@@ -164,6 +175,16 @@ func (n *Node) syncGroups(m *shard.Map) {
 		}
 		n.log.Info("closed group", "group", uint64(g.id))
 	}
+}
+
+// inConfiguration reports whether this node is still a server of the group's
+// Raft configuration (true when that cannot be read: keep the replica).
+func (n *Node) inConfiguration(g *Group) bool {
+	cf, _, err := g.configuration()
+	if err != nil {
+		return true
+	}
+	return slices.ContainsFunc(cf.Servers, func(s raft.Server) bool { return string(s.ID) == n.cfg.NodeID })
 }
 
 // reconcileReplicas makes one membership change toward the map, in this

@@ -206,3 +206,51 @@ func TestAFourthNodeTakesItsShareAndDataStays(t *testing.T) {
 	c.WaitConverged(60 * time.Second)
 	checkHistory(t, c, names, w.acks, w.attempted)
 }
+
+// TestGroupsMoveOffTheirOnlyReplica: one node creates eight groups, then
+// four more join and the map moves groups entirely off the first node. Each
+// group must stay led and keep its data: the first node's replica stays up
+// until the group's new replicas have caught up and it has been removed.
+func TestGroupsMoveOffTheirOnlyReplica(t *testing.T) {
+	c := testcluster.New(t, 1, func(cfg *node.Config) { cfg.Shards = shardedGroups })
+	var names []string
+	for i := range 100 {
+		names = append(names, fmt.Sprintf("m-%d", i))
+	}
+	w := startWorkload(t, c.Client(), "before", 4, names, 5*time.Second)
+	w.progress(t, 300)
+	w.finish()
+	for range 4 {
+		c.AddMember()
+	}
+	smap := c.Members[0].Node.ShardMap()
+	moved := 0
+	for _, g := range smap.Groups {
+		if !slices.Contains(g.Replicas, "n1") {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Fatalf("no group moved off n1 (map v%d): the test proves nothing", smap.Version)
+	}
+	after := startWorkload(t, c.Client(), "after", 4, names, 5*time.Second)
+	after.progress(t, 300)
+	after.finish()
+	c.WaitConverged(60 * time.Second)
+	for k, a := range after.acks {
+		w.acks[k] = a
+	}
+	for k, tl := range after.attempted {
+		w.attempted[k] = tl
+	}
+	checkHistory(t, c, names, w.acks, w.attempted)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for _, g := range smap.Groups {
+			if !slices.Contains(g.Replicas, "n1") && c.Members[0].Node.Group(g.ID) != nil {
+				return fmt.Errorf("n1 still runs group %d that moved away", g.ID)
+			}
+		}
+		return nil
+	})
+	t.Logf("%d of %d groups moved entirely off n1", moved, len(smap.Groups))
+}
