@@ -47,6 +47,7 @@ type Node struct {
 	smap   atomic.Pointer[shard.Map]
 
 	transfers map[shard.GroupID]transferState // reconcile goroutine only
+	rounds    atomic.Uint64                   // reconcile rounds done (for tests)
 
 	stop      chan struct{}
 	wg        sync.WaitGroup

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/internal/testutil"
+	"github.com/syncstore/syncstore/shard"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -198,5 +200,55 @@ func TestMetricsCountProposalsAndExposeRaftState(t *testing.T) {
 	}
 	if got["syncstore_meta_commit_index"] < 3 || got["syncstore_shard_map_version"] < 1 {
 		t.Errorf("meta commit index %v, map version %v", got["syncstore_meta_commit_index"], got["syncstore_shard_map_version"])
+	}
+}
+
+// TestAReplicaStaysUntilRemovedFromItsGroup: when the map moves a group off
+// this node, the replica keeps running while it is still in the group's
+// configuration — here, as the group's only voter, until its new replicas
+// could take over (the "ghost" node never registers, so never).
+func TestAReplicaStaysUntilRemovedFromItsGroup(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	n := startReady(t, cfg)
+	defer n.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m := n.ShardMap()
+	groups := slices.Clone(m.Groups)
+	groups[0].Replicas = []string{"ghost"}
+	moved, err := shard.New(m.Version+1, groups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.proposeMap(ctx, m.Version, moved)
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if v := n.ShardMap().Version; v != moved.Version {
+			return fmt.Errorf("map v%d, want v%d", v, moved.Version)
+		}
+		return nil
+	})
+	// Several reconcile rounds later the replica is still up and leading.
+	start := n.rounds.Load()
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if done := n.rounds.Load() - start; done < 5 {
+			return fmt.Errorf("%d reconcile rounds so far", done)
+		}
+		return nil
+	})
+	g := n.Group(groups[0].ID)
+	if g == nil || !g.IsLeader() {
+		t.Fatal("the group's only replica was closed before anyone could take over")
+	}
+	if _, err := n.Append(ctx, AppendRequest{Timeline: timelineIn(moved, groups[0].ID)}); err != nil {
+		t.Fatalf("the group stopped taking appends: %v", err)
+	}
+}
+
+func timelineIn(m *shard.Map, g shard.GroupID) string {
+	for i := 0; ; i++ {
+		if tl := fmt.Sprint("t-", i); m.GroupFor(tl) == g {
+			return tl
+		}
 	}
 }

@@ -33,6 +33,7 @@ func (n *Node) reconcileLoop() {
 // the others; every data group leader changes its membership one step
 // toward the map and hands leadership to the preferred replica.
 func (n *Node) reconcile() {
+	defer n.rounds.Add(1)
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
 	m, err := n.meta.fsm.ShardMap()
