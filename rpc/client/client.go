@@ -383,6 +383,15 @@ func (c *Client) fetchRoutes(ctx context.Context) {
 }
 
 func routesFrom(resp *syncv1.ShardMapResponse) (*routes, error) {
+	m, err := ShardMap(resp)
+	if err != nil {
+		return nil, err
+	}
+	return &routes{m: m, addrs: resp.GetNodeAddrs()}, nil
+}
+
+// ShardMap converts an Admin.ShardMap answer into a checked shard.Map.
+func ShardMap(resp *syncv1.ShardMapResponse) (*shard.Map, error) {
 	groups := make([]shard.Group, 0, len(resp.GetGroups()))
 	for _, g := range resp.GetGroups() {
 		sg := shard.Group{ID: shard.GroupID(g.GetId()), Replicas: g.GetReplicas()}
@@ -391,11 +400,7 @@ func routesFrom(resp *syncv1.ShardMapResponse) (*routes, error) {
 		}
 		groups = append(groups, sg)
 	}
-	m, err := shard.New(resp.GetVersion(), groups)
-	if err != nil {
-		return nil, err
-	}
-	return &routes{m: m, addrs: resp.GetNodeAddrs()}, nil
+	return shard.New(resp.GetVersion(), groups)
 }
 
 func randomKey() string {

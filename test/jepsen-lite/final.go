@@ -9,7 +9,6 @@ import (
 
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/syncv1"
-	"github.com/syncstore/syncstore/shard"
 	"github.com/syncstore/syncstore/test/jepsen-lite/history"
 )
 
@@ -26,17 +25,9 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 	if err != nil {
 		return final, fmt.Errorf("shard map: %w", err)
 	}
-	groups := make([]shard.Group, 0, len(smap.GetGroups()))
-	for _, g := range smap.GetGroups() {
-		sg := shard.Group{ID: shard.GroupID(g.GetId()), Replicas: g.GetReplicas()}
-		for _, r := range g.GetRanges() {
-			sg.Ranges = append(sg.Ranges, shard.Range{Start: r.GetStart(), End: r.GetEnd()})
-		}
-		groups = append(groups, sg)
-	}
-	m, err := shard.New(smap.GetVersion(), groups)
+	m, err := client.ShardMap(smap)
 	if err != nil {
-		return final, err
+		return final, fmt.Errorf("shard map: %w", err)
 	}
 
 	perNode := map[string]*client.Client{}
