@@ -5,6 +5,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -121,9 +122,6 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 // Config returns the node's configuration (with resolved addresses).
 func (n *Node) Config() Config { return n.cfg }
 
-// Meta is the meta group's replica on this node.
-func (n *Node) Meta() *Group { return n.meta }
-
 // IsLeader reports whether this node leads the meta group.
 func (n *Node) IsLeader() bool { return n.meta.IsLeader() }
 
@@ -142,7 +140,7 @@ func (n *Node) groupsSnapshot() []*Group {
 		out = append(out, g)
 	}
 	n.mu.RUnlock()
-	slices.SortFunc(out, func(a, b *Group) int { return int(a.id) - int(b.id) })
+	slices.SortFunc(out, func(a, b *Group) int { return cmp.Compare(a.id, b.id) })
 	return out
 }
 

@@ -4,6 +4,7 @@
 package shard
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -68,21 +69,11 @@ var (
 // New builds a map from groups and checks it.
 func New(version uint64, groups []Group) (*Map, error) {
 	m := &Map{Version: version, Groups: slices.Clone(groups)}
-	slices.SortFunc(m.Groups, func(a, b Group) int { return cmpID(a.ID, b.ID) })
+	slices.SortFunc(m.Groups, func(a, b Group) int { return cmp.Compare(a.ID, b.ID) })
 	if err := m.index(); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-func cmpID(a, b GroupID) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // index builds the slot → group table and checks that every slot has
@@ -139,7 +130,7 @@ func (m *Map) GroupFor(timeline string) GroupID { return m.owner[SlotOf(timeline
 
 // Group returns a group by id.
 func (m *Map) Group(id GroupID) (Group, bool) {
-	i, ok := slices.BinarySearchFunc(m.Groups, id, func(g Group, id GroupID) int { return cmpID(g.ID, id) })
+	i, ok := slices.BinarySearchFunc(m.Groups, id, func(g Group, id GroupID) int { return cmp.Compare(g.ID, id) })
 	if !ok {
 		return Group{}, false
 	}

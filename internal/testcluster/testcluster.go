@@ -246,8 +246,8 @@ func (c *Cluster) ClientWith(opts client.Options) *client.Client {
 	return cl
 }
 
-// Leader returns the index of the running member that leads and is ready
-// for linearizable reads, or -1.
+// Leader returns the index of the running member that leads the meta
+// group, or -1.
 func (c *Cluster) Leader() int {
 	for i, m := range c.Members {
 		if m.Node != nil && m.Node.IsLeader() {

@@ -42,6 +42,8 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 
 	// Settle: the same applied index on every replica of every group.
 	deadline := time.Now().Add(settle)
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		digests, applied, err := allDigests(ctx, perNode)
 		if err == nil && converged(applied) {
@@ -52,7 +54,11 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 			final.Digests = digests
 			return final, fmt.Errorf("replicas did not converge within %s (last error %v, applied %v)", settle, err, applied)
 		}
-		time.Sleep(500 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return final, ctx.Err()
+		case <-tick.C:
+		}
 	}
 
 	for _, tl := range timelines {
