@@ -2,6 +2,9 @@ package checker
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"strings"
 	"slices"
 	"testing"
 	"time"
@@ -34,7 +37,7 @@ func all(ops []history.Op, f history.Final) []Verdict {
 		Acknowledged(ops, f),
 		Sequences(ops, f),
 		IdempotencyKeys(f),
-		Linearizable(ops, 10*time.Second),
+		Linearizable(ops, f, 10*time.Second),
 		Replicas(f),
 	}
 }
@@ -78,7 +81,8 @@ func TestCheckersOnHandMadeHistories(t *testing.T) {
 				f.Timelines[n]["t"][2].Seq = 4
 			}
 			return ops
-		}, []string{"sequences"}},
+			// The pull read k3 at seq 3, which no replica now holds.
+		}, []string{"sequences", "linearizable"}},
 		{"stale read", func(ops []history.Op, f *history.Final) []history.Op {
 			ops[4].HeadSeq = 1 // after both appends were acknowledged
 			return ops
@@ -91,6 +95,24 @@ func TestCheckersOnHandMadeHistories(t *testing.T) {
 			ops[0].Seq, ops[1].Seq = 2, 1
 			return ops
 		}, []string{"acknowledged", "linearizable"}},
+		{"unknown append that never took effect", func(ops []history.Op, f *history.Final) []history.Op {
+			for _, n := range []string{"n1", "n2"} {
+				f.Timelines[n]["t"] = f.Timelines[n]["t"][:2]
+			}
+			ops[5].HeadSeq, ops[5].Entries = 2, ops[5].Entries[:2]
+			return ops
+		}, nil},
+		{"read of a write later lost", func(ops []history.Op, f *history.Final) []history.Op {
+			for _, n := range []string{"n1", "n2"} {
+				f.Timelines[n]["t"] = f.Timelines[n]["t"][:2] // the pull saw k3
+			}
+			return ops
+		}, []string{"linearizable"}},
+		{"no final copy of a timeline", func(ops []history.Op, f *history.Final) []history.Op {
+			delete(f.Timelines["n1"], "t")
+			delete(f.Timelines["n2"], "t")
+			return ops
+		}, []string{"linearizable"}},
 		{"replicas diverged", func(ops []history.Op, f *history.Final) []history.Op {
 			f.Digests[1]["n2"] = "def"
 			return ops
@@ -112,6 +134,68 @@ func TestCheckersOnHandMadeHistories(t *testing.T) {
 				t.Fatalf("summary %q", s)
 			}
 		})
+	}
+}
+
+// bigRun simulates procs clients appending to and reading one timeline with
+// overlapping calls, as a correct store would answer them.
+func bigRun(ops, procs int) ([]history.Op, history.Final) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var hist []history.Op
+	var entries []history.Entry
+	now := int64(0)
+	for i := range ops {
+		now += 10
+		p := i % procs
+		op := history.Op{Process: p, Timeline: "t", Invoke: now - int64(rng.IntN(procs*10)), Complete: now + int64(rng.IntN(procs*10)), Outcome: history.OK}
+		switch rng.IntN(4) {
+		case 0:
+			op.Kind, op.HeadSeq = history.Head, uint64(len(entries))
+		case 1:
+			op.Kind, op.HeadSeq = history.Pull, uint64(len(entries))
+			op.After = uint64(rng.IntN(len(entries) + 1))
+			op.Entries = slices.Clone(entries[op.After:min(len(entries), int(op.After)+100)])
+		default:
+			key := fmt.Sprintf("k%d", i)
+			op.Kind, op.Key, op.Payload = history.Append, key, key
+			if rng.IntN(50) == 0 {
+				op.Outcome, op.Complete = history.Unknown, 0
+				if rng.IntN(2) == 0 {
+					break // never took effect
+				}
+			} else {
+				op.Seq = uint64(len(entries) + 1)
+			}
+			entries = append(entries, history.Entry{Seq: uint64(len(entries) + 1), Key: key, Payload: key})
+		}
+		hist = append(hist, op)
+	}
+	return hist, history.Final{Timelines: map[string]map[string][]history.Entry{"n1": {"t": entries}}}
+}
+
+// A long, busy timeline is decided, and a single stale read in it is found.
+func TestLinearizableOnALongHistory(t *testing.T) {
+	ops, f := bigRun(20000, 8)
+	if v := Linearizable(ops, f, time.Minute); !v.Valid {
+		t.Fatalf("valid history judged %+v", v)
+	}
+	for i := len(ops) / 2; ; i++ {
+		if ops[i].Kind == history.Head && ops[i].HeadSeq > 0 {
+			ops[i].HeadSeq -= 10
+			break
+		}
+	}
+	if v := Linearizable(ops, f, time.Minute); v.Valid || !strings.Contains(v.Problems[0], "not linearizable") {
+		t.Fatalf("stale read in a long history judged %+v", v)
+	}
+}
+
+func BenchmarkLinearizable(b *testing.B) {
+	ops, f := bigRun(20000, 8)
+	for b.Loop() {
+		if v := Linearizable(ops, f, time.Minute); !v.Valid {
+			b.Fatal(v)
+		}
 	}
 }
 
