@@ -17,9 +17,11 @@ const CommandFormat = 1
 // nothing changed.
 type Result struct {
 	// Op labels the command kind (for logs and metrics).
-	Op     string
-	Append *AppendResult
-	Err    error
+	Op      string
+	Append  *AppendResult
+	Send    *SendResult
+	Deliver *DeliverResult
+	Err     error
 }
 
 // AppendResult is the outcome of an Append.
@@ -43,16 +45,16 @@ func EncodeCommand(cmd *fsmpb.Command) ([]byte, error) {
 
 // applyCommand decodes and applies one command inside tx. Rejections come
 // back in Result.Err; a returned error is a storage failure.
-func applyCommand(tx *bolt.Tx, data []byte) (*Result, error) {
+func applyCommand(tx *bolt.Tx, ch *Changes, data []byte) (*Result, error) {
 	var cmd fsmpb.Command
 	if err := proto.Unmarshal(data, &cmd); err != nil {
 		return &Result{Op: "malformed", Err: fmt.Errorf("%w: %v", ErrMalformedCommand, err)}, nil
 	}
-	return dispatch(tx, &cmd)
+	return dispatch(tx, ch, &cmd)
 }
 
 // dispatch is the one place that maps a command kind to its handler.
-func dispatch(tx *bolt.Tx, cmd *fsmpb.Command) (*Result, error) {
+func dispatch(tx *bolt.Tx, ch *Changes, cmd *fsmpb.Command) (*Result, error) {
 	if cmd.GetFormat() != CommandFormat || (cmd.GetOp() == nil && len(cmd.ProtoReflect().GetUnknown()) > 0) {
 		if cmd.GetIgnoreIfUnknown() {
 			return &Result{Op: "ignored"}, nil
@@ -66,8 +68,20 @@ func dispatch(tx *bolt.Tx, cmd *fsmpb.Command) (*Result, error) {
 	}
 	switch op := cmd.GetOp().(type) {
 	case *fsmpb.Command_Append:
-		res, err := applyAppend(tx, cmd.GetNowMs(), op.Append)
+		res, err := applyAppend(tx, ch, cmd.GetNowMs(), op.Append)
 		return &Result{Op: "append", Append: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_Send:
+		res, err := applySend(tx, ch, cmd.GetNowMs(), op.Send)
+		return &Result{Op: "send", Send: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_Deliver:
+		res, err := applyDeliver(tx, ch, cmd.GetNowMs(), op.Deliver)
+		return &Result{Op: "deliver", Deliver: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_DeliveryDone:
+		err := applyDeliveryDone(tx, op.DeliveryDone)
+		return &Result{Op: "delivery_done", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_Trim:
+		err := applyTrim(tx, op.Trim)
+		return &Result{Op: "trim", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_RegisterNode:
 		err := applyRegisterNode(tx, op.RegisterNode)
 		return &Result{Op: "register_node", Err: rejection(err)}, storageFailure(err)

@@ -31,6 +31,11 @@ type Options struct {
 	// InitialMmapSize; DefaultInitialMmapSize when zero.
 	InitialMmapSize int
 	Logger          *slog.Logger
+	// OnApply, if set, is called after each applied batch committed, on the
+	// apply goroutine: it must not block (push notifications, outbox wake).
+	OnApply func(Changes)
+	// OnRestore, if set, is called after a snapshot replaced the state.
+	OnRestore func()
 }
 
 // FSM is the state machine of one Raft group. It implements
@@ -129,7 +134,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		panic("fsm: apply on a closed state machine")
 	}
 	var last uint64
+	var ch Changes
 	err := f.db.Update(func(tx *bolt.Tx) error {
+		ch = Changes{} // a retried transaction starts over
 		meta := tx.Bucket(bucketMeta)
 		applied := readU64(meta, keyAppliedIndex)
 		last = applied
@@ -139,7 +146,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 				continue // applied before a restart: never twice
 			}
 			if l.Type == raft.LogCommand {
-				res, err := applyCommand(tx, l.Data)
+				res, err := applyCommand(tx, &ch, l.Data)
 				if err != nil {
 					return fmt.Errorf("log index %d: %w", l.Index, err)
 				}
@@ -159,6 +166,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		panic(fmt.Sprintf("fsm: cannot apply committed entries: %v", err))
 	}
 	f.applied.Store(last)
+	if f.opts.OnApply != nil && (len(ch.Heads) > 0 || ch.Outbox) {
+		f.opts.OnApply(ch)
+	}
 	return out
 }
 

@@ -18,8 +18,14 @@ var (
 	bucketMeta = []byte("meta")
 	// bucketTimelines: timelineKey + kindCounter -> seqgen counter;
 	// timelineKey + kindEntry + seq (8, big-endian) -> StoredEntry;
-	// timelineKey + kindDedupe + idempotency key -> DedupeRecord.
+	// timelineKey + kindDedupe + idempotency key -> DedupeRecord;
+	// timelineKey + kindInfo -> TimelineInfo (class, trim floor);
+	// timelineKey + kindDelivered + conversation id -> the last conversation
+	// seq delivered into this timeline (8, big-endian).
 	bucketTimelines = []byte("timelines")
+	// bucketOutbox: timelineKey(conversation) + seq (8, big-endian) ->
+	// OutboxJob, so jobs list by conversation, then in conversation order.
+	bucketOutbox = []byte("outbox")
 	// bucketDedupeExpiry: ts_ms (8, big-endian) + dedupe key -> nothing; the
 	// order in which dedupe records expire.
 	bucketDedupeExpiry = []byte("dedupe_expiry")
@@ -40,14 +46,19 @@ const (
 	kindCounter byte = 0
 	kindEntry   byte = 1
 	kindDedupe  byte = 2
+	kindInfo    byte = 3
+	// kindDelivered is last so a timeline's end is found by seeking past it.
+	kindDelivered byte = 4
 )
 
 // schemaVersion is stored in bucketMeta; a replica refuses a newer schema.
-const schemaVersion = 1
+// Version 2 added the outbox bucket and the info and delivered kinds; a
+// version 1 state is a valid version 2 state.
+const schemaVersion = 2
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
-var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges}
+var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox}
 
 func createSchema(tx *bolt.Tx) error {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {
@@ -57,10 +68,13 @@ func createSchema(tx *bolt.Tx) error {
 	}
 	meta := tx.Bucket(bucketMeta)
 	if v := meta.Get(keySchema); v != nil {
-		if got := binary.BigEndian.Uint64(v); got > schemaVersion {
+		got := binary.BigEndian.Uint64(v)
+		if got > schemaVersion {
 			return fmt.Errorf("state has schema version %d; this binary knows up to %d", got, schemaVersion)
 		}
-		return nil
+		if got == schemaVersion {
+			return nil
+		}
 	}
 	return meta.Put(keySchema, u64(schemaVersion))
 }
@@ -89,6 +103,19 @@ func entryPrefix(tlKey []byte) []byte { return kindKey(tlKey, kindEntry, nil) }
 
 func dedupeKey(tlKey []byte, idempotencyKey string) []byte {
 	return kindKey(tlKey, kindDedupe, []byte(idempotencyKey))
+}
+
+func infoKey(tlKey []byte) []byte { return kindKey(tlKey, kindInfo, nil) }
+
+func deliveredKey(tlKey []byte, conversation string) []byte {
+	return kindKey(tlKey, kindDelivered, []byte(conversation))
+}
+
+// timelineEnd is past every key of the timeline (kinds are below 0xff).
+func timelineEnd(tlKey []byte) []byte { return kindKey(tlKey, 0xff, nil) }
+
+func outboxKey(conversation string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(timelineKey(conversation), seq)
 }
 
 func expiryKey(tsMs int64, dk []byte) []byte {

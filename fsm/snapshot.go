@@ -51,6 +51,16 @@ func (s *snapshot) Release() { _ = s.tx.Rollback() }
 // goes to a temporary file that is fsynced, checked and renamed over the
 // state file, which is then reopened.
 func (f *FSM) Restore(rc io.ReadCloser) error {
+	if err := f.restore(rc); err != nil {
+		return err
+	}
+	if f.opts.OnRestore != nil {
+		f.opts.OnRestore()
+	}
+	return nil
+}
+
+func (f *FSM) restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	tmp := f.opts.Path + ".restore"
 	if err := writeFileSynced(tmp, rc); err != nil {

@@ -4,114 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/seqgen"
-	"github.com/syncstore/syncstore/shard"
 )
-
-// dedupeGCPerAppend bounds how many expired dedupe records one Append
-// removes. It is above one so expiry outpaces insertion.
-const dedupeGCPerAppend = 16
-
-func applyAppend(tx *bolt.Tx, nowMs int64, a *fsmpb.Append) (*AppendResult, error) {
-	if err := ValidateAppend(a); err != nil {
-		return nil, reject(err)
-	}
-	owned, err := readRanges(tx)
-	if err != nil {
-		return nil, err
-	}
-	if !owned.owns(a.GetTimeline()) {
-		return nil, reject(fmt.Errorf("%w: slot %d of %q is not in this group's ranges (map v%d)", ErrWrongGroup, shard.SlotOf(a.GetTimeline()), a.GetTimeline(), owned.mapVersion))
-	}
-	if err := gcDedupe(tx, nowMs-a.GetDedupeWindowMs()); err != nil {
-		return nil, err
-	}
-	tl := timelineKey(a.GetTimeline())
-	tlb := tx.Bucket(bucketTimelines)
-	var dk []byte
-	if a.GetIdempotencyKey() != "" {
-		dk = dedupeKey(tl, a.GetIdempotencyKey())
-		if v := tlb.Get(dk); v != nil {
-			var rec fsmpb.DedupeRecord
-			if err := proto.Unmarshal(v, &rec); err != nil {
-				return nil, fmt.Errorf("decode dedupe record: %w", err)
-			}
-			if nowMs-rec.GetTsMs() <= a.GetDedupeWindowMs() {
-				return &AppendResult{Seq: rec.GetSeq(), TsMs: rec.GetTsMs(), Deduplicated: true}, nil
-			}
-			// Expired but not yet collected: this is a new append; the old
-			// expiry key is left for gcDedupe, which checks the timestamp.
-		}
-	}
-
-	seq, ts, err := seqgen.Next(tlb, counterKey(tl), nowMs)
-	if err != nil {
-		return nil, err
-	}
-	v, err := proto.Marshal(&fsmpb.StoredEntry{
-		TsMs:           ts,
-		Payload:        a.GetPayload(),
-		IdempotencyKey: a.GetIdempotencyKey(),
-		Metadata:       a.GetMetadata(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encode entry: %w", err)
-	}
-	if err := tlb.Put(entryKey(tl, seq), v); err != nil {
-		return nil, err
-	}
-	if dk != nil {
-		rec, err := proto.Marshal(&fsmpb.DedupeRecord{Seq: seq, TsMs: ts})
-		if err != nil {
-			return nil, fmt.Errorf("encode dedupe record: %w", err)
-		}
-		if err := tlb.Put(dk, rec); err != nil {
-			return nil, err
-		}
-		if err := tx.Bucket(bucketDedupeExpiry).Put(expiryKey(ts, dk), nil); err != nil {
-			return nil, err
-		}
-	}
-	return &AppendResult{Seq: seq, TsMs: ts}, nil
-}
-
-// gcDedupe removes up to dedupeGCPerAppend dedupe records written before
-// cutoffMs. A record rewritten later (same key, newer timestamp) stays.
-func gcDedupe(tx *bolt.Tx, cutoffMs int64) error {
-	expiry := tx.Bucket(bucketDedupeExpiry)
-	dedupe := tx.Bucket(bucketTimelines)
-	var stale [][]byte
-	c := expiry.Cursor()
-	for k, _ := c.First(); k != nil && len(stale) < dedupeGCPerAppend; k, _ = c.Next() {
-		if int64(binary.BigEndian.Uint64(k[:8])) >= cutoffMs {
-			break
-		}
-		stale = append(stale, bytes.Clone(k))
-	}
-	for _, k := range stale {
-		ts, dk := int64(binary.BigEndian.Uint64(k[:8])), k[8:]
-		if v := dedupe.Get(dk); v != nil {
-			var rec fsmpb.DedupeRecord
-			if err := proto.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode dedupe record: %w", err)
-			}
-			if rec.GetTsMs() == ts {
-				if err := dedupe.Delete(dk); err != nil {
-					return err
-				}
-			}
-		}
-		if err := expiry.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // PullStatus says how a page relates to the timeline.
 type PullStatus int
@@ -153,6 +53,13 @@ type Entry struct {
 	Payload        []byte
 	IdempotencyKey string
 	Metadata       map[string]string
+	// Sender is set on conversation messages and their deliveries.
+	Sender string
+	// Conversation and ConversationSeq are set on an entry delivered from a
+	// conversation; Light when its payload was left out (read it there).
+	Conversation    string
+	ConversationSeq uint64
+	Light           bool
 }
 
 // PullResult is a page of a timeline.
@@ -185,9 +92,8 @@ func (f *FSM) Pull(timeline string, after uint64, limit, maxBytes int) (PullResu
 		res.Head = ctr.Head
 		prefix := entryPrefix(tl)
 		c := tlb.Cursor()
-		k, v := c.Seek(prefix)
-		if k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 {
-			res.Oldest = binary.BigEndian.Uint64(k[len(prefix):])
+		if res.Oldest, err = oldestKept(tlb, c, tl); err != nil {
+			return err
 		}
 		switch {
 		case after > res.Head:
@@ -201,7 +107,7 @@ func (f *FSM) Pull(timeline string, after uint64, limit, maxBytes int) (PullResu
 			return nil
 		}
 		size := 0
-		k, v = c.Seek(entryKey(tl, after+1))
+		k, v := c.Seek(entryKey(tl, after+1))
 		for ; k != nil && bytes.HasPrefix(k, prefix) && len(res.Entries) < limit; k, v = c.Next() {
 			e, err := decodeEntry(timeline, k[len(prefix):], v)
 			if err != nil {
@@ -221,6 +127,123 @@ func (f *FSM) Pull(timeline string, after uint64, limit, maxBytes int) (PullResu
 	})
 	if err != nil {
 		return PullResult{}, fmt.Errorf("fsm: pull %q: %w", timeline, err)
+	}
+	return res, nil
+}
+
+// oldestKept is the oldest seq a timeline keeps: its first entry's, or,
+// when retention dropped them all, the seq after the last dropped one (head
+// + 1); 0 for a timeline that never had entries.
+func oldestKept(tlb *bolt.Bucket, c *bolt.Cursor, tl []byte) (uint64, error) {
+	prefix := entryPrefix(tl)
+	if k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 {
+		return binary.BigEndian.Uint64(k[len(prefix):]), nil
+	}
+	info, err := readInfo(tlb, tl)
+	if err != nil {
+		return 0, err
+	}
+	return info.GetFloor(), nil
+}
+
+// HistoryStatus says how a History page relates to what is kept.
+type HistoryStatus int
+
+const (
+	// HistoryMore: older entries are kept; ask again before the page's first.
+	HistoryMore HistoryStatus = iota + 1
+	// HistoryEnd: the page reaches the oldest kept entry (it may be empty).
+	HistoryEnd
+	// HistoryReset: before is below the oldest kept seq (retention moved
+	// past it); start again from the newest.
+	HistoryReset
+)
+
+func (s HistoryStatus) String() string {
+	switch s {
+	case HistoryMore:
+		return "MORE"
+	case HistoryEnd:
+		return "END"
+	case HistoryReset:
+		return "RESET"
+	}
+	return fmt.Sprintf("HistoryStatus(%d)", int(s))
+}
+
+// HistoryResult is a page of a timeline read backwards. Entries are in seq
+// order: the newest up to limit of those below the asked seq.
+type HistoryResult struct {
+	Status  HistoryStatus
+	Entries []Entry
+	Head    uint64
+	Oldest  uint64
+}
+
+// History reads up to limit entries with seq < before (0: from the newest)
+// from the local state, newest first in the scan, returned in seq order. A
+// page stops early once its payloads reach maxBytes (0: no byte bound), but
+// holds at least one entry when any is kept below before.
+func (f *FSM) History(timeline string, before uint64, limit, maxBytes int) (HistoryResult, error) {
+	if err := ValidateTimelineID(timeline); err != nil {
+		return HistoryResult{}, err
+	}
+	if limit < 1 {
+		return HistoryResult{}, fmt.Errorf("%w: limit %d is below 1", ErrInvalidArgument, limit)
+	}
+	var res HistoryResult
+	err := f.view(func(tx *bolt.Tx) error {
+		tlb := tx.Bucket(bucketTimelines)
+		tl := timelineKey(timeline)
+		ctr, err := seqgen.Get(tlb, counterKey(tl))
+		if err != nil {
+			return err
+		}
+		res.Head = ctr.Head
+		c := tlb.Cursor()
+		if res.Oldest, err = oldestKept(tlb, c, tl); err != nil {
+			return err
+		}
+		if before == 0 || before > res.Head+1 {
+			before = res.Head + 1
+		}
+		switch {
+		case res.Oldest > 0 && before < res.Oldest:
+			res.Status = HistoryReset
+			return nil
+		case res.Oldest == 0 || before == res.Oldest:
+			res.Status = HistoryEnd // nothing kept below before
+			return nil
+		}
+		prefix := entryPrefix(tl)
+		size := 0
+		// Walk back from the last key below entry `before`.
+		k, v := c.Seek(entryKey(tl, before))
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(res.Entries) < limit; k, v = c.Prev() {
+			e, err := decodeEntry(timeline, k[len(prefix):], v)
+			if err != nil {
+				return err
+			}
+			size += len(e.Payload)
+			if maxBytes > 0 && size > maxBytes && len(res.Entries) > 0 {
+				break
+			}
+			res.Entries = append(res.Entries, e)
+		}
+		slices.Reverse(res.Entries)
+		res.Status = HistoryEnd
+		if n := len(res.Entries); n > 0 && res.Entries[0].Seq > res.Oldest {
+			res.Status = HistoryMore
+		}
+		return nil
+	})
+	if err != nil {
+		return HistoryResult{}, fmt.Errorf("fsm: history %q: %w", timeline, err)
 	}
 	return res, nil
 }
@@ -252,7 +275,11 @@ func decodeEntry(timeline string, seqBytes, v []byte) (Entry, error) {
 		Seq:            binary.BigEndian.Uint64(seqBytes),
 		TsMs:           se.GetTsMs(),
 		Payload:        se.GetPayload(),
-		IdempotencyKey: se.GetIdempotencyKey(),
-		Metadata:       se.GetMetadata(),
+		IdempotencyKey:  se.GetIdempotencyKey(),
+		Metadata:        se.GetMetadata(),
+		Sender:          se.GetSender(),
+		Conversation:    se.GetConversation(),
+		ConversationSeq: se.GetConversationSeq(),
+		Light:           se.GetLight(),
 	}, nil
 }

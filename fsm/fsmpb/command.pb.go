@@ -25,6 +25,53 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// TimelineClass decides which retention policy applies to a timeline.
+type TimelineClass int32
+
+const (
+	TimelineClass_TIMELINE_CLASS_USER         TimelineClass = 0
+	TimelineClass_TIMELINE_CLASS_CONVERSATION TimelineClass = 1
+)
+
+// Enum value maps for TimelineClass.
+var (
+	TimelineClass_name = map[int32]string{
+		0: "TIMELINE_CLASS_USER",
+		1: "TIMELINE_CLASS_CONVERSATION",
+	}
+	TimelineClass_value = map[string]int32{
+		"TIMELINE_CLASS_USER":         0,
+		"TIMELINE_CLASS_CONVERSATION": 1,
+	}
+)
+
+func (x TimelineClass) Enum() *TimelineClass {
+	p := new(TimelineClass)
+	*p = x
+	return p
+}
+
+func (x TimelineClass) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TimelineClass) Descriptor() protoreflect.EnumDescriptor {
+	return file_command_proto_enumTypes[0].Descriptor()
+}
+
+func (TimelineClass) Type() protoreflect.EnumType {
+	return &file_command_proto_enumTypes[0]
+}
+
+func (x TimelineClass) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TimelineClass.Descriptor instead.
+func (TimelineClass) EnumDescriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{0}
+}
+
 // Command is the one envelope every Raft log entry carries.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -42,6 +89,10 @@ type Command struct {
 	//	*Command_RegisterNode
 	//	*Command_SetShardMap
 	//	*Command_SetRanges
+	//	*Command_Send
+	//	*Command_Deliver
+	//	*Command_DeliveryDone
+	//	*Command_Trim
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -141,6 +192,42 @@ func (x *Command) GetSetRanges() *SetRanges {
 	return nil
 }
 
+func (x *Command) GetSend() *Send {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Send); ok {
+			return x.Send
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeliver() *Deliver {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Deliver); ok {
+			return x.Deliver
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeliveryDone() *DeliveryDone {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DeliveryDone); ok {
+			return x.DeliveryDone
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTrim() *Trim {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Trim); ok {
+			return x.Trim
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -161,6 +248,22 @@ type Command_SetRanges struct {
 	SetRanges *SetRanges `protobuf:"bytes,13,opt,name=set_ranges,json=setRanges,proto3,oneof"`
 }
 
+type Command_Send struct {
+	Send *Send `protobuf:"bytes,14,opt,name=send,proto3,oneof"`
+}
+
+type Command_Deliver struct {
+	Deliver *Deliver `protobuf:"bytes,15,opt,name=deliver,proto3,oneof"`
+}
+
+type Command_DeliveryDone struct {
+	DeliveryDone *DeliveryDone `protobuf:"bytes,16,opt,name=delivery_done,json=deliveryDone,proto3,oneof"`
+}
+
+type Command_Trim struct {
+	Trim *Trim `protobuf:"bytes,17,opt,name=trim,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -168,6 +271,417 @@ func (*Command_RegisterNode) isCommand_Op() {}
 func (*Command_SetShardMap) isCommand_Op() {}
 
 func (*Command_SetRanges) isCommand_Op() {}
+
+func (*Command_Send) isCommand_Op() {}
+
+func (*Command_Deliver) isCommand_Op() {}
+
+func (*Command_DeliveryDone) isCommand_Op() {}
+
+func (*Command_Trim) isCommand_Op() {}
+
+// Send appends a message to a conversation timeline and, in the same
+// transaction, records an outbox job: the delivery of a reference to the
+// message into every recipient's user timeline. The conversation group's
+// leader works the outbox off (Deliver to the recipients' groups, then
+// DeliveryDone); a new leader carries on after a failover.
+type Send struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Conversation string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Sender       string                 `protobuf:"bytes,2,opt,name=sender,proto3" json:"sender,omitempty"`
+	// The sender's own timeline is added (once) if it is not listed.
+	Recipients     []string          `protobuf:"bytes,3,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	Payload        []byte            `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
+	IdempotencyKey string            `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	Metadata       map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	DedupeWindowMs int64             `protobuf:"varint,7,opt,name=dedupe_window_ms,json=dedupeWindowMs,proto3" json:"dedupe_window_ms,omitempty"`
+	// Above this many recipients (sender included) the member timelines get a
+	// light entry: the conversation reference without the payload.
+	LightAbove    uint32 `protobuf:"varint,8,opt,name=light_above,json=lightAbove,proto3" json:"light_above,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Send) Reset() {
+	*x = Send{}
+	mi := &file_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Send) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Send) ProtoMessage() {}
+
+func (x *Send) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Send.ProtoReflect.Descriptor instead.
+func (*Send) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Send) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *Send) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *Send) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+func (x *Send) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *Send) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *Send) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Send) GetDedupeWindowMs() int64 {
+	if x != nil {
+		return x.DedupeWindowMs
+	}
+	return 0
+}
+
+func (x *Send) GetLightAbove() uint32 {
+	if x != nil {
+		return x.LightAbove
+	}
+	return 0
+}
+
+// Deliver appends conversation messages to user timelines of this group.
+// An item whose conversation seq is at or below what the timeline already
+// received from that conversation is skipped, so re-delivery after a
+// failover writes nothing twice (deliveries of one conversation are made in
+// conversation order).
+type Deliver struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*DeliveryItem        `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deliver) Reset() {
+	*x = Deliver{}
+	mi := &file_command_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deliver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deliver) ProtoMessage() {}
+
+func (x *Deliver) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deliver.ProtoReflect.Descriptor instead.
+func (*Deliver) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Deliver) GetItems() []*DeliveryItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type DeliveryItem struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Timeline        string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	Conversation    string                 `protobuf:"bytes,2,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ConversationSeq uint64                 `protobuf:"varint,3,opt,name=conversation_seq,json=conversationSeq,proto3" json:"conversation_seq,omitempty"`
+	Sender          string                 `protobuf:"bytes,4,opt,name=sender,proto3" json:"sender,omitempty"`
+	Payload         []byte                 `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
+	// light: payload left out on purpose (read it from the conversation).
+	Light         bool              `protobuf:"varint,6,opt,name=light,proto3" json:"light,omitempty"`
+	Metadata      map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliveryItem) Reset() {
+	*x = DeliveryItem{}
+	mi := &file_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryItem) ProtoMessage() {}
+
+func (x *DeliveryItem) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryItem.ProtoReflect.Descriptor instead.
+func (*DeliveryItem) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeliveryItem) GetTimeline() string {
+	if x != nil {
+		return x.Timeline
+	}
+	return ""
+}
+
+func (x *DeliveryItem) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *DeliveryItem) GetConversationSeq() uint64 {
+	if x != nil {
+		return x.ConversationSeq
+	}
+	return 0
+}
+
+func (x *DeliveryItem) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *DeliveryItem) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *DeliveryItem) GetLight() bool {
+	if x != nil {
+		return x.Light
+	}
+	return false
+}
+
+func (x *DeliveryItem) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// DeliveryDone removes an outbox job once every recipient has the message.
+type DeliveryDone struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Conversation    string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ConversationSeq uint64                 `protobuf:"varint,2,opt,name=conversation_seq,json=conversationSeq,proto3" json:"conversation_seq,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DeliveryDone) Reset() {
+	*x = DeliveryDone{}
+	mi := &file_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryDone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryDone) ProtoMessage() {}
+
+func (x *DeliveryDone) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryDone.ProtoReflect.Descriptor instead.
+func (*DeliveryDone) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeliveryDone) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *DeliveryDone) GetConversationSeq() uint64 {
+	if x != nil {
+		return x.ConversationSeq
+	}
+	return 0
+}
+
+// Trim drops entries below a cutoff the proposing leader computed from the
+// retention policy. The seq counter is untouched: seqs never restart.
+type Trim struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*TrimItem            `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Trim) Reset() {
+	*x = Trim{}
+	mi := &file_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Trim) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Trim) ProtoMessage() {}
+
+func (x *Trim) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Trim.ProtoReflect.Descriptor instead.
+func (*Trim) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Trim) GetItems() []*TrimItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type TrimItem struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Timeline string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	// Entries with seq < keep_from are dropped (at most MaxTrimPerItem per
+	// command; the leader proposes again for the rest).
+	KeepFrom      uint64 `protobuf:"varint,2,opt,name=keep_from,json=keepFrom,proto3" json:"keep_from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TrimItem) Reset() {
+	*x = TrimItem{}
+	mi := &file_command_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrimItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrimItem) ProtoMessage() {}
+
+func (x *TrimItem) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrimItem.ProtoReflect.Descriptor instead.
+func (*TrimItem) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TrimItem) GetTimeline() string {
+	if x != nil {
+		return x.Timeline
+	}
+	return ""
+}
+
+func (x *TrimItem) GetKeepFrom() uint64 {
+	if x != nil {
+		return x.KeepFrom
+	}
+	return 0
+}
 
 // Append adds one entry to a timeline.
 type Append struct {
@@ -185,7 +699,7 @@ type Append struct {
 
 func (x *Append) Reset() {
 	*x = Append{}
-	mi := &file_command_proto_msgTypes[1]
+	mi := &file_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +711,7 @@ func (x *Append) String() string {
 func (*Append) ProtoMessage() {}
 
 func (x *Append) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[1]
+	mi := &file_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +724,7 @@ func (x *Append) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Append.ProtoReflect.Descriptor instead.
 func (*Append) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{1}
+	return file_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Append) GetTimeline() string {
@@ -262,7 +776,7 @@ type RegisterNode struct {
 
 func (x *RegisterNode) Reset() {
 	*x = RegisterNode{}
-	mi := &file_command_proto_msgTypes[2]
+	mi := &file_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -274,7 +788,7 @@ func (x *RegisterNode) String() string {
 func (*RegisterNode) ProtoMessage() {}
 
 func (x *RegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[2]
+	mi := &file_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -287,7 +801,7 @@ func (x *RegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNode.ProtoReflect.Descriptor instead.
 func (*RegisterNode) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{2}
+	return file_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegisterNode) GetNodeId() string {
@@ -331,7 +845,7 @@ type SetShardMap struct {
 
 func (x *SetShardMap) Reset() {
 	*x = SetShardMap{}
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -343,7 +857,7 @@ func (x *SetShardMap) String() string {
 func (*SetShardMap) ProtoMessage() {}
 
 func (x *SetShardMap) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -356,7 +870,7 @@ func (x *SetShardMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetShardMap.ProtoReflect.Descriptor instead.
 func (*SetShardMap) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{3}
+	return file_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetShardMap) GetExpectedVersion() uint64 {
@@ -386,7 +900,7 @@ type SetRanges struct {
 
 func (x *SetRanges) Reset() {
 	*x = SetRanges{}
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +912,7 @@ func (x *SetRanges) String() string {
 func (*SetRanges) ProtoMessage() {}
 
 func (x *SetRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +925,7 @@ func (x *SetRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRanges.ProtoReflect.Descriptor instead.
 func (*SetRanges) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{4}
+	return file_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetRanges) GetMapVersion() uint64 {
@@ -438,7 +952,7 @@ type ShardMap struct {
 
 func (x *ShardMap) Reset() {
 	*x = ShardMap{}
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +964,7 @@ func (x *ShardMap) String() string {
 func (*ShardMap) ProtoMessage() {}
 
 func (x *ShardMap) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +977,7 @@ func (x *ShardMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMap.ProtoReflect.Descriptor instead.
 func (*ShardMap) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{5}
+	return file_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ShardMap) GetVersion() uint64 {
@@ -494,7 +1008,7 @@ type ShardGroup struct {
 
 func (x *ShardGroup) Reset() {
 	*x = ShardGroup{}
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +1020,7 @@ func (x *ShardGroup) String() string {
 func (*ShardGroup) ProtoMessage() {}
 
 func (x *ShardGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +1033,7 @@ func (x *ShardGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGroup.ProtoReflect.Descriptor instead.
 func (*ShardGroup) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{6}
+	return file_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ShardGroup) GetId() uint64 {
@@ -560,7 +1074,7 @@ type SlotRange struct {
 
 func (x *SlotRange) Reset() {
 	*x = SlotRange{}
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +1086,7 @@ func (x *SlotRange) String() string {
 func (*SlotRange) ProtoMessage() {}
 
 func (x *SlotRange) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +1099,7 @@ func (x *SlotRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
 func (*SlotRange) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{7}
+	return file_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SlotRange) GetStart() uint32 {
@@ -609,13 +1123,19 @@ type StoredEntry struct {
 	Payload        []byte                 `protobuf:"bytes,2,opt,name=payload,proto3" json:"payload,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	Metadata       map[string]string      `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set on conversation messages and on their deliveries to user timelines.
+	Sender string `protobuf:"bytes,5,opt,name=sender,proto3" json:"sender,omitempty"`
+	// Set on an entry delivered from a conversation.
+	Conversation    string `protobuf:"bytes,6,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ConversationSeq uint64 `protobuf:"varint,7,opt,name=conversation_seq,json=conversationSeq,proto3" json:"conversation_seq,omitempty"`
+	Light           bool   `protobuf:"varint,8,opt,name=light,proto3" json:"light,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StoredEntry) Reset() {
 	*x = StoredEntry{}
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +1147,7 @@ func (x *StoredEntry) String() string {
 func (*StoredEntry) ProtoMessage() {}
 
 func (x *StoredEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +1160,7 @@ func (x *StoredEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEntry.ProtoReflect.Descriptor instead.
 func (*StoredEntry) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{8}
+	return file_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StoredEntry) GetTsMs() int64 {
@@ -671,6 +1191,165 @@ func (x *StoredEntry) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *StoredEntry) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *StoredEntry) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *StoredEntry) GetConversationSeq() uint64 {
+	if x != nil {
+		return x.ConversationSeq
+	}
+	return 0
+}
+
+func (x *StoredEntry) GetLight() bool {
+	if x != nil {
+		return x.Light
+	}
+	return false
+}
+
+// TimelineInfo is kept per timeline next to its counter.
+type TimelineInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Class TimelineClass          `protobuf:"varint,1,opt,name=class,proto3,enum=syncstore.fsm.v1.TimelineClass" json:"class,omitempty"`
+	// The oldest seq kept (entries below were trimmed); 0: never trimmed.
+	Floor         uint64 `protobuf:"varint,2,opt,name=floor,proto3" json:"floor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimelineInfo) Reset() {
+	*x = TimelineInfo{}
+	mi := &file_command_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimelineInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimelineInfo) ProtoMessage() {}
+
+func (x *TimelineInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimelineInfo.ProtoReflect.Descriptor instead.
+func (*TimelineInfo) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TimelineInfo) GetClass() TimelineClass {
+	if x != nil {
+		return x.Class
+	}
+	return TimelineClass_TIMELINE_CLASS_USER
+}
+
+func (x *TimelineInfo) GetFloor() uint64 {
+	if x != nil {
+		return x.Floor
+	}
+	return 0
+}
+
+// OutboxJob is a message of a conversation still to be delivered.
+type OutboxJob struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Conversation    string                 `protobuf:"bytes,1,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ConversationSeq uint64                 `protobuf:"varint,2,opt,name=conversation_seq,json=conversationSeq,proto3" json:"conversation_seq,omitempty"`
+	Sender          string                 `protobuf:"bytes,3,opt,name=sender,proto3" json:"sender,omitempty"`
+	Recipients      []string               `protobuf:"bytes,4,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	Light           bool                   `protobuf:"varint,5,opt,name=light,proto3" json:"light,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *OutboxJob) Reset() {
+	*x = OutboxJob{}
+	mi := &file_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxJob) ProtoMessage() {}
+
+func (x *OutboxJob) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxJob.ProtoReflect.Descriptor instead.
+func (*OutboxJob) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *OutboxJob) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *OutboxJob) GetConversationSeq() uint64 {
+	if x != nil {
+		return x.ConversationSeq
+	}
+	return 0
+}
+
+func (x *OutboxJob) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *OutboxJob) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+func (x *OutboxJob) GetLight() bool {
+	if x != nil {
+		return x.Light
+	}
+	return false
+}
+
 // DedupeRecord is what an idempotency key maps to.
 type DedupeRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -682,7 +1361,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -694,7 +1373,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -707,7 +1386,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{9}
+	return file_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DedupeRecord) GetSeq() uint64 {
@@ -737,7 +1416,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +1428,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +1441,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{10}
+	return file_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NodeRecord) GetNodeId() string {
@@ -797,7 +1476,7 @@ var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xe8\x02\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xc2\x04\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -807,8 +1486,48 @@ const file_command_proto_rawDesc = "" +
 	"\rregister_node\x18\v \x01(\v2\x1e.syncstore.fsm.v1.RegisterNodeH\x00R\fregisterNode\x12C\n" +
 	"\rset_shard_map\x18\f \x01(\v2\x1d.syncstore.fsm.v1.SetShardMapH\x00R\vsetShardMap\x12<\n" +
 	"\n" +
-	"set_ranges\x18\r \x01(\v2\x1b.syncstore.fsm.v1.SetRangesH\x00R\tsetRangesB\x04\n" +
-	"\x02op\"\x92\x02\n" +
+	"set_ranges\x18\r \x01(\v2\x1b.syncstore.fsm.v1.SetRangesH\x00R\tsetRanges\x12,\n" +
+	"\x04send\x18\x0e \x01(\v2\x16.syncstore.fsm.v1.SendH\x00R\x04send\x125\n" +
+	"\adeliver\x18\x0f \x01(\v2\x19.syncstore.fsm.v1.DeliverH\x00R\adeliver\x12E\n" +
+	"\rdelivery_done\x18\x10 \x01(\v2\x1e.syncstore.fsm.v1.DeliveryDoneH\x00R\fdeliveryDone\x12,\n" +
+	"\x04trim\x18\x11 \x01(\v2\x16.syncstore.fsm.v1.TrimH\x00R\x04trimB\x04\n" +
+	"\x02op\"\xef\x02\n" +
+	"\x04Send\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x03 \x03(\tR\n" +
+	"recipients\x12\x18\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\x12'\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12@\n" +
+	"\bmetadata\x18\x06 \x03(\v2$.syncstore.fsm.v1.Send.MetadataEntryR\bmetadata\x12(\n" +
+	"\x10dedupe_window_ms\x18\a \x01(\x03R\x0ededupeWindowMs\x12\x1f\n" +
+	"\vlight_above\x18\b \x01(\rR\n" +
+	"lightAbove\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
+	"\aDeliver\x124\n" +
+	"\x05items\x18\x01 \x03(\v2\x1e.syncstore.fsm.v1.DeliveryItemR\x05items\"\xc8\x02\n" +
+	"\fDeliveryItem\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\"\n" +
+	"\fconversation\x18\x02 \x01(\tR\fconversation\x12)\n" +
+	"\x10conversation_seq\x18\x03 \x01(\x04R\x0fconversationSeq\x12\x16\n" +
+	"\x06sender\x18\x04 \x01(\tR\x06sender\x12\x18\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\x12\x14\n" +
+	"\x05light\x18\x06 \x01(\bR\x05light\x12H\n" +
+	"\bmetadata\x18\a \x03(\v2,.syncstore.fsm.v1.DeliveryItem.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
+	"\fDeliveryDone\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12)\n" +
+	"\x10conversation_seq\x18\x02 \x01(\x04R\x0fconversationSeq\"8\n" +
+	"\x04Trim\x120\n" +
+	"\x05items\x18\x01 \x03(\v2\x1a.syncstore.fsm.v1.TrimItemR\x05items\"C\n" +
+	"\bTrimItem\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x1b\n" +
+	"\tkeep_from\x18\x02 \x01(\x04R\bkeepFrom\"\x92\x02\n" +
 	"\x06Append\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12'\n" +
@@ -842,15 +1561,30 @@ const file_command_proto_rawDesc = "" +
 	"\acreator\x18\x04 \x01(\tR\acreator\"3\n" +
 	"\tSlotRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\rR\x03end\"\xeb\x01\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\"\xe8\x02\n" +
 	"\vStoredEntry\x12\x13\n" +
 	"\x05ts_ms\x18\x01 \x01(\x03R\x04tsMs\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12'\n" +
 	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12G\n" +
-	"\bmetadata\x18\x04 \x03(\v2+.syncstore.fsm.v1.StoredEntry.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x04 \x03(\v2+.syncstore.fsm.v1.StoredEntry.MetadataEntryR\bmetadata\x12\x16\n" +
+	"\x06sender\x18\x05 \x01(\tR\x06sender\x12\"\n" +
+	"\fconversation\x18\x06 \x01(\tR\fconversation\x12)\n" +
+	"\x10conversation_seq\x18\a \x01(\x04R\x0fconversationSeq\x12\x14\n" +
+	"\x05light\x18\b \x01(\bR\x05light\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"5\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
+	"\fTimelineInfo\x125\n" +
+	"\x05class\x18\x01 \x01(\x0e2\x1f.syncstore.fsm.v1.TimelineClassR\x05class\x12\x14\n" +
+	"\x05floor\x18\x02 \x01(\x04R\x05floor\"\xa8\x01\n" +
+	"\tOutboxJob\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12)\n" +
+	"\x10conversation_seq\x18\x02 \x01(\x04R\x0fconversationSeq\x12\x16\n" +
+	"\x06sender\x18\x03 \x01(\tR\x06sender\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x04 \x03(\tR\n" +
+	"recipients\x12\x14\n" +
+	"\x05light\x18\x05 \x01(\bR\x05light\"5\n" +
 	"\fDedupeRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x13\n" +
 	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\"\x80\x01\n" +
@@ -860,7 +1594,10 @@ const file_command_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddrB*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
+	"gossipAddr*I\n" +
+	"\rTimelineClass\x12\x17\n" +
+	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
+	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
 
 var (
 	file_command_proto_rawDescOnce sync.Once
@@ -874,38 +1611,59 @@ func file_command_proto_rawDescGZIP() []byte {
 	return file_command_proto_rawDescData
 }
 
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_command_proto_goTypes = []any{
-	(*Command)(nil),      // 0: syncstore.fsm.v1.Command
-	(*Append)(nil),       // 1: syncstore.fsm.v1.Append
-	(*RegisterNode)(nil), // 2: syncstore.fsm.v1.RegisterNode
-	(*SetShardMap)(nil),  // 3: syncstore.fsm.v1.SetShardMap
-	(*SetRanges)(nil),    // 4: syncstore.fsm.v1.SetRanges
-	(*ShardMap)(nil),     // 5: syncstore.fsm.v1.ShardMap
-	(*ShardGroup)(nil),   // 6: syncstore.fsm.v1.ShardGroup
-	(*SlotRange)(nil),    // 7: syncstore.fsm.v1.SlotRange
-	(*StoredEntry)(nil),  // 8: syncstore.fsm.v1.StoredEntry
-	(*DedupeRecord)(nil), // 9: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),   // 10: syncstore.fsm.v1.NodeRecord
-	nil,                  // 11: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                  // 12: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	(TimelineClass)(0),   // 0: syncstore.fsm.v1.TimelineClass
+	(*Command)(nil),      // 1: syncstore.fsm.v1.Command
+	(*Send)(nil),         // 2: syncstore.fsm.v1.Send
+	(*Deliver)(nil),      // 3: syncstore.fsm.v1.Deliver
+	(*DeliveryItem)(nil), // 4: syncstore.fsm.v1.DeliveryItem
+	(*DeliveryDone)(nil), // 5: syncstore.fsm.v1.DeliveryDone
+	(*Trim)(nil),         // 6: syncstore.fsm.v1.Trim
+	(*TrimItem)(nil),     // 7: syncstore.fsm.v1.TrimItem
+	(*Append)(nil),       // 8: syncstore.fsm.v1.Append
+	(*RegisterNode)(nil), // 9: syncstore.fsm.v1.RegisterNode
+	(*SetShardMap)(nil),  // 10: syncstore.fsm.v1.SetShardMap
+	(*SetRanges)(nil),    // 11: syncstore.fsm.v1.SetRanges
+	(*ShardMap)(nil),     // 12: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),   // 13: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),    // 14: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),  // 15: syncstore.fsm.v1.StoredEntry
+	(*TimelineInfo)(nil), // 16: syncstore.fsm.v1.TimelineInfo
+	(*OutboxJob)(nil),    // 17: syncstore.fsm.v1.OutboxJob
+	(*DedupeRecord)(nil), // 18: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),   // 19: syncstore.fsm.v1.NodeRecord
+	nil,                  // 20: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                  // 21: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                  // 22: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                  // 23: syncstore.fsm.v1.StoredEntry.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
-	1,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
-	2,  // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
-	3,  // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
-	4,  // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
-	11, // 4: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	5,  // 5: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	7,  // 6: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	6,  // 7: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	7,  // 8: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	12, // 9: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
+	9,  // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
+	10, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
+	11, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	2,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
+	3,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
+	5,  // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
+	6,  // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
+	20, // 8: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	4,  // 9: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	21, // 10: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	7,  // 11: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	22, // 12: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	12, // 13: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	14, // 14: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	13, // 15: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	14, // 16: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	23, // 17: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 18: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -918,19 +1676,24 @@ func file_command_proto_init() {
 		(*Command_RegisterNode)(nil),
 		(*Command_SetShardMap)(nil),
 		(*Command_SetRanges)(nil),
+		(*Command_Send)(nil),
+		(*Command_Deliver)(nil),
+		(*Command_DeliveryDone)(nil),
+		(*Command_Trim)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      1,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
 		GoTypes:           file_command_proto_goTypes,
 		DependencyIndexes: file_command_proto_depIdxs,
+		EnumInfos:         file_command_proto_enumTypes,
 		MessageInfos:      file_command_proto_msgTypes,
 	}.Build()
 	File_command_proto = out.File

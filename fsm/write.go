@@ -1,0 +1,186 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/seqgen"
+	"github.com/syncstore/syncstore/shard"
+)
+
+// dedupeGCPerAppend bounds how many expired dedupe records one Append
+// removes. It is above one so expiry outpaces insertion.
+const dedupeGCPerAppend = 16
+
+// Changes is what one applied batch changed, handed to Options.OnApply
+// after the batch's transaction committed (push notifications, outbox).
+type Changes struct {
+	// Heads maps every timeline that got entries to its new head.
+	Heads map[string]uint64
+	// Outbox: a Send added a delivery job.
+	Outbox bool
+}
+
+func (c *Changes) headMoved(timeline string, head uint64) {
+	if c.Heads == nil {
+		c.Heads = map[string]uint64{}
+	}
+	c.Heads[timeline] = head
+}
+
+func applyAppend(tx *bolt.Tx, ch *Changes, nowMs int64, a *fsmpb.Append) (*AppendResult, error) {
+	if err := ValidateAppend(a); err != nil {
+		return nil, reject(err)
+	}
+	if err := checkOwned(tx, a.GetTimeline()); err != nil {
+		return nil, err
+	}
+	if err := gcDedupe(tx, nowMs-a.GetDedupeWindowMs()); err != nil {
+		return nil, err
+	}
+	tl := timelineKey(a.GetTimeline())
+	dk, dup, err := lookupDedupe(tx, tl, a.GetIdempotencyKey(), nowMs, a.GetDedupeWindowMs())
+	if err != nil || dup != nil {
+		return dup, err
+	}
+	seq, ts, err := appendEntry(tx, ch, a.GetTimeline(), nowMs, &fsmpb.StoredEntry{
+		Payload:        a.GetPayload(),
+		IdempotencyKey: a.GetIdempotencyKey(),
+		Metadata:       a.GetMetadata(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := recordDedupe(tx, dk, seq, ts); err != nil {
+		return nil, err
+	}
+	return &AppendResult{Seq: seq, TsMs: ts}, nil
+}
+
+// checkOwned rejects a timeline outside the group's slot ranges.
+func checkOwned(tx *bolt.Tx, timeline string) error {
+	owned, err := readRanges(tx)
+	if err != nil {
+		return err
+	}
+	if !owned.owns(timeline) {
+		return reject(fmt.Errorf("%w: slot %d of %q is not in this group's ranges (map v%d)", ErrWrongGroup, shard.SlotOf(timeline), timeline, owned.mapVersion))
+	}
+	return nil
+}
+
+// appendEntry allocates the timeline's next seq and stores se under it.
+func appendEntry(tx *bolt.Tx, ch *Changes, timeline string, nowMs int64, se *fsmpb.StoredEntry) (seq uint64, tsMs int64, err error) {
+	tl := timelineKey(timeline)
+	tlb := tx.Bucket(bucketTimelines)
+	seq, ts, err := seqgen.Next(tlb, counterKey(tl), nowMs)
+	if err != nil {
+		return 0, 0, err
+	}
+	se.TsMs = ts
+	v, err := proto.Marshal(se)
+	if err != nil {
+		return 0, 0, fmt.Errorf("encode entry: %w", err)
+	}
+	if err := tlb.Put(entryKey(tl, seq), v); err != nil {
+		return 0, 0, err
+	}
+	ch.headMoved(timeline, seq)
+	return seq, ts, nil
+}
+
+// lookupDedupe finds an idempotency key applied within the window. dk is
+// the record's key (nil without an idempotency key); dup is the original
+// result when the key was applied already.
+func lookupDedupe(tx *bolt.Tx, tl []byte, key string, nowMs, windowMs int64) (dk []byte, dup *AppendResult, err error) {
+	if key == "" {
+		return nil, nil, nil
+	}
+	dk = dedupeKey(tl, key)
+	v := tx.Bucket(bucketTimelines).Get(dk)
+	if v == nil {
+		return dk, nil, nil
+	}
+	var rec fsmpb.DedupeRecord
+	if err := proto.Unmarshal(v, &rec); err != nil {
+		return nil, nil, fmt.Errorf("decode dedupe record: %w", err)
+	}
+	if nowMs-rec.GetTsMs() <= windowMs {
+		return dk, &AppendResult{Seq: rec.GetSeq(), TsMs: rec.GetTsMs(), Deduplicated: true}, nil
+	}
+	// Expired but not yet collected: this is a new append; the old expiry
+	// key is left for gcDedupe, which checks the timestamp.
+	return dk, nil, nil
+}
+
+// recordDedupe remembers that the key at dk produced seq (no-op for nil dk).
+func recordDedupe(tx *bolt.Tx, dk []byte, seq uint64, tsMs int64) error {
+	if dk == nil {
+		return nil
+	}
+	rec, err := proto.Marshal(&fsmpb.DedupeRecord{Seq: seq, TsMs: tsMs})
+	if err != nil {
+		return fmt.Errorf("encode dedupe record: %w", err)
+	}
+	if err := tx.Bucket(bucketTimelines).Put(dk, rec); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketDedupeExpiry).Put(expiryKey(tsMs, dk), nil)
+}
+
+// gcDedupe removes up to dedupeGCPerAppend dedupe records written before
+// cutoffMs. A record rewritten later (same key, newer timestamp) stays.
+func gcDedupe(tx *bolt.Tx, cutoffMs int64) error {
+	expiry := tx.Bucket(bucketDedupeExpiry)
+	dedupe := tx.Bucket(bucketTimelines)
+	var stale [][]byte
+	c := expiry.Cursor()
+	for k, _ := c.First(); k != nil && len(stale) < dedupeGCPerAppend; k, _ = c.Next() {
+		if int64(binary.BigEndian.Uint64(k[:8])) >= cutoffMs {
+			break
+		}
+		stale = append(stale, bytes.Clone(k))
+	}
+	for _, k := range stale {
+		ts, dk := int64(binary.BigEndian.Uint64(k[:8])), k[8:]
+		if v := dedupe.Get(dk); v != nil {
+			var rec fsmpb.DedupeRecord
+			if err := proto.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("decode dedupe record: %w", err)
+			}
+			if rec.GetTsMs() == ts {
+				if err := dedupe.Delete(dk); err != nil {
+					return err
+				}
+			}
+		}
+		if err := expiry.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readInfo returns a timeline's info (zero: a user timeline never trimmed).
+func readInfo(tlb *bolt.Bucket, tl []byte) (*fsmpb.TimelineInfo, error) {
+	info := &fsmpb.TimelineInfo{}
+	if v := tlb.Get(infoKey(tl)); v != nil {
+		if err := proto.Unmarshal(v, info); err != nil {
+			return nil, fmt.Errorf("decode timeline info: %w", err)
+		}
+	}
+	return info, nil
+}
+
+func writeInfo(tlb *bolt.Bucket, tl []byte, info *fsmpb.TimelineInfo) error {
+	v, err := proto.Marshal(info)
+	if err != nil {
+		return fmt.Errorf("encode timeline info: %w", err)
+	}
+	return tlb.Put(infoKey(tl), v)
+}
