@@ -271,10 +271,10 @@ func decodeEntry(timeline string, seqBytes, v []byte) (Entry, error) {
 		return Entry{}, fmt.Errorf("decode entry: %w", err)
 	}
 	return Entry{
-		Timeline:       timeline,
-		Seq:            binary.BigEndian.Uint64(seqBytes),
-		TsMs:           se.GetTsMs(),
-		Payload:        se.GetPayload(),
+		Timeline:        timeline,
+		Seq:             binary.BigEndian.Uint64(seqBytes),
+		TsMs:            se.GetTsMs(),
+		Payload:         se.GetPayload(),
 		IdempotencyKey:  se.GetIdempotencyKey(),
 		Metadata:        se.GetMetadata(),
 		Sender:          se.GetSender(),
