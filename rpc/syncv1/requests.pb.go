@@ -276,6 +276,427 @@ func (x *HeadRequest) GetConsistency() Consistency {
 	return Consistency_CONSISTENCY_LINEARIZABLE
 }
 
+type SendRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The conversation timeline; it keeps the full history.
+	Conversation *string `protobuf:"bytes,1,opt,name=conversation" json:"conversation,omitempty"`
+	// The sender's user timeline; it gets the message too, so the sender's
+	// other devices sync.
+	Sender *string `protobuf:"bytes,2,opt,name=sender" json:"sender,omitempty"`
+	// Members' user timelines (repeats are ignored).
+	Recipients []string `protobuf:"bytes,3,rep,name=recipients" json:"recipients,omitempty"`
+	Payload    []byte   `protobuf:"bytes,4,opt,name=payload" json:"payload,omitempty"`
+	// Optional, but without one a retried Send may post the message twice.
+	IdempotencyKey *string           `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey" json:"idempotency_key,omitempty"`
+	Metadata       map[string]string `protobuf:"bytes,6,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SendRequest) Reset() {
+	*x = SendRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendRequest) ProtoMessage() {}
+
+func (x *SendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
+func (*SendRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SendRequest) GetConversation() string {
+	if x != nil && x.Conversation != nil {
+		return *x.Conversation
+	}
+	return ""
+}
+
+func (x *SendRequest) GetSender() string {
+	if x != nil && x.Sender != nil {
+		return *x.Sender
+	}
+	return ""
+}
+
+func (x *SendRequest) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+func (x *SendRequest) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SendRequest) GetIdempotencyKey() string {
+	if x != nil && x.IdempotencyKey != nil {
+		return *x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *SendRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+type HistoryRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Timeline *string                `protobuf:"bytes,1,opt,name=timeline" json:"timeline,omitempty"`
+	// Entries with seq < before_seq; 0: from the newest.
+	BeforeSeq *uint64 `protobuf:"varint,2,opt,name=before_seq,json=beforeSeq" json:"before_seq,omitempty"`
+	// 1 .. the server's maximum page size (1000 by default).
+	Limit         *uint32      `protobuf:"varint,3,opt,name=limit" json:"limit,omitempty"`
+	Consistency   *Consistency `protobuf:"varint,4,opt,name=consistency,enum=syncstore.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HistoryRequest) GetTimeline() string {
+	if x != nil && x.Timeline != nil {
+		return *x.Timeline
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetBeforeSeq() uint64 {
+	if x != nil && x.BeforeSeq != nil {
+		return *x.BeforeSeq
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetLimit() uint32 {
+	if x != nil && x.Limit != nil {
+		return *x.Limit
+	}
+	return 0
+}
+
+func (x *HistoryRequest) GetConsistency() Consistency {
+	if x != nil && x.Consistency != nil {
+		return *x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+// SubscribeRequest changes what an open Subscribe stream follows. The
+// first message may set notify_only for the whole stream.
+type SubscribeRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Add    []*SubscribeFrom       `protobuf:"bytes,1,rep,name=add" json:"add,omitempty"`
+	Remove []string               `protobuf:"bytes,2,rep,name=remove" json:"remove,omitempty"`
+	// Stream notifications (timeline, new head) instead of entries.
+	NotifyOnly    *bool `protobuf:"varint,3,opt,name=notify_only,json=notifyOnly" json:"notify_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeRequest) Reset() {
+	*x = SubscribeRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeRequest) ProtoMessage() {}
+
+func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SubscribeRequest) GetAdd() []*SubscribeFrom {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetNotifyOnly() bool {
+	if x != nil && x.NotifyOnly != nil {
+		return *x.NotifyOnly
+	}
+	return false
+}
+
+type SubscribeFrom struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Timeline *string                `protobuf:"bytes,1,opt,name=timeline" json:"timeline,omitempty"`
+	// The last seq the subscriber holds; the stream starts after it.
+	AfterSeq      *uint64 `protobuf:"varint,2,opt,name=after_seq,json=afterSeq" json:"after_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeFrom) Reset() {
+	*x = SubscribeFrom{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeFrom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeFrom) ProtoMessage() {}
+
+func (x *SubscribeFrom) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeFrom.ProtoReflect.Descriptor instead.
+func (*SubscribeFrom) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SubscribeFrom) GetTimeline() string {
+	if x != nil && x.Timeline != nil {
+		return *x.Timeline
+	}
+	return ""
+}
+
+func (x *SubscribeFrom) GetAfterSeq() uint64 {
+	if x != nil && x.AfterSeq != nil {
+		return *x.AfterSeq
+	}
+	return 0
+}
+
+// DeliverRequest carries a conversation's messages to user timelines of one
+// group (node to node, from the conversation group's leader).
+type DeliverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       *uint64                `protobuf:"varint,1,opt,name=group_id,json=groupId" json:"group_id,omitempty"`
+	Items         []*DeliveryItem        `protobuf:"bytes,2,rep,name=items" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverRequest) Reset() {
+	*x = DeliverRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverRequest) ProtoMessage() {}
+
+func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
+func (*DeliverRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DeliverRequest) GetGroupId() uint64 {
+	if x != nil && x.GroupId != nil {
+		return *x.GroupId
+	}
+	return 0
+}
+
+func (x *DeliverRequest) GetItems() []*DeliveryItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type DeliveryItem struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Timeline        *string                `protobuf:"bytes,1,opt,name=timeline" json:"timeline,omitempty"`
+	Conversation    *string                `protobuf:"bytes,2,opt,name=conversation" json:"conversation,omitempty"`
+	ConversationSeq *uint64                `protobuf:"varint,3,opt,name=conversation_seq,json=conversationSeq" json:"conversation_seq,omitempty"`
+	Sender          *string                `protobuf:"bytes,4,opt,name=sender" json:"sender,omitempty"`
+	Payload         []byte                 `protobuf:"bytes,5,opt,name=payload" json:"payload,omitempty"`
+	Light           *bool                  `protobuf:"varint,6,opt,name=light" json:"light,omitempty"`
+	Metadata        map[string]string      `protobuf:"bytes,7,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *DeliveryItem) Reset() {
+	*x = DeliveryItem{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryItem) ProtoMessage() {}
+
+func (x *DeliveryItem) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryItem.ProtoReflect.Descriptor instead.
+func (*DeliveryItem) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DeliveryItem) GetTimeline() string {
+	if x != nil && x.Timeline != nil {
+		return *x.Timeline
+	}
+	return ""
+}
+
+func (x *DeliveryItem) GetConversation() string {
+	if x != nil && x.Conversation != nil {
+		return *x.Conversation
+	}
+	return ""
+}
+
+func (x *DeliveryItem) GetConversationSeq() uint64 {
+	if x != nil && x.ConversationSeq != nil {
+		return *x.ConversationSeq
+	}
+	return 0
+}
+
+func (x *DeliveryItem) GetSender() string {
+	if x != nil && x.Sender != nil {
+		return *x.Sender
+	}
+	return ""
+}
+
+func (x *DeliveryItem) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *DeliveryItem) GetLight() bool {
+	if x != nil && x.Light != nil {
+		return *x.Light
+	}
+	return false
+}
+
+func (x *DeliveryItem) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 var File_syncstore_v1_requests_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_requests_proto_rawDesc = "" +
@@ -296,7 +717,47 @@ const file_syncstore_v1_requests_proto_rawDesc = "" +
 	"\vconsistency\x18\x04 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"f\n" +
 	"\vHeadRequest\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12;\n" +
-	"\vconsistency\x18\x02 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency*B\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"\xae\x02\n" +
+	"\vSendRequest\x12\"\n" +
+	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x16\n" +
+	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x03 \x03(\tR\n" +
+	"recipients\x12\x18\n" +
+	"\apayload\x18\x04 \x01(\fR\apayload\x12'\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12C\n" +
+	"\bmetadata\x18\x06 \x03(\v2'.syncstore.v1.SendRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9e\x01\n" +
+	"\x0eHistoryRequest\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x1d\n" +
+	"\n" +
+	"before_seq\x18\x02 \x01(\x04R\tbeforeSeq\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12;\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"z\n" +
+	"\x10SubscribeRequest\x12-\n" +
+	"\x03add\x18\x01 \x03(\v2\x1b.syncstore.v1.SubscribeFromR\x03add\x12\x16\n" +
+	"\x06remove\x18\x02 \x03(\tR\x06remove\x12\x1f\n" +
+	"\vnotify_only\x18\x03 \x01(\bR\n" +
+	"notifyOnly\"H\n" +
+	"\rSubscribeFrom\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x1b\n" +
+	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"]\n" +
+	"\x0eDeliverRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x120\n" +
+	"\x05items\x18\x02 \x03(\v2\x1a.syncstore.v1.DeliveryItemR\x05items\"\xc4\x02\n" +
+	"\fDeliveryItem\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\"\n" +
+	"\fconversation\x18\x02 \x01(\tR\fconversation\x12)\n" +
+	"\x10conversation_seq\x18\x03 \x01(\x04R\x0fconversationSeq\x12\x16\n" +
+	"\x06sender\x18\x04 \x01(\tR\x06sender\x12\x18\n" +
+	"\apayload\x18\x05 \x01(\fR\apayload\x12\x14\n" +
+	"\x05light\x18\x06 \x01(\bR\x05light\x12D\n" +
+	"\bmetadata\x18\a \x03(\v2(.syncstore.v1.DeliveryItem.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_STALE\x10\x01B+Z)github.com/syncstore/syncstore/rpc/syncv1"
@@ -314,23 +775,36 @@ func file_syncstore_v1_requests_proto_rawDescGZIP() []byte {
 }
 
 var file_syncstore_v1_requests_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_syncstore_v1_requests_proto_goTypes = []any{
-	(Consistency)(0),      // 0: syncstore.v1.Consistency
-	(*AppendRequest)(nil), // 1: syncstore.v1.AppendRequest
-	(*PullRequest)(nil),   // 2: syncstore.v1.PullRequest
-	(*HeadRequest)(nil),   // 3: syncstore.v1.HeadRequest
-	nil,                   // 4: syncstore.v1.AppendRequest.MetadataEntry
+	(Consistency)(0),         // 0: syncstore.v1.Consistency
+	(*AppendRequest)(nil),    // 1: syncstore.v1.AppendRequest
+	(*PullRequest)(nil),      // 2: syncstore.v1.PullRequest
+	(*HeadRequest)(nil),      // 3: syncstore.v1.HeadRequest
+	(*SendRequest)(nil),      // 4: syncstore.v1.SendRequest
+	(*HistoryRequest)(nil),   // 5: syncstore.v1.HistoryRequest
+	(*SubscribeRequest)(nil), // 6: syncstore.v1.SubscribeRequest
+	(*SubscribeFrom)(nil),    // 7: syncstore.v1.SubscribeFrom
+	(*DeliverRequest)(nil),   // 8: syncstore.v1.DeliverRequest
+	(*DeliveryItem)(nil),     // 9: syncstore.v1.DeliveryItem
+	nil,                      // 10: syncstore.v1.AppendRequest.MetadataEntry
+	nil,                      // 11: syncstore.v1.SendRequest.MetadataEntry
+	nil,                      // 12: syncstore.v1.DeliveryItem.MetadataEntry
 }
 var file_syncstore_v1_requests_proto_depIdxs = []int32{
-	4, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
-	0, // 1: syncstore.v1.PullRequest.consistency:type_name -> syncstore.v1.Consistency
-	0, // 2: syncstore.v1.HeadRequest.consistency:type_name -> syncstore.v1.Consistency
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	10, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
+	0,  // 1: syncstore.v1.PullRequest.consistency:type_name -> syncstore.v1.Consistency
+	0,  // 2: syncstore.v1.HeadRequest.consistency:type_name -> syncstore.v1.Consistency
+	11, // 3: syncstore.v1.SendRequest.metadata:type_name -> syncstore.v1.SendRequest.MetadataEntry
+	0,  // 4: syncstore.v1.HistoryRequest.consistency:type_name -> syncstore.v1.Consistency
+	7,  // 5: syncstore.v1.SubscribeRequest.add:type_name -> syncstore.v1.SubscribeFrom
+	9,  // 6: syncstore.v1.DeliverRequest.items:type_name -> syncstore.v1.DeliveryItem
+	12, // 7: syncstore.v1.DeliveryItem.metadata:type_name -> syncstore.v1.DeliveryItem.MetadataEntry
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_requests_proto_init() }
@@ -344,7 +818,7 @@ func file_syncstore_v1_requests_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_requests_proto_rawDesc), len(file_syncstore_v1_requests_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

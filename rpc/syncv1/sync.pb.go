@@ -23,6 +23,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type HistoryStatus int32
+
+const (
+	HistoryStatus_HISTORY_STATUS_UNSPECIFIED HistoryStatus = 0
+	// Older entries are kept: ask again with before_seq = the first seq here.
+	HistoryStatus_HISTORY_STATUS_MORE HistoryStatus = 1
+	// This page reaches the oldest kept entry (it may be empty).
+	HistoryStatus_HISTORY_STATUS_END HistoryStatus = 2
+	// before_seq is below the oldest kept seq (retention moved past it):
+	// start again from the newest.
+	HistoryStatus_HISTORY_STATUS_RESET HistoryStatus = 3
+)
+
+// Enum value maps for HistoryStatus.
+var (
+	HistoryStatus_name = map[int32]string{
+		0: "HISTORY_STATUS_UNSPECIFIED",
+		1: "HISTORY_STATUS_MORE",
+		2: "HISTORY_STATUS_END",
+		3: "HISTORY_STATUS_RESET",
+	}
+	HistoryStatus_value = map[string]int32{
+		"HISTORY_STATUS_UNSPECIFIED": 0,
+		"HISTORY_STATUS_MORE":        1,
+		"HISTORY_STATUS_END":         2,
+		"HISTORY_STATUS_RESET":       3,
+	}
+)
+
+func (x HistoryStatus) Enum() *HistoryStatus {
+	p := new(HistoryStatus)
+	*p = x
+	return p
+}
+
+func (x HistoryStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (HistoryStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_syncstore_v1_sync_proto_enumTypes[0].Descriptor()
+}
+
+func (HistoryStatus) Type() protoreflect.EnumType {
+	return &file_syncstore_v1_sync_proto_enumTypes[0]
+}
+
+func (x HistoryStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use HistoryStatus.Descriptor instead.
+func (HistoryStatus) EnumDescriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
+}
+
 type PullStatus int32
 
 const (
@@ -70,11 +126,11 @@ func (x PullStatus) String() string {
 }
 
 func (PullStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_syncstore_v1_sync_proto_enumTypes[0].Descriptor()
+	return file_syncstore_v1_sync_proto_enumTypes[1].Descriptor()
 }
 
 func (PullStatus) Type() protoreflect.EnumType {
-	return &file_syncstore_v1_sync_proto_enumTypes[0]
+	return &file_syncstore_v1_sync_proto_enumTypes[1]
 }
 
 func (x PullStatus) Number() protoreflect.EnumNumber {
@@ -83,7 +139,616 @@ func (x PullStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PullStatus.Descriptor instead.
 func (PullStatus) EnumDescriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
+}
+
+type DeliverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Written       uint32                 `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
+	Skipped       uint32                 `protobuf:"varint,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeliverResponse) Reset() {
+	*x = DeliverResponse{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliverResponse) ProtoMessage() {}
+
+func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
+func (*DeliverResponse) Descriptor() ([]byte, []int) {
 	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DeliverResponse) GetWritten() uint32 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+func (x *DeliverResponse) GetSkipped() uint32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+type SendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's seq and timestamp in the conversation.
+	Seq          uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	TsMs         int64  `protobuf:"varint,2,opt,name=ts_ms,json=tsMs,proto3" json:"ts_ms,omitempty"`
+	Deduplicated bool   `protobuf:"varint,3,opt,name=deduplicated,proto3" json:"deduplicated,omitempty"`
+	// How many user timelines it is delivered to (the sender's included), and
+	// whether they get light entries (no payload: read it from the
+	// conversation).
+	Recipients    uint32 `protobuf:"varint,4,opt,name=recipients,proto3" json:"recipients,omitempty"`
+	Light         bool   `protobuf:"varint,5,opt,name=light,proto3" json:"light,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendResponse) Reset() {
+	*x = SendResponse{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendResponse) ProtoMessage() {}
+
+func (x *SendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
+func (*SendResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SendResponse) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SendResponse) GetTsMs() int64 {
+	if x != nil {
+		return x.TsMs
+	}
+	return 0
+}
+
+func (x *SendResponse) GetDeduplicated() bool {
+	if x != nil {
+		return x.Deduplicated
+	}
+	return false
+}
+
+func (x *SendResponse) GetRecipients() uint32 {
+	if x != nil {
+		return x.Recipients
+	}
+	return 0
+}
+
+func (x *SendResponse) GetLight() bool {
+	if x != nil {
+		return x.Light
+	}
+	return false
+}
+
+type HistoryResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Status HistoryStatus          `protobuf:"varint,1,opt,name=status,proto3,enum=syncstore.v1.HistoryStatus" json:"status,omitempty"`
+	// Oldest first.
+	Entries       []*Entry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	HeadSeq       uint64   `protobuf:"varint,3,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	OldestSeq     uint64   `protobuf:"varint,4,opt,name=oldest_seq,json=oldestSeq,proto3" json:"oldest_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryResponse) Reset() {
+	*x = HistoryResponse{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResponse) ProtoMessage() {}
+
+func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
+func (*HistoryResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HistoryResponse) GetStatus() HistoryStatus {
+	if x != nil {
+		return x.Status
+	}
+	return HistoryStatus_HISTORY_STATUS_UNSPECIFIED
+}
+
+func (x *HistoryResponse) GetEntries() []*Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *HistoryResponse) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+func (x *HistoryResponse) GetOldestSeq() uint64 {
+	if x != nil {
+		return x.OldestSeq
+	}
+	return 0
+}
+
+type SubscribeEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*SubscribeEvent_Entry
+	//	*SubscribeEvent_Notification
+	//	*SubscribeEvent_Gap
+	//	*SubscribeEvent_Moved
+	//	*SubscribeEvent_Reset_
+	//	*SubscribeEvent_Heartbeat
+	Event         isSubscribeEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeEvent) Reset() {
+	*x = SubscribeEvent{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeEvent) ProtoMessage() {}
+
+func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeEvent.ProtoReflect.Descriptor instead.
+func (*SubscribeEvent) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SubscribeEvent) GetEvent() isSubscribeEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetEntry() *Entry {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEvent_Entry); ok {
+			return x.Entry
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetNotification() *Notification {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEvent_Notification); ok {
+			return x.Notification
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetGap() *Gap {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEvent_Gap); ok {
+			return x.Gap
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetMoved() *Moved {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEvent_Moved); ok {
+			return x.Moved
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetReset_() *Reset {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEvent_Reset_); ok {
+			return x.Reset_
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEvent_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isSubscribeEvent_Event interface {
+	isSubscribeEvent_Event()
+}
+
+type SubscribeEvent_Entry struct {
+	// The next entry of a timeline.
+	Entry *Entry `protobuf:"bytes,1,opt,name=entry,proto3,oneof"`
+}
+
+type SubscribeEvent_Notification struct {
+	// notify_only streams: the timeline's head moved.
+	Notification *Notification `protobuf:"bytes,2,opt,name=notification,proto3,oneof"`
+}
+
+type SubscribeEvent_Gap struct {
+	// The subscriber fell behind: the stream dropped the timeline. Pull it
+	// after from_seq - 1, then add it again.
+	Gap *Gap `protobuf:"bytes,3,opt,name=gap,proto3,oneof"`
+}
+
+type SubscribeEvent_Moved struct {
+	// This node no longer serves the timeline (its group is elsewhere or
+	// has no leader): subscribe at leader_addr, or ask the shard map.
+	Moved *Moved `protobuf:"bytes,4,opt,name=moved,proto3,oneof"`
+}
+
+type SubscribeEvent_Reset_ struct {
+	// Entries the subscriber wanted were trimmed by retention; the stream
+	// goes on from oldest_seq.
+	Reset_ *Reset `protobuf:"bytes,5,opt,name=reset,proto3,oneof"`
+}
+
+type SubscribeEvent_Heartbeat struct {
+	// Sent when nothing else was for a while, so a silent dead stream is
+	// told from an idle one.
+	Heartbeat *Heartbeat `protobuf:"bytes,6,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*SubscribeEvent_Entry) isSubscribeEvent_Event() {}
+
+func (*SubscribeEvent_Notification) isSubscribeEvent_Event() {}
+
+func (*SubscribeEvent_Gap) isSubscribeEvent_Event() {}
+
+func (*SubscribeEvent_Moved) isSubscribeEvent_Event() {}
+
+func (*SubscribeEvent_Reset_) isSubscribeEvent_Event() {}
+
+func (*SubscribeEvent_Heartbeat) isSubscribeEvent_Event() {}
+
+type Notification struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Timeline      string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	HeadSeq       uint64                 `protobuf:"varint,2,opt,name=head_seq,json=headSeq,proto3" json:"head_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Notification) Reset() {
+	*x = Notification{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Notification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Notification) ProtoMessage() {}
+
+func (x *Notification) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Notification.ProtoReflect.Descriptor instead.
+func (*Notification) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Notification) GetTimeline() string {
+	if x != nil {
+		return x.Timeline
+	}
+	return ""
+}
+
+func (x *Notification) GetHeadSeq() uint64 {
+	if x != nil {
+		return x.HeadSeq
+	}
+	return 0
+}
+
+type Gap struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Timeline      string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	FromSeq       uint64                 `protobuf:"varint,2,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Gap) Reset() {
+	*x = Gap{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Gap) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Gap) ProtoMessage() {}
+
+func (x *Gap) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Gap.ProtoReflect.Descriptor instead.
+func (*Gap) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Gap) GetTimeline() string {
+	if x != nil {
+		return x.Timeline
+	}
+	return ""
+}
+
+func (x *Gap) GetFromSeq() uint64 {
+	if x != nil {
+		return x.FromSeq
+	}
+	return 0
+}
+
+type Moved struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Timeline      string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	GroupId       uint64                 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	LeaderAddr    string                 `protobuf:"bytes,3,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Moved) Reset() {
+	*x = Moved{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Moved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Moved) ProtoMessage() {}
+
+func (x *Moved) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Moved.ProtoReflect.Descriptor instead.
+func (*Moved) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Moved) GetTimeline() string {
+	if x != nil {
+		return x.Timeline
+	}
+	return ""
+}
+
+func (x *Moved) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *Moved) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
+}
+
+type Reset struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Timeline      string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	OldestSeq     uint64                 `protobuf:"varint,2,opt,name=oldest_seq,json=oldestSeq,proto3" json:"oldest_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reset) Reset() {
+	*x = Reset{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reset) ProtoMessage() {}
+
+func (x *Reset) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reset.ProtoReflect.Descriptor instead.
+func (*Reset) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Reset) GetTimeline() string {
+	if x != nil {
+		return x.Timeline
+	}
+	return ""
+}
+
+func (x *Reset) GetOldestSeq() uint64 {
+	if x != nil {
+		return x.OldestSeq
+	}
+	return 0
+}
+
+type Heartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{8}
 }
 
 type AppendResponse struct {
@@ -100,7 +765,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -112,7 +777,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -125,7 +790,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AppendResponse) GetSeq() uint64 {
@@ -157,13 +822,21 @@ type Entry struct {
 	Payload        []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
 	IdempotencyKey string                 `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	Metadata       map[string]string      `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Set on conversation messages and on their deliveries.
+	Sender string `protobuf:"bytes,7,opt,name=sender,proto3" json:"sender,omitempty"`
+	// Set on an entry delivered from a conversation: where the message is.
+	Conversation    string `protobuf:"bytes,8,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	ConversationSeq uint64 `protobuf:"varint,9,opt,name=conversation_seq,json=conversationSeq,proto3" json:"conversation_seq,omitempty"`
+	// The payload was left out (large conversation): read it from the
+	// conversation at conversation_seq.
+	Light         bool `protobuf:"varint,10,opt,name=light,proto3" json:"light,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -175,7 +848,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -188,7 +861,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Entry) GetTimeline() string {
@@ -233,6 +906,34 @@ func (x *Entry) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *Entry) GetSender() string {
+	if x != nil {
+		return x.Sender
+	}
+	return ""
+}
+
+func (x *Entry) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *Entry) GetConversationSeq() uint64 {
+	if x != nil {
+		return x.ConversationSeq
+	}
+	return 0
+}
+
+func (x *Entry) GetLight() bool {
+	if x != nil {
+		return x.Light
+	}
+	return false
+}
+
 type PullResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Status  PullStatus             `protobuf:"varint,1,opt,name=status,proto3,enum=syncstore.v1.PullStatus" json:"status,omitempty"`
@@ -246,7 +947,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +959,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +972,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{2}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PullResponse) GetStatus() PullStatus {
@@ -311,7 +1012,7 @@ type HeadResponse struct {
 
 func (x *HeadResponse) Reset() {
 	*x = HeadResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +1024,7 @@ func (x *HeadResponse) String() string {
 func (*HeadResponse) ProtoMessage() {}
 
 func (x *HeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +1037,7 @@ func (x *HeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadResponse.ProtoReflect.Descriptor instead.
 func (*HeadResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HeadResponse) GetHeadSeq() uint64 {
@@ -362,7 +1063,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +1075,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +1088,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -415,18 +1116,64 @@ var File_syncstore_v1_sync_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\n" +
-	"\x17syncstore/v1/sync.proto\x12\fsyncstore.v1\x1a\x1bsyncstore/v1/requests.proto\"[\n" +
+	"\x17syncstore/v1/sync.proto\x12\fsyncstore.v1\x1a\x1bsyncstore/v1/requests.proto\"E\n" +
+	"\x0fDeliverResponse\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\rR\awritten\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\rR\askipped\"\x8f\x01\n" +
+	"\fSendResponse\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x13\n" +
+	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\x12\"\n" +
+	"\fdeduplicated\x18\x03 \x01(\bR\fdeduplicated\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x04 \x01(\rR\n" +
+	"recipients\x12\x14\n" +
+	"\x05light\x18\x05 \x01(\bR\x05light\"\xaf\x01\n" +
+	"\x0fHistoryResponse\x123\n" +
+	"\x06status\x18\x01 \x01(\x0e2\x1b.syncstore.v1.HistoryStatusR\x06status\x12-\n" +
+	"\aentries\x18\x02 \x03(\v2\x13.syncstore.v1.EntryR\aentries\x12\x19\n" +
+	"\bhead_seq\x18\x03 \x01(\x04R\aheadSeq\x12\x1d\n" +
+	"\n" +
+	"oldest_seq\x18\x04 \x01(\x04R\toldestSeq\"\xc2\x02\n" +
+	"\x0eSubscribeEvent\x12+\n" +
+	"\x05entry\x18\x01 \x01(\v2\x13.syncstore.v1.EntryH\x00R\x05entry\x12@\n" +
+	"\fnotification\x18\x02 \x01(\v2\x1a.syncstore.v1.NotificationH\x00R\fnotification\x12%\n" +
+	"\x03gap\x18\x03 \x01(\v2\x11.syncstore.v1.GapH\x00R\x03gap\x12+\n" +
+	"\x05moved\x18\x04 \x01(\v2\x13.syncstore.v1.MovedH\x00R\x05moved\x12+\n" +
+	"\x05reset\x18\x05 \x01(\v2\x13.syncstore.v1.ResetH\x00R\x05reset\x127\n" +
+	"\theartbeat\x18\x06 \x01(\v2\x17.syncstore.v1.HeartbeatH\x00R\theartbeatB\a\n" +
+	"\x05event\"E\n" +
+	"\fNotification\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x19\n" +
+	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\"<\n" +
+	"\x03Gap\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x19\n" +
+	"\bfrom_seq\x18\x02 \x01(\x04R\afromSeq\"_\n" +
+	"\x05Moved\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\x04R\agroupId\x12\x1f\n" +
+	"\vleader_addr\x18\x03 \x01(\tR\n" +
+	"leaderAddr\"B\n" +
+	"\x05Reset\x12\x1a\n" +
+	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x1d\n" +
+	"\n" +
+	"oldest_seq\x18\x02 \x01(\x04R\toldestSeq\"\v\n" +
+	"\tHeartbeat\"[\n" +
 	"\x0eAppendResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x13\n" +
 	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\x12\"\n" +
-	"\fdeduplicated\x18\x03 \x01(\bR\fdeduplicated\"\x89\x02\n" +
+	"\fdeduplicated\x18\x03 \x01(\bR\fdeduplicated\"\x86\x03\n" +
 	"\x05Entry\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x13\n" +
 	"\x05ts_ms\x18\x03 \x01(\x03R\x04tsMs\x12\x18\n" +
 	"\apayload\x18\x04 \x01(\fR\apayload\x12'\n" +
 	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x12=\n" +
-	"\bmetadata\x18\x06 \x03(\v2!.syncstore.v1.Entry.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x06 \x03(\v2!.syncstore.v1.Entry.MetadataEntryR\bmetadata\x12\x16\n" +
+	"\x06sender\x18\a \x01(\tR\x06sender\x12\"\n" +
+	"\fconversation\x18\b \x01(\tR\fconversation\x12)\n" +
+	"\x10conversation_seq\x18\t \x01(\x04R\x0fconversationSeq\x12\x14\n" +
+	"\x05light\x18\n" +
+	" \x01(\bR\x05light\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa9\x01\n" +
@@ -442,7 +1189,12 @@ const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
 	"leaderAddr\x12\x19\n" +
-	"\bgroup_id\x18\x03 \x01(\x04R\agroupId*\x9d\x01\n" +
+	"\bgroup_id\x18\x03 \x01(\x04R\agroupId*z\n" +
+	"\rHistoryStatus\x12\x1e\n" +
+	"\x1aHISTORY_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13HISTORY_STATUS_MORE\x10\x01\x12\x16\n" +
+	"\x12HISTORY_STATUS_END\x10\x02\x12\x18\n" +
+	"\x14HISTORY_STATUS_RESET\x10\x03*\x9d\x01\n" +
 	"\n" +
 	"PullStatus\x12\x1b\n" +
 	"\x17PULL_STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
@@ -450,11 +1202,16 @@ const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\x16PULL_STATUS_UP_TO_DATE\x10\x02\x12\x14\n" +
 	"\x10PULL_STATUS_MORE\x10\x03\x12\x15\n" +
 	"\x11PULL_STATUS_RESET\x10\x04\x12\x15\n" +
-	"\x11PULL_STATUS_AHEAD\x10\x052\xc9\x01\n" +
+	"\x11PULL_STATUS_AHEAD\x10\x052\x9f\x03\n" +
 	"\x04Sync\x12C\n" +
 	"\x06Append\x12\x1b.syncstore.v1.AppendRequest\x1a\x1c.syncstore.v1.AppendResponse\x12=\n" +
 	"\x04Pull\x12\x19.syncstore.v1.PullRequest\x1a\x1a.syncstore.v1.PullResponse\x12=\n" +
-	"\x04Head\x12\x19.syncstore.v1.HeadRequest\x1a\x1a.syncstore.v1.HeadResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\x04Head\x12\x19.syncstore.v1.HeadRequest\x1a\x1a.syncstore.v1.HeadResponse\x12=\n" +
+	"\x04Send\x12\x19.syncstore.v1.SendRequest\x1a\x1a.syncstore.v1.SendResponse\x12F\n" +
+	"\aHistory\x12\x1c.syncstore.v1.HistoryRequest\x1a\x1d.syncstore.v1.HistoryResponse\x12M\n" +
+	"\tSubscribe\x12\x1e.syncstore.v1.SubscribeRequest\x1a\x1c.syncstore.v1.SubscribeEvent(\x010\x012N\n" +
+	"\x04Peer\x12F\n" +
+	"\aDeliver\x12\x1c.syncstore.v1.DeliverRequest\x1a\x1d.syncstore.v1.DeliverResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_sync_proto_rawDescOnce sync.Once
@@ -468,35 +1225,65 @@ func file_syncstore_v1_sync_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_sync_proto_rawDescData
 }
 
-var file_syncstore_v1_sync_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_syncstore_v1_sync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_syncstore_v1_sync_proto_goTypes = []any{
-	(PullStatus)(0),        // 0: syncstore.v1.PullStatus
-	(*AppendResponse)(nil), // 1: syncstore.v1.AppendResponse
-	(*Entry)(nil),          // 2: syncstore.v1.Entry
-	(*PullResponse)(nil),   // 3: syncstore.v1.PullResponse
-	(*HeadResponse)(nil),   // 4: syncstore.v1.HeadResponse
-	(*NotLeader)(nil),      // 5: syncstore.v1.NotLeader
-	nil,                    // 6: syncstore.v1.Entry.MetadataEntry
-	(*AppendRequest)(nil),  // 7: syncstore.v1.AppendRequest
-	(*PullRequest)(nil),    // 8: syncstore.v1.PullRequest
-	(*HeadRequest)(nil),    // 9: syncstore.v1.HeadRequest
+	(HistoryStatus)(0),       // 0: syncstore.v1.HistoryStatus
+	(PullStatus)(0),          // 1: syncstore.v1.PullStatus
+	(*DeliverResponse)(nil),  // 2: syncstore.v1.DeliverResponse
+	(*SendResponse)(nil),     // 3: syncstore.v1.SendResponse
+	(*HistoryResponse)(nil),  // 4: syncstore.v1.HistoryResponse
+	(*SubscribeEvent)(nil),   // 5: syncstore.v1.SubscribeEvent
+	(*Notification)(nil),     // 6: syncstore.v1.Notification
+	(*Gap)(nil),              // 7: syncstore.v1.Gap
+	(*Moved)(nil),            // 8: syncstore.v1.Moved
+	(*Reset)(nil),            // 9: syncstore.v1.Reset
+	(*Heartbeat)(nil),        // 10: syncstore.v1.Heartbeat
+	(*AppendResponse)(nil),   // 11: syncstore.v1.AppendResponse
+	(*Entry)(nil),            // 12: syncstore.v1.Entry
+	(*PullResponse)(nil),     // 13: syncstore.v1.PullResponse
+	(*HeadResponse)(nil),     // 14: syncstore.v1.HeadResponse
+	(*NotLeader)(nil),        // 15: syncstore.v1.NotLeader
+	nil,                      // 16: syncstore.v1.Entry.MetadataEntry
+	(*AppendRequest)(nil),    // 17: syncstore.v1.AppendRequest
+	(*PullRequest)(nil),      // 18: syncstore.v1.PullRequest
+	(*HeadRequest)(nil),      // 19: syncstore.v1.HeadRequest
+	(*SendRequest)(nil),      // 20: syncstore.v1.SendRequest
+	(*HistoryRequest)(nil),   // 21: syncstore.v1.HistoryRequest
+	(*SubscribeRequest)(nil), // 22: syncstore.v1.SubscribeRequest
+	(*DeliverRequest)(nil),   // 23: syncstore.v1.DeliverRequest
 }
 var file_syncstore_v1_sync_proto_depIdxs = []int32{
-	6, // 0: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
-	0, // 1: syncstore.v1.PullResponse.status:type_name -> syncstore.v1.PullStatus
-	2, // 2: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
-	7, // 3: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
-	8, // 4: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
-	9, // 5: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
-	1, // 6: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
-	3, // 7: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
-	4, // 8: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	0,  // 0: syncstore.v1.HistoryResponse.status:type_name -> syncstore.v1.HistoryStatus
+	12, // 1: syncstore.v1.HistoryResponse.entries:type_name -> syncstore.v1.Entry
+	12, // 2: syncstore.v1.SubscribeEvent.entry:type_name -> syncstore.v1.Entry
+	6,  // 3: syncstore.v1.SubscribeEvent.notification:type_name -> syncstore.v1.Notification
+	7,  // 4: syncstore.v1.SubscribeEvent.gap:type_name -> syncstore.v1.Gap
+	8,  // 5: syncstore.v1.SubscribeEvent.moved:type_name -> syncstore.v1.Moved
+	9,  // 6: syncstore.v1.SubscribeEvent.reset:type_name -> syncstore.v1.Reset
+	10, // 7: syncstore.v1.SubscribeEvent.heartbeat:type_name -> syncstore.v1.Heartbeat
+	16, // 8: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
+	1,  // 9: syncstore.v1.PullResponse.status:type_name -> syncstore.v1.PullStatus
+	12, // 10: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
+	17, // 11: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
+	18, // 12: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
+	19, // 13: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
+	20, // 14: syncstore.v1.Sync.Send:input_type -> syncstore.v1.SendRequest
+	21, // 15: syncstore.v1.Sync.History:input_type -> syncstore.v1.HistoryRequest
+	22, // 16: syncstore.v1.Sync.Subscribe:input_type -> syncstore.v1.SubscribeRequest
+	23, // 17: syncstore.v1.Peer.Deliver:input_type -> syncstore.v1.DeliverRequest
+	11, // 18: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
+	13, // 19: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
+	14, // 20: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
+	3,  // 21: syncstore.v1.Sync.Send:output_type -> syncstore.v1.SendResponse
+	4,  // 22: syncstore.v1.Sync.History:output_type -> syncstore.v1.HistoryResponse
+	5,  // 23: syncstore.v1.Sync.Subscribe:output_type -> syncstore.v1.SubscribeEvent
+	2,  // 24: syncstore.v1.Peer.Deliver:output_type -> syncstore.v1.DeliverResponse
+	18, // [18:25] is the sub-list for method output_type
+	11, // [11:18] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_sync_proto_init() }
@@ -505,15 +1292,23 @@ func file_syncstore_v1_sync_proto_init() {
 		return
 	}
 	file_syncstore_v1_requests_proto_init()
+	file_syncstore_v1_sync_proto_msgTypes[3].OneofWrappers = []any{
+		(*SubscribeEvent_Entry)(nil),
+		(*SubscribeEvent_Notification)(nil),
+		(*SubscribeEvent_Gap)(nil),
+		(*SubscribeEvent_Moved)(nil),
+		(*SubscribeEvent_Reset_)(nil),
+		(*SubscribeEvent_Heartbeat)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_sync_proto_rawDesc), len(file_syncstore_v1_sync_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   6,
+			NumEnums:      2,
+			NumMessages:   15,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_syncstore_v1_sync_proto_goTypes,
 		DependencyIndexes: file_syncstore_v1_sync_proto_depIdxs,

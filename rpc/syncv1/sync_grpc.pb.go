@@ -21,9 +21,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Sync_Append_FullMethodName = "/syncstore.v1.Sync/Append"
-	Sync_Pull_FullMethodName   = "/syncstore.v1.Sync/Pull"
-	Sync_Head_FullMethodName   = "/syncstore.v1.Sync/Head"
+	Sync_Append_FullMethodName    = "/syncstore.v1.Sync/Append"
+	Sync_Pull_FullMethodName      = "/syncstore.v1.Sync/Pull"
+	Sync_Head_FullMethodName      = "/syncstore.v1.Sync/Head"
+	Sync_Send_FullMethodName      = "/syncstore.v1.Sync/Send"
+	Sync_History_FullMethodName   = "/syncstore.v1.Sync/History"
+	Sync_Subscribe_FullMethodName = "/syncstore.v1.Sync/Subscribe"
 )
 
 // SyncClient is the client API for Sync service.
@@ -41,6 +44,21 @@ type SyncClient interface {
 	Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (*PullResponse, error)
 	// Head returns the newest seq of a timeline (0 if it has none).
 	Head(ctx context.Context, in *HeadRequest, opts ...grpc.CallOption) (*HeadResponse, error)
+	// Send posts a message to a conversation (store first: the conversation
+	// keeps it), then delivers it to every recipient's user timeline and the
+	// sender's, exactly once each, in conversation order. Delivery continues
+	// after a failover; the response returns once the conversation has it.
+	Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error)
+	// History pages backwards: the newest entries below before_seq, returned
+	// oldest first.
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	// Subscribe streams the entries of the timelines it follows, per timeline
+	// in seq order: first what is after each after_seq, then new entries as
+	// they commit. The stream serves timelines whose group has a replica on
+	// the node that answers (Moved otherwise). A subscriber that falls behind
+	// gets a Gap and catches up with Pull; push is the fast path, pull the
+	// guarantee. Timelines are added and removed on the open stream.
+	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeEvent], error)
 }
 
 type syncClient struct {
@@ -81,6 +99,39 @@ func (c *syncClient) Head(ctx context.Context, in *HeadRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *syncClient) Send(ctx context.Context, in *SendRequest, opts ...grpc.CallOption) (*SendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SendResponse)
+	err := c.cc.Invoke(ctx, Sync_Send_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *syncClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HistoryResponse)
+	err := c.cc.Invoke(ctx, Sync_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *syncClient) Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Sync_ServiceDesc.Streams[0], Sync_Subscribe_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeRequest, SubscribeEvent]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sync_SubscribeClient = grpc.BidiStreamingClient[SubscribeRequest, SubscribeEvent]
+
 // SyncServer is the server API for Sync service.
 // All implementations must embed UnimplementedSyncServer
 // for forward compatibility.
@@ -96,6 +147,21 @@ type SyncServer interface {
 	Pull(context.Context, *PullRequest) (*PullResponse, error)
 	// Head returns the newest seq of a timeline (0 if it has none).
 	Head(context.Context, *HeadRequest) (*HeadResponse, error)
+	// Send posts a message to a conversation (store first: the conversation
+	// keeps it), then delivers it to every recipient's user timeline and the
+	// sender's, exactly once each, in conversation order. Delivery continues
+	// after a failover; the response returns once the conversation has it.
+	Send(context.Context, *SendRequest) (*SendResponse, error)
+	// History pages backwards: the newest entries below before_seq, returned
+	// oldest first.
+	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	// Subscribe streams the entries of the timelines it follows, per timeline
+	// in seq order: first what is after each after_seq, then new entries as
+	// they commit. The stream serves timelines whose group has a replica on
+	// the node that answers (Moved otherwise). A subscriber that falls behind
+	// gets a Gap and catches up with Pull; push is the fast path, pull the
+	// guarantee. Timelines are added and removed on the open stream.
+	Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeEvent]) error
 	mustEmbedUnimplementedSyncServer()
 }
 
@@ -114,6 +180,15 @@ func (UnimplementedSyncServer) Pull(context.Context, *PullRequest) (*PullRespons
 }
 func (UnimplementedSyncServer) Head(context.Context, *HeadRequest) (*HeadResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Head not implemented")
+}
+func (UnimplementedSyncServer) Send(context.Context, *SendRequest) (*SendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedSyncServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedSyncServer) Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeEvent]) error {
+	return status.Error(codes.Unimplemented, "method Subscribe not implemented")
 }
 func (UnimplementedSyncServer) mustEmbedUnimplementedSyncServer() {}
 func (UnimplementedSyncServer) testEmbeddedByValue()              {}
@@ -190,6 +265,49 @@ func _Sync_Head_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Sync_Send_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SyncServer).Send(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sync_Send_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SyncServer).Send(ctx, req.(*SendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sync_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SyncServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Sync_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SyncServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Sync_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(SyncServer).Subscribe(&grpc.GenericServerStream[SubscribeRequest, SubscribeEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Sync_SubscribeServer = grpc.BidiStreamingServer[SubscribeRequest, SubscribeEvent]
+
 // Sync_ServiceDesc is the grpc.ServiceDesc for Sync service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +326,131 @@ var Sync_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Head",
 			Handler:    _Sync_Head_Handler,
+		},
+		{
+			MethodName: "Send",
+			Handler:    _Sync_Send_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _Sync_History_Handler,
+		},
+	},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Subscribe",
+			Handler:       _Sync_Subscribe_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
+	Metadata: "syncstore/v1/sync.proto",
+}
+
+const (
+	Peer_Deliver_FullMethodName = "/syncstore.v1.Peer/Deliver"
+)
+
+// PeerClient is the client API for Peer service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Peer is what nodes call on each other.
+type PeerClient interface {
+	// Deliver appends conversation messages to user timelines of one group,
+	// each at most once (see Sync.Send).
+	Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error)
+}
+
+type peerClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewPeerClient(cc grpc.ClientConnInterface) PeerClient {
+	return &peerClient{cc}
+}
+
+func (c *peerClient) Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeliverResponse)
+	err := c.cc.Invoke(ctx, Peer_Deliver_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// PeerServer is the server API for Peer service.
+// All implementations must embed UnimplementedPeerServer
+// for forward compatibility.
+//
+// Peer is what nodes call on each other.
+type PeerServer interface {
+	// Deliver appends conversation messages to user timelines of one group,
+	// each at most once (see Sync.Send).
+	Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error)
+	mustEmbedUnimplementedPeerServer()
+}
+
+// UnimplementedPeerServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedPeerServer struct{}
+
+func (UnimplementedPeerServer) Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Deliver not implemented")
+}
+func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
+func (UnimplementedPeerServer) testEmbeddedByValue()              {}
+
+// UnsafePeerServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to PeerServer will
+// result in compilation errors.
+type UnsafePeerServer interface {
+	mustEmbedUnimplementedPeerServer()
+}
+
+func RegisterPeerServer(s grpc.ServiceRegistrar, srv PeerServer) {
+	// If the following call panics, it indicates UnimplementedPeerServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Peer_ServiceDesc, srv)
+}
+
+func _Peer_Deliver_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeliverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Deliver(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Deliver_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Deliver(ctx, req.(*DeliverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Peer_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "syncstore.v1.Peer",
+	HandlerType: (*PeerServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Deliver",
+			Handler:    _Peer_Deliver_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
