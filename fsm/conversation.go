@@ -1,7 +1,9 @@
 package fsm
 
 import (
+	"bytes"
 	"fmt"
+	"math"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -163,13 +165,40 @@ type OutboxJob struct {
 	Light           bool
 }
 
-// Outbox lists up to limit pending jobs, by conversation, each conversation's
-// in conversation order.
-func (f *FSM) Outbox(limit int) ([]OutboxJob, error) {
-	var jobs []OutboxJob
+// OutboxConversations lists up to limit conversations with pending jobs,
+// in key order.
+func (f *FSM) OutboxConversations(limit int) ([]string, error) {
+	var out []string
 	err := f.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketOutbox).Cursor()
-		for k, v := c.First(); k != nil && len(jobs) < limit; k, v = c.Next() {
+		for k, _ := c.First(); k != nil && len(out) < limit; {
+			var job fsmpb.OutboxJob
+			if err := proto.Unmarshal(c.Bucket().Get(k), &job); err != nil {
+				return fmt.Errorf("decode outbox job %x: %w", k, err)
+			}
+			out = append(out, job.GetConversation())
+			// Skip the rest of this conversation's jobs.
+			k, _ = c.Seek(outboxKey(job.GetConversation(), math.MaxUint64))
+			if k != nil && bytes.Equal(k, outboxKey(job.GetConversation(), math.MaxUint64)) {
+				k, _ = c.Next()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: outbox: %w", err)
+	}
+	return out, nil
+}
+
+// Outbox lists up to limit pending jobs of a conversation, in conversation
+// order.
+func (f *FSM) Outbox(conversation string, limit int) ([]OutboxJob, error) {
+	var jobs []OutboxJob
+	err := f.view(func(tx *bolt.Tx) error {
+		prefix := timelineKey(conversation)
+		c := tx.Bucket(bucketOutbox).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 && len(jobs) < limit; k, v = c.Next() {
 			var pb fsmpb.OutboxJob
 			if err := proto.Unmarshal(v, &pb); err != nil {
 				return fmt.Errorf("decode outbox job %x: %w", k, err)
@@ -185,7 +214,7 @@ func (f *FSM) Outbox(limit int) ([]OutboxJob, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fsm: outbox: %w", err)
+		return nil, fmt.Errorf("fsm: outbox of %q: %w", conversation, err)
 	}
 	return jobs, nil
 }

@@ -40,7 +40,11 @@ func TestSendAppendsAndQueuesOneJobPerMessage(t *testing.T) {
 	if rs[2].Err != nil || rs[2].Send.Seq != 2 || !rs[2].Send.Light || rs[2].Send.Recipients != 4 {
 		t.Fatalf("large send: %+v %v", rs[2].Send, rs[2].Err)
 	}
-	jobs, err := h.f.Outbox(10)
+	h.apply(sendCmd("b", "alice", nil, "elsewhere", "", 12, 0))
+	if convs, err := h.f.OutboxConversations(10); err != nil || !slices.Equal(convs, []string{"b", "c"}) {
+		t.Fatalf("conversations with jobs: %v %v", convs, err)
+	}
+	jobs, err := h.f.Outbox("c", 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +67,7 @@ func TestSendAppendsAndQueuesOneJobPerMessage(t *testing.T) {
 	}
 
 	h.apply(&fsmpb.Command{NowMs: 13, Op: &fsmpb.Command_DeliveryDone{DeliveryDone: &fsmpb.DeliveryDone{Conversation: "c", ConversationSeq: 1}}})
-	if jobs, _ := h.f.Outbox(10); len(jobs) != 1 || jobs[0].ConversationSeq != 2 {
+	if jobs, _ := h.f.Outbox("c", 10); len(jobs) != 1 || jobs[0].ConversationSeq != 2 {
 		t.Fatalf("outbox after done: %+v", jobs)
 	}
 }

@@ -23,6 +23,14 @@ const (
 	DefaultShards = 8
 	// DefaultDedupeWindow is how long an idempotency key is remembered.
 	DefaultDedupeWindow = 24 * time.Hour
+	// DefaultLightAbove: a Send to more members than this (sender included)
+	// writes light entries (no payload) into member timelines.
+	DefaultLightAbove = 500
+	// DefaultRetentionAge is how long entries of either class are kept.
+	DefaultRetentionAge = 90 * 24 * time.Hour
+	// DefaultRetentionInterval is how often a group leader looks for
+	// entries to trim.
+	DefaultRetentionInterval = time.Minute
 )
 
 // Config configures one node.
@@ -54,6 +62,15 @@ type Config struct {
 	CatchUpLag uint64
 	// Prober lets the reconciler ask peers how far they have applied.
 	Prober Prober
+	// Deliverer carries conversation deliveries to the leader of a group on
+	// any node; nil delivers only to groups this node leads (one node).
+	Deliverer Deliverer
+	// LightAbove: Sends to more members than this write light entries.
+	LightAbove int
+	// Retention per timeline class; zero fields keep forever.
+	UserRetention, ConversationRetention Retention
+	// RetentionInterval is how often a group leader trims.
+	RetentionInterval time.Duration
 	// StateMmapBytes is each state machine's initial bbolt mmap size.
 	StateMmapBytes int
 
@@ -78,33 +95,44 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Retention bounds how much of a timeline is kept: entries older than
+// MaxAge, and all but the newest MaxEntries, are trimmed. Zero: no bound.
+type Retention struct {
+	MaxAge     time.Duration
+	MaxEntries uint64
+}
+
 // DefaultConfig returns a Config for a single local node with production
 // timings; callers set NodeID, DataDir and addresses.
 func DefaultConfig() Config {
 	return Config{
-		NodeID:              "node1",
-		DataDir:             "syncd-data",
-		RaftAddr:            "127.0.0.1:7401",
-		GRPCAddr:            "127.0.0.1:7400",
-		GossipAddr:          "127.0.0.1:7402",
-		GossipProbeInterval: time.Second,
-		MaxPayloadBytes:     DefaultMaxPayloadBytes,
-		Shards:              DefaultShards,
-		ReconcileInterval:   500 * time.Millisecond,
-		CatchUpLag:          256,
-		StateMmapBytes:      64 << 20,
-		MaxPageSize:         DefaultMaxPageSize,
-		MaxPageBytes:        DefaultMaxPageBytes,
-		DedupeWindow:        DefaultDedupeWindow,
-		ApplyTimeout:        10 * time.Second,
-		HeartbeatTimeout:    time.Second,
-		ElectionTimeout:     time.Second,
-		LeaderLeaseTimeout:  500 * time.Millisecond,
-		SnapshotInterval:    2 * time.Minute,
-		SnapshotThreshold:   8192,
-		TrailingLogs:        10240,
-		Clock:               time.Now,
-		Logger:              slog.Default(),
+		NodeID:                "node1",
+		DataDir:               "syncd-data",
+		RaftAddr:              "127.0.0.1:7401",
+		GRPCAddr:              "127.0.0.1:7400",
+		GossipAddr:            "127.0.0.1:7402",
+		GossipProbeInterval:   time.Second,
+		MaxPayloadBytes:       DefaultMaxPayloadBytes,
+		Shards:                DefaultShards,
+		ReconcileInterval:     500 * time.Millisecond,
+		CatchUpLag:            256,
+		StateMmapBytes:        64 << 20,
+		MaxPageSize:           DefaultMaxPageSize,
+		MaxPageBytes:          DefaultMaxPageBytes,
+		DedupeWindow:          DefaultDedupeWindow,
+		LightAbove:            DefaultLightAbove,
+		UserRetention:         Retention{MaxAge: DefaultRetentionAge},
+		ConversationRetention: Retention{MaxAge: DefaultRetentionAge},
+		RetentionInterval:     DefaultRetentionInterval,
+		ApplyTimeout:          10 * time.Second,
+		HeartbeatTimeout:      time.Second,
+		ElectionTimeout:       time.Second,
+		LeaderLeaseTimeout:    500 * time.Millisecond,
+		SnapshotInterval:      2 * time.Minute,
+		SnapshotThreshold:     8192,
+		TrailingLogs:          10240,
+		Clock:                 time.Now,
+		Logger:                slog.Default(),
 	}
 }
 
@@ -137,6 +165,15 @@ func (c Config) Validate() error {
 	}
 	if c.Shards < 0 || c.Shards > shard.SlotCount {
 		errs = append(errs, fmt.Errorf("shards %d must be within 0..%d", c.Shards, shard.SlotCount))
+	}
+	if c.LightAbove < 1 || c.LightAbove >= fsm.MaxRecipients {
+		errs = append(errs, fmt.Errorf("light-above %d must be within 1..%d", c.LightAbove, fsm.MaxRecipients-1))
+	}
+	if c.RetentionInterval <= 0 {
+		errs = append(errs, errors.New("retention interval must be positive"))
+	}
+	if c.UserRetention.MaxAge < 0 || c.ConversationRetention.MaxAge < 0 {
+		errs = append(errs, errors.New("retention ages must not be negative"))
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("reconcile interval must be positive"))

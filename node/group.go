@@ -56,6 +56,12 @@ type Group struct {
 	verifyMu sync.RWMutex
 	closing  bool
 
+	// outbox is the delivery worker of a data group (nil for the meta group).
+	outbox *outbox
+	// ctx ends when Close starts, stopping the group's background work.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	notifyCh  chan bool
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -83,22 +89,38 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 		notifyCh: make(chan bool, leaderNotifyBacklog),
 		stop:     make(chan struct{}),
 	}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	if id != shard.MetaGroup {
+		g.outbox = newOutbox(g)
+	}
 	if err := os.MkdirAll(g.dir, 0o700); err != nil {
+		g.cancel()
 		return nil, fmt.Errorf("node: group %d dir: %w", id, err)
 	}
 	if err := g.open(bootstrap); err != nil {
+		g.cancel()
 		g.closeStores()
 		return nil, fmt.Errorf("node: group %d: %w", id, err)
 	}
 	g.wg.Add(1)
 	go g.watchLeadership()
+	if g.outbox != nil {
+		g.wg.Go(func() { g.outbox.loop(g.ctx) })
+		g.wg.Go(func() { g.retentionLoop(g.ctx) })
+	}
 	return g, nil
 }
 
 func (g *Group) open(bootstrap bool) error {
 	cfg := g.node.cfg
 	var err error
-	g.fsm, err = fsm.Open(fsm.Options{Path: filepath.Join(g.dir, "state.db"), Logger: g.log, InitialMmapSize: cfg.StateMmapBytes})
+	g.fsm, err = fsm.Open(fsm.Options{
+		Path:            filepath.Join(g.dir, "state.db"),
+		Logger:          g.log,
+		InitialMmapSize: cfg.StateMmapBytes,
+		OnApply:         g.applied,
+		OnRestore:       g.node.hub.publishAll,
+	})
 	if err != nil {
 		return err
 	}
@@ -172,6 +194,7 @@ func (g *Group) open(bootstrap bool) error {
 // the transport and the stores. Safe to call more than once.
 func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
+		g.cancel()
 		g.verifyMu.Lock()
 		g.closing = true
 		g.verifyMu.Unlock()
@@ -202,6 +225,17 @@ func (g *Group) closeStores() error {
 		errs = append(errs, g.fsm.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// applied runs after each batch the state machine applied: it wakes the
+// watchers of timelines that grew and the outbox worker. It must not block.
+func (g *Group) applied(ch fsm.Changes) {
+	if len(ch.Heads) > 0 {
+		g.node.hub.publish(ch.Heads)
+	}
+	if ch.Outbox && g.outbox != nil {
+		g.outbox.poke()
+	}
 }
 
 // ID is the group's id.

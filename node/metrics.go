@@ -12,6 +12,10 @@ import (
 type metrics struct {
 	propose *prometheus.HistogramVec // by op and outcome
 	read    *prometheus.HistogramVec // linearizable read barriers, by outcome
+	// deliveries counts outbox messages delivered to all members ("ok") and
+	// attempts that will be retried ("retry").
+	deliveries *prometheus.CounterVec
+	trims      prometheus.Counter // timelines trimmed by retention
 }
 
 func newMetrics() *metrics {
@@ -27,6 +31,14 @@ func newMetrics() *metrics {
 			Help:    "Time a linearizable read spent confirming leadership, by outcome.",
 			Buckets: buckets,
 		}, []string{"outcome"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "syncstore_outbox_deliveries_total",
+			Help: "Conversation messages delivered to every member (ok) and delivery attempts to be retried (retry).",
+		}, []string{"outcome"}),
+		trims: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "syncstore_retention_trims_total",
+			Help: "Timelines trimmed by retention (one per timeline per trim command).",
+		}),
 	}
 }
 
@@ -64,6 +76,8 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 	collectors := []prometheus.Collector{
 		n.metrics.propose,
 		n.metrics.read,
+		n.metrics.deliveries,
+		n.metrics.trims,
 		gauge("syncstore_meta_term", "Current Raft term of the meta group.", func() float64 { return float64(n.meta.raft.CurrentTerm()) }),
 		gauge("syncstore_meta_commit_index", "Commit index of the meta group.", func() float64 { return float64(n.meta.raft.CommitIndex()) }),
 		gauge("syncstore_meta_is_leader", "1 if this node leads the meta group.", func() float64 { return boolGauge(n.meta.IsLeader()) }),

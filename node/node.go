@@ -42,6 +42,7 @@ type Node struct {
 	gossip  *gossip
 	metrics *metrics
 	meta    *Group
+	hub     *hub
 
 	mu     sync.RWMutex
 	groups map[shard.GroupID]*Group
@@ -71,6 +72,7 @@ func Start(cfg Config) (*Node, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With("node", cfg.NodeID),
 		metrics:   newMetrics(),
+		hub:       newHub(),
 		groups:    map[shard.GroupID]*Group{},
 		transfers: map[shard.GroupID]transferState{},
 		stop:      make(chan struct{}),
@@ -166,15 +168,23 @@ func (n *Node) route(timeline string) (*Group, error) {
 	if g := n.Group(id); g != nil {
 		return g, nil
 	}
-	// Gossip says who leads; failing that, try the preferred leader.
+	return nil, n.notHosted(id)
+}
+
+// notHosted is the error for a group with no replica here: it names the
+// group's leader as gossip reports it or, failing that, its preferred
+// leader in the shard map.
+func (n *Node) notHosted(id shard.GroupID) error {
 	if m, ok := n.gossip.leaderOf(id); ok && m.GRPCAddr != "" {
-		return nil, &NotLeaderError{Group: id, LeaderID: m.ID, LeaderGRPCAddr: m.GRPCAddr}
+		return &NotLeaderError{Group: id, LeaderID: m.ID, LeaderGRPCAddr: m.GRPCAddr}
 	}
 	target := ""
-	if sg, ok := m.Group(id); ok && len(sg.Replicas) > 0 {
-		target = sg.Replicas[0]
+	if m := n.shardMap(); m != nil {
+		if sg, ok := m.Group(id); ok && len(sg.Replicas) > 0 {
+			target = sg.Replicas[0]
+		}
 	}
-	return nil, &NotLeaderError{Group: id, LeaderID: target, LeaderGRPCAddr: n.grpcAddrOf(target)}
+	return &NotLeaderError{Group: id, LeaderID: target, LeaderGRPCAddr: n.grpcAddrOf(target)}
 }
 
 // Gossip reports every node this node's gossip has heard of.

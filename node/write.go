@@ -125,6 +125,14 @@ func opName(cmd *fsmpb.Command) string {
 		return "set_shard_map"
 	case *fsmpb.Command_SetRanges:
 		return "set_ranges"
+	case *fsmpb.Command_Send:
+		return "send"
+	case *fsmpb.Command_Deliver:
+		return "deliver"
+	case *fsmpb.Command_DeliveryDone:
+		return "delivery_done"
+	case *fsmpb.Command_Trim:
+		return "trim"
 	}
 	return "other"
 }

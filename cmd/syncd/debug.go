@@ -14,15 +14,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/rpc/server"
 )
 
 // startDebug serves /metrics and /debug/pprof on addr. Keep addr private:
 // pprof shows internals.
-func startDebug(addr string, nd *node.Node, log *slog.Logger) (*http.Server, error) {
+func startDebug(addr string, nd *node.Node, grpcSrv *server.Server, log *slog.Logger) (*http.Server, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if err := nd.RegisterMetrics(reg); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	if err := grpcSrv.RegisterMetrics(reg); err != nil {
+		return nil, fmt.Errorf("register server metrics: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -45,6 +45,12 @@ func run(args []string) error {
 	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", cfg.MaxPayloadBytes, "largest payload an append may carry")
 	fs.IntVar(&cfg.MaxPageSize, "max-page-size", cfg.MaxPageSize, "largest limit a pull may ask for")
 	fs.DurationVar(&cfg.DedupeWindow, "dedupe-window", cfg.DedupeWindow, "how long an idempotency key is remembered")
+	fs.IntVar(&cfg.LightAbove, "light-above", cfg.LightAbove, "a send to more members than this writes light entries (no payload) into member timelines")
+	fs.DurationVar(&cfg.UserRetention.MaxAge, "user-retention", cfg.UserRetention.MaxAge, "how long user timeline entries are kept (0: forever)")
+	fs.Uint64Var(&cfg.UserRetention.MaxEntries, "user-retention-entries", cfg.UserRetention.MaxEntries, "how many of the newest entries a user timeline keeps (0: no limit)")
+	fs.DurationVar(&cfg.ConversationRetention.MaxAge, "conversation-retention", cfg.ConversationRetention.MaxAge, "how long conversation entries are kept (0: forever)")
+	fs.Uint64Var(&cfg.ConversationRetention.MaxEntries, "conversation-retention-entries", cfg.ConversationRetention.MaxEntries, "how many of the newest entries a conversation keeps (0: no limit)")
+	fs.DurationVar(&cfg.RetentionInterval, "retention-interval", cfg.RetentionInterval, "how often group leaders trim by the retention settings")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "serve /metrics (Prometheus) and /debug/pprof here; off when empty")
 	if err := fs.Parse(args); err != nil {
@@ -65,9 +71,10 @@ func run(args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	cfg.GRPCAddr = lis.Addr().String() // resolves a ":0" port
-	prober := server.NewProber()
-	defer prober.Close()
-	cfg.Prober = prober.Probe
+	peerClient := server.NewPeerClient()
+	defer peerClient.Close()
+	cfg.Prober = peerClient.Probe
+	cfg.Deliverer = peerClient.Deliver
 	nd, err := node.Start(cfg)
 	if err != nil {
 		lis.Close()
@@ -77,7 +84,7 @@ func run(args []string) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	if *debugAddr != "" {
-		dbg, err := startDebug(*debugAddr, nd, cfg.Logger)
+		dbg, err := startDebug(*debugAddr, nd, srv, cfg.Logger)
 		if err != nil {
 			srv.Stop()
 			return errors.Join(err, nd.Close())

@@ -31,7 +31,7 @@ type Member struct {
 	GossipAddr string
 	Node       *node.Node // nil while stopped
 	server     *server.Server
-	prober     *server.Prober
+	peerClient *server.PeerClient
 	served     chan error
 }
 
@@ -156,15 +156,16 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	if c.tweak != nil {
 		c.tweak(&cfg)
 	}
-	prober := server.NewProber()
-	cfg.Prober = prober.Probe
+	peerClient := server.NewPeerClient()
+	cfg.Prober = peerClient.Probe
+	cfg.Deliverer = peerClient.Deliver
 	nd, err := node.Start(cfg)
 	if err != nil {
 		lis.Close()
-		prober.Close()
+		peerClient.Close()
 		c.t.Fatalf("start %s: %v", m.ID, err)
 	}
-	m.prober = prober
+	m.peerClient = peerClient
 	m.RaftAddr, m.GossipAddr = nd.Config().RaftAddr, nd.Config().GossipAddr
 	m.Node = nd
 	m.server = server.New(nd, cfg.Logger)
@@ -184,8 +185,8 @@ func (c *Cluster) Stop(i int) {
 	if err := m.Node.Close(); err != nil {
 		c.t.Errorf("close %s: %v", m.ID, err)
 	}
-	m.prober.Close()
-	m.Node, m.server, m.prober = nil, nil, nil
+	m.peerClient.Close()
+	m.Node, m.server, m.peerClient = nil, nil, nil
 }
 
 // Kill stops member i abruptly: Raft goes down first, failing the writes in
@@ -202,8 +203,8 @@ func (c *Cluster) Kill(i int) {
 	}
 	m.server.Kill()
 	<-m.served
-	m.prober.Close()
-	m.Node, m.server, m.prober = nil, nil, nil
+	m.peerClient.Close()
+	m.Node, m.server, m.peerClient = nil, nil, nil
 }
 
 // Restart starts a stopped member again on its addresses and data.

@@ -39,27 +39,42 @@ const (
 type Server struct {
 	syncv1.UnimplementedSyncServer
 	syncv1.UnimplementedAdminServer
+	syncv1.UnimplementedPeerServer
 
-	node   *node.Node
-	log    *slog.Logger
-	grpc   *grpc.Server
-	health *health.Server
-	peers  *peers
+	node         *node.Node
+	log          *slog.Logger
+	grpc         *grpc.Server
+	health       *health.Server
+	peers        *peers
+	streamLimits StreamLimits
+	metrics      *serverMetrics
 }
 
+// Option changes a Server built by New.
+type Option func(*Server)
+
+// WithStreamLimits sets the limits of Subscribe streams.
+func WithStreamLimits(l StreamLimits) Option { return func(s *Server) { s.streamLimits = l } }
+
 // New builds the gRPC server of a node.
-func New(n *node.Node, log *slog.Logger) *Server {
+func New(n *node.Node, log *slog.Logger, opts ...Option) *Server {
 	s := &Server{
-		node:   n,
-		log:    log,
-		health: health.NewServer(),
-		peers:  newPeers(),
+		node:         n,
+		log:          log,
+		health:       health.NewServer(),
+		peers:        newPeers(),
+		streamLimits: DefaultStreamLimits(),
+		metrics:      newServerMetrics(),
 		grpc: grpc.NewServer(
 			grpc.MaxRecvMsgSize(n.Config().MaxPayloadBytes + messageOverhead),
 		),
 	}
+	for _, o := range opts {
+		o(s)
+	}
 	syncv1.RegisterSyncServer(s.grpc, s)
 	syncv1.RegisterAdminServer(s.grpc, s)
+	syncv1.RegisterPeerServer(s.grpc, s)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -44,16 +44,24 @@ func (s *Server) Pull(ctx context.Context, req *syncv1.PullRequest) (*syncv1.Pul
 		Entries:   make([]*syncv1.Entry, len(res.Entries)),
 	}
 	for i, e := range res.Entries {
-		out.Entries[i] = &syncv1.Entry{
-			Timeline:       e.Timeline,
-			Seq:            e.Seq,
-			TsMs:           e.TsMs,
-			Payload:        e.Payload,
-			IdempotencyKey: e.IdempotencyKey,
-			Metadata:       e.Metadata,
-		}
+		out.Entries[i] = entryProto(e)
 	}
 	return out, nil
+}
+
+func entryProto(e fsm.Entry) *syncv1.Entry {
+	return &syncv1.Entry{
+		Timeline:        e.Timeline,
+		Seq:             e.Seq,
+		TsMs:            e.TsMs,
+		Payload:         e.Payload,
+		IdempotencyKey:  e.IdempotencyKey,
+		Metadata:        e.Metadata,
+		Sender:          e.Sender,
+		Conversation:    e.Conversation,
+		ConversationSeq: e.ConversationSeq,
+		Light:           e.Light,
+	}
 }
 
 // Head returns a timeline's newest seq; linearizable heads go to the leader.

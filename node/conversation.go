@@ -1,0 +1,111 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/shard"
+)
+
+// SendRequest is a message to a conversation and its members.
+type SendRequest struct {
+	Conversation   string
+	Sender         string
+	Recipients     []string
+	Payload        []byte
+	IdempotencyKey string
+	Metadata       map[string]string
+}
+
+// Send appends a message to the conversation and queues its delivery to
+// every member's timeline, in one replicated command: once it returns, the
+// conversation group will deliver it, whatever fails afterwards.
+func (n *Node) Send(ctx context.Context, req SendRequest) (fsm.SendResult, error) {
+	s := &fsmpb.Send{
+		Conversation:   req.Conversation,
+		Sender:         req.Sender,
+		Recipients:     req.Recipients,
+		Payload:        req.Payload,
+		IdempotencyKey: req.IdempotencyKey,
+		Metadata:       req.Metadata,
+		DedupeWindowMs: n.cfg.DedupeWindow.Milliseconds(),
+		LightAbove:     uint32(n.cfg.LightAbove),
+	}
+	if l := len(s.GetPayload()); l > n.cfg.MaxPayloadBytes {
+		return fsm.SendResult{}, fmt.Errorf("%w: payload is %d bytes; the limit is %d", fsm.ErrInvalidArgument, l, n.cfg.MaxPayloadBytes)
+	}
+	if err := fsm.ValidateSend(s); err != nil {
+		return fsm.SendResult{}, err
+	}
+	g, err := n.route(req.Conversation)
+	if err != nil {
+		return fsm.SendResult{}, err
+	}
+	res, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_Send{Send: s}})
+	if err != nil {
+		return fsm.SendResult{}, err
+	}
+	return *res.Send, nil
+}
+
+// Delivery is one conversation message for one member's timeline.
+type Delivery struct {
+	Timeline        string
+	Conversation    string
+	ConversationSeq uint64
+	Sender          string
+	Payload         []byte
+	Light           bool
+	Metadata        map[string]string
+}
+
+// Deliverer sends deliveries for a group to the node at grpcAddr, which
+// applies them or forwards them to the group's leader. The rpc layer
+// provides it.
+type Deliverer func(ctx context.Context, grpcAddr string, group shard.GroupID, items []Delivery) (fsm.DeliverResult, error)
+
+// Deliver applies deliveries to a group this node leads; otherwise the
+// error names the leader (a *NotLeaderError) for the rpc layer to forward.
+func (n *Node) Deliver(ctx context.Context, group shard.GroupID, items []Delivery) (fsm.DeliverResult, error) {
+	d := &fsmpb.Deliver{Items: make([]*fsmpb.DeliveryItem, len(items))}
+	for i, it := range items {
+		d.Items[i] = &fsmpb.DeliveryItem{
+			Timeline:        it.Timeline,
+			Conversation:    it.Conversation,
+			ConversationSeq: it.ConversationSeq,
+			Sender:          it.Sender,
+			Payload:         it.Payload,
+			Light:           it.Light,
+			Metadata:        it.Metadata,
+		}
+	}
+	if err := fsm.ValidateDeliver(d); err != nil {
+		return fsm.DeliverResult{}, err
+	}
+	g := n.Group(group)
+	if g == nil {
+		return fsm.DeliverResult{}, n.notHosted(group)
+	}
+	res, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_Deliver{Deliver: d}})
+	if err != nil {
+		return fsm.DeliverResult{}, err
+	}
+	return *res.Deliver, nil
+}
+
+// History reads a page of a timeline backwards (see fsm.FSM.History).
+func (n *Node) History(ctx context.Context, timeline string, before uint64, limit int, c Consistency) (fsm.HistoryResult, error) {
+	if limit < 1 || limit > n.cfg.MaxPageSize {
+		return fsm.HistoryResult{}, fmt.Errorf("%w: limit %d must be within 1..%d", fsm.ErrInvalidArgument, limit, n.cfg.MaxPageSize)
+	}
+	g, err := n.routeRead(timeline)
+	if err != nil {
+		return fsm.HistoryResult{}, err
+	}
+	if err := g.readBarrier(ctx, c); err != nil {
+		return fsm.HistoryResult{}, err
+	}
+	return g.fsm.History(timeline, before, limit, n.cfg.MaxPageBytes)
+}
