@@ -208,3 +208,10 @@ func batches(items []Delivery) [][]Delivery {
 	}
 	return out
 }
+
+// PendingDeliveries reports whether the group's outbox still holds a
+// message not yet delivered to every member.
+func (g *Group) PendingDeliveries() (bool, error) {
+	convs, err := g.fsm.OutboxConversations(1)
+	return len(convs) > 0, err
+}

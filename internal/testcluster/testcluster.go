@@ -37,9 +37,10 @@ type Member struct {
 
 // Cluster is a set of members.
 type Cluster struct {
-	t       testing.TB
-	tweak   func(*node.Config)
-	Members []*Member
+	t          testing.TB
+	tweak      func(*node.Config)
+	serverOpts []server.Option
+	Members    []*Member
 }
 
 // FastConfig shortens Raft timings for tests and keeps logs quiet.
@@ -56,10 +57,10 @@ func FastConfig(c *node.Config) {
 
 // New starts an n-member cluster: the first member bootstraps, the others
 // join through it. tweak (may be nil) adjusts every member's config after
-// FastConfig. Everything is stopped when the test ends.
-func New(t testing.TB, n int, tweak func(*node.Config)) *Cluster {
+// FastConfig and the peer client's Prober and Deliverer are set. Everything is stopped when the test ends.
+func New(t testing.TB, n int, tweak func(*node.Config), serverOpts ...server.Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, tweak: tweak}
+	c := &Cluster{t: t, tweak: tweak, serverOpts: serverOpts}
 	for i := range n {
 		c.Members = append(c.Members, &Member{ID: fmt.Sprintf("n%d", i+1), Dir: t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"})
 	}
@@ -153,12 +154,12 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	if m.GossipAddr != "" {
 		cfg.GossipAddr = m.GossipAddr // a restart keeps its address
 	}
-	if c.tweak != nil {
-		c.tweak(&cfg)
-	}
 	peerClient := server.NewPeerClient()
 	cfg.Prober = peerClient.Probe
 	cfg.Deliverer = peerClient.Deliver
+	if c.tweak != nil {
+		c.tweak(&cfg) // may wrap the Prober or the Deliverer
+	}
 	nd, err := node.Start(cfg)
 	if err != nil {
 		lis.Close()
@@ -168,10 +169,13 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	m.peerClient = peerClient
 	m.RaftAddr, m.GossipAddr = nd.Config().RaftAddr, nd.Config().GossipAddr
 	m.Node = nd
-	m.server = server.New(nd, cfg.Logger)
+	m.server = server.New(nd, cfg.Logger, c.serverOpts...)
 	m.served = make(chan error, 1)
 	go func() { m.served <- m.server.Serve(lis) }()
 }
+
+// Server is member i's gRPC server (nil while stopped).
+func (c *Cluster) Server(i int) *server.Server { return c.Members[i].server }
 
 // Stop shuts member i down (its data stays).
 func (c *Cluster) Stop(i int) {
