@@ -287,6 +287,8 @@ func (n *Node) Members() ([]Member, error) { return n.meta.Members() }
 type GroupState struct {
 	Digest  string
 	Applied uint64
+	// DeliveriesPending: the group's outbox is not empty.
+	DeliveriesPending bool
 }
 
 // States hashes every local replica, the meta group's included.
@@ -297,7 +299,13 @@ func (n *Node) States() (map[shard.GroupID]GroupState, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[g.id] = GroupState{Digest: d, Applied: g.AppliedIndex()}
+		st := GroupState{Digest: d, Applied: g.AppliedIndex()}
+		if g.outbox != nil {
+			if st.DeliveriesPending, err = g.PendingDeliveries(); err != nil {
+				return nil, err
+			}
+		}
+		out[g.id] = st
 	}
 	return out, nil
 }

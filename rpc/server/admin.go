@@ -198,10 +198,11 @@ func (s *Server) Digests(ctx context.Context, _ *syncv1.DigestsRequest) (*syncv1
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &syncv1.DigestsResponse{Digests: map[uint64]string{}, Applied: map[uint64]uint64{}}
+	out := &syncv1.DigestsResponse{Digests: map[uint64]string{}, Applied: map[uint64]uint64{}, DeliveriesPending: map[uint64]bool{}}
 	for id, st := range states {
 		out.Digests[uint64(id)] = st.Digest
 		out.Applied[uint64(id)] = st.Applied
+		out.DeliveriesPending[uint64(id)] = st.DeliveriesPending
 	}
 	return out, nil
 }

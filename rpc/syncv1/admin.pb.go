@@ -64,9 +64,13 @@ type DigestsResponse struct {
 	// group id -> state digest (group 0 is the meta group)
 	Digests map[uint64]string `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// group id -> state machine applied index
-	Applied       map[uint64]uint64 `protobuf:"bytes,2,rep,name=applied,proto3" json:"applied,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Applied map[uint64]uint64 `protobuf:"bytes,2,rep,name=applied,proto3" json:"applied,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// group id -> true while its outbox holds conversation messages not yet
+	// delivered to every member (the state still changes, though every
+	// replica may have applied the same index).
+	DeliveriesPending map[uint64]bool `protobuf:"bytes,3,rep,name=deliveries_pending,json=deliveriesPending,proto3" json:"deliveries_pending,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *DigestsResponse) Reset() {
@@ -109,6 +113,13 @@ func (x *DigestsResponse) GetDigests() map[uint64]string {
 func (x *DigestsResponse) GetApplied() map[uint64]uint64 {
 	if x != nil {
 		return x.Applied
+	}
+	return nil
+}
+
+func (x *DigestsResponse) GetDeliveriesPending() map[uint64]bool {
+	if x != nil {
+		return x.DeliveriesPending
 	}
 	return nil
 }
@@ -987,16 +998,20 @@ var File_syncstore_v1_admin_proto protoreflect.FileDescriptor
 const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"\x10\n" +
-	"\x0eDigestsRequest\"\x95\x02\n" +
+	"\x0eDigestsRequest\"\xc0\x03\n" +
 	"\x0fDigestsResponse\x12D\n" +
 	"\adigests\x18\x01 \x03(\v2*.syncstore.v1.DigestsResponse.DigestsEntryR\adigests\x12D\n" +
-	"\aapplied\x18\x02 \x03(\v2*.syncstore.v1.DigestsResponse.AppliedEntryR\aapplied\x1a:\n" +
+	"\aapplied\x18\x02 \x03(\v2*.syncstore.v1.DigestsResponse.AppliedEntryR\aapplied\x12c\n" +
+	"\x12deliveries_pending\x18\x03 \x03(\v24.syncstore.v1.DigestsResponse.DeliveriesPendingEntryR\x11deliveriesPending\x1a:\n" +
 	"\fDigestsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a:\n" +
 	"\fAppliedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x11\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\x1aD\n" +
+	"\x16DeliveriesPendingEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\"\x11\n" +
 	"\x0fShardMapRequest\"\xee\x01\n" +
 	"\x10ShardMapResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x124\n" +
@@ -1087,7 +1102,7 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_syncstore_v1_admin_proto_goTypes = []any{
 	(*DigestsRequest)(nil),        // 0: syncstore.v1.DigestsRequest
 	(*DigestsResponse)(nil),       // 1: syncstore.v1.DigestsResponse
@@ -1106,36 +1121,38 @@ var file_syncstore_v1_admin_proto_goTypes = []any{
 	(*ClusterStatusResponse)(nil), // 14: syncstore.v1.ClusterStatusResponse
 	nil,                           // 15: syncstore.v1.DigestsResponse.DigestsEntry
 	nil,                           // 16: syncstore.v1.DigestsResponse.AppliedEntry
-	nil,                           // 17: syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	nil,                           // 18: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	nil,                           // 17: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	nil,                           // 18: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                           // 19: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
 	15, // 0: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
 	16, // 1: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
-	4,  // 2: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
-	17, // 3: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	5,  // 4: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
-	12, // 5: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
-	11, // 6: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
-	10, // 7: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
-	12, // 8: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
-	9,  // 9: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	18, // 10: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	6,  // 11: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	8,  // 12: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	13, // 13: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	2,  // 14: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
-	0,  // 15: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
-	7,  // 16: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	9,  // 17: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	14, // 18: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	3,  // 19: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
-	1,  // 20: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	17, // 2: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	4,  // 3: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
+	18, // 4: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	5,  // 5: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
+	12, // 6: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
+	11, // 7: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
+	10, // 8: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
+	12, // 9: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
+	9,  // 10: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
+	19, // 11: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	6,  // 12: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	8,  // 13: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	13, // 14: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	2,  // 15: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	0,  // 16: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
+	7,  // 17: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	9,  // 18: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	14, // 19: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	3,  // 20: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	1,  // 21: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
+	17, // [17:22] is the sub-list for method output_type
+	12, // [12:17] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_admin_proto_init() }
@@ -1149,7 +1166,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
