@@ -55,7 +55,7 @@ func Acknowledged(ops []history.Op, f history.Final) Verdict {
 	for _, node := range slices.Sorted(maps.Keys(f.Timelines)) {
 		tls := f.Timelines[node]
 		for _, op := range ops {
-			if op.Kind != history.Append || op.Outcome != history.OK {
+			if !op.Kind.Writes() || op.Outcome != history.OK {
 				continue
 			}
 			entries, ok := tls[op.Timeline]
@@ -80,7 +80,7 @@ func Sequences(ops []history.Op, f history.Final) Verdict {
 	v := Verdict{Checker: "sequences", Valid: true}
 	unknown := map[string]bool{}
 	for _, op := range ops {
-		if op.Kind == history.Append && op.Outcome == history.Unknown {
+		if op.Kind.Writes() && op.Outcome == history.Unknown {
 			unknown[op.Timeline+"\x00"+op.Key] = true
 		}
 	}

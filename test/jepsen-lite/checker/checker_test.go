@@ -216,3 +216,107 @@ func TestHistoryRoundTrips(t *testing.T) {
 		t.Fatal("garbage read as a history")
 	}
 }
+
+// A hand-made fan-out: conversation "c" holds two messages, the second
+// from a Send whose outcome was unknown; both reached members a and b
+// (and the sender's timeline, s).
+func fanOutRun() ([]history.Op, history.Final) {
+	ops := []history.Op{
+		{Process: 0, Kind: history.Send, Timeline: "c", Key: "k1", Payload: "hi", Sender: "s", Recipients: []string{"a", "b"}, Invoke: 0, Complete: 5, Outcome: history.OK, Seq: 1},
+		{Process: 1, Kind: history.Send, Timeline: "c", Key: "k2", Payload: "yo", Sender: "s", Recipients: []string{"a", "b"}, Invoke: 6, Outcome: history.Unknown},
+		{Process: 2, Kind: history.Send, Timeline: "c", Key: "k3", Payload: "no", Sender: "s", Recipients: []string{"a"}, Invoke: 7, Complete: 8, Outcome: history.Fail},
+	}
+	conv := []history.Entry{{Seq: 1, Key: "k1", Payload: "hi", Sender: "s"}, {Seq: 2, Key: "k2", Payload: "yo", Sender: "s"}}
+	delivered := func() []history.Entry {
+		return []history.Entry{
+			{Seq: 1, Payload: "hi", Sender: "s", Conversation: "c", ConversationSeq: 1},
+			{Seq: 2, Payload: "yo", Sender: "s", Conversation: "c", ConversationSeq: 2},
+		}
+	}
+	final := history.Final{Timelines: map[string]map[string][]history.Entry{
+		"n1": {"c": conv, "a": delivered(), "s": delivered()},
+		"n2": {"b": delivered()},
+	}}
+	return ops, final
+}
+
+func TestFanOutChecker(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(f *history.Final)
+		valid  bool
+	}{
+		{"valid", func(f *history.Final) {}, true},
+		{"a member missed a message", func(f *history.Final) { f.Timelines["n2"]["b"] = f.Timelines["n2"]["b"][:1] }, false},
+		{"a message delivered twice", func(f *history.Final) {
+			a := f.Timelines["n1"]["a"]
+			f.Timelines["n1"]["a"] = append(a, history.Entry{Seq: 3, Payload: "yo", Sender: "s", Conversation: "c", ConversationSeq: 2})
+		}, false},
+		{"out of conversation order", func(f *history.Final) {
+			a := f.Timelines["n1"]["a"]
+			a[0].ConversationSeq, a[1].ConversationSeq = 2, 1
+			a[0].Payload, a[1].Payload = "yo", "hi"
+		}, false},
+		{"a delivery of a message the conversation lacks", func(f *history.Final) {
+			a := f.Timelines["n1"]["a"]
+			f.Timelines["n1"]["a"] = append(a, history.Entry{Seq: 3, Payload: "no", Sender: "s", Conversation: "c", ConversationSeq: 3})
+		}, false},
+		{"a delivery with another payload", func(f *history.Final) { f.Timelines["n2"]["b"][1].Payload = "changed" }, false},
+		{"the sender's own timeline missed it", func(f *history.Final) { f.Timelines["n1"]["s"] = nil }, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ops, f := fanOutRun()
+			tc.mutate(&f)
+			if v := FanOut(ops, f); v.Valid != tc.valid {
+				t.Fatalf("fan-out verdict %+v, want valid=%v", v, tc.valid)
+			}
+		})
+	}
+	// The conversation itself goes through the other checkers as appends.
+	ops, f := fanOutRun()
+	for _, v := range []Verdict{Acknowledged(ops, f), Sequences(ops, f), Linearizable(ops, f, 10*time.Second)} {
+		if !v.Valid {
+			t.Fatalf("%+v", v)
+		}
+	}
+}
+
+func TestSubscriptionsChecker(t *testing.T) {
+	final := func() history.Final {
+		_, f := validRun()
+		return f
+	}
+	received := func(seqs ...uint64) []history.Subscription {
+		_, f := validRun()
+		var es []history.Entry
+		for _, s := range seqs {
+			es = append(es, f.Timelines["n1"]["t"][s-1])
+		}
+		return []history.Subscription{{Consumer: 0, Received: map[string][]history.Entry{"t": es}}}
+	}
+	cases := []struct {
+		name  string
+		subs  []history.Subscription
+		valid bool
+	}{
+		{"everything once, in order", received(1, 2, 3), true},
+		{"a seq twice", received(1, 2, 2, 3), false},
+		{"out of order", received(1, 3, 2), false},
+		{"a gap", received(1, 3), false},
+		{"missing after the heal", received(1, 2), false},
+		{"nothing received", []history.Subscription{{Received: map[string][]history.Entry{"t": nil}}}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if v := Subscriptions(tc.subs, final()); v.Valid != tc.valid {
+				t.Fatalf("verdict %+v, want valid=%v", v, tc.valid)
+			}
+		})
+	}
+	subs := received(1, 2, 3)
+	subs[0].Received["t"][1].Key = "other"
+	if v := Subscriptions(subs, final()); v.Valid {
+		t.Fatal("a received entry that differs from the replicas' passed")
+	}
+}

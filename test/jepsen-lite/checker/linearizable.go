@@ -97,7 +97,7 @@ func Linearizable(ops []history.Op, f history.Final, budget time.Duration) Verdi
 	byTimeline := map[string][]porcupine.Operation{}
 	unread := map[string]bool{}
 	for _, op := range ops {
-		if op.Outcome == history.Fail || (op.Kind != history.Append && op.Outcome != history.OK) {
+		if op.Outcome == history.Fail || (!op.Kind.Writes() && op.Outcome != history.OK) {
 			continue
 		}
 		fin, ok := order[op.Timeline]
@@ -106,9 +106,12 @@ func Linearizable(ops []history.Op, f history.Final, budget time.Duration) Verdi
 			continue
 		}
 		in := input{kind: op.Kind, key: op.Key, after: op.After}
+		if op.Kind == history.Send {
+			in.kind = history.Append // on its conversation, a send is an append
+		}
 		p := porcupine.Operation{ClientId: op.Process, Call: op.Invoke, Return: op.Complete}
 		switch {
-		case op.Kind == history.Append:
+		case in.kind == history.Append:
 			in.pos = fin.seqOf[op.Key]
 			if op.Outcome == history.Unknown {
 				if in.pos == 0 {

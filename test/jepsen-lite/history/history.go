@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Kind of operation.
@@ -18,7 +19,13 @@ const (
 	Append Kind = "append"
 	Head   Kind = "head"
 	Pull   Kind = "pull"
+	// Send appends to a conversation (Timeline) and delivers to the user
+	// timelines of Recipients and Sender.
+	Send Kind = "send"
 )
+
+// Writes says whether the kind adds an entry to Timeline.
+func (k Kind) Writes() bool { return k == Append || k == Send }
 
 // Outcome of an operation as the client saw it.
 type Outcome string
@@ -38,6 +45,11 @@ type Entry struct {
 	Seq     uint64 `json:"seq"`
 	Key     string `json:"key"`
 	Payload string `json:"payload"`
+	// Set on conversation messages and on their deliveries.
+	Sender string `json:"sender,omitempty"`
+	// Set on a delivery into a user timeline: the message it carries.
+	Conversation    string `json:"conversation,omitempty"`
+	ConversationSeq uint64 `json:"conversation_seq,omitempty"`
 }
 
 // Op is one logical client operation. An append retried with the same
@@ -56,6 +68,18 @@ type Op struct {
 	HeadSeq  uint64  `json:"head,omitempty"`
 	Entries  []Entry `json:"entries,omitempty"`
 	Error    string  `json:"error,omitempty"`
+	// Send only.
+	Sender     string   `json:"sender,omitempty"`
+	Recipients []string `json:"recipients,omitempty"`
+}
+
+// Members is who a Send delivers to: the recipients and the sender.
+func (op Op) Members() []string {
+	out := append([]string(nil), op.Recipients...)
+	if !slices.Contains(out, op.Sender) {
+		out = append(out, op.Sender)
+	}
+	return out
 }
 
 // Write writes ops as JSON lines.
@@ -94,4 +118,11 @@ type Final struct {
 	Timelines map[string]map[string][]Entry `json:"timelines"`
 	// Digests: group -> node -> state digest of that replica.
 	Digests map[uint64]map[string]string `json:"digests"`
+}
+
+// Subscription is what one Subscribe consumer received, per timeline in
+// arrival order. Every timeline was followed from its start.
+type Subscription struct {
+	Consumer int                `json:"consumer"`
+	Received map[string][]Entry `json:"received"`
 }
