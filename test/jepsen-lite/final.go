@@ -45,14 +45,14 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		digests, applied, err := allDigests(ctx, perNode)
-		if err == nil && converged(applied) {
+		digests, applied, pending, err := allDigests(ctx, perNode)
+		if err == nil && converged(applied) && len(pending) == 0 {
 			final.Digests = digests
 			break
 		}
 		if time.Now().After(deadline) {
 			final.Digests = digests
-			return final, fmt.Errorf("replicas did not converge within %s (last error %v, applied %v)", settle, err, applied)
+			return final, fmt.Errorf("replicas did not converge within %s (last error %v, applied %v, deliveries pending in groups %v)", settle, err, applied, pending)
 		}
 		select {
 		case <-ctx.Done():
@@ -77,8 +77,11 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 	return final, nil
 }
 
-func allDigests(ctx context.Context, perNode map[string]*client.Client) (map[uint64]map[string]string, map[uint64]map[string]uint64, error) {
+// allDigests asks every node for its replicas' digests and applied indexes,
+// and lists the groups whose outbox some replica reports not empty.
+func allDigests(ctx context.Context, perNode map[string]*client.Client) (map[uint64]map[string]string, map[uint64]map[string]uint64, []uint64, error) {
 	digests, applied := map[uint64]map[string]string{}, map[uint64]map[string]uint64{}
+	var pending []uint64
 	for _, node := range slices.Sorted(maps.Keys(perNode)) {
 		var resp *syncv1.DigestsResponse
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -88,7 +91,12 @@ func allDigests(ctx context.Context, perNode map[string]*client.Client) (map[uin
 		})
 		cancel()
 		if err != nil {
-			return digests, applied, fmt.Errorf("digests of %s: %w", node, err)
+			return digests, applied, pending, fmt.Errorf("digests of %s: %w", node, err)
+		}
+		for g, p := range resp.GetDeliveriesPending() {
+			if p && !slices.Contains(pending, g) {
+				pending = append(pending, g)
+			}
 		}
 		for g, d := range resp.GetDigests() {
 			if digests[g] == nil {
@@ -97,7 +105,7 @@ func allDigests(ctx context.Context, perNode map[string]*client.Client) (map[uin
 			digests[g][node], applied[g][node] = d, resp.GetApplied()[g]
 		}
 	}
-	return digests, applied, nil
+	return digests, applied, pending, nil
 }
 
 func converged(applied map[uint64]map[string]uint64) bool {
@@ -127,7 +135,7 @@ func readAll(ctx context.Context, cl *client.Client, tl string) ([]history.Entry
 			return nil, err
 		}
 		for _, e := range resp.GetEntries() {
-			out = append(out, history.Entry{Seq: e.GetSeq(), Key: e.GetIdempotencyKey(), Payload: string(e.GetPayload())})
+			out = append(out, entryOf(e))
 			after = e.GetSeq()
 		}
 		if resp.GetStatus() != syncv1.PullStatus_PULL_STATUS_MORE {

@@ -178,6 +178,7 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 		checker.IdempotencyKeys(final),
 		checker.Linearizable(ops, final, linearizableBudget),
 		checker.Replicas(final),
+		checker.FanOut(ops, final),
 	}
 	if ferr != nil {
 		verdicts = append(verdicts, checker.Verdict{Checker: "final-read", Problems: []string{ferr.Error()}})

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/syncv1"
 	"github.com/syncstore/syncstore/test/jepsen-lite/history"
 )
 
@@ -19,6 +20,10 @@ import (
 const (
 	hotTimelines  = 4
 	coldTimelines = 120
+	// Conversations, each with membersPerConversation of the users.
+	conversations          = 6
+	users                  = 48
+	membersPerConversation = 12
 	appendTimeout = 10 * time.Second // an append still unanswered by then has an unknown outcome
 	readTimeout   = 3 * time.Second
 )
@@ -39,7 +44,7 @@ func (r *recorder) add(op history.Op) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ops = append(r.ops, op)
-	if op.Kind == history.Append && op.Outcome == history.OK && op.Seq > r.known[op.Timeline] {
+	if op.Kind.Writes() && op.Outcome == history.OK && op.Seq > r.known[op.Timeline] {
 		r.known[op.Timeline] = op.Seq
 	}
 }
@@ -72,6 +77,25 @@ func allTimelines() []string {
 	for i := range coldTimelines {
 		out = append(out, fmt.Sprintf("cold-%d", i))
 	}
+	for i := range conversations {
+		out = append(out, conversationName(i))
+	}
+	for i := range users {
+		out = append(out, userName(i))
+	}
+	return out
+}
+
+func conversationName(i int) string { return fmt.Sprintf("conv-%d", i) }
+func userName(i int) string         { return fmt.Sprintf("user-%d", i) }
+
+// members of conversation i: a fixed set of users, overlapping with other
+// conversations', so a user timeline interleaves several conversations.
+func members(i int) []string {
+	out := make([]string, membersPerConversation)
+	for j := range out {
+		out[j] = userName((i*7 + j*3) % users)
+	}
 	return out
 }
 
@@ -86,8 +110,12 @@ func runWorkload(ctx context.Context, cl *client.Client, workers int, seed uint6
 			for i := 0; ctx.Err() == nil; i++ {
 				tl := timelineName(rng)
 				switch n := rng.IntN(10); {
-				case n < 7:
+				case n < 6:
 					doAppend(cl, rec, w, tl, fmt.Sprintf("w%d-%d", w, i))
+				case n < 7:
+					c := rng.IntN(conversations)
+					ms := members(c)
+					doSend(cl, rec, w, conversationName(c), ms[rng.IntN(len(ms))], ms, fmt.Sprintf("w%d-%d", w, i))
 				case n < 8:
 					doHead(cl, rec, w, tl)
 				default:
@@ -116,6 +144,23 @@ func doAppend(cl *client.Client, rec *recorder, w int, tl, key string) {
 	op := history.Op{Process: w, Kind: history.Append, Timeline: tl, Key: key, Payload: "v-" + key, Invoke: rec.now()}
 	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
 	resp, err := cl.Append(ctx, tl, []byte(op.Payload), client.AppendOptions{IdempotencyKey: key})
+	cancel()
+	op.Outcome = outcomeOf(err)
+	if op.Outcome != history.Unknown {
+		op.Complete = rec.now()
+	}
+	if err != nil {
+		op.Error = err.Error()
+	} else {
+		op.Seq = resp.GetSeq()
+	}
+	rec.add(op)
+}
+
+func doSend(cl *client.Client, rec *recorder, w int, conv, sender string, recipients []string, key string) {
+	op := history.Op{Process: w, Kind: history.Send, Timeline: conv, Key: key, Payload: "m-" + key, Sender: sender, Recipients: recipients, Invoke: rec.now()}
+	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
+	resp, err := cl.Send(ctx, conv, sender, recipients, []byte(op.Payload), client.AppendOptions{IdempotencyKey: key})
 	cancel()
 	op.Outcome = outcomeOf(err)
 	if op.Outcome != history.Unknown {
@@ -158,7 +203,15 @@ func doPull(cl *client.Client, rec *recorder, w int, tl string) {
 	}
 	op.Outcome, op.HeadSeq = history.OK, resp.GetHeadSeq()
 	for _, e := range resp.GetEntries() {
-		op.Entries = append(op.Entries, history.Entry{Seq: e.GetSeq(), Key: e.GetIdempotencyKey(), Payload: string(e.GetPayload())})
+		op.Entries = append(op.Entries, entryOf(e))
 	}
 	rec.add(op)
+}
+
+// entryOf is an entry as the history records it.
+func entryOf(e *syncv1.Entry) history.Entry {
+	return history.Entry{
+		Seq: e.GetSeq(), Key: e.GetIdempotencyKey(), Payload: string(e.GetPayload()),
+		Sender: e.GetSender(), Conversation: e.GetConversation(), ConversationSeq: e.GetConversationSeq(),
+	}
 }
