@@ -261,9 +261,11 @@ func (st *subStream) drop(tl string) {
 	st.w.Remove(tl)
 }
 
-// outQueue holds a stream's events until its sender goroutine sends them:
-// control events (Gap, Moved, Reset; at most a few per followed timeline)
-// first, then entries, bounded in count and bytes.
+// outQueue holds a stream's events, in order, until its sender goroutine
+// sends them. Entries count against the limits; control events (Gap, Moved,
+// Reset: a few per followed timeline at most) do not, so dropping a
+// timeline never waits for room, yet it follows the entries queued before
+// it.
 type outQueue struct {
 	lim     StreamLimits
 	metrics *serverMetrics
@@ -271,10 +273,14 @@ type outQueue struct {
 	space   chan struct{} // wakes the producer
 
 	mu      sync.Mutex
-	control []*syncv1.SubscribeEvent
-	data    []*syncv1.SubscribeEvent
+	items   []queued
+	entries int // queued events that count against the limits
 	bytes   int
-	sizes   []int
+}
+
+type queued struct {
+	ev   *syncv1.SubscribeEvent
+	size int // 0 for a control event
 }
 
 func newOutQueue(lim StreamLimits, m *serverMetrics) *outQueue {
@@ -288,14 +294,15 @@ func (q *outQueue) free() int {
 	if q.bytes >= q.lim.BufferBytes {
 		return 0
 	}
-	return max(0, q.lim.BufferEvents-len(q.data))
+	return max(0, q.lim.BufferEvents-q.entries)
 }
 
+// push queues an entry or a notification.
 func (q *outQueue) push(ev *syncv1.SubscribeEvent, payloadBytes int) {
 	size := payloadBytes + 64 // ids and seqs, roughly
 	q.mu.Lock()
-	q.data = append(q.data, ev)
-	q.sizes = append(q.sizes, size)
+	q.items = append(q.items, queued{ev, size})
+	q.entries++
 	q.bytes += size
 	q.mu.Unlock()
 	q.metrics.queued.Add(int64(size))
@@ -304,7 +311,7 @@ func (q *outQueue) push(ev *syncv1.SubscribeEvent, payloadBytes int) {
 
 func (q *outQueue) pushControl(ev *syncv1.SubscribeEvent) {
 	q.mu.Lock()
-	q.control = append(q.control, ev)
+	q.items = append(q.items, queued{ev, 0})
 	q.mu.Unlock()
 	signal(q.ready)
 }
@@ -312,22 +319,19 @@ func (q *outQueue) pushControl(ev *syncv1.SubscribeEvent) {
 func (q *outQueue) pop() *syncv1.SubscribeEvent {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.control) > 0 {
-		ev := q.control[0]
-		q.control[0] = nil
-		q.control = q.control[1:]
-		return ev
-	}
-	if len(q.data) == 0 {
+	if len(q.items) == 0 {
 		return nil
 	}
-	ev, size := q.data[0], q.sizes[0]
-	q.data[0] = nil
-	q.data, q.sizes = q.data[1:], q.sizes[1:]
-	q.bytes -= size
-	q.metrics.queued.Add(-int64(size))
-	signal(q.space)
-	return ev
+	it := q.items[0]
+	q.items[0] = queued{}
+	q.items = q.items[1:]
+	if it.size > 0 {
+		q.entries--
+		q.bytes -= it.size
+		q.metrics.queued.Add(-int64(it.size))
+		signal(q.space)
+	}
+	return it.ev
 }
 
 // drop empties the queue (the stream ended).
@@ -335,7 +339,7 @@ func (q *outQueue) drop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.metrics.queued.Add(-int64(q.bytes))
-	q.control, q.data, q.sizes, q.bytes = nil, nil, nil, 0
+	q.items, q.entries, q.bytes = nil, 0, 0
 }
 
 // sendLoop sends queued events in order, and a Heartbeat after heartbeat of

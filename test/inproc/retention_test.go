@@ -69,7 +69,7 @@ func TestRetentionTrimsByCountAndAge(t *testing.T) {
 			}
 			return nil
 		})
-		checkHistory(t, cl, tc.timeline, tc.oldest, tc.head)
+		checkHistoryPages(t, cl, tc.timeline, tc.oldest, tc.head)
 		// Pulling from the oldest kept seq works, and History before it resets.
 		page, err := cl.Pull(ctx, tc.timeline, tc.oldest-1, 100, client.Linearizable)
 		if err != nil || page.GetStatus() != syncv1.PullStatus_PULL_STATUS_OK || len(page.GetEntries()) != int(tc.head-tc.oldest+1) {
@@ -86,9 +86,9 @@ func TestRetentionTrimsByCountAndAge(t *testing.T) {
 	c.WaitConverged(30 * time.Second)
 }
 
-// checkHistory pages a timeline back from the newest in pages of 3 and
+// checkHistoryPages pages a timeline back from the newest in pages of 3 and
 // checks the pages join up from head down to oldest and then end.
-func checkHistory(t *testing.T, cl *client.Client, tl string, oldest, head uint64) {
+func checkHistoryPages(t *testing.T, cl *client.Client, tl string, oldest, head uint64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
