@@ -3,7 +3,8 @@ package inproc
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,20 +16,55 @@ import (
 	"github.com/syncstore/syncstore/shard"
 )
 
-// deliveryGate blocks deliveries a chosen node sends to other nodes, so a
-// test can kill that node while a fan-out is half done.
+// deliveryGate holds the deliveries nodes send to other nodes while it is
+// closed, so a test can kill a node while its fan-out is half done.
 type deliveryGate struct {
-	node    atomic.Value // string: the node whose remote deliveries block
-	blocked atomic.Int64 // deliveries waiting at the gate
+	mu      sync.Mutex
+	closed  bool
+	release chan struct{}
+	held    map[string]int // node -> deliveries it is holding
+}
+
+func (g *deliveryGate) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed, g.release, g.held = true, make(chan struct{}), map[string]int{}
+}
+
+func (g *deliveryGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		g.closed = false
+		close(g.release)
+	}
+}
+
+// holder is a node holding deliveries at the gate, or "".
+func (g *deliveryGate) holder() (string, int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for id, n := range g.held {
+		return id, n
+	}
+	return "", 0
 }
 
 func (g *deliveryGate) wrap(cfg *node.Config) {
 	inner, self := cfg.Deliverer, cfg.NodeID
 	cfg.Deliverer = func(ctx context.Context, addr string, group shard.GroupID, items []node.Delivery) (fsm.DeliverResult, error) {
-		if id, _ := g.node.Load().(string); id == self {
-			g.blocked.Add(1)
-			<-ctx.Done() // released only by the node's shutdown
-			return fsm.DeliverResult{}, ctx.Err()
+		g.mu.Lock()
+		closed, release := g.closed, g.release
+		if closed {
+			g.held[self]++
+		}
+		g.mu.Unlock()
+		if closed {
+			select {
+			case <-ctx.Done(): // the node shuts down
+				return fsm.DeliverResult{}, ctx.Err()
+			case <-release:
+			}
 		}
 		return inner(ctx, addr, group, items)
 	}
@@ -84,18 +120,20 @@ func TestFanOutSurvivesConversationLeaderKill(t *testing.T) {
 	}
 
 	convGroup := smap.GroupFor(conv)
-	leader := c.WaitGroupLeader(convGroup, 10*time.Second)
-	gate.node.Store(c.Members[leader].ID)
+	gate.close()
 	send(before + 1)
+	var holder string
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if gate.blocked.Load() == 0 {
+		if holder, _ = gate.holder(); holder == "" {
 			return fmt.Errorf("no delivery of message %d is held yet", before+1)
 		}
 		return nil
 	})
-	t.Logf("killing %s, the leader of group %d, with %d deliveries in flight", c.Members[leader].ID, convGroup, gate.blocked.Load())
+	leader := slices.IndexFunc(c.Members, func(m *testcluster.Member) bool { return m.ID == holder })
+	_, held := gate.holder()
+	t.Logf("killing %s, the leader of group %d, with %d deliveries held", holder, convGroup, held)
 	c.Kill(leader)
-	gate.node.Store("")
+	gate.open()
 	for i := before + 2; i <= before+1+after; i++ {
 		send(i)
 	}
