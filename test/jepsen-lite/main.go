@@ -37,6 +37,9 @@ const (
 	exitSetup   = 2
 )
 
+// subscribers is how many Subscribe consumers follow timelines all run long.
+const subscribers = 2
+
 // linearizableBudget bounds the linearizability check of a whole run; a
 // timeline still undecided then is reported, not passed.
 const linearizableBudget = 5 * time.Minute
@@ -139,6 +142,10 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 		return "", err
 	}
 	defer cl.Close()
+	consumers, err := startConsumers(ctx, cl, subscribers)
+	if err != nil {
+		return "", err
+	}
 	wctx, stopWork := context.WithTimeout(ctx, o.duration)
 	defer stopWork()
 	workDone := make(chan struct{})
@@ -171,6 +178,7 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 		fmt.Fprintln(log, "the healed cluster did not report every group led in time")
 	}
 	final, ferr := readFinal(ctx, net, admin, allTimelines(), o.settle)
+	subs := stopConsumers(consumers, final, o.settle)
 	ops := rec.history()
 	verdicts := []checker.Verdict{
 		checker.Acknowledged(ops, final),
@@ -179,18 +187,19 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 		checker.Linearizable(ops, final, linearizableBudget),
 		checker.Replicas(final),
 		checker.FanOut(ops, final),
+		checker.Subscriptions(subs, final),
 	}
 	if ferr != nil {
 		verdicts = append(verdicts, checker.Verdict{Checker: "final-read", Problems: []string{ferr.Error()}})
 	}
 	summary := checker.Summary(verdicts)
-	if err := writeRun(o.out, ops, faults, final, verdicts, summary); err != nil {
+	if err := writeRun(o.out, ops, faults, final, subs, verdicts, summary); err != nil {
 		return "", err
 	}
 	if err := writeChart(filepath.Join(o.out, "chart.png"), ops, faults, rec.now()); err != nil {
 		return "", fmt.Errorf("chart: %w", err)
 	}
-	printStats(log, ops, faults)
+	printStats(log, ops, faults, subs)
 	for _, v := range verdicts {
 		fmt.Fprintf(log, "checker %-13s valid=%v %s\n", v.Checker, v.Valid, strings.Join(v.Problems, "; "))
 	}
@@ -198,7 +207,7 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 	return summary, nil
 }
 
-func writeRun(dir string, ops []history.Op, faults []fault, final history.Final, verdicts []checker.Verdict, summary string) error {
+func writeRun(dir string, ops []history.Op, faults []fault, final history.Final, subs []history.Subscription, verdicts []checker.Verdict, summary string) error {
 	f, err := os.Create(filepath.Join(dir, "history.jsonl"))
 	if err != nil {
 		return err
@@ -207,7 +216,7 @@ func writeRun(dir string, ops []history.Op, faults []fault, final history.Final,
 	if err := history.Write(f, ops); err != nil {
 		return err
 	}
-	for name, v := range map[string]any{"nemesis.json": faults, "final.json": final, "verdicts.json": verdicts} {
+	for name, v := range map[string]any{"nemesis.json": faults, "final.json": final, "subscriptions.json": subs, "verdicts.json": verdicts} {
 		b, err := json.MarshalIndent(v, "", "  ")
 		if err != nil {
 			return err
@@ -219,16 +228,32 @@ func writeRun(dir string, ops []history.Op, faults []fault, final history.Final,
 	return os.WriteFile(filepath.Join(dir, "summary.txt"), []byte(summary+"\n"), 0o644)
 }
 
-func printStats(log io.Writer, ops []history.Op, faults []fault) {
+func printStats(log io.Writer, ops []history.Op, faults []fault, subs []history.Subscription) {
 	count := map[history.Outcome]int{}
+	byOpKind := map[history.Kind]map[history.Outcome]int{}
 	for _, op := range ops {
 		count[op.Outcome]++
+		if byOpKind[op.Kind] == nil {
+			byOpKind[op.Kind] = map[history.Outcome]int{}
+		}
+		byOpKind[op.Kind][op.Outcome]++
 	}
 	byKind := map[string]int{}
 	for _, f := range faults {
 		byKind[f.Kind]++
 	}
 	fmt.Fprintf(log, "operations: %d attempted, %d ok, %d failed, %d unknown\n", len(ops), count[history.OK], count[history.Fail], count[history.Unknown])
+	for _, k := range []history.Kind{history.Append, history.Send, history.Head, history.Pull} {
+		c := byOpKind[k]
+		fmt.Fprintf(log, "  %-6s %d ok, %d failed, %d unknown\n", k, c[history.OK], c[history.Fail], c[history.Unknown])
+	}
+	received := 0
+	for _, s := range subs {
+		for _, es := range s.Received {
+			received += len(es)
+		}
+	}
+	fmt.Fprintf(log, "subscriptions: %d consumers received %d entries\n", len(subs), received)
 	fmt.Fprintf(log, "faults: %v\n", byKind)
 	unavail := unavailability(ops, faults)
 	for _, k := range faultKinds {
