@@ -48,6 +48,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Timelines, "timelines", cfg.Timelines, "timelines to spread appends over")
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to run")
 	f.IntVar(&conns, "conns", 4, "gRPC client connections the appenders share")
+	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g))
 	return cmd
 }
 

@@ -148,12 +148,16 @@ func (st *subStream) apply(req *syncv1.SubscribeRequest) error {
 			adding++
 		}
 	}
+	removing := 0
 	for i, tl := range req.GetRemove() {
 		if err := fsm.ValidateTimelineID(tl); err != nil {
 			return status.Errorf(codes.InvalidArgument, "remove %d: %v", i, err)
 		}
+		if _, ok := st.cursor[tl]; ok {
+			removing++ // removing a timeline not followed is a no-op
+		}
 	}
-	if n := len(st.cursor) + adding - len(req.GetRemove()); n > st.lim.MaxTimelines {
+	if n := len(st.cursor) + adding - removing; n > st.lim.MaxTimelines {
 		return status.Errorf(codes.ResourceExhausted, "a stream follows at most %d timelines; this request would make %d", st.lim.MaxTimelines, n)
 	}
 	for _, tl := range req.GetRemove() {
