@@ -46,6 +46,14 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		{[]string{"pull", "alice", "--after", "9"}, []string{"AHEAD: head 2"}},
 		{[]string{"head", "alice"}, []string{"alice head 2"}},
 		{[]string{"head", "alice", "--stale"}, []string{"alice head"}},
+		{[]string{"send", "room", "hi all", "--from", "bob", "--to", "alice,carol"}, []string{"room seq 1 at ", "delivering to 3 timelines"}},
+		{[]string{"send", "room", "again", "--from", "bob", "--to", "alice,carol", "--key", "s1"}, []string{"room seq 2"}},
+		{[]string{"send", "room", "again", "--from", "bob", "--to", "alice,carol", "--key", "s1"}, []string{"room seq 2", "(already sent with this key)"}},
+		{[]string{"history", "room"}, []string{"bob: hi all", "bob: again", "END: head 2, oldest 1"}},
+		{[]string{"history", "room", "--limit", "1"}, []string{"bob: again", "MORE: head 2"}},
+		{[]string{"history", "room", "--before", "2"}, []string{"bob: hi all", "END"}},
+		{[]string{"watch", "carol", "--count", "2"}, []string{"carol       1", "hi all  [room #1]", "again  [room #2]"}},
+		{[]string{"watch", "alice", "carol", "--notify", "--count", "2"}, []string{"alice  head 4", "carol  head 2"}},
 		{[]string{"status"}, []string{"meta leader n", "n1", "n2", "n3", "every group has one", "FOLLOWER LAG"}},
 		{[]string{"bench", "--clients", "2", "--duration", "200ms", "--timelines", "3"}, []string{"appends/s", "p99"}},
 	}
@@ -94,6 +102,8 @@ func TestUsageErrors(t *testing.T) {
 		{"pull"},
 		{"status", "extra"},
 		{"pull", "x", "--limit", "not-a-number"},
+		{"send", "room", "text"}, // no --from
+		{"watch"},
 	}
 	for _, args := range cases {
 		_, err := run(t, "127.0.0.1:1", args...)
