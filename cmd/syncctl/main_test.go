@@ -79,7 +79,7 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		})
 	}
 
-	out, err := run(t, addr, "--json", "pull", "alice")
+	out, err := run(t, addr, "--json", "pull", "carol")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,11 +87,15 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		Status  string `json:"status"`
 		HeadSeq uint64 `json:"head_seq"`
 		Entries []struct {
-			Seq     uint64 `json:"seq"`
-			Payload string `json:"payload"`
+			Seq             uint64 `json:"seq"`
+			Payload         string `json:"payload"`
+			Sender          string `json:"sender"`
+			Conversation    string `json:"conversation"`
+			ConversationSeq uint64 `json:"conversation_seq"`
 		} `json:"entries"`
 	}
-	if err := json.Unmarshal([]byte(out), &page); err != nil || page.Status != "OK" || page.HeadSeq != 2 || len(page.Entries) != 2 || page.Entries[1].Payload != "again" {
+	if err := json.Unmarshal([]byte(out), &page); err != nil || page.Status != "OK" || page.HeadSeq != 2 || len(page.Entries) != 2 ||
+		page.Entries[1].Payload != "again" || page.Entries[1].Sender != "bob" || page.Entries[1].Conversation != "room" || page.Entries[1].ConversationSeq != 2 {
 		t.Fatalf("--json pull: %+v %v\n%s", page, err, out)
 	}
 }

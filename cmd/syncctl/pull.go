@@ -29,29 +29,14 @@ func newPullCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			type entry struct {
-				Seq      uint64            `json:"seq"`
-				TsMs     int64             `json:"ts_ms"`
-				Payload  string            `json:"payload"`
-				Key      string            `json:"idempotency_key,omitempty"`
-				Metadata map[string]string `json:"metadata,omitempty"`
+			out := page{
+				Timeline: args[0],
+				Status:   strings.TrimPrefix(resp.GetStatus().String(), "PULL_STATUS_"),
+				HeadSeq:  resp.GetHeadSeq(),
+				Oldest:   resp.GetOldestSeq(),
+				Entries:  entryViews(resp.GetEntries()),
 			}
-			out := struct {
-				Timeline string  `json:"timeline"`
-				Status   string  `json:"status"`
-				HeadSeq  uint64  `json:"head_seq"`
-				Oldest   uint64  `json:"oldest_seq"`
-				Entries  []entry `json:"entries"`
-			}{Timeline: args[0], Status: strings.TrimPrefix(resp.GetStatus().String(), "PULL_STATUS_"), HeadSeq: resp.GetHeadSeq(), Oldest: resp.GetOldestSeq()}
-			for _, e := range resp.GetEntries() {
-				out.Entries = append(out.Entries, entry{e.GetSeq(), e.GetTsMs(), string(e.GetPayload()), e.GetIdempotencyKey(), e.GetMetadata()})
-			}
-			return g.print(out, func(w io.Writer) {
-				for _, e := range out.Entries {
-					fmt.Fprintf(w, "%6d  %s  %s\n", e.Seq, fmtTime(e.TsMs), e.Payload)
-				}
-				fmt.Fprintf(w, "%s: head %d, oldest %d\n", out.Status, out.HeadSeq, out.Oldest)
-			})
+			return g.print(out, out.print)
 		},
 	}
 	cmd.Flags().Uint64Var(&after, "after", 0, "return entries with seq greater than this")
