@@ -146,7 +146,11 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	wctx, stopWork := context.WithTimeout(ctx, o.duration)
+	// The workload runs for o.duration and, if faults took longer to inject
+	// and heal than planned, until the last scheduled fault has healed: a run
+	// always has every fault it scheduled.
+	workStart := time.Now()
+	wctx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
 	workDone := make(chan struct{})
 	go func() {
@@ -159,16 +163,21 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 	kinds := schedule(o.seed, int(o.duration/o.faultEvery))
 	for _, kind := range kinds {
 		select {
-		case <-wctx.Done():
+		case <-ctx.Done():
 		case <-time.After(o.faultEvery / 2):
 		}
-		if wctx.Err() != nil {
+		if ctx.Err() != nil {
 			break
 		}
-		f := nm.inject(wctx, kind, o.faultEvery/2, rec)
+		f := nm.inject(ctx, kind, o.faultEvery/2, rec)
 		fmt.Fprintln(log, "nemesis:", describe(f))
 		faults = append(faults, f)
 	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(workStart.Add(o.duration))):
+	}
+	stopWork()
 	<-workDone
 
 	if err := nm.healAll(ctx); err != nil {
