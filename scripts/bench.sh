@@ -4,10 +4,15 @@
 # client count, REPEAT times, one after the other in the same run. Usage:
 #   scripts/bench.sh [--topologies "single 3-node"] [--shards "8"] [--clients "1 64"]
 #                    [--duration 10s] [--repeat 3] [--size 256] [--timelines 1000]
+#                    [--modes "append push fanout reconnect"] [--members 200] [--messages 100]
+# Modes: append (appends/s and latency), push (append ack -> subscriber, with
+# --timelines subscribed), fanout (send -> all --members have it), reconnect
+# (bytes pulled by a device that missed 10 of 10,000 entries vs the whole).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 topologies="single 3-node" shards=8 clients="1 64" duration=10s repeat=3 size=256 timelines=1000
+modes=append members=200 messages=100
 while [ $# -gt 0 ]; do
   case "$1" in
     --topologies) topologies=$2; shift 2 ;;
@@ -17,6 +22,9 @@ while [ $# -gt 0 ]; do
     --repeat) repeat=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
     --timelines) timelines=$2; shift 2 ;;
+    --modes) modes=$2; shift 2 ;;
+    --members) members=$2; shift 2 ;;
+    --messages) messages=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -56,11 +64,28 @@ sys.exit(0 if ok else 1)' "$2"; then return 0; fi
 }
 
 run() { # label addrs
-  for c in $clients; do
-    for r in $(seq 1 "$repeat"); do
-      echo "== $1, $c clients, run $r"
-      "$work/syncctl" --addr "$2" bench --clients "$c" --size "$size" --timelines "$timelines" --duration "$duration" | tail -n +2
-    done
+  for m in $modes; do
+    case "$m" in
+      append|push)
+        for c in $clients; do
+          for r in $(seq 1 "$repeat"); do
+            echo "== $1, $m, $c clients, run $r"
+            sub=(); [ "$m" = push ] && sub=(push)
+            "$work/syncctl" --addr "$2" bench "${sub[@]}" --clients "$c" --size "$size" --timelines "$timelines" --duration "$duration" | tail -n +2
+          done
+        done ;;
+      fanout)
+        for r in $(seq 1 "$repeat"); do
+          echo "== $1, fanout, run $r"
+          "$work/syncctl" --addr "$2" bench fanout --members "$members" --messages "$messages" --size "$size" | tail -n +2
+        done ;;
+      reconnect)
+        for r in $(seq 1 "$repeat"); do
+          echo "== $1, reconnect, run $r"
+          "$work/syncctl" --addr "$2" bench reconnect --size "$size" | tail -n +2
+        done ;;
+      *) echo "unknown mode $m" >&2; exit 2 ;;
+    esac
   done
 }
 
