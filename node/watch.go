@@ -151,11 +151,13 @@ func (w *Watcher) wakeUp() {
 	}
 }
 
-// Serving says whether this node can stream a timeline's new entries: it
-// hosts a replica of the timeline's group and that replica knows a leader
-// (a replica cut off from its group stops knowing one within an election
-// timeout, so a subscriber is sent elsewhere instead of silently starving).
-// When it cannot, leaderAddr is where to go, if known.
+// Serving says whether this node should stream a timeline's new entries:
+// it leads the timeline's group. A follower would work too (what it applies
+// is committed) but learns of each commit only with the leader's next
+// heartbeat, up to a tenth of the heartbeat timeout later; a deposed leader
+// cut off from its group steps down within the leader lease, so its
+// subscribers are sent on. When it should not, leaderAddr is where to go, if
+// known.
 func (n *Node) Serving(timeline string) (group shard.GroupID, leaderAddr string, ok bool) {
 	m := n.shardMap()
 	if m == nil {
@@ -170,6 +172,9 @@ func (n *Node) Serving(timeline string) (group shard.GroupID, leaderAddr string,
 		}
 		return group, leaderAddr, false
 	}
-	id, addr := g.Leader()
-	return group, addr, id != ""
+	if g.IsLeader() {
+		return group, "", true
+	}
+	_, leaderAddr = g.Leader()
+	return group, leaderAddr, false
 }

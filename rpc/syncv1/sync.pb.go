@@ -470,8 +470,8 @@ type SubscribeEvent_Gap struct {
 }
 
 type SubscribeEvent_Moved struct {
-	// This node no longer serves the timeline (its group is elsewhere or
-	// has no leader): subscribe at leader_addr, or ask the shard map.
+	// This node does not (or no longer) lead the timeline's group: subscribe
+	// at leader_addr, or, when it is empty, ask the shard map.
 	Moved *Moved `protobuf:"bytes,4,opt,name=moved,proto3,oneof"`
 }
 

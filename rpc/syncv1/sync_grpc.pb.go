@@ -54,8 +54,8 @@ type SyncClient interface {
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
 	// Subscribe streams the entries of the timelines it follows, per timeline
 	// in seq order: first what is after each after_seq, then new entries as
-	// they commit. The stream serves timelines whose group has a replica on
-	// the node that answers (Moved otherwise). A subscriber that falls behind
+	// they commit. The stream serves timelines whose group the answering
+	// node leads (Moved otherwise). A subscriber that falls behind
 	// gets a Gap and catches up with Pull; push is the fast path, pull the
 	// guarantee. Timelines are added and removed on the open stream.
 	Subscribe(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SubscribeRequest, SubscribeEvent], error)
@@ -157,8 +157,8 @@ type SyncServer interface {
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
 	// Subscribe streams the entries of the timelines it follows, per timeline
 	// in seq order: first what is after each after_seq, then new entries as
-	// they commit. The stream serves timelines whose group has a replica on
-	// the node that answers (Moved otherwise). A subscriber that falls behind
+	// they commit. The stream serves timelines whose group the answering
+	// node leads (Moved otherwise). A subscriber that falls behind
 	// gets a Gap and catches up with Pull; push is the fast path, pull the
 	// guarantee. Timelines are added and removed on the open stream.
 	Subscribe(grpc.BidiStreamingServer[SubscribeRequest, SubscribeEvent]) error
