@@ -24,8 +24,8 @@ const (
 	conversations          = 6
 	users                  = 48
 	membersPerConversation = 12
-	appendTimeout = 10 * time.Second // an append still unanswered by then has an unknown outcome
-	readTimeout   = 3 * time.Second
+	appendTimeout          = 10 * time.Second // an append still unanswered by then has an unknown outcome
+	readTimeout            = 3 * time.Second
 )
 
 // recorder collects the history; times are nanoseconds since the run began.
