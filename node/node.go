@@ -50,6 +50,7 @@ type Node struct {
 
 	transfers map[shard.GroupID]transferState // reconcile goroutine only
 	rounds    atomic.Uint64                   // reconcile rounds done (for tests)
+	draining  atomic.Bool                     // Drain was called: the node is stopping
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -120,6 +121,9 @@ func (n *Node) Close() error {
 
 // ID is this node's id.
 func (n *Node) ID() string { return n.cfg.NodeID }
+
+// ReconcileRounds is how many reconcile rounds this node has done.
+func (n *Node) ReconcileRounds() uint64 { return n.rounds.Load() }
 
 // Config returns the node's configuration (with resolved addresses).
 func (n *Node) Config() Config { return n.cfg }

@@ -34,6 +34,9 @@ func (n *Node) reconcileLoop() {
 // toward the map and hands leadership to the preferred replica.
 func (n *Node) reconcile() {
 	defer n.rounds.Add(1)
+	if n.draining.Load() {
+		return // stopping: leave the groups and their leadership alone
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
 	m, err := n.meta.fsm.ShardMap()

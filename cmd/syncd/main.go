@@ -24,6 +24,10 @@ import (
 // joinTimeout bounds how long a new node keeps trying to join.
 const joinTimeout = 2 * time.Minute
 
+// drainTimeout bounds how long a stopping node waits for its groups'
+// leadership to move elsewhere.
+const drainTimeout = 10 * time.Second
+
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "syncd:", err)
@@ -105,7 +109,12 @@ func run(args []string) error {
 
 	select {
 	case <-ctx.Done():
-		cfg.Logger.Info("shutting down")
+		cfg.Logger.Info("shutting down: handing leadership over")
+		dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		if err := nd.Drain(dctx); err != nil {
+			cfg.Logger.Warn("drain", "err", err)
+		}
+		cancel()
 	case err := <-served:
 		cfg.Logger.Error("gRPC server stopped", "err", err)
 	}

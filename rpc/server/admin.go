@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/node"
@@ -66,6 +68,11 @@ func (s *Server) awaitCatchUp(ctx context.Context, addr string, target uint64) e
 
 // NodeStatus describes this node.
 func (s *Server) NodeStatus(ctx context.Context, _ *syncv1.NodeStatusRequest) (*syncv1.NodeStatusResponse, error) {
+	if s.node.Draining() {
+		// Peers probe NodeStatus before handing leadership over: a node
+		// that is stopping must not get any.
+		return nil, status.Error(codes.Unavailable, "node is draining: it is shutting down")
+	}
 	st, err := s.node.Status()
 	if err != nil {
 		return nil, toStatus(err)

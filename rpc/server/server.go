@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -48,6 +49,10 @@ type Server struct {
 	peers        *peers
 	streamLimits StreamLimits
 	metrics      *serverMetrics
+	// stopping is closed when Stop or Kill begins: Subscribe streams end at
+	// once (UNAVAILABLE), as a graceful stop would otherwise wait for them.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 // Option changes a Server built by New.
@@ -65,6 +70,7 @@ func New(n *node.Node, log *slog.Logger, opts ...Option) *Server {
 		peers:        newPeers(),
 		streamLimits: DefaultStreamLimits(),
 		metrics:      newServerMetrics(),
+		stopping:     make(chan struct{}),
 		grpc: grpc.NewServer(
 			grpc.MaxRecvMsgSize(n.Config().MaxPayloadBytes + messageOverhead),
 		),
@@ -93,6 +99,7 @@ func (s *Server) Serve(lis net.Listener) error {
 // Stop reports NOT_SERVING, lets in-flight calls finish for a short grace
 // period, then closes every connection.
 func (s *Server) Stop() {
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.health.Shutdown()
 	done := make(chan struct{})
 	go func() {
@@ -110,6 +117,7 @@ func (s *Server) Stop() {
 
 // Kill closes every connection at once, failing the calls in flight.
 func (s *Server) Kill() {
+	s.stopOnce.Do(func() { close(s.stopping) })
 	s.health.Shutdown()
 	s.grpc.Stop()
 	s.peers.close()

@@ -79,6 +79,8 @@ func (s *Server) Subscribe(stream syncv1.Sync_SubscribeServer) error {
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
+		case <-s.stopping:
+			return status.Error(codes.Unavailable, "server: shutting down; subscribe elsewhere")
 		case err := <-recvErr:
 			if !errors.Is(err, io.EOF) {
 				return err
