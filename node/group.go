@@ -326,12 +326,27 @@ func (g *Group) withDefaultTimeout(ctx context.Context) (context.Context, contex
 // it owns (see fsm.FSM.OwnedRanges).
 func (g *Group) OwnedRanges() ([]shard.Range, uint64, bool, error) { return g.fsm.OwnedRanges() }
 
-// verifyLeader confirms with a quorum that this replica still leads.
+// verifyLeader confirms with a quorum that this replica still leads. The
+// read lock is held until Raft answers, not until the caller gives up:
+// Raft leaves a check still queued at shutdown unanswered, so Close must
+// wait for every check to be answered (a running Raft answers each within
+// a heartbeat round or on stepping down) before it shuts Raft down.
 func (g *Group) verifyLeader(ctx context.Context) error {
 	g.verifyMu.RLock()
-	defer g.verifyMu.RUnlock()
 	if g.closing {
+		g.verifyMu.RUnlock()
 		return ErrClosed
 	}
-	return waitFuture(ctx, g.raft.VerifyLeader())
+	f := g.raft.VerifyLeader()
+	done := make(chan error, 1)
+	go func() {
+		defer g.verifyMu.RUnlock()
+		done <- f.Error()
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
