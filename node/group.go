@@ -50,11 +50,13 @@ type Group struct {
 	// onReady runs once per term when this replica becomes a ready leader.
 	onReady func(*Group)
 
-	// verifyMu lets Close wait for leadership checks in flight: Raft queues
-	// them in a buffered channel and leaves those still queued at shutdown
-	// unanswered, which would strand their waiters.
-	verifyMu sync.RWMutex
-	closing  bool
+	// futuresMu lets Close wait until Raft has answered every future this
+	// group started (proposals, leadership checks, membership changes):
+	// Raft leaves some unanswered at shutdown (checks still queued, commands
+	// handed to the state machine but not yet applied), which would strand
+	// their waiters. Each holds the read lock until answered.
+	futuresMu sync.RWMutex
+	closing   bool
 
 	// outbox is the delivery worker of a data group (nil for the meta group).
 	outbox *outbox
@@ -195,9 +197,9 @@ func (g *Group) open(bootstrap bool) error {
 func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
 		g.cancel()
-		g.verifyMu.Lock()
+		g.futuresMu.Lock()
 		g.closing = true
-		g.verifyMu.Unlock()
+		g.futuresMu.Unlock()
 		var errs []error
 		if g.raft != nil {
 			if err := g.raft.Shutdown().Error(); err != nil {
@@ -288,7 +290,9 @@ func (g *Group) watchLeadership() {
 func (g *Group) becomeReady() {
 	for g.raft.State() == raft.Leader {
 		term := g.raft.CurrentTerm()
-		err := g.raft.Barrier(g.node.cfg.ApplyTimeout).Error()
+		ctx, cancel := context.WithTimeout(g.ctx, g.node.cfg.ApplyTimeout)
+		err := g.await(ctx, func() raft.Future { return g.raft.Barrier(g.node.cfg.ApplyTimeout) })
+		cancel()
 		if err == nil && g.raft.CurrentTerm() == term {
 			g.readyTerm.Store(term)
 			g.log.Info("leader ready", "term", term)
@@ -297,7 +301,7 @@ func (g *Group) becomeReady() {
 			}
 			return
 		}
-		if errors.Is(err, raft.ErrRaftShutdown) {
+		if errors.Is(err, raft.ErrRaftShutdown) || errors.Is(err, ErrClosed) || g.ctx.Err() != nil {
 			return
 		}
 		select {
@@ -326,21 +330,26 @@ func (g *Group) withDefaultTimeout(ctx context.Context) (context.Context, contex
 // it owns (see fsm.FSM.OwnedRanges).
 func (g *Group) OwnedRanges() ([]shard.Range, uint64, bool, error) { return g.fsm.OwnedRanges() }
 
-// verifyLeader confirms with a quorum that this replica still leads. The
-// read lock is held until Raft answers, not until the caller gives up:
-// Raft leaves a check still queued at shutdown unanswered, so Close must
-// wait for every check to be answered (a running Raft answers each within
-// a heartbeat round or on stepping down) before it shuts Raft down.
+// verifyLeader confirms with a quorum that this replica still leads.
 func (g *Group) verifyLeader(ctx context.Context) error {
-	g.verifyMu.RLock()
+	return g.await(ctx, func() raft.Future { return g.raft.VerifyLeader() })
+}
+
+// await starts a Raft future and waits for its answer, bounded by ctx. The
+// read lock of futuresMu is held until Raft answers, not until the caller
+// gives up, so Close (which takes the write lock before shutting Raft down)
+// waits for it; a running Raft answers every future, at the latest when it
+// steps down.
+func (g *Group) await(ctx context.Context, start func() raft.Future) error {
+	g.futuresMu.RLock()
 	if g.closing {
-		g.verifyMu.RUnlock()
+		g.futuresMu.RUnlock()
 		return ErrClosed
 	}
-	f := g.raft.VerifyLeader()
+	f := start()
 	done := make(chan error, 1)
 	go func() {
-		defer g.verifyMu.RUnlock()
+		defer g.futuresMu.RUnlock()
 		done <- f.Error()
 	}()
 	select {

@@ -60,7 +60,9 @@ func (g *Group) addNonvoter(ctx context.Context, id, raftAddr string) error {
 	}
 	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
-	if err := waitFuture(ctx, g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), idx, timeUntil(ctx))); err != nil {
+	if err := g.await(ctx, func() raft.Future {
+		return g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(raftAddr), idx, timeUntil(ctx))
+	}); err != nil {
 		return fmt.Errorf("node: group %d: add non-voter %s: %w", g.id, id, g.classifyApplyError(err))
 	}
 	g.log.Info("added non-voter", "id", id, "raft_addr", raftAddr)
@@ -75,7 +77,9 @@ func (g *Group) promote(ctx context.Context, id, raftAddr string) error {
 	}
 	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
-	if err := waitFuture(ctx, g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), idx, timeUntil(ctx))); err != nil {
+	if err := g.await(ctx, func() raft.Future {
+		return g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), idx, timeUntil(ctx))
+	}); err != nil {
 		return fmt.Errorf("node: group %d: promote %s: %w", g.id, id, g.classifyApplyError(err))
 	}
 	g.log.Info("promoted to voter", "id", id)
@@ -90,7 +94,7 @@ func (g *Group) removeServer(ctx context.Context, id string) error {
 	}
 	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
-	if err := waitFuture(ctx, g.raft.RemoveServer(raft.ServerID(id), idx, timeUntil(ctx))); err != nil {
+	if err := g.await(ctx, func() raft.Future { return g.raft.RemoveServer(raft.ServerID(id), idx, timeUntil(ctx)) }); err != nil {
 		return fmt.Errorf("node: group %d: remove %s: %w", g.id, id, g.classifyApplyError(err))
 	}
 	g.log.Info("removed server", "id", id)

@@ -66,8 +66,12 @@ func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Resul
 	}
 	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
-	future := g.raft.Apply(data, timeUntil(ctx))
-	if err := waitFuture(ctx, future); err != nil {
+	var future raft.ApplyFuture
+	err = g.await(ctx, func() raft.Future {
+		future = g.raft.Apply(data, timeUntil(ctx))
+		return future
+	})
+	if err != nil {
 		return nil, g.classifyApplyError(err)
 	}
 	res, ok := future.Response().(*fsm.Result)
@@ -85,25 +89,14 @@ func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Resul
 // the leader that proposed it lost its leadership.
 func (g *Group) classifyApplyError(err error) error {
 	switch {
+	case errors.Is(err, ErrClosed):
+		return err // refused before it reached Raft
 	case errors.Is(err, raft.ErrNotLeader):
 		return g.notLeader()
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("%w: %v", ErrNotApplied, err)
 	default: // ErrLeadershipLost, ErrRaftShutdown, ErrAbortedByRestore, deadlines
 		return fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
-	}
-}
-
-// waitFuture waits for a Raft future, bounded by ctx. Raft answers every
-// future eventually (at the latest on shutdown), so the helper goroutine ends.
-func waitFuture(ctx context.Context, f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 
