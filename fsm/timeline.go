@@ -75,26 +75,9 @@ type PullResult struct {
 // page stops early once its payloads reach maxBytes (0: no byte bound), but
 // always holds at least one entry.
 func (f *FSM) Pull(timeline string, after uint64, limit, maxBytes int) (PullResult, error) {
-	if err := ValidateTimelineID(timeline); err != nil {
-		return PullResult{}, err
-	}
-	if limit < 1 {
-		return PullResult{}, fmt.Errorf("%w: limit %d is below 1", ErrInvalidArgument, limit)
-	}
 	var res PullResult
-	err := f.view(func(tx *bolt.Tx) error {
-		tlb := tx.Bucket(bucketTimelines)
-		tl := timelineKey(timeline)
-		ctr, err := seqgen.Get(tlb, counterKey(tl))
-		if err != nil {
-			return err
-		}
-		res.Head = ctr.Head
-		prefix := entryPrefix(tl)
-		c := tlb.Cursor()
-		if res.Oldest, err = oldestKept(tlb, c, tl); err != nil {
-			return err
-		}
+	err := f.readPage(timeline, limit, func(p *pageReader) (err error) {
+		res.Head, res.Oldest = p.head, p.oldest
 		switch {
 		case after > res.Head:
 			res.Status = PullAhead
@@ -106,18 +89,9 @@ func (f *FSM) Pull(timeline string, after uint64, limit, maxBytes int) (PullResu
 			res.Status = PullReset
 			return nil
 		}
-		size := 0
-		k, v := c.Seek(entryKey(tl, after+1))
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(res.Entries) < limit; k, v = c.Next() {
-			e, err := decodeEntry(timeline, k[len(prefix):], v)
-			if err != nil {
-				return err
-			}
-			size += len(e.Payload)
-			if maxBytes > 0 && size > maxBytes && len(res.Entries) > 0 {
-				break
-			}
-			res.Entries = append(res.Entries, e)
+		k, v := p.c.Seek(entryKey(p.tl, after+1))
+		if res.Entries, err = p.collect(k, v, p.c.Next, limit, maxBytes); err != nil {
+			return err
 		}
 		res.Status = PullOK
 		if n := len(res.Entries); n > 0 && res.Entries[n-1].Seq < res.Head {
@@ -129,6 +103,58 @@ func (f *FSM) Pull(timeline string, after uint64, limit, maxBytes int) (PullResu
 		return PullResult{}, fmt.Errorf("fsm: pull %q: %w", timeline, err)
 	}
 	return res, nil
+}
+
+// pageReader is what Pull and History start from: a cursor over one
+// timeline in a read transaction, with its head and oldest kept seq.
+type pageReader struct {
+	timeline     string
+	tl, prefix   []byte
+	c            *bolt.Cursor
+	head, oldest uint64
+}
+
+// readPage checks a page request and runs fn on the timeline's pageReader.
+func (f *FSM) readPage(timeline string, limit int, fn func(p *pageReader) error) error {
+	if err := ValidateTimelineID(timeline); err != nil {
+		return err
+	}
+	if limit < 1 {
+		return fmt.Errorf("%w: limit %d is below 1", ErrInvalidArgument, limit)
+	}
+	return f.view(func(tx *bolt.Tx) error {
+		tlb := tx.Bucket(bucketTimelines)
+		p := &pageReader{timeline: timeline, tl: timelineKey(timeline), c: tlb.Cursor()}
+		p.prefix = entryPrefix(p.tl)
+		ctr, err := seqgen.Get(tlb, counterKey(p.tl))
+		if err != nil {
+			return err
+		}
+		p.head = ctr.Head
+		if p.oldest, err = oldestKept(tlb, p.c, p.tl); err != nil {
+			return err
+		}
+		return fn(p)
+	})
+}
+
+// collect decodes the entries from (k, v) on, stepping with next, until
+// limit entries or, past the first, maxBytes of payload (0: no byte bound).
+func (p *pageReader) collect(k, v []byte, next func() ([]byte, []byte), limit, maxBytes int) ([]Entry, error) {
+	var out []Entry
+	size := 0
+	for ; k != nil && bytes.HasPrefix(k, p.prefix) && len(out) < limit; k, v = next() {
+		e, err := decodeEntry(p.timeline, k[len(p.prefix):], v)
+		if err != nil {
+			return nil, err
+		}
+		size += len(e.Payload)
+		if maxBytes > 0 && size > maxBytes && len(out) > 0 {
+			break
+		}
+		out = append(out, e)
+	}
+	return out, nil
 }
 
 // oldestKept is the oldest seq a timeline keeps: its first entry's, or,
@@ -185,25 +211,9 @@ type HistoryResult struct {
 // page stops early once its payloads reach maxBytes (0: no byte bound), but
 // holds at least one entry when any is kept below before.
 func (f *FSM) History(timeline string, before uint64, limit, maxBytes int) (HistoryResult, error) {
-	if err := ValidateTimelineID(timeline); err != nil {
-		return HistoryResult{}, err
-	}
-	if limit < 1 {
-		return HistoryResult{}, fmt.Errorf("%w: limit %d is below 1", ErrInvalidArgument, limit)
-	}
 	var res HistoryResult
-	err := f.view(func(tx *bolt.Tx) error {
-		tlb := tx.Bucket(bucketTimelines)
-		tl := timelineKey(timeline)
-		ctr, err := seqgen.Get(tlb, counterKey(tl))
-		if err != nil {
-			return err
-		}
-		res.Head = ctr.Head
-		c := tlb.Cursor()
-		if res.Oldest, err = oldestKept(tlb, c, tl); err != nil {
-			return err
-		}
+	err := f.readPage(timeline, limit, func(p *pageReader) (err error) {
+		res.Head, res.Oldest = p.head, p.oldest
 		if before == 0 || before > res.Head+1 {
 			before = res.Head + 1
 		}
@@ -215,25 +225,15 @@ func (f *FSM) History(timeline string, before uint64, limit, maxBytes int) (Hist
 			res.Status = HistoryEnd // nothing kept below before
 			return nil
 		}
-		prefix := entryPrefix(tl)
-		size := 0
 		// Walk back from the last key below entry `before`.
-		k, v := c.Seek(entryKey(tl, before))
+		k, v := p.c.Seek(entryKey(p.tl, before))
 		if k == nil {
-			k, v = c.Last()
+			k, v = p.c.Last()
 		} else {
-			k, v = c.Prev()
+			k, v = p.c.Prev()
 		}
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(res.Entries) < limit; k, v = c.Prev() {
-			e, err := decodeEntry(timeline, k[len(prefix):], v)
-			if err != nil {
-				return err
-			}
-			size += len(e.Payload)
-			if maxBytes > 0 && size > maxBytes && len(res.Entries) > 0 {
-				break
-			}
-			res.Entries = append(res.Entries, e)
+		if res.Entries, err = p.collect(k, v, p.c.Prev, limit, maxBytes); err != nil {
+			return err
 		}
 		slices.Reverse(res.Entries)
 		res.Status = HistoryEnd

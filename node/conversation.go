@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
@@ -33,8 +32,8 @@ func (n *Node) Send(ctx context.Context, req SendRequest) (fsm.SendResult, error
 		DedupeWindowMs: n.cfg.DedupeWindow.Milliseconds(),
 		LightAbove:     uint32(n.cfg.LightAbove),
 	}
-	if l := len(s.GetPayload()); l > n.cfg.MaxPayloadBytes {
-		return fsm.SendResult{}, fmt.Errorf("%w: payload is %d bytes; the limit is %d", fsm.ErrInvalidArgument, l, n.cfg.MaxPayloadBytes)
+	if err := n.checkPayload(s.GetPayload()); err != nil {
+		return fsm.SendResult{}, err
 	}
 	if err := fsm.ValidateSend(s); err != nil {
 		return fsm.SendResult{}, err
@@ -97,14 +96,8 @@ func (n *Node) Deliver(ctx context.Context, group shard.GroupID, items []Deliver
 
 // History reads a page of a timeline backwards (see fsm.FSM.History).
 func (n *Node) History(ctx context.Context, timeline string, before uint64, limit int, c Consistency) (fsm.HistoryResult, error) {
-	if limit < 1 || limit > n.cfg.MaxPageSize {
-		return fsm.HistoryResult{}, fmt.Errorf("%w: limit %d must be within 1..%d", fsm.ErrInvalidArgument, limit, n.cfg.MaxPageSize)
-	}
-	g, err := n.routeRead(timeline)
+	g, err := n.pageGroup(ctx, timeline, limit, c)
 	if err != nil {
-		return fsm.HistoryResult{}, err
-	}
-	if err := g.readBarrier(ctx, c); err != nil {
 		return fsm.HistoryResult{}, err
 	}
 	return g.fsm.History(timeline, before, limit, n.cfg.MaxPageBytes)

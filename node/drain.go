@@ -16,9 +16,16 @@ import (
 // clients a retry, before they are served again.
 func (n *Node) Drain(ctx context.Context) error {
 	n.draining.Store(true)
-	groups := append([]*Group{n.meta}, n.groupsSnapshot()...)
+	// Only groups with another voter can hand leadership over; a group this
+	// node alone holds keeps it until it stops.
+	var groups []*Group
+	for _, g := range append([]*Group{n.meta}, n.groupsSnapshot()...) {
+		if g.hasOtherVoter() {
+			groups = append(groups, g)
+		}
+	}
 	for _, g := range groups {
-		if g.IsLeader() && g.hasOtherVoter() {
+		if g.IsLeader() {
 			// Requested, not awaited: the future of a transfer still queued at
 			// shutdown is never answered. Leadership is polled below instead.
 			g.raft.LeadershipTransfer()
@@ -29,7 +36,7 @@ func (n *Node) Drain(ctx context.Context) error {
 	for {
 		led := 0
 		for _, g := range groups {
-			if g.IsLeader() && g.hasOtherVoter() {
+			if g.IsLeader() {
 				led++
 			}
 		}

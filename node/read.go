@@ -20,17 +20,27 @@ const (
 
 // Pull reads a page of a timeline.
 func (n *Node) Pull(ctx context.Context, timeline string, after uint64, limit int, c Consistency) (fsm.PullResult, error) {
-	if limit < 1 || limit > n.cfg.MaxPageSize {
-		return fsm.PullResult{}, fmt.Errorf("%w: limit %d must be within 1..%d", fsm.ErrInvalidArgument, limit, n.cfg.MaxPageSize)
-	}
-	g, err := n.routeRead(timeline)
+	g, err := n.pageGroup(ctx, timeline, limit, c)
 	if err != nil {
 		return fsm.PullResult{}, err
 	}
-	if err := g.readBarrier(ctx, c); err != nil {
-		return fsm.PullResult{}, err
-	}
 	return g.fsm.Pull(timeline, after, limit, n.cfg.MaxPageBytes)
+}
+
+// pageGroup checks a page request (Pull, History) and returns the local
+// replica to read it from, once it may be read with consistency c.
+func (n *Node) pageGroup(ctx context.Context, timeline string, limit int, c Consistency) (*Group, error) {
+	if limit < 1 || limit > n.cfg.MaxPageSize {
+		return nil, fmt.Errorf("%w: limit %d must be within 1..%d", fsm.ErrInvalidArgument, limit, n.cfg.MaxPageSize)
+	}
+	g, err := n.routeRead(timeline)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.readBarrier(ctx, c); err != nil {
+		return nil, err
+	}
+	return g, nil
 }
 
 // Head returns the newest seq of a timeline.

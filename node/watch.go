@@ -102,13 +102,6 @@ func (w *Watcher) Remove(timelines ...string) {
 	w.mu.Unlock()
 }
 
-// Len is how many timelines the watcher follows.
-func (w *Watcher) Len() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return len(w.timelines)
-}
-
 // Wake receives a value when timelines became dirty since the last Take.
 func (w *Watcher) Wake() <-chan struct{} { return w.wake }
 

@@ -45,10 +45,19 @@ func (n *Node) Append(ctx context.Context, req AppendRequest) (fsm.AppendResult,
 }
 
 func (n *Node) validateAppend(a *fsmpb.Append) error {
-	if l := len(a.GetPayload()); l > n.cfg.MaxPayloadBytes {
-		return fmt.Errorf("%w: payload is %d bytes; the limit is %d", fsm.ErrInvalidArgument, l, n.cfg.MaxPayloadBytes)
+	if err := n.checkPayload(a.GetPayload()); err != nil {
+		return err
 	}
 	return fsm.ValidateAppend(a)
+}
+
+// checkPayload enforces this node's payload limit, which is at most the
+// state machine's fixed one.
+func (n *Node) checkPayload(payload []byte) error {
+	if l := len(payload); l > n.cfg.MaxPayloadBytes {
+		return fmt.Errorf("%w: payload is %d bytes; the limit is %d", fsm.ErrInvalidArgument, l, n.cfg.MaxPayloadBytes)
+	}
+	return nil
 }
 
 // propose stamps a command with the time, replicates it and returns what the

@@ -101,29 +101,22 @@ func Push(ctx context.Context, cl *client.Client, cfg PushConfig) (PushResult, e
 	wg.Wait()
 
 	// Give the last entries time to arrive.
-	wait := time.NewTimer(10 * time.Second)
-	defer wait.Stop()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	missing := func() int {
 		mu.Lock()
-		missing := 0
+		defer mu.Unlock()
+		n := 0
 		for id := range acked {
 			if _, ok := got[id]; !ok {
-				missing++
+				n++
 			}
 		}
-		mu.Unlock()
-		if missing == 0 {
-			break
-		}
-		select {
-		case <-wait.C:
-		case <-tick.C:
-			continue
-		case <-ctx.Done():
-		}
-		break
+		return n
+	}
+	waitUntil := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for missing() > 0 && time.Now().Before(waitUntil) && ctx.Err() == nil {
+		<-tick.C
 	}
 	sub.Close()
 	<-consumed

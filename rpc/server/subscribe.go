@@ -14,6 +14,7 @@ import (
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
 )
 
 // StreamLimits bound what one Subscribe stream may hold on the server.
@@ -69,9 +70,13 @@ func (s *Server) Subscribe(stream syncv1.Sync_SubscribeServer) error {
 	sendErr := make(chan error, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel() // before Wait: it ends the two goroutines
-	wg.Go(func() { recvErr <- recvLoop(ctx, stream, reqs) })
+	defer cancel() // before Wait: it ends the sender
 	wg.Go(func() { sendErr <- st.q.sendLoop(ctx, stream, st.lim.Heartbeat) })
+	// The receiver is not waited for: stream.Recv returns only once this
+	// handler has returned (or the client went away), when gRPC ends the
+	// stream; waiting here would hold the handler, and a graceful stop,
+	// until the client gave up. Its channels never block it after that.
+	go func() { recvErr <- recvLoop(ctx, stream, reqs) }()
 
 	health := time.NewTicker(st.lim.HealthEvery)
 	defer health.Stop()
@@ -169,8 +174,8 @@ func (st *subStream) apply(req *syncv1.SubscribeRequest) error {
 	}
 	for _, a := range req.GetAdd() {
 		tl := a.GetTimeline()
-		if _, leader, ok := st.s.node.Serving(tl); !ok {
-			st.moved(tl, leader)
+		if group, leader, ok := st.s.node.Serving(tl); !ok {
+			st.moved(tl, group, leader)
 			continue
 		}
 		st.cursor[tl] = a.GetAfterSeq()
@@ -236,21 +241,20 @@ func (st *subStream) produce() {
 // checkServing sends Moved for timelines this node no longer serves.
 func (st *subStream) checkServing() {
 	for tl := range st.cursor {
-		if _, leader, ok := st.s.node.Serving(tl); !ok {
-			st.moved(tl, leader)
+		if group, leader, ok := st.s.node.Serving(tl); !ok {
+			st.moved(tl, group, leader)
 		}
 	}
 }
 
 // lost handles a failed local read: the replica went away or cannot serve.
 func (st *subStream) lost(tl string, err error) {
-	_, leader, _ := st.s.node.Serving(tl)
+	group, leader, _ := st.s.node.Serving(tl)
 	st.s.log.Debug("subscription moved", "timeline", tl, "err", err)
-	st.moved(tl, leader)
+	st.moved(tl, group, leader)
 }
 
-func (st *subStream) moved(tl, leaderAddr string) {
-	group, _, _ := st.s.node.Serving(tl)
+func (st *subStream) moved(tl string, group shard.GroupID, leaderAddr string) {
 	st.drop(tl)
 	st.q.pushControl(&syncv1.SubscribeEvent{Event: &syncv1.SubscribeEvent_Moved{Moved: &syncv1.Moved{Timeline: tl, GroupId: uint64(group), LeaderAddr: leaderAddr}}})
 }

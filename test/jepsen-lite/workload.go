@@ -141,26 +141,28 @@ func outcomeOf(err error) history.Outcome {
 }
 
 func doAppend(cl *client.Client, rec *recorder, w int, tl, key string) {
-	op := history.Op{Process: w, Kind: history.Append, Timeline: tl, Key: key, Payload: "v-" + key, Invoke: rec.now()}
-	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
-	resp, err := cl.Append(ctx, tl, []byte(op.Payload), client.AppendOptions{IdempotencyKey: key})
-	cancel()
-	op.Outcome = outcomeOf(err)
-	if op.Outcome != history.Unknown {
-		op.Complete = rec.now()
-	}
-	if err != nil {
-		op.Error = err.Error()
-	} else {
-		op.Seq = resp.GetSeq()
-	}
-	rec.add(op)
+	op := history.Op{Process: w, Kind: history.Append, Timeline: tl, Key: key, Payload: "v-" + key}
+	doWrite(rec, op, func(ctx context.Context) (uint64, error) {
+		resp, err := cl.Append(ctx, tl, []byte(op.Payload), client.AppendOptions{IdempotencyKey: key})
+		return resp.GetSeq(), err
+	})
 }
 
 func doSend(cl *client.Client, rec *recorder, w int, conv, sender string, recipients []string, key string) {
-	op := history.Op{Process: w, Kind: history.Send, Timeline: conv, Key: key, Payload: "m-" + key, Sender: sender, Recipients: recipients, Invoke: rec.now()}
+	op := history.Op{Process: w, Kind: history.Send, Timeline: conv, Key: key, Payload: "m-" + key, Sender: sender, Recipients: recipients}
+	doWrite(rec, op, func(ctx context.Context) (uint64, error) {
+		resp, err := cl.Send(ctx, conv, sender, recipients, []byte(op.Payload), client.AppendOptions{IdempotencyKey: key})
+		return resp.GetSeq(), err
+	})
+}
+
+// doWrite runs one write (retried by the client under one key) and records
+// it: ok with its seq, failed, or unknown (no completion time: it may take
+// effect at any time after its invocation).
+func doWrite(rec *recorder, op history.Op, write func(context.Context) (uint64, error)) {
+	op.Invoke = rec.now()
 	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
-	resp, err := cl.Send(ctx, conv, sender, recipients, []byte(op.Payload), client.AppendOptions{IdempotencyKey: key})
+	seq, err := write(ctx)
 	cancel()
 	op.Outcome = outcomeOf(err)
 	if op.Outcome != history.Unknown {
@@ -169,7 +171,7 @@ func doSend(cl *client.Client, rec *recorder, w int, conv, sender string, recipi
 	if err != nil {
 		op.Error = err.Error()
 	} else {
-		op.Seq = resp.GetSeq()
+		op.Seq = seq
 	}
 	rec.add(op)
 }
