@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"slices"
@@ -90,12 +91,17 @@ func applySend(tx *bolt.Tx, ch *Changes, nowMs int64, s *fsmpb.Send) (*SendResul
 	if err := recordDedupe(tx, dk, seq, ts); err != nil {
 		return nil, err
 	}
+	deliverySeqs, err := nextDeliverySeqs(tlb, tl, recipients)
+	if err != nil {
+		return nil, err
+	}
 	job, err := proto.Marshal(&fsmpb.OutboxJob{
 		Conversation:    s.GetConversation(),
 		ConversationSeq: seq,
 		Sender:          s.GetSender(),
 		Recipients:      recipients,
 		Light:           light,
+		DeliverySeqs:    deliverySeqs,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("encode outbox job: %w", err)
@@ -107,10 +113,59 @@ func applySend(tx *bolt.Tx, ch *Changes, nowMs int64, s *fsmpb.Send) (*SendResul
 	return &SendResult{Seq: seq, TsMs: ts, Recipients: len(recipients), Light: light}, nil
 }
 
-// applyDeliver writes each item once: a timeline remembers the last
-// conversation seq it received from each conversation and skips items at or
-// below it. The outbox delivers one conversation's messages in order, so
-// that mark is exact, and it never expires (unlike dedupe records).
+// nextDeliverySeqs counts the message for each recipient: the n-th message
+// of the conversation queued for a member gets delivery seq n. The counters
+// live in the conversation's key range (kindQueued), so a Send dirties the
+// pages of one conversation only.
+func nextDeliverySeqs(tlb *bolt.Bucket, conv []byte, recipients []string) ([]uint64, error) {
+	out := make([]uint64, len(recipients))
+	for i, r := range recipients {
+		k := queuedKey(conv, r)
+		n := readU64(tlb, k) + 1
+		if err := tlb.Put(k, u64(n)); err != nil {
+			return nil, err
+		}
+		out[i] = n
+	}
+	return out, nil
+}
+
+// deliveryMark is what a timeline last received from one conversation.
+type deliveryMark struct {
+	convSeq     uint64 // the conversation seq of that message
+	deliverySeq uint64 // its delivery seq: how many messages it has received from the conversation
+}
+
+// readMark reads a mark. A mark of 8 bytes was written before delivery
+// seqs existed: its conversation seq, and a delivery seq of 0 (counters
+// start with the first Send after the upgrade, so the next message is 1).
+func readMark(tlb *bolt.Bucket, k []byte) (deliveryMark, error) {
+	switch v := tlb.Get(k); len(v) {
+	case 0:
+		return deliveryMark{}, nil
+	case 8:
+		return deliveryMark{convSeq: binary.BigEndian.Uint64(v)}, nil
+	case 16:
+		return deliveryMark{convSeq: binary.BigEndian.Uint64(v[:8]), deliverySeq: binary.BigEndian.Uint64(v[8:])}, nil
+	default:
+		return deliveryMark{}, fmt.Errorf("delivery mark %x is %d bytes", k, len(v))
+	}
+}
+
+func writeMark(tlb *bolt.Bucket, k []byte, m deliveryMark) error {
+	return tlb.Put(k, binary.BigEndian.AppendUint64(u64(m.convSeq), m.deliverySeq))
+}
+
+// applyDeliver writes each item once and in order. A timeline remembers,
+// per conversation, the last message it received (its conversation seq and
+// delivery seq). An item at or below that is a re-delivery and is skipped;
+// an item whose delivery seq is the mark's + 1 is written; any other item
+// jumps past a message the timeline has not received, so the whole command
+// is refused before anything is written. A forged item can thus at most
+// take the place of the one message whose delivery seq it guessed; it can
+// never make the timeline skip the messages after it. The outbox delivers one
+// conversation's messages in order, so the mark is exact, and it never
+// expires (unlike dedupe records).
 func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*DeliverResult, error) {
 	if err := ValidateDeliver(d); err != nil {
 		return nil, reject(err)
@@ -120,11 +175,36 @@ func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*Del
 			return nil, err // refuse the whole batch: the deliverer re-routes it
 		}
 	}
-	res := &DeliverResult{}
 	tlb := tx.Bucket(bucketTimelines)
-	for _, it := range d.GetItems() {
+	// First pass: decide every item against the marks as they will be when
+	// it is reached (an item may follow another of the same timeline and
+	// conversation in this command), writing nothing.
+	marks := map[string]deliveryMark{}
+	write := make([]bool, len(d.GetItems()))
+	for i, it := range d.GetItems() {
 		wk := deliveredKey(timelineKey(it.GetTimeline()), it.GetConversation())
-		if readU64(tlb, wk) >= it.GetConversationSeq() {
+		m, ok := marks[string(wk)]
+		if !ok {
+			var err error
+			if m, err = readMark(tlb, wk); err != nil {
+				return nil, err
+			}
+		}
+		// Only the delivery seq decides: it is dense per member, so a gap is
+		// visible, and a forged conversation seq cannot hide later messages.
+		switch {
+		case it.GetDeliverySeq() <= m.deliverySeq:
+			continue // received already
+		case it.GetDeliverySeq() != m.deliverySeq+1:
+			return nil, reject(fmt.Errorf("%w: item %d for %q is delivery %d of conversation %q (seq %d); the timeline has received %d (seq %d)",
+				ErrDeliveryGap, i, truncate(it.GetTimeline()), it.GetDeliverySeq(), truncate(it.GetConversation()), it.GetConversationSeq(), m.deliverySeq, m.convSeq))
+		}
+		marks[string(wk)] = deliveryMark{convSeq: it.GetConversationSeq(), deliverySeq: it.GetDeliverySeq()}
+		write[i] = true
+	}
+	res := &DeliverResult{}
+	for i, it := range d.GetItems() {
+		if !write[i] {
 			res.Skipped++
 			continue
 		}
@@ -141,7 +221,8 @@ func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*Del
 		if _, _, err := appendEntry(tx, ch, it.GetTimeline(), nowMs, se); err != nil {
 			return nil, err
 		}
-		if err := tlb.Put(wk, u64(it.GetConversationSeq())); err != nil {
+		mark := deliveryMark{convSeq: it.GetConversationSeq(), deliverySeq: it.GetDeliverySeq()}
+		if err := writeMark(tlb, deliveredKey(timelineKey(it.GetTimeline()), it.GetConversation()), mark); err != nil {
 			return nil, err
 		}
 		res.Written++
@@ -150,7 +231,7 @@ func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*Del
 }
 
 func applyDeliveryDone(tx *bolt.Tx, d *fsmpb.DeliveryDone) error {
-	if err := ValidateTimelineID(d.GetConversation()); err != nil {
+	if err := ValidateDeliveryDone(d); err != nil {
 		return reject(err)
 	}
 	return tx.Bucket(bucketOutbox).Delete(outboxKey(d.GetConversation(), d.GetConversationSeq()))
@@ -162,7 +243,10 @@ type OutboxJob struct {
 	ConversationSeq uint64
 	Sender          string
 	Recipients      []string
-	Light           bool
+	// DeliverySeqs[i] is the message's delivery seq for Recipients[i]
+	// (empty for a job queued before delivery seqs existed).
+	DeliverySeqs []uint64
+	Light        bool
 }
 
 // OutboxConversations lists up to limit conversations with pending jobs,
@@ -208,6 +292,7 @@ func (f *FSM) Outbox(conversation string, limit int) ([]OutboxJob, error) {
 				ConversationSeq: pb.GetConversationSeq(),
 				Sender:          pb.GetSender(),
 				Recipients:      pb.GetRecipients(),
+				DeliverySeqs:    pb.GetDeliverySeqs(),
 				Light:           pb.GetLight(),
 			})
 		}
@@ -222,10 +307,10 @@ func (f *FSM) Outbox(conversation string, limit int) ([]OutboxJob, error) {
 // Delivered returns the last conversation seq the timeline received from
 // the conversation (0: none).
 func (f *FSM) Delivered(timeline, conversation string) (uint64, error) {
-	var seq uint64
-	err := f.view(func(tx *bolt.Tx) error {
-		seq = readU64(tx.Bucket(bucketTimelines), deliveredKey(timelineKey(timeline), conversation))
-		return nil
+	var m deliveryMark
+	err := f.view(func(tx *bolt.Tx) (err error) {
+		m, err = readMark(tx.Bucket(bucketTimelines), deliveredKey(timelineKey(timeline), conversation))
+		return err
 	})
-	return seq, err
+	return m.convSeq, err
 }

@@ -20,8 +20,10 @@ func deliverCmd(now int64, items ...*fsmpb.DeliveryItem) *fsmpb.Command {
 	return &fsmpb.Command{NowMs: now, Op: &fsmpb.Command_Deliver{Deliver: &fsmpb.Deliver{Items: items}}}
 }
 
+// item is a delivery of a conversation whose every message goes to user,
+// so its delivery seq is its conversation seq.
 func item(user, conv string, convSeq uint64, payload string) *fsmpb.DeliveryItem {
-	return &fsmpb.DeliveryItem{Timeline: user, Conversation: conv, ConversationSeq: convSeq, Sender: "alice", Payload: []byte(payload)}
+	return &fsmpb.DeliveryItem{Timeline: user, Conversation: conv, ConversationSeq: convSeq, DeliverySeq: convSeq, Sender: "alice", Payload: []byte(payload)}
 }
 
 func TestSendAppendsAndQueuesOneJobPerMessage(t *testing.T) {

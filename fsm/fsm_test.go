@@ -320,7 +320,7 @@ func TestSnapshotThenRestoreEqualsOriginal(t *testing.T) {
 	for i := range 50 {
 		src.apply(appendCmd(fmt.Sprint("t", i%5), fmt.Sprint(i), fmt.Sprint("k", i), int64(i)))
 	}
-	src.apply(&fsmpb.Command{Op: &fsmpb.Command_RegisterNode{RegisterNode: &fsmpb.RegisterNode{NodeId: "n1", RaftAddr: "r", GrpcAddr: "g"}}})
+	src.apply(&fsmpb.Command{Op: &fsmpb.Command_RegisterNode{RegisterNode: &fsmpb.RegisterNode{NodeId: "n1", RaftAddr: "127.0.0.1:7001", GrpcAddr: "127.0.0.1:7000"}}})
 	snap, err := src.f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
@@ -351,7 +351,7 @@ func TestSnapshotThenRestoreEqualsOriginal(t *testing.T) {
 		t.Fatal("restored state differs from the original")
 	}
 	nodes, err := dst.f.Nodes()
-	if err != nil || len(nodes) != 1 || nodes[0].GRPCAddr != "g" {
+	if err != nil || len(nodes) != 1 || nodes[0].GRPCAddr != "127.0.0.1:7000" {
 		t.Fatalf("nodes after restore: %+v %v", nodes, err)
 	}
 }

@@ -55,10 +55,8 @@ func readRanges(tx *bolt.Tx) (*ownedRanges, error) {
 }
 
 func applySetRanges(tx *bolt.Tx, c *fsmpb.SetRanges) error {
-	for _, r := range c.GetRanges() {
-		if r.GetStart() >= r.GetEnd() || r.GetEnd() > shard.SlotCount {
-			return reject(fmt.Errorf("%w: range [%d,%d)", ErrInvalidArgument, r.GetStart(), r.GetEnd()))
-		}
+	if err := ValidateSetRanges(c); err != nil {
+		return reject(err)
 	}
 	cur, err := readRanges(tx)
 	if err != nil {

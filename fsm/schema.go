@@ -20,8 +20,11 @@ var (
 	// timelineKey + kindEntry + seq (8, big-endian) -> StoredEntry;
 	// timelineKey + kindDedupe + idempotency key -> DedupeRecord;
 	// timelineKey + kindInfo -> TimelineInfo (class, trim floor);
-	// timelineKey + kindDelivered + conversation id -> the last conversation
-	// seq delivered into this timeline (8, big-endian).
+	// timelineKey + kindDelivered + conversation id -> the last message
+	// delivered into this timeline from the conversation: its conversation
+	// seq and delivery seq (8 + 8, big-endian; 8 bytes before schema 3);
+	// timelineKey(conversation) + kindQueued + member id -> how many of the
+	// conversation's messages were queued for that member (8, big-endian).
 	bucketTimelines = []byte("timelines")
 	// bucketOutbox: timelineKey(conversation) + seq (8, big-endian) ->
 	// OutboxJob, so jobs list by conversation, then in conversation order.
@@ -47,14 +50,18 @@ const (
 	kindEntry   byte = 1
 	kindDedupe  byte = 2
 	kindInfo    byte = 3
-	// kindDelivered is last so a timeline's end is found by seeking past it.
 	kindDelivered byte = 4
+	kindQueued    byte = 5
+	// A timeline's end is found by seeking to kind 0xff (timelineEnd).
 )
 
 // schemaVersion is stored in bucketMeta; a replica refuses a newer schema.
 // Version 2 added the outbox bucket and the info and delivered kinds; a
-// version 1 state is a valid version 2 state.
-const schemaVersion = 2
+// version 1 state is a valid version 2 state. Version 3 added delivery
+// seqs: the queued kind and 16-byte delivered marks (a version 2 state is
+// read as version 3; an older binary must not read a version 3 state,
+// whose marks it would misread).
+const schemaVersion = 3
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
@@ -106,6 +113,10 @@ func dedupeKey(tlKey []byte, idempotencyKey string) []byte {
 }
 
 func infoKey(tlKey []byte) []byte { return kindKey(tlKey, kindInfo, nil) }
+
+func queuedKey(convKey []byte, member string) []byte {
+	return kindKey(convKey, kindQueued, []byte(member))
+}
 
 func deliveredKey(tlKey []byte, conversation string) []byte {
 	return kindKey(tlKey, kindDelivered, []byte(conversation))

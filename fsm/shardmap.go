@@ -17,6 +17,9 @@ var keyShardMap = []byte("current")
 var ErrVersionConflict = fmt.Errorf("%w: shard map version conflict", ErrInvalidArgument)
 
 func applySetShardMap(tx *bolt.Tx, c *fsmpb.SetShardMap) error {
+	if err := ValidateShardMap(c.GetMap()); err != nil {
+		return reject(err)
+	}
 	m, err := ShardMapFromProto(c.GetMap())
 	if err != nil {
 		return reject(fmt.Errorf("%w: %v", ErrInvalidArgument, err))

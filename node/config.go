@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/syncstore/syncstore/fsm"
@@ -139,14 +140,16 @@ func DefaultConfig() Config {
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
 	var errs []error
-	if c.NodeID == "" {
-		errs = append(errs, errors.New("node id is empty"))
+	if err := fsm.ValidateNodeID(c.NodeID); err != nil {
+		errs = append(errs, err)
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is empty"))
 	}
-	if c.RaftAddr == "" || c.GRPCAddr == "" || c.GossipAddr == "" {
-		errs = append(errs, errors.New("raft, gRPC and gossip addresses are required"))
+	for _, a := range []struct{ what, addr string }{{"raft address", c.RaftAddr}, {"gRPC address", c.GRPCAddr}, {"gossip address", c.GossipAddr}} {
+		if err := validateListenAddr(a.what, a.addr); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.GossipProbeInterval < 10*time.Millisecond {
 		errs = append(errs, fmt.Errorf("gossip probe interval %s must be at least 10ms", c.GossipProbeInterval))
@@ -185,4 +188,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: invalid config: %w", err)
 	}
 	return nil
+}
+
+// validateListenAddr checks an address this node listens on and tells its
+// peers: what fsm.ValidateAddr accepts, except that port 0 (pick a free
+// port, resolved before it is advertised) is allowed.
+func validateListenAddr(what, addr string) error {
+	if host, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		addr = net.JoinHostPort(host, "1")
+	}
+	return fsm.ValidateAddr(what, addr)
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
@@ -58,6 +59,9 @@ type Delivery struct {
 	Payload         []byte
 	Light           bool
 	Metadata        map[string]string
+	// DeliverySeq is the message's position among the conversation's
+	// messages to Timeline (see fsm.applyDeliver).
+	DeliverySeq uint64
 }
 
 // Deliverer sends deliveries for a group to the node at grpcAddr, which
@@ -78,6 +82,10 @@ func (n *Node) Deliver(ctx context.Context, group shard.GroupID, items []Deliver
 			Payload:         it.Payload,
 			Light:           it.Light,
 			Metadata:        it.Metadata,
+			DeliverySeq:     it.DeliverySeq,
+		}
+		if err := n.checkPayload(it.Payload); err != nil {
+			return fsm.DeliverResult{}, fmt.Errorf("item %d: %w", i, err)
 		}
 	}
 	if err := fsm.ValidateDeliver(d); err != nil {

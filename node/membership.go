@@ -101,6 +101,43 @@ func (g *Group) removeServer(ctx context.Context, id string) error {
 	return nil
 }
 
+// CheckJoin refuses, on the meta leader, a join that clashes with a node
+// the cluster knows: its id at other addresses (an operator reusing an id
+// would re-point a live member and cut its groups off), or another id at
+// its Raft or gRPC address (one process would count as two servers in a
+// vote). The same id at the same addresses is a retry and passes.
+func (n *Node) CheckJoin(nd fsm.Node) error {
+	meta := n.meta
+	if !meta.IsLeader() {
+		return meta.notLeader()
+	}
+	nodes, err := meta.fsm.Nodes()
+	if err != nil {
+		return err
+	}
+	for _, o := range nodes {
+		switch {
+		case o.ID == nd.ID && (o.RaftAddr != nd.RaftAddr || o.GRPCAddr != nd.GRPCAddr):
+			return fmt.Errorf("%w: node %s is registered at raft %s, gRPC %s; a node that lost its data comes back under a new id", fsm.ErrNodeConflict, o.ID, o.RaftAddr, o.GRPCAddr)
+		case o.ID != nd.ID && o.RaftAddr == nd.RaftAddr:
+			return fmt.Errorf("%w: raft address %s belongs to node %s", fsm.ErrNodeConflict, nd.RaftAddr, o.ID)
+		case o.ID != nd.ID && o.GRPCAddr == nd.GRPCAddr:
+			return fmt.Errorf("%w: gRPC address %s belongs to node %s", fsm.ErrNodeConflict, nd.GRPCAddr, o.ID)
+		}
+	}
+	cf, _, err := meta.configuration()
+	if err != nil {
+		return err
+	}
+	for _, s := range cf.Servers {
+		id, addr := string(s.ID), string(s.Address)
+		if (id == nd.ID) != (addr == nd.RaftAddr) {
+			return fmt.Errorf("%w: the meta group has %s at raft address %s", fsm.ErrNodeConflict, id, addr)
+		}
+	}
+	return nil
+}
+
 // AddLearner is the first step of a join, on the meta leader: it registers
 // the node's addresses and adds it to the meta group as a non-voter, so it
 // can catch up without counting toward the quorum. It returns the commit

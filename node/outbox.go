@@ -144,10 +144,13 @@ func (o *outbox) deliver(ctx context.Context, job fsm.OutboxJob) error {
 		base.Light = true // trimmed before it was delivered: members read what is kept
 	}
 
+	if len(job.DeliverySeqs) != len(job.Recipients) {
+		return fmt.Errorf("conversation %q seq %d was queued by an older binary without delivery seqs: drain outboxes before upgrading", job.Conversation, job.ConversationSeq)
+	}
 	byGroup := map[shard.GroupID][]Delivery{}
-	for _, r := range job.Recipients {
+	for i, r := range job.Recipients {
 		d := base
-		d.Timeline = r
+		d.Timeline, d.DeliverySeq = r, job.DeliverySeqs[i]
 		id := m.GroupFor(r)
 		byGroup[id] = append(byGroup[id], d)
 	}

@@ -445,8 +445,15 @@ type DeliveryItem struct {
 	Sender          string                 `protobuf:"bytes,4,opt,name=sender,proto3" json:"sender,omitempty"`
 	Payload         []byte                 `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`
 	// light: payload left out on purpose (read it from the conversation).
-	Light         bool              `protobuf:"varint,6,opt,name=light,proto3" json:"light,omitempty"`
-	Metadata      map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Light    bool              `protobuf:"varint,6,opt,name=light,proto3" json:"light,omitempty"`
+	Metadata map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// delivery_seq is this message's position among the conversation's
+	// messages to this timeline: 1, 2, 3 ... with no gap, counted by the
+	// conversation's group when it applies the Send. The timeline writes an
+	// item only when delivery_seq is its mark + 1, skips one at or below the
+	// mark (a re-delivery) and refuses one above (a jump: an earlier message
+	// is missing, or the item is forged).
+	DeliverySeq   uint64 `protobuf:"varint,8,opt,name=delivery_seq,json=deliverySeq,proto3" json:"delivery_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -528,6 +535,13 @@ func (x *DeliveryItem) GetMetadata() map[string]string {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *DeliveryItem) GetDeliverySeq() uint64 {
+	if x != nil {
+		return x.DeliverySeq
+	}
+	return 0
 }
 
 // DeliveryDone removes an outbox job once every recipient has the message.
@@ -1281,8 +1295,10 @@ type OutboxJob struct {
 	Sender          string                 `protobuf:"bytes,3,opt,name=sender,proto3" json:"sender,omitempty"`
 	Recipients      []string               `protobuf:"bytes,4,rep,name=recipients,proto3" json:"recipients,omitempty"`
 	Light           bool                   `protobuf:"varint,5,opt,name=light,proto3" json:"light,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// delivery_seqs[i] is the message's delivery seq for recipients[i].
+	DeliverySeqs  []uint64 `protobuf:"varint,6,rep,packed,name=delivery_seqs,json=deliverySeqs,proto3" json:"delivery_seqs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OutboxJob) Reset() {
@@ -1348,6 +1364,13 @@ func (x *OutboxJob) GetLight() bool {
 		return x.Light
 	}
 	return false
+}
+
+func (x *OutboxJob) GetDeliverySeqs() []uint64 {
+	if x != nil {
+		return x.DeliverySeqs
+	}
+	return nil
 }
 
 // DedupeRecord is what an idempotency key maps to.
@@ -1508,7 +1531,7 @@ const file_command_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
 	"\aDeliver\x124\n" +
-	"\x05items\x18\x01 \x03(\v2\x1e.syncstore.fsm.v1.DeliveryItemR\x05items\"\xc8\x02\n" +
+	"\x05items\x18\x01 \x03(\v2\x1e.syncstore.fsm.v1.DeliveryItemR\x05items\"\xeb\x02\n" +
 	"\fDeliveryItem\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\"\n" +
 	"\fconversation\x18\x02 \x01(\tR\fconversation\x12)\n" +
@@ -1516,7 +1539,8 @@ const file_command_proto_rawDesc = "" +
 	"\x06sender\x18\x04 \x01(\tR\x06sender\x12\x18\n" +
 	"\apayload\x18\x05 \x01(\fR\apayload\x12\x14\n" +
 	"\x05light\x18\x06 \x01(\bR\x05light\x12H\n" +
-	"\bmetadata\x18\a \x03(\v2,.syncstore.fsm.v1.DeliveryItem.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\a \x03(\v2,.syncstore.fsm.v1.DeliveryItem.MetadataEntryR\bmetadata\x12!\n" +
+	"\fdelivery_seq\x18\b \x01(\x04R\vdeliverySeq\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
@@ -1576,7 +1600,7 @@ const file_command_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
 	"\fTimelineInfo\x125\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x1f.syncstore.fsm.v1.TimelineClassR\x05class\x12\x14\n" +
-	"\x05floor\x18\x02 \x01(\x04R\x05floor\"\xa8\x01\n" +
+	"\x05floor\x18\x02 \x01(\x04R\x05floor\"\xcd\x01\n" +
 	"\tOutboxJob\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12)\n" +
 	"\x10conversation_seq\x18\x02 \x01(\x04R\x0fconversationSeq\x12\x16\n" +
@@ -1584,7 +1608,8 @@ const file_command_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x04 \x03(\tR\n" +
 	"recipients\x12\x14\n" +
-	"\x05light\x18\x05 \x01(\bR\x05light\"5\n" +
+	"\x05light\x18\x05 \x01(\bR\x05light\x12#\n" +
+	"\rdelivery_seqs\x18\x06 \x03(\x04R\fdeliverySeqs\"5\n" +
 	"\fDedupeRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x13\n" +
 	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\"\x80\x01\n" +

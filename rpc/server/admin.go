@@ -2,69 +2,14 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"sync"
-	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 )
-
-// catchUpPoll is how often the leader asks a joining node how far it got.
-const catchUpPoll = 100 * time.Millisecond
-
-// Join adds a node: registered and added as a non-voter, then promoted to
-// voter once it has applied the log up to the index it had to reach.
-func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.JoinResponse, error) {
-	if req.GetNodeId() == "" || req.GetRaftAddr() == "" || req.GetGrpcAddr() == "" {
-		return nil, toStatus(fmt.Errorf("%w: node id, raft address and gRPC address are required", fsm.ErrInvalidArgument))
-	}
-	nd := fsm.Node{ID: req.GetNodeId(), RaftAddr: req.GetRaftAddr(), GRPCAddr: req.GetGrpcAddr(), GossipAddr: req.GetGossipAddr()}
-	target, voter, err := s.node.AddLearner(ctx, nd)
-	if err != nil {
-		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.JoinResponse, error) {
-			return syncv1.NewAdminClient(conn).Join(ctx, req)
-		})
-	}
-	if !voter {
-		if err := s.awaitCatchUp(ctx, nd.GRPCAddr, target); err != nil {
-			return nil, toStatus(fmt.Errorf("join %s: %w", nd.ID, err))
-		}
-		if err := s.node.Promote(ctx, nd.ID, nd.RaftAddr); err != nil {
-			return nil, toStatus(err)
-		}
-	}
-	return &syncv1.JoinResponse{LeaderId: s.node.ID()}, nil
-}
-
-// awaitCatchUp polls a node until it has applied index target.
-func (s *Server) awaitCatchUp(ctx context.Context, addr string, target uint64) error {
-	conn, err := s.peers.conn(addr)
-	if err != nil {
-		return err
-	}
-	client := syncv1.NewAdminClient(conn)
-	tick := time.NewTicker(catchUpPoll)
-	defer tick.Stop()
-	for {
-		cctx, cancel := context.WithTimeout(ctx, peerCallTimeout)
-		st, err := client.NodeStatus(cctx, &syncv1.NodeStatusRequest{})
-		cancel()
-		if err == nil && st.GetAppliedIndex() >= target {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s to apply index %d (last error %v): %w", addr, target, err, ctx.Err())
-		case <-tick.C:
-		}
-	}
-}
 
 // NodeStatus describes this node.
 func (s *Server) NodeStatus(ctx context.Context, _ *syncv1.NodeStatusRequest) (*syncv1.NodeStatusResponse, error) {

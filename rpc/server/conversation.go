@@ -71,6 +71,7 @@ func (s *Server) Deliver(ctx context.Context, req *syncv1.DeliverRequest) (*sync
 			Payload:         it.GetPayload(),
 			Light:           it.GetLight(),
 			Metadata:        it.GetMetadata(),
+			DeliverySeq:     it.GetDeliverySeq(),
 		}
 	}
 	res, err := s.node.Deliver(ctx, shard.GroupID(req.GetGroupId()), items)
@@ -93,6 +94,7 @@ func deliverRequest(group shard.GroupID, items []node.Delivery) *syncv1.DeliverR
 			Payload:         it.Payload,
 			Light:           proto.Bool(it.Light),
 			Metadata:        it.Metadata,
+			DeliverySeq:     proto.Uint64(it.DeliverySeq),
 		}
 	}
 	return req

@@ -20,6 +20,8 @@ var errorCodes = []struct {
 }{
 	{fsm.ErrInvalidArgument, codes.InvalidArgument},
 	{fsm.ErrMalformedCommand, codes.InvalidArgument},
+	{fsm.ErrNodeConflict, codes.FailedPrecondition},
+	{fsm.ErrDeliveryGap, codes.FailedPrecondition},
 	{fsm.ErrWrongGroup, codes.Aborted},
 	{node.ErrNotLeader, codes.Unavailable},
 	{node.ErrLeaderNotReady, codes.Unavailable},

@@ -614,8 +614,13 @@ type DeliveryItem struct {
 	Payload         []byte                 `protobuf:"bytes,5,opt,name=payload" json:"payload,omitempty"`
 	Light           *bool                  `protobuf:"varint,6,opt,name=light" json:"light,omitempty"`
 	Metadata        map[string]string      `protobuf:"bytes,7,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// delivery_seq is this message's position among the conversation's
+	// messages to this timeline (1, 2, 3 ...). The timeline applies an item
+	// only when it is exactly one past the last it received from the
+	// conversation, so a delivery can never jump ahead.
+	DeliverySeq   *uint64 `protobuf:"varint,8,opt,name=delivery_seq,json=deliverySeq" json:"delivery_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeliveryItem) Reset() {
@@ -697,6 +702,13 @@ func (x *DeliveryItem) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *DeliveryItem) GetDeliverySeq() uint64 {
+	if x != nil && x.DeliverySeq != nil {
+		return *x.DeliverySeq
+	}
+	return 0
+}
+
 var File_syncstore_v1_requests_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_requests_proto_rawDesc = "" +
@@ -746,7 +758,7 @@ const file_syncstore_v1_requests_proto_rawDesc = "" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"]\n" +
 	"\x0eDeliverRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x120\n" +
-	"\x05items\x18\x02 \x03(\v2\x1a.syncstore.v1.DeliveryItemR\x05items\"\xc4\x02\n" +
+	"\x05items\x18\x02 \x03(\v2\x1a.syncstore.v1.DeliveryItemR\x05items\"\xe7\x02\n" +
 	"\fDeliveryItem\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\"\n" +
 	"\fconversation\x18\x02 \x01(\tR\fconversation\x12)\n" +
@@ -754,7 +766,8 @@ const file_syncstore_v1_requests_proto_rawDesc = "" +
 	"\x06sender\x18\x04 \x01(\tR\x06sender\x12\x18\n" +
 	"\apayload\x18\x05 \x01(\fR\apayload\x12\x14\n" +
 	"\x05light\x18\x06 \x01(\bR\x05light\x12D\n" +
-	"\bmetadata\x18\a \x03(\v2(.syncstore.v1.DeliveryItem.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\a \x03(\v2(.syncstore.v1.DeliveryItem.MetadataEntryR\bmetadata\x12!\n" +
+	"\fdelivery_seq\x18\b \x01(\x04R\vdeliverySeq\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*B\n" +
