@@ -60,6 +60,17 @@ func (n *Node) checkPayload(payload []byte) error {
 	return nil
 }
 
+// ProposeUnchecked replicates a command through the group exactly as
+// given, without the checks the Node's request methods make first. It
+// exists for tests that must show the state machine refusing what a buggy
+// or older proposer could log; nothing on the network reaches it.
+func (g *Group) ProposeUnchecked(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
+	return g.propose(ctx, cmd)
+}
+
+// MetaGroup is this node's replica of the meta group.
+func (n *Node) MetaGroup() *Group { return n.meta }
+
 // propose stamps a command with the time, replicates it and returns what the
 // state machine answered.
 func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, err error) {
