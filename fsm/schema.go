@@ -46,10 +46,10 @@ var (
 
 // Kinds of key within a timeline's range.
 const (
-	kindCounter byte = 0
-	kindEntry   byte = 1
-	kindDedupe  byte = 2
-	kindInfo    byte = 3
+	kindCounter   byte = 0
+	kindEntry     byte = 1
+	kindDedupe    byte = 2
+	kindInfo      byte = 3
 	kindDelivered byte = 4
 	kindQueued    byte = 5
 	// A timeline's end is found by seeking to kind 0xff (timelineEnd).
