@@ -1,0 +1,142 @@
+package fsm
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/syncstore/syncstore/fsm/fsmpb"
+)
+
+// errRollback ends a fuzz transaction without committing it, so every input
+// starts from the same state.
+var errRollback = errors.New("rollback")
+
+// fuzzSeeds are commands of every kind, valid and not, for the corpus.
+func fuzzSeeds() []*fsmpb.Command {
+	shardMap := &fsmpb.ShardMap{Version: 2, Groups: []*fsmpb.ShardGroup{
+		{Id: 1, Ranges: []*fsmpb.SlotRange{{Start: 0, End: 2048}}, Replicas: []string{"n1", "n2"}, Creator: "n1"},
+		{Id: 2, Ranges: []*fsmpb.SlotRange{{Start: 2048, End: 4096}}, Replicas: []string{"n2"}, Creator: "n2"},
+	}}
+	return []*fsmpb.Command{
+		appendCmd("t1", "payload", "k-new", 2000),
+		appendCmd("t1", "payload", "k1", 2000), // a duplicate
+		{NowMs: 2000, Op: &fsmpb.Command_Append{Append: &fsmpb.Append{Timeline: "t2", Payload: []byte("x"), Metadata: map[string]string{"a": "b"}}}},
+		sendCmd("c", "alice", []string{"bob", "dave"}, "hi", "s2", 2000, 1),
+		deliverCmd(2000, &fsmpb.DeliveryItem{Timeline: "bob", Conversation: "c", ConversationSeq: 2, DeliverySeq: 2, Payload: []byte("m2")}),
+		deliverCmd(2000, &fsmpb.DeliveryItem{Timeline: "bob", Conversation: "c", ConversationSeq: 9, DeliverySeq: 9}),
+		{Op: &fsmpb.Command_DeliveryDone{DeliveryDone: &fsmpb.DeliveryDone{Conversation: "c", ConversationSeq: 1}}},
+		{Op: &fsmpb.Command_Trim{Trim: &fsmpb.Trim{Items: []*fsmpb.TrimItem{{Timeline: "t1", KeepFrom: 2}}}}},
+		registerCmd("n3", "127.0.0.1:7021", "127.0.0.1:7020"),
+		registerCmd("n1", "127.0.0.1:9", ""),
+		{Op: &fsmpb.Command_SetShardMap{SetShardMap: &fsmpb.SetShardMap{ExpectedVersion: 1, Map: shardMap}}},
+		{Op: &fsmpb.Command_SetRanges{SetRanges: &fsmpb.SetRanges{MapVersion: 3, Ranges: []*fsmpb.SlotRange{{Start: 0, End: 100}}}}},
+		{IgnoreIfUnknown: true},
+		appendCmd(strings.Repeat("t", 300), "", "", 1),
+	}
+}
+
+// FuzzApplyCommand feeds arbitrary log entries to the decoder and the
+// dispatcher on a state holding timelines, a conversation, deliveries and
+// nodes. Whatever the bytes, applying must not panic and must not fail
+// like storage does (an error bbolt raised on the input); a command this
+// binary cannot know may only ask for an upgrade. Applying is
+// deterministic, and a rejected command leaves the state digest unchanged.
+func FuzzApplyCommand(f *testing.F) {
+	for _, c := range fuzzSeeds() {
+		b, err := EncodeCommand(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte("\x08\x02\x52\x00")) // format 2: a newer binary's
+
+	st, err := Open(Options{Path: filepath.Join(f.TempDir(), "state.db"), InitialMmapSize: 1 << 20})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer st.Close()
+	var logs []*raft.Log
+	for i, c := range []*fsmpb.Command{
+		registerCmd("n1", "127.0.0.1:7001", "127.0.0.1:7000"),
+		registerCmd("n2", "127.0.0.1:7011", "127.0.0.1:7010"),
+		appendCmd("t1", "one", "k1", 1000),
+		appendCmd("t1", "two", "", 1001),
+		sendCmd("c", "alice", []string{"bob", "carol"}, "hi", "s1", 1002, 0),
+		deliverCmd(1003, item("bob", "c", 1, "hi")),
+	} {
+		data, err := EncodeCommand(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		logs = append(logs, &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: data})
+	}
+	for _, r := range results(st.ApplyBatch(logs)) {
+		if r.Err != nil {
+			f.Fatal(r.Err)
+		}
+	}
+	base, err := st.Digest()
+	if err != nil {
+		f.Fatal(err)
+	}
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		type outcome struct {
+			op, rejected, digest string
+			failure              error
+		}
+		apply := func() outcome {
+			var o outcome
+			err := st.db.Update(func(tx *bolt.Tx) error {
+				var ch Changes
+				res, err := applyCommand(tx, &ch, data)
+				o.failure = err
+				if res != nil {
+					o.op = res.Op
+					if res.Err != nil {
+						o.rejected = res.Err.Error()
+					}
+				}
+				o.digest = digestTx(tx)
+				return errRollback
+			})
+			if !errors.Is(err, errRollback) {
+				t.Fatalf("transaction: %v", err)
+			}
+			return o
+		}
+		first, second := apply(), apply()
+		if first.failure != nil && !errors.Is(first.failure, ErrNeedsUpgrade) {
+			t.Fatalf("command content failed like storage would (a replica would stop): %v", first.failure)
+		}
+		if first.op != second.op || first.rejected != second.rejected || first.digest != second.digest || (first.failure == nil) != (second.failure == nil) {
+			t.Fatalf("not deterministic: %+v then %+v", first, second)
+		}
+		if (first.rejected != "" || first.failure != nil) && first.digest != base {
+			t.Fatalf("rejected command (%s: %s %v) changed the state", first.op, first.rejected, first.failure)
+		}
+	})
+}
+
+// digestTx hashes the data buckets as Digest does, inside tx.
+func digestTx(tx *bolt.Tx) string {
+	h := sha256.New()
+	for _, name := range dataBuckets {
+		h.Write(name)
+		_ = tx.Bucket(name).ForEach(func(k, v []byte) error {
+			writeLenPrefixed(h, k)
+			writeLenPrefixed(h, v)
+			return nil
+		})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
