@@ -72,7 +72,11 @@ func New(n *node.Node, log *slog.Logger, opts ...Option) *Server {
 		metrics:      newServerMetrics(),
 		stopping:     make(chan struct{}),
 		grpc: grpc.NewServer(
-			grpc.MaxRecvMsgSize(n.Config().MaxPayloadBytes + messageOverhead),
+			grpc.MaxRecvMsgSize(n.Config().MaxPayloadBytes+messageOverhead),
+			// A body that does not decode: INVALID_ARGUMENT, not INTERNAL (codec.go).
+			grpc.ForceServerCodecV2(newDecodeCodec()),
+			grpc.ChainUnaryInterceptor(rejectUndecodableUnary),
+			grpc.ChainStreamInterceptor(rejectUndecodableStream),
 		),
 	}
 	for _, o := range opts {
