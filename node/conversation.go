@@ -93,6 +93,12 @@ func (n *Node) Deliver(ctx context.Context, group shard.GroupID, items []Deliver
 	}
 	g := n.Group(group)
 	if g == nil {
+		if group == shard.MetaGroup {
+			return fsm.DeliverResult{}, fmt.Errorf("%w: deliveries go to data groups, not the meta group", ErrUnknownGroup)
+		}
+		if m := n.shardMap(); m != nil && !m.Has(group) {
+			return fsm.DeliverResult{}, fmt.Errorf("%w: group %d is not in shard map v%d", ErrUnknownGroup, group, m.Version)
+		}
 		return fsm.DeliverResult{}, n.notHosted(group)
 	}
 	res, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_Deliver{Deliver: d}})

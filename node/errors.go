@@ -23,6 +23,9 @@ var (
 	ErrNotApplied = errors.New("node: write not accepted")
 	// ErrClosed: the node is shut down.
 	ErrClosed = errors.New("node: closed")
+	// ErrUnknownGroup: a request names a data group the shard map this node
+	// holds does not have.
+	ErrUnknownGroup = errors.New("node: no such data group")
 )
 
 // NotLeaderError says who leads a group, as far as this node knows. When

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/hashicorp/raft"
 
@@ -148,8 +149,14 @@ func (n *Node) AddLearner(ctx context.Context, nd fsm.Node) (catchUpIndex uint64
 	if !meta.IsLeader() {
 		return 0, false, meta.notLeader()
 	}
-	if err := n.register(ctx, nd); err != nil {
-		return 0, false, fmt.Errorf("node: register %s: %w", nd.ID, err)
+	registered, err := meta.fsm.Nodes()
+	if err != nil {
+		return 0, false, err
+	}
+	if !slices.Contains(registered, nd) { // a retried join proposes nothing
+		if err := n.register(ctx, nd); err != nil {
+			return 0, false, fmt.Errorf("node: register %s: %w", nd.ID, err)
+		}
 	}
 	cf, _, err := meta.configuration()
 	if err != nil {

@@ -137,6 +137,12 @@ func (m *Map) Group(id GroupID) (Group, bool) {
 	return m.Groups[i], true
 }
 
+// Has reports whether the map has a data group with this id.
+func (m *Map) Has(id GroupID) bool {
+	_, ok := m.Group(id)
+	return ok
+}
+
 // GroupsOn lists the groups with a replica on a node.
 func (m *Map) GroupsOn(node string) []GroupID {
 	var out []GroupID

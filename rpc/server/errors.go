@@ -23,6 +23,7 @@ var errorCodes = []struct {
 	{fsm.ErrNodeConflict, codes.FailedPrecondition},
 	{fsm.ErrDeliveryGap, codes.FailedPrecondition},
 	{fsm.ErrWrongGroup, codes.Aborted},
+	{node.ErrUnknownGroup, codes.NotFound},
 	{node.ErrNotLeader, codes.Unavailable},
 	{node.ErrLeaderNotReady, codes.Unavailable},
 	{node.ErrOutcomeUnknown, codes.Unavailable},

@@ -182,6 +182,12 @@ func TestForgedDeliveryIsRefusedAndRealSendsArrive(t *testing.T) {
 		it.DeliverySeq = proto.Uint64(2)
 		it.Payload = make([]byte, 1536<<10)
 	}), codes.InvalidArgument, "payload is 1572864 bytes; the limit is 1048576")
+	for _, bad := range []uint64{0, 999, math.MaxUint64} {
+		_, err := peer.Deliver(ctx, &syncv1.DeliverRequest{GroupId: proto.Uint64(bad), Items: []*syncv1.DeliveryItem{{
+			Timeline: proto.String("alice"), Conversation: proto.String("room"), ConversationSeq: proto.Uint64(2), DeliverySeq: proto.Uint64(2),
+		}}})
+		wantCode(t, err, codes.NotFound, "no such data group")
+	}
 	c.WaitConverged(20 * time.Second)
 	if after := groupDigests(t, c, group); !maps2Equal(digests, after) {
 		t.Fatalf("a refused delivery changed group %d: %v -> %v", group, digests, after)
@@ -289,11 +295,16 @@ func TestJoinCannotHijackOrPollute(t *testing.T) {
 		}
 	}
 	requireServing(t, c)
-	// A retry of a member's own join is not a conflict.
+	// A retry of a member's own join is not a conflict, and proposes nothing.
+	meta := c.Members[c.WaitLeader(10*time.Second)].Node.MetaGroup()
+	applied := meta.AppliedIndex()
 	_, err := syncv1.NewAdminClient(dialRaw(t, c.Members[0].GRPCAddr)).Join(ctx, &syncv1.JoinRequest{
 		NodeId: n2.ID, RaftAddr: n2.RaftAddr, GrpcAddr: n2.GRPCAddr, GossipAddr: n2.GossipAddr,
 	})
 	if err != nil {
 		t.Fatalf("retried join of n2: %v", err)
+	}
+	if now := meta.AppliedIndex(); now != applied {
+		t.Fatalf("a retried join moved the meta group from index %d to %d", applied, now)
 	}
 }
