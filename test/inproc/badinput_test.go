@@ -86,6 +86,14 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 			_, err := sync.Append(ctx, &syncv1.AppendRequest{Timeline: tl("ok"), Metadata: map[string]string{"k": "\xff"}})
 			return err
 		}, "not valid UTF-8"},
+		{"send to the conversation itself", func() error {
+			_, err := sync.Send(ctx, &syncv1.SendRequest{Conversation: tl("room"), Sender: tl("bob"), Recipients: []string{"alice", "room"}})
+			return err
+		}, "recipient 1 is the conversation itself"},
+		{"send from the conversation itself", func() error {
+			_, err := sync.Send(ctx, &syncv1.SendRequest{Conversation: tl("room"), Sender: tl("room"), Recipients: []string{"alice"}})
+			return err
+		}, "the sender \"room\" is the conversation itself"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
