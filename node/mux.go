@@ -1,13 +1,18 @@
 package node
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -16,34 +21,82 @@ import (
 // The Raft traffic of every group on a node shares one TCP port. A dialer
 // opens each connection with a header naming the group; the listening side
 // reads it and hands the connection to that group's transport.
+//
+// One group id is reserved for the identity probe: a dialer that names
+// MuxProbeGroup is answered with "SSR1", a 2-byte big-endian length and this
+// node's id, and the connection is closed. A node handling a join uses it to
+// check that the Raft address a newcomer gave is really that node's.
 const (
 	muxMagic            = "SSR1"
 	muxHeaderLen        = len(muxMagic) + 8
 	muxHandshakeTimeout = 5 * time.Second
 	muxAcceptBacklog    = 16
+
+	// MuxProbeGroup is the reserved group id of the identity probe; no
+	// group may use it.
+	MuxProbeGroup uint64 = math.MaxUint64
+	// MaxMuxNodeIDBytes bounds the node id a probe answers with, so a
+	// prober never reads more than about a kilobyte from a peer.
+	MaxMuxNodeIDBytes = 1024
+	muxProbeReplyMax  = len(muxMagic) + 2 + MaxMuxNodeIDBytes
+	// muxProbeWriteTimeout bounds the answer: it fits in any socket buffer,
+	// so only a peer that vanished makes the write wait at all.
+	muxProbeWriteTimeout = time.Second
+	// muxProbeMaxWait caps a probe whose context has no (or a far) deadline.
+	muxProbeMaxWait = 10 * time.Second
 )
 
 var errMuxClosed = errors.New("node: raft stream closed")
+
+// Errors of ProbeRaftIdentity; the error returned wraps one of them and says
+// which address and what exactly happened.
+var (
+	// ErrRaftAddrUnreachable: nothing accepts connections at the address.
+	ErrRaftAddrUnreachable = errors.New("nothing listens at the raft address")
+	// ErrNotRaftPort: something listens but does not answer the probe as a
+	// syncstore raft port does (another service, an older syncd that closes
+	// the connection, or a garbled answer).
+	ErrNotRaftPort = errors.New("not a syncstore raft port")
+	// ErrRaftProbeTimeout: no answer before the deadline (the caller's or
+	// the probe's own cap). The error also wraps context.DeadlineExceeded.
+	ErrRaftProbeTimeout = errors.New("raft identity probe timed out")
+)
 
 // Mux is the shared Raft listener of a node.
 type Mux struct {
 	ln  net.Listener
 	log *slog.Logger
+	// probeReply is the whole answer to an identity probe, built once.
+	probeReply []byte
 
 	mu     sync.Mutex
 	layers map[uint64]*muxLayer
 	shake  *connSet // accepted connections still in their handshake
 	closed bool
+	done   chan struct{} // closed by Close: ends an accept backoff
 	wg     sync.WaitGroup
+	// handshakes counts handshake goroutines still running (tests wait on it).
+	handshakes atomic.Int64
 }
 
-// ListenMux listens on addr for the Raft traffic of all groups.
+// ListenMux listens on addr for the Raft traffic of all groups. It answers
+// identity probes with an empty node id; nodes use ListenMuxAs.
 func ListenMux(addr string, log *slog.Logger) (*Mux, error) {
+	return ListenMuxAs(addr, "", log)
+}
+
+// ListenMuxAs listens on addr for the Raft traffic of all groups and answers
+// identity probes with nodeID (at most MaxMuxNodeIDBytes bytes).
+func ListenMuxAs(addr, nodeID string, log *slog.Logger) (*Mux, error) {
+	reply, err := appendProbeReply(nil, nodeID)
+	if err != nil {
+		return nil, fmt.Errorf("node: raft listener on %s: %w", addr, err)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("node: raft listener on %s: %w", addr, err)
 	}
-	m := &Mux{ln: ln, log: log, layers: map[uint64]*muxLayer{}, shake: newConnSet()}
+	m := &Mux{ln: ln, log: log, probeReply: reply, layers: map[uint64]*muxLayer{}, shake: newConnSet(), done: make(chan struct{})}
 	m.wg.Add(1)
 	go m.acceptLoop()
 	return m, nil
@@ -60,6 +113,9 @@ func (m *Mux) Layer(group uint64) (raft.StreamLayer, error) {
 	if m.closed {
 		return nil, errMuxClosed
 	}
+	if group == MuxProbeGroup {
+		return nil, fmt.Errorf("node: group %d is reserved for the identity probe", group)
+	}
 	if _, ok := m.layers[group]; ok {
 		return nil, fmt.Errorf("node: group %d already has a raft stream", group)
 	}
@@ -72,6 +128,9 @@ func (m *Mux) Layer(group uint64) (raft.StreamLayer, error) {
 // Group layers are closed by their transports.
 func (m *Mux) Close() error {
 	m.mu.Lock()
+	if !m.closed {
+		close(m.done)
+	}
 	m.closed = true
 	m.mu.Unlock()
 	err := m.ln.Close()
@@ -82,6 +141,7 @@ func (m *Mux) Close() error {
 
 func (m *Mux) acceptLoop() {
 	defer m.wg.Done()
+	var backoff time.Duration
 	for {
 		c, err := m.ln.Accept()
 		if err != nil {
@@ -91,21 +151,58 @@ func (m *Mux) acceptLoop() {
 			if closed || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			m.log.Warn("raft accept", "err", err)
+			// Out of file descriptors (a flood of connections) must not turn
+			// into a busy loop: back off as net/http does, 5 ms up to 1 s.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			m.log.Warn("raft accept", "err", err, "retry_in", backoff)
+			if !m.pause(backoff) {
+				return
+			}
 			continue
 		}
-		if !m.shake.add(c) {
-			c.Close()
+		backoff = 0
+		if !m.serve(c) {
 			return
 		}
-		m.wg.Add(1)
-		go m.handshake(c)
+	}
+}
+
+// serve starts the handshake of an accepted connection; false (and c
+// closed) once the Mux is closed.
+func (m *Mux) serve(c net.Conn) bool {
+	if !m.shake.add(c) {
+		c.Close()
+		return false
+	}
+	m.wg.Add(1)
+	m.handshakes.Add(1)
+	go m.handshake(c)
+	return true
+}
+
+// pause waits d, or less if the Mux closes; false once it is closed.
+func (m *Mux) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-m.done:
+		return false
 	}
 }
 
 func (m *Mux) handshake(c net.Conn) {
 	defer m.wg.Done()
+	defer m.handshakes.Add(-1)
 	group, err := readHeader(c)
+	if err == nil && group == MuxProbeGroup {
+		// Answered while still tracked, so Close interrupts a stuck write.
+		m.answerProbe(c)
+		m.shake.forget(c)
+		c.Close()
+		return
+	}
 	m.shake.forget(c)
 	if err != nil {
 		m.log.Debug("raft handshake", "remote", c.RemoteAddr().String(), "err", err)
@@ -122,6 +219,19 @@ func (m *Mux) handshake(c net.Conn) {
 	l.deliver(c)
 }
 
+// answerProbe writes this node's id. The write has a deadline, so a prober
+// that never reads cannot hold the handshake goroutine.
+func (m *Mux) answerProbe(c net.Conn) {
+	err := c.SetWriteDeadline(time.Now().Add(muxProbeWriteTimeout))
+	if err == nil {
+		_, err = c.Write(m.probeReply)
+	}
+	if err != nil {
+		m.log.Debug("raft identity probe", "remote", c.RemoteAddr().String(), "err", err)
+	}
+}
+
+// readHeader reads the dialer's header under the handshake deadline.
 func readHeader(c net.Conn) (uint64, error) {
 	if err := c.SetReadDeadline(time.Now().Add(muxHandshakeTimeout)); err != nil {
 		return 0, err
@@ -130,13 +240,135 @@ func readHeader(c net.Conn) (uint64, error) {
 	if _, err := io.ReadFull(c, h[:]); err != nil {
 		return 0, err
 	}
-	if string(h[:len(muxMagic)]) != muxMagic {
-		return 0, fmt.Errorf("bad magic %q", h[:len(muxMagic)])
+	group, err := parseMuxHeader(h[:])
+	if err != nil {
+		return 0, err
 	}
 	if err := c.SetReadDeadline(time.Time{}); err != nil {
 		return 0, err
 	}
-	return binary.BigEndian.Uint64(h[len(muxMagic):]), nil
+	return group, nil
+}
+
+var errMuxShortHeader = errors.New("short raft stream header")
+
+// parseMuxHeader reads the group id from the first muxHeaderLen bytes of b
+// (the bytes after them belong to the group's stream). It is pure, so the
+// fuzzer drives it without sockets.
+func parseMuxHeader(b []byte) (uint64, error) {
+	if len(b) < muxHeaderLen {
+		return 0, fmt.Errorf("%w: %d bytes", errMuxShortHeader, len(b))
+	}
+	if string(b[:len(muxMagic)]) != muxMagic {
+		return 0, fmt.Errorf("bad magic %q", b[:len(muxMagic)])
+	}
+	return binary.BigEndian.Uint64(b[len(muxMagic):muxHeaderLen]), nil
+}
+
+// appendMuxHeader appends the header naming group.
+func appendMuxHeader(b []byte, group uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, muxMagic...), group)
+}
+
+// appendProbeReply appends the answer to an identity probe.
+func appendProbeReply(b []byte, nodeID string) ([]byte, error) {
+	if len(nodeID) > MaxMuxNodeIDBytes {
+		return nil, fmt.Errorf("node id of %d bytes is longer than %d", len(nodeID), MaxMuxNodeIDBytes)
+	}
+	b = binary.BigEndian.AppendUint16(append(b, muxMagic...), uint16(len(nodeID)))
+	return append(b, nodeID...), nil
+}
+
+// readProbeReply reads an answer to an identity probe from r, at most
+// muxProbeReplyMax bytes whatever r holds. Errors that are not r's own wrap
+// ErrNotRaftPort.
+func readProbeReply(r io.Reader) (string, error) {
+	var h [len(muxMagic) + 2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return "", fmt.Errorf("%w: closed after %s", ErrNotRaftPort, answerSoFar(err))
+		}
+		return "", err
+	}
+	if string(h[:len(muxMagic)]) != muxMagic {
+		return "", fmt.Errorf("%w: answered %q", ErrNotRaftPort, h[:])
+	}
+	n := int(binary.BigEndian.Uint16(h[len(muxMagic):]))
+	if n > MaxMuxNodeIDBytes {
+		return "", fmt.Errorf("%w: node id of %d bytes (at most %d)", ErrNotRaftPort, n, MaxMuxNodeIDBytes)
+	}
+	id := make([]byte, n)
+	if _, err := io.ReadFull(r, id); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return "", fmt.Errorf("%w: node id cut short", ErrNotRaftPort)
+		}
+		return "", err
+	}
+	return string(id), nil
+}
+
+func answerSoFar(err error) string {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return "a partial answer"
+	}
+	return "no answer (an older syncd, or another service)"
+}
+
+// ProbeRaftIdentity asks the Mux at addr which node it belongs to: it dials,
+// sends the probe header, reads the id and closes, all within ctx and at
+// most muxProbeMaxWait. The id is empty if that Mux was started without one
+// (ListenMux). Errors wrap ErrRaftAddrUnreachable, ErrNotRaftPort or
+// ErrRaftProbeTimeout (and context.DeadlineExceeded); a cancelled ctx gives
+// an error wrapping context.Canceled.
+func ProbeRaftIdentity(ctx context.Context, addr string) (nodeID string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, muxProbeMaxWait)
+	defer cancel()
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("node: raft identity probe of %s: %w", addr, err)
+		}
+	}()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", classifyProbeErr(ctx, err, true)
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline() // always set: WithTimeout above
+	if err := c.SetDeadline(deadline); err != nil {
+		return "", err
+	}
+	// A cancelled (not just expired) context must also interrupt the read.
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := c.Write(appendMuxHeader(nil, MuxProbeGroup)); err != nil {
+		return "", classifyProbeErr(ctx, err, false)
+	}
+	id, err := readProbeReply(c)
+	if err != nil {
+		return "", classifyProbeErr(ctx, err, false)
+	}
+	return id, nil
+}
+
+// classifyProbeErr wraps a dial, write or read error of a probe in the
+// sentinel that says what it means.
+func classifyProbeErr(ctx context.Context, err error, dialing bool) error {
+	switch {
+	case errors.Is(err, ErrNotRaftPort):
+		return err
+	case errors.Is(ctx.Err(), context.Canceled):
+		return fmt.Errorf("cancelled: %w", ctx.Err())
+	case ctx.Err() != nil, errors.Is(err, os.ErrDeadlineExceeded):
+		// The connection's deadline is ctx's: either may be seen first.
+		return fmt.Errorf("%w: %w", ErrRaftProbeTimeout, context.DeadlineExceeded)
+	case dialing:
+		return fmt.Errorf("%w: %w", ErrRaftAddrUnreachable, err)
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		// Reset without an answer: whatever listens did not speak our protocol.
+		return fmt.Errorf("%w: %w", ErrNotRaftPort, err)
+	}
+	return err
 }
 
 func (m *Mux) remove(group uint64, l *muxLayer) {
@@ -183,11 +415,9 @@ func (l *muxLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 	if err != nil {
 		return nil, err
 	}
-	var h [muxHeaderLen]byte
-	copy(h[:], muxMagic)
-	binary.BigEndian.PutUint64(h[len(muxMagic):], l.group)
+	h := appendMuxHeader(make([]byte, 0, muxHeaderLen), l.group)
 	if err := c.SetWriteDeadline(time.Now().Add(timeout)); err == nil {
-		_, err = c.Write(h[:])
+		_, err = c.Write(h)
 	}
 	if err == nil {
 		err = c.SetWriteDeadline(time.Time{})

@@ -79,7 +79,7 @@ func Start(cfg Config) (*Node, error) {
 		stop:      make(chan struct{}),
 	}
 	var err error
-	if n.mux, err = ListenMux(cfg.RaftAddr, n.log); err != nil {
+	if n.mux, err = ListenMuxAs(cfg.RaftAddr, cfg.NodeID, n.log); err != nil {
 		return nil, err
 	}
 	n.cfg.RaftAddr = n.mux.Addr().String()                     // resolves a ":0" port

@@ -96,11 +96,11 @@ func verifyJoiner(ctx context.Context, nd fsm.Node) error {
 	if st.GetNodeId() != nd.ID || st.GetRaftAddr() != nd.RaftAddr {
 		return fmt.Errorf("the node at gRPC address %s is %s with raft address %s, not %s at %s", nd.GRPCAddr, st.GetNodeId(), st.GetRaftAddr(), nd.ID, nd.RaftAddr)
 	}
-	id, err := probeRaftIdentity(ctx, nd.RaftAddr)
+	id, err := node.ProbeRaftIdentity(ctx, nd.RaftAddr)
 	if err != nil {
 		return fmt.Errorf("raft address %s: %w", nd.RaftAddr, err)
 	}
-	if id != nd.ID && id != "TODO" {
+	if id != nd.ID {
 		return fmt.Errorf("the node at raft address %s is %q, not %s", nd.RaftAddr, id, nd.ID)
 	}
 	return nil
@@ -140,6 +140,3 @@ func (s *Server) awaitCatchUp(ctx context.Context, addr string, target uint64) e
 		}
 	}
 }
-
-// TODO(lead): node.ProbeRaftIdentity once the mux answers identity probes.
-var probeRaftIdentity = func(context.Context, string) (string, error) { return "TODO", nil }
