@@ -5,23 +5,19 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
-	"google.golang.org/protobuf/proto"
 
-	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/internal/boltcheck"
 )
 
 // Snapshot captures the state as of the last applied entry. Raft calls it on
@@ -177,7 +173,7 @@ func (f *FSM) reopenAfter(tmp string, cause error) error {
 // a leader not yet upgraded sends them, and an upgraded leader sends those
 // its snapshot store still holds from before, so refusing them would leave
 // followers unable to catch up. Such a stream has no checksum: it is checked
-// for structure (validateBoltFile, tx.Check, the schema) but damage inside a
+// for structure (boltcheck.File, tx.Check, the schema) but damage inside a
 // key or value goes unseen. Once every node writes format 1 and has taken a
 // snapshot since, this can be turned off.
 const acceptUnframed = true
@@ -206,14 +202,14 @@ func receiveSnapshot(path string, r io.Reader) (legacy bool, err error) {
 // starts like a bbolt file; anything else is refused.
 func copySnapshot(out io.Writer, r io.Reader) (legacy bool, err error) {
 	br := bufio.NewReaderSize(r, 64<<10)
-	start, err := br.Peek(boltMetaEnd)
+	start, err := br.Peek(boltcheck.HeaderLen)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return false, fmt.Errorf("read snapshot: %w", err)
 	}
 	switch {
 	case bytes.HasPrefix(start, []byte(snapMagic)):
 		return false, receiveFramed(out, br)
-	case acceptUnframed && looksLikeBolt(start):
+	case acceptUnframed && boltcheck.LooksLikeBolt(start):
 		if _, err = io.Copy(out, br); err != nil {
 			return false, fmt.Errorf("copy snapshot: %w", err)
 		}
@@ -272,15 +268,15 @@ func cutShort(part string, err error) error {
 // it trusts its file, and on a damaged one its checks themselves panic, on
 // goroutines of its own where no recover can catch it (tx.Check, and the
 // free page scan every read-write open of a NoFreelistSync file runs). So
-// validateBoltFile first walks the file with bounds-checked reads and
-// refuses whatever would make bbolt misbehave; only then does bbolt open it
+// boltcheck first walks the file with bounds-checked reads and refuses
+// whatever would make bbolt misbehave; only then does bbolt open it
 // (read-only) to run tx.Check and read our schema.
 func checkStateFile(path string) error {
 	file, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	err = validateBoltFile(file)
+	err = boltcheck.File(file, stateLayout)
 	file.Close()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadSnapshot, err)
@@ -291,7 +287,12 @@ func checkStateFile(path string) error {
 	return nil
 }
 
-// checkWithBolt opens a file validateBoltFile accepted. Panics and memory
+// stateLayout is what boltcheck may expect of a state file beyond bbolt's
+// rules: top-level buckets of keys and values, no bucket inside a bucket
+// (schema.go).
+var stateLayout = boltcheck.Options{MaxBucketDepth: 1}
+
+// checkWithBolt opens a file boltcheck.File accepted. Panics and memory
 // faults on this goroutine are turned into errors as a last line of defence.
 func checkWithBolt(path string) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
@@ -339,472 +340,4 @@ func checkSchema(tx *bolt.Tx) error {
 		}
 	}
 	return nil
-}
-
-// The bbolt v1.4 file format, as far as validateBoltFile needs it (from
-// go.etcd.io/bbolt/internal/common: page.go, meta.go, bucket.go). bbolt
-// writes its structs in the machine's byte order. TestSnapshotBoltLayout
-// pins these against a file bbolt wrote; a bbolt upgrade must pass it and
-// TestSnapshotValidatorAcceptsWhatBboltWrites.
-const (
-	boltPageHeaderLen = 16 // id u64, flags u16, count u16, overflow u32
-	boltElementLen    = 16 // branch: pos u32, ksize u32, pgid u64; leaf: flags, pos, ksize, vsize u32
-	boltMetaLen       = 64 // magic, version, pageSize, flags u32; root, sequence, freelist, pgid, txid, checksum u64
-	boltMetaEnd       = boltPageHeaderLen + boltMetaLen
-	boltBucketLen     = 16 // root pgid u64, sequence u64
-	boltMagic         = 0xED0CDAED
-	boltVersion       = 2
-
-	boltBranchPage   = 0x01
-	boltLeafPage     = 0x02
-	boltMetaPage     = 0x04
-	boltFreelistPage = 0x10
-	boltBucketLeaf   = 0x01
-	boltNoFreelist   = math.MaxUint64
-
-	boltMinPageSize = 1 << 10
-	boltMaxPageSize = 1 << 16
-	boltMaxKeyLen   = 32768 // bolt.MaxKeySize
-	// boltMaxDepth bounds branch levels plus bucket nesting; a real state is
-	// a handful deep.
-	boltMaxDepth = 64
-	// boltPageBuf is how much of a page is read at once; the elements of a
-	// page always fit (65535 elements of 16 bytes), bigger values are read
-	// when needed.
-	boltPageBuf = 1 << 20
-)
-
-var ne = binary.NativeEndian
-
-// looksLikeBolt says whether b starts like a bbolt file: page 0, a meta
-// page, bbolt's magic.
-func looksLikeBolt(b []byte) bool {
-	return len(b) >= boltMetaEnd && ne.Uint64(b) == 0 && ne.Uint16(b[8:]) == boltMetaPage &&
-		ne.Uint32(b[boltPageHeaderLen:]) == boltMagic
-}
-
-type boltMeta struct {
-	pageSize                uint64
-	root, freelist, hwm, tx uint64
-}
-
-// parseBoltMeta reads and verifies a meta page (header included) as
-// bbolt's Meta.Validate does, plus the page header.
-func parseBoltMeta(b []byte, id uint64) (boltMeta, error) {
-	if len(b) < boltMetaEnd {
-		return boltMeta{}, fmt.Errorf("meta page %d cut short", id)
-	}
-	if ne.Uint64(b) != id || ne.Uint16(b[8:]) != boltMetaPage {
-		return boltMeta{}, fmt.Errorf("page %d is not a meta page", id)
-	}
-	m := b[boltPageHeaderLen:boltMetaEnd]
-	if ne.Uint32(m) != boltMagic {
-		return boltMeta{}, fmt.Errorf("meta page %d: bad magic", id)
-	}
-	if v := ne.Uint32(m[4:]); v != boltVersion {
-		return boltMeta{}, fmt.Errorf("meta page %d: bbolt format version %d, want %d", id, v, boltVersion)
-	}
-	h := fnv.New64a()
-	h.Write(m[:56])
-	if h.Sum64() != ne.Uint64(m[56:]) {
-		return boltMeta{}, fmt.Errorf("meta page %d: checksum mismatch", id)
-	}
-	return boltMeta{pageSize: uint64(ne.Uint32(m[8:])), root: ne.Uint64(m[16:]), freelist: ne.Uint64(m[32:]), hwm: ne.Uint64(m[40:]), tx: ne.Uint64(m[48:])}, nil
-}
-
-// validateBoltFile checks, with bounds-checked reads only, everything bbolt
-// takes for granted when it opens, checks, reads and writes a file: both
-// meta pages valid with one page size; for the tree of each meta, every page
-// within the file and below the high water mark, self-identified, of the
-// right type, reached once and not free; elements, keys and values inside
-// their page; keys non-empty, at most bbolt's limit and in B+tree order
-// (the same rules as tx.Check, whose violations bbolt turns into panics);
-// every leaf of a tree at one depth; bucket values well formed, inline
-// buckets leaf pages with id 0 (as bbolt writes them: it would free the page
-// a stale id names). On top, what a syncstore state is: the root holds only
-// buckets and those buckets hold no buckets.
-func validateBoltFile(file *os.File) error {
-	st, err := file.Stat()
-	if err != nil {
-		return err
-	}
-	size := st.Size()
-	buf := make([]byte, boltMetaEnd)
-	if _, err := file.ReadAt(buf, 0); err != nil {
-		return fmt.Errorf("not a bbolt file: %d bytes", size)
-	}
-	m0, err := parseBoltMeta(buf, 0)
-	if err != nil {
-		return err
-	}
-	ps := m0.pageSize
-	if ps < boltMinPageSize || ps > boltMaxPageSize || ps&(ps-1) != 0 {
-		return fmt.Errorf("page size %d", ps)
-	}
-	if _, err := file.ReadAt(buf, int64(ps)); err != nil {
-		return fmt.Errorf("no second meta page: %d bytes", size)
-	}
-	m1, err := parseBoltMeta(buf, 1)
-	if err != nil {
-		return err
-	}
-	if m1.pageSize != ps {
-		return fmt.Errorf("meta pages disagree on the page size: %d, %d", ps, m1.pageSize)
-	}
-	// bbolt opens with the meta of the higher txid and falls back to the
-	// other: both trees must hold.
-	if err := validateBoltTree(file, size, m0); err != nil {
-		return fmt.Errorf("meta 0: %w", err)
-	}
-	if m1.root != m0.root || m1.freelist != m0.freelist || m1.hwm != m0.hwm {
-		if err := validateBoltTree(file, size, m1); err != nil {
-			return fmt.Errorf("meta 1: %w", err)
-		}
-	}
-	return nil
-}
-
-type boltWalk struct {
-	r        io.ReaderAt
-	pageSize uint64
-	hwm      uint64
-	reached  []uint64 // bitset of pages reached
-	free     []uint64 // bitset of pages on the stored freelist
-}
-
-func bitSet(b []uint64, i uint64) bool { return b[i/64]&(1<<(i%64)) != 0 }
-func setBit(b []uint64, i uint64)      { b[i/64] |= 1 << (i % 64) }
-
-func validateBoltTree(r io.ReaderAt, size int64, m boltMeta) error {
-	if m.hwm < 3 || m.hwm > uint64(size)/m.pageSize {
-		return fmt.Errorf("high water mark %d pages, file holds %d", m.hwm, uint64(size)/m.pageSize)
-	}
-	w := &boltWalk{r: r, pageSize: m.pageSize, hwm: m.hwm, reached: make([]uint64, (m.hwm+63)/64), free: make([]uint64, (m.hwm+63)/64)}
-	setBit(w.reached, 0)
-	setBit(w.reached, 1)
-	if m.freelist != boltNoFreelist {
-		if err := w.freelist(m.freelist); err != nil {
-			return err
-		}
-	}
-	if m.root < 2 || m.root >= m.hwm {
-		return fmt.Errorf("root page %d out of range", m.root)
-	}
-	_, _, err := w.page(m.root, nil, nil, 0, 0)
-	return err
-}
-
-// span marks the pages id..id+overflow as reached.
-func (w *boltWalk) span(id, overflow uint64) error {
-	if id < 2 || id >= w.hwm || overflow >= w.hwm-id {
-		return fmt.Errorf("page %d (+%d overflow) out of range (high water mark %d)", id, overflow, w.hwm)
-	}
-	for p := id; p <= id+overflow; p++ {
-		if bitSet(w.reached, p) {
-			return fmt.Errorf("page %d reached twice", p)
-		}
-		if bitSet(w.free, p) {
-			return fmt.Errorf("page %d is both reachable and free", p)
-		}
-		setBit(w.reached, p)
-	}
-	return nil
-}
-
-// boltPage is a page's bytes: the first boltPageBuf of them in memory, the
-// rest read on demand.
-type boltPage struct {
-	r    io.ReaderAt
-	off  int64
-	size uint64
-	head []byte
-}
-
-// at returns size bytes at offset o in the page, or an error if they are
-// not all inside it.
-func (p *boltPage) at(o, n uint64) ([]byte, error) {
-	if o > p.size || n > p.size-o {
-		return nil, fmt.Errorf("%d bytes at %d overrun the page (%d bytes)", n, o, p.size)
-	}
-	if o+n <= uint64(len(p.head)) {
-		return p.head[o : o+n], nil
-	}
-	b := make([]byte, n)
-	if _, err := p.r.ReadAt(b, p.off+int64(o)); err != nil {
-		return nil, err
-	}
-	return b, nil
-}
-
-// read loads page id: its header checked against id and its span marked.
-func (w *boltWalk) read(id uint64, wantFlags ...uint16) (*boltPage, uint16, uint16, error) {
-	if id < 2 || id >= w.hwm {
-		return nil, 0, 0, fmt.Errorf("page %d out of range (high water mark %d)", id, w.hwm)
-	}
-	off := int64(id * w.pageSize)
-	first := make([]byte, w.pageSize) // below the high water mark: inside the file
-	if _, err := w.r.ReadAt(first, off); err != nil {
-		return nil, 0, 0, fmt.Errorf("page %d: %w", id, err)
-	}
-	flags, count, overflow := ne.Uint16(first[8:]), ne.Uint16(first[10:]), uint64(ne.Uint32(first[12:]))
-	if got := ne.Uint64(first); got != id {
-		return nil, 0, 0, fmt.Errorf("page %d says it is page %d", id, got)
-	}
-	if !slices.Contains(wantFlags, flags) {
-		return nil, 0, 0, fmt.Errorf("page %d has type %#x, want one of %#x", id, flags, wantFlags)
-	}
-	if err := w.span(id, overflow); err != nil {
-		return nil, 0, 0, err
-	}
-	p := &boltPage{r: w.r, off: off, size: (overflow + 1) * w.pageSize, head: first}
-	if p.size > w.pageSize {
-		p.head = make([]byte, min(p.size, boltPageBuf))
-		copy(p.head, first)
-		if _, err := w.r.ReadAt(p.head[w.pageSize:], off+int64(w.pageSize)); err != nil {
-			return nil, 0, 0, fmt.Errorf("page %d: %w", id, err)
-		}
-	}
-	return p, flags, count, nil
-}
-
-func (w *boltWalk) freelist(id uint64) error {
-	p, _, count, err := w.read(id, boltFreelistPage)
-	if err != nil {
-		return fmt.Errorf("freelist: %w", err)
-	}
-	start, n := uint64(boltPageHeaderLen), uint64(count)
-	if count == 0xffff { // the real count is the first element
-		b, err := p.at(start, 8)
-		if err != nil {
-			return fmt.Errorf("freelist: %w", err)
-		}
-		start, n = start+8, ne.Uint64(b)
-	}
-	if n > (p.size-start)/8 {
-		return fmt.Errorf("freelist: %d ids overrun page %d", n, id)
-	}
-	ids, err := p.at(start, n*8)
-	if err != nil {
-		return fmt.Errorf("freelist: %w", err)
-	}
-	for i := uint64(0); i < n; i++ {
-		fid := ne.Uint64(ids[i*8:])
-		if fid < 2 || fid >= w.hwm {
-			return fmt.Errorf("freelist: page %d out of range", fid)
-		}
-		if bitSet(w.free, fid) || bitSet(w.reached, fid) {
-			return fmt.Errorf("freelist: page %d listed twice or in use", fid)
-		}
-		setBit(w.free, fid)
-	}
-	return nil
-}
-
-// page walks the subtree at id: every key in [lo, hi) (nil: unbounded; lo
-// nil also means id is the root of its tree). level is the bucket nesting:
-// 0 the root bucket, 1 a top-level bucket. It returns the subtree's height
-// (0: a leaf) and first key.
-func (w *boltWalk) page(id uint64, lo, hi []byte, level, depth int) (int, []byte, error) {
-	if depth > boltMaxDepth {
-		return 0, nil, fmt.Errorf("page %d: tree deeper than %d", id, boltMaxDepth)
-	}
-	p, flags, count, err := w.read(id, boltBranchPage, boltLeafPage)
-	if err != nil {
-		return 0, nil, err
-	}
-	// bbolt removes a page that empties, by the key it had: an empty page
-	// below a root has none, and would be freed while still linked.
-	if count == 0 && lo != nil {
-		return 0, nil, fmt.Errorf("page %d: empty, below the root", id)
-	}
-	height, first, err := w.elements(p, flags, count, lo, hi, level, depth)
-	if err != nil {
-		return 0, nil, fmt.Errorf("page %d: %w", id, err)
-	}
-	return height, first, nil
-}
-
-// elements checks the elements of page p and walks their subtrees; it
-// returns the height and the first key of p's subtree. Beyond tx.Check's
-// rules, two that bbolt's writes rely on (a file that breaks them makes
-// bbolt free pages still linked, then panic): every leaf of a tree at one
-// depth (rebalancing merges siblings), and a branch key equal to its child's
-// first key (a child rewritten replaces its entry in the parent by that key).
-func (w *boltWalk) elements(p *boltPage, flags, count uint16, lo, hi []byte, level, depth int) (height int, first []byte, err error) {
-	n := uint64(count)
-	if flags == boltBranchPage && n == 0 {
-		return 0, nil, errors.New("empty branch")
-	}
-	if boltPageHeaderLen+n*boltElementLen > p.size {
-		return 0, nil, fmt.Errorf("%d elements overrun the page", n)
-	}
-	key := func(i uint64) (elem, k []byte, err error) {
-		eo := boltPageHeaderLen + i*boltElementLen
-		if elem, err = p.at(eo, boltElementLen); err != nil {
-			return nil, nil, err
-		}
-		var pos, ksize uint64
-		if flags == boltBranchPage {
-			pos, ksize = uint64(ne.Uint32(elem)), uint64(ne.Uint32(elem[4:]))
-		} else {
-			pos, ksize = uint64(ne.Uint32(elem[4:])), uint64(ne.Uint32(elem[8:]))
-		}
-		if ksize == 0 || ksize > boltMaxKeyLen {
-			return nil, nil, fmt.Errorf("element %d: key of %d bytes", i, ksize)
-		}
-		if k, err = p.at(eo+pos, ksize); err != nil {
-			return nil, nil, fmt.Errorf("element %d: key: %w", i, err)
-		}
-		return elem, k, nil
-	}
-	var prev []byte
-	for i := uint64(0); i < n; i++ {
-		elem, k, err := key(i)
-		if err != nil {
-			return 0, nil, err
-		}
-		switch {
-		case lo != nil && bytes.Compare(k, lo) < 0:
-			return 0, nil, fmt.Errorf("element %d: key below its parent's", i)
-		case prev != nil && bytes.Compare(k, prev) <= 0:
-			return 0, nil, fmt.Errorf("element %d: keys out of order", i)
-		case hi != nil && bytes.Compare(k, hi) >= 0:
-			return 0, nil, fmt.Errorf("element %d: key not below the next parent key", i)
-		}
-		if i == 0 {
-			first = k
-		}
-		prev = k
-		if flags == boltBranchPage {
-			next := hi
-			if i+1 < n {
-				if _, next, err = key(i + 1); err != nil {
-					return 0, nil, err
-				}
-			}
-			h, childFirst, err := w.page(ne.Uint64(elem[8:]), k, next, level, depth+1)
-			if err != nil {
-				return 0, nil, err
-			}
-			if !bytes.Equal(childFirst, k) {
-				return 0, nil, fmt.Errorf("element %d: key differs from its child's first key", i)
-			}
-			if i > 0 && h+1 != height {
-				return 0, nil, fmt.Errorf("element %d: leaves at different depths", i)
-			}
-			height = h + 1
-			continue
-		}
-		eflags, pos, ksize, vsize := ne.Uint32(elem), uint64(ne.Uint32(elem[4:])), uint64(ne.Uint32(elem[8:])), uint64(ne.Uint32(elem[12:]))
-		voff := boltPageHeaderLen + i*boltElementLen + pos + ksize // inside the page: key checked it
-		if vsize > p.size-voff {
-			return 0, nil, fmt.Errorf("element %d: value of %d bytes overruns the page", i, vsize)
-		}
-		switch {
-		case eflags == 0 && level == 0:
-			return 0, nil, fmt.Errorf("element %d: a value in the root bucket", i)
-		case eflags == 0:
-			continue
-		case eflags != boltBucketLeaf:
-			return 0, nil, fmt.Errorf("element %d: flags %#x", i, eflags)
-		case level > 0:
-			return 0, nil, fmt.Errorf("element %d: a bucket inside a bucket (not a syncstore state)", i)
-		}
-		if err := w.bucket(p, voff, vsize, level, depth); err != nil {
-			return 0, nil, fmt.Errorf("bucket %q: %w", k, err)
-		}
-	}
-	return height, first, nil
-}
-
-// bucket checks a bucket value: its root page's tree, or its inline page.
-func (w *boltWalk) bucket(p *boltPage, off, vsize uint64, level, depth int) error {
-	if vsize < boltBucketLen {
-		return fmt.Errorf("bucket value of %d bytes", vsize)
-	}
-	hdr, err := p.at(off, boltBucketLen)
-	if err != nil {
-		return err
-	}
-	if root := ne.Uint64(hdr); root != 0 {
-		if vsize != boltBucketLen {
-			return fmt.Errorf("bucket with root page %d and %d inline bytes", root, vsize-boltBucketLen)
-		}
-		_, _, err := w.page(root, nil, nil, level+1, depth+1)
-		return err
-	}
-	// Inline: a leaf page inside the value (bbolt inlines only buckets
-	// smaller than a quarter page).
-	n := vsize - boltBucketLen
-	if n < boltPageHeaderLen || n > w.pageSize {
-		return fmt.Errorf("inline bucket of %d bytes", n)
-	}
-	b, err := p.at(off+boltBucketLen, n)
-	if err != nil {
-		return err
-	}
-	// bbolt writes an inline page with id 0 and no overflow, and frees the
-	// page an inline bucket's id names once the bucket outgrows its value.
-	if id, flags, overflow := ne.Uint64(b), ne.Uint16(b[8:]), ne.Uint32(b[12:]); id != 0 || flags != boltLeafPage || overflow != 0 {
-		return fmt.Errorf("inline bucket page: id %d, type %#x, overflow %d; want a leaf 0 without overflow", id, flags, overflow)
-	}
-	inline := &boltPage{off: -1, size: n, head: b}
-	_, _, err = w.elements(inline, boltLeafPage, ne.Uint16(b[10:]), nil, nil, level+1, depth+1)
-	return err
-}
-
-// Digest hashes every data bucket. Replicas that applied the same log prefix
-// have the same digest; tests and the fault checker compare them.
-func (f *FSM) Digest() (string, error) {
-	h := sha256.New()
-	err := f.view(func(tx *bolt.Tx) error {
-		for _, name := range dataBuckets {
-			h.Write(name)
-			err := tx.Bucket(name).ForEach(func(k, v []byte) error {
-				writeLenPrefixed(h, k)
-				writeLenPrefixed(h, v)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return "", fmt.Errorf("fsm: digest: %w", err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func writeLenPrefixed(w io.Writer, b []byte) {
-	w.Write(binary.BigEndian.AppendUint64(nil, uint64(len(b))))
-	w.Write(b)
-}
-
-// Node is a registered cluster member.
-type Node struct {
-	ID         string
-	RaftAddr   string
-	GRPCAddr   string
-	GossipAddr string
-}
-
-// Nodes lists the registered members, ordered by id.
-func (f *FSM) Nodes() ([]Node, error) {
-	var nodes []Node
-	err := f.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketNodes).ForEach(func(_, v []byte) error {
-			var rec fsmpb.NodeRecord
-			if err := proto.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode node record: %w", err)
-			}
-			nodes = append(nodes, Node{ID: rec.GetNodeId(), RaftAddr: rec.GetRaftAddr(), GRPCAddr: rec.GetGrpcAddr(), GossipAddr: rec.GetGossipAddr()})
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("fsm: nodes: %w", err)
-	}
-	return nodes, nil
 }

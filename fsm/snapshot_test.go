@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/internal/boltcheck"
 )
 
 // newHarnessPageSize is newHarness on a state file created with the given
@@ -131,7 +131,7 @@ func TestSnapshotRoundTripsFramed(t *testing.T) {
 
 			// The frame: header, the bbolt body, trailer.
 			body := snap[snapHeaderLen : len(snap)-snapTrailerLen]
-			if !bytes.Equal(snap, frameSnapshot(body)) || !looksLikeBolt(body) {
+			if !bytes.Equal(snap, frameSnapshot(body)) || !boltcheck.LooksLikeBolt(body) {
 				t.Fatalf("snapshot is not framed as documented (%d bytes, starts %q)", len(snap), snap[:16])
 			}
 
@@ -355,216 +355,29 @@ func TestRestoreAcceptsUnframedSnapshots(t *testing.T) {
 	}
 }
 
-// validateBoltFile must accept whatever bbolt itself writes, or a follower
-// would refuse a good snapshot: files of every shape bbolt makes (branch
-// levels, overflow pages, inline and page buckets, free pages, a stored
-// freelist, several page sizes) pass it and tx.Check, and reopen.
-func TestSnapshotValidatorAcceptsWhatBboltWrites(t *testing.T) {
-	cases := []struct {
-		name           string
-		pageSize       int
-		noFreelistSync bool
-		keys, valueLen int
-		deleteEvery    int // delete every nth key; -n: all but every nth
-	}{
-		{"empty schema", 0, true, 0, 0, 0},
-		{"many small keys", 0, true, 20000, 20, 0},
-		{"1 KiB pages, deep tree", 1024, true, 20000, 10, 0},
-		{"overflow values", 1024, true, 50, 5000, 0},
-		{"deletions leave free pages", 0, true, 5000, 100, 2},
-		{"stored freelist", 0, false, 5000, 100, 3},
-		{"16 KiB pages", 16384, true, 3000, 300, 5},
-		// Deleting all but every 50th key merges siblings and collapses roots.
-		{"1 KiB pages, most keys deleted", 1024, true, 20000, 10, -50},
-		{"most keys deleted, stored freelist", 0, false, 20000, 50, -50},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "state.db")
-			db, err := bolt.Open(path, 0o600, &bolt.Options{PageSize: tc.pageSize, NoFreelistSync: tc.noFreelistSync})
-			if err != nil {
-				t.Fatal(err)
-			}
-			rng := rand.New(rand.NewPCG(1, 2))
-			err = db.Update(createSchema)
-			for i := 0; err == nil && i < tc.keys; i += 500 {
-				err = db.Update(func(tx *bolt.Tx) error {
-					for j := i; j < min(i+500, tc.keys); j++ {
-						b := tx.Bucket(dataBuckets[j%len(dataBuckets)])
-						v := make([]byte, rng.IntN(tc.valueLen+1))
-						if err := b.Put(fmt.Appendf(nil, "key-%08d", rng.IntN(1<<30)), v); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-			}
-			if err == nil && tc.deleteEvery > 0 {
-				err = db.Update(func(tx *bolt.Tx) error {
-					c := tx.Bucket(bucketTimelines).Cursor()
-					i := 0
-					for k, _ := c.First(); k != nil; k, _ = c.Next() {
-						i++
-						if every := tc.deleteEvery; every > 0 && i%every == 0 || every < 0 && i%-every != 0 {
-							if err := c.Delete(); err != nil {
-								return err
-							}
-						}
-					}
-					return nil
-				})
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The shapes the case is about are really there.
-			var st bolt.BucketStats
-			db.View(func(tx *bolt.Tx) error { st = tx.Bucket(bucketTimelines).Stats(); return nil })
-			switch {
-			case tc.keys > 10000 && st.BranchPageN == 0:
-				t.Fatalf("no branch pages: %+v", st)
-			case tc.valueLen > 1024 && st.LeafOverflowN == 0:
-				t.Fatalf("no overflow pages: %+v", st)
-			case tc.deleteEvery != 0 && db.Stats().FreePageN+db.Stats().PendingPageN == 0:
-				t.Fatal("no free pages")
-			}
-			// Both the live file and what WriteTo makes of it.
-			snap := filepath.Join(t.TempDir(), "snap.db")
-			err = db.View(func(tx *bolt.Tx) error { return tx.CopyFile(snap, 0o600) })
-			if cerr := db.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			raw, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if m, err := parseBoltMeta(raw, 0); err != nil || (m.freelist != boltNoFreelist) == tc.noFreelistSync {
-				t.Fatalf("freelist page %d (%v), NoFreelistSync %v", m.freelist, err, tc.noFreelistSync)
-			}
-			for _, p := range []string{path, snap} {
-				if err := checkStateFile(p); err != nil {
-					t.Fatalf("%s: %v", filepath.Base(p), err)
-				}
-			}
-			f, err := Open(Options{Path: snap, InitialMmapSize: 1 << 20})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			if _, err := f.Digest(); err != nil {
-				t.Fatal(err)
-			}
-		})
-	}
-}
-
-// The layout constants match what bbolt writes.
-func TestSnapshotBoltLayout(t *testing.T) {
-	h := newHarnessPageSize(t, 0)
-	fillState(h, 10)
-	raw := rawBolt(t, h.f)
-	if !looksLikeBolt(raw) {
-		t.Fatalf("a bbolt file does not look like one: %x", raw[:boltMetaEnd])
-	}
-	m0, err := parseBoltMeta(raw, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps := int(m0.pageSize)
-	m1, err := parseBoltMeta(raw[ps:], 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var txid int
-	var size int64
-	var dbPageSize int
-	h.f.view(func(tx *bolt.Tx) error {
-		txid, size, dbPageSize = tx.ID(), tx.Size(), tx.DB().Info().PageSize
-		return nil
-	})
-	switch {
-	case ps != dbPageSize:
-		t.Fatalf("page size %d, bbolt says %d", ps, dbPageSize)
-	case m0.tx != uint64(txid) || m1.tx != m0.tx-1:
-		t.Fatalf("txids %d, %d; the transaction is %d", m0.tx, m1.tx, txid)
-	case int64(m0.hwm)*int64(ps) != size || int64(len(raw)) != size:
-		t.Fatalf("high water mark %d pages of %d, tx size %d, file %d", m0.hwm, ps, size, len(raw))
-	case m0.freelist != boltNoFreelist:
-		t.Fatalf("freelist page %d in a NoFreelistSync state", m0.freelist)
-	case m0.root < 2 || m0.root >= m0.hwm:
-		t.Fatalf("root page %d", m0.root)
-	}
-	hdr := raw[int(m0.root)*ps:]
-	if binary.NativeEndian.Uint64(hdr) != m0.root || binary.NativeEndian.Uint16(hdr[8:]) != boltLeafPage {
-		t.Fatalf("root page header %x", hdr[:boltPageHeaderLen])
-	}
-}
-
-// Random puts and deletes over many transactions: every state bbolt passes
-// through is accepted.
-func TestSnapshotValidatorAcceptsStatesUnderChurn(t *testing.T) {
-	for _, pageSize := range []int{1024, 4096} {
-		t.Run(fmt.Sprint("page size ", pageSize), func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "state.db")
-			db, err := bolt.Open(path, 0o600, &bolt.Options{PageSize: pageSize, NoFreelistSync: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if err := db.Update(createSchema); err != nil {
-				t.Fatal(err)
-			}
-			rng := rand.New(rand.NewPCG(uint64(pageSize), 7))
-			for round := range 40 {
-				err := db.Update(func(tx *bolt.Tx) error {
-					for range 300 {
-						b := tx.Bucket(dataBuckets[rng.IntN(2)])
-						k := fmt.Appendf(nil, "%06d", rng.IntN(3000))
-						if rng.IntN(3) == 0 {
-							if err := b.Delete(k); err != nil {
-								return err
-							}
-						} else if err := b.Put(k, make([]byte, rng.IntN(3*pageSize/2))); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if round%5 != 4 {
-					continue
-				}
-				snap := filepath.Join(t.TempDir(), fmt.Sprint("snap", round))
-				if err := db.View(func(tx *bolt.Tx) error { return tx.CopyFile(snap, 0o600) }); err != nil {
-					t.Fatal(err)
-				}
-				if err := checkStateFile(snap); err != nil {
-					t.Fatalf("round %d: %v", round, err)
-				}
-			}
-		})
-	}
-}
+// What the tests here damage in a bbolt v1.4 file (boltcheck has the
+// format): a page starts with a 16-byte header (id u64, flags u16, count
+// u16, overflow u32), then 16-byte elements; a bucket value starts with a
+// 16-byte header (root page u64, sequence u64); meta page 0 holds the page
+// size (u32) at offset 24 and the root bucket's page (u64) at 32.
+const (
+	boltPageHeaderLen = 16
+	boltElementLen    = 16
+	boltBucketLen     = 16
+	boltBranchPage    = 0x01
+	boltLeafPage      = 0x02
+)
 
 // bucketValueOffset finds a top-level bucket in a bbolt file whose root
 // page is a leaf and returns the offset of its value (the bucket header).
 func bucketValueOffset(t *testing.T, b []byte, name []byte) uint64 {
 	t.Helper()
-	m, err := parseBoltMeta(b, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page := m.root * m.pageSize
+	page := binary.NativeEndian.Uint64(b[32:]) * uint64(binary.NativeEndian.Uint32(b[24:]))
 	if binary.NativeEndian.Uint16(b[page+8:]) != boltLeafPage {
 		t.Fatal("root bucket page is not a leaf")
 	}
 	for i := range uint64(binary.NativeEndian.Uint16(b[page+10:])) {
-		e := page + boltPageHeaderLen + i*boltElementLen
+		e := page + boltPageHeaderLen + i*boltElementLen // leaf: flags, pos, ksize, vsize u32
 		k := e + uint64(binary.NativeEndian.Uint32(b[e+4:]))
 		ksize := uint64(binary.NativeEndian.Uint32(b[e+8:]))
 		if bytes.Equal(b[k:k+ksize], name) {
