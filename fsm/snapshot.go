@@ -51,17 +51,20 @@ var ErrBadSnapshot = errors.New("bad snapshot")
 // checks a CRC of what the follower received, so the frame is also the one
 // end-to-end check from the leader's state to the follower's:
 //
-//	header   16 bytes  "SSSNAP", version (uint16), body length (uint64)
+//	header   24 bytes  "SSSNAP", version (uint16), applied index (uint64),
+//	                   body length (uint64)
 //	body     the bbolt file as tx.WriteTo writes it
-//	trailer  40 bytes  body length (uint64), SHA-256 of the body
+//	trailer  40 bytes  body length (uint64), SHA-256 of header and body
 //
 // integers big-endian, and nothing after the trailer. The header's length
 // lets Restore stream the body without buffering; the trailer repeats it so
-// that the trailer alone says what it covers.
+// that the trailer alone says what it covers. The applied index (the state
+// machine's, as stored in the body) lets a node tell from the header alone
+// whether a snapshot holds more than its state (RestoreIfNewer).
 const (
 	snapMagic      = "SSSNAP"
 	snapVersion    = 1
-	snapHeaderLen  = len(snapMagic) + 2 + 8
+	snapHeaderLen  = len(snapMagic) + 2 + 8 + 8
 	snapTrailerLen = 8 + sha256.Size
 )
 
@@ -76,11 +79,13 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 func writeSnapshot(w io.Writer, tx *bolt.Tx) error {
 	size := tx.Size()
 	header := binary.BigEndian.AppendUint16([]byte(snapMagic), snapVersion)
+	header = binary.BigEndian.AppendUint64(header, readU64(tx.Bucket(bucketMeta), keyAppliedIndex))
 	header = binary.BigEndian.AppendUint64(header, uint64(size))
 	if _, err := w.Write(header); err != nil {
 		return err
 	}
 	h := sha256.New()
+	h.Write(header)
 	n, err := tx.WriteTo(io.MultiWriter(w, h))
 	if err != nil {
 		return err
@@ -111,6 +116,25 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		f.opts.OnRestore()
 	}
 	return nil
+}
+
+// RestoreIfNewer restores a snapshot only if it holds more than the state:
+// a framed snapshot whose header names an applied index at or below the
+// state's is skipped (Raft's snapshot index can be ahead of the state's by
+// entries no state machine sees: no-ops, barriers); an unframed one, which
+// says nothing before it is read, is restored. rc is closed either way.
+func (f *FSM) RestoreIfNewer(rc io.ReadCloser) (restored bool, err error) {
+	br := bufio.NewReaderSize(rc, 64<<10)
+	if h, _ := br.Peek(snapHeaderLen); len(h) == snapHeaderLen && bytes.HasPrefix(h, []byte(snapMagic)) {
+		if binary.BigEndian.Uint64(h[len(snapMagic)+2:]) <= f.AppliedIndex() {
+			return false, rc.Close()
+		}
+	}
+	err = f.Restore(struct {
+		io.Reader
+		io.Closer
+	}{br, rc})
+	return err == nil, err
 }
 
 func (f *FSM) restore(rc io.ReadCloser) error {
@@ -226,11 +250,12 @@ func receiveFramed(out io.Writer, r *bufio.Reader) error {
 	if v := binary.BigEndian.Uint16(header[len(snapMagic):]); v != snapVersion {
 		return fmt.Errorf("%w: format version %d; this binary reads version %d", ErrBadSnapshot, v, snapVersion)
 	}
-	size := binary.BigEndian.Uint64(header[len(snapMagic)+2:])
+	size := binary.BigEndian.Uint64(header[len(snapMagic)+2+8:])
 	if size > math.MaxInt64 {
 		return fmt.Errorf("%w: body length %d", ErrBadSnapshot, size)
 	}
 	h := sha256.New()
+	h.Write(header[:])
 	n, err := io.Copy(out, io.TeeReader(io.LimitReader(r, int64(size)), h))
 	if err != nil {
 		return fmt.Errorf("copy snapshot: %w", err) // the reader's or the disk's
@@ -246,7 +271,7 @@ func receiveFramed(out io.Writer, r *bufio.Reader) error {
 		return fmt.Errorf("%w: trailer covers %d bytes, header announced %d", ErrBadSnapshot, got, size)
 	}
 	if !bytes.Equal(trailer[8:], h.Sum(nil)) {
-		return fmt.Errorf("%w: SHA-256 mismatch: the body is damaged", ErrBadSnapshot)
+		return fmt.Errorf("%w: SHA-256 mismatch: the snapshot is damaged", ErrBadSnapshot)
 	}
 	if extra, err := r.Discard(1); extra > 0 {
 		return fmt.Errorf("%w: bytes after the trailer", ErrBadSnapshot)

@@ -80,13 +80,15 @@ func rawBolt(t testing.TB, f *FSM) []byte {
 	return buf.Bytes()
 }
 
-// frameSnapshot wraps body as Persist does.
-func frameSnapshot(body []byte) []byte {
+// frameSnapshot wraps body, a state at applied index applied, as Persist
+// does.
+func frameSnapshot(applied uint64, body []byte) []byte {
 	b := binary.BigEndian.AppendUint16([]byte(snapMagic), snapVersion)
+	b = binary.BigEndian.AppendUint64(b, applied)
 	b = binary.BigEndian.AppendUint64(b, uint64(len(body)))
 	b = append(b, body...)
+	sum := sha256.Sum256(b)
 	b = binary.BigEndian.AppendUint64(b, uint64(len(body)))
-	sum := sha256.Sum256(body)
 	return append(b, sum[:]...)
 }
 
@@ -131,7 +133,7 @@ func TestSnapshotRoundTripsFramed(t *testing.T) {
 
 			// The frame: header, the bbolt body, trailer.
 			body := snap[snapHeaderLen : len(snap)-snapTrailerLen]
-			if !bytes.Equal(snap, frameSnapshot(body)) || !boltcheck.LooksLikeBolt(body) {
+			if !bytes.Equal(snap, frameSnapshot(src.f.AppliedIndex(), body)) || !boltcheck.LooksLikeBolt(body) {
 				t.Fatalf("snapshot is not framed as documented (%d bytes, starts %q)", len(snap), snap[:16])
 			}
 
@@ -191,7 +193,7 @@ func TestRestoreRefusesEveryFlippedByteAndTruncation(t *testing.T) {
 		name string
 		at   int
 	}{
-		{"magic", 0}, {"version", len(snapMagic) + 1}, {"length", snapHeaderLen - 1},
+		{"magic", 0}, {"version", len(snapMagic) + 1}, {"applied index", len(snapMagic) + 9}, {"length", snapHeaderLen - 1},
 		{"meta page 0", body + boltPageHeaderLen + 8}, {"meta page 1", body + 1024 + 20},
 		{"a tree page", body + 3*1024 + 5}, {"middle", len(snap) / 2}, {"last body byte", trailer - 1},
 		{"trailer length", trailer + 3}, {"trailer hash", len(snap) - 1},
@@ -323,7 +325,7 @@ func TestRestoreRefusesWellFramedWrongFiles(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			in := tc.body(t)
 			if !tc.unframed {
-				in = frameSnapshot(in)
+				in = frameSnapshot(1, in)
 			}
 			h := newHarnessPageSize(t, 0)
 			fillState(h, 2)
@@ -386,4 +388,41 @@ func bucketValueOffset(t *testing.T, b []byte, name []byte) uint64 {
 	}
 	t.Fatalf("no bucket %s", name)
 	return 0
+}
+
+// RestoreIfNewer restores a framed snapshot only when its state is ahead
+// of the current one, and an unframed one always.
+func TestRestoreIfNewer(t *testing.T) {
+	src := newHarnessPageSize(t, 0)
+	fillState(src, 20)
+	snap := persisted(t, src.f)
+	raw := rawBolt(t, src.f)
+	cases := []struct {
+		name         string
+		stateApplies int
+		in           []byte
+		want         bool
+	}{
+		{"a state behind the snapshot", 5, snap, true},
+		{"a state as far as the snapshot", 20, snap, false},
+		{"a state ahead of the snapshot", 25, snap, false},
+		{"an unframed snapshot says nothing: restored", 25, raw, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := newHarnessPageSize(t, 0)
+			fillState(dst, tc.stateApplies)
+			before := dst.digest()
+			restored, err := dst.f.RestoreIfNewer(io.NopCloser(bytes.NewReader(tc.in)))
+			if err != nil || restored != tc.want {
+				t.Fatalf("restored %v, %v; want %v", restored, err, tc.want)
+			}
+			switch got := dst.digest(); {
+			case tc.want && got != src.digest():
+				t.Fatal("restored, but not to the snapshot's state")
+			case !tc.want && got != before:
+				t.Fatal("skipped, but the state changed")
+			}
+		})
+	}
 }

@@ -142,6 +142,9 @@ func (g *Group) open(bootstrap bool) error {
 	if err != nil {
 		return fmt.Errorf("snapshot store: %w", err)
 	}
+	if err := restoreNewerSnapshot(g.fsm, snaps, g.log); err != nil {
+		return err
+	}
 	stream, err := g.node.mux.Layer(uint64(g.id))
 	if err != nil {
 		return err
@@ -188,6 +191,36 @@ func (g *Group) open(bootstrap bool) error {
 	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.logStore, snaps, g.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
+	}
+	return nil
+}
+
+// restoreNewerSnapshot brings the state up to the newest snapshot when that
+// snapshot holds more. Raft starts (NoSnapshotRestoreOnStart) as if the
+// newest snapshot were applied, and replays only the entries after it, so
+// a state left behind it would silently miss the entries in between: after
+// an installed snapshot whose restore failed, or a crash between the
+// snapshot reaching the store and its restore finishing.
+func restoreNewerSnapshot(f *fsm.FSM, snaps raft.SnapshotStore, log *slog.Logger) error {
+	metas, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(metas) == 0 || metas[0].Index <= f.AppliedIndex() {
+		return nil
+	}
+	newest := metas[0]
+	_, rc, err := snaps.Open(newest.ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", newest.ID, err)
+	}
+	state := f.AppliedIndex()
+	restored, err := f.RestoreIfNewer(rc)
+	if err != nil {
+		return fmt.Errorf("the state (applied %d) is behind snapshot %s (index %d), which does not restore: %w", state, newest.ID, newest.Index, err)
+	}
+	if restored {
+		log.Warn("the state was behind the newest snapshot: restored it", "state_applied", state, "snapshot", newest.ID, "snapshot_index", newest.Index)
 	}
 	return nil
 }
