@@ -18,6 +18,7 @@ import (
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/node/raftmux"
 	"github.com/syncstore/syncstore/shard"
 )
 
@@ -38,7 +39,7 @@ type Prober func(ctx context.Context, grpcAddr string, group shard.GroupID) (app
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	mux     *Mux
+	mux     *raftmux.Mux
 	gossip  *gossip
 	metrics *metrics
 	meta    *Group
@@ -79,7 +80,7 @@ func Start(cfg Config) (*Node, error) {
 		stop:      make(chan struct{}),
 	}
 	var err error
-	if n.mux, err = ListenMuxAs(cfg.RaftAddr, cfg.NodeID, n.log); err != nil {
+	if n.mux, err = raftmux.ListenAs(cfg.RaftAddr, cfg.NodeID, n.log); err != nil {
 		return nil, err
 	}
 	n.cfg.RaftAddr = n.mux.Addr().String()                     // resolves a ":0" port

@@ -14,6 +14,7 @@ import (
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/node/raftmux"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 )
 
@@ -96,7 +97,7 @@ func verifyJoiner(ctx context.Context, nd fsm.Node) error {
 	if st.GetNodeId() != nd.ID || st.GetRaftAddr() != nd.RaftAddr {
 		return fmt.Errorf("the node at gRPC address %s is %s with raft address %s, not %s at %s", nd.GRPCAddr, st.GetNodeId(), st.GetRaftAddr(), nd.ID, nd.RaftAddr)
 	}
-	id, err := node.ProbeRaftIdentity(ctx, nd.RaftAddr)
+	id, err := raftmux.ProbeIdentity(ctx, nd.RaftAddr)
 	if err != nil {
 		return fmt.Errorf("raft address %s: %w", nd.RaftAddr, err)
 	}

@@ -1,4 +1,9 @@
-package node
+// Package raftmux lets every Raft group a node hosts share one TCP port: a
+// dialer names the group in a short header and the listener hands the
+// connection to that group's raft.StreamLayer. It also answers an identity
+// probe, so a node handling a Join can check that a Raft address belongs to
+// the node that claims it. See DESIGN.md.
+package raftmux
 
 import (
 	"context"
@@ -23,7 +28,7 @@ import (
 // reads it and hands the connection to that group's transport.
 //
 // One group id is reserved for the identity probe: a dialer that names
-// MuxProbeGroup is answered with "SSR1", a 2-byte big-endian length and this
+// ProbeGroup is answered with "SSR1", a 2-byte big-endian length and this
 // node's id, and the connection is closed. A node handling a join uses it to
 // check that the Raft address a newcomer gave is really that node's.
 const (
@@ -32,13 +37,13 @@ const (
 	muxHandshakeTimeout = 5 * time.Second
 	muxAcceptBacklog    = 16
 
-	// MuxProbeGroup is the reserved group id of the identity probe; no
+	// ProbeGroup is the reserved group id of the identity probe; no
 	// group may use it.
-	MuxProbeGroup uint64 = math.MaxUint64
-	// MaxMuxNodeIDBytes bounds the node id a probe answers with, so a
+	ProbeGroup uint64 = math.MaxUint64
+	// MaxNodeIDBytes bounds the node id a probe answers with, so a
 	// prober never reads more than about a kilobyte from a peer.
-	MaxMuxNodeIDBytes = 1024
-	muxProbeReplyMax  = len(muxMagic) + 2 + MaxMuxNodeIDBytes
+	MaxNodeIDBytes = 1024
+	muxProbeReplyMax  = len(muxMagic) + 2 + MaxNodeIDBytes
 	// muxProbeWriteTimeout bounds the answer: it fits in any socket buffer,
 	// so only a peer that vanished makes the write wait at all.
 	muxProbeWriteTimeout = time.Second
@@ -46,20 +51,20 @@ const (
 	muxProbeMaxWait = 10 * time.Second
 )
 
-var errMuxClosed = errors.New("node: raft stream closed")
+var errMuxClosed = errors.New("raftmux: stream closed")
 
-// Errors of ProbeRaftIdentity; the error returned wraps one of them and says
+// Errors of ProbeIdentity; the error returned wraps one of them and says
 // which address and what exactly happened.
 var (
-	// ErrRaftAddrUnreachable: nothing accepts connections at the address.
-	ErrRaftAddrUnreachable = errors.New("nothing listens at the raft address")
+	// ErrUnreachable: nothing accepts connections at the address.
+	ErrUnreachable = errors.New("nothing listens at the raft address")
 	// ErrNotRaftPort: something listens but does not answer the probe as a
 	// syncstore raft port does (another service, an older syncd that closes
 	// the connection, or a garbled answer).
 	ErrNotRaftPort = errors.New("not a syncstore raft port")
-	// ErrRaftProbeTimeout: no answer before the deadline (the caller's or
+	// ErrProbeTimeout: no answer before the deadline (the caller's or
 	// the probe's own cap). The error also wraps context.DeadlineExceeded.
-	ErrRaftProbeTimeout = errors.New("raft identity probe timed out")
+	ErrProbeTimeout = errors.New("raft identity probe timed out")
 )
 
 // Mux is the shared Raft listener of a node.
@@ -79,22 +84,22 @@ type Mux struct {
 	handshakes atomic.Int64
 }
 
-// ListenMux listens on addr for the Raft traffic of all groups. It answers
-// identity probes with an empty node id; nodes use ListenMuxAs.
-func ListenMux(addr string, log *slog.Logger) (*Mux, error) {
-	return ListenMuxAs(addr, "", log)
+// Listen listens on addr for the Raft traffic of all groups. It answers
+// identity probes with an empty node id; nodes use ListenAs.
+func Listen(addr string, log *slog.Logger) (*Mux, error) {
+	return ListenAs(addr, "", log)
 }
 
-// ListenMuxAs listens on addr for the Raft traffic of all groups and answers
-// identity probes with nodeID (at most MaxMuxNodeIDBytes bytes).
-func ListenMuxAs(addr, nodeID string, log *slog.Logger) (*Mux, error) {
+// ListenAs listens on addr for the Raft traffic of all groups and answers
+// identity probes with nodeID (at most MaxNodeIDBytes bytes).
+func ListenAs(addr, nodeID string, log *slog.Logger) (*Mux, error) {
 	reply, err := appendProbeReply(nil, nodeID)
 	if err != nil {
-		return nil, fmt.Errorf("node: raft listener on %s: %w", addr, err)
+		return nil, fmt.Errorf("raftmux: listener on %s: %w", addr, err)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("node: raft listener on %s: %w", addr, err)
+		return nil, fmt.Errorf("raftmux: listener on %s: %w", addr, err)
 	}
 	m := &Mux{ln: ln, log: log, probeReply: reply, layers: map[uint64]*muxLayer{}, shake: newConnSet(), done: make(chan struct{})}
 	m.wg.Add(1)
@@ -113,11 +118,11 @@ func (m *Mux) Layer(group uint64) (raft.StreamLayer, error) {
 	if m.closed {
 		return nil, errMuxClosed
 	}
-	if group == MuxProbeGroup {
-		return nil, fmt.Errorf("node: group %d is reserved for the identity probe", group)
+	if group == ProbeGroup {
+		return nil, fmt.Errorf("raftmux: group %d is reserved for the identity probe", group)
 	}
 	if _, ok := m.layers[group]; ok {
-		return nil, fmt.Errorf("node: group %d already has a raft stream", group)
+		return nil, fmt.Errorf("raftmux: group %d already has a raft stream", group)
 	}
 	l := &muxLayer{mux: m, group: group, accept: make(chan net.Conn, muxAcceptBacklog), done: make(chan struct{}), conns: newConnSet()}
 	m.layers[group] = l
@@ -196,7 +201,7 @@ func (m *Mux) handshake(c net.Conn) {
 	defer m.wg.Done()
 	defer m.handshakes.Add(-1)
 	group, err := readHeader(c)
-	if err == nil && group == MuxProbeGroup {
+	if err == nil && group == ProbeGroup {
 		// Answered while still tracked, so Close interrupts a stuck write.
 		m.answerProbe(c)
 		m.shake.forget(c)
@@ -272,8 +277,8 @@ func appendMuxHeader(b []byte, group uint64) []byte {
 
 // appendProbeReply appends the answer to an identity probe.
 func appendProbeReply(b []byte, nodeID string) ([]byte, error) {
-	if len(nodeID) > MaxMuxNodeIDBytes {
-		return nil, fmt.Errorf("node id of %d bytes is longer than %d", len(nodeID), MaxMuxNodeIDBytes)
+	if len(nodeID) > MaxNodeIDBytes {
+		return nil, fmt.Errorf("node id of %d bytes is longer than %d", len(nodeID), MaxNodeIDBytes)
 	}
 	b = binary.BigEndian.AppendUint16(append(b, muxMagic...), uint16(len(nodeID)))
 	return append(b, nodeID...), nil
@@ -294,8 +299,8 @@ func readProbeReply(r io.Reader) (string, error) {
 		return "", fmt.Errorf("%w: answered %q", ErrNotRaftPort, h[:])
 	}
 	n := int(binary.BigEndian.Uint16(h[len(muxMagic):]))
-	if n > MaxMuxNodeIDBytes {
-		return "", fmt.Errorf("%w: node id of %d bytes (at most %d)", ErrNotRaftPort, n, MaxMuxNodeIDBytes)
+	if n > MaxNodeIDBytes {
+		return "", fmt.Errorf("%w: node id of %d bytes (at most %d)", ErrNotRaftPort, n, MaxNodeIDBytes)
 	}
 	id := make([]byte, n)
 	if _, err := io.ReadFull(r, id); err != nil {
@@ -314,18 +319,18 @@ func answerSoFar(err error) string {
 	return "no answer (an older syncd, or another service)"
 }
 
-// ProbeRaftIdentity asks the Mux at addr which node it belongs to: it dials,
+// ProbeIdentity asks the Mux at addr which node it belongs to: it dials,
 // sends the probe header, reads the id and closes, all within ctx and at
 // most muxProbeMaxWait. The id is empty if that Mux was started without one
-// (ListenMux). Errors wrap ErrRaftAddrUnreachable, ErrNotRaftPort or
-// ErrRaftProbeTimeout (and context.DeadlineExceeded); a cancelled ctx gives
+// (Listen). Errors wrap ErrUnreachable, ErrNotRaftPort or
+// ErrProbeTimeout (and context.DeadlineExceeded); a cancelled ctx gives
 // an error wrapping context.Canceled.
-func ProbeRaftIdentity(ctx context.Context, addr string) (nodeID string, err error) {
+func ProbeIdentity(ctx context.Context, addr string) (nodeID string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, muxProbeMaxWait)
 	defer cancel()
 	defer func() {
 		if err != nil {
-			err = fmt.Errorf("node: raft identity probe of %s: %w", addr, err)
+			err = fmt.Errorf("raftmux: identity probe of %s: %w", addr, err)
 		}
 	}()
 	var d net.Dialer
@@ -341,7 +346,7 @@ func ProbeRaftIdentity(ctx context.Context, addr string) (nodeID string, err err
 	// A cancelled (not just expired) context must also interrupt the read.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := c.Write(appendMuxHeader(nil, MuxProbeGroup)); err != nil {
+	if _, err := c.Write(appendMuxHeader(nil, ProbeGroup)); err != nil {
 		return "", classifyProbeErr(ctx, err, false)
 	}
 	id, err := readProbeReply(c)
@@ -361,9 +366,9 @@ func classifyProbeErr(ctx context.Context, err error, dialing bool) error {
 		return fmt.Errorf("cancelled: %w", ctx.Err())
 	case ctx.Err() != nil, errors.Is(err, os.ErrDeadlineExceeded):
 		// The connection's deadline is ctx's: either may be seen first.
-		return fmt.Errorf("%w: %w", ErrRaftProbeTimeout, context.DeadlineExceeded)
+		return fmt.Errorf("%w: %w", ErrProbeTimeout, context.DeadlineExceeded)
 	case dialing:
-		return fmt.Errorf("%w: %w", ErrRaftAddrUnreachable, err)
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		// Reset without an answer: whatever listens did not speak our protocol.
 		return fmt.Errorf("%w: %w", ErrNotRaftPort, err)
@@ -424,7 +429,7 @@ func (l *muxLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 	}
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("node: raft handshake with %s: %w", addr, err)
+		return nil, fmt.Errorf("raftmux: handshake with %s: %w", addr, err)
 	}
 	if !l.conns.add(c) {
 		c.Close()

@@ -1,4 +1,4 @@
-package node
+package raftmux
 
 import (
 	"bytes"
@@ -21,8 +21,8 @@ func FuzzMuxHeader(f *testing.F) {
 		append(appendMuxHeader(nil, 1), "raft rpc bytes"...),
 		appendMuxHeader(nil, 2),
 		appendMuxHeader(nil, 9),
-		appendMuxHeader(nil, MuxProbeGroup),
-		append(appendMuxHeader(nil, MuxProbeGroup), "trailing"...),
+		appendMuxHeader(nil, ProbeGroup),
+		append(appendMuxHeader(nil, ProbeGroup), "trailing"...),
 		[]byte("SSR"),
 		nil,
 		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -31,7 +31,7 @@ func FuzzMuxHeader(f *testing.F) {
 		f.Add(seed)
 	}
 	const nodeID = "fuzz-node"
-	m, err := ListenMuxAs("127.0.0.1:0", nodeID, discardLogger())
+	m, err := ListenAs("127.0.0.1:0", nodeID, discardLogger())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func FuzzMuxHeader(f *testing.F) {
 			if err != nil || !bytes.Equal(rest, in[muxHeaderLen:]) {
 				t.Fatalf("group %d received %q (%v), want %q", group, rest, err, in[muxHeaderLen:])
 			}
-		case herr == nil && group == MuxProbeGroup:
+		case herr == nil && group == ProbeGroup:
 			id, err := readProbeReply(client)
 			if err != nil || id != nodeID {
 				t.Fatalf("probe answered %q, %v", id, err)

@@ -1,4 +1,4 @@
-package node
+package raftmux
 
 import (
 	"bytes"
@@ -22,7 +22,7 @@ func newTestMux(t *testing.T) *Mux { return newTestMuxAs(t, "") }
 
 func newTestMuxAs(t *testing.T, id string) *Mux {
 	t.Helper()
-	m, err := ListenMuxAs("127.0.0.1:0", id, discardLogger())
+	m, err := ListenAs("127.0.0.1:0", id, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestMuxRoutesConnectionsByGroup(t *testing.T) {
 	if _, err := b.Layer(1); err == nil {
 		t.Fatal("a second layer for group 1 was allowed")
 	}
-	if _, err := b.Layer(MuxProbeGroup); err == nil {
+	if _, err := b.Layer(ProbeGroup); err == nil {
 		t.Fatal("a layer for the reserved probe group was allowed")
 	}
 	for _, g := range []uint64{2, 1} {
@@ -76,7 +76,7 @@ func TestMuxRoutesConnectionsByGroup(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Probes in between do not disturb group traffic.
-		if id, err := ProbeRaftIdentity(context.Background(), addr); err != nil || id != "node-b" {
+		if id, err := ProbeIdentity(context.Background(), addr); err != nil || id != "node-b" {
 			t.Fatalf("probe between group connections: %q, %v", id, err)
 		}
 		msg := []byte{byte(g), 42}
@@ -204,15 +204,15 @@ func TestMuxProbeRaftIdentity(t *testing.T) {
 		{name: "answers the id", addr: func(t *testing.T) string { return newTestMuxAs(t, "n7").Addr().String() }, wantID: "n7", within: 2 * time.Second},
 		{name: "mux without an id answers an empty one", addr: func(t *testing.T) string { return newTestMux(t).Addr().String() }, wantID: "", within: 2 * time.Second},
 		{name: "long id", addr: func(t *testing.T) string {
-			return newTestMuxAs(t, strings.Repeat("x", MaxMuxNodeIDBytes)).Addr().String()
-		}, wantID: strings.Repeat("x", MaxMuxNodeIDBytes), within: 2 * time.Second},
-		{name: "closed port fails fast", addr: closedPort, timeout: time.Minute, wantErr: []error{ErrRaftAddrUnreachable}, within: 2 * time.Second},
+			return newTestMuxAs(t, strings.Repeat("x", MaxNodeIDBytes)).Addr().String()
+		}, wantID: strings.Repeat("x", MaxNodeIDBytes), within: 2 * time.Second},
+		{name: "closed port fails fast", addr: closedPort, timeout: time.Minute, wantErr: []error{ErrUnreachable}, within: 2 * time.Second},
 		{
 			name: "accepts but never answers fails by the deadline",
 			addr: func(t *testing.T) string {
 				return fakeServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 			},
-			timeout: 200 * time.Millisecond, wantErr: []error{ErrRaftProbeTimeout, context.DeadlineExceeded}, within: 2 * time.Second,
+			timeout: 200 * time.Millisecond, wantErr: []error{ErrProbeTimeout, context.DeadlineExceeded}, within: 2 * time.Second,
 		},
 		{
 			name: "cancelled while waiting",
@@ -263,7 +263,7 @@ func TestMuxProbeRaftIdentity(t *testing.T) {
 				defer stop.Stop()
 			}
 			start := time.Now()
-			id, err := ProbeRaftIdentity(ctx, addr)
+			id, err := ProbeIdentity(ctx, addr)
 			took := time.Since(start)
 			if took > tc.within {
 				t.Errorf("probe took %s, want under %s", took, tc.within)
@@ -287,7 +287,7 @@ func TestMuxProbeRaftIdentity(t *testing.T) {
 }
 
 func TestListenMuxAsRefusesAnOverlongID(t *testing.T) {
-	if m, err := ListenMuxAs("127.0.0.1:0", strings.Repeat("x", MaxMuxNodeIDBytes+1), discardLogger()); err == nil {
+	if m, err := ListenAs("127.0.0.1:0", strings.Repeat("x", MaxNodeIDBytes+1), discardLogger()); err == nil {
 		m.Close()
 		t.Fatal("an id over the bound was accepted")
 	}
@@ -310,12 +310,12 @@ func TestMuxNeverBlocksOnProbersThatDoNotRead(t *testing.T) {
 			t.Fatal(err)
 		}
 		clients = append(clients, c)
-		if _, err := c.Write(appendMuxHeader(nil, MuxProbeGroup)); err != nil {
+		if _, err := c.Write(appendMuxHeader(nil, ProbeGroup)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitUntil(t, 5*time.Second, "probe handshakes still running", func() bool { return m.handshakes.Load() == 0 })
-	if id, err := ProbeRaftIdentity(context.Background(), m.Addr().String()); err != nil || id != "n1" {
+	if id, err := ProbeIdentity(context.Background(), m.Addr().String()); err != nil || id != "n1" {
 		t.Fatalf("probe after the silent ones: %q, %v", id, err)
 	}
 	// The silent probers were answered and closed.
@@ -346,7 +346,7 @@ func TestMuxHeaderAndProbeReplyParsing(t *testing.T) {
 		ok    bool
 	}{
 		{"group 1", appendMuxHeader(nil, 1), 1, true},
-		{"probe", appendMuxHeader(nil, MuxProbeGroup), MuxProbeGroup, true},
+		{"probe", appendMuxHeader(nil, ProbeGroup), ProbeGroup, true},
 		{"trailing stream bytes are not the header's", append(appendMuxHeader(nil, 3), "raft"...), 3, true},
 		{"empty", nil, 0, false},
 		{"short", appendMuxHeader(nil, 1)[:muxHeaderLen-1], 0, false},
@@ -378,7 +378,7 @@ func TestMuxHeaderAndProbeReplyParsing(t *testing.T) {
 		{"bytes after the answer are left unread", append(reply("n1"), "junk"...), "n1", true},
 		{"nothing", nil, "", false},
 		{"bad magic", []byte("SSH-2.0-OpenSSH\r\n"), "", false},
-		{"over the bound", binary.BigEndian.AppendUint16([]byte(muxMagic), MaxMuxNodeIDBytes+1), "", false},
+		{"over the bound", binary.BigEndian.AppendUint16([]byte(muxMagic), MaxNodeIDBytes+1), "", false},
 		{"cut short", reply("node-1")[:8], "", false},
 	}
 	for _, tc := range replies {
