@@ -42,8 +42,8 @@ const (
 	ProbeGroup uint64 = math.MaxUint64
 	// MaxNodeIDBytes bounds the node id a probe answers with, so a
 	// prober never reads more than about a kilobyte from a peer.
-	MaxNodeIDBytes = 1024
-	muxProbeReplyMax  = len(muxMagic) + 2 + MaxNodeIDBytes
+	MaxNodeIDBytes   = 1024
+	muxProbeReplyMax = len(muxMagic) + 2 + MaxNodeIDBytes
 	// muxProbeWriteTimeout bounds the answer: it fits in any socket buffer,
 	// so only a peer that vanished makes the write wait at all.
 	muxProbeWriteTimeout = time.Second
