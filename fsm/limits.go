@@ -145,6 +145,11 @@ func ValidateDeliver(d *fsmpb.Deliver) error {
 		if err := ValidateTimelineID(it.GetConversation()); err != nil {
 			return fmt.Errorf("item %d: conversation: %w", i, err)
 		}
+		if s := it.GetSender(); s != "" {
+			if err := ValidateTimelineID(s); err != nil {
+				return fmt.Errorf("item %d: sender: %w", i, err)
+			}
+		}
 		if it.GetTimeline() == it.GetConversation() {
 			return fmt.Errorf("%w: item %d delivers conversation %q into itself", ErrInvalidArgument, i, truncate(it.GetConversation()))
 		}

@@ -178,6 +178,11 @@ func TestForgedDeliveryIsRefusedAndRealSendsArrive(t *testing.T) {
 	digests := groupDigests(t, c, group)
 	wantCode(t, forged(func(*syncv1.DeliveryItem) {}), codes.FailedPrecondition, "delivery out of order")
 	wantCode(t, forged(func(it *syncv1.DeliveryItem) { it.DeliverySeq = nil }), codes.InvalidArgument, "no delivery seq")
+	// Found by FuzzHandlers: a sender that is not UTF-8 could not even be
+	// encoded into a command (INTERNAL).
+	wantCode(t, forged(func(it *syncv1.DeliveryItem) {
+		it.DeliverySeq, it.Sender = proto.Uint64(2), proto.String("\xff")
+	}), codes.InvalidArgument, "sender: invalid argument: timeline id is not valid UTF-8")
 	wantCode(t, forged(func(it *syncv1.DeliveryItem) {
 		it.DeliverySeq = proto.Uint64(2)
 		it.Payload = make([]byte, 1536<<10)
