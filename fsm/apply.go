@@ -120,36 +120,3 @@ func storageFailure(err error) error {
 	}
 	return err
 }
-
-// applyRegisterNode records a node's addresses. A node's Raft address is
-// its identity to its peers, so a registered id is never re-pointed to
-// another Raft address and no two ids share one: either would let one
-// process stand for two servers (and count twice in a vote). Its gRPC and
-// gossip addresses may change (a restart on another port).
-func applyRegisterNode(tx *bolt.Tx, r *fsmpb.RegisterNode) error {
-	if err := ValidateRegisterNode(r); err != nil {
-		return reject(err)
-	}
-	nodes := tx.Bucket(bucketNodes)
-	err := nodes.ForEach(func(k, v []byte) error {
-		var rec fsmpb.NodeRecord
-		if err := proto.Unmarshal(v, &rec); err != nil {
-			return fmt.Errorf("decode node record %q: %w", k, err)
-		}
-		switch {
-		case rec.GetNodeId() == r.GetNodeId() && rec.GetRaftAddr() != r.GetRaftAddr():
-			return reject(fmt.Errorf("%w: node %s is registered at raft address %s, not %s", ErrNodeConflict, rec.GetNodeId(), rec.GetRaftAddr(), r.GetRaftAddr()))
-		case rec.GetNodeId() != r.GetNodeId() && rec.GetRaftAddr() == r.GetRaftAddr():
-			return reject(fmt.Errorf("%w: raft address %s belongs to node %s", ErrNodeConflict, r.GetRaftAddr(), rec.GetNodeId()))
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	v, err := proto.Marshal(&fsmpb.NodeRecord{NodeId: r.GetNodeId(), RaftAddr: r.GetRaftAddr(), GrpcAddr: r.GetGrpcAddr(), GossipAddr: r.GetGossipAddr()})
-	if err != nil {
-		return fmt.Errorf("encode node record: %w", err)
-	}
-	return nodes.Put([]byte(r.GetNodeId()), v)
-}

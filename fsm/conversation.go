@@ -180,7 +180,7 @@ func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*Del
 	// it is reached (an item may follow another of the same timeline and
 	// conversation in this command), writing nothing.
 	marks := map[string]deliveryMark{}
-	write := make([]bool, len(d.GetItems()))
+	writeKeys := make([][]byte, len(d.GetItems())) // the mark key of each item to write; nil: skip
 	for i, it := range d.GetItems() {
 		wk := deliveredKey(timelineKey(it.GetTimeline()), it.GetConversation())
 		m, ok := marks[string(wk)]
@@ -200,11 +200,11 @@ func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*Del
 				ErrDeliveryGap, i, truncate(it.GetTimeline()), it.GetDeliverySeq(), truncate(it.GetConversation()), it.GetConversationSeq(), m.deliverySeq, m.convSeq))
 		}
 		marks[string(wk)] = deliveryMark{convSeq: it.GetConversationSeq(), deliverySeq: it.GetDeliverySeq()}
-		write[i] = true
+		writeKeys[i] = wk
 	}
 	res := &DeliverResult{}
 	for i, it := range d.GetItems() {
-		if !write[i] {
+		if writeKeys[i] == nil {
 			res.Skipped++
 			continue
 		}
@@ -222,7 +222,7 @@ func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*Del
 			return nil, err
 		}
 		mark := deliveryMark{convSeq: it.GetConversationSeq(), deliverySeq: it.GetDeliverySeq()}
-		if err := writeMark(tlb, deliveredKey(timelineKey(it.GetTimeline()), it.GetConversation()), mark); err != nil {
+		if err := writeMark(tlb, writeKeys[i], mark); err != nil {
 			return nil, err
 		}
 		res.Written++

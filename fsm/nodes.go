@@ -20,18 +20,64 @@ type Node struct {
 // Nodes lists the registered members, ordered by id.
 func (f *FSM) Nodes() ([]Node, error) {
 	var nodes []Node
-	err := f.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketNodes).ForEach(func(_, v []byte) error {
-			var rec fsmpb.NodeRecord
-			if err := proto.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode node record: %w", err)
-			}
-			nodes = append(nodes, Node{ID: rec.GetNodeId(), RaftAddr: rec.GetRaftAddr(), GRPCAddr: rec.GetGrpcAddr(), GossipAddr: rec.GetGossipAddr()})
-			return nil
-		})
+	err := f.view(func(tx *bolt.Tx) (err error) {
+		nodes, err = readNodes(tx)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fsm: nodes: %w", err)
 	}
 	return nodes, nil
+}
+
+func readNodes(tx *bolt.Tx) ([]Node, error) {
+	var nodes []Node
+	err := tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
+		var rec fsmpb.NodeRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("decode node record %q: %w", k, err)
+		}
+		nodes = append(nodes, Node{ID: rec.GetNodeId(), RaftAddr: rec.GetRaftAddr(), GRPCAddr: rec.GetGrpcAddr(), GossipAddr: rec.GetGossipAddr()})
+		return nil
+	})
+	return nodes, err
+}
+
+// RaftIdentityConflict says whether nd may be registered next to the
+// registered node o. A node's Raft address is its identity to its peers, so
+// a registered id is never re-pointed to another Raft address and no two ids
+// share one: either would let one process stand for two servers (and count
+// twice in a vote). The error wraps ErrNodeConflict.
+func RaftIdentityConflict(o, nd Node) error {
+	switch {
+	case o.ID == nd.ID && o.RaftAddr != nd.RaftAddr:
+		return fmt.Errorf("%w: node %s is registered at raft address %s, not %s", ErrNodeConflict, o.ID, o.RaftAddr, nd.RaftAddr)
+	case o.ID != nd.ID && o.RaftAddr == nd.RaftAddr:
+		return fmt.Errorf("%w: raft address %s belongs to node %s", ErrNodeConflict, nd.RaftAddr, o.ID)
+	}
+	return nil
+}
+
+// applyRegisterNode records a node's addresses, refusing a Raft identity
+// conflict (RaftIdentityConflict). Its gRPC and gossip addresses may change
+// (a restart on another port).
+func applyRegisterNode(tx *bolt.Tx, r *fsmpb.RegisterNode) error {
+	if err := ValidateRegisterNode(r); err != nil {
+		return reject(err)
+	}
+	nodes, err := readNodes(tx)
+	if err != nil {
+		return err
+	}
+	nd := Node{ID: r.GetNodeId(), RaftAddr: r.GetRaftAddr(), GRPCAddr: r.GetGrpcAddr(), GossipAddr: r.GetGossipAddr()}
+	for _, o := range nodes {
+		if err := RaftIdentityConflict(o, nd); err != nil {
+			return reject(err)
+		}
+	}
+	v, err := proto.Marshal(&fsmpb.NodeRecord{NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr, GossipAddr: nd.GossipAddr})
+	if err != nil {
+		return fmt.Errorf("encode node record: %w", err)
+	}
+	return tx.Bucket(bucketNodes).Put([]byte(nd.ID), v)
 }

@@ -62,9 +62,12 @@ var ErrBadSnapshot = errors.New("bad snapshot")
 // machine's, as stored in the body) lets a node tell from the header alone
 // whether a snapshot holds more than its state (RestoreIfNewer).
 const (
-	snapMagic      = "SSSNAP"
+	snapMagic = "SSSNAP"
+	// Offsets of the header's fields after the magic.
+	snapAppliedAt  = len(snapMagic) + 2
+	snapLengthAt   = snapAppliedAt + 8
+	snapHeaderLen  = snapLengthAt + 8
 	snapVersion    = 1
-	snapHeaderLen  = len(snapMagic) + 2 + 8 + 8
 	snapTrailerLen = 8 + sha256.Size
 )
 
@@ -126,7 +129,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 func (f *FSM) RestoreIfNewer(rc io.ReadCloser) (restored bool, err error) {
 	br := bufio.NewReaderSize(rc, 64<<10)
 	if h, _ := br.Peek(snapHeaderLen); len(h) == snapHeaderLen && bytes.HasPrefix(h, []byte(snapMagic)) {
-		if binary.BigEndian.Uint64(h[len(snapMagic)+2:]) <= f.AppliedIndex() {
+		if binary.BigEndian.Uint64(h[snapAppliedAt:]) <= f.AppliedIndex() {
 			return false, rc.Close()
 		}
 	}
@@ -250,7 +253,7 @@ func receiveFramed(out io.Writer, r *bufio.Reader) error {
 	if v := binary.BigEndian.Uint16(header[len(snapMagic):]); v != snapVersion {
 		return fmt.Errorf("%w: format version %d; this binary reads version %d", ErrBadSnapshot, v, snapVersion)
 	}
-	size := binary.BigEndian.Uint64(header[len(snapMagic)+2+8:])
+	size := binary.BigEndian.Uint64(header[snapLengthAt:])
 	if size > math.MaxInt64 {
 		return fmt.Errorf("%w: body length %d", ErrBadSnapshot, size)
 	}

@@ -193,7 +193,7 @@ func TestRestoreRefusesEveryFlippedByteAndTruncation(t *testing.T) {
 		name string
 		at   int
 	}{
-		{"magic", 0}, {"version", len(snapMagic) + 1}, {"applied index", len(snapMagic) + 9}, {"length", snapHeaderLen - 1},
+		{"magic", 0}, {"version", len(snapMagic) + 1}, {"applied index", snapAppliedAt + 1}, {"length", snapHeaderLen - 1},
 		{"meta page 0", body + boltPageHeaderLen + 8}, {"meta page 1", body + 1024 + 20},
 		{"a tree page", body + 3*1024 + 5}, {"middle", len(snap) / 2}, {"last body byte", trailer - 1},
 		{"trailer length", trailer + 3}, {"trailer hash", len(snap) - 1},

@@ -117,11 +117,14 @@ func (n *Node) CheckJoin(nd fsm.Node) error {
 		return err
 	}
 	for _, o := range nodes {
+		// The registry's own rule first; a join, unlike a restart, must
+		// also match or avoid the gRPC address.
+		if err := fsm.RaftIdentityConflict(o, nd); err != nil {
+			return fmt.Errorf("%w; a node that lost its data comes back under a new id and new addresses", err)
+		}
 		switch {
-		case o.ID == nd.ID && (o.RaftAddr != nd.RaftAddr || o.GRPCAddr != nd.GRPCAddr):
-			return fmt.Errorf("%w: node %s is registered at raft %s, gRPC %s; a node that lost its data comes back under a new id", fsm.ErrNodeConflict, o.ID, o.RaftAddr, o.GRPCAddr)
-		case o.ID != nd.ID && o.RaftAddr == nd.RaftAddr:
-			return fmt.Errorf("%w: raft address %s belongs to node %s", fsm.ErrNodeConflict, nd.RaftAddr, o.ID)
+		case o.ID == nd.ID && o.GRPCAddr != nd.GRPCAddr:
+			return fmt.Errorf("%w: node %s is registered at gRPC address %s, not %s", fsm.ErrNodeConflict, o.ID, o.GRPCAddr, nd.GRPCAddr)
 		case o.ID != nd.ID && o.GRPCAddr == nd.GRPCAddr:
 			return fmt.Errorf("%w: gRPC address %s belongs to node %s", fsm.ErrNodeConflict, nd.GRPCAddr, o.ID)
 		}

@@ -80,7 +80,7 @@ func Start(cfg Config) (*Node, error) {
 		stop:      make(chan struct{}),
 	}
 	var err error
-	if n.mux, err = raftmux.ListenAs(cfg.RaftAddr, cfg.NodeID, n.log); err != nil {
+	if n.mux, err = raftmux.Listen(cfg.RaftAddr, cfg.NodeID, n.log); err != nil {
 		return nil, err
 	}
 	n.cfg.RaftAddr = n.mux.Addr().String()                     // resolves a ":0" port
@@ -131,6 +131,9 @@ func (n *Node) Config() Config { return n.cfg }
 
 // IsLeader reports whether this node leads the meta group.
 func (n *Node) IsLeader() bool { return n.meta.IsLeader() }
+
+// MetaGroup is this node's replica of the meta group.
+func (n *Node) MetaGroup() *Group { return n.meta }
 
 // Group returns the local replica of a data group, or nil.
 func (n *Node) Group(id shard.GroupID) *Group {

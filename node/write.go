@@ -68,9 +68,6 @@ func (g *Group) ProposeUnchecked(ctx context.Context, cmd *fsmpb.Command) (*fsm.
 	return g.propose(ctx, cmd)
 }
 
-// MetaGroup is this node's replica of the meta group.
-func (n *Node) MetaGroup() *Group { return n.meta }
-
 // propose stamps a command with the time, replicates it and returns what the
 // state machine answered.
 func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, err error) {

@@ -29,11 +29,8 @@ bin=${ETCD_BENCH_BIN:-$HOME/.cache/etcd-bench/bin}
 etcd_version=v3.6.8
 work=$(mktemp -d)
 pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
+# shellcheck source=scripts/lib/syncd-cluster.sh
+. scripts/lib/syncd-cluster.sh # relative to the checkout: the script cd-ed there
 trap 'stop_all; rm -rf "$work"' EXIT
 
 # etcd's go.mod files carry replace directives, so `go install pkg@version`
@@ -106,7 +103,7 @@ if system == "etcd":
 else:
     r = json.loads(out)
     rate, p50, p99 = r["appends_per_second"], r["p50_ns"] / 1e6, r["p99_ns"] / 1e6
-    writes, elapsed = r["ok"], r["elapsed_ns"] / 1e9
+    writes = r["ok"]
 cpu_us = (int(t1) - int(t0)) / int(hz) * 1e6 / writes
 wall = float(end) - float(start)
 fs = "-" if "-" in (f0, f1) else "%.0f" % ((float(f1) - float(f0)) / wall / 3)
@@ -139,26 +136,6 @@ for c in $clients; do
     --total="$total" --sequential-keys --key-space-size=1000000
 done
 stop_all
-
-start_syncd() { # dir port-base groups [join]
-  local args=(--node-id "$(basename "$1")" --data-dir "$1" --grpc-addr "127.0.0.1:$2" --raft-addr "127.0.0.1:$(($2 + 1))"
-    --gossip-addr "127.0.0.1:$(($2 + 2))" --debug-addr "127.0.0.1:$(($2 + 3))" --shards "$3" --log-level warn)
-  [ -n "${4:-}" ] && args+=(--join "$4")
-  "$work/syncd" "${args[@]}" 2>>"$1.log" &
-  pids+=($!)
-}
-settled() { # addrs nodes
-  for _ in $(seq 1 600); do
-    if "$work/syncctl" --addr "$1" --timeout 2s status --json 2>/dev/null | python3 -c '
-import json, sys
-v = json.load(sys.stdin)
-ok = v["all_groups_have_quorum"] and v["groups"] and sum(n.get("error") is None for n in v["nodes"]) == int(sys.argv[1])
-ok = ok and all(len(g["voters"]) == min(3, int(sys.argv[1])) and not g.get("nonvoters") for g in v["groups"])
-sys.exit(0 if ok else 1)' "$2"; then return 0; fi
-    sleep 0.2
-  done
-  echo "cluster at $1 did not settle" >&2; exit 1
-}
 
 for g in $groups; do
   echo "== syncd, 3 nodes, $g groups" >&2

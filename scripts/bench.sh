@@ -31,37 +31,12 @@ done
 
 work=$(mktemp -d)
 pids=()
-stop_all() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
+# shellcheck source=scripts/lib/syncd-cluster.sh
+. scripts/lib/syncd-cluster.sh # relative to the checkout: the script cd-ed there
 trap 'stop_all; rm -rf "$work"' EXIT
 
 go build -o "$work/syncd" ./cmd/syncd
 go build -o "$work/syncctl" ./cmd/syncctl
-
-start() { # dir port-base shards [join]
-  local args=(--node-id "$(basename "$1")" --data-dir "$1" --grpc-addr "127.0.0.1:$2" --raft-addr "127.0.0.1:$(($2 + 1))"
-    --gossip-addr "127.0.0.1:$(($2 + 2))" --shards "$3" --log-level warn)
-  [ -n "${4:-}" ] && args+=(--join "$4")
-  "$work/syncd" "${args[@]}" 2>>"$1.log" &
-  pids+=($!)
-}
-
-# settled waits until every group has a quorum and no follower lags.
-settled() { # addrs nodes
-  for _ in $(seq 1 300); do
-    if "$work/syncctl" --addr "$1" --timeout 2s status --json 2>/dev/null | python3 -c '
-import json, sys
-v = json.load(sys.stdin)
-ok = v["all_groups_have_quorum"] and v["groups"] and sum(n.get("error") is None for n in v["nodes"]) == int(sys.argv[1])
-ok = ok and all(len(g["voters"]) == min(3, int(sys.argv[1])) and not g.get("nonvoters") for g in v["groups"])
-sys.exit(0 if ok else 1)' "$2"; then return 0; fi
-    sleep 0.2
-  done
-  echo "cluster at $1 did not settle" >&2; exit 1
-}
 
 run() { # label addrs
   for m in $modes; do
@@ -95,14 +70,14 @@ for s in $shards; do
     mkdir -p "$dir"
     case "$topo" in
       single)
-        start "$dir/n1" 7500 "$s"
+        start_syncd "$dir/n1" 7500 "$s"
         addrs=127.0.0.1:7500
         settled "$addrs" 1 ;;
       3-node)
-        start "$dir/n1" 7510 "$s"
+        start_syncd "$dir/n1" 7510 "$s"
         settled 127.0.0.1:7510 1
-        start "$dir/n2" 7520 "$s" 127.0.0.1:7510
-        start "$dir/n3" 7530 "$s" 127.0.0.1:7510
+        start_syncd "$dir/n2" 7520 "$s" 127.0.0.1:7510
+        start_syncd "$dir/n3" 7530 "$s" 127.0.0.1:7510
         addrs=127.0.0.1:7510,127.0.0.1:7520,127.0.0.1:7530
         settled "$addrs" 3 ;;
       *) echo "unknown topology $topo" >&2; exit 2 ;;

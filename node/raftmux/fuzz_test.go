@@ -31,7 +31,7 @@ func FuzzMuxHeader(f *testing.F) {
 		f.Add(seed)
 	}
 	const nodeID = "fuzz-node"
-	m, err := ListenAs("127.0.0.1:0", nodeID, discardLogger())
+	m, err := Listen("127.0.0.1:0", nodeID, discardLogger())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func FuzzMuxHeader(f *testing.F) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the dialer's write never ended")
 		}
-		waitUntil(t, 5*time.Second, "handshake goroutine still running", func() bool { return m.handshakes.Load() == 0 })
+		waitHandshakesDone(t, m)
 	})
 }
 

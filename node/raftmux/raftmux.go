@@ -84,15 +84,9 @@ type Mux struct {
 	handshakes atomic.Int64
 }
 
-// Listen listens on addr for the Raft traffic of all groups. It answers
-// identity probes with an empty node id; nodes use ListenAs.
-func Listen(addr string, log *slog.Logger) (*Mux, error) {
-	return ListenAs(addr, "", log)
-}
-
-// ListenAs listens on addr for the Raft traffic of all groups and answers
+// Listen listens on addr for the Raft traffic of all groups and answers
 // identity probes with nodeID (at most MaxNodeIDBytes bytes).
-func ListenAs(addr, nodeID string, log *slog.Logger) (*Mux, error) {
+func Listen(addr, nodeID string, log *slog.Logger) (*Mux, error) {
 	reply, err := appendProbeReply(nil, nodeID)
 	if err != nil {
 		return nil, fmt.Errorf("raftmux: listener on %s: %w", addr, err)
@@ -321,8 +315,8 @@ func answerSoFar(err error) string {
 
 // ProbeIdentity asks the Mux at addr which node it belongs to: it dials,
 // sends the probe header, reads the id and closes, all within ctx and at
-// most muxProbeMaxWait. The id is empty if that Mux was started without one
-// (Listen). Errors wrap ErrUnreachable, ErrNotRaftPort or
+// most muxProbeMaxWait. The id is empty if that Mux was started with an
+// empty one. Errors wrap ErrUnreachable, ErrNotRaftPort or
 // ErrProbeTimeout (and context.DeadlineExceeded); a cancelled ctx gives
 // an error wrapping context.Canceled.
 func ProbeIdentity(ctx context.Context, addr string) (nodeID string, err error) {

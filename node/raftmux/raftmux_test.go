@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/syncstore/syncstore/internal/testutil"
 )
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -22,7 +25,7 @@ func newTestMux(t *testing.T) *Mux { return newTestMuxAs(t, "") }
 
 func newTestMuxAs(t *testing.T, id string) *Mux {
 	t.Helper()
-	m, err := ListenAs("127.0.0.1:0", id, discardLogger())
+	m, err := Listen("127.0.0.1:0", id, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,19 +33,15 @@ func newTestMuxAs(t *testing.T, id string) *Mux {
 	return m
 }
 
-// waitUntil polls cond until it holds or the deadline passes.
-func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+// waitHandshakesDone waits until every handshake goroutine of m has ended.
+func waitHandshakesDone(t *testing.T, m *Mux) {
 	t.Helper()
-	deadline := time.After(within)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("after %s: %s", within, what)
-		case <-tick.C:
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if n := m.handshakes.Load(); n > 0 {
+			return fmt.Errorf("%d handshake goroutines still running", n)
 		}
-	}
+		return nil
+	})
 }
 
 func TestMuxRoutesConnectionsByGroup(t *testing.T) {
@@ -131,7 +130,7 @@ func TestMuxClosesConnectionsForUnknownGroupsAndBadHeaders(t *testing.T) {
 		}
 		c.Close()
 	}
-	waitUntil(t, 5*time.Second, "handshake goroutines still running", func() bool { return b.handshakes.Load() == 0 })
+	waitHandshakesDone(t, b)
 }
 
 // fakeServer accepts on 127.0.0.1 and runs handle for each connection;
@@ -286,8 +285,8 @@ func TestMuxProbeRaftIdentity(t *testing.T) {
 	}
 }
 
-func TestListenMuxAsRefusesAnOverlongID(t *testing.T) {
-	if m, err := ListenAs("127.0.0.1:0", strings.Repeat("x", MaxNodeIDBytes+1), discardLogger()); err == nil {
+func TestListenRefusesAnOverlongID(t *testing.T) {
+	if m, err := Listen("127.0.0.1:0", strings.Repeat("x", MaxNodeIDBytes+1), discardLogger()); err == nil {
 		m.Close()
 		t.Fatal("an id over the bound was accepted")
 	}
@@ -314,7 +313,7 @@ func TestMuxNeverBlocksOnProbersThatDoNotRead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, 5*time.Second, "probe handshakes still running", func() bool { return m.handshakes.Load() == 0 })
+	waitHandshakesDone(t, m)
 	if id, err := ProbeIdentity(context.Background(), m.Addr().String()); err != nil || id != "n1" {
 		t.Fatalf("probe after the silent ones: %q, %v", id, err)
 	}

@@ -69,13 +69,13 @@ func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.Joi
 // validateJoin checks a Join's fields on whichever node receives it, before
 // anything is forwarded or proposed.
 func validateJoin(nd fsm.Node) error {
-	if err := fsm.ValidateNodeID(nd.ID); err != nil {
+	if err := fsm.ValidateRegisterNode(&fsmpb.RegisterNode{NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr, GossipAddr: nd.GossipAddr}); err != nil {
 		return err
 	}
 	if nd.GRPCAddr == "" {
 		return fmt.Errorf("%w: a joining node needs a gRPC address", fsm.ErrInvalidArgument)
 	}
-	return fsm.ValidateRegisterNode(&fsmpb.RegisterNode{NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr, GossipAddr: nd.GossipAddr})
+	return nil
 }
 
 // verifyJoiner dials the joining node at both addresses it gave and checks

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -23,15 +24,23 @@ import (
 	"github.com/syncstore/syncstore/shard"
 )
 
-// metaDigests maps each running member to its meta group's state digest.
-func metaDigests(t *testing.T, c *testcluster.Cluster) map[string]string {
+// groupDigests maps each running member hosting group id (the meta group
+// included) to its replica's state digest.
+func groupDigests(t *testing.T, c *testcluster.Cluster, id shard.GroupID) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, m := range c.Members {
 		if m.Node == nil {
 			continue
 		}
-		d, err := m.Node.MetaGroup().Digest()
+		g := m.Node.Group(id)
+		if id == shard.MetaGroup {
+			g = m.Node.MetaGroup()
+		}
+		if g == nil {
+			continue
+		}
+		d, err := g.Digest()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +81,7 @@ func wantCode(t *testing.T, err error, code codes.Code, msg string) {
 // every restart. Sent to each node, it is refused, and nothing changes.
 func TestHugeNodeIDJoinIsRefusedAndTheClusterStaysUp(t *testing.T) {
 	c := testcluster.New(t, 3, nil)
-	before := metaDigests(t, c)
+	before := groupDigests(t, c, shard.MetaGroup)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	huge := strings.Repeat("n", 40000)
@@ -83,21 +92,9 @@ func TestHugeNodeIDJoinIsRefusedAndTheClusterStaysUp(t *testing.T) {
 		wantCode(t, err, codes.InvalidArgument, "node id is 40000 bytes; the limit is 64")
 	}
 	requireServing(t, c)
-	if after := metaDigests(t, c); !maps2Equal(before, after) {
+	if after := groupDigests(t, c, shard.MetaGroup); !maps.Equal(before, after) {
 		t.Fatalf("meta state changed: %v -> %v", before, after)
 	}
-}
-
-func maps2Equal(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestOversizedCommandInTheLogIsRejectedOnEveryReplica bypasses every
@@ -194,7 +191,7 @@ func TestForgedDeliveryIsRefusedAndRealSendsArrive(t *testing.T) {
 		wantCode(t, err, codes.NotFound, "no such data group")
 	}
 	c.WaitConverged(20 * time.Second)
-	if after := groupDigests(t, c, group); !maps2Equal(digests, after) {
+	if after := groupDigests(t, c, group); !maps.Equal(digests, after) {
 		t.Fatalf("a refused delivery changed group %d: %v -> %v", group, digests, after)
 	}
 
@@ -205,23 +202,6 @@ func TestForgedDeliveryIsRefusedAndRealSendsArrive(t *testing.T) {
 			t.Fatalf("alice entry %d: %v", i, e)
 		}
 	}
-}
-
-// groupDigests maps each running member hosting the group to its digest.
-func groupDigests(t *testing.T, c *testcluster.Cluster, id shard.GroupID) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	for _, m := range c.Members {
-		if m.Node == nil || m.Node.Group(id) == nil {
-			continue
-		}
-		d, err := m.Node.Group(id).Digest()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[m.ID] = d
-	}
-	return out
 }
 
 // waitEntries waits until a timeline holds n entries and returns them.
@@ -249,7 +229,7 @@ func waitEntries(t *testing.T, cl *client.Client, timeline string, n int) []*syn
 // configuration and shard map never change; a true retry still succeeds.
 func TestJoinCannotHijackOrPollute(t *testing.T) {
 	c := testcluster.New(t, 3, nil)
-	before := metaDigests(t, c)
+	before := groupDigests(t, c, shard.MetaGroup)
 	mapVersion := c.Members[0].Node.ShardMap().Version
 	n2, n3 := c.Members[1], c.Members[2]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -261,7 +241,7 @@ func TestJoinCannotHijackOrPollute(t *testing.T) {
 		msg  string
 	}{
 		{"an existing id at other addresses", &syncv1.JoinRequest{NodeId: n2.ID, RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:2"},
-			codes.FailedPrecondition, "node n2 is registered at raft " + n2.RaftAddr},
+			codes.FailedPrecondition, "node n2 is registered at raft address " + n2.RaftAddr + ", not 127.0.0.1:1"},
 		{"another id at a member's addresses", &syncv1.JoinRequest{NodeId: "imposter", RaftAddr: n3.RaftAddr, GrpcAddr: n3.GRPCAddr},
 			codes.FailedPrecondition, "belongs to node n3"},
 		{"a node nobody runs", &syncv1.JoinRequest{NodeId: "ghost", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:2"},
@@ -281,7 +261,7 @@ func TestJoinCannotHijackOrPollute(t *testing.T) {
 			}
 		}
 	}
-	if after := metaDigests(t, c); !maps2Equal(before, after) {
+	if after := groupDigests(t, c, shard.MetaGroup); !maps.Equal(before, after) {
 		t.Fatalf("meta state changed: %v -> %v", before, after)
 	}
 	for _, m := range c.Members {

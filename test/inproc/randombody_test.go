@@ -150,13 +150,5 @@ func TestRandomBodiesAreInvalidArgumentAndChangeNothing(t *testing.T) {
 		}
 	}
 
-	// Every node still serves: its own status, and an append through any.
-	for i, conn := range conns {
-		if _, err := syncv1.NewAdminClient(conn).NodeStatus(ctx, &syncv1.NodeStatusRequest{}); err != nil {
-			t.Errorf("%s no longer serves: %v", c.Members[i].ID, err)
-		}
-	}
-	if _, err := cl.Append(ctx, "after", []byte("y"), client.AppendOptions{}); err != nil {
-		t.Fatalf("append after the bad bodies: %v", err)
-	}
+	requireServing(t, c)
 }

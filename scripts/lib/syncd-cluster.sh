@@ -1,0 +1,34 @@
+# Sourced by the bench scripts: start syncd nodes on 127.0.0.1, wait until
+# they settle, stop them. Expects $work holding the built syncd and syncctl,
+# and appends every started process to the array pids.
+
+stop_all() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+
+# start_syncd DIR PORT GROUPS [JOIN]: node "$(basename DIR)" with gRPC on
+# PORT, Raft on PORT+1, gossip on PORT+2 and /metrics on PORT+3.
+start_syncd() {
+  local args=(--node-id "$(basename "$1")" --data-dir "$1" --grpc-addr "127.0.0.1:$2" --raft-addr "127.0.0.1:$(($2 + 1))"
+    --gossip-addr "127.0.0.1:$(($2 + 2))" --debug-addr "127.0.0.1:$(($2 + 3))" --shards "$3" --log-level warn)
+  [ -n "${4:-}" ] && args+=(--join "$4")
+  "$work/syncd" "${args[@]}" 2>>"$1.log" &
+  pids+=($!)
+}
+
+# settled ADDRS NODES waits until every group has a quorum, as many voters
+# as it can have and no non-voter, and all NODES answer.
+settled() {
+  for _ in $(seq 1 600); do
+    if "$work/syncctl" --addr "$1" --timeout 2s status --json 2>/dev/null | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+ok = v["all_groups_have_quorum"] and v["groups"] and sum(n.get("error") is None for n in v["nodes"]) == int(sys.argv[1])
+ok = ok and all(len(g["voters"]) == min(3, int(sys.argv[1])) and not g.get("nonvoters") for g in v["groups"])
+sys.exit(0 if ok else 1)' "$2"; then return 0; fi
+    sleep 0.2
+  done
+  echo "cluster at $1 did not settle" >&2; exit 1
+}
