@@ -43,18 +43,18 @@ func EncodeCommand(cmd *fsmpb.Command) ([]byte, error) {
 	return b, nil
 }
 
-// applyCommand decodes and applies one command inside tx. Rejections come
+// applyCommand decodes and applies one command to the group's state (root). Rejections come
 // back in Result.Err; a returned error is a storage failure.
-func applyCommand(tx *bolt.Tx, ch *Changes, data []byte) (*Result, error) {
+func applyCommand(root *bolt.Bucket, ch *Changes, data []byte) (*Result, error) {
 	var cmd fsmpb.Command
 	if err := proto.Unmarshal(data, &cmd); err != nil {
 		return &Result{Op: "malformed", Err: fmt.Errorf("%w: %v", ErrMalformedCommand, err)}, nil
 	}
-	return dispatch(tx, ch, &cmd)
+	return dispatch(root, ch, &cmd)
 }
 
 // dispatch is the one place that maps a command kind to its handler.
-func dispatch(tx *bolt.Tx, ch *Changes, cmd *fsmpb.Command) (*Result, error) {
+func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, error) {
 	if cmd.GetFormat() != CommandFormat || (cmd.GetOp() == nil && len(cmd.ProtoReflect().GetUnknown()) > 0) {
 		if cmd.GetIgnoreIfUnknown() {
 			return &Result{Op: "ignored"}, nil
@@ -70,28 +70,28 @@ func dispatch(tx *bolt.Tx, ch *Changes, cmd *fsmpb.Command) (*Result, error) {
 	}
 	switch op := cmd.GetOp().(type) {
 	case *fsmpb.Command_Append:
-		res, err := applyAppend(tx, ch, cmd.GetNowMs(), op.Append)
+		res, err := applyAppend(root, ch, cmd.GetNowMs(), op.Append)
 		return &Result{Op: "append", Append: res, Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_Send:
-		res, err := applySend(tx, ch, cmd.GetNowMs(), op.Send)
+		res, err := applySend(root, ch, cmd.GetNowMs(), op.Send)
 		return &Result{Op: "send", Send: res, Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_Deliver:
-		res, err := applyDeliver(tx, ch, cmd.GetNowMs(), op.Deliver)
+		res, err := applyDeliver(root, ch, cmd.GetNowMs(), op.Deliver)
 		return &Result{Op: "deliver", Deliver: res, Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_DeliveryDone:
-		err := applyDeliveryDone(tx, op.DeliveryDone)
+		err := applyDeliveryDone(root, op.DeliveryDone)
 		return &Result{Op: "delivery_done", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_Trim:
-		err := applyTrim(tx, op.Trim)
+		err := applyTrim(root, op.Trim)
 		return &Result{Op: "trim", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_RegisterNode:
-		err := applyRegisterNode(tx, op.RegisterNode)
+		err := applyRegisterNode(root, op.RegisterNode)
 		return &Result{Op: "register_node", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_SetRanges:
-		err := applySetRanges(tx, op.SetRanges)
+		err := applySetRanges(root, op.SetRanges)
 		return &Result{Op: "set_ranges", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_SetShardMap:
-		err := applySetShardMap(tx, op.SetShardMap)
+		err := applySetShardMap(root, op.SetShardMap)
 		return &Result{Op: "set_shard_map", Err: rejection(err)}, storageFailure(err)
 	default:
 		return &Result{Op: "malformed", Err: fmt.Errorf("%w: no operation", ErrMalformedCommand)}, nil

@@ -47,18 +47,18 @@ func Recipients(sender string, recipients []string) []string {
 	return out
 }
 
-func applySend(tx *bolt.Tx, ch *Changes, nowMs int64, s *fsmpb.Send) (*SendResult, error) {
+func applySend(root *bolt.Bucket, ch *Changes, nowMs int64, s *fsmpb.Send) (*SendResult, error) {
 	if err := ValidateSend(s); err != nil {
 		return nil, reject(err)
 	}
-	if err := checkOwned(tx, s.GetConversation()); err != nil {
+	if err := checkOwned(root, s.GetConversation()); err != nil {
 		return nil, err
 	}
-	if err := gcDedupe(tx, nowMs-s.GetDedupeWindowMs()); err != nil {
+	if err := gcDedupe(root, nowMs-s.GetDedupeWindowMs()); err != nil {
 		return nil, err
 	}
 	tl := timelineKey(s.GetConversation())
-	dk, dup, err := lookupDedupe(tx, tl, s.GetIdempotencyKey(), nowMs, s.GetDedupeWindowMs())
+	dk, dup, err := lookupDedupe(root, tl, s.GetIdempotencyKey(), nowMs, s.GetDedupeWindowMs())
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +68,7 @@ func applySend(tx *bolt.Tx, ch *Changes, nowMs int64, s *fsmpb.Send) (*SendResul
 		return &SendResult{Seq: dup.Seq, TsMs: dup.TsMs, Deduplicated: true, Recipients: len(recipients), Light: light}, nil
 	}
 
-	tlb := tx.Bucket(bucketTimelines)
+	tlb := root.Bucket(bucketTimelines)
 	info, err := readInfo(tlb, tl)
 	if err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func applySend(tx *bolt.Tx, ch *Changes, nowMs int64, s *fsmpb.Send) (*SendResul
 			return nil, err
 		}
 	}
-	seq, ts, err := appendEntry(tx, ch, s.GetConversation(), nowMs, &fsmpb.StoredEntry{
+	seq, ts, err := appendEntry(root, ch, s.GetConversation(), nowMs, &fsmpb.StoredEntry{
 		Payload:        s.GetPayload(),
 		IdempotencyKey: s.GetIdempotencyKey(),
 		Metadata:       s.GetMetadata(),
@@ -88,7 +88,7 @@ func applySend(tx *bolt.Tx, ch *Changes, nowMs int64, s *fsmpb.Send) (*SendResul
 	if err != nil {
 		return nil, err
 	}
-	if err := recordDedupe(tx, dk, seq, ts); err != nil {
+	if err := recordDedupe(root, dk, seq, ts); err != nil {
 		return nil, err
 	}
 	deliverySeqs, err := nextDeliverySeqs(tlb, tl, recipients)
@@ -106,7 +106,7 @@ func applySend(tx *bolt.Tx, ch *Changes, nowMs int64, s *fsmpb.Send) (*SendResul
 	if err != nil {
 		return nil, fmt.Errorf("encode outbox job: %w", err)
 	}
-	if err := tx.Bucket(bucketOutbox).Put(outboxKey(s.GetConversation(), seq), job); err != nil {
+	if err := root.Bucket(bucketOutbox).Put(outboxKey(s.GetConversation(), seq), job); err != nil {
 		return nil, err
 	}
 	ch.Outbox = true
@@ -143,8 +143,6 @@ func readMark(tlb *bolt.Bucket, k []byte) (deliveryMark, error) {
 	switch v := tlb.Get(k); len(v) {
 	case 0:
 		return deliveryMark{}, nil
-	case 8:
-		return deliveryMark{convSeq: binary.BigEndian.Uint64(v)}, nil
 	case 16:
 		return deliveryMark{convSeq: binary.BigEndian.Uint64(v[:8]), deliverySeq: binary.BigEndian.Uint64(v[8:])}, nil
 	default:
@@ -166,16 +164,16 @@ func writeMark(tlb *bolt.Bucket, k []byte, m deliveryMark) error {
 // never make the timeline skip the messages after it. The outbox delivers one
 // conversation's messages in order, so the mark is exact, and it never
 // expires (unlike dedupe records).
-func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*DeliverResult, error) {
+func applyDeliver(root *bolt.Bucket, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*DeliverResult, error) {
 	if err := ValidateDeliver(d); err != nil {
 		return nil, reject(err)
 	}
 	for _, it := range d.GetItems() {
-		if err := checkOwned(tx, it.GetTimeline()); err != nil {
+		if err := checkOwned(root, it.GetTimeline()); err != nil {
 			return nil, err // refuse the whole batch: the deliverer re-routes it
 		}
 	}
-	tlb := tx.Bucket(bucketTimelines)
+	tlb := root.Bucket(bucketTimelines)
 	// First pass: decide every item against the marks as they will be when
 	// it is reached (an item may follow another of the same timeline and
 	// conversation in this command), writing nothing.
@@ -218,7 +216,7 @@ func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*Del
 		if !it.GetLight() {
 			se.Payload = it.GetPayload()
 		}
-		if _, _, err := appendEntry(tx, ch, it.GetTimeline(), nowMs, se); err != nil {
+		if _, _, err := appendEntry(root, ch, it.GetTimeline(), nowMs, se); err != nil {
 			return nil, err
 		}
 		mark := deliveryMark{convSeq: it.GetConversationSeq(), deliverySeq: it.GetDeliverySeq()}
@@ -230,11 +228,11 @@ func applyDeliver(tx *bolt.Tx, ch *Changes, nowMs int64, d *fsmpb.Deliver) (*Del
 	return res, nil
 }
 
-func applyDeliveryDone(tx *bolt.Tx, d *fsmpb.DeliveryDone) error {
+func applyDeliveryDone(root *bolt.Bucket, d *fsmpb.DeliveryDone) error {
 	if err := ValidateDeliveryDone(d); err != nil {
 		return reject(err)
 	}
-	return tx.Bucket(bucketOutbox).Delete(outboxKey(d.GetConversation(), d.GetConversationSeq()))
+	return root.Bucket(bucketOutbox).Delete(outboxKey(d.GetConversation(), d.GetConversationSeq()))
 }
 
 // OutboxJob is a message still to be delivered to its recipients.
@@ -253,8 +251,8 @@ type OutboxJob struct {
 // in key order.
 func (f *FSM) OutboxConversations(limit int) ([]string, error) {
 	var out []string
-	err := f.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketOutbox).Cursor()
+	err := f.view(func(root *bolt.Bucket) error {
+		c := root.Bucket(bucketOutbox).Cursor()
 		for k, _ := c.First(); k != nil && len(out) < limit; {
 			var job fsmpb.OutboxJob
 			if err := proto.Unmarshal(c.Bucket().Get(k), &job); err != nil {
@@ -279,9 +277,9 @@ func (f *FSM) OutboxConversations(limit int) ([]string, error) {
 // order.
 func (f *FSM) Outbox(conversation string, limit int) ([]OutboxJob, error) {
 	var jobs []OutboxJob
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.view(func(root *bolt.Bucket) error {
 		prefix := timelineKey(conversation)
-		c := tx.Bucket(bucketOutbox).Cursor()
+		c := root.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 && len(jobs) < limit; k, v = c.Next() {
 			var pb fsmpb.OutboxJob
 			if err := proto.Unmarshal(v, &pb); err != nil {
@@ -308,8 +306,8 @@ func (f *FSM) Outbox(conversation string, limit int) ([]OutboxJob, error) {
 // the conversation (0: none).
 func (f *FSM) Delivered(timeline, conversation string) (uint64, error) {
 	var m deliveryMark
-	err := f.view(func(tx *bolt.Tx) (err error) {
-		m, err = readMark(tx.Bucket(bucketTimelines), deliveredKey(timelineKey(timeline), conversation))
+	err := f.view(func(root *bolt.Bucket) (err error) {
+		m, err = readMark(root.Bucket(bucketTimelines), deliveredKey(timelineKey(timeline), conversation))
 		return err
 	})
 	return m.convSeq, err

@@ -14,9 +14,9 @@ import (
 // have the same digest; tests and the fault checker compare them.
 func (f *FSM) Digest() (string, error) {
 	var digest string
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.view(func(root *bolt.Bucket) error {
 		var err error
-		digest, err = digestTx(tx)
+		digest, err = digestTx(root)
 		return err
 	})
 	if err != nil {
@@ -25,13 +25,13 @@ func (f *FSM) Digest() (string, error) {
 	return digest, nil
 }
 
-// digestTx is Digest inside tx, so a test can digest a transaction it has
-// not committed.
-func digestTx(tx *bolt.Tx) (string, error) {
+// digestTx is Digest of a root bucket, so a test can digest a transaction
+// it has not committed.
+func digestTx(root *bolt.Bucket) (string, error) {
 	h := sha256.New()
 	for _, name := range dataBuckets {
 		h.Write(name)
-		err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+		err := root.Bucket(name).ForEach(func(k, v []byte) error {
 			writeLenPrefixed(h, k)
 			writeLenPrefixed(h, v)
 			return nil

@@ -8,29 +8,21 @@
 package fsm
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
-)
 
-// DefaultInitialMmapSize lets a snapshot's long read transaction run without
-// blocking the writer when the file grows (bbolt remaps only past this size).
-const DefaultInitialMmapSize = 256 << 20
+	"github.com/syncstore/syncstore/storage"
+)
 
 // Options configure Open.
 type Options struct {
-	// Path is the bbolt file holding the state.
-	Path string
-	// InitialMmapSize; DefaultInitialMmapSize when zero.
-	InitialMmapSize int
-	Logger          *slog.Logger
+	// State is the group's part of the node's storage engine.
+	State  *storage.State
+	Logger *slog.Logger
 	// OnApply, if set, is called after each applied batch committed, on the
 	// apply goroutine: it must not block (push notifications, outbox wake).
 	OnApply func(Changes)
@@ -41,74 +33,57 @@ type Options struct {
 // FSM is the state machine of one Raft group. It implements
 // raft.BatchingFSM. Reads may run concurrently with Apply.
 type FSM struct {
-	opts Options
-	log  *slog.Logger
-
-	// mu guards the db handle: Restore swaps it under the write lock, every
-	// other use holds the read lock.
-	mu sync.RWMutex
-	db *bolt.DB
+	opts   Options
+	log    *slog.Logger
+	st     *storage.State
+	closed atomic.Bool
 
 	applied atomic.Uint64 // last log index applied (commands and configuration)
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
 
-// Open opens (or creates) the state at opts.Path.
+// Open opens the group's state, creating its schema if it is new.
 func Open(opts Options) (*FSM, error) {
-	if opts.InitialMmapSize == 0 {
-		opts.InitialMmapSize = DefaultInitialMmapSize
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	f := &FSM{opts: opts, log: opts.Logger}
-	db, err := f.openDB(opts.Path)
-	if err != nil {
+	f := &FSM{opts: opts, log: opts.Logger, st: opts.State}
+	if err := f.loadApplied(true); err != nil {
 		return nil, err
 	}
-	f.db = db
 	return f, nil
 }
 
-func (f *FSM) openDB(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:         5 * time.Second,
-		InitialMmapSize: f.opts.InitialMmapSize,
-		FreelistType:    bolt.FreelistMapType,
-		NoFreelistSync:  true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("fsm: open %s: %w", path, err)
-	}
+// loadApplied reads the applied index from the state, first creating the
+// schema if create.
+func (f *FSM) loadApplied(create bool) error {
 	var applied uint64
-	err = db.Update(func(tx *bolt.Tx) error {
-		if err := createSchema(tx); err != nil {
-			return err
+	read := func(root *bolt.Bucket) error {
+		if create {
+			if err := createSchema(root); err != nil {
+				return err
+			}
 		}
-		applied = readU64(tx.Bucket(bucketMeta), keyAppliedIndex)
+		applied = readU64(root.Bucket(bucketMeta), keyAppliedIndex)
 		return nil
-	})
+	}
+	var err error
+	if create {
+		err = f.st.Update(read)
+	} else {
+		err = f.st.View(read)
+	}
 	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("fsm: init %s: %w", path, err)
+		return fmt.Errorf("fsm: group %d: init state: %w", f.st.Group(), err)
 	}
 	f.applied.Store(applied)
-	return db, nil
+	return nil
 }
 
-// Close closes the state. The FSM must not be used afterwards.
+// Close marks the state machine closed; the engine owns the files.
 func (f *FSM) Close() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.db == nil {
-		return nil
-	}
-	err := f.db.Close()
-	f.db = nil
-	if err != nil {
-		return fmt.Errorf("fsm: close: %w", err)
-	}
+	f.closed.Store(true)
 	return nil
 }
 
@@ -122,22 +97,24 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies committed log entries in one bbolt transaction, together
+// ApplyBatch applies committed log entries in one transaction, together
 // with the new applied index, so a crash leaves either all of them or none
-// and a replay skips what was already applied. A storage failure panics: a
-// replica that cannot apply a committed entry must stop rather than diverge.
+// and a replay skips what was already applied. The engine commits it with
+// other groups' batches and does not fsync it: the Raft log is the durable
+// record, replayed from the state's applied index after a crash. A storage
+// failure panics: a replica that cannot apply a committed entry must stop
+// rather than diverge.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.db == nil {
+	if f.closed.Load() {
 		panic("fsm: apply on a closed state machine")
 	}
 	var last uint64
 	var ch Changes
-	err := f.db.Update(func(tx *bolt.Tx) error {
+	err := f.st.Update(func(root *bolt.Bucket) error {
 		ch = Changes{} // a retried transaction starts over
-		meta := tx.Bucket(bucketMeta)
+		clear(out)
+		meta := root.Bucket(bucketMeta)
 		applied := readU64(meta, keyAppliedIndex)
 		last = applied
 		var lastTerm uint64
@@ -146,7 +123,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 				continue // applied before a restart: never twice
 			}
 			if l.Type == raft.LogCommand {
-				res, err := applyCommand(tx, &ch, l.Data)
+				res, err := applyCommand(root, &ch, l.Data)
 				if err != nil {
 					return fmt.Errorf("log index %d: %w", l.Index, err)
 				}
@@ -172,25 +149,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	return out
 }
 
-// view runs fn in a read transaction on the current database.
-func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.db == nil {
+// view runs fn in a read transaction on the group's state.
+func (f *FSM) view(fn func(root *bolt.Bucket) error) error {
+	if f.closed.Load() {
 		return ErrClosed
 	}
-	return f.db.View(fn)
-}
-
-// syncDir fsyncs a directory so a rename in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return err
-	}
-	return nil
+	return f.st.View(fn)
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/storage"
 )
 
 const day = 24 * 60 * 60 * 1000
@@ -21,19 +21,27 @@ const day = 24 * 60 * 60 * 1000
 type harness struct {
 	t    *testing.T
 	f    *FSM
-	path string
+	eng  *storage.Engine
+	dir  string
 	next uint64
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "state.db")
-	f, err := Open(Options{Path: path, InitialMmapSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
+	dir := t.TempDir()
+	eng := openEngine(t, dir)
+	return &harness{t: t, f: openFSM(t, eng), eng: eng, dir: dir, next: 1}
+}
+
+// reopen closes the state machine and its engine and opens them again.
+func (h *harness) reopen() {
+	h.t.Helper()
+	h.f.Close()
+	if err := h.eng.Close(); err != nil {
+		h.t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
-	return &harness{t: t, f: f, path: path, next: 1}
+	h.eng = openEngine(h.t, h.dir)
+	h.f = openFSM(h.t, h.eng)
 }
 
 func appendCmd(timeline, payload, key string, now int64) *fsmpb.Command {
@@ -174,10 +182,10 @@ func TestDedupeRecordsAreCollectedAfterTheWindow(t *testing.T) {
 		h.apply(appendCmd("a", "x", fmt.Sprint("k", i), int64(i)))
 	}
 	countDedupe := func() (n int) {
-		h.f.view(func(tx *bolt.Tx) error {
-			c := tx.Bucket(bucketTimelines).Cursor()
+		h.f.view(func(root *bolt.Bucket) error {
+			c := root.Bucket(bucketTimelines).Cursor()
 			for k, _ := c.First(); k != nil; k, _ = c.Next() {
-				if len(k) > 3 && k[2+int(k[1])] == kindDedupe {
+				if id, ok := timelineIDOf(k); ok && len(k) > 4+len(id) && k[4+len(id)] == kindDedupe {
 					n++
 				}
 			}
@@ -277,14 +285,8 @@ func TestReplayAfterRestartAppliesNothingTwice(t *testing.T) {
 		logs = append(logs, h.log(appendCmd("a", fmt.Sprint(i), "", int64(i))))
 	}
 	h.f.ApplyBatch(logs[:6])
-	if err := h.f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Open(Options{Path: h.path, InitialMmapSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.f = f
+	h.reopen()
+	f := h.f
 	if f.AppliedIndex() != 6 {
 		t.Fatalf("applied index after reopen %d, want 6", f.AppliedIndex())
 	}
@@ -396,9 +398,9 @@ func TestPullStatuses(t *testing.T) {
 		h.apply(appendCmd("a", strings.Repeat("p", 10), "", int64(i)))
 	}
 	// Simulate retention having dropped seqs 1..3.
-	err := h.f.db.Update(func(tx *bolt.Tx) error {
+	err := h.f.update(func(root *bolt.Bucket) error {
 		for seq := uint64(1); seq <= 3; seq++ {
-			if err := tx.Bucket(bucketTimelines).Delete(entryKey(timelineKey("a"), seq)); err != nil {
+			if err := root.Bucket(bucketTimelines).Delete(entryKey(timelineKey("a"), seq)); err != nil {
 				return err
 			}
 		}

@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -57,11 +56,7 @@ func FuzzApplyCommand(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte("\x08\x02\x52\x00")) // format 2: a newer binary's
 
-	st, err := Open(Options{Path: filepath.Join(f.TempDir(), "state.db"), InitialMmapSize: 1 << 20})
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer st.Close()
+	st := newFSM(f)
 	var logs []*raft.Log
 	for i, c := range []*fsmpb.Command{
 		registerCmd("n1", "127.0.0.1:7001", "127.0.0.1:7000"),
@@ -94,9 +89,9 @@ func FuzzApplyCommand(f *testing.F) {
 		}
 		apply := func() outcome {
 			var o outcome
-			err := st.db.Update(func(tx *bolt.Tx) error {
+			err := st.update(func(root *bolt.Bucket) error {
 				var ch Changes
-				res, err := applyCommand(tx, &ch, data)
+				res, err := applyCommand(root, &ch, data)
 				o.failure = err
 				if res != nil {
 					o.op = res.Op
@@ -104,7 +99,7 @@ func FuzzApplyCommand(f *testing.F) {
 						o.rejected = res.Err.Error()
 					}
 				}
-				if o.digest, err = digestTx(tx); err != nil {
+				if o.digest, err = digestTx(root); err != nil {
 					return err
 				}
 				return errRollback

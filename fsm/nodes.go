@@ -20,8 +20,8 @@ type Node struct {
 // Nodes lists the registered members, ordered by id.
 func (f *FSM) Nodes() ([]Node, error) {
 	var nodes []Node
-	err := f.view(func(tx *bolt.Tx) (err error) {
-		nodes, err = readNodes(tx)
+	err := f.view(func(root *bolt.Bucket) (err error) {
+		nodes, err = readNodes(root)
 		return err
 	})
 	if err != nil {
@@ -30,9 +30,9 @@ func (f *FSM) Nodes() ([]Node, error) {
 	return nodes, nil
 }
 
-func readNodes(tx *bolt.Tx) ([]Node, error) {
+func readNodes(root *bolt.Bucket) ([]Node, error) {
 	var nodes []Node
-	err := tx.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
+	err := root.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
 		var rec fsmpb.NodeRecord
 		if err := proto.Unmarshal(v, &rec); err != nil {
 			return fmt.Errorf("decode node record %q: %w", k, err)
@@ -61,11 +61,11 @@ func RaftIdentityConflict(o, nd Node) error {
 // applyRegisterNode records a node's addresses, refusing a Raft identity
 // conflict (RaftIdentityConflict). Its gRPC and gossip addresses may change
 // (a restart on another port).
-func applyRegisterNode(tx *bolt.Tx, r *fsmpb.RegisterNode) error {
+func applyRegisterNode(root *bolt.Bucket, r *fsmpb.RegisterNode) error {
 	if err := ValidateRegisterNode(r); err != nil {
 		return reject(err)
 	}
-	nodes, err := readNodes(tx)
+	nodes, err := readNodes(root)
 	if err != nil {
 		return err
 	}
@@ -79,5 +79,5 @@ func applyRegisterNode(tx *bolt.Tx, r *fsmpb.RegisterNode) error {
 	if err != nil {
 		return fmt.Errorf("encode node record: %w", err)
 	}
-	return tx.Bucket(bucketNodes).Put([]byte(nd.ID), v)
+	return root.Bucket(bucketNodes).Put([]byte(nd.ID), v)
 }

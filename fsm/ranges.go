@@ -38,8 +38,8 @@ func (o *ownedRanges) owns(timeline string) bool {
 	return false
 }
 
-func readRanges(tx *bolt.Tx) (*ownedRanges, error) {
-	v := tx.Bucket(bucketRanges).Get(keyRanges)
+func readRanges(root *bolt.Bucket) (*ownedRanges, error) {
+	v := root.Bucket(bucketRanges).Get(keyRanges)
 	if v == nil {
 		return nil, nil
 	}
@@ -54,11 +54,11 @@ func readRanges(tx *bolt.Tx) (*ownedRanges, error) {
 	return o, nil
 }
 
-func applySetRanges(tx *bolt.Tx, c *fsmpb.SetRanges) error {
+func applySetRanges(root *bolt.Bucket, c *fsmpb.SetRanges) error {
 	if err := ValidateSetRanges(c); err != nil {
 		return reject(err)
 	}
-	cur, err := readRanges(tx)
+	cur, err := readRanges(root)
 	if err != nil {
 		return err
 	}
@@ -69,15 +69,15 @@ func applySetRanges(tx *bolt.Tx, c *fsmpb.SetRanges) error {
 	if err != nil {
 		return fmt.Errorf("encode owned ranges: %w", err)
 	}
-	return tx.Bucket(bucketRanges).Put(keyRanges, v)
+	return root.Bucket(bucketRanges).Put(keyRanges, v)
 }
 
 // OwnedRanges returns the slot ranges this group was told it owns and the
 // map version that told it; ok is false before it was told.
 func (f *FSM) OwnedRanges() (ranges []shard.Range, mapVersion uint64, ok bool, err error) {
 	var o *ownedRanges
-	err = f.view(func(tx *bolt.Tx) (err error) {
-		o, err = readRanges(tx)
+	err = f.view(func(root *bolt.Bucket) (err error) {
+		o, err = readRanges(root)
 		return err
 	})
 	if err != nil || o == nil {

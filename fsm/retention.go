@@ -35,11 +35,11 @@ func (p RetentionPolicy) of(class fsmpb.TimelineClass) Retention {
 // most MaxTrimPerItem per item, and raises the timeline's floor to the
 // first seq still kept. keep_from is capped at head+1: a trim never reaches
 // past the last seq, and the counter stays, so seqs never restart.
-func applyTrim(tx *bolt.Tx, t *fsmpb.Trim) error {
+func applyTrim(root *bolt.Bucket, t *fsmpb.Trim) error {
 	if err := ValidateTrim(t); err != nil {
 		return reject(err)
 	}
-	tlb := tx.Bucket(bucketTimelines)
+	tlb := root.Bucket(bucketTimelines)
 	for _, it := range t.GetItems() {
 		tl := timelineKey(it.GetTimeline())
 		ctr, err := seqgen.Get(tlb, counterKey(tl))
@@ -96,8 +96,8 @@ type TrimCandidate struct {
 // scan reached the end), so a caller can resume a long scan. It scans at
 // most maxScan timelines per call.
 func (f *FSM) RetentionCandidates(policy RetentionPolicy, nowMs int64, startAfter string, limit, maxScan int) (out []TrimCandidate, last string, err error) {
-	err = f.view(func(tx *bolt.Tx) error {
-		tlb := tx.Bucket(bucketTimelines)
+	err = f.view(func(root *bolt.Bucket) error {
+		tlb := root.Bucket(bucketTimelines)
 		c := tlb.Cursor()
 		var k []byte
 		if startAfter == "" {
@@ -106,10 +106,10 @@ func (f *FSM) RetentionCandidates(policy RetentionPolicy, nowMs int64, startAfte
 			k, _ = c.Seek(timelineEnd(timelineKey(startAfter)))
 		}
 		for scanned := 0; k != nil && len(out) < limit && scanned < maxScan; scanned++ {
-			if len(k) < 2 || len(k) < 2+int(binary.BigEndian.Uint16(k)) {
+			id, ok := timelineIDOf(k)
+			if !ok {
 				return fmt.Errorf("malformed timeline key %x", k)
 			}
-			id := string(k[2 : 2+int(binary.BigEndian.Uint16(k))])
 			cand, ok, err := trimCandidate(tlb, id, policy, nowMs)
 			if err != nil {
 				return err

@@ -5,11 +5,16 @@ import (
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/syncstore/syncstore/shard"
 )
 
-// The bbolt schema. All the keys of one timeline live in bucketTimelines
-// under timelineKey(id): a 2-byte big-endian length and the id, so they form
-// one contiguous range no other id's keys fall into. Within it a kind byte
+// The bbolt schema, inside the group's root bucket (storage.State). All the
+// keys of one timeline live in bucketTimelines under timelineKey(id): its
+// slot (2 bytes, big-endian), a 2-byte big-endian length and the id, so
+// they form one contiguous range no other id's keys fall into, and a slot
+// range is one key range (to be exported and imported whole when slots
+// move between groups). Within it a kind byte
 // orders the counter first, then the entries by seq, then the dedupe
 // records, so an append usually dirties a single leaf page.
 var (
@@ -30,7 +35,9 @@ var (
 	// OutboxJob, so jobs list by conversation, then in conversation order.
 	bucketOutbox = []byte("outbox")
 	// bucketDedupeExpiry: ts_ms (8, big-endian) + dedupe key -> nothing; the
-	// order in which dedupe records expire.
+	// order in which dedupe records expire. The one index not keyed by slot:
+	// it is derived from the dedupe records (which are), and rebuilt from
+	// them for slots that move.
 	bucketDedupeExpiry = []byte("dedupe_expiry")
 	// bucketNodes: node id -> NodeRecord.
 	bucketNodes = []byte("nodes")
@@ -55,41 +62,48 @@ const (
 	// A timeline's end is found by seeking to kind 0xff (timelineEnd).
 )
 
-// schemaVersion is stored in bucketMeta; a replica refuses a newer schema.
-// Version 2 added the outbox bucket and the info and delivered kinds; a
-// version 1 state is a valid version 2 state. Version 3 added delivery
-// seqs: the queued kind and 16-byte delivered marks (a version 2 state is
-// read as version 3; an older binary must not read a version 3 state,
-// whose marks it would misread).
-const schemaVersion = 3
+// schemaVersion is stored in bucketMeta; a replica refuses any other.
+// Version 2 added the outbox bucket and the info and delivered kinds;
+// version 3 delivery seqs (the queued kind and 16-byte delivered marks);
+// version 4, the first kept in the node-wide storage engine, keys
+// timelines by slot first. States of versions 1 to 3 lived in a file per
+// group (data dir layout 1), which this binary refuses at start.
+const schemaVersion = 4
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
 var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox}
 
-func createSchema(tx *bolt.Tx) error {
+func createSchema(root *bolt.Bucket) error {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {
-		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+		if _, err := root.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	meta := tx.Bucket(bucketMeta)
+	meta := root.Bucket(bucketMeta)
 	if v := meta.Get(keySchema); v != nil {
-		got := binary.BigEndian.Uint64(v)
-		if got > schemaVersion {
-			return fmt.Errorf("state has schema version %d; this binary knows up to %d", got, schemaVersion)
+		if got := binary.BigEndian.Uint64(v); got != schemaVersion {
+			return fmt.Errorf("state has schema version %d; this binary reads version %d", got, schemaVersion)
 		}
-		if got == schemaVersion {
-			return nil
-		}
+		return nil
 	}
 	return meta.Put(keySchema, u64(schemaVersion))
 }
 
 func timelineKey(id string) []byte {
-	k := make([]byte, 2, 2+len(id)+9)
-	binary.BigEndian.PutUint16(k, uint16(len(id)))
+	k := make([]byte, 4, 4+len(id)+9)
+	binary.BigEndian.PutUint16(k, uint16(shard.SlotOf(id)))
+	binary.BigEndian.PutUint16(k[2:], uint16(len(id)))
 	return append(k, id...)
+}
+
+// timelineIDOf is the id a timeline key starts with, or false when k is
+// too short to hold one.
+func timelineIDOf(k []byte) (string, bool) {
+	if len(k) < 4 || len(k) < 4+int(binary.BigEndian.Uint16(k[2:])) {
+		return "", false
+	}
+	return string(k[4 : 4+int(binary.BigEndian.Uint16(k[2:]))]), true
 }
 
 // kindKey is a timeline's key of one kind, followed by suffix.

@@ -16,7 +16,7 @@ var keyShardMap = []byte("current")
 // ErrVersionConflict: a SetShardMap expected another version.
 var ErrVersionConflict = fmt.Errorf("%w: shard map version conflict", ErrInvalidArgument)
 
-func applySetShardMap(tx *bolt.Tx, c *fsmpb.SetShardMap) error {
+func applySetShardMap(root *bolt.Bucket, c *fsmpb.SetShardMap) error {
 	if err := ValidateShardMap(c.GetMap()); err != nil {
 		return reject(err)
 	}
@@ -24,7 +24,7 @@ func applySetShardMap(tx *bolt.Tx, c *fsmpb.SetShardMap) error {
 	if err != nil {
 		return reject(fmt.Errorf("%w: %v", ErrInvalidArgument, err))
 	}
-	b := tx.Bucket(bucketShardMap)
+	b := root.Bucket(bucketShardMap)
 	var cur uint64
 	if v := b.Get(keyShardMap); v != nil {
 		var stored fsmpb.ShardMap
@@ -46,8 +46,8 @@ func applySetShardMap(tx *bolt.Tx, c *fsmpb.SetShardMap) error {
 // ShardMap returns the stored shard map, or nil when there is none yet.
 func (f *FSM) ShardMap() (*shard.Map, error) {
 	var pb *fsmpb.ShardMap
-	err := f.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketShardMap).Get(keyShardMap)
+	err := f.view(func(root *bolt.Bucket) error {
+		v := root.Bucket(bucketShardMap).Get(keyShardMap)
 		if v == nil {
 			return nil
 		}

@@ -15,18 +15,13 @@ import (
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 )
 
-// tinySnapshots are a framed and an unframed snapshot of a small state on
-// 1 KiB pages (a bbolt file is at least a few pages), for seeds. No
-// idempotency keys: an accepted unframed stream is only checked for
-// structure, and the append after it would read damaged dedupe records
-// (gcDedupe slices their keys unchecked), which is not what this target is
-// about.
-func tinySnapshots(tb testing.TB) (framed, unframed []byte) {
+// tinySnapshot is a snapshot of a small state, for seeds.
+func tinySnapshot(tb testing.TB) []byte {
 	tb.Helper()
-	f, _ := openPageSize(tb, 1024)
+	f := newFSM(tb)
 	var logs []*raft.Log
 	for i, cmd := range []*fsmpb.Command{
-		appendCmd("a", "hello", "", 1000),
+		appendCmd("a", "hello", "k1", 1000),
 		appendCmd("a", "again", "", 1001),
 	} {
 		data, err := EncodeCommand(cmd)
@@ -36,26 +31,23 @@ func tinySnapshots(tb testing.TB) (framed, unframed []byte) {
 		logs = append(logs, &raft.Log{Index: uint64(i + 1), Term: 1, Type: raft.LogCommand, Data: data})
 	}
 	f.ApplyBatch(logs)
-	return persisted(tb, f), rawBolt(tb, f)
+	return persisted(tb, f)
 }
 
 // FuzzRestore restores arbitrary bytes into a fresh state machine. It must
 // never panic; a refused stream wraps ErrBadSnapshot and leaves the state
 // as it was and usable; an accepted one leaves a usable state (reads, a
-// digest, a reopen).
+// digest, a write, a reopen).
 func FuzzRestore(f *testing.F) {
-	framed, unframed := tinySnapshots(f)
-	f.Add(framed)
-	f.Add(framed[:len(framed)/2])
-	f.Add(unframed)
-	f.Add(unframed[:len(unframed)-100])
+	snap := tinySnapshot(f)
+	f.Add(snap)
+	f.Add(snap[:len(snap)/2])
 	f.Add([]byte(snapMagic))
 	f.Add([]byte("not a database"))
-	src, _ := openPageSize(f, 0) // an empty state with default pages
-	f.Add(persisted(f, src))
+	f.Add(persisted(f, newFSM(f))) // an empty state
 
 	f.Fuzz(func(t *testing.T, in []byte) {
-		h := newHarnessPageSize(t, 0)
+		h := newHarness(t)
 		h.apply(appendCmd("a", "before", "", 1))
 		before := h.digest()
 		err := h.f.Restore(io.NopCloser(bytes.NewReader(in)))
@@ -71,28 +63,19 @@ func FuzzRestore(f *testing.F) {
 			}
 			return
 		}
-		// Accepted: reads answer (errors are fine, panics are not) and the
-		// state reopens.
+		// Accepted (only a stream with a valid checksum is): reads answer
+		// (errors are fine, panics are not) and the state reopens.
 		if _, err := h.f.Digest(); err != nil {
 			t.Fatalf("digest of an accepted snapshot: %v", err)
 		}
 		h.f.Nodes()
 		h.f.Pull("a", 0, 100, 0)
-		// A write big enough to move inline buckets to pages of their own
-		// (frees, splits); a fresh timeline, so no stored value is decoded.
 		h.next = h.f.AppliedIndex() + 1
 		if r := h.apply(appendCmd("fuzz-new", strings.Repeat("x", 3000), "", 1))[0]; r == nil || r.Err != nil {
 			t.Fatalf("append after an accepted restore: %+v", r)
 		}
-		if err := h.f.Close(); err != nil {
-			t.Fatal(err)
-		}
-		f2, err := Open(Options{Path: h.path, InitialMmapSize: 1 << 20})
-		if err != nil {
-			t.Fatalf("reopening an accepted snapshot: %v", err)
-		}
-		defer f2.Close()
-		if _, err := f2.Digest(); err != nil {
+		h.reopen()
+		if _, err := h.f.Digest(); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -105,18 +88,18 @@ func TestWriteRestoreSeeds(t *testing.T) {
 	if os.Getenv("SYNCSTORE_WRITE_SEEDS") == "" {
 		t.Skip("set SYNCSTORE_WRITE_SEEDS=1 to rewrite testdata/fuzz/FuzzRestore")
 	}
-	framed, unframed := tinySnapshots(t)
+	snap := tinySnapshot(t)
 	dir := filepath.Join("testdata", "fuzz", "FuzzRestore")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for name, b := range map[string][]byte{
-		"framed-1k":         framed,
-		"framed-cut-1k":     framed[:len(framed)-snapTrailerLen/2],
-		"unframed-1k":       unframed,
-		"unframed-cut-1k":   unframed[:3*1024],
-		"framed-header":     framed[:snapHeaderLen],
-		"unframed-not-bolt": []byte("not a database"),
+		"v2":           snap,
+		"v2-cut":       snap[:len(snap)-10],
+		"v2-header":    snap[:snapHeaderLen],
+		"v2-no-sha":    snap[:len(snap)-32],
+		"v2-flipped":   append(append(bytes.Clone(snap[:snapHeaderLen+5]), snap[snapHeaderLen+5]^1), snap[snapHeaderLen+6:]...),
+		"not-snapshot": []byte("not a database"),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", b), 0o644); err != nil {
 			t.Fatal(err)

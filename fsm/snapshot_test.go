@@ -7,44 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"path/filepath"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
-	"github.com/syncstore/syncstore/internal/boltcheck"
 )
-
-// newHarnessPageSize is newHarness on a state file created with the given
-// bbolt page size (0: the default), so test snapshots can be small.
-func newHarnessPageSize(t *testing.T, pageSize int) *harness {
-	t.Helper()
-	f, path := openPageSize(t, pageSize)
-	return &harness{t: t, f: f, path: path, next: 1}
-}
-
-func openPageSize(tb testing.TB, pageSize int) (*FSM, string) {
-	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "state.db")
-	if pageSize != 0 {
-		db, err := bolt.Open(path, 0o600, &bolt.Options{PageSize: pageSize, NoFreelistSync: true})
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if err := db.Close(); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	f, err := Open(Options{Path: path, InitialMmapSize: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { f.Close() })
-	return f, path
-}
 
 // fillState applies a little of everything a state holds.
 func fillState(h *harness, appends int) {
@@ -70,26 +39,17 @@ func persisted(t testing.TB, f *FSM) []byte {
 	return sink.Bytes()
 }
 
-// rawBolt is the state file of f as a snapshot before format 1 was.
-func rawBolt(t testing.TB, f *FSM) []byte {
-	t.Helper()
+// frame builds a well-framed stream (header, the records records writes,
+// trailer with the right count and checksum) around arbitrary content.
+func frame(version uint16, applied uint64, records func(sw *snapWriter)) []byte {
 	var buf bytes.Buffer
-	if err := f.view(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&buf); return err }); err != nil {
-		t.Fatal(err)
-	}
+	sw := &snapWriter{w: &buf, h: sha256.New()}
+	header := binary.BigEndian.AppendUint16([]byte(snapMagic), version)
+	sw.write(binary.BigEndian.AppendUint64(header, applied))
+	records(sw)
+	sw.write(binary.BigEndian.AppendUint64([]byte{recTrailer}, sw.count))
+	buf.Write(sw.h.Sum(nil))
 	return buf.Bytes()
-}
-
-// frameSnapshot wraps body, a state at applied index applied, as Persist
-// does.
-func frameSnapshot(applied uint64, body []byte) []byte {
-	b := binary.BigEndian.AppendUint16([]byte(snapMagic), snapVersion)
-	b = binary.BigEndian.AppendUint64(b, applied)
-	b = binary.BigEndian.AppendUint64(b, uint64(len(body)))
-	b = append(b, body...)
-	sum := sha256.Sum256(b)
-	b = binary.BigEndian.AppendUint64(b, uint64(len(body)))
-	return append(b, sum[:]...)
 }
 
 // refusedAndIntact restores in into h and checks it was refused with
@@ -106,38 +66,38 @@ func refusedAndIntact(t *testing.T, h *harness, in []byte) {
 	if h.digest() != before || h.f.AppliedIndex() != applied {
 		t.Fatal("a refused restore changed the state")
 	}
-	if _, err := os.Stat(h.path + ".restore"); !os.IsNotExist(err) {
-		t.Fatalf("temporary file left behind: %v", err)
-	}
 	head := len(h.pullAll("probe"))
 	if r := h.apply(appendCmd("probe", "x", "", 1<<40))[0]; r == nil || r.Err != nil || r.Append.Seq != uint64(head+1) {
 		t.Fatalf("apply after a refused restore: %+v", r)
 	}
 }
 
-func TestSnapshotRoundTripsFramed(t *testing.T) {
+func TestSnapshotRoundTrips(t *testing.T) {
 	cases := []struct {
-		name     string
-		pageSize int
-		appends  int
+		name    string
+		appends int
+		payload int
 	}{
 		{"empty state", 0, 0},
-		{"default pages", 0, 200},
-		{"1 KiB pages, overflowing values", 1024, 300},
+		{"small values", 200, 0},
+		{"values over a page", 40, 9000},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			src := newHarnessPageSize(t, tc.pageSize)
+			src := newHarness(t)
 			fillState(src, tc.appends)
+			for i := range tc.appends {
+				if tc.payload > 0 {
+					src.apply(appendCmd("big", strings.Repeat(fmt.Sprint(i%10), tc.payload), "", 1))
+				}
+			}
 			snap := persisted(t, src.f)
-
-			// The frame: header, the bbolt body, trailer.
-			body := snap[snapHeaderLen : len(snap)-snapTrailerLen]
-			if !bytes.Equal(snap, frameSnapshot(src.f.AppliedIndex(), body)) || !boltcheck.LooksLikeBolt(body) {
-				t.Fatalf("snapshot is not framed as documented (%d bytes, starts %q)", len(snap), snap[:16])
+			if !bytes.HasPrefix(snap, binary.BigEndian.AppendUint16([]byte(snapMagic), snapVersion)) ||
+				binary.BigEndian.Uint64(snap[snapAppliedAt:]) != src.f.AppliedIndex() {
+				t.Fatalf("header is not as documented: %q", snap[:snapHeaderLen])
 			}
 
-			dst := newHarnessPageSize(t, 0)
+			dst := newHarness(t)
 			dst.apply(appendCmd("other", "to be replaced", "", 1))
 			if err := dst.f.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
 				t.Fatal(err)
@@ -148,272 +108,183 @@ func TestSnapshotRoundTripsFramed(t *testing.T) {
 			if len(dst.pullAll("other")) != 0 {
 				t.Fatal("restore merged instead of replacing")
 			}
-			// The restored state goes on like the original.
+			// The restored state goes on like the original, and survives a
+			// reopen.
 			dst.next = src.next
 			a, b := src.apply(appendCmd("t0", "next", "", 9999))[0], dst.apply(appendCmd("t0", "next", "", 9999))[0]
 			if a.Err != nil || b.Err != nil || a.Append.Seq != b.Append.Seq || src.digest() != dst.digest() {
 				t.Fatalf("after one more append: %+v vs %+v", a, b)
 			}
+			dst.reopen()
+			if src.digest() != dst.digest() {
+				t.Fatal("the restored state changed across a reopen")
+			}
 		})
 	}
 }
 
-// Every single-byte change and every truncation of a real snapshot is
-// refused by the frame check (before any file is written), and a sample of
-// them through the whole Restore leaves the state intact and usable.
-func TestRestoreRefusesEveryFlippedByteAndTruncation(t *testing.T) {
-	src := newHarnessPageSize(t, 1024)
-	fillState(src, 20)
-	snap := persisted(t, src.f)
-	if _, err := copySnapshot(io.Discard, bytes.NewReader(snap)); err != nil {
-		t.Fatalf("the intact snapshot: %v", err)
+// A snapshot bigger than one restore transaction restores in parts and
+// only becomes visible whole.
+func TestRestoreInParts(t *testing.T) {
+	src := newHarness(t)
+	payload := strings.Repeat("p", 60<<10)
+	for i := range (2*restoreChunkBytes)/len(payload) + 10 {
+		src.apply(appendCmd(fmt.Sprint("t", i%7), payload, "", int64(i)))
 	}
+	snap := persisted(t, src.f)
+	if len(snap) < 2*restoreChunkBytes {
+		t.Fatalf("snapshot of %d bytes does not span parts", len(snap))
+	}
+	dst := newHarness(t)
+	if err := dst.f.Restore(io.NopCloser(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	if src.digest() != dst.digest() {
+		t.Fatal("restored state differs from the original")
+	}
+	// Cut in the last part: the parts already loaded never show.
+	dst.next = src.next
+	fillState(dst, 1)
+	refusedAndIntact(t, dst, snap[:len(snap)-100])
+}
+
+// Every single-byte change and every truncation of a real snapshot is
+// refused, and the state stays as it was.
+func TestRestoreRefusesEveryFlippedByteAndTruncation(t *testing.T) {
+	src := newHarness(t)
+	fillState(src, 4)
+	snap := persisted(t, src.f)
+	dst := newHarness(t)
+	fillState(dst, 2)
+	before := dst.digest()
 	mutated := make([]byte, len(snap))
 	for i := range snap {
-		for _, mask := range []byte{0x01, 0x80, 0xff} {
+		for _, mask := range []byte{0x01, 0x80} {
 			copy(mutated, snap)
 			mutated[i] ^= mask
-			if _, err := copySnapshot(io.Discard, bytes.NewReader(mutated)); !errors.Is(err, ErrBadSnapshot) {
+			if err := dst.f.Restore(io.NopCloser(bytes.NewReader(mutated))); !errors.Is(err, ErrBadSnapshot) {
 				t.Fatalf("byte %d ^ %#x: %v, want ErrBadSnapshot", i, mask, err)
 			}
 		}
 	}
 	for n := range len(snap) {
-		if _, err := copySnapshot(io.Discard, bytes.NewReader(snap[:n])); !errors.Is(err, ErrBadSnapshot) {
+		if err := dst.f.Restore(io.NopCloser(bytes.NewReader(snap[:n]))); !errors.Is(err, ErrBadSnapshot) {
 			t.Fatalf("cut at %d: %v, want ErrBadSnapshot", n, err)
 		}
 	}
-	if _, err := copySnapshot(io.Discard, bytes.NewReader(append(bytes.Clone(snap), 0))); !errors.Is(err, ErrBadSnapshot) {
-		t.Fatalf("a byte after the trailer: %v", err)
+	if dst.digest() != before {
+		t.Fatal("refused restores changed the state")
 	}
-
-	body := snapHeaderLen
-	trailer := len(snap) - snapTrailerLen
-	offsets := []struct {
-		name string
-		at   int
-	}{
-		{"magic", 0}, {"version", len(snapMagic) + 1}, {"applied index", snapAppliedAt + 1}, {"length", snapHeaderLen - 1},
-		{"meta page 0", body + boltPageHeaderLen + 8}, {"meta page 1", body + 1024 + 20},
-		{"a tree page", body + 3*1024 + 5}, {"middle", len(snap) / 2}, {"last body byte", trailer - 1},
-		{"trailer length", trailer + 3}, {"trailer hash", len(snap) - 1},
-	}
-	dst := newHarnessPageSize(t, 0)
-	fillState(dst, 3)
-	for _, o := range offsets {
-		t.Run("flip "+o.name, func(t *testing.T) {
-			copy(mutated, snap)
-			mutated[o.at] ^= 0x20
-			refusedAndIntact(t, dst, mutated)
-		})
-		t.Run("cut at "+o.name, func(t *testing.T) { refusedAndIntact(t, dst, snap[:o.at]) })
+	refusedAndIntact(t, dst, append(bytes.Clone(snap), 0))
+	for _, at := range []int{0, len(snapMagic), snapAppliedAt + 7, snapHeaderLen + 3, len(snap) / 2, len(snap) - 1} {
+		copy(mutated, snap)
+		mutated[at] ^= 0x20
+		refusedAndIntact(t, dst, mutated)
 	}
 }
 
-func TestRestoreRefusesWellFramedWrongFiles(t *testing.T) {
-	// boltFile builds a bbolt file with fn and returns its bytes.
-	boltFile := func(t *testing.T, fn func(tx *bolt.Tx) error) []byte {
-		t.Helper()
-		db, err := bolt.Open(filepath.Join(t.TempDir(), "x.db"), 0o600, &bolt.Options{PageSize: 1024, NoFreelistSync: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		if err := db.Update(fn); err != nil {
-			t.Fatal(err)
-		}
-		var buf bytes.Buffer
-		if err := db.View(func(tx *bolt.Tx) error { _, err := tx.WriteTo(&buf); return err }); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes()
-	}
-	// state builds a syncstore state, then lets fn break it.
-	state := func(fn func(tx *bolt.Tx) error) func(t *testing.T) []byte {
+// Streams with a valid frame and checksum around content that is not a
+// state this binary can use.
+func TestRestoreRefusesWellFramedWrongStates(t *testing.T) {
+	// broken persists a real state after fn edited it.
+	broken := func(fn func(root *bolt.Bucket) error) func(t *testing.T) []byte {
 		return func(t *testing.T) []byte {
-			return boltFile(t, func(tx *bolt.Tx) error {
-				if err := createSchema(tx); err != nil {
-					return err
-				}
-				return fn(tx)
-			})
+			h := newHarness(t)
+			fillState(h, 3)
+			if err := h.f.update(fn); err != nil {
+				t.Fatal(err)
+			}
+			return persisted(t, h.f)
 		}
 	}
-	src := newHarnessPageSize(t, 1024)
-	fillState(src, 5)
-	good := persisted(t, src.f)
-	goodBody := good[snapHeaderLen : len(good)-snapTrailerLen]
-
+	raw := func(version uint16, records func(sw *snapWriter)) func(t *testing.T) []byte {
+		return func(*testing.T) []byte { return frame(version, 1, records) }
+	}
 	cases := []struct {
-		name     string
-		body     func(t *testing.T) []byte
-		unframed bool // sent as is, not framed
+		name string
+		in   func(t *testing.T) []byte
 	}{
-		{name: "empty stream", body: func(*testing.T) []byte { return nil }, unframed: true},
-		{name: "unframed text", body: func(*testing.T) []byte { return []byte("not a database") }, unframed: true},
-		{name: "checksummed garbage", body: func(*testing.T) []byte { return bytes.Repeat([]byte("garbage!"), 1000) }},
-		{name: "checksummed nothing", body: func(*testing.T) []byte { return nil }},
-		{name: "bbolt file without our buckets", body: func(t *testing.T) []byte {
-			return boltFile(t, func(tx *bolt.Tx) error { _, err := tx.CreateBucket([]byte("other")); return err })
-		}},
-		{name: "newer schema", body: state(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, u64(schemaVersion+1)) })},
-		{name: "schema version of 4 bytes", body: state(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte{0, 0, 0, 2}) })},
-		{name: "applied index of 3 bytes", body: state(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyAppliedIndex, []byte{1, 2, 3}) })},
-		{name: "a bucket inside a bucket", body: state(func(tx *bolt.Tx) error {
-			_, err := tx.Bucket(bucketTimelines).CreateBucket([]byte("nested"))
-			return err
+		{"empty stream", func(*testing.T) []byte { return nil }},
+		{"text", func(*testing.T) []byte { return []byte("not a snapshot at all") }},
+		{"format 1 (layout 1)", raw(1, func(*snapWriter) {})},
+		{"unknown format version", raw(snapVersion+1, func(*snapWriter) {})},
+		{"no buckets", raw(snapVersion, func(*snapWriter) {})},
+		{"a pair outside any bucket", raw(snapVersion, func(sw *snapWriter) { sw.record(recPair, []byte("k"), []byte("v")) })},
+		{"an empty key", raw(snapVersion, func(sw *snapWriter) {
+			sw.record(recBucket, bucketMeta)
+			sw.record(recPair, nil, []byte("v"))
 		})},
-		{name: "applied index is a bucket", body: state(func(tx *bolt.Tx) error {
-			_, err := tx.Bucket(bucketMeta).CreateBucket(keyAppliedIndex)
-			return err
+		{"an empty bucket name", raw(snapVersion, func(sw *snapWriter) { sw.record(recBucket, nil) })},
+		{"an unknown record kind", raw(snapVersion, func(sw *snapWriter) { sw.record('q') })},
+		{"a value over the limit", raw(snapVersion, func(sw *snapWriter) {
+			sw.record(recBucket, bucketMeta)
+			sw.record(recPair, []byte("k"), make([]byte, maxSnapshotValue+1))
 		})},
-		{name: "unframed bbolt with a damaged meta page", unframed: true, body: func(*testing.T) []byte {
-			b := bytes.Clone(goodBody)
-			b[boltPageHeaderLen+20] ^= 1 // the root page id, under the meta checksum
-			return b
-		}},
-		{name: "unframed bbolt with a page naming another", unframed: true, body: func(*testing.T) []byte {
-			b := bytes.Clone(goodBody)
-			for p := 2; p*1024 < len(b); p++ { // every tree page says it is page 2
-				binary.NativeEndian.PutUint64(b[p*1024:], 2)
-			}
-			return b
-		}},
-		{name: "unframed bbolt cut short", unframed: true, body: func(*testing.T) []byte { return goodBody[:len(goodBody)-1024] }},
+		{"newer schema", broken(func(root *bolt.Bucket) error { return root.Bucket(bucketMeta).Put(keySchema, u64(schemaVersion+1)) })},
+		{"schema of layout 1", broken(func(root *bolt.Bucket) error { return root.Bucket(bucketMeta).Put(keySchema, u64(3)) })},
+		{"schema version of 4 bytes", broken(func(root *bolt.Bucket) error { return root.Bucket(bucketMeta).Put(keySchema, []byte{0, 0, 0, 4}) })},
+		{"applied term of 3 bytes", broken(func(root *bolt.Bucket) error { return root.Bucket(bucketMeta).Put(keyAppliedTerm, []byte{1, 2, 3}) })},
+		{"a data bucket missing", broken(func(root *bolt.Bucket) error { return root.DeleteBucket(bucketOutbox) })},
 	}
-	// Trees that tx.Check accepts but bbolt's writes would corrupt (found
-	// by mutating real files: a state machine that then appended panicked
-	// with "circular dependency" once bbolt reused a page still linked).
-	deep := newHarnessPageSize(t, 1024)
-	fillState(deep, 150)
-	deepBody := rawBolt(t, deep.f)
-	tl := bucketValueOffset(t, deepBody, bucketTimelines)
-	tlRoot := binary.NativeEndian.Uint64(deepBody[tl:])
-	if tlRoot == 0 || binary.NativeEndian.Uint16(deepBody[tlRoot*1024+8:]) != boltBranchPage {
-		t.Fatalf("timelines bucket root %d is not a branch page", tlRoot)
-	}
-	child := binary.NativeEndian.Uint64(deepBody[tlRoot*1024+boltPageHeaderLen+8:]) // element 0's page
-	cases = append(cases, []struct {
-		name     string
-		body     func(t *testing.T) []byte
-		unframed bool
-	}{
-		{name: "an empty page below a branch", body: func(*testing.T) []byte {
-			b := bytes.Clone(deepBody)
-			binary.NativeEndian.PutUint16(b[child*1024+10:], 0)
-			return b
-		}},
-		{name: "a branch key that is not its child's first key", body: func(*testing.T) []byte {
-			b := bytes.Clone(deepBody)
-			// Element 0's key loses its last byte: a prefix, so still in
-			// order, as tx.Check would accept.
-			e := tlRoot*1024 + boltPageHeaderLen
-			binary.NativeEndian.PutUint32(b[e+4:], binary.NativeEndian.Uint32(b[e+4:])-1)
-			return b
-		}},
-		{name: "an inline bucket page with a page id", body: func(*testing.T) []byte {
-			b := bytes.Clone(deepBody)
-			off := bucketValueOffset(t, b, bucketOutbox)
-			if binary.NativeEndian.Uint64(b[off:]) != 0 {
-				t.Fatal("outbox bucket is not inline")
-			}
-			binary.NativeEndian.PutUint64(b[off+boltBucketLen:], child)
-			return b
-		}},
-	}...)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			in := tc.body(t)
-			if !tc.unframed {
-				in = frameSnapshot(1, in)
-			}
-			h := newHarnessPageSize(t, 0)
+			in := tc.in(t)
+			h := newHarness(t)
 			fillState(h, 2)
 			refusedAndIntact(t, h, in)
 		})
 	}
-	t.Run("unknown format version", func(t *testing.T) {
-		in := bytes.Clone(good)
-		binary.BigEndian.PutUint16(in[len(snapMagic):], snapVersion+1)
-		h := newHarnessPageSize(t, 0)
-		refusedAndIntact(t, h, in)
+	t.Run("persist refuses a bucket inside a bucket", func(t *testing.T) {
+		h := newHarness(t)
+		err := h.f.update(func(root *bolt.Bucket) error {
+			_, err := root.Bucket(bucketTimelines).CreateBucket([]byte("nested"))
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snap, err := h.f.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer snap.Release()
+		var sink memSink
+		if err := snap.Persist(&sink); err == nil || !sink.cancelled {
+			t.Fatalf("persist of a state with a nested bucket: %v, cancelled %v", err, sink.cancelled)
+		}
+	})
+	t.Run("header names another applied index than the state", func(t *testing.T) {
+		h := newHarness(t)
+		fillState(h, 3)
+		snap := persisted(t, h.f)
+		binary.BigEndian.PutUint64(snap[snapAppliedAt:], h.f.AppliedIndex()+5)
+		sum := sha256.Sum256(snap[:len(snap)-sha256.Size])
+		copy(snap[len(snap)-sha256.Size:], sum[:])
+		refusedAndIntact(t, newHarness(t), snap)
 	})
 }
 
-// A snapshot from a syncd before format 1 (the raw bbolt file) restores.
-func TestRestoreAcceptsUnframedSnapshots(t *testing.T) {
-	for _, pageSize := range []int{0, 1024} {
-		t.Run(fmt.Sprint("page size ", pageSize), func(t *testing.T) {
-			src := newHarnessPageSize(t, pageSize)
-			fillState(src, 50)
-			dst := newHarnessPageSize(t, 0)
-			if err := dst.f.Restore(io.NopCloser(bytes.NewReader(rawBolt(t, src.f)))); err != nil {
-				t.Fatal(err)
-			}
-			if src.digest() != dst.digest() || src.f.AppliedIndex() != dst.f.AppliedIndex() {
-				t.Fatal("restored state differs from the original")
-			}
-		})
-	}
-}
-
-// What the tests here damage in a bbolt v1.4 file (boltcheck has the
-// format): a page starts with a 16-byte header (id u64, flags u16, count
-// u16, overflow u32), then 16-byte elements; a bucket value starts with a
-// 16-byte header (root page u64, sequence u64); meta page 0 holds the page
-// size (u32) at offset 24 and the root bucket's page (u64) at 32.
-const (
-	boltPageHeaderLen = 16
-	boltElementLen    = 16
-	boltBucketLen     = 16
-	boltBranchPage    = 0x01
-	boltLeafPage      = 0x02
-)
-
-// bucketValueOffset finds a top-level bucket in a bbolt file whose root
-// page is a leaf and returns the offset of its value (the bucket header).
-func bucketValueOffset(t *testing.T, b []byte, name []byte) uint64 {
-	t.Helper()
-	page := binary.NativeEndian.Uint64(b[32:]) * uint64(binary.NativeEndian.Uint32(b[24:]))
-	if binary.NativeEndian.Uint16(b[page+8:]) != boltLeafPage {
-		t.Fatal("root bucket page is not a leaf")
-	}
-	for i := range uint64(binary.NativeEndian.Uint16(b[page+10:])) {
-		e := page + boltPageHeaderLen + i*boltElementLen // leaf: flags, pos, ksize, vsize u32
-		k := e + uint64(binary.NativeEndian.Uint32(b[e+4:]))
-		ksize := uint64(binary.NativeEndian.Uint32(b[e+8:]))
-		if bytes.Equal(b[k:k+ksize], name) {
-			return k + ksize
-		}
-	}
-	t.Fatalf("no bucket %s", name)
-	return 0
-}
-
-// RestoreIfNewer restores a framed snapshot only when its state is ahead
-// of the current one, and an unframed one always.
+// RestoreIfNewer restores a snapshot only when its state is ahead of the
+// current one.
 func TestRestoreIfNewer(t *testing.T) {
-	src := newHarnessPageSize(t, 0)
+	src := newHarness(t)
 	fillState(src, 20)
 	snap := persisted(t, src.f)
-	raw := rawBolt(t, src.f)
 	cases := []struct {
 		name         string
 		stateApplies int
-		in           []byte
 		want         bool
 	}{
-		{"a state behind the snapshot", 5, snap, true},
-		{"a state as far as the snapshot", 20, snap, false},
-		{"a state ahead of the snapshot", 25, snap, false},
-		{"an unframed snapshot says nothing: restored", 25, raw, true},
+		{"a state behind the snapshot", 5, true},
+		{"a state as far as the snapshot", 20, false},
+		{"a state ahead of the snapshot", 25, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dst := newHarnessPageSize(t, 0)
+			dst := newHarness(t)
 			fillState(dst, tc.stateApplies)
 			before := dst.digest()
-			restored, err := dst.f.RestoreIfNewer(io.NopCloser(bytes.NewReader(tc.in)))
+			restored, err := dst.f.RestoreIfNewer(io.NopCloser(bytes.NewReader(snap)))
 			if err != nil || restored != tc.want {
 				t.Fatalf("restored %v, %v; want %v", restored, err, tc.want)
 			}

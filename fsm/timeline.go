@@ -122,8 +122,8 @@ func (f *FSM) readPage(timeline string, limit int, fn func(p *pageReader) error)
 	if limit < 1 {
 		return fmt.Errorf("%w: limit %d is below 1", ErrInvalidArgument, limit)
 	}
-	return f.view(func(tx *bolt.Tx) error {
-		tlb := tx.Bucket(bucketTimelines)
+	return f.view(func(root *bolt.Bucket) error {
+		tlb := root.Bucket(bucketTimelines)
 		p := &pageReader{timeline: timeline, tl: timelineKey(timeline), c: tlb.Cursor()}
 		p.prefix = entryPrefix(p.tl)
 		ctr, err := seqgen.Get(tlb, counterKey(p.tl))
@@ -254,8 +254,8 @@ func (f *FSM) Head(timeline string) (uint64, error) {
 		return 0, err
 	}
 	var head uint64
-	err := f.view(func(tx *bolt.Tx) error {
-		ctr, err := seqgen.Get(tx.Bucket(bucketTimelines), counterKey(timelineKey(timeline)))
+	err := f.view(func(root *bolt.Bucket) error {
+		ctr, err := seqgen.Get(root.Bucket(bucketTimelines), counterKey(timelineKey(timeline)))
 		head = ctr.Head
 		return err
 	})

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 )
@@ -169,25 +168,5 @@ func TestDeliverRefusesJumps(t *testing.T) {
 	bob := h.pullAll("bob")
 	if len(bob) != 3 || string(bob[2].Payload) != "m3" || bob[2].ConversationSeq != 7 {
 		t.Fatalf("bob %+v", bob)
-	}
-}
-
-// TestDeliverAcceptsMarksFromBeforeDeliverySeqs: a schema-2 mark (8 bytes,
-// the conversation seq) counts as delivery seq 0, the counters starting
-// afresh with the first Send after the upgrade.
-func TestDeliverAcceptsMarksFromBeforeDeliverySeqs(t *testing.T) {
-	h := newHarness(t)
-	err := h.f.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketTimelines).Put(deliveredKey(timelineKey("bob"), "c"), u64(41))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs := h.apply(deliverCmd(1, &fsmpb.DeliveryItem{Timeline: "bob", Conversation: "c", ConversationSeq: 42, DeliverySeq: 1, Payload: []byte("m")}))
-	if rs[0].Err != nil || rs[0].Deliver.Written != 1 {
-		t.Fatalf("first delivery after the upgrade: %+v", rs[0])
-	}
-	if seq, err := h.f.Delivered("bob", "c"); err != nil || seq != 42 {
-		t.Fatalf("mark %d %v", seq, err)
 	}
 }

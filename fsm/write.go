@@ -33,22 +33,22 @@ func (c *Changes) headMoved(timeline string, head uint64) {
 	c.Heads[timeline] = head
 }
 
-func applyAppend(tx *bolt.Tx, ch *Changes, nowMs int64, a *fsmpb.Append) (*AppendResult, error) {
+func applyAppend(root *bolt.Bucket, ch *Changes, nowMs int64, a *fsmpb.Append) (*AppendResult, error) {
 	if err := ValidateAppend(a); err != nil {
 		return nil, reject(err)
 	}
-	if err := checkOwned(tx, a.GetTimeline()); err != nil {
+	if err := checkOwned(root, a.GetTimeline()); err != nil {
 		return nil, err
 	}
-	if err := gcDedupe(tx, nowMs-a.GetDedupeWindowMs()); err != nil {
+	if err := gcDedupe(root, nowMs-a.GetDedupeWindowMs()); err != nil {
 		return nil, err
 	}
 	tl := timelineKey(a.GetTimeline())
-	dk, dup, err := lookupDedupe(tx, tl, a.GetIdempotencyKey(), nowMs, a.GetDedupeWindowMs())
+	dk, dup, err := lookupDedupe(root, tl, a.GetIdempotencyKey(), nowMs, a.GetDedupeWindowMs())
 	if err != nil || dup != nil {
 		return dup, err
 	}
-	seq, ts, err := appendEntry(tx, ch, a.GetTimeline(), nowMs, &fsmpb.StoredEntry{
+	seq, ts, err := appendEntry(root, ch, a.GetTimeline(), nowMs, &fsmpb.StoredEntry{
 		Payload:        a.GetPayload(),
 		IdempotencyKey: a.GetIdempotencyKey(),
 		Metadata:       a.GetMetadata(),
@@ -56,15 +56,15 @@ func applyAppend(tx *bolt.Tx, ch *Changes, nowMs int64, a *fsmpb.Append) (*Appen
 	if err != nil {
 		return nil, err
 	}
-	if err := recordDedupe(tx, dk, seq, ts); err != nil {
+	if err := recordDedupe(root, dk, seq, ts); err != nil {
 		return nil, err
 	}
 	return &AppendResult{Seq: seq, TsMs: ts}, nil
 }
 
 // checkOwned rejects a timeline outside the group's slot ranges.
-func checkOwned(tx *bolt.Tx, timeline string) error {
-	owned, err := readRanges(tx)
+func checkOwned(root *bolt.Bucket, timeline string) error {
+	owned, err := readRanges(root)
 	if err != nil {
 		return err
 	}
@@ -75,9 +75,9 @@ func checkOwned(tx *bolt.Tx, timeline string) error {
 }
 
 // appendEntry allocates the timeline's next seq and stores se under it.
-func appendEntry(tx *bolt.Tx, ch *Changes, timeline string, nowMs int64, se *fsmpb.StoredEntry) (seq uint64, tsMs int64, err error) {
+func appendEntry(root *bolt.Bucket, ch *Changes, timeline string, nowMs int64, se *fsmpb.StoredEntry) (seq uint64, tsMs int64, err error) {
 	tl := timelineKey(timeline)
-	tlb := tx.Bucket(bucketTimelines)
+	tlb := root.Bucket(bucketTimelines)
 	seq, ts, err := seqgen.Next(tlb, counterKey(tl), nowMs)
 	if err != nil {
 		return 0, 0, err
@@ -97,12 +97,12 @@ func appendEntry(tx *bolt.Tx, ch *Changes, timeline string, nowMs int64, se *fsm
 // lookupDedupe finds an idempotency key applied within the window. dk is
 // the record's key (nil without an idempotency key); dup is the original
 // result when the key was applied already.
-func lookupDedupe(tx *bolt.Tx, tl []byte, key string, nowMs, windowMs int64) (dk []byte, dup *AppendResult, err error) {
+func lookupDedupe(root *bolt.Bucket, tl []byte, key string, nowMs, windowMs int64) (dk []byte, dup *AppendResult, err error) {
 	if key == "" {
 		return nil, nil, nil
 	}
 	dk = dedupeKey(tl, key)
-	v := tx.Bucket(bucketTimelines).Get(dk)
+	v := root.Bucket(bucketTimelines).Get(dk)
 	if v == nil {
 		return dk, nil, nil
 	}
@@ -119,7 +119,7 @@ func lookupDedupe(tx *bolt.Tx, tl []byte, key string, nowMs, windowMs int64) (dk
 }
 
 // recordDedupe remembers that the key at dk produced seq (no-op for nil dk).
-func recordDedupe(tx *bolt.Tx, dk []byte, seq uint64, tsMs int64) error {
+func recordDedupe(root *bolt.Bucket, dk []byte, seq uint64, tsMs int64) error {
 	if dk == nil {
 		return nil
 	}
@@ -127,17 +127,17 @@ func recordDedupe(tx *bolt.Tx, dk []byte, seq uint64, tsMs int64) error {
 	if err != nil {
 		return fmt.Errorf("encode dedupe record: %w", err)
 	}
-	if err := tx.Bucket(bucketTimelines).Put(dk, rec); err != nil {
+	if err := root.Bucket(bucketTimelines).Put(dk, rec); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketDedupeExpiry).Put(expiryKey(tsMs, dk), nil)
+	return root.Bucket(bucketDedupeExpiry).Put(expiryKey(tsMs, dk), nil)
 }
 
 // gcDedupe removes up to dedupeGCPerAppend dedupe records written before
 // cutoffMs. A record rewritten later (same key, newer timestamp) stays.
-func gcDedupe(tx *bolt.Tx, cutoffMs int64) error {
-	expiry := tx.Bucket(bucketDedupeExpiry)
-	dedupe := tx.Bucket(bucketTimelines)
+func gcDedupe(root *bolt.Bucket, cutoffMs int64) error {
+	expiry := root.Bucket(bucketDedupeExpiry)
+	dedupe := root.Bucket(bucketTimelines)
 	var stale [][]byte
 	c := expiry.Cursor()
 	for k, _ := c.First(); k != nil && len(stale) < dedupeGCPerAppend; k, _ = c.Next() {

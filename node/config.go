@@ -38,7 +38,8 @@ const (
 type Config struct {
 	// NodeID names this node in the Raft configuration; stable across restarts.
 	NodeID string
-	// DataDir holds the state (state.db), the Raft log (raft.db) and snapshots.
+	// DataDir holds the node's storage engine, Raft logs and snapshots (see
+	// dataDirLayout).
 	DataDir string
 	// RaftAddr is the address the Raft transport listens on and advertises.
 	RaftAddr string
@@ -72,8 +73,13 @@ type Config struct {
 	UserRetention, ConversationRetention Retention
 	// RetentionInterval is how often a group leader trims.
 	RetentionInterval time.Duration
-	// StateMmapBytes is each state machine's initial bbolt mmap size.
+	// StateMmapBytes is the initial mmap size of the node's state file
+	// (address space, not memory): a snapshot's long read blocks the
+	// node's writes only when the file outgrows it.
 	StateMmapBytes int
+	// StateCheckpointInterval is how often the state file, which is not
+	// fsynced per commit, is fsynced and marked clean.
+	StateCheckpointInterval time.Duration
 
 	MaxPayloadBytes int
 	MaxPageSize     int
@@ -117,7 +123,7 @@ func DefaultConfig() Config {
 		Shards:                DefaultShards,
 		ReconcileInterval:     500 * time.Millisecond,
 		CatchUpLag:            256,
-		StateMmapBytes:        64 << 20,
+		StateMmapBytes:        1 << 30,
 		MaxPageSize:           DefaultMaxPageSize,
 		MaxPageBytes:          DefaultMaxPageBytes,
 		DedupeWindow:          DefaultDedupeWindow,

@@ -41,7 +41,9 @@ type Group struct {
 	fsm       *fsm.FSM
 	raft      *raft.Raft
 	transport *raft.NetworkTransport
-	logStore  *raftboltdb.BoltStore
+	// metaLog is the meta group's own log and stable store (raft-boltdb);
+	// data groups keep theirs in the node's storage engine.
+	metaLog *raftboltdb.BoltStore
 
 	// readyTerm is the term in which this replica, as leader, has applied
 	// every entry committed before the term began; 0 when it is not such a
@@ -71,7 +73,8 @@ type Group struct {
 	closeErr  error
 }
 
-// groupDir is where a group keeps its files.
+// groupDir is where a group keeps its own files (snapshots; for the meta
+// group also its Raft log).
 func groupDir(dataDir string, id shard.GroupID) string {
 	if id == shard.MetaGroup {
 		return filepath.Join(dataDir, "meta")
@@ -115,27 +118,40 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 
 func (g *Group) open(bootstrap bool) error {
 	cfg := g.node.cfg
-	var err error
+	st, err := g.node.storage.State(uint64(g.id))
+	if err != nil {
+		return err
+	}
 	g.fsm, err = fsm.Open(fsm.Options{
-		Path:            filepath.Join(g.dir, "state.db"),
-		Logger:          g.log,
-		InitialMmapSize: cfg.StateMmapBytes,
-		OnApply:         g.applied,
-		OnRestore:       g.node.hub.publishAll,
+		State:     st,
+		Logger:    g.log,
+		OnApply:   g.applied,
+		OnRestore: g.node.hub.publishAll,
 	})
 	if err != nil {
 		return err
 	}
-	g.logStore, err = raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(g.dir, "raft.db"),
-		BoltOptions: &bolt.Options{
-			Timeout:        5 * time.Second,
-			FreelistType:   bolt.FreelistMapType,
-			NoFreelistSync: true,
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("raft log: %w", err)
+	var logStore raft.LogStore
+	var stable raft.StableStore
+	if g.id == shard.MetaGroup {
+		g.metaLog, err = raftboltdb.New(raftboltdb.Options{
+			Path: filepath.Join(g.dir, "raft.db"),
+			BoltOptions: &bolt.Options{
+				Timeout:        5 * time.Second,
+				FreelistType:   bolt.FreelistMapType,
+				NoFreelistSync: true,
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("raft log: %w", err)
+		}
+		logStore, stable = g.metaLog, g.metaLog
+	} else {
+		l, err := g.node.storage.Log(uint64(g.id))
+		if err != nil {
+			return err
+		}
+		logStore, stable = l, l
 	}
 	hlog := hclog.FromStandardLogger(slog.NewLogLogger(g.log.Handler(), slog.LevelInfo), &hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(g.dir, snapshotsRetained, hlog)
@@ -150,7 +166,7 @@ func (g *Group) open(bootstrap bool) error {
 		return err
 	}
 	g.transport = raft.NewNetworkTransportWithLogger(stream, transportMaxPool, transportTimeout, hlog)
-	logs, err := raft.NewLogCache(raftLogCacheSize, g.logStore)
+	logs, err := raft.NewLogCache(raftLogCacheSize, logStore)
 	if err != nil {
 		return fmt.Errorf("log cache: %w", err)
 	}
@@ -167,19 +183,20 @@ func (g *Group) open(bootstrap bool) error {
 	// queued at shutdown is never answered, and its caller would hang. The
 	// leader batches queued applies into one log write either way.
 	rc.BatchApplyCh = false
-	// The state in bbolt survives restarts with its applied index; restoring
-	// the last snapshot at start would only rewind it.
+	// The state survives restarts with its applied index (a state the engine
+	// set aside restarts empty: restoreNewerSnapshot brings it to the newest
+	// snapshot); restoring the last snapshot at start would only rewind it.
 	rc.NoSnapshotRestoreOnStart = true
 	rc.NotifyCh = g.notifyCh
 	rc.Logger = hlog
 
 	if bootstrap {
-		existing, err := raft.HasExistingState(logs, g.logStore, snaps)
+		existing, err := raft.HasExistingState(logs, stable, snaps)
 		if err != nil {
 			return fmt.Errorf("check existing state: %w", err)
 		}
 		if !existing {
-			err := raft.BootstrapCluster(rc, logs, g.logStore, snaps, g.transport, raft.Configuration{Servers: []raft.Server{
+			err := raft.BootstrapCluster(rc, logs, stable, snaps, g.transport, raft.Configuration{Servers: []raft.Server{
 				{ID: rc.LocalID, Address: g.transport.LocalAddr(), Suffrage: raft.Voter},
 			}})
 			if err != nil {
@@ -188,7 +205,7 @@ func (g *Group) open(bootstrap bool) error {
 			g.log.Info("bootstrapped a new group")
 		}
 	}
-	g.raft, err = raft.NewRaft(rc, g.fsm, logs, g.logStore, snaps, g.transport)
+	g.raft, err = raft.NewRaft(rc, g.fsm, logs, stable, snaps, g.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -253,8 +270,8 @@ func (g *Group) closeStores() error {
 		g.transport.CloseStreams()
 		errs = append(errs, g.transport.Close())
 	}
-	if g.logStore != nil {
-		errs = append(errs, g.logStore.Close())
+	if g.metaLog != nil {
+		errs = append(errs, g.metaLog.Close())
 	}
 	if g.fsm != nil {
 		errs = append(errs, g.fsm.Close())

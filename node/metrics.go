@@ -6,6 +6,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/syncstore/syncstore/storage"
 )
 
 // metrics are observed whether or not anyone registered them.
@@ -16,6 +18,8 @@ type metrics struct {
 	// attempts that will be retried ("retry").
 	deliveries *prometheus.CounterVec
 	trims      prometheus.Counter // timelines trimmed by retention
+	// commitBatch: requests per storage engine commit, by store.
+	commitBatch *prometheus.HistogramVec
 }
 
 func newMetrics() *metrics {
@@ -39,7 +43,17 @@ func newMetrics() *metrics {
 			Name: "syncstore_retention_trims_total",
 			Help: "Timelines trimmed by retention (one per timeline per trim command).",
 		}),
+		commitBatch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "syncstore_storage_commit_batch_size",
+			Help:    "Requests (log appends of any group, state batches of any group) carried by one storage engine commit, by store.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 13), // 1 .. 4096
+		}, []string{"store"}),
 	}
+}
+
+// observeCommit runs on the storage engine's committer after each commit.
+func (m *metrics) observeCommit(ci storage.CommitInfo) {
+	m.commitBatch.WithLabelValues(ci.Store).Observe(float64(ci.Requests))
 }
 
 // outcome labels an error for metrics.
@@ -78,6 +92,17 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 		n.metrics.read,
 		n.metrics.deliveries,
 		n.metrics.trims,
+		n.metrics.commitBatch,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "syncstore_storage_fsyncs_total",
+			Help:        "fsyncs (fdatasync of the file, fsync of its directory) made by the storage engine's store: the data groups' Raft logs (log), the state of every group (state).",
+			ConstLabels: prometheus.Labels{"store": "log"},
+		}, func() float64 { return float64(n.storage.Fsyncs()["log"]) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "syncstore_storage_fsyncs_total",
+			Help:        "fsyncs (fdatasync of the file, fsync of its directory) made by the storage engine's store: the data groups' Raft logs (log), the state of every group (state).",
+			ConstLabels: prometheus.Labels{"store": "state"},
+		}, func() float64 { return float64(n.storage.Fsyncs()["state"]) }),
 		gauge("syncstore_meta_term", "Current Raft term of the meta group.", func() float64 { return float64(n.meta.raft.CurrentTerm()) }),
 		gauge("syncstore_meta_commit_index", "Commit index of the meta group.", func() float64 { return float64(n.meta.raft.CommitIndex()) }),
 		gauge("syncstore_meta_is_leader", "1 if this node leads the meta group.", func() float64 { return boolGauge(n.meta.IsLeader()) }),

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node/raftmux"
 	"github.com/syncstore/syncstore/shard"
+	"github.com/syncstore/syncstore/storage"
 )
 
 // gossipEvery is how often a node refreshes what it gossips and looks for
@@ -40,6 +42,7 @@ type Node struct {
 	cfg     Config
 	log     *slog.Logger
 	mux     *raftmux.Mux
+	storage *storage.Engine
 	gossip  *gossip
 	metrics *metrics
 	meta    *Group
@@ -79,23 +82,40 @@ func Start(cfg Config) (*Node, error) {
 		transfers: map[shard.GroupID]transferState{},
 		stop:      make(chan struct{}),
 	}
+	if err := checkLayout(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	var err error
+	n.storage, err = storage.Open(storage.Options{
+		Dir:                filepath.Join(cfg.DataDir, "storage"),
+		Logger:             n.log,
+		InitialMmapSize:    cfg.StateMmapBytes,
+		CheckpointInterval: cfg.StateCheckpointInterval,
+		OnCommit:           n.metrics.observeCommit,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	if n.mux, err = raftmux.Listen(cfg.RaftAddr, cfg.NodeID, n.log); err != nil {
+		n.storage.Close()
 		return nil, err
 	}
 	n.cfg.RaftAddr = n.mux.Addr().String()                     // resolves a ":0" port
 	if n.gossip, err = startGossip(n.cfg, n.log); err != nil { // after the Raft address is resolved
 		n.mux.Close()
+		n.storage.Close()
 		return nil, err
 	}
 	if n.cfg.GossipAddr, err = n.gossip.addr(cfg); err != nil {
 		n.gossip.close()
 		n.mux.Close()
+		n.storage.Close()
 		return nil, fmt.Errorf("node: gossip address: %w", err)
 	}
 	if n.meta, err = n.openGroup(shard.MetaGroup, cfg.Bootstrap, n.onMetaReady); err != nil {
 		n.gossip.close()
 		n.mux.Close()
+		n.storage.Close()
 		return nil, err
 	}
 	n.wg.Add(2)
@@ -114,7 +134,7 @@ func (n *Node) Close() error {
 		for _, g := range n.groupsSnapshot() {
 			errs = append(errs, g.Close())
 		}
-		errs = append(errs, n.meta.Close(), n.mux.Close())
+		errs = append(errs, n.meta.Close(), n.mux.Close(), n.storage.Close())
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr

@@ -11,12 +11,22 @@ import (
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/storage"
 )
 
 // openTestFSM opens a state and applies n appends to timeline tl.
 func openTestFSM(t *testing.T, tl string, n int) *fsm.FSM {
 	t.Helper()
-	f, err := fsm.Open(fsm.Options{Path: filepath.Join(t.TempDir(), "state.db"), InitialMmapSize: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
+	eng, err := storage.Open(storage.Options{Dir: t.TempDir(), InitialMmapSize: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	st, err := eng.State(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := fsm.Open(fsm.Options{State: st, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -135,7 +135,7 @@ func TestSyncdBinary(t *testing.T) {
 	}
 	n2.stop(t)
 	n1.stop(t)
-	if _, err := os.Stat(filepath.Join(d1, "meta", "state.db")); err != nil {
+	if _, err := os.Stat(filepath.Join(d1, "storage", "state.db")); err != nil {
 		t.Fatalf("no state file after stop: %v", err)
 	}
 
