@@ -301,6 +301,7 @@ func TestOnApplyReportsHeadsAndOutbox(t *testing.T) {
 	h.f.opts.OnApply = func(c Changes) { got = append(got, c) }
 	h.apply(appendCmd("a", "x", "", 1), sendCmd("c", "alice", []string{"bob"}, "y", "", 2, 0))
 	h.apply(appendCmd("", "rejected", "", 3))
+	h.digest() // a read commits what was applied; OnApply runs at the commit
 	if len(got) != 1 || got[0].Heads["a"] != 1 || got[0].Heads["c"] != 1 || !got[0].Outbox {
 		t.Fatalf("changes %+v", got)
 	}

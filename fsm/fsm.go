@@ -100,53 +100,66 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 // ApplyBatch applies committed log entries in one transaction, together
 // with the new applied index, so a crash leaves either all of them or none
 // and a replay skips what was already applied. The engine commits it with
-// other groups' batches and does not fsync it: the Raft log is the durable
-// record, replayed from the state's applied index after a crash. A storage
-// failure panics: a replica that cannot apply a committed entry must stop
-// rather than diverge.
+// other groups' batches, after ApplyBatch returned and without fsync: the
+// Raft log is the durable record, replayed from the state's applied index
+// after a crash, and reads flush what they need to see. Watchers are told
+// of the changes once they are committed. A storage failure panics: a
+// replica that cannot apply a committed entry must stop rather than
+// diverge.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
-	out := make([]interface{}, len(logs))
 	if f.closed.Load() {
 		panic("fsm: apply on a closed state machine")
 	}
-	var last uint64
-	var ch Changes
-	err := f.st.Update(func(root *bolt.Bucket) error {
-		ch = Changes{} // a retried transaction starts over
-		clear(out)
-		meta := root.Bucket(bucketMeta)
-		applied := readU64(meta, keyAppliedIndex)
-		last = applied
-		var lastTerm uint64
-		for i, l := range logs {
-			if l.Index <= applied {
-				continue // applied before a restart: never twice
-			}
-			if l.Type == raft.LogCommand {
-				res, err := applyCommand(root, &ch, l.Data)
-				if err != nil {
-					return fmt.Errorf("log index %d: %w", l.Index, err)
-				}
-				out[i] = res
-			}
-			last, lastTerm = l.Index, l.Term
+	res, err := f.st.Apply(func(root *bolt.Bucket) (any, error) {
+		return applyBatch(root, logs) // may run again: builds its outcome afresh
+	}, func(res any) {
+		if ch := res.(*batchOutcome).changes; f.opts.OnApply != nil && (len(ch.Heads) > 0 || ch.Outbox) {
+			f.opts.OnApply(ch)
 		}
-		if last == applied {
-			return nil
-		}
-		if err := meta.Put(keyAppliedIndex, u64(last)); err != nil {
-			return err
-		}
-		return meta.Put(keyAppliedTerm, u64(lastTerm))
 	})
 	if err != nil {
 		panic(fmt.Sprintf("fsm: cannot apply committed entries: %v", err))
 	}
-	f.applied.Store(last)
-	if f.opts.OnApply != nil && (len(ch.Heads) > 0 || ch.Outbox) {
-		f.opts.OnApply(ch)
+	o := res.(*batchOutcome)
+	f.applied.Store(o.last)
+	return o.results
+}
+
+// batchOutcome is what applying a batch gave: a result per log entry (nil
+// for entries skipped or not commands), the changes for watchers and the
+// new applied index.
+type batchOutcome struct {
+	results []interface{}
+	changes Changes
+	last    uint64
+}
+
+func applyBatch(root *bolt.Bucket, logs []*raft.Log) (*batchOutcome, error) {
+	o := &batchOutcome{results: make([]interface{}, len(logs))}
+	meta := root.Bucket(bucketMeta)
+	applied := readU64(meta, keyAppliedIndex)
+	o.last = applied
+	var lastTerm uint64
+	for i, l := range logs {
+		if l.Index <= applied {
+			continue // applied before a restart: never twice
+		}
+		if l.Type == raft.LogCommand {
+			res, err := applyCommand(root, &o.changes, l.Data)
+			if err != nil {
+				return nil, fmt.Errorf("log index %d: %w", l.Index, err)
+			}
+			o.results[i] = res
+		}
+		o.last, lastTerm = l.Index, l.Term
 	}
-	return out
+	if o.last == applied {
+		return o, nil
+	}
+	if err := meta.Put(keyAppliedIndex, u64(o.last)); err != nil {
+		return nil, err
+	}
+	return o, meta.Put(keyAppliedTerm, u64(lastTerm))
 }
 
 // view runs fn in a read transaction on the group's state.

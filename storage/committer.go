@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -16,16 +17,28 @@ var ErrClosed = errors.New("storage: closed")
 // transaction (and the time its callers wait) stays bounded under any load.
 const maxBatch = 4096
 
-// request is one caller's part of a commit. fn may run more than once
-// (when another request in its batch fails, the rest run again without
-// it), so it must work from what tx holds, not from what an earlier run
-// did. after runs on the committer goroutine once the commit succeeded,
-// in commit order, so caches updated there never go backwards.
+// request is one caller's part of a commit. fn may run more than once: when
+// another request in its transaction fails, the transaction is rolled back
+// and the others run again without it, so fn must work from what tx holds
+// and be deterministic; only its first run's result is kept. after runs on
+// the committer goroutine once the commit succeeded, in commit order, so
+// caches updated there never go backwards.
 type request struct {
-	fn    func(tx *bolt.Tx) error
-	after func()
-	err   error
-	done  chan struct{}
+	fn    func(tx *bolt.Tx) (any, error)
+	after func(result any)
+	// deferred: answered as soon as fn ran, before the commit (state
+	// applies: the log is their durable record); otherwise answered after
+	// the commit that carries it.
+	deferred bool
+	// flush: no fn; answered once everything before it is committed.
+	flush bool
+	// st is the group state a deferred apply wrote to: marked pending
+	// until the commit.
+	st *State
+
+	result any
+	err    error
+	done   chan struct{}
 }
 
 // CommitInfo describes one commit, for metrics.
@@ -35,12 +48,12 @@ type CommitInfo struct {
 	Fsyncs   int    // fdatasync calls the commit made
 }
 
-// committer owns the write side of one bbolt file: every write goes
-// through it, and it commits whatever is queued when it gets to it in one
-// transaction. That is group commit with no timer: at low load a request
-// commits at once; under load the requests that arrive during a commit
-// share the next one, so commits (and, for a synced file, fsyncs) per
-// second stay bounded by the disk rather than growing with the number of
+// committer owns the write side of one bbolt file: every write goes through
+// it. It runs requests as they come into one open transaction and commits
+// it when a caller waits for the commit (then everything queued behind it
+// shares it: group commit, no timer), when a deferred transaction has
+// lingered long enough, or when it is full. So commits (and, for a synced
+// file, fsyncs) per second stay bounded by the disk, not by the number of
 // writers or groups.
 type committer struct {
 	db    *bolt.DB
@@ -49,16 +62,30 @@ type committer struct {
 	// meta page that points at them); 0 for a NoSync file.
 	fsyncsPerCommit int
 	onCommit        func(CommitInfo)
+	// linger is how long a transaction holding only deferred requests stays
+	// open for more: nobody waits for it, and a bigger commit costs less
+	// per request.
+	linger time.Duration
 	// beforeCommit runs before each commit (the state's dirty mark);
-	// onTick runs between commits every tick (the state's checkpoints).
+	// onTick runs between transactions every tick (the state's
+	// checkpoints).
 	beforeCommit func() error
 	onTick       func()
 	tick         time.Duration
+	// onStall reports a commit that keeps failing for want of space (nil
+	// when it recovered).
+	onStall func(error)
 
 	reqs    chan *request
 	mu      sync.RWMutex // guards closed against sends to reqs
 	closed  bool
 	stopped chan struct{}
+
+	// The open transaction (committer goroutine only).
+	tx      *bolt.Tx
+	ran     []*request // requests whose fn ran in tx, in order
+	waiters []*request // requests answered at the commit
+	opened  time.Time
 }
 
 func newCommitter(db *bolt.DB, store string, fsyncsPerCommit int, onCommit func(CommitInfo)) *committer {
@@ -74,18 +101,34 @@ func newCommitter(db *bolt.DB, store string, fsyncsPerCommit int, onCommit func(
 
 func (c *committer) start() { go c.loop() }
 
-// do runs fn in the next commit and waits for that commit.
-func (c *committer) do(fn func(tx *bolt.Tx) error, after func()) error {
-	r := &request{fn: fn, after: after, done: make(chan struct{})}
+// submit queues r and waits for its answer.
+func (c *committer) submit(r *request) (any, error) {
+	r.done = make(chan struct{})
 	c.mu.RLock()
 	if c.closed {
 		c.mu.RUnlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	c.reqs <- r
 	c.mu.RUnlock()
 	<-r.done
-	return r.err
+	return r.result, r.err
+}
+
+// do runs fn in a transaction and waits for its commit.
+func (c *committer) do(fn func(tx *bolt.Tx) error, after func()) error {
+	r := &request{fn: func(tx *bolt.Tx) (any, error) { return nil, fn(tx) }}
+	if after != nil {
+		r.after = func(any) { after() }
+	}
+	_, err := c.submit(r)
+	return err
+}
+
+// flush waits until everything submitted before it is committed.
+func (c *committer) flush() error {
+	_, err := c.submit(&request{flush: true})
+	return err
 }
 
 // close stops taking requests, commits what is queued and stops.
@@ -107,82 +150,236 @@ func (c *committer) loop() {
 		defer t.Stop()
 		tick = t.C
 	}
-	batch := make([]*request, 0, maxBatch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case r, ok := <-c.reqs:
 			if !ok {
+				if c.tx != nil {
+					c.commit()
+				}
+				answer(c.waiters, nil)
 				return
 			}
-			batch = append(batch[:0], r)
+			c.handle(r)
+		drain:
+			for len(c.ran) < maxBatch {
+				select {
+				case r, ok := <-c.reqs:
+					if !ok {
+						break drain // the next round commits and stops
+					}
+					c.handle(r)
+				default:
+					break drain
+				}
+			}
+		case <-linger.C:
 		case <-tick:
-			if c.onTick != nil {
+			if c.tx == nil && c.onTick != nil {
 				c.onTick()
 			}
 			continue
 		}
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case r, ok := <-c.reqs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, r)
-			default:
-				break drain
-			}
+		switch {
+		case c.tx == nil && len(c.waiters) > 0:
+			answer(c.waiters, nil) // flushes with nothing to commit
+			c.waiters = c.waiters[:0]
+		case c.tx == nil:
+		case len(c.waiters) > 0 || len(c.ran) >= maxBatch || time.Since(c.opened) >= c.linger:
+			c.commit()
+		default:
+			linger.Reset(c.linger - time.Since(c.opened))
 		}
-		c.commit(batch)
-		clear(batch)
 	}
 }
 
-// commit runs the batch in one transaction. A request whose fn fails is
-// answered with its error and the transaction is rolled back and run again
-// without it, so one caller's failure never reaches the others' data.
-func (c *committer) commit(batch []*request) {
-	pending := batch
-	for len(pending) > 0 {
-		if c.beforeCommit != nil {
-			if err := c.beforeCommit(); err != nil {
-				answer(pending, err)
-				return
-			}
-		}
-		tx, err := c.db.Begin(true)
-		if err != nil {
-			answer(pending, fmt.Errorf("storage: %s: begin: %w", c.store, err))
-			return
-		}
-		failed := -1
-		for i, r := range pending {
-			if r.err = r.fn(tx); r.err != nil {
-				failed = i
-				break
-			}
-		}
-		if failed >= 0 {
-			_ = tx.Rollback()
-			close(pending[failed].done)
-			pending = append(pending[:failed:failed], pending[failed+1:]...)
-			continue
-		}
-		if err := tx.Commit(); err != nil {
-			answer(pending, fmt.Errorf("storage: %s: commit: %w", c.store, err))
-			return
-		}
-		for _, r := range pending {
-			if r.after != nil {
-				r.after()
-			}
-		}
-		if c.onCommit != nil {
-			c.onCommit(CommitInfo{Store: c.store, Requests: len(pending), Fsyncs: c.fsyncsPerCommit})
-		}
-		answer(pending, nil)
+// handle runs one request in the open transaction (opening one if need
+// be). A request whose fn fails is answered with its error, and the
+// transaction is rolled back and the others that ran in it run again, so
+// one caller's failure never reaches another's data.
+func (c *committer) handle(r *request) {
+	if r.flush {
+		c.waiters = append(c.waiters, r)
 		return
 	}
+	if c.tx == nil {
+		tx, err := c.db.Begin(true)
+		if err != nil {
+			r.err = fmt.Errorf("storage: %s: begin: %w", c.store, err)
+			close(r.done)
+			return
+		}
+		c.tx, c.opened = tx, time.Now()
+	}
+	res, err := r.fn(c.tx)
+	if err != nil {
+		r.err = err
+		close(r.done)
+		c.rerun()
+		return
+	}
+	r.result = res
+	c.ran = append(c.ran, r)
+	if r.st != nil {
+		r.st.pending.Store(true)
+	}
+	if r.deferred {
+		close(r.done)
+	} else {
+		c.waiters = append(c.waiters, r)
+	}
+}
+
+// rerun rolls the open transaction back and runs again every request that
+// ran in it. They ran once on the same state, so they run again (their
+// callers may already have their answers); if one does not, the state
+// would no longer match what was answered, and the process must stop.
+func (c *committer) rerun() {
+	_ = c.tx.Rollback()
+	c.tx = nil
+	for attempt := 0; ; attempt++ {
+		tx, err := c.db.Begin(true)
+		if err == nil {
+			c.tx = tx
+			err = c.runAgain()
+			if err == nil {
+				return
+			}
+			_ = c.tx.Rollback()
+			c.tx = nil
+		}
+		if !c.hasDeferred() {
+			c.failAll(fmt.Errorf("storage: %s: %w", c.store, err))
+			return
+		}
+		if !retryable(err) || attempt > 1000 {
+			panic(fmt.Sprintf("storage: %s: answered writes cannot be applied again: %v", c.store, err))
+		}
+		c.stall(err)
+	}
+}
+
+func (c *committer) runAgain() error {
+	for _, r := range c.ran {
+		if _, err := r.fn(c.tx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *committer) hasDeferred() bool {
+	for _, r := range c.ran {
+		if r.deferred {
+			return true
+		}
+	}
+	return false
+}
+
+// commit commits the open transaction. A commit that fails for want of
+// space is retried (with the requests run again) until it succeeds: its
+// deferred requests were answered already, and the node waits for space
+// rather than stopping. Any other failure of a transaction holding answered
+// writes stops the process; one holding none fails its waiters.
+func (c *committer) commit() {
+	for attempt := 0; ; attempt++ {
+		err := c.tryCommit()
+		if err == nil {
+			break
+		}
+		if !c.hasDeferred() {
+			c.failAll(err)
+			return
+		}
+		if !retryable(err) {
+			panic(fmt.Sprintf("storage: %s: answered writes cannot be committed: %v", c.store, err))
+		}
+		c.stall(err)
+		if tx, berr := c.db.Begin(true); berr == nil {
+			c.tx = tx
+			if rerr := c.runAgain(); rerr != nil {
+				_ = c.tx.Rollback()
+				c.tx = nil
+			}
+		}
+	}
+	if c.onStall != nil {
+		c.onStall(nil)
+	}
+	for _, r := range c.ran {
+		if r.st != nil {
+			r.st.pending.Store(false)
+		}
+		if r.after != nil {
+			r.after(r.result)
+		}
+	}
+	if c.onCommit != nil {
+		c.onCommit(CommitInfo{Store: c.store, Requests: len(c.ran), Fsyncs: c.fsyncsPerCommit})
+	}
+	answer(c.waiters, nil)
+	c.reset()
+}
+
+func (c *committer) tryCommit() error {
+	if c.tx == nil {
+		return fmt.Errorf("storage: %s: no transaction", c.store)
+	}
+	if c.beforeCommit != nil {
+		if err := c.beforeCommit(); err != nil {
+			_ = c.tx.Rollback()
+			c.tx = nil
+			return err
+		}
+	}
+	err := c.tx.Commit()
+	c.tx = nil
+	if err != nil {
+		return fmt.Errorf("storage: %s: commit: %w", c.store, err)
+	}
+	return nil
+}
+
+// stall waits before retrying a commit that failed for want of space.
+func (c *committer) stall(err error) {
+	if c.onStall != nil {
+		c.onStall(err)
+	}
+	time.Sleep(stallRetry) // a retry interval, not synchronisation
+}
+
+// stallRetry is how often a commit refused for want of space is retried.
+const stallRetry = 100 * time.Millisecond
+
+// retryable: the disk is full (or over quota); freeing space cures it.
+func retryable(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// failAll answers every request of the open transaction with err (none of
+// them deferred) and drops it.
+func (c *committer) failAll(err error) {
+	if c.tx != nil {
+		_ = c.tx.Rollback()
+	}
+	for _, r := range c.ran {
+		if r.st != nil {
+			r.st.pending.Store(false)
+		}
+	}
+	answer(c.waiters, err)
+	c.reset()
+}
+
+func (c *committer) reset() {
+	c.tx = nil
+	clear(c.ran)
+	c.ran = c.ran[:0]
+	clear(c.waiters)
+	c.waiters = c.waiters[:0]
 }
 
 func answer(reqs []*request, err error) {

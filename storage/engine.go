@@ -26,6 +26,10 @@ const (
 	// DefaultCheckpointInterval is how often a state written since its last
 	// checkpoint is fsynced and marked clean.
 	DefaultCheckpointInterval = 10 * time.Second
+	// DefaultStateLinger is how long a state transaction holding only
+	// applies (which nobody waits for) stays open for more before it is
+	// committed; reads, snapshots and Update commit it at once.
+	DefaultStateLinger = 2 * time.Millisecond
 )
 
 // File names inside Options.Dir.
@@ -47,6 +51,8 @@ type Options struct {
 	InitialMmapSize int
 	// CheckpointInterval; DefaultCheckpointInterval when zero.
 	CheckpointInterval time.Duration
+	// StateLinger; DefaultStateLinger when zero.
+	StateLinger time.Duration
 	// OnCommit, if set, is called after every commit, on the committer's
 	// goroutine: it must not block.
 	OnCommit func(CommitInfo)
@@ -93,6 +99,9 @@ func Open(opts Options) (*Engine, error) {
 	if opts.CheckpointInterval == 0 {
 		opts.CheckpointInterval = DefaultCheckpointInterval
 	}
+	if opts.StateLinger == 0 {
+		opts.StateLinger = DefaultStateLinger
+	}
 	if opts.BootID == "" {
 		opts.BootID = bootID()
 	}
@@ -113,6 +122,7 @@ func Open(opts Options) (*Engine, error) {
 	e.state.beforeCommit = e.markDirty
 	e.state.onTick = e.checkpointIfDue
 	e.state.tick = opts.CheckpointInterval / 4
+	e.state.linger = opts.StateLinger
 	e.lastClean = time.Now()
 	e.log.start()
 	e.state.start()

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -17,6 +18,9 @@ type State struct {
 	e    *Engine
 	id   uint64
 	name []byte
+	// pending: an Apply for this group ran in a transaction not yet
+	// committed, so a read must flush first to see it.
+	pending atomic.Bool
 }
 
 // stagingBucket holds snapshots being restored, one child per group, until
@@ -41,6 +45,38 @@ func (e *Engine) State(id uint64) (*State, error) {
 // Group is the group id.
 func (s *State) Group() uint64 { return s.id }
 
+// Apply runs fn on the group's root bucket and returns its result as soon
+// as it ran, before the transaction is committed: the state is not the
+// durable record (the Raft log is), and a transaction of many applies
+// from many groups commits as one. Reads of this group flush first, so
+// they see it; after (if set) gets the result on the committer goroutine
+// once it is committed and must not block. fn may run more than once (see
+// request) and must derive everything from the bucket; only the first
+// run's result is returned. An error means fn's writes were dropped.
+func (s *State) Apply(fn func(root *bolt.Bucket) (any, error), after func(result any)) (any, error) {
+	return s.e.state.submit(&request{
+		fn: func(tx *bolt.Tx) (any, error) {
+			root := tx.Bucket(s.name)
+			if root == nil {
+				return nil, fmt.Errorf("storage: group %d has no state bucket", s.id)
+			}
+			return fn(root)
+		},
+		after:    after,
+		deferred: true,
+		st:       s,
+	})
+}
+
+// flushIfPending commits the open transaction if it holds an Apply of this
+// group.
+func (s *State) flushIfPending() error {
+	if s.pending.Load() {
+		return s.e.state.flush()
+	}
+	return nil
+}
+
 // Update runs fn on the group's root bucket in the next commit. fn may run
 // more than once (see request); it must derive everything from the bucket.
 // A returned error means nothing fn did was committed.
@@ -58,6 +94,9 @@ func (s *State) Update(fn func(root *bolt.Bucket) error) error {
 func (s *State) View(fn func(root *bolt.Bucket) error) error {
 	if s.e.closed.Load() {
 		return ErrClosed
+	}
+	if err := s.flushIfPending(); err != nil {
+		return err
 	}
 	return s.e.stateDB.View(func(tx *bolt.Tx) error {
 		root := tx.Bucket(s.name)
@@ -82,6 +121,9 @@ func (r *ReadTx) Release() { _ = r.tx.Rollback() }
 func (s *State) BeginRead() (*ReadTx, error) {
 	if s.e.closed.Load() {
 		return nil, ErrClosed
+	}
+	if err := s.flushIfPending(); err != nil {
+		return nil, err
 	}
 	tx, err := s.e.stateDB.Begin(false)
 	if err != nil {
