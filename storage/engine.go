@@ -1,9 +1,10 @@
-// Package storage is a node's storage engine: one Raft log file and one
-// state file shared by all the Raft groups the node hosts, each written by
-// a single committer that commits whatever is queued in one transaction.
-// The log is fsynced at every commit; the state is not, because the log is
-// the durable record (DESIGN.md says why, what survives a crash or a power
-// loss, and the figures that chose this shape).
+// Package storage is a node's storage engine, shared by all the Raft
+// groups the node hosts: one write-ahead log of their entries, one small
+// bbolt file of their Raft stable stores, and one bbolt file of their
+// states. Each has a single writer that commits whatever is queued at
+// once. The log is fdatasynced at every commit; the state is not, because
+// the log is the durable record (DESIGN.md says why, what survives a crash
+// or a power loss, and the figures that chose this shape).
 package storage
 
 import (
@@ -34,8 +35,9 @@ const (
 
 // File names inside Options.Dir.
 const (
-	LogFile   = "log.db"
-	StateFile = "state.db"
+	WALDir     = "wal"
+	StableFile = "stable.db"
+	StateFile  = "state.db"
 	// dirtyFile exists while the state file may hold writes not yet
 	// fsynced; it names the boot they were made in.
 	dirtyFile = "state.dirty"
@@ -53,6 +55,8 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// StateLinger; DefaultStateLinger when zero.
 	StateLinger time.Duration
+	// WALSegmentBytes; DefaultWALSegmentBytes when zero.
+	WALSegmentBytes int64
 	// OnCommit, if set, is called after every commit, on the committer's
 	// goroutine: it must not block.
 	OnCommit func(CommitInfo)
@@ -63,12 +67,13 @@ type Options struct {
 // Engine is a node's storage engine. Its methods are safe for concurrent
 // use.
 type Engine struct {
-	opts    Options
-	log     *committer
-	state   *committer
-	logDB   *bolt.DB
-	stateDB *bolt.DB
-	closed  atomic.Bool
+	opts     Options
+	wal      *wal
+	stable   *committer
+	state    *committer
+	stableDB *bolt.DB
+	stateDB  *bolt.DB
+	closed   atomic.Bool
 
 	// Set when Open found the state untrusted or damaged and started an
 	// empty one: every group rebuilds from its snapshots and log.
@@ -77,16 +82,17 @@ type Engine struct {
 	dirty     bool // the state holds commits not yet fsynced (committer goroutine)
 	lastClean time.Time
 
-	fsyncs  [2]atomic.Uint64 // by store: log, state
-	commits [2]atomic.Uint64
+	fsyncs  [3]atomic.Uint64 // by store: log, stable, state
+	commits [3]atomic.Uint64
 }
 
 const (
 	storeLog = iota
+	storeStable
 	storeState
 )
 
-var storeNames = [2]string{"log", "state"}
+var storeNames = [3]string{"log", "stable", "state"}
 
 // Open opens (or creates) the engine's files in opts.Dir.
 func Open(opts Options) (*Engine, error) {
@@ -102,6 +108,9 @@ func Open(opts Options) (*Engine, error) {
 	if opts.StateLinger == 0 {
 		opts.StateLinger = DefaultStateLinger
 	}
+	if opts.WALSegmentBytes == 0 {
+		opts.WALSegmentBytes = DefaultWALSegmentBytes
+	}
 	if opts.BootID == "" {
 		opts.BootID = bootID()
 	}
@@ -110,21 +119,32 @@ func Open(opts Options) (*Engine, error) {
 	}
 	e := &Engine{opts: opts}
 	var err error
-	if e.logDB, err = openChecked(filepath.Join(opts.Dir, LogFile), 0, false); err != nil {
+	if e.stableDB, err = openChecked(filepath.Join(opts.Dir, StableFile), 0, false); err != nil {
+		return nil, fmt.Errorf("storage: the Raft stable store (terms and votes) cannot be opened, and it cannot be rebuilt from this node alone: %w", err)
+	}
+	e.wal, err = openWAL(filepath.Join(opts.Dir, WALDir), opts.WALSegmentBytes, opts.Logger, func(n int) { e.fsyncs[storeLog].Add(uint64(n)) }, func(ci CommitInfo) {
+		e.commits[storeLog].Add(1)
+		if opts.OnCommit != nil {
+			opts.OnCommit(ci)
+		}
+	})
+	if err != nil {
+		e.stableDB.Close()
 		return nil, fmt.Errorf("storage: the Raft log cannot be opened, and it cannot be rebuilt from this node alone: %w", err)
 	}
 	if e.stateDB, err = e.openState(); err != nil {
-		e.logDB.Close()
+		e.wal.close()
+		e.stableDB.Close()
 		return nil, err
 	}
-	e.log = newCommitter(e.logDB, "log", 2, e.observe(storeLog))
+	e.stable = newCommitter(e.stableDB, "stable", 2, e.observe(storeStable))
 	e.state = newCommitter(e.stateDB, "state", 0, e.observe(storeState))
 	e.state.beforeCommit = e.markDirty
 	e.state.onTick = e.checkpointIfDue
 	e.state.tick = opts.CheckpointInterval / 4
 	e.state.linger = opts.StateLinger
 	e.lastClean = time.Now()
-	e.log.start()
+	e.stable.start()
 	e.state.start()
 	return e, nil
 }
@@ -215,13 +235,13 @@ func (e *Engine) Close() error {
 	if e.closed.Swap(true) {
 		return nil
 	}
-	e.log.close()
+	errs := []error{e.wal.close()}
+	e.stable.close()
 	e.state.close()
-	var errs []error
 	if e.dirty {
 		errs = append(errs, e.checkpoint())
 	}
-	errs = append(errs, e.stateDB.Close(), e.logDB.Close())
+	errs = append(errs, e.stateDB.Close(), e.stableDB.Close())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("storage: close: %w", err)
 	}
@@ -239,9 +259,13 @@ func (e *Engine) observe(store int) func(CommitInfo) {
 }
 
 // Fsyncs is how many fsyncs (fdatasync of a file or fsync of the
-// directory) each store ("log", "state") has made.
+// directory) each store ("log", "stable", "state") has made.
 func (e *Engine) Fsyncs() map[string]uint64 {
-	return map[string]uint64{storeNames[0]: e.fsyncs[0].Load(), storeNames[1]: e.fsyncs[1].Load()}
+	out := map[string]uint64{}
+	for i, name := range storeNames {
+		out[name] = e.fsyncs[i].Load()
+	}
+	return out
 }
 
 // markDirty runs before each state commit: the first commit after a

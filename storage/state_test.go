@@ -200,18 +200,18 @@ func TestDamagedFiles(t *testing.T) {
 		}
 		put(t, state(t, e, 1), "k2", "v2") // usable
 	})
-	t.Run("a damaged log refuses to open, saying why", func(t *testing.T) {
+	t.Run("a damaged stable store refuses to open, saying why", func(t *testing.T) {
 		dir := t.TempDir()
 		e := openTest(t, dir, "boot")
-		groupLog(t, e, 1).StoreLog(entry(1, "x"))
+		groupLog(t, e, 1).SetUint64([]byte("CurrentTerm"), 3)
 		if err := e.Close(); err != nil {
 			t.Fatal(err)
 		}
 		page := int64(os.Getpagesize())
-		damageFile(t, filepath.Join(dir, LogFile), 16, page+16)
+		damageFile(t, filepath.Join(dir, StableFile), 16, page+16)
 		_, err := Open(Options{Dir: dir, Logger: slog.New(slog.DiscardHandler), BootID: "boot"})
-		if err == nil || !strings.Contains(err.Error(), "Raft log") {
-			t.Fatalf("open of a damaged log: %v", err)
+		if err == nil || !strings.Contains(err.Error(), "stable store") {
+			t.Fatalf("open of a damaged stable store: %v", err)
 		}
 	})
 }
