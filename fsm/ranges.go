@@ -3,6 +3,8 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -43,6 +45,46 @@ func readRanges(root *bolt.Bucket) (*ownedRanges, error) {
 	if v == nil {
 		return nil, nil
 	}
+	if o, ok := decodedRanges.get(v); ok {
+		return o, nil
+	}
+	o, err := decodeRanges(v)
+	if err == nil {
+		decodedRanges.put(v, o)
+	}
+	return o, err
+}
+
+// decodedRanges remembers decoded range records by their bytes: every
+// append checks its slot against them, and decoding on each one cost more
+// than the check. Keyed by content, it can never answer for another state.
+var decodedRanges = &rangesCache{m: map[string]*ownedRanges{}}
+
+type rangesCache struct {
+	mu sync.Mutex
+	m  map[string]*ownedRanges
+}
+
+// rangesCacheMax bounds the cache (one record per group and map version).
+const rangesCacheMax = 4096
+
+func (c *rangesCache) get(raw []byte) (*ownedRanges, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.m[string(raw)]
+	return o, ok
+}
+
+func (c *rangesCache) put(raw []byte, o *ownedRanges) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= rangesCacheMax {
+		clear(c.m)
+	}
+	c.m[string(raw)] = o
+}
+
+func decodeRanges(v []byte) (*ownedRanges, error) {
 	var pb fsmpb.SetRanges
 	if err := proto.Unmarshal(v, &pb); err != nil {
 		return nil, fmt.Errorf("decode owned ranges: %w", err)
@@ -83,5 +125,5 @@ func (f *FSM) OwnedRanges() (ranges []shard.Range, mapVersion uint64, ok bool, e
 	if err != nil || o == nil {
 		return nil, 0, false, err
 	}
-	return o.ranges, o.mapVersion, true, nil
+	return slices.Clone(o.ranges), o.mapVersion, true, nil
 }

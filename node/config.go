@@ -93,9 +93,15 @@ type Config struct {
 	HeartbeatTimeout   time.Duration
 	ElectionTimeout    time.Duration
 	LeaderLeaseTimeout time.Duration
-	SnapshotInterval   time.Duration
-	SnapshotThreshold  uint64
-	TrailingLogs       uint64
+	// CommitTimeout is how long a leader with nothing new to send waits
+	// before telling its followers the commit index anyway. Each group's
+	// leader does so to each follower, so at hashicorp/raft's 50 ms a node
+	// idling with 64 groups spent most of a core on it; followers serve no
+	// reads, so they may learn of commits later.
+	CommitTimeout     time.Duration
+	SnapshotInterval  time.Duration
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 
 	// Clock gives the time proposed with each command; injected for tests.
 	Clock  func() time.Time
@@ -135,6 +141,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:      time.Second,
 		ElectionTimeout:       time.Second,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
+		CommitTimeout:         500 * time.Millisecond,
 		SnapshotInterval:      2 * time.Minute,
 		SnapshotThreshold:     8192,
 		TrailingLogs:          10240,

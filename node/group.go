@@ -27,6 +27,9 @@ const (
 	transportMaxPool    = 3
 	transportTimeout    = 10 * time.Second
 	leaderNotifyBacklog = 16
+	// maxAppendEntries bounds the entries of one log write and one
+	// AppendEntries RPC (hashicorp/raft's default is 64).
+	maxAppendEntries = 256
 )
 
 // Group is one Raft group hosted on a node: its Raft instance, log, snapshots
@@ -176,13 +179,21 @@ func (g *Group) open(bootstrap bool) error {
 	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
 	rc.ElectionTimeout = cfg.ElectionTimeout
 	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	if cfg.CommitTimeout > 0 {
+		rc.CommitTimeout = cfg.CommitTimeout
+	}
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
 	rc.TrailingLogs = cfg.TrailingLogs
-	// BatchApplyCh stays off: with a buffered apply channel a future still
-	// queued at shutdown is never answered, and its caller would hang. The
-	// leader batches queued applies into one log write either way.
-	rc.BatchApplyCh = false
+	// A buffered apply channel: proposers hand over without waiting for the
+	// leader loop, which takes up to MaxAppendEntries of them per log write.
+	// A future still queued when Raft shuts down would never be answered
+	// (hashicorp/raft sets no shutdown channel on apply futures), so Close
+	// first waits, with Raft still running, until every future this group
+	// started is answered (futuresMu): a running Raft answers a queued one
+	// as leader, or with ErrNotLeader as follower or candidate.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = maxAppendEntries
 	// The state survives restarts with its applied index (a state the engine
 	// set aside restarts empty: restoreNewerSnapshot brings it to the newest
 	// snapshot); restoring the last snapshot at start would only rewind it.

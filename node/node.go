@@ -51,6 +51,8 @@ type Node struct {
 	mu     sync.RWMutex
 	groups map[shard.GroupID]*Group
 	smap   atomic.Pointer[shard.Map]
+	// nodesCache: the registry decoded at a meta applied index.
+	nodesCache atomic.Pointer[nodesAt]
 
 	transfers map[shard.GroupID]transferState // reconcile goroutine only
 	rounds    atomic.Uint64                   // reconcile rounds done (for tests)
@@ -258,7 +260,7 @@ func (n *Node) nodeRecord(id string) (fsm.Node, bool) {
 	if id == n.cfg.NodeID {
 		return fsm.Node{ID: id, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, GossipAddr: n.cfg.GossipAddr}, true
 	}
-	nodes, err := n.meta.fsm.Nodes()
+	nodes, err := n.registry()
 	if err != nil {
 		return fsm.Node{}, false
 	}
@@ -268,6 +270,27 @@ func (n *Node) nodeRecord(id string) (fsm.Node, bool) {
 		}
 	}
 	return fsm.Node{}, false
+}
+
+// registry is the node registry as this node's meta replica holds it,
+// decoded again only when the meta group applied something since: routing
+// asks for it on every forwarded call.
+func (n *Node) registry() ([]fsm.Node, error) {
+	applied := n.meta.fsm.AppliedIndex()
+	if c := n.nodesCache.Load(); c != nil && c.applied == applied {
+		return c.nodes, nil
+	}
+	nodes, err := n.meta.fsm.Nodes()
+	if err != nil {
+		return nil, err
+	}
+	n.nodesCache.Store(&nodesAt{applied: applied, nodes: nodes})
+	return nodes, nil
+}
+
+type nodesAt struct {
+	applied uint64
+	nodes   []fsm.Node
 }
 
 func (n *Node) grpcAddrOf(id string) string {

@@ -271,9 +271,11 @@ func (c *Client) target(timeline string) (addr string, group uint64, conn *grpc.
 					candidates = append(candidates, a)
 				}
 			}
+			// replicas[0] is the preferred leader, which the cluster hands
+			// leadership to: try it first (a follower would forward, at
+			// the cost of a hop on every call), the others after failures.
 			if len(candidates) > 0 {
 				addr = candidates[c.turn[group]%len(candidates)]
-				c.turn[group]++
 			}
 		}
 	}
@@ -338,6 +340,9 @@ func (c *Client) failed(group uint64, addr string) {
 	defer c.mu.Unlock()
 	if group != 0 && c.leaders[group] == addr {
 		delete(c.leaders, group)
+	}
+	if group != 0 {
+		c.turn[group]++
 	}
 	if c.leader == addr {
 		c.leader = ""
