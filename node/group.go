@@ -164,6 +164,11 @@ func (g *Group) open(bootstrap bool) error {
 	if err := restoreNewerSnapshot(g.fsm, snaps, g.log); err != nil {
 		return err
 	}
+	if last, err := logStore.LastIndex(); err == nil && last > g.fsm.AppliedIndex() {
+		// Raft applies what is committed past the state once it learns the
+		// commit index (at once for a lone voter, else from the leader).
+		g.log.Info("the state is behind the log: replaying it", "state_applied", g.fsm.AppliedIndex(), "log_last", last)
+	}
 	stream, err := g.node.mux.Layer(uint64(g.id))
 	if err != nil {
 		return err

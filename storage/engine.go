@@ -75,9 +75,11 @@ type Engine struct {
 	stateDB  *bolt.DB
 	closed   atomic.Bool
 
-	// Set when Open found the state untrusted or damaged and started an
-	// empty one: every group rebuilds from its snapshots and log.
+	// Set when Open found the state missing, untrusted or damaged and
+	// started an empty one: every group rebuilds from its snapshots and log.
 	rebuilt string
+	// existed: the engine's files were there before this Open.
+	existed bool
 
 	dirty     bool // the state holds commits not yet fsynced (committer goroutine)
 	lastClean time.Time
@@ -118,6 +120,8 @@ func Open(opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
 	e := &Engine{opts: opts}
+	_, statErr := os.Stat(filepath.Join(opts.Dir, StableFile))
+	e.existed = statErr == nil
 	var err error
 	if e.stableDB, err = openChecked(filepath.Join(opts.Dir, StableFile), 0, false); err != nil {
 		return nil, fmt.Errorf("storage: the Raft stable store (terms and votes) cannot be opened, and it cannot be rebuilt from this node alone: %w", err)
@@ -166,8 +170,11 @@ func (e *Engine) openState() (*bolt.DB, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("storage: read %s: %w", dirtyFile, err)
 	}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) && e.existed && reason == "" {
+		reason = "the state file is missing"
+	}
 	var db *bolt.DB
-	if reason == "" {
+	if reason == "" || reason == "the state file is missing" {
 		var err error
 		db, err = openChecked(path, e.opts.InitialMmapSize, true)
 		if err != nil {
@@ -175,6 +182,11 @@ func (e *Engine) openState() (*bolt.DB, error) {
 		}
 	}
 	if reason == "" {
+		return db, nil
+	}
+	if db != nil { // missing: nothing to set aside
+		e.rebuilt = reason
+		e.opts.Logger.Warn("storage: the state file is missing: starting empty; every group rebuilds from its newest snapshot and its log")
 		return db, nil
 	}
 	aside := fmt.Sprintf("%s.untrusted-%d", path, time.Now().UnixNano())
