@@ -46,7 +46,9 @@ type writerFunc func(p []byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
-func statePath(m *testcluster.Member) string { return filepath.Join(m.Dir, "storage", storage.StateFile) }
+func statePath(m *testcluster.Member) string {
+	return filepath.Join(m.Dir, "storage", storage.StateFile)
+}
 
 // TestFollowerStateRecovery stops a follower while writes go on, damages
 // its state file the ways a disk or an operator can, and restarts it: the
