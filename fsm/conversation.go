@@ -68,7 +68,7 @@ func applySend(root *bolt.Bucket, ch *Changes, nowMs int64, s *fsmpb.Send) (*Sen
 		return &SendResult{Seq: dup.Seq, TsMs: dup.TsMs, Deduplicated: true, Recipients: len(recipients), Light: light}, nil
 	}
 
-	tlb := root.Bucket(bucketTimelines)
+	tlb := sealed{root.Bucket(bucketTimelines)}
 	info, err := readInfo(tlb, tl)
 	if err != nil {
 		return nil, err
@@ -106,7 +106,7 @@ func applySend(root *bolt.Bucket, ch *Changes, nowMs int64, s *fsmpb.Send) (*Sen
 	if err != nil {
 		return nil, fmt.Errorf("encode outbox job: %w", err)
 	}
-	if err := root.Bucket(bucketOutbox).Put(outboxKey(s.GetConversation(), seq), job); err != nil {
+	if err := (sealed{root.Bucket(bucketOutbox)}).Put(outboxKey(s.GetConversation(), seq), job); err != nil {
 		return nil, err
 	}
 	ch.Outbox = true
@@ -117,11 +117,15 @@ func applySend(root *bolt.Bucket, ch *Changes, nowMs int64, s *fsmpb.Send) (*Sen
 // of the conversation queued for a member gets delivery seq n. The counters
 // live in the conversation's key range (kindQueued), so a Send dirties the
 // pages of one conversation only.
-func nextDeliverySeqs(tlb *bolt.Bucket, conv []byte, recipients []string) ([]uint64, error) {
+func nextDeliverySeqs(tlb sealed, conv []byte, recipients []string) ([]uint64, error) {
 	out := make([]uint64, len(recipients))
 	for i, r := range recipients {
 		k := queuedKey(conv, r)
-		n := readU64(tlb, k) + 1
+		n, err := tlb.GetU64(k)
+		if err != nil {
+			return nil, err
+		}
+		n++
 		if err := tlb.Put(k, u64(n)); err != nil {
 			return nil, err
 		}
@@ -136,11 +140,14 @@ type deliveryMark struct {
 	deliverySeq uint64 // its delivery seq: how many messages it has received from the conversation
 }
 
-// readMark reads a mark. A mark of 8 bytes was written before delivery
-// seqs existed: its conversation seq, and a delivery seq of 0 (counters
-// start with the first Send after the upgrade, so the next message is 1).
-func readMark(tlb *bolt.Bucket, k []byte) (deliveryMark, error) {
-	switch v := tlb.Get(k); len(v) {
+// readMark reads a mark (zero when the timeline received nothing from the
+// conversation yet).
+func readMark(tlb sealed, k []byte) (deliveryMark, error) {
+	v, err := tlb.Get(k)
+	if err != nil {
+		return deliveryMark{}, err
+	}
+	switch len(v) {
 	case 0:
 		return deliveryMark{}, nil
 	case 16:
@@ -150,7 +157,7 @@ func readMark(tlb *bolt.Bucket, k []byte) (deliveryMark, error) {
 	}
 }
 
-func writeMark(tlb *bolt.Bucket, k []byte, m deliveryMark) error {
+func writeMark(tlb sealed, k []byte, m deliveryMark) error {
 	return tlb.Put(k, binary.BigEndian.AppendUint64(u64(m.convSeq), m.deliverySeq))
 }
 
@@ -173,7 +180,7 @@ func applyDeliver(root *bolt.Bucket, ch *Changes, nowMs int64, d *fsmpb.Deliver)
 			return nil, err // refuse the whole batch: the deliverer re-routes it
 		}
 	}
-	tlb := root.Bucket(bucketTimelines)
+	tlb := sealed{root.Bucket(bucketTimelines)}
 	// First pass: decide every item against the marks as they will be when
 	// it is reached (an item may follow another of the same timeline and
 	// conversation in this command), writing nothing.
@@ -255,7 +262,11 @@ func (f *FSM) OutboxConversations(limit int) ([]string, error) {
 		c := root.Bucket(bucketOutbox).Cursor()
 		for k, _ := c.First(); k != nil && len(out) < limit; {
 			var job fsmpb.OutboxJob
-			if err := proto.Unmarshal(c.Bucket().Get(k), &job); err != nil {
+			v, err := unseal(k, c.Bucket().Get(k))
+			if err != nil {
+				return err
+			}
+			if err := proto.Unmarshal(v, &job); err != nil {
 				return fmt.Errorf("decode outbox job %x: %w", k, err)
 			}
 			out = append(out, job.GetConversation())
@@ -282,7 +293,11 @@ func (f *FSM) Outbox(conversation string, limit int) ([]OutboxJob, error) {
 		c := root.Bucket(bucketOutbox).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 && len(jobs) < limit; k, v = c.Next() {
 			var pb fsmpb.OutboxJob
-			if err := proto.Unmarshal(v, &pb); err != nil {
+			raw, err := unseal(k, v)
+			if err != nil {
+				return err
+			}
+			if err := proto.Unmarshal(raw, &pb); err != nil {
 				return fmt.Errorf("decode outbox job %x: %w", k, err)
 			}
 			jobs = append(jobs, OutboxJob{
@@ -307,7 +322,7 @@ func (f *FSM) Outbox(conversation string, limit int) ([]OutboxJob, error) {
 func (f *FSM) Delivered(timeline, conversation string) (uint64, error) {
 	var m deliveryMark
 	err := f.view(func(root *bolt.Bucket) (err error) {
-		m, err = readMark(root.Bucket(bucketTimelines), deliveredKey(timelineKey(timeline), conversation))
+		m, err = readMark(sealed{root.Bucket(bucketTimelines)}, deliveredKey(timelineKey(timeline), conversation))
 		return err
 	})
 	return m.convSeq, err

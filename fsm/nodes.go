@@ -34,6 +34,10 @@ func readNodes(root *bolt.Bucket) ([]Node, error) {
 	var nodes []Node
 	err := root.Bucket(bucketNodes).ForEach(func(k, v []byte) error {
 		var rec fsmpb.NodeRecord
+		v, err := unseal(k, v)
+		if err != nil {
+			return err
+		}
 		if err := proto.Unmarshal(v, &rec); err != nil {
 			return fmt.Errorf("decode node record %q: %w", k, err)
 		}
@@ -79,5 +83,5 @@ func applyRegisterNode(root *bolt.Bucket, r *fsmpb.RegisterNode) error {
 	if err != nil {
 		return fmt.Errorf("encode node record: %w", err)
 	}
-	return root.Bucket(bucketNodes).Put([]byte(nd.ID), v)
+	return sealed{root.Bucket(bucketNodes)}.Put([]byte(nd.ID), v)
 }

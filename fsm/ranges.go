@@ -41,9 +41,9 @@ func (o *ownedRanges) owns(timeline string) bool {
 }
 
 func readRanges(root *bolt.Bucket) (*ownedRanges, error) {
-	v := root.Bucket(bucketRanges).Get(keyRanges)
-	if v == nil {
-		return nil, nil
+	v, err := sealed{root.Bucket(bucketRanges)}.Get(keyRanges)
+	if err != nil || v == nil {
+		return nil, err
 	}
 	if o, ok := decodedRanges.get(v); ok {
 		return o, nil
@@ -111,7 +111,7 @@ func applySetRanges(root *bolt.Bucket, c *fsmpb.SetRanges) error {
 	if err != nil {
 		return fmt.Errorf("encode owned ranges: %w", err)
 	}
-	return root.Bucket(bucketRanges).Put(keyRanges, v)
+	return sealed{root.Bucket(bucketRanges)}.Put(keyRanges, v)
 }
 
 // OwnedRanges returns the slot ranges this group was told it owns and the

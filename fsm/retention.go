@@ -39,7 +39,7 @@ func applyTrim(root *bolt.Bucket, t *fsmpb.Trim) error {
 	if err := ValidateTrim(t); err != nil {
 		return reject(err)
 	}
-	tlb := root.Bucket(bucketTimelines)
+	tlb := sealed{root.Bucket(bucketTimelines)}
 	for _, it := range t.GetItems() {
 		tl := timelineKey(it.GetTimeline())
 		ctr, err := seqgen.Get(tlb, counterKey(tl))
@@ -56,7 +56,7 @@ func applyTrim(root *bolt.Bucket, t *fsmpb.Trim) error {
 		}
 		prefix := entryPrefix(tl)
 		var stale [][]byte
-		c := tlb.Cursor()
+		c := tlb.b.Cursor()
 		k, _ := c.Seek(prefix)
 		for ; k != nil && bytes.HasPrefix(k, prefix) && len(stale) < MaxTrimPerItem; k, _ = c.Next() {
 			if binary.BigEndian.Uint64(k[len(prefix):]) >= keepFrom {
@@ -97,8 +97,8 @@ type TrimCandidate struct {
 // most maxScan timelines per call.
 func (f *FSM) RetentionCandidates(policy RetentionPolicy, nowMs int64, startAfter string, limit, maxScan int) (out []TrimCandidate, last string, err error) {
 	err = f.view(func(root *bolt.Bucket) error {
-		tlb := root.Bucket(bucketTimelines)
-		c := tlb.Cursor()
+		tlb := sealed{root.Bucket(bucketTimelines)}
+		c := tlb.b.Cursor()
 		var k []byte
 		if startAfter == "" {
 			k, _ = c.First()
@@ -131,7 +131,7 @@ func (f *FSM) RetentionCandidates(policy RetentionPolicy, nowMs int64, startAfte
 	return out, last, nil
 }
 
-func trimCandidate(tlb *bolt.Bucket, id string, policy RetentionPolicy, nowMs int64) (TrimCandidate, bool, error) {
+func trimCandidate(tlb sealed, id string, policy RetentionPolicy, nowMs int64) (TrimCandidate, bool, error) {
 	tl := timelineKey(id)
 	ctr, err := seqgen.Get(tlb, counterKey(tl))
 	if err != nil || ctr.Head == 0 {
@@ -147,7 +147,7 @@ func trimCandidate(tlb *bolt.Bucket, id string, policy RetentionPolicy, nowMs in
 		keepFrom = ctr.Head - r.MaxEntries + 1
 	}
 	prefix := entryPrefix(tl)
-	c := tlb.Cursor()
+	c := tlb.b.Cursor()
 	k, v := c.Seek(prefix)
 	if k == nil || !bytes.HasPrefix(k, prefix) {
 		return TrimCandidate{}, false, nil // nothing kept
@@ -159,7 +159,11 @@ func trimCandidate(tlb *bolt.Bucket, id string, policy RetentionPolicy, nowMs in
 		// entry young enough, at most a command's worth.
 		for n := 0; k != nil && bytes.HasPrefix(k, prefix) && n < MaxTrimPerItem; n++ {
 			var se fsmpb.StoredEntry
-			if err := proto.Unmarshal(v, &se); err != nil {
+			raw, err := unseal(k, v)
+			if err != nil {
+				return TrimCandidate{}, false, err
+			}
+			if err := proto.Unmarshal(raw, &se); err != nil {
 				return TrimCandidate{}, false, fmt.Errorf("decode entry of %q: %w", id, err)
 			}
 			seq := binary.BigEndian.Uint64(k[len(prefix):])

@@ -24,9 +24,13 @@ func applySetShardMap(root *bolt.Bucket, c *fsmpb.SetShardMap) error {
 	if err != nil {
 		return reject(fmt.Errorf("%w: %v", ErrInvalidArgument, err))
 	}
-	b := root.Bucket(bucketShardMap)
+	b := sealed{root.Bucket(bucketShardMap)}
 	var cur uint64
-	if v := b.Get(keyShardMap); v != nil {
+	v, err := b.Get(keyShardMap)
+	if err != nil {
+		return err
+	}
+	if v != nil {
 		var stored fsmpb.ShardMap
 		if err := proto.Unmarshal(v, &stored); err != nil {
 			return fmt.Errorf("decode shard map: %w", err)
@@ -36,7 +40,7 @@ func applySetShardMap(root *bolt.Bucket, c *fsmpb.SetShardMap) error {
 	if cur != c.GetExpectedVersion() || m.Version <= cur {
 		return reject(fmt.Errorf("%w: stored %d, expected %d, proposed %d", ErrVersionConflict, cur, c.GetExpectedVersion(), m.Version))
 	}
-	v, err := proto.Marshal(c.GetMap())
+	v, err = proto.Marshal(c.GetMap())
 	if err != nil {
 		return fmt.Errorf("encode shard map: %w", err)
 	}
@@ -47,9 +51,9 @@ func applySetShardMap(root *bolt.Bucket, c *fsmpb.SetShardMap) error {
 func (f *FSM) ShardMap() (*shard.Map, error) {
 	var pb *fsmpb.ShardMap
 	err := f.view(func(root *bolt.Bucket) error {
-		v := root.Bucket(bucketShardMap).Get(keyShardMap)
-		if v == nil {
-			return nil
+		v, err := sealed{root.Bucket(bucketShardMap)}.Get(keyShardMap)
+		if err != nil || v == nil {
+			return err
 		}
 		pb = &fsmpb.ShardMap{}
 		return proto.Unmarshal(v, pb)

@@ -123,8 +123,8 @@ func (f *FSM) readPage(timeline string, limit int, fn func(p *pageReader) error)
 		return fmt.Errorf("%w: limit %d is below 1", ErrInvalidArgument, limit)
 	}
 	return f.view(func(root *bolt.Bucket) error {
-		tlb := root.Bucket(bucketTimelines)
-		p := &pageReader{timeline: timeline, tl: timelineKey(timeline), c: tlb.Cursor()}
+		tlb := sealed{root.Bucket(bucketTimelines)}
+		p := &pageReader{timeline: timeline, tl: timelineKey(timeline), c: tlb.b.Cursor()}
 		p.prefix = entryPrefix(p.tl)
 		ctr, err := seqgen.Get(tlb, counterKey(p.tl))
 		if err != nil {
@@ -144,7 +144,11 @@ func (p *pageReader) collect(k, v []byte, next func() ([]byte, []byte), limit, m
 	var out []Entry
 	size := 0
 	for ; k != nil && bytes.HasPrefix(k, p.prefix) && len(out) < limit; k, v = next() {
-		e, err := decodeEntry(p.timeline, k[len(p.prefix):], v)
+		raw, err := unseal(k, v)
+		if err != nil {
+			return nil, err
+		}
+		e, err := decodeEntry(p.timeline, k[len(p.prefix):], raw)
 		if err != nil {
 			return nil, err
 		}
@@ -160,7 +164,7 @@ func (p *pageReader) collect(k, v []byte, next func() ([]byte, []byte), limit, m
 // oldestKept is the oldest seq a timeline keeps: its first entry's, or,
 // when retention dropped them all, the seq after the last dropped one (head
 // + 1); 0 for a timeline that never had entries.
-func oldestKept(tlb *bolt.Bucket, c *bolt.Cursor, tl []byte) (uint64, error) {
+func oldestKept(tlb sealed, c *bolt.Cursor, tl []byte) (uint64, error) {
 	prefix := entryPrefix(tl)
 	if k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 {
 		return binary.BigEndian.Uint64(k[len(prefix):]), nil
@@ -255,7 +259,7 @@ func (f *FSM) Head(timeline string) (uint64, error) {
 	}
 	var head uint64
 	err := f.view(func(root *bolt.Bucket) error {
-		ctr, err := seqgen.Get(root.Bucket(bucketTimelines), counterKey(timelineKey(timeline)))
+		ctr, err := seqgen.Get(sealed{root.Bucket(bucketTimelines)}, counterKey(timelineKey(timeline)))
 		head = ctr.Head
 		return err
 	})

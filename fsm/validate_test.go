@@ -1,11 +1,14 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"math"
 	"slices"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 )
@@ -167,5 +170,54 @@ func TestDeliverRefusesJumps(t *testing.T) {
 	bob := h.pullAll("bob")
 	if len(bob) != 3 || string(bob[2].Payload) != "m3" || bob[2].ConversationSeq != 7 {
 		t.Fatalf("bob %+v", bob)
+	}
+}
+
+// A value damaged on disk is an error wherever it is read, never data: the
+// entry a Pull would return, the counter an append reads, a dedupe record.
+func TestDamagedValuesAreErrorsNotData(t *testing.T) {
+	h := newHarness(t)
+	h.apply(appendCmd("a", "first", "k1", 1), appendCmd("a", "second", "k2", 2))
+	flip := func(key []byte) {
+		t.Helper()
+		err := h.f.update(func(root *bolt.Bucket) error {
+			b := root.Bucket(bucketTimelines)
+			v := bytes.Clone(b.Get(key))
+			v[len(v)-1] ^= 0x01
+			return b.Put(key, v)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tl := timelineKey("a")
+	flip(entryKey(tl, 2))
+	if res, err := h.f.Pull("a", 0, 10, 0); !errors.Is(err, ErrCorruptState) {
+		t.Fatalf("pull over a damaged entry: %+v, %v", res, err)
+	}
+	if res, err := h.f.Pull("a", 0, 1, 0); err != nil || len(res.Entries) != 1 || string(res.Entries[0].Payload) != "first" {
+		t.Fatalf("pull of the intact entry before it: %+v, %v", res, err)
+	}
+	if _, err := h.f.History("a", 0, 10, 0); !errors.Is(err, ErrCorruptState) {
+		t.Fatalf("history over a damaged entry: %v", err)
+	}
+	flip(counterKey(tl))
+	if _, err := h.f.Head("a"); !errors.Is(err, ErrCorruptState) {
+		t.Fatalf("head from a damaged counter: %v", err)
+	}
+	// Applying over a damaged counter is a storage failure (the replica
+	// stops), not a rejection and not a seq taken from damaged bytes.
+	var failure error
+	err := h.f.update(func(root *bolt.Bucket) error {
+		var ch Changes
+		data, err := EncodeCommand(appendCmd("a", "third", "", 3))
+		if err != nil {
+			return err
+		}
+		_, failure = applyCommand(root, &ch, data)
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) || !errors.Is(failure, ErrCorruptState) {
+		t.Fatalf("append over a damaged counter: %v, %v", err, failure)
 	}
 }

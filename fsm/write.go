@@ -77,7 +77,7 @@ func checkOwned(root *bolt.Bucket, timeline string) error {
 // appendEntry allocates the timeline's next seq and stores se under it.
 func appendEntry(root *bolt.Bucket, ch *Changes, timeline string, nowMs int64, se *fsmpb.StoredEntry) (seq uint64, tsMs int64, err error) {
 	tl := timelineKey(timeline)
-	tlb := root.Bucket(bucketTimelines)
+	tlb := sealed{root.Bucket(bucketTimelines)}
 	seq, ts, err := seqgen.Next(tlb, counterKey(tl), nowMs)
 	if err != nil {
 		return 0, 0, err
@@ -102,9 +102,9 @@ func lookupDedupe(root *bolt.Bucket, tl []byte, key string, nowMs, windowMs int6
 		return nil, nil, nil
 	}
 	dk = dedupeKey(tl, key)
-	v := root.Bucket(bucketTimelines).Get(dk)
-	if v == nil {
-		return dk, nil, nil
+	v, err := sealed{root.Bucket(bucketTimelines)}.Get(dk)
+	if err != nil || v == nil {
+		return dk, nil, err
 	}
 	var rec fsmpb.DedupeRecord
 	if err := proto.Unmarshal(v, &rec); err != nil {
@@ -127,17 +127,17 @@ func recordDedupe(root *bolt.Bucket, dk []byte, seq uint64, tsMs int64) error {
 	if err != nil {
 		return fmt.Errorf("encode dedupe record: %w", err)
 	}
-	if err := root.Bucket(bucketTimelines).Put(dk, rec); err != nil {
+	if err := (sealed{root.Bucket(bucketTimelines)}).Put(dk, rec); err != nil {
 		return err
 	}
-	return root.Bucket(bucketDedupeExpiry).Put(expiryKey(tsMs, dk), nil)
+	return sealed{root.Bucket(bucketDedupeExpiry)}.Put(expiryKey(tsMs, dk), nil)
 }
 
 // gcDedupe removes up to dedupeGCPerAppend dedupe records written before
 // cutoffMs. A record rewritten later (same key, newer timestamp) stays.
 func gcDedupe(root *bolt.Bucket, cutoffMs int64) error {
 	expiry := root.Bucket(bucketDedupeExpiry)
-	dedupe := root.Bucket(bucketTimelines)
+	dedupe := sealed{root.Bucket(bucketTimelines)}
 	var stale [][]byte
 	c := expiry.Cursor()
 	for k, _ := c.First(); k != nil && len(stale) < dedupeGCPerAppend; k, _ = c.Next() {
@@ -148,7 +148,11 @@ func gcDedupe(root *bolt.Bucket, cutoffMs int64) error {
 	}
 	for _, k := range stale {
 		ts, dk := int64(binary.BigEndian.Uint64(k[:8])), k[8:]
-		if v := dedupe.Get(dk); v != nil {
+		v, err := dedupe.Get(dk)
+		if err != nil {
+			return err
+		}
+		if v != nil {
 			var rec fsmpb.DedupeRecord
 			if err := proto.Unmarshal(v, &rec); err != nil {
 				return fmt.Errorf("decode dedupe record: %w", err)
@@ -167,9 +171,13 @@ func gcDedupe(root *bolt.Bucket, cutoffMs int64) error {
 }
 
 // readInfo returns a timeline's info (zero: a user timeline never trimmed).
-func readInfo(tlb *bolt.Bucket, tl []byte) (*fsmpb.TimelineInfo, error) {
+func readInfo(tlb sealed, tl []byte) (*fsmpb.TimelineInfo, error) {
 	info := &fsmpb.TimelineInfo{}
-	if v := tlb.Get(infoKey(tl)); v != nil {
+	v, err := tlb.Get(infoKey(tl))
+	if err != nil {
+		return nil, err
+	}
+	if v != nil {
 		if err := proto.Unmarshal(v, info); err != nil {
 			return nil, fmt.Errorf("decode timeline info: %w", err)
 		}
@@ -177,7 +185,7 @@ func readInfo(tlb *bolt.Bucket, tl []byte) (*fsmpb.TimelineInfo, error) {
 	return info, nil
 }
 
-func writeInfo(tlb *bolt.Bucket, tl []byte, info *fsmpb.TimelineInfo) error {
+func writeInfo(tlb sealed, tl []byte, info *fsmpb.TimelineInfo) error {
 	v, err := proto.Marshal(info)
 	if err != nil {
 		return fmt.Errorf("encode timeline info: %w", err)

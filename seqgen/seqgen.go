@@ -13,9 +13,15 @@ package seqgen
 import (
 	"encoding/binary"
 	"fmt"
-
-	bolt "go.etcd.io/bbolt"
 )
+
+// Store is where counters live: a key-value view of the caller's write
+// transaction (the state machine's adds a checksum to every value). Get
+// returns nil for a missing key.
+type Store interface {
+	Get(key []byte) ([]byte, error)
+	Put(key, value []byte) error
+}
 
 // counterLen is the encoded size of a Counter: head (8) + last timestamp (8).
 const counterLen = 16
@@ -29,8 +35,11 @@ type Counter struct {
 }
 
 // Get reads the counter stored at key in b (zero if there is none).
-func Get(b *bolt.Bucket, key []byte) (Counter, error) {
-	v := b.Get(key)
+func Get(b Store, key []byte) (Counter, error) {
+	v, err := b.Get(key)
+	if err != nil {
+		return Counter{}, fmt.Errorf("seqgen: counter at %q: %w", key, err)
+	}
 	if v == nil {
 		return Counter{}, nil
 	}
@@ -47,7 +56,7 @@ func Get(b *bolt.Bucket, key []byte) (Counter, error) {
 // timestamp is nowMs, raised to the previous entry's timestamp when a clock
 // went back (a new leader whose clock is behind), so timestamps never
 // decrease along a timeline.
-func Next(b *bolt.Bucket, key []byte, nowMs int64) (seq uint64, tsMs int64, err error) {
+func Next(b Store, key []byte, nowMs int64) (seq uint64, tsMs int64, err error) {
 	cur, err := Get(b, key)
 	if err != nil {
 		return 0, 0, err

@@ -23,6 +23,10 @@ var errorCodes = []struct {
 	{fsm.ErrNodeConflict, codes.FailedPrecondition},
 	{fsm.ErrDeliveryGap, codes.FailedPrecondition},
 	{fsm.ErrWrongGroup, codes.Aborted},
+	// A stored value that fails its checksum on this replica: never served
+	// as data. DATA_LOSS, which clients retry on another replica no sooner
+	// than the group has a leader with an intact copy.
+	{fsm.ErrCorruptState, codes.DataLoss},
 	{node.ErrUnknownGroup, codes.NotFound},
 	{node.ErrNotLeader, codes.Unavailable},
 	{node.ErrLeaderNotReady, codes.Unavailable},

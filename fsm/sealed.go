@@ -1,0 +1,74 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrCorruptState marks a stored value that fails its checksum: the bytes
+// on disk are not what this replica wrote. It is an error, never data.
+var ErrCorruptState = errors.New("fsm: stored value fails its checksum")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// sealLen is the checksum in front of every value of the data buckets: a
+// CRC-32C of the key and the value, so a value that was damaged, or that
+// is found under another key, fails.
+const sealLen = 4
+
+func valueCRC(k, v []byte) uint32 {
+	return crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, v)
+}
+
+// seal is v as stored under k.
+func seal(k, v []byte) []byte {
+	out := make([]byte, sealLen, sealLen+len(v))
+	binary.BigEndian.PutUint32(out, valueCRC(k, v))
+	return append(out, v...)
+}
+
+// unseal checks a stored value and returns what was sealed (inside the
+// transaction's memory, like any bbolt value).
+func unseal(k, stored []byte) ([]byte, error) {
+	if len(stored) < sealLen || binary.BigEndian.Uint32(stored) != valueCRC(k, stored[sealLen:]) {
+		return nil, fmt.Errorf("%w: key %x", ErrCorruptState, k)
+	}
+	return stored[sealLen:], nil
+}
+
+// sealed is a data bucket whose values carry checksums. It also serves
+// seqgen as its store.
+type sealed struct{ b *bolt.Bucket }
+
+// Get returns the value at k, nil if there is none.
+func (s sealed) Get(k []byte) ([]byte, error) {
+	v := s.b.Get(k)
+	if v == nil {
+		return nil, nil
+	}
+	return unseal(k, v)
+}
+
+// Put stores v at k.
+func (s sealed) Put(k, v []byte) error { return s.b.Put(k, seal(k, v)) }
+
+// Delete removes k.
+func (s sealed) Delete(k []byte) error { return s.b.Delete(k) }
+
+// GetU64 returns the 8-byte integer at k, 0 if there is none.
+func (s sealed) GetU64(k []byte) (uint64, error) {
+	v, err := s.Get(k)
+	switch {
+	case err != nil:
+		return 0, err
+	case v == nil:
+		return 0, nil
+	case len(v) != 8:
+		return 0, fmt.Errorf("%w: value at %x is %d bytes, want 8", ErrCorruptState, k, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
