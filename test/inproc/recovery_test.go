@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/syncstore/syncstore/internal/testcluster"
+	"github.com/syncstore/syncstore/internal/testutil"
 	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/storage"
 )
@@ -128,6 +129,14 @@ func TestFollowerStateRecovery(t *testing.T) {
 			w.progress(t, 200)
 			w.finish()
 			c.WaitConverged(30 * time.Second)
+			testutil.Eventually(t, 10*time.Second, func() error {
+				for _, m := range c.Members {
+					if m.Node.ShardMap() == nil {
+						return fmt.Errorf("%s has no shard map yet", m.ID)
+					}
+				}
+				return nil
+			})
 			checkHistory(t, c, names, w.acks, w.attempted)
 			if said := logs.of(c.Members[f].ID); !strings.Contains(said, tc.said) {
 				t.Fatalf("%s's log does not say %q:\n%s", c.Members[f].ID, tc.said, tail(said, 30))
