@@ -15,6 +15,9 @@ import (
 const (
 	// DefaultMaxPayloadBytes is the largest payload an Append may carry.
 	DefaultMaxPayloadBytes = 1 << 20
+	// DefaultDiskReserveBytes is the free space under which a node
+	// refuses writes.
+	DefaultDiskReserveBytes = 256 << 20
 	// DefaultMaxPageSize is the largest limit a Pull may ask for.
 	DefaultMaxPageSize = 1000
 	// DefaultMaxPageBytes bounds the payload bytes of one Pull page (a page
@@ -80,6 +83,13 @@ type Config struct {
 	// StateCheckpointInterval is how often the state file, which is not
 	// fsynced per commit, is fsynced and marked clean.
 	StateCheckpointInterval time.Duration
+	// DiskReserveBytes: with less free space than this on the data dir's
+	// disk, the node refuses writes (RESOURCE_EXHAUSTED) and keeps serving
+	// reads, until space is freed. 0 turns the check off.
+	DiskReserveBytes uint64
+	// WALSegmentBytes is the size of the storage engine's log segments
+	// (storage.DefaultWALSegmentBytes when zero).
+	WALSegmentBytes int64
 
 	MaxPayloadBytes int
 	MaxPageSize     int
@@ -130,6 +140,7 @@ func DefaultConfig() Config {
 		ReconcileInterval:     500 * time.Millisecond,
 		CatchUpLag:            256,
 		StateMmapBytes:        1 << 30,
+		DiskReserveBytes:      DefaultDiskReserveBytes,
 		MaxPageSize:           DefaultMaxPageSize,
 		MaxPageBytes:          DefaultMaxPageBytes,
 		DedupeWindow:          DefaultDedupeWindow,

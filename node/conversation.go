@@ -36,6 +36,9 @@ func (n *Node) Send(ctx context.Context, req SendRequest) (fsm.SendResult, error
 	if err := n.checkPayload(s.GetPayload()); err != nil {
 		return fsm.SendResult{}, err
 	}
+	if err := n.storage.CheckSpace(); err != nil {
+		return fsm.SendResult{}, err
+	}
 	if err := fsm.ValidateSend(s); err != nil {
 		return fsm.SendResult{}, err
 	}
@@ -87,6 +90,9 @@ func (n *Node) Deliver(ctx context.Context, group shard.GroupID, items []Deliver
 		if err := n.checkPayload(it.Payload); err != nil {
 			return fsm.DeliverResult{}, fmt.Errorf("item %d: %w", i, err)
 		}
+	}
+	if err := n.storage.CheckSpace(); err != nil {
+		return fsm.DeliverResult{}, err // the outbox retries later
 	}
 	if err := fsm.ValidateDeliver(d); err != nil {
 		return fsm.DeliverResult{}, err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/syncstore/syncstore/shard"
+	"github.com/syncstore/syncstore/storage"
 )
 
 // Sentinel errors; the rpc layer maps each to a gRPC code.
@@ -26,6 +27,12 @@ var (
 	// ErrUnknownGroup: a request names a data group the shard map this node
 	// holds does not have.
 	ErrUnknownGroup = errors.New("node: no such data group")
+	// ErrNoSpace: the data dir's disk has less free space than the reserve;
+	// writes are refused until space is freed, reads go on.
+	ErrNoSpace = storage.ErrNoSpace
+	// ErrStalled: a read needs applied writes whose state commit waits for
+	// disk space; retry later or elsewhere.
+	ErrStalled = storage.ErrStalled
 )
 
 // NotLeaderError says who leads a group, as far as this node knows. When

@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/storage"
 )
 
 // Member is a server of a group's Raft configuration with its registered
@@ -224,6 +225,15 @@ type Status struct {
 	Meta            GroupStatus
 	Groups          []GroupStatus
 	Gossip          []GossipMember
+	Storage         StorageStatus
+}
+
+// StorageStatus is the node's storage engine as it stands.
+type StorageStatus struct {
+	storage.Space
+	// Rebuilt says why the state was set aside at start ("" when it was
+	// not).
+	Rebuilt string
 }
 
 // Status reports this node's view.
@@ -232,7 +242,8 @@ func (n *Node) Status() (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta, Gossip: n.gossip.members()}
+	st := Status{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta, Gossip: n.gossip.members(),
+		Storage: StorageStatus{Space: n.storage.Space(), Rebuilt: n.storage.Rebuilt()}}
 	if m := n.shardMap(); m != nil {
 		st.ShardMapVersion = m.Version
 	}

@@ -93,6 +93,9 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 		n.metrics.deliveries,
 		n.metrics.trims,
 		n.metrics.commitBatch,
+		gauge("syncstore_storage_free_bytes", "Free space on the data dir's disk.", func() float64 { return float64(n.storage.Space().FreeBytes) }),
+		gauge("syncstore_storage_low_space", "1 while the free space is below the reserve and writes are refused.", func() float64 { return boolGauge(n.storage.Space().Low) }),
+		gauge("syncstore_storage_commit_stalled", "1 while a state commit waits for space.", func() float64 { return boolGauge(n.storage.Space().Stalled != "") }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name:        "syncstore_storage_fsyncs_total",
 			Help:        "fsyncs (fdatasync of the file, fsync of its directory) made by the storage engine's store: the data groups' Raft logs (log), the state of every group (state).",

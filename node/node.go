@@ -93,6 +93,8 @@ func Start(cfg Config) (*Node, error) {
 		Logger:             n.log,
 		InitialMmapSize:    cfg.StateMmapBytes,
 		CheckpointInterval: cfg.StateCheckpointInterval,
+		ReserveBytes:       cfg.DiskReserveBytes,
+		WALSegmentBytes:    cfg.WALSegmentBytes,
 		OnCommit:           n.metrics.observeCommit,
 	})
 	if err != nil {

@@ -33,6 +33,9 @@ func (n *Node) Append(ctx context.Context, req AppendRequest) (fsm.AppendResult,
 	if err := n.validateAppend(a); err != nil {
 		return fsm.AppendResult{}, err
 	}
+	if err := n.storage.CheckSpace(); err != nil {
+		return fsm.AppendResult{}, err
+	}
 	g, err := n.route(req.Timeline)
 	if err != nil {
 		return fsm.AppendResult{}, err

@@ -125,11 +125,35 @@ func (c *committer) do(fn func(tx *bolt.Tx) error, after func()) error {
 	return err
 }
 
-// flush waits until everything submitted before it is committed.
+// flush waits until everything submitted before it is committed, at most
+// flushTimeout: a commit waiting for disk space holds reads of what it
+// carries, which then fail instead of hanging.
 func (c *committer) flush() error {
-	_, err := c.submit(&request{flush: true})
-	return err
+	r := &request{flush: true, done: make(chan struct{})}
+	c.mu.RLock()
+	if c.closed {
+		c.mu.RUnlock()
+		return ErrClosed
+	}
+	c.reqs <- r
+	c.mu.RUnlock()
+	t := time.NewTimer(flushTimeout)
+	defer t.Stop()
+	select {
+	case <-r.done:
+		return r.err
+	case <-t.C:
+		return fmt.Errorf("%w: the %s commit holding what this read needs has waited %v (for disk space?)", ErrStalled, c.store, flushTimeout)
+	}
 }
+
+// flushTimeout bounds how long a read waits for the commit of what it must
+// see.
+const flushTimeout = 5 * time.Second
+
+// ErrStalled: a read could not see applied writes because their commit is
+// stalled (the disk is full).
+var ErrStalled = errors.New("storage: commit stalled")
 
 // close stops taking requests, commits what is queued and stops.
 func (c *committer) close() {

@@ -57,6 +57,9 @@ type Options struct {
 	StateLinger time.Duration
 	// WALSegmentBytes; DefaultWALSegmentBytes when zero.
 	WALSegmentBytes int64
+	// ReserveBytes is the free space below which CheckSpace refuses writes
+	// (0: never).
+	ReserveBytes uint64
 	// OnCommit, if set, is called after every commit, on the committer's
 	// goroutine: it must not block.
 	OnCommit func(CommitInfo)
@@ -83,6 +86,8 @@ type Engine struct {
 
 	dirty     bool // the state holds commits not yet fsynced (committer goroutine)
 	lastClean time.Time
+
+	space spaceWatch
 
 	fsyncs  [3]atomic.Uint64 // by store: log, stable, state
 	commits [3]atomic.Uint64
@@ -147,6 +152,8 @@ func Open(opts Options) (*Engine, error) {
 	e.state.onTick = e.checkpointIfDue
 	e.state.tick = opts.CheckpointInterval / 4
 	e.state.linger = opts.StateLinger
+	e.state.onStall = e.onStall
+	e.startSpaceWatch()
 	e.lastClean = time.Now()
 	e.stable.start()
 	e.state.start()
@@ -247,6 +254,7 @@ func (e *Engine) Close() error {
 	if e.closed.Swap(true) {
 		return nil
 	}
+	e.stopSpaceWatch()
 	errs := []error{e.wal.close()}
 	e.stable.close()
 	e.state.close()

@@ -510,9 +510,10 @@ func (w *wal) rotate(id uint64) error {
 	}
 	seg := &segment{id: id, f: f}
 	if err := syscall.Fallocate(int(f.Fd()), 0, 0, w.segBytes); err != nil && !errors.Is(err, syscall.EOPNOTSUPP) {
-		f.Close()
-		os.Remove(path)
-		return fmt.Errorf("storage: preallocate a WAL segment: %w", err)
+		// Short of space (or a filesystem without it): the segment grows
+		// as it is written instead, each fdatasync then also recording
+		// the new size.
+		w.log.Warn("storage: cannot preallocate a WAL segment; it grows as written", "segment", path, "err", err)
 	}
 	if err := w.initSegment(seg); err != nil {
 		f.Close()

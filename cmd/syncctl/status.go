@@ -49,7 +49,11 @@ type nodeView struct {
 	MapVersion   uint64 `json:"shard_map_version"`
 	GroupsHosted int    `json:"groups_hosted"`
 	GroupsLed    int    `json:"groups_led"`
-	Error        string `json:"error,omitempty"`
+	// Disk: "ok", or what is wrong with the node's storage (low space, a
+	// commit waiting for space, a state rebuilt at start).
+	Disk      string `json:"disk,omitempty"`
+	FreeBytes uint64 `json:"free_bytes,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 type groupView struct {
@@ -100,6 +104,7 @@ func statusView(resp *syncv1.ClusterStatusResponse) clusterView {
 		nv := nodeView{
 			ID: n.GetNodeId(), MetaState: n.GetState(), RaftAddr: n.GetRaftAddr(), GRPCAddr: n.GetGrpcAddr(),
 			MetaApplied: n.GetAppliedIndex(), MapVersion: n.GetShardMapVersion(), GroupsHosted: len(n.GetGroups()),
+			Disk: diskState(n.GetStorage()), FreeBytes: n.GetStorage().GetFreeBytes(),
 		}
 		for _, gs := range n.GetGroups() {
 			byGroup[gs.GetGroupId()] = append(byGroup[gs.GetGroupId()], replica{n.GetNodeId(), gs})
@@ -159,6 +164,24 @@ func statusView(resp *syncv1.ClusterStatusResponse) clusterView {
 	return v
 }
 
+// diskState sums up a node's storage for the status table.
+func diskState(s *syncv1.StorageStatus) string {
+	var out []string
+	if s.GetLowSpace() {
+		out = append(out, fmt.Sprintf("LOW SPACE (%d MiB free < reserve %d MiB): writes refused", s.GetFreeBytes()>>20, s.GetReserveBytes()>>20))
+	}
+	if s.GetStalled() != "" {
+		out = append(out, "state commit waiting for space")
+	}
+	if s.GetRebuilt() != "" {
+		out = append(out, "state rebuilt at start: "+s.GetRebuilt())
+	}
+	if len(out) == 0 {
+		return "ok"
+	}
+	return strings.Join(out, "; ")
+}
+
 func printStatus(w io.Writer, v clusterView) {
 	meta := v.MetaLeader
 	if meta == "" {
@@ -178,13 +201,13 @@ func printStatus(w io.Writer, v clusterView) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tGOSSIP\tMETA\tRAFT\tGRPC\tMAP\tGROUPS\tLEADS")
+	fmt.Fprintln(tw, "NODE\tGOSSIP\tMETA\tRAFT\tGRPC\tMAP\tGROUPS\tLEADS\tDISK")
 	for _, n := range v.Nodes {
 		if n.Error != "" {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\t\t\t(%s)\n", n.ID, n.Gossip, n.MetaState, n.Error)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\tv%d\t%d\t%d\n", n.ID, n.Gossip, n.MetaState, strings.ToLower(n.Suffrage), n.RaftAddr, n.GRPCAddr, n.MapVersion, n.GroupsHosted, n.GroupsLed)
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\tv%d\t%d\t%d\t%s\n", n.ID, n.Gossip, n.MetaState, strings.ToLower(n.Suffrage), n.RaftAddr, n.GRPCAddr, n.MapVersion, n.GroupsHosted, n.GroupsLed, n.Disk)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -19,6 +19,7 @@ import (
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/server"
 	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/storage"
 )
 
 // joinTimeout bounds how long a new node keeps trying to join.
@@ -55,6 +56,8 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.ConversationRetention.MaxAge, "conversation-retention", cfg.ConversationRetention.MaxAge, "how long conversation entries are kept (0: forever)")
 	fs.Uint64Var(&cfg.ConversationRetention.MaxEntries, "conversation-retention-entries", cfg.ConversationRetention.MaxEntries, "how many of the newest entries a conversation keeps (0: no limit)")
 	fs.DurationVar(&cfg.RetentionInterval, "retention-interval", cfg.RetentionInterval, "how often group leaders trim by the retention settings")
+	fs.Uint64Var(&cfg.DiskReserveBytes, "disk-reserve-bytes", cfg.DiskReserveBytes, "with less free space on the data dir's disk, writes are refused (RESOURCE_EXHAUSTED) and reads go on (0: no check)")
+	fs.Int64Var(&cfg.WALSegmentBytes, "wal-segment-bytes", storage.DefaultWALSegmentBytes, "size of the storage engine's preallocated log segments")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "serve /metrics (Prometheus) and /debug/pprof here; off when empty")
 	if err := fs.Parse(args); err != nil {

@@ -84,6 +84,13 @@ func nodeStatusProto(st node.Status) *syncv1.NodeStatusResponse {
 		LastLogIndex:    st.Meta.LastLogIndex,
 		Members:         membersProto(st.Meta.Members),
 		ShardMapVersion: st.ShardMapVersion,
+		Storage: &syncv1.StorageStatus{
+			FreeBytes:    st.Storage.FreeBytes,
+			ReserveBytes: st.Storage.ReserveBytes,
+			LowSpace:     st.Storage.Low,
+			Stalled:      st.Storage.Stalled,
+			Rebuilt:      st.Storage.Rebuilt,
+		},
 	}
 	for _, m := range st.Gossip {
 		gm := &syncv1.GossipMember{NodeId: m.ID, Health: m.Health, GrpcAddr: m.GRPCAddr, RaftAddr: m.RaftAddr}

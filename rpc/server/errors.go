@@ -27,6 +27,8 @@ var errorCodes = []struct {
 	// as data. DATA_LOSS, which clients retry on another replica no sooner
 	// than the group has a leader with an intact copy.
 	{fsm.ErrCorruptState, codes.DataLoss},
+	{node.ErrNoSpace, codes.ResourceExhausted},
+	{node.ErrStalled, codes.Unavailable},
 	{node.ErrUnknownGroup, codes.NotFound},
 	{node.ErrNotLeader, codes.Unavailable},
 	{node.ErrLeaderNotReady, codes.Unavailable},

@@ -503,7 +503,9 @@ type NodeStatusResponse struct {
 	Groups          []*GroupStatus `protobuf:"bytes,11,rep,name=groups,proto3" json:"groups,omitempty"`
 	ShardMapVersion uint64         `protobuf:"varint,12,opt,name=shard_map_version,json=shardMapVersion,proto3" json:"shard_map_version,omitempty"`
 	// What this node's gossip says of every node it has heard of.
-	Gossip        []*GossipMember `protobuf:"bytes,13,rep,name=gossip,proto3" json:"gossip,omitempty"`
+	Gossip []*GossipMember `protobuf:"bytes,13,rep,name=gossip,proto3" json:"gossip,omitempty"`
+	// This node's storage engine.
+	Storage       *StorageStatus `protobuf:"bytes,14,opt,name=storage,proto3" json:"storage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -629,6 +631,95 @@ func (x *NodeStatusResponse) GetGossip() []*GossipMember {
 	return nil
 }
 
+func (x *NodeStatusResponse) GetStorage() *StorageStatus {
+	if x != nil {
+		return x.Storage
+	}
+	return nil
+}
+
+// StorageStatus is a node's storage engine as it stands.
+type StorageStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Free space on the data dir's disk, and the reserve below which the
+	// node refuses writes (RESOURCE_EXHAUSTED) while reads go on.
+	FreeBytes    uint64 `protobuf:"varint,1,opt,name=free_bytes,json=freeBytes,proto3" json:"free_bytes,omitempty"`
+	ReserveBytes uint64 `protobuf:"varint,2,opt,name=reserve_bytes,json=reserveBytes,proto3" json:"reserve_bytes,omitempty"`
+	LowSpace     bool   `protobuf:"varint,3,opt,name=low_space,json=lowSpace,proto3" json:"low_space,omitempty"`
+	// Why a state commit is waiting for space ("" when none is).
+	Stalled string `protobuf:"bytes,4,opt,name=stalled,proto3" json:"stalled,omitempty"`
+	// Why the state was set aside at start and rebuilt from snapshots and
+	// logs ("" when it was not).
+	Rebuilt       string `protobuf:"bytes,5,opt,name=rebuilt,proto3" json:"rebuilt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageStatus) Reset() {
+	*x = StorageStatus{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageStatus) ProtoMessage() {}
+
+func (x *StorageStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageStatus.ProtoReflect.Descriptor instead.
+func (*StorageStatus) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StorageStatus) GetFreeBytes() uint64 {
+	if x != nil {
+		return x.FreeBytes
+	}
+	return 0
+}
+
+func (x *StorageStatus) GetReserveBytes() uint64 {
+	if x != nil {
+		return x.ReserveBytes
+	}
+	return 0
+}
+
+func (x *StorageStatus) GetLowSpace() bool {
+	if x != nil {
+		return x.LowSpace
+	}
+	return false
+}
+
+func (x *StorageStatus) GetStalled() string {
+	if x != nil {
+		return x.Stalled
+	}
+	return ""
+}
+
+func (x *StorageStatus) GetRebuilt() string {
+	if x != nil {
+		return x.Rebuilt
+	}
+	return ""
+}
+
 // GossipMember is one node as memberlist sees it. Gossip informs routing
 // and status; it never changes Raft membership.
 type GossipMember struct {
@@ -646,7 +737,7 @@ type GossipMember struct {
 
 func (x *GossipMember) Reset() {
 	*x = GossipMember{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +749,7 @@ func (x *GossipMember) String() string {
 func (*GossipMember) ProtoMessage() {}
 
 func (x *GossipMember) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +762,7 @@ func (x *GossipMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
 func (*GossipMember) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GossipMember) GetNodeId() string {
@@ -734,7 +825,7 @@ type GroupStatus struct {
 
 func (x *GroupStatus) Reset() {
 	*x = GroupStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -746,7 +837,7 @@ func (x *GroupStatus) String() string {
 func (*GroupStatus) ProtoMessage() {}
 
 func (x *GroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +850,7 @@ func (x *GroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStatus.ProtoReflect.Descriptor instead.
 func (*GroupStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GroupStatus) GetGroupId() uint64 {
@@ -831,7 +922,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -843,7 +934,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -856,7 +947,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Member) GetNodeId() string {
@@ -895,7 +986,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +998,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1011,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 type ClusterStatusResponse struct {
@@ -937,7 +1028,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1040,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1053,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClusterStatusResponse) GetLeaderId() string {
@@ -1036,7 +1127,7 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"gossipAddr\"+\n" +
 	"\fJoinResponse\x12\x1b\n" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x13\n" +
-	"\x11NodeStatusRequest\"\xdf\x03\n" +
+	"\x11NodeStatusRequest\"\x96\x04\n" +
 	"\x12NodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -1051,7 +1142,15 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	" \x03(\v2\x14.syncstore.v1.MemberR\amembers\x121\n" +
 	"\x06groups\x18\v \x03(\v2\x19.syncstore.v1.GroupStatusR\x06groups\x12*\n" +
 	"\x11shard_map_version\x18\f \x01(\x04R\x0fshardMapVersion\x122\n" +
-	"\x06gossip\x18\r \x03(\v2\x1a.syncstore.v1.GossipMemberR\x06gossip\"\xa5\x01\n" +
+	"\x06gossip\x18\r \x03(\v2\x1a.syncstore.v1.GossipMemberR\x06gossip\x125\n" +
+	"\astorage\x18\x0e \x01(\v2\x1b.syncstore.v1.StorageStatusR\astorage\"\xa4\x01\n" +
+	"\rStorageStatus\x12\x1d\n" +
+	"\n" +
+	"free_bytes\x18\x01 \x01(\x04R\tfreeBytes\x12#\n" +
+	"\rreserve_bytes\x18\x02 \x01(\x04R\freserveBytes\x12\x1b\n" +
+	"\tlow_space\x18\x03 \x01(\bR\blowSpace\x12\x18\n" +
+	"\astalled\x18\x04 \x01(\tR\astalled\x12\x18\n" +
+	"\arebuilt\x18\x05 \x01(\tR\arebuilt\"\xa5\x01\n" +
 	"\fGossipMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06health\x18\x02 \x01(\tR\x06health\x12\x1b\n" +
@@ -1102,7 +1201,7 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_syncstore_v1_admin_proto_goTypes = []any{
 	(*DigestsRequest)(nil),        // 0: syncstore.v1.DigestsRequest
 	(*DigestsResponse)(nil),       // 1: syncstore.v1.DigestsResponse
@@ -1114,45 +1213,47 @@ var file_syncstore_v1_admin_proto_goTypes = []any{
 	(*JoinResponse)(nil),          // 7: syncstore.v1.JoinResponse
 	(*NodeStatusRequest)(nil),     // 8: syncstore.v1.NodeStatusRequest
 	(*NodeStatusResponse)(nil),    // 9: syncstore.v1.NodeStatusResponse
-	(*GossipMember)(nil),          // 10: syncstore.v1.GossipMember
-	(*GroupStatus)(nil),           // 11: syncstore.v1.GroupStatus
-	(*Member)(nil),                // 12: syncstore.v1.Member
-	(*ClusterStatusRequest)(nil),  // 13: syncstore.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 14: syncstore.v1.ClusterStatusResponse
-	nil,                           // 15: syncstore.v1.DigestsResponse.DigestsEntry
-	nil,                           // 16: syncstore.v1.DigestsResponse.AppliedEntry
-	nil,                           // 17: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	nil,                           // 18: syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	nil,                           // 19: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	(*StorageStatus)(nil),         // 10: syncstore.v1.StorageStatus
+	(*GossipMember)(nil),          // 11: syncstore.v1.GossipMember
+	(*GroupStatus)(nil),           // 12: syncstore.v1.GroupStatus
+	(*Member)(nil),                // 13: syncstore.v1.Member
+	(*ClusterStatusRequest)(nil),  // 14: syncstore.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil), // 15: syncstore.v1.ClusterStatusResponse
+	nil,                           // 16: syncstore.v1.DigestsResponse.DigestsEntry
+	nil,                           // 17: syncstore.v1.DigestsResponse.AppliedEntry
+	nil,                           // 18: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	nil,                           // 19: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                           // 20: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
-	15, // 0: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
-	16, // 1: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
-	17, // 2: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	16, // 0: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
+	17, // 1: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
+	18, // 2: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
 	4,  // 3: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
-	18, // 4: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	19, // 4: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
 	5,  // 5: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
-	12, // 6: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
-	11, // 7: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
-	10, // 8: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
-	12, // 9: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
-	9,  // 10: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	19, // 11: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	6,  // 12: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	8,  // 13: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	13, // 14: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	2,  // 15: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
-	0,  // 16: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
-	7,  // 17: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	9,  // 18: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	14, // 19: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	3,  // 20: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
-	1,  // 21: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	13, // 6: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
+	12, // 7: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
+	11, // 8: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
+	10, // 9: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
+	13, // 10: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
+	9,  // 11: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
+	20, // 12: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	6,  // 13: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	8,  // 14: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	14, // 15: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	2,  // 16: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	0,  // 17: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
+	7,  // 18: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	9,  // 19: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	15, // 20: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	3,  // 21: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	1,  // 22: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_admin_proto_init() }
@@ -1166,7 +1267,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
