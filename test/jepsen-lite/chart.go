@@ -36,6 +36,7 @@ var faultColors = map[string]color.RGBA{
 	faultKill:         {255, 170, 170, 255},
 	faultPause:        {200, 255, 200, 255},
 	faultRollingStart: {230, 230, 160, 255},
+	faultDamageState:  {200, 160, 120, 255},
 }
 
 // second is one second of the run: successful operations and their

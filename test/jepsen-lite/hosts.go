@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,6 +62,8 @@ type host struct {
 	logPath string
 	cmd     *exec.Cmd
 	exited  chan error
+	// olderState is the state file as an earlier kill left it.
+	olderState []byte
 }
 
 func (h *host) grpcAddr() string { return fmt.Sprintf("%s:%d", h.ip, grpcPort) }
@@ -219,6 +222,72 @@ func (n *network) partition(ctx context.Context, side1, side2 []*host) error {
 			if err := n.cut(ctx, a, b); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// statePath is the node's state file (the storage engine's).
+func (h *host) statePath() string { return filepath.Join(h.dataDir, "storage", "state.db") }
+
+// damageState damages the state file of a host that was just killed, in a
+// way drawn from rng, and says which. A copy of the file as the kill left
+// it (consistent: a killed process leaves its last commit whole) is kept
+// first, to stand in as the older copy next time.
+func (h *host) damageState(rng *rand.Rand) (string, error) {
+	path := h.statePath()
+	current, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: read state: %w", h.id, err)
+	}
+	older := h.olderState
+	h.olderState = current
+	ways := []string{"deleted", "truncated", "page-headers"}
+	if older != nil {
+		ways = append(ways, "older-copy")
+	}
+	how := ways[rng.IntN(len(ways))]
+	switch how {
+	case "older-copy":
+		err = os.WriteFile(path, older, 0o600)
+	case "deleted":
+		err = os.Remove(path)
+	case "truncated":
+		err = os.Truncate(path, int64(rng.IntN(max(1, len(current)/2))))
+	case "page-headers":
+		err = overwritePageHeaders(path, rng)
+	}
+	if err != nil {
+		return how, fmt.Errorf("%s: damage state (%s): %w", h.id, how, err)
+	}
+	return how, nil
+}
+
+// overwritePageHeaders writes garbage over the header (id, flags, count)
+// of a few pages among the first ones, where the tree's pages are.
+func overwritePageHeaders(path string, rng *rand.Rand) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	page := int64(os.Getpagesize())
+	pages := st.Size() / page
+	if pages < 3 {
+		return nil
+	}
+	garbage := make([]byte, 12)
+	for range 8 {
+		for i := range garbage {
+			garbage[i] = byte(rng.Uint32())
+		}
+		p := 2 + rng.Int64N(min(pages-2, 64))
+		if _, err := f.WriteAt(garbage, p*page); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -20,9 +20,13 @@ const (
 	faultKill         = "kill"
 	faultPause        = "pause"
 	faultRollingStart = "rolling-restart"
+	// faultDamageState kills a minority (-9) and, before they restart,
+	// replaces each one's state file by an older copy, deletes it, cuts it
+	// short or overwrites page headers in it.
+	faultDamageState = "kill-damage-state"
 )
 
-var faultKinds = []string{faultMinority, faultIsolateBusy, faultIsolateMeta, faultBridge, faultKill, faultPause, faultRollingStart}
+var faultKinds = []string{faultMinority, faultIsolateBusy, faultIsolateMeta, faultBridge, faultKill, faultPause, faultRollingStart, faultDamageState}
 
 // fault is one entry of the nemesis timeline.
 type fault struct {
@@ -83,6 +87,16 @@ func (nm *nemesis) inject(ctx context.Context, kind string, d time.Duration, rec
 			h.kill()
 		}
 		f.Nodes = ids(victims)
+	case faultDamageState:
+		victims := pick(hosts, nm.rng.Perm(len(hosts))[:max(1, (len(hosts)-1)/2)])
+		for _, h := range victims {
+			h.kill()
+			how, derr := h.damageState(nm.rng)
+			if derr != nil && err == nil {
+				err = derr
+			}
+			f.Nodes = append(f.Nodes, h.id+":"+how)
+		}
 	case faultPause:
 		h := hosts[nm.rng.IntN(len(hosts))]
 		err = h.pause()
