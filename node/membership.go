@@ -242,7 +242,7 @@ func (n *Node) Status() (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta, Gossip: n.gossip.members(),
+	st := Status{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta, Gossip: n.gossip.Members(),
 		Storage: StorageStatus{Space: n.storage.Space(), Rebuilt: n.storage.Rebuilt()}}
 	if m := n.shardMap(); m != nil {
 		st.ShardMapVersion = m.Version

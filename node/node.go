@@ -19,6 +19,7 @@ import (
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/node/gossip"
 	"github.com/syncstore/syncstore/node/raftmux"
 	"github.com/syncstore/syncstore/shard"
 	"github.com/syncstore/syncstore/storage"
@@ -43,7 +44,7 @@ type Node struct {
 	log     *slog.Logger
 	mux     *raftmux.Mux
 	storage *storage.Engine
-	gossip  *gossip
+	gossip  *gossip.Gossip
 	metrics *metrics
 	meta    *Group
 	hub     *hub
@@ -104,20 +105,19 @@ func Start(cfg Config) (*Node, error) {
 		n.storage.Close()
 		return nil, err
 	}
-	n.cfg.RaftAddr = n.mux.Addr().String()                     // resolves a ":0" port
-	if n.gossip, err = startGossip(n.cfg, n.log); err != nil { // after the Raft address is resolved
+	n.cfg.RaftAddr = n.mux.Addr().String()      // resolves a ":0" port
+	n.gossip, err = gossip.Start(gossip.Config{ // after the Raft address is resolved
+		NodeID: n.cfg.NodeID, BindAddr: n.cfg.GossipAddr, GRPCAddr: n.cfg.GRPCAddr, RaftAddr: n.cfg.RaftAddr,
+		ProbeInterval: n.cfg.GossipProbeInterval,
+	}, n.log)
+	if err != nil {
 		n.mux.Close()
 		n.storage.Close()
 		return nil, err
 	}
-	if n.cfg.GossipAddr, err = n.gossip.addr(cfg); err != nil {
-		n.gossip.close()
-		n.mux.Close()
-		n.storage.Close()
-		return nil, fmt.Errorf("node: gossip address: %w", err)
-	}
+	n.cfg.GossipAddr = n.gossip.Addr()
 	if n.meta, err = n.openGroup(shard.MetaGroup, cfg.Bootstrap, n.onMetaReady); err != nil {
-		n.gossip.close()
+		n.gossip.Close()
 		n.mux.Close()
 		n.storage.Close()
 		return nil, err
@@ -134,7 +134,7 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		close(n.stop)
 		n.wg.Wait()
-		errs := []error{n.gossip.close()}
+		errs := []error{n.gossip.Close()}
 		for _, g := range n.groupsSnapshot() {
 			errs = append(errs, g.Close())
 		}
@@ -207,7 +207,7 @@ func (n *Node) route(timeline string) (*Group, error) {
 // group's leader as gossip reports it or, failing that, its preferred
 // leader in the shard map.
 func (n *Node) notHosted(id shard.GroupID) error {
-	if m, ok := n.gossip.leaderOf(id); ok && m.GRPCAddr != "" {
+	if m, ok := n.gossip.LeaderOf(id); ok && m.GRPCAddr != "" {
 		return &NotLeaderError{Group: id, LeaderID: m.ID, LeaderGRPCAddr: m.GRPCAddr}
 	}
 	target := ""
@@ -220,7 +220,7 @@ func (n *Node) notHosted(id shard.GroupID) error {
 }
 
 // Gossip reports every node this node's gossip has heard of.
-func (n *Node) Gossip() []GossipMember { return n.gossip.members() }
+func (n *Node) Gossip() []GossipMember { return n.gossip.Members() }
 
 // gossipLoop spreads which groups this node leads and joins the gossip of
 // every registered node it has not met, every gossipEvery.
@@ -236,7 +236,7 @@ func (n *Node) gossipLoop() {
 				leads = append(leads, g.id)
 			}
 		}
-		n.gossip.setGroups(hosts, leads)
+		n.gossip.SetGroups(hosts, leads)
 		if nodes, err := n.meta.fsm.Nodes(); err == nil {
 			var addrs []string
 			for _, nd := range nodes {
@@ -244,7 +244,7 @@ func (n *Node) gossipLoop() {
 					addrs = append(addrs, nd.GossipAddr)
 				}
 			}
-			n.gossip.join(addrs)
+			n.gossip.Join(addrs)
 		}
 		select {
 		case <-n.stop:
@@ -362,3 +362,14 @@ func (n *Node) States() (map[shard.GroupID]GroupState, error) {
 	}
 	return out, nil
 }
+
+// GossipMember is one node as this node's gossip sees it.
+type GossipMember = gossip.Member
+
+// Gossip health of a node.
+const (
+	HealthAlive   = gossip.HealthAlive
+	HealthSuspect = gossip.HealthSuspect
+	HealthDead    = gossip.HealthDead
+	HealthLeft    = gossip.HealthLeft
+)

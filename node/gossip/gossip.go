@@ -1,4 +1,8 @@
-package node
+// Package gossip runs memberlist for a node: nodes spread their addresses
+// and the groups they host and lead, and learn who is alive, suspect or
+// dead. It informs routing and status only; Raft membership never follows
+// it.
+package gossip
 
 import (
 	"encoding/binary"
@@ -28,8 +32,8 @@ const (
 	HealthLeft    = "left"
 )
 
-// GossipMember is one node as this node's gossip sees it.
-type GossipMember struct {
+// Member is one node as this node's gossip sees it.
+type Member struct {
 	ID       string
 	Health   string
 	GRPCAddr string
@@ -38,18 +42,16 @@ type GossipMember struct {
 	Leads    []shard.GroupID
 }
 
-// gossip runs memberlist: nodes spread their gRPC address and the groups
-// they lead, and learn who is alive, suspect or dead. It informs routing and
-// status only; Raft membership never follows it.
-//
-// memberlist hands out pointers into its live state, so this type never
-// reads them outside memberlist's own callbacks: it keeps its own view,
-// fed by the event and ping delegates.
-type gossip struct {
+// Gossip is a node's memberlist. memberlist hands out pointers into its
+// live state, so this type never reads them outside memberlist's own
+// callbacks: it keeps its own view, fed by the event and ping delegates
+// (the exported memberlist methods below).
+type Gossip struct {
 	ml   *memberlist.Memberlist
 	log  *slog.Logger
 	self string
-	port int // the bound port (memberlist picks one for port 0)
+	host string // the bind host
+	port int    // the bound port (memberlist picks one for port 0)
 	// suspectAfter: a peer this node has not managed to probe for this long
 	// is reported suspect (memberlist declares it dead later, by itself).
 	suspectAfter time.Duration
@@ -110,7 +112,7 @@ func fitGroups(gs []shard.GroupID, room int) []shard.GroupID {
 	return nil
 }
 
-var errBadGossipMeta = errors.New("node: bad gossip meta")
+var errBadGossipMeta = errors.New("gossip: bad meta")
 
 func decodeGossipMeta(b []byte) (gossipMeta, error) {
 	var m gossipMeta
@@ -153,50 +155,58 @@ func readGroups(b []byte) ([]shard.GroupID, []byte, error) {
 	return out, b, nil
 }
 
-// startGossip binds memberlist to addr ("host:port", port 0 for any).
-func startGossip(cfg Config, log *slog.Logger) (*gossip, error) {
-	host, portStr, err := net.SplitHostPort(cfg.GossipAddr)
+// Config is what a node gossips about itself and how.
+type Config struct {
+	NodeID string
+	// BindAddr is "host:port" (port 0 for any), also what peers are told.
+	BindAddr           string
+	GRPCAddr, RaftAddr string
+	ProbeInterval      time.Duration
+}
+
+// Start binds memberlist to cfg.BindAddr.
+func Start(cfg Config, log *slog.Logger) (*Gossip, error) {
+	host, portStr, err := net.SplitHostPort(cfg.BindAddr)
 	if err != nil {
-		return nil, fmt.Errorf("node: gossip address %q: %w", cfg.GossipAddr, err)
+		return nil, fmt.Errorf("gossip: address %q: %w", cfg.BindAddr, err)
 	}
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
-		return nil, fmt.Errorf("node: gossip port %q: %w", portStr, err)
+		return nil, fmt.Errorf("gossip: port %q: %w", portStr, err)
 	}
-	g := &gossip{
+	g := &Gossip{
 		log:          log,
 		self:         cfg.NodeID,
+		host:         host,
 		local:        gossipMeta{grpcAddr: cfg.GRPCAddr, raftAddr: cfg.RaftAddr},
 		peers:        map[string]*peerState{},
-		suspectAfter: suspectProbeRounds * cfg.GossipProbeInterval,
+		suspectAfter: suspectProbeRounds * cfg.ProbeInterval,
 	}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.NodeID
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertiseAddr, mc.AdvertisePort = "", 0
-	mc.ProbeInterval = cfg.GossipProbeInterval
-	mc.ProbeTimeout = cfg.GossipProbeInterval / 2
-	mc.GossipInterval = cfg.GossipProbeInterval / 5
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeInterval / 2
+	mc.GossipInterval = cfg.ProbeInterval / 5
 	mc.Delegate = g
 	mc.Events = g
 	mc.Ping = g
 	mc.Logger = slog.NewLogLogger(log.With("component", "memberlist").Handler(), slog.LevelDebug)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		return nil, fmt.Errorf("node: gossip on %s: %w", cfg.GossipAddr, err)
+		return nil, fmt.Errorf("gossip: on %s: %w", cfg.BindAddr, err)
 	}
 	g.ml, g.port = ml, mc.BindPort
 	return g, nil
 }
 
-// addr is the address memberlist listens on and advertises.
-func (g *gossip) addr(cfg Config) (string, error) {
-	host, _, err := net.SplitHostPort(cfg.GossipAddr)
-	return net.JoinHostPort(host, strconv.Itoa(g.port)), err
-}
+// Addr is the address memberlist listens on and advertises (the port
+// resolved).
+func (g *Gossip) Addr() string { return net.JoinHostPort(g.host, strconv.Itoa(g.port)) }
 
-// setGroups updates what this node says it hosts and leads and spreads it.
-func (g *gossip) setGroups(hosts, leads []shard.GroupID) {
+// SetGroups updates what this node says it hosts and leads and spreads it.
+func (g *Gossip) SetGroups(hosts, leads []shard.GroupID) {
 	g.mu.Lock()
 	same := slices.Equal(g.local.leads, leads) && slices.Equal(g.local.hosts, hosts)
 	g.local.hosts, g.local.leads = hosts, leads
@@ -209,8 +219,8 @@ func (g *gossip) setGroups(hosts, leads []shard.GroupID) {
 	}
 }
 
-// join contacts the given gossip addresses of nodes not met yet, or gone.
-func (g *gossip) join(addrs []string) {
+// Join contacts the given gossip addresses of nodes not met yet, or gone.
+func (g *Gossip) Join(addrs []string) {
 	known := map[string]bool{}
 	g.mu.Lock()
 	for _, p := range g.peers {
@@ -233,11 +243,11 @@ func (g *gossip) join(addrs []string) {
 	}
 }
 
-// members reports every node heard of, this one included.
-func (g *gossip) members() []GossipMember {
+// Members reports every node heard of, this one included.
+func (g *Gossip) Members() []Member {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var out []GossipMember
+	var out []Member
 	for id, p := range g.peers {
 		h := p.gone
 		switch {
@@ -247,12 +257,12 @@ func (g *gossip) members() []GossipMember {
 		default:
 			h = HealthAlive
 		}
-		out = append(out, GossipMember{
+		out = append(out, Member{
 			ID: id, Health: h, GRPCAddr: p.meta.grpcAddr, RaftAddr: p.meta.raftAddr,
 			Hosts: slices.Clone(p.meta.hosts), Leads: slices.Clone(p.meta.leads),
 		})
 	}
-	slices.SortFunc(out, func(a, b GossipMember) int {
+	slices.SortFunc(out, func(a, b Member) int {
 		switch {
 		case a.ID < b.ID:
 			return -1
@@ -264,17 +274,18 @@ func (g *gossip) members() []GossipMember {
 	return out
 }
 
-// leaderOf returns the live node that says it leads a group, if any.
-func (g *gossip) leaderOf(group shard.GroupID) (GossipMember, bool) {
-	for _, m := range g.members() {
+// LeaderOf returns the live node that says it leads a group, if any.
+func (g *Gossip) LeaderOf(group shard.GroupID) (Member, bool) {
+	for _, m := range g.Members() {
 		if m.Health == HealthAlive && slices.Contains(m.Leads, group) {
 			return m, true
 		}
 	}
-	return GossipMember{}, false
+	return Member{}, false
 }
 
-func (g *gossip) close() error {
+// Close leaves the cluster and stops.
+func (g *Gossip) Close() error {
 	if err := g.ml.Leave(time.Second); err != nil {
 		g.log.Debug("gossip leave", "err", err)
 	}
@@ -283,21 +294,21 @@ func (g *gossip) close() error {
 
 // memberlist.Delegate
 
-func (g *gossip) NodeMeta(limit int) []byte {
+func (g *Gossip) NodeMeta(limit int) []byte {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.local.encode(limit)
 }
-func (g *gossip) NotifyMsg([]byte)                           {}
-func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (g *gossip) LocalState(join bool) []byte                { return nil }
-func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
+func (g *Gossip) NotifyMsg([]byte)                           {}
+func (g *Gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *Gossip) LocalState(join bool) []byte                { return nil }
+func (g *Gossip) MergeRemoteState(buf []byte, join bool)     {}
 
 // memberlist.EventDelegate
 
-func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.seen(n, "") }
-func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.seen(n, "") }
-func (g *gossip) NotifyLeave(n *memberlist.Node) {
+func (g *Gossip) NotifyJoin(n *memberlist.Node)   { g.seen(n, "") }
+func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.seen(n, "") }
+func (g *Gossip) NotifyLeave(n *memberlist.Node) {
 	gone := HealthDead
 	if n.State == memberlist.StateLeft {
 		gone = HealthLeft
@@ -307,7 +318,7 @@ func (g *gossip) NotifyLeave(n *memberlist.Node) {
 
 // seen runs inside memberlist's callbacks, the only place its *Node may be
 // read.
-func (g *gossip) seen(n *memberlist.Node, gone string) {
+func (g *Gossip) seen(n *memberlist.Node, gone string) {
 	meta, err := decodeGossipMeta(n.Meta)
 	addr := n.Address()
 	g.mu.Lock()
@@ -325,8 +336,8 @@ func (g *gossip) seen(n *memberlist.Node, gone string) {
 
 // memberlist.PingDelegate
 
-func (g *gossip) AckPayload() []byte { return nil }
-func (g *gossip) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+func (g *Gossip) AckPayload() []byte { return nil }
+func (g *Gossip) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if p := g.peers[other.Name]; p != nil {
