@@ -8,18 +8,22 @@
 # fsyncs + backend commits from its metrics; syncd: its
 # syncstore_storage_fsyncs_total counter, "-" where a build has none), and
 # the ratios to etcd at the same client count.
-#   scripts/bench-vs-etcd.sh [--groups "1 8 64"] [--clients "1 64"] [--duration 10s]
+# A second table runs syncd again at the same offered load for every group
+# count (64 clients paced to --same-load appends/s in all, 800 by default),
+# so that fsyncs per second per node compare at equal work.
+#   scripts/bench-vs-etcd.sh [--groups "1 8 64"] [--clients "1 64"] [--duration 10s] [--same-load 800]
 # etcd and its benchmark tool are built from the Go module proxy into
 # $ETCD_BENCH_BIN (default ~/.cache/etcd-bench/bin) the first time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-groups="1 8 64" clients="1 64" duration=10s size=256
+groups="1 8 64" clients="1 64" duration=10s size=256 same_load=800
 while [ $# -gt 0 ]; do
   case "$1" in
     --groups) groups=$2; shift 2 ;;
     --clients) clients=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
+    --same-load) same_load=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -151,10 +155,15 @@ for g in $groups; do
     measure syncd "$g" "$c" http://127.0.0.1:7613/metrics,http://127.0.0.1:7623/metrics,http://127.0.0.1:7633/metrics syncstore_storage_fsyncs_total -- \
       "$work/syncctl" --addr "$addrs" --json bench --clients "$c" --size "$size" --timelines 1000 --duration "$duration"
   done
+  if [ "$same_load" != 0 ]; then
+    echo "== syncd, $g groups, 64 clients paced to $same_load appends/s" >&2
+    measure syncd@load "$g" 64 http://127.0.0.1:7613/metrics,http://127.0.0.1:7623/metrics,http://127.0.0.1:7633/metrics syncstore_storage_fsyncs_total -- \
+      "$work/syncctl" --addr "$addrs" --json bench --clients 64 --rate "$same_load" --size "$size" --timelines 1000 --duration "$duration"
+  fi
   stop_all
 done
 
-python3 - "$results" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" <<'EOF'
+python3 - "$results" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" "$same_load" <<'EOF'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 etcd = {r[2]: r for r in rows if r[0] == "etcd"}
@@ -162,8 +171,18 @@ print(f"one run, {sys.argv[2]} cores ({sys.argv[3].strip()}), 3 servers on 127.0
 print(f"| system | groups | clients | writes/s | p50 ms | p99 ms | server CPU-µs/write | fsyncs/s/node | writes/s vs etcd | p50 vs etcd |")
 print(f"|---|---|---|---|---|---|---|---|---|---|")
 for s, g, c, rate, p50, p99, cpu, fs in rows:
+    if s == "syncd@load":
+        continue
     e = etcd.get(c)
     ratio = f"{float(rate) / float(e[3]):.2f}x" if e else ""
     p50r = f"{float(p50) / float(e[4]):.2f}x" if e else ""
     print(f"| {s} | {g} | {c} | {float(rate):,.0f} | {p50} | {p99} | {cpu} | {fs} | {ratio} | {p50r} |")
+load = [r for r in rows if r[0] == "syncd@load"]
+if load:
+    print()
+    print(f"syncd at the same offered load ({sys.argv[4]} appends/s from 64 clients)")
+    print(f"| groups | writes/s | p50 ms | p99 ms | server CPU-µs/write | fsyncs/s/node |")
+    print(f"|---|---|---|---|---|---|")
+    for s, g, c, rate, p50, p99, cpu, fs in load:
+        print(f"| {g} | {float(rate):,.0f} | {p50} | {p99} | {cpu} | {fs} |")
 EOF

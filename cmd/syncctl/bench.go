@@ -47,6 +47,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.PayloadBytes, "size", cfg.PayloadBytes, "payload bytes per append")
 	f.IntVar(&cfg.Timelines, "timelines", cfg.Timelines, "timelines to spread appends over")
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to run")
+	f.Float64Var(&cfg.Rate, "rate", 0, "appends per second in all, paced across the clients (0: each client flat out)")
 	f.IntVar(&conns, "conns", 4, "gRPC client connections the appenders share")
 	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g))
 	return cmd

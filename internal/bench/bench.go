@@ -20,11 +20,15 @@ type Config struct {
 	Duration     time.Duration
 	// OpTimeout bounds each append.
 	OpTimeout time.Duration
+	// Rate, when positive, paces the clients to this many appends per
+	// second in all (each client its share), so that systems or settings
+	// are compared at the same load; 0 runs each client flat out.
+	Rate float64 `json:",omitempty"`
 }
 
 // Validate reports a config that cannot run.
 func (c Config) Validate() error {
-	if c.Clients < 1 || c.PayloadBytes < 0 || c.Timelines < 1 || c.Duration <= 0 || c.OpTimeout <= 0 {
+	if c.Clients < 1 || c.PayloadBytes < 0 || c.Timelines < 1 || c.Duration <= 0 || c.OpTimeout <= 0 || c.Rate < 0 {
 		return fmt.Errorf("bench: need clients >= 1, size >= 0, timelines >= 1, positive duration and timeout; got %+v", c)
 	}
 	return nil
@@ -71,7 +75,26 @@ func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(runID, uint64(w)))
+			// Paced: client w's i-th append is due at start + (i + w/Clients)
+			// * interval; a client that falls behind does not catch up in a
+			// burst beyond what is due.
+			var interval time.Duration
+			if cfg.Rate > 0 {
+				interval = time.Duration(float64(cfg.Clients) / cfg.Rate * float64(time.Second))
+			}
 			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+				if interval > 0 {
+					due := start.Add(time.Duration(i)*interval + time.Duration(w)*interval/time.Duration(cfg.Clients))
+					if wait := time.Until(due); wait > 0 {
+						select { // pacing, not synchronisation
+						case <-time.After(wait):
+						case <-ctx.Done():
+						}
+					}
+					if !time.Now().Before(deadline) {
+						break
+					}
+				}
 				tl := fmt.Sprintf("bench-%d", rng.IntN(cfg.Timelines))
 				key := fmt.Sprintf("bench-%x-%d-%d", runID, w, i)
 				opCtx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)

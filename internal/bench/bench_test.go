@@ -67,3 +67,22 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		t.Fatal("a zero config ran")
 	}
 }
+
+// A paced run never goes faster than its rate: at most what was due by the
+// end (a slow machine only makes it slower).
+func TestRunPacesToTheRate(t *testing.T) {
+	var calls atomic.Int64
+	cfg := Config{Clients: 4, Timelines: 1, Duration: 300 * time.Millisecond, OpTimeout: time.Second, Rate: 200}
+	res, err := Run(context.Background(), cfg, func(context.Context, int, string, string, []byte) error {
+		calls.Add(1)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	due := int64(cfg.Rate*cfg.Duration.Seconds()) + int64(cfg.Clients)
+	if n := calls.Load(); n > due || n == 0 {
+		t.Fatalf("%d appends in a %v run paced at %.0f/s (at most %d due)", n, cfg.Duration, cfg.Rate, due)
+	}
+	t.Logf("%d appends, %.0f/s", res.OK, res.PerSecond)
+}
