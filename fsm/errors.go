@@ -25,4 +25,7 @@ var (
 	ErrNeedsUpgrade = errors.New("fsm: command needs a newer binary")
 	// ErrClosed is returned by reads on a closed FSM.
 	ErrClosed = errors.New("fsm: closed")
+	// ErrFenced: this replica found its state damaged and applies nothing
+	// more; it serves nothing until it is rebuilt from a healthy replica.
+	ErrFenced = errors.New("fsm: replica fenced: its state is damaged and is being rebuilt")
 )

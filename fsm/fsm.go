@@ -8,6 +8,7 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -28,6 +29,10 @@ type Options struct {
 	OnApply func(Changes)
 	// OnRestore, if set, is called after a snapshot replaced the state.
 	OnRestore func()
+	// OnCorrupt, if set, is called (once, on the apply goroutine; it must
+	// not block) when applying met a damaged stored value: from then on the
+	// state machine applies nothing and answers ErrFenced.
+	OnCorrupt func(error)
 }
 
 // FSM is the state machine of one Raft group. It implements
@@ -37,6 +42,8 @@ type FSM struct {
 	log    *slog.Logger
 	st     *storage.State
 	closed atomic.Bool
+	// fenced: applying met a damaged value; nothing is applied any more.
+	fenced atomic.Bool
 
 	applied atomic.Uint64 // last log index applied (commands and configuration)
 }
@@ -110,6 +117,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if f.closed.Load() {
 		panic("fsm: apply on a closed state machine")
 	}
+	if f.fenced.Load() {
+		return fencedResults(logs)
+	}
 	res, err := f.st.Apply(func(root *bolt.Bucket) (any, error) {
 		return applyBatch(root, logs) // may run again: builds its outcome afresh
 	}, func(res any) {
@@ -117,12 +127,40 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			f.opts.OnApply(ch)
 		}
 	})
+	if errors.Is(err, ErrCorruptState) {
+		// A value this replica stored is damaged: applying on top of it
+		// would diverge, and stopping the process would stop it again at
+		// every restart. The replica is fenced instead (it serves nothing)
+		// until the node rebuilds it from a healthy one.
+		f.fenced.Store(true)
+		f.log.Error("fsm: a stored value is damaged: this replica is fenced and applies nothing more", "err", err)
+		if f.opts.OnCorrupt != nil {
+			f.opts.OnCorrupt(err)
+		}
+		return fencedResults(logs)
+	}
 	if err != nil {
 		panic(fmt.Sprintf("fsm: cannot apply committed entries: %v", err))
 	}
 	o := res.(*batchOutcome)
 	f.applied.Store(o.last)
 	return o.results
+}
+
+// Fenced reports whether applying met a damaged value.
+func (f *FSM) Fenced() bool { return f.fenced.Load() }
+
+// fencedResults answers every command of a batch a fenced replica does not
+// apply: the entries are committed (a quorum holds them) but this replica
+// cannot say what they did.
+func fencedResults(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			out[i] = &Result{Op: "fenced", Err: ErrFenced}
+		}
+	}
+	return out
 }
 
 // batchOutcome is what applying a batch gave: a result per log entry (nil

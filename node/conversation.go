@@ -120,5 +120,6 @@ func (n *Node) History(ctx context.Context, timeline string, before uint64, limi
 	if err != nil {
 		return fsm.HistoryResult{}, err
 	}
-	return g.fsm.History(timeline, before, limit, n.cfg.MaxPageBytes)
+	res, err := g.fsm.History(timeline, before, limit, n.cfg.MaxPageBytes)
+	return res, g.readResult(err)
 }

@@ -54,6 +54,8 @@ type Group struct {
 	readyTerm atomic.Uint64
 	// onReady runs once per term when this replica becomes a ready leader.
 	onReady func(*Group)
+	// fenced holds why this replica found its state damaged (fence.go).
+	fenced atomic.Pointer[string]
 
 	// futuresMu lets Close wait until Raft has answered every future this
 	// group started (proposals, leadership checks, membership changes):
@@ -130,6 +132,7 @@ func (g *Group) open(bootstrap bool) error {
 		Logger:    g.log,
 		OnApply:   g.applied,
 		OnRestore: g.node.hub.publishAll,
+		OnCorrupt: g.fence,
 	})
 	if err != nil {
 		return err
@@ -315,7 +318,7 @@ func (g *Group) IsLeader() bool { return g.raft.State() == raft.Leader }
 // isReadyLeader reports whether this replica leads and has applied every
 // entry of earlier terms.
 func (g *Group) isReadyLeader() bool {
-	return g.IsLeader() && g.readyTerm.Load() == g.raft.CurrentTerm()
+	return g.IsLeader() && g.readyTerm.Load() == g.raft.CurrentTerm() && g.fenced.Load() == nil
 }
 
 // Leader returns the group's leader id and gRPC address as far as this

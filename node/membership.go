@@ -213,6 +213,8 @@ type GroupStatus struct {
 	AppliedIndex uint64
 	LastLogIndex uint64
 	Members      []Member
+	// Fenced says why the replica is fenced ("" when it is not).
+	Fenced string
 }
 
 // Status describes this node: its addresses, the meta group and every data
@@ -272,5 +274,6 @@ func (g *Group) status() (GroupStatus, error) {
 		AppliedIndex: g.raft.AppliedIndex(),
 		LastLogIndex: g.raft.LastIndex(),
 		Members:      members,
+		Fenced:       g.Fenced(),
 	}, nil
 }

@@ -20,6 +20,7 @@ type metrics struct {
 	trims      prometheus.Counter // timelines trimmed by retention
 	// commitBatch: requests per storage engine commit, by store.
 	commitBatch *prometheus.HistogramVec
+	fenced      prometheus.Counter // replicas fenced for damaged state
 }
 
 func newMetrics() *metrics {
@@ -42,6 +43,10 @@ func newMetrics() *metrics {
 		trims: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "syncstore_retention_trims_total",
 			Help: "Timelines trimmed by retention (one per timeline per trim command).",
+		}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "syncstore_replicas_fenced_total",
+			Help: "Replicas this node fenced because their state was found damaged (each is then rebuilt).",
 		}),
 		commitBatch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "syncstore_storage_commit_batch_size",
@@ -93,6 +98,16 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 		n.metrics.deliveries,
 		n.metrics.trims,
 		n.metrics.commitBatch,
+		n.metrics.fenced,
+		gauge("syncstore_groups_fenced", "Replicas on this node fenced for damaged state, not yet rebuilt.", func() float64 {
+			fenced := 0
+			for _, g := range n.groupsSnapshot() {
+				if g.Fenced() != "" {
+					fenced++
+				}
+			}
+			return float64(fenced)
+		}),
 		gauge("syncstore_storage_free_bytes", "Free space on the data dir's disk.", func() float64 { return float64(n.storage.Space().FreeBytes) }),
 		gauge("syncstore_storage_low_space", "1 while the free space is below the reserve and writes are refused.", func() float64 { return boolGauge(n.storage.Space().Low) }),
 		gauge("syncstore_storage_commit_stalled", "1 while a state commit waits for space.", func() float64 { return boolGauge(n.storage.Space().Stalled != "") }),

@@ -222,6 +222,21 @@ func (n *Node) notHosted(id shard.GroupID) error {
 // Gossip reports every node this node's gossip has heard of.
 func (n *Node) Gossip() []GossipMember { return n.gossip.Members() }
 
+// publishGroups gossips the groups this node hosts, leads and has fenced.
+func (n *Node) publishGroups() {
+	var hosts, leads, fenced []shard.GroupID
+	for _, g := range n.groupsSnapshot() {
+		hosts = append(hosts, g.id)
+		if g.IsLeader() {
+			leads = append(leads, g.id)
+		}
+		if g.Fenced() != "" {
+			fenced = append(fenced, g.id)
+		}
+	}
+	n.gossip.SetGroups(hosts, leads, fenced)
+}
+
 // gossipLoop spreads which groups this node leads and joins the gossip of
 // every registered node it has not met, every gossipEvery.
 func (n *Node) gossipLoop() {
@@ -229,14 +244,7 @@ func (n *Node) gossipLoop() {
 	tick := time.NewTicker(gossipEvery)
 	defer tick.Stop()
 	for {
-		var hosts, leads []shard.GroupID
-		for _, g := range n.groupsSnapshot() {
-			hosts = append(hosts, g.id)
-			if g.IsLeader() {
-				leads = append(leads, g.id)
-			}
-		}
-		n.gossip.SetGroups(hosts, leads)
+		n.publishGroups()
 		if nodes, err := n.meta.fsm.Nodes(); err == nil {
 			var addrs []string
 			for _, nd := range nodes {

@@ -24,7 +24,8 @@ func (n *Node) Pull(ctx context.Context, timeline string, after uint64, limit in
 	if err != nil {
 		return fsm.PullResult{}, err
 	}
-	return g.fsm.Pull(timeline, after, limit, n.cfg.MaxPageBytes)
+	res, err := g.fsm.Pull(timeline, after, limit, n.cfg.MaxPageBytes)
+	return res, g.readResult(err)
 }
 
 // pageGroup checks a page request (Pull, History) and returns the local
@@ -52,7 +53,8 @@ func (n *Node) Head(ctx context.Context, timeline string, c Consistency) (uint64
 	if err := g.readBarrier(ctx, c); err != nil {
 		return 0, err
 	}
-	return g.fsm.Head(timeline)
+	head, err := g.fsm.Head(timeline)
+	return head, g.readResult(err)
 }
 
 func (n *Node) routeRead(timeline string) (*Group, error) {
@@ -69,6 +71,9 @@ func (n *Node) routeRead(timeline string) (*Group, error) {
 // quorum confirms this replica still leads (no newer term exists), its local
 // state holds every write acknowledged before the read began.
 func (g *Group) readBarrier(ctx context.Context, c Consistency) (err error) {
+	if err := g.checkFenced(); err != nil {
+		return err
+	}
 	if c == Stale {
 		return nil
 	}

@@ -57,7 +57,12 @@ func (n *Node) reconcile() {
 		n.rebalance(ctx, m)
 	}
 	n.syncGroups(m)
+	n.rebuildFenced()
 	for _, g := range n.groupsSnapshot() {
+		if g.Fenced() != "" && g.IsLeader() {
+			n.handOverFenced(ctx, g)
+			continue
+		}
 		// Groups the map moved away from this node are reconciled here too
 		// while this node still leads them: it adds their new replicas, then
 		// hands leadership over and is removed.
@@ -204,6 +209,9 @@ func (n *Node) reconcileReplicas(ctx context.Context, g *Group, desired shard.Gr
 	in := map[string]raft.Server{}
 	for _, s := range cf.Servers {
 		in[string(s.ID)] = s
+	}
+	if n.reconcileFenced(ctx, g, in) {
+		return
 	}
 	for _, id := range desired.Replicas {
 		if _, ok := in[id]; !ok {

@@ -76,6 +76,9 @@ func (g *Group) ProposeUnchecked(ctx context.Context, cmd *fsmpb.Command) (*fsm.
 func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, err error) {
 	start := time.Now()
 	defer func() { g.node.metrics.observePropose(opName(cmd), start, err) }()
+	if err := g.checkFenced(); err != nil {
+		return nil, err
+	}
 	if g.raft.State() != raft.Leader {
 		return nil, g.notLeader()
 	}

@@ -190,3 +190,12 @@ func openValue(key, v []byte) ([]byte, error) {
 	}
 	return append([]byte(nil), v[4:]...), nil
 }
+
+// Reset drops every entry of the group's log (a non-voting replica about
+// to be rebuilt from its leader); its stable store stays.
+func (l *Log) Reset() error {
+	if err := l.e.wal.commit([][]byte{encodeRangeRecord(recTruncate, l.id, 0)}); err != nil {
+		return fmt.Errorf("storage: group %d: reset log: %w", l.id, err)
+	}
+	return nil
+}

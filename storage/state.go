@@ -214,3 +214,21 @@ func (st *Staging) Abort() error {
 		return nil
 	}, nil)
 }
+
+// Drop empties the group's state (a replica about to be rebuilt from a
+// healthy one).
+func (s *State) Drop() error {
+	err := s.e.state.do(func(tx *bolt.Tx) error {
+		if tx.Bucket(s.name) != nil {
+			if err := tx.DeleteBucket(s.name); err != nil {
+				return err
+			}
+		}
+		_, err := tx.CreateBucket(s.name)
+		return err
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("storage: group %d: drop state: %w", s.id, err)
+	}
+	return nil
+}

@@ -40,6 +40,9 @@ type Member struct {
 	RaftAddr string
 	Hosts    []shard.GroupID
 	Leads    []shard.GroupID
+	// Fenced are the groups whose replica on this node found its state
+	// damaged: their leaders take it out and rebuild it.
+	Fenced []shard.GroupID
 }
 
 // Gossip is a node's memberlist. memberlist hands out pointers into its
@@ -75,6 +78,7 @@ type gossipMeta struct {
 	raftAddr string
 	hosts    []shard.GroupID
 	leads    []shard.GroupID
+	fenced   []shard.GroupID
 }
 
 // encode packs the meta as: gRPC address, Raft address (uvarint length +
@@ -85,6 +89,7 @@ type gossipMeta struct {
 func (m gossipMeta) encode(limit int) []byte {
 	b := appendString(nil, m.grpcAddr)
 	b = appendString(b, m.raftAddr)
+	b = appendGroups(b, fitGroups(m.fenced, limit-len(b)-2))
 	leads := fitGroups(m.leads, limit-len(b)-1)
 	b = appendGroups(b, leads)
 	return appendGroups(b, fitGroups(m.hosts, limit-len(b)))
@@ -121,6 +126,9 @@ func decodeGossipMeta(b []byte) (gossipMeta, error) {
 		return m, err
 	}
 	if m.raftAddr, b, err = readString(b); err != nil {
+		return m, err
+	}
+	if m.fenced, b, err = readGroups(b); err != nil {
 		return m, err
 	}
 	if m.leads, b, err = readGroups(b); err != nil {
@@ -206,10 +214,10 @@ func Start(cfg Config, log *slog.Logger) (*Gossip, error) {
 func (g *Gossip) Addr() string { return net.JoinHostPort(g.host, strconv.Itoa(g.port)) }
 
 // SetGroups updates what this node says it hosts and leads and spreads it.
-func (g *Gossip) SetGroups(hosts, leads []shard.GroupID) {
+func (g *Gossip) SetGroups(hosts, leads, fenced []shard.GroupID) {
 	g.mu.Lock()
-	same := slices.Equal(g.local.leads, leads) && slices.Equal(g.local.hosts, hosts)
-	g.local.hosts, g.local.leads = hosts, leads
+	same := slices.Equal(g.local.leads, leads) && slices.Equal(g.local.hosts, hosts) && slices.Equal(g.local.fenced, fenced)
+	g.local.hosts, g.local.leads, g.local.fenced = hosts, leads, fenced
 	g.mu.Unlock()
 	if same {
 		return
@@ -259,7 +267,7 @@ func (g *Gossip) Members() []Member {
 		}
 		out = append(out, Member{
 			ID: id, Health: h, GRPCAddr: p.meta.grpcAddr, RaftAddr: p.meta.raftAddr,
-			Hosts: slices.Clone(p.meta.hosts), Leads: slices.Clone(p.meta.leads),
+			Hosts: slices.Clone(p.meta.hosts), Leads: slices.Clone(p.meta.leads), Fenced: slices.Clone(p.meta.fenced),
 		})
 	}
 	slices.SortFunc(out, func(a, b Member) int {

@@ -112,6 +112,7 @@ func nodeStatusProto(st node.Status) *syncv1.NodeStatusResponse {
 			AppliedIndex: g.AppliedIndex,
 			LastLogIndex: g.LastLogIndex,
 			Members:      membersProto(g.Members),
+			Fenced:       g.Fenced,
 		})
 	}
 	return out

@@ -29,6 +29,8 @@ var errorCodes = []struct {
 	{fsm.ErrCorruptState, codes.DataLoss},
 	{node.ErrNoSpace, codes.ResourceExhausted},
 	{node.ErrStalled, codes.Unavailable},
+	// A fenced replica serves nothing; another replica of the group does.
+	{node.ErrFenced, codes.Unavailable},
 	{node.ErrUnknownGroup, codes.NotFound},
 	{node.ErrNotLeader, codes.Unavailable},
 	{node.ErrLeaderNotReady, codes.Unavailable},

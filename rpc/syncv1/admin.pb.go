@@ -816,9 +816,12 @@ type GroupStatus struct {
 	Term        uint64                 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
 	CommitIndex uint64                 `protobuf:"varint,5,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	// Raft's applied index: the last entry handed to the state machine.
-	AppliedIndex  uint64    `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	LastLogIndex  uint64    `protobuf:"varint,7,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
-	Members       []*Member `protobuf:"bytes,8,rep,name=members,proto3" json:"members,omitempty"`
+	AppliedIndex uint64    `protobuf:"varint,6,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastLogIndex uint64    `protobuf:"varint,7,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	Members      []*Member `protobuf:"bytes,8,rep,name=members,proto3" json:"members,omitempty"`
+	// Why this replica is fenced (its state found damaged; it serves nothing
+	// until rebuilt), "" when it is not.
+	Fenced        string `protobuf:"bytes,9,opt,name=fenced,proto3" json:"fenced,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -907,6 +910,13 @@ func (x *GroupStatus) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *GroupStatus) GetFenced() string {
+	if x != nil {
+		return x.Fenced
+	}
+	return ""
 }
 
 type Member struct {
@@ -1157,7 +1167,7 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05leads\x18\x04 \x03(\x04R\x05leads\x12\x1b\n" +
 	"\traft_addr\x18\x05 \x01(\tR\braftAddr\x12\x14\n" +
-	"\x05hosts\x18\x06 \x03(\x04R\x05hosts\"\x8d\x02\n" +
+	"\x05hosts\x18\x06 \x03(\x04R\x05hosts\"\xa5\x02\n" +
 	"\vGroupStatus\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -1166,7 +1176,8 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\fcommit_index\x18\x05 \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rapplied_index\x18\x06 \x01(\x04R\fappliedIndex\x12$\n" +
 	"\x0elast_log_index\x18\a \x01(\x04R\flastLogIndex\x12.\n" +
-	"\amembers\x18\b \x03(\v2\x14.syncstore.v1.MemberR\amembers\"w\n" +
+	"\amembers\x18\b \x03(\v2\x14.syncstore.v1.MemberR\amembers\x12\x16\n" +
+	"\x06fenced\x18\t \x01(\tR\x06fenced\"w\n" +
 	"\x06Member\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
