@@ -12,6 +12,10 @@ import (
 // CommandFormat is the envelope format this binary writes and understands.
 const CommandFormat = 1
 
+// opDigestPoint labels a DigestPoint's result; ApplyBatch hashes the state
+// right after it (digestpoint.go).
+const opDigestPoint = "digest_point"
+
 // Result is what applying one command returns to the proposer (through
 // raft.ApplyFuture.Response). Err is set when the command was rejected; then
 // nothing changed.
@@ -81,6 +85,8 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 	case *fsmpb.Command_DeliveryDone:
 		err := applyDeliveryDone(root, op.DeliveryDone)
 		return &Result{Op: "delivery_done", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_DigestPoint:
+		return &Result{Op: opDigestPoint}, nil
 	case *fsmpb.Command_Trim:
 		err := applyTrim(root, op.Trim)
 		return &Result{Op: "trim", Err: rejection(err)}, storageFailure(err)

@@ -46,6 +46,7 @@ type FSM struct {
 	fenced atomic.Bool
 
 	applied atomic.Uint64 // last log index applied (commands and configuration)
+	digests digestPoints
 }
 
 var _ raft.BatchingFSM = (*FSM)(nil)
@@ -91,6 +92,7 @@ func (f *FSM) loadApplied(create bool) error {
 // Close marks the state machine closed; the engine owns the files.
 func (f *FSM) Close() error {
 	f.closed.Store(true)
+	f.digests.hashes.Wait()
 	return nil
 }
 
@@ -120,6 +122,28 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if f.fenced.Load() {
 		return fencedResults(logs)
 	}
+	out := make([]interface{}, 0, len(logs))
+	for len(logs) > 0 {
+		o, err := f.applyUpToDigestPoint(logs)
+		if errors.Is(err, ErrCorruptState) {
+			return append(out, f.fenceOn(err, logs)...)
+		}
+		if err != nil {
+			panic(fmt.Sprintf("fsm: cannot apply committed entries: %v", err))
+		}
+		f.applied.Store(o.last)
+		out = append(out, o.results...)
+		logs = logs[len(o.results):]
+		if o.digestPoint {
+			f.takeDigest(o.last)
+		}
+	}
+	return out
+}
+
+// applyUpToDigestPoint applies logs in one transaction, stopping after a
+// DigestPoint if there is one.
+func (f *FSM) applyUpToDigestPoint(logs []*raft.Log) (*batchOutcome, error) {
 	res, err := f.st.Apply(func(root *bolt.Bucket) (any, error) {
 		return applyBatch(root, logs) // may run again: builds its outcome afresh
 	}, func(res any) {
@@ -127,24 +151,23 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 			f.opts.OnApply(ch)
 		}
 	})
-	if errors.Is(err, ErrCorruptState) {
-		// A value this replica stored is damaged: applying on top of it
-		// would diverge, and stopping the process would stop it again at
-		// every restart. The replica is fenced instead (it serves nothing)
-		// until the node rebuilds it from a healthy one.
-		f.fenced.Store(true)
-		f.log.Error("fsm: a stored value is damaged: this replica is fenced and applies nothing more", "err", err)
-		if f.opts.OnCorrupt != nil {
-			f.opts.OnCorrupt(err)
-		}
-		return fencedResults(logs)
-	}
 	if err != nil {
-		panic(fmt.Sprintf("fsm: cannot apply committed entries: %v", err))
+		return nil, err
 	}
-	o := res.(*batchOutcome)
-	f.applied.Store(o.last)
-	return o.results
+	return res.(*batchOutcome), nil
+}
+
+// fenceOn fences the replica for damage met while applying logs: applying
+// on top of a damaged value would diverge, and stopping the process would
+// stop it again at every restart. The replica serves nothing until the
+// node rebuilds it from a healthy one.
+func (f *FSM) fenceOn(err error, logs []*raft.Log) []interface{} {
+	f.fenced.Store(true)
+	f.log.Error("fsm: a stored value is damaged: this replica is fenced and applies nothing more", "err", err)
+	if f.opts.OnCorrupt != nil {
+		f.opts.OnCorrupt(err)
+	}
+	return fencedResults(logs)
 }
 
 // Fenced reports whether applying met a damaged value.
@@ -163,33 +186,45 @@ func fencedResults(logs []*raft.Log) []interface{} {
 	return out
 }
 
-// batchOutcome is what applying a batch gave: a result per log entry (nil
-// for entries skipped or not commands), the changes for watchers and the
-// new applied index.
+// batchOutcome is what applying (a prefix of) a batch gave: a result per
+// log entry applied (nil for entries skipped or not commands), the changes
+// for watchers, the new applied index, and whether the prefix ends with a
+// DigestPoint.
 type batchOutcome struct {
-	results []interface{}
-	changes Changes
-	last    uint64
+	results     []interface{}
+	changes     Changes
+	last        uint64
+	digestPoint bool
 }
 
 func applyBatch(root *bolt.Bucket, logs []*raft.Log) (*batchOutcome, error) {
-	o := &batchOutcome{results: make([]interface{}, len(logs))}
+	o := &batchOutcome{results: make([]interface{}, 0, len(logs))}
 	meta := root.Bucket(bucketMeta)
 	applied := readU64(meta, keyAppliedIndex)
 	o.last = applied
 	var lastTerm uint64
-	for i, l := range logs {
+	for _, l := range logs {
 		if l.Index <= applied {
-			continue // applied before a restart: never twice
+			o.results = append(o.results, nil) // applied before a restart: never twice
+			continue
 		}
+		var res *Result
 		if l.Type == raft.LogCommand {
-			res, err := applyCommand(root, &o.changes, l.Data)
-			if err != nil {
+			var err error
+			if res, err = applyCommand(root, &o.changes, l.Data); err != nil {
 				return nil, fmt.Errorf("log index %d: %w", l.Index, err)
 			}
-			o.results[i] = res
+		}
+		if res != nil {
+			o.results = append(o.results, res)
+		} else {
+			o.results = append(o.results, nil)
 		}
 		o.last, lastTerm = l.Index, l.Term
+		if res != nil && res.Op == opDigestPoint {
+			o.digestPoint = true
+			break
+		}
 	}
 	if o.last == applied {
 		return o, nil

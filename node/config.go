@@ -18,6 +18,9 @@ const (
 	// DefaultDiskReserveBytes is the free space under which a node
 	// refuses writes.
 	DefaultDiskReserveBytes = 256 << 20
+	// DefaultDigestCheckInterval is how often a group's replicas are
+	// compared.
+	DefaultDigestCheckInterval = 10 * time.Minute
 	// DefaultMaxPageSize is the largest limit a Pull may ask for.
 	DefaultMaxPageSize = 1000
 	// DefaultMaxPageBytes bounds the payload bytes of one Pull page (a page
@@ -70,6 +73,15 @@ type Config struct {
 	// Deliverer carries conversation deliveries to the leader of a group on
 	// any node; nil delivers only to groups this node leads (one node).
 	Deliverer Deliverer
+	// DigestProber and Fencer let a group's leader compare its replicas'
+	// digests at a digest point and fence one that diverged; nil: the
+	// leader compares nothing.
+	DigestProber DigestProber
+	Fencer       Fencer
+	// DigestCheckInterval is how often each group's leader has its replicas
+	// hash their state at one log index and compares them (0: never). Each
+	// check reads every replica's whole state.
+	DigestCheckInterval time.Duration
 	// LightAbove: Sends to more members than this write light entries.
 	LightAbove int
 	// Retention per timeline class; zero fields keep forever.
@@ -153,6 +165,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:       time.Second,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
 		CommitTimeout:         500 * time.Millisecond,
+		DigestCheckInterval:   DefaultDigestCheckInterval,
 		SnapshotInterval:      2 * time.Minute,
 		SnapshotThreshold:     8192,
 		TrailingLogs:          10240,

@@ -56,6 +56,10 @@ type Group struct {
 	onReady func(*Group)
 	// fenced holds why this replica found its state damaged (fence.go).
 	fenced atomic.Pointer[string]
+	// digestCheck: a replica digest check is running; lastDigestCheck
+	// (reconcile goroutine only) when the last one started.
+	digestCheck     atomic.Bool
+	lastDigestCheck time.Time
 
 	// futuresMu lets Close wait until Raft has answered every future this
 	// group started (proposals, leadership checks, membership changes):

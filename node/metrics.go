@@ -21,6 +21,8 @@ type metrics struct {
 	// commitBatch: requests per storage engine commit, by store.
 	commitBatch *prometheus.HistogramVec
 	fenced      prometheus.Counter // replicas fenced for damaged state
+	// digestChecks: replica digest checks by outcome.
+	digestChecks *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -44,6 +46,10 @@ func newMetrics() *metrics {
 			Name: "syncstore_retention_trims_total",
 			Help: "Timelines trimmed by retention (one per timeline per trim command).",
 		}),
+		digestChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "syncstore_digest_checks_total",
+			Help: "Replica digest checks this node led, by outcome: equal, diverged (the odd replicas were fenced), undecided (no majority).",
+		}, []string{"outcome"}),
 		fenced: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "syncstore_replicas_fenced_total",
 			Help: "Replicas this node fenced because their state was found damaged (each is then rebuilt).",
@@ -99,6 +105,7 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 		n.metrics.trims,
 		n.metrics.commitBatch,
 		n.metrics.fenced,
+		n.metrics.digestChecks,
 		gauge("syncstore_groups_fenced", "Replicas on this node fenced for damaged state, not yet rebuilt.", func() float64 {
 			fenced := 0
 			for _, g := range n.groupsSnapshot() {

@@ -69,6 +69,7 @@ func (n *Node) reconcile() {
 		if desired, ok := m.Group(g.id); ok && g.isReadyLeader() {
 			n.reconcileRanges(ctx, g, m.Version, desired)
 			n.reconcileReplicas(ctx, g, desired)
+			n.maybeCheckDigests(g)
 		} else {
 			delete(n.transfers, g.id) // not leading: nothing handed over is pending
 		}

@@ -73,19 +73,25 @@ func (g *Group) ProposeUnchecked(ctx context.Context, cmd *fsmpb.Command) (*fsm.
 
 // propose stamps a command with the time, replicates it and returns what the
 // state machine answered.
-func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, err error) {
+func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
+	res, _, err := g.proposeAt(ctx, cmd)
+	return res, err
+}
+
+// proposeAt is propose, also returning the command's log index.
+func (g *Group) proposeAt(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, index uint64, err error) {
 	start := time.Now()
 	defer func() { g.node.metrics.observePropose(opName(cmd), start, err) }()
 	if err := g.checkFenced(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if g.raft.State() != raft.Leader {
-		return nil, g.notLeader()
+		return nil, 0, g.notLeader()
 	}
 	cmd.NowMs = g.node.cfg.Clock().UnixMilli()
 	data, err := fsm.EncodeCommand(cmd)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
@@ -95,16 +101,16 @@ func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Resul
 		return future
 	})
 	if err != nil {
-		return nil, g.classifyApplyError(err)
+		return nil, 0, g.classifyApplyError(err)
 	}
 	res, ok := future.Response().(*fsm.Result)
 	if !ok {
-		return nil, fmt.Errorf("node: state machine answered %T", future.Response())
+		return nil, 0, fmt.Errorf("node: state machine answered %T", future.Response())
 	}
 	if res.Err != nil {
-		return nil, res.Err
+		return nil, 0, res.Err
 	}
-	return res, nil
+	return res, future.Index(), nil
 }
 
 // classifyApplyError sorts Raft's errors into "certainly not applied" and

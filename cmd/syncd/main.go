@@ -82,6 +82,8 @@ func run(args []string) error {
 	defer peerClient.Close()
 	cfg.Prober = peerClient.Probe
 	cfg.Deliverer = peerClient.Deliver
+	cfg.DigestProber = peerClient.DigestAt
+	cfg.Fencer = peerClient.Fence
 	nd, err := node.Start(cfg)
 	if err != nil {
 		lis.Close()

@@ -93,6 +93,7 @@ type Command struct {
 	//	*Command_Deliver
 	//	*Command_DeliveryDone
 	//	*Command_Trim
+	//	*Command_DigestPoint
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -228,6 +229,15 @@ func (x *Command) GetTrim() *Trim {
 	return nil
 }
 
+func (x *Command) GetDigestPoint() *DigestPoint {
+	if x != nil {
+		if x, ok := x.Op.(*Command_DigestPoint); ok {
+			return x.DigestPoint
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -264,6 +274,10 @@ type Command_Trim struct {
 	Trim *Trim `protobuf:"bytes,17,opt,name=trim,proto3,oneof"`
 }
 
+type Command_DigestPoint struct {
+	DigestPoint *DigestPoint `protobuf:"bytes,18,opt,name=digest_point,json=digestPoint,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -279,6 +293,48 @@ func (*Command_Deliver) isCommand_Op() {}
 func (*Command_DeliveryDone) isCommand_Op() {}
 
 func (*Command_Trim) isCommand_Op() {}
+
+func (*Command_DigestPoint) isCommand_Op() {}
+
+// DigestPoint changes nothing. Every replica hashes its state as it stands
+// right after applying it, so replicas' digests are compared at exactly
+// the same log index (proposed with ignore_if_unknown: a replica that does
+// not know it skips it and cannot diverge for that).
+type DigestPoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestPoint) Reset() {
+	*x = DigestPoint{}
+	mi := &file_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestPoint) ProtoMessage() {}
+
+func (x *DigestPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestPoint.ProtoReflect.Descriptor instead.
+func (*DigestPoint) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{1}
+}
 
 // Send appends a message to a conversation timeline and, in the same
 // transaction, records an outbox job: the delivery of a reference to the
@@ -304,7 +360,7 @@ type Send struct {
 
 func (x *Send) Reset() {
 	*x = Send{}
-	mi := &file_command_proto_msgTypes[1]
+	mi := &file_command_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +372,7 @@ func (x *Send) String() string {
 func (*Send) ProtoMessage() {}
 
 func (x *Send) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[1]
+	mi := &file_command_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +385,7 @@ func (x *Send) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Send.ProtoReflect.Descriptor instead.
 func (*Send) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{1}
+	return file_command_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Send) GetConversation() string {
@@ -402,7 +458,7 @@ type Deliver struct {
 
 func (x *Deliver) Reset() {
 	*x = Deliver{}
-	mi := &file_command_proto_msgTypes[2]
+	mi := &file_command_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +470,7 @@ func (x *Deliver) String() string {
 func (*Deliver) ProtoMessage() {}
 
 func (x *Deliver) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[2]
+	mi := &file_command_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +483,7 @@ func (x *Deliver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deliver.ProtoReflect.Descriptor instead.
 func (*Deliver) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{2}
+	return file_command_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Deliver) GetItems() []*DeliveryItem {
@@ -460,7 +516,7 @@ type DeliveryItem struct {
 
 func (x *DeliveryItem) Reset() {
 	*x = DeliveryItem{}
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +528,7 @@ func (x *DeliveryItem) String() string {
 func (*DeliveryItem) ProtoMessage() {}
 
 func (x *DeliveryItem) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +541,7 @@ func (x *DeliveryItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryItem.ProtoReflect.Descriptor instead.
 func (*DeliveryItem) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{3}
+	return file_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeliveryItem) GetTimeline() string {
@@ -555,7 +611,7 @@ type DeliveryDone struct {
 
 func (x *DeliveryDone) Reset() {
 	*x = DeliveryDone{}
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +623,7 @@ func (x *DeliveryDone) String() string {
 func (*DeliveryDone) ProtoMessage() {}
 
 func (x *DeliveryDone) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +636,7 @@ func (x *DeliveryDone) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryDone.ProtoReflect.Descriptor instead.
 func (*DeliveryDone) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{4}
+	return file_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeliveryDone) GetConversation() string {
@@ -608,7 +664,7 @@ type Trim struct {
 
 func (x *Trim) Reset() {
 	*x = Trim{}
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +676,7 @@ func (x *Trim) String() string {
 func (*Trim) ProtoMessage() {}
 
 func (x *Trim) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +689,7 @@ func (x *Trim) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Trim.ProtoReflect.Descriptor instead.
 func (*Trim) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{5}
+	return file_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Trim) GetItems() []*TrimItem {
@@ -655,7 +711,7 @@ type TrimItem struct {
 
 func (x *TrimItem) Reset() {
 	*x = TrimItem{}
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +723,7 @@ func (x *TrimItem) String() string {
 func (*TrimItem) ProtoMessage() {}
 
 func (x *TrimItem) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +736,7 @@ func (x *TrimItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrimItem.ProtoReflect.Descriptor instead.
 func (*TrimItem) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{6}
+	return file_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TrimItem) GetTimeline() string {
@@ -713,7 +769,7 @@ type Append struct {
 
 func (x *Append) Reset() {
 	*x = Append{}
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +781,7 @@ func (x *Append) String() string {
 func (*Append) ProtoMessage() {}
 
 func (x *Append) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +794,7 @@ func (x *Append) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Append.ProtoReflect.Descriptor instead.
 func (*Append) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{7}
+	return file_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Append) GetTimeline() string {
@@ -790,7 +846,7 @@ type RegisterNode struct {
 
 func (x *RegisterNode) Reset() {
 	*x = RegisterNode{}
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +858,7 @@ func (x *RegisterNode) String() string {
 func (*RegisterNode) ProtoMessage() {}
 
 func (x *RegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +871,7 @@ func (x *RegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNode.ProtoReflect.Descriptor instead.
 func (*RegisterNode) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{8}
+	return file_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RegisterNode) GetNodeId() string {
@@ -859,7 +915,7 @@ type SetShardMap struct {
 
 func (x *SetShardMap) Reset() {
 	*x = SetShardMap{}
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +927,7 @@ func (x *SetShardMap) String() string {
 func (*SetShardMap) ProtoMessage() {}
 
 func (x *SetShardMap) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +940,7 @@ func (x *SetShardMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetShardMap.ProtoReflect.Descriptor instead.
 func (*SetShardMap) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{9}
+	return file_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SetShardMap) GetExpectedVersion() uint64 {
@@ -914,7 +970,7 @@ type SetRanges struct {
 
 func (x *SetRanges) Reset() {
 	*x = SetRanges{}
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +982,7 @@ func (x *SetRanges) String() string {
 func (*SetRanges) ProtoMessage() {}
 
 func (x *SetRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +995,7 @@ func (x *SetRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRanges.ProtoReflect.Descriptor instead.
 func (*SetRanges) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{10}
+	return file_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetRanges) GetMapVersion() uint64 {
@@ -966,7 +1022,7 @@ type ShardMap struct {
 
 func (x *ShardMap) Reset() {
 	*x = ShardMap{}
-	mi := &file_command_proto_msgTypes[11]
+	mi := &file_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1034,7 @@ func (x *ShardMap) String() string {
 func (*ShardMap) ProtoMessage() {}
 
 func (x *ShardMap) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[11]
+	mi := &file_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1047,7 @@ func (x *ShardMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMap.ProtoReflect.Descriptor instead.
 func (*ShardMap) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{11}
+	return file_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ShardMap) GetVersion() uint64 {
@@ -1022,7 +1078,7 @@ type ShardGroup struct {
 
 func (x *ShardGroup) Reset() {
 	*x = ShardGroup{}
-	mi := &file_command_proto_msgTypes[12]
+	mi := &file_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1090,7 @@ func (x *ShardGroup) String() string {
 func (*ShardGroup) ProtoMessage() {}
 
 func (x *ShardGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[12]
+	mi := &file_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1103,7 @@ func (x *ShardGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGroup.ProtoReflect.Descriptor instead.
 func (*ShardGroup) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{12}
+	return file_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ShardGroup) GetId() uint64 {
@@ -1088,7 +1144,7 @@ type SlotRange struct {
 
 func (x *SlotRange) Reset() {
 	*x = SlotRange{}
-	mi := &file_command_proto_msgTypes[13]
+	mi := &file_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1156,7 @@ func (x *SlotRange) String() string {
 func (*SlotRange) ProtoMessage() {}
 
 func (x *SlotRange) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[13]
+	mi := &file_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1169,7 @@ func (x *SlotRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
 func (*SlotRange) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{13}
+	return file_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SlotRange) GetStart() uint32 {
@@ -1149,7 +1205,7 @@ type StoredEntry struct {
 
 func (x *StoredEntry) Reset() {
 	*x = StoredEntry{}
-	mi := &file_command_proto_msgTypes[14]
+	mi := &file_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1217,7 @@ func (x *StoredEntry) String() string {
 func (*StoredEntry) ProtoMessage() {}
 
 func (x *StoredEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[14]
+	mi := &file_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1230,7 @@ func (x *StoredEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEntry.ProtoReflect.Descriptor instead.
 func (*StoredEntry) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{14}
+	return file_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StoredEntry) GetTsMs() int64 {
@@ -1245,7 +1301,7 @@ type TimelineInfo struct {
 
 func (x *TimelineInfo) Reset() {
 	*x = TimelineInfo{}
-	mi := &file_command_proto_msgTypes[15]
+	mi := &file_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1313,7 @@ func (x *TimelineInfo) String() string {
 func (*TimelineInfo) ProtoMessage() {}
 
 func (x *TimelineInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[15]
+	mi := &file_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1326,7 @@ func (x *TimelineInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimelineInfo.ProtoReflect.Descriptor instead.
 func (*TimelineInfo) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{15}
+	return file_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TimelineInfo) GetClass() TimelineClass {
@@ -1303,7 +1359,7 @@ type OutboxJob struct {
 
 func (x *OutboxJob) Reset() {
 	*x = OutboxJob{}
-	mi := &file_command_proto_msgTypes[16]
+	mi := &file_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1371,7 @@ func (x *OutboxJob) String() string {
 func (*OutboxJob) ProtoMessage() {}
 
 func (x *OutboxJob) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[16]
+	mi := &file_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1384,7 @@ func (x *OutboxJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxJob.ProtoReflect.Descriptor instead.
 func (*OutboxJob) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{16}
+	return file_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OutboxJob) GetConversation() string {
@@ -1384,7 +1440,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_command_proto_msgTypes[17]
+	mi := &file_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1452,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[17]
+	mi := &file_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1465,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{17}
+	return file_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DedupeRecord) GetSeq() uint64 {
@@ -1439,7 +1495,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_command_proto_msgTypes[18]
+	mi := &file_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1507,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[18]
+	mi := &file_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1520,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{18}
+	return file_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NodeRecord) GetNodeId() string {
@@ -1499,7 +1555,7 @@ var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xc2\x04\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\x86\x05\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -1513,8 +1569,10 @@ const file_command_proto_rawDesc = "" +
 	"\x04send\x18\x0e \x01(\v2\x16.syncstore.fsm.v1.SendH\x00R\x04send\x125\n" +
 	"\adeliver\x18\x0f \x01(\v2\x19.syncstore.fsm.v1.DeliverH\x00R\adeliver\x12E\n" +
 	"\rdelivery_done\x18\x10 \x01(\v2\x1e.syncstore.fsm.v1.DeliveryDoneH\x00R\fdeliveryDone\x12,\n" +
-	"\x04trim\x18\x11 \x01(\v2\x16.syncstore.fsm.v1.TrimH\x00R\x04trimB\x04\n" +
-	"\x02op\"\xef\x02\n" +
+	"\x04trim\x18\x11 \x01(\v2\x16.syncstore.fsm.v1.TrimH\x00R\x04trim\x12B\n" +
+	"\fdigest_point\x18\x12 \x01(\v2\x1d.syncstore.fsm.v1.DigestPointH\x00R\vdigestPointB\x04\n" +
+	"\x02op\"\r\n" +
+	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
 	"\fconversation\x18\x01 \x01(\tR\fconversation\x12\x16\n" +
 	"\x06sender\x18\x02 \x01(\tR\x06sender\x12\x1e\n" +
@@ -1637,58 +1695,60 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),   // 0: syncstore.fsm.v1.TimelineClass
 	(*Command)(nil),      // 1: syncstore.fsm.v1.Command
-	(*Send)(nil),         // 2: syncstore.fsm.v1.Send
-	(*Deliver)(nil),      // 3: syncstore.fsm.v1.Deliver
-	(*DeliveryItem)(nil), // 4: syncstore.fsm.v1.DeliveryItem
-	(*DeliveryDone)(nil), // 5: syncstore.fsm.v1.DeliveryDone
-	(*Trim)(nil),         // 6: syncstore.fsm.v1.Trim
-	(*TrimItem)(nil),     // 7: syncstore.fsm.v1.TrimItem
-	(*Append)(nil),       // 8: syncstore.fsm.v1.Append
-	(*RegisterNode)(nil), // 9: syncstore.fsm.v1.RegisterNode
-	(*SetShardMap)(nil),  // 10: syncstore.fsm.v1.SetShardMap
-	(*SetRanges)(nil),    // 11: syncstore.fsm.v1.SetRanges
-	(*ShardMap)(nil),     // 12: syncstore.fsm.v1.ShardMap
-	(*ShardGroup)(nil),   // 13: syncstore.fsm.v1.ShardGroup
-	(*SlotRange)(nil),    // 14: syncstore.fsm.v1.SlotRange
-	(*StoredEntry)(nil),  // 15: syncstore.fsm.v1.StoredEntry
-	(*TimelineInfo)(nil), // 16: syncstore.fsm.v1.TimelineInfo
-	(*OutboxJob)(nil),    // 17: syncstore.fsm.v1.OutboxJob
-	(*DedupeRecord)(nil), // 18: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),   // 19: syncstore.fsm.v1.NodeRecord
-	nil,                  // 20: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                  // 21: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                  // 22: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                  // 23: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	(*DigestPoint)(nil),  // 2: syncstore.fsm.v1.DigestPoint
+	(*Send)(nil),         // 3: syncstore.fsm.v1.Send
+	(*Deliver)(nil),      // 4: syncstore.fsm.v1.Deliver
+	(*DeliveryItem)(nil), // 5: syncstore.fsm.v1.DeliveryItem
+	(*DeliveryDone)(nil), // 6: syncstore.fsm.v1.DeliveryDone
+	(*Trim)(nil),         // 7: syncstore.fsm.v1.Trim
+	(*TrimItem)(nil),     // 8: syncstore.fsm.v1.TrimItem
+	(*Append)(nil),       // 9: syncstore.fsm.v1.Append
+	(*RegisterNode)(nil), // 10: syncstore.fsm.v1.RegisterNode
+	(*SetShardMap)(nil),  // 11: syncstore.fsm.v1.SetShardMap
+	(*SetRanges)(nil),    // 12: syncstore.fsm.v1.SetRanges
+	(*ShardMap)(nil),     // 13: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),   // 14: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),    // 15: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),  // 16: syncstore.fsm.v1.StoredEntry
+	(*TimelineInfo)(nil), // 17: syncstore.fsm.v1.TimelineInfo
+	(*OutboxJob)(nil),    // 18: syncstore.fsm.v1.OutboxJob
+	(*DedupeRecord)(nil), // 19: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),   // 20: syncstore.fsm.v1.NodeRecord
+	nil,                  // 21: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                  // 22: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                  // 23: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                  // 24: syncstore.fsm.v1.StoredEntry.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
-	8,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
-	9,  // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
-	10, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
-	11, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
-	2,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
-	3,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
-	5,  // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
-	6,  // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
-	20, // 8: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	4,  // 9: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	21, // 10: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	7,  // 11: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	22, // 12: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	12, // 13: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	14, // 14: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	13, // 15: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	14, // 16: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	23, // 17: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 18: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	9,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
+	10, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
+	11, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
+	12, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	3,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
+	4,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
+	6,  // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
+	7,  // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
+	2,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
+	21, // 9: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	5,  // 10: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	22, // 11: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	8,  // 12: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	23, // 13: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	13, // 14: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	15, // 15: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	14, // 16: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	15, // 17: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	24, // 18: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 19: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -1705,6 +1765,7 @@ func file_command_proto_init() {
 		(*Command_Deliver)(nil),
 		(*Command_DeliveryDone)(nil),
 		(*Command_Trim)(nil),
+		(*Command_DigestPoint)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1712,7 +1773,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

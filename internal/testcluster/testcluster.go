@@ -157,6 +157,8 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	peerClient := server.NewPeerClient()
 	cfg.Prober = peerClient.Probe
 	cfg.Deliverer = peerClient.Deliver
+	cfg.DigestProber = peerClient.DigestAt
+	cfg.Fencer = peerClient.Fence
 	if c.tweak != nil {
 		c.tweak(&cfg) // may wrap the Prober or the Deliverer
 	}

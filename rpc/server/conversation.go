@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/syncstore/syncstore/fsm"
@@ -99,3 +101,27 @@ func deliverRequest(group shard.GroupID, items []node.Delivery) *syncv1.DeliverR
 	}
 	return req
 }
+
+// DigestAt answers a group leader's replica digest check.
+func (s *Server) DigestAt(ctx context.Context, req *syncv1.DigestAtRequest) (*syncv1.DigestAtResponse, error) {
+	d, ok, err := s.node.DigestAt(shard.GroupID(req.GetGroupId()), req.GetIndex())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &syncv1.DigestAtResponse{Known: ok, Digest: d}, nil
+}
+
+// Fence fences this node's replica of a group its leader found diverged.
+func (s *Server) Fence(ctx context.Context, req *syncv1.FenceRequest) (*syncv1.FenceResponse, error) {
+	if len(req.GetReason()) > maxFenceReasonBytes {
+		return nil, status.Errorf(codes.InvalidArgument, "reason of %d bytes, at most %d", len(req.GetReason()), maxFenceReasonBytes)
+	}
+	if err := s.node.FenceReplica(shard.GroupID(req.GetGroupId()), req.GetReason()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &syncv1.FenceResponse{}, nil
+}
+
+// maxFenceReasonBytes bounds the reason a Fence request carries (it is
+// logged and shown in status).
+const maxFenceReasonBytes = 4096

@@ -59,3 +59,34 @@ func (p *PeerClient) Deliver(ctx context.Context, addr string, group shard.Group
 	}
 	return fsm.DeliverResult{Written: int(resp.GetWritten()), Skipped: int(resp.GetSkipped())}, nil
 }
+
+// DigestAt is a node.DigestProber: the digest of the group's replica at
+// addr at a digest point.
+func (p *PeerClient) DigestAt(ctx context.Context, addr string, group shard.GroupID, index uint64) (string, bool, error) {
+	conn, err := p.peers.conn(addr)
+	if err != nil {
+		return "", false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerCallTimeout)
+	defer cancel()
+	resp, err := syncv1.NewPeerClient(conn).DigestAt(ctx, &syncv1.DigestAtRequest{GroupId: uint64(group), Index: index})
+	if err != nil {
+		return "", false, fmt.Errorf("digest of group %d at %s: %w", group, addr, err)
+	}
+	return resp.GetDigest(), resp.GetKnown(), nil
+}
+
+// Fence is a node.Fencer: it tells the node at addr to fence its replica
+// of the group.
+func (p *PeerClient) Fence(ctx context.Context, addr string, group shard.GroupID, reason string) error {
+	conn, err := p.peers.conn(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerCallTimeout)
+	defer cancel()
+	if _, err := syncv1.NewPeerClient(conn).Fence(ctx, &syncv1.FenceRequest{GroupId: uint64(group), Reason: reason}); err != nil {
+		return fmt.Errorf("fence group %d at %s: %w", group, addr, err)
+	}
+	return nil
+}

@@ -142,6 +142,199 @@ func (PullStatus) EnumDescriptor() ([]byte, []int) {
 	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
 }
 
+type DigestAtRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestAtRequest) Reset() {
+	*x = DigestAtRequest{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestAtRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestAtRequest) ProtoMessage() {}
+
+func (x *DigestAtRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestAtRequest.ProtoReflect.Descriptor instead.
+func (*DigestAtRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DigestAtRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *DigestAtRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type DigestAtResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// false: not reached yet, or no longer kept.
+	Known         bool   `protobuf:"varint,1,opt,name=known,proto3" json:"known,omitempty"`
+	Digest        string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DigestAtResponse) Reset() {
+	*x = DigestAtResponse{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DigestAtResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DigestAtResponse) ProtoMessage() {}
+
+func (x *DigestAtResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DigestAtResponse.ProtoReflect.Descriptor instead.
+func (*DigestAtResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DigestAtResponse) GetKnown() bool {
+	if x != nil {
+		return x.Known
+	}
+	return false
+}
+
+func (x *DigestAtResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+type FenceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FenceRequest) Reset() {
+	*x = FenceRequest{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FenceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FenceRequest) ProtoMessage() {}
+
+func (x *FenceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FenceRequest.ProtoReflect.Descriptor instead.
+func (*FenceRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FenceRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *FenceRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type FenceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FenceResponse) Reset() {
+	*x = FenceResponse{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FenceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FenceResponse) ProtoMessage() {}
+
+func (x *FenceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FenceResponse.ProtoReflect.Descriptor instead.
+func (*FenceResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{3}
+}
+
 type DeliverResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Written       uint32                 `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
@@ -152,7 +345,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -164,7 +357,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -177,7 +370,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeliverResponse) GetWritten() uint32 {
@@ -211,7 +404,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -223,7 +416,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -236,7 +429,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SendResponse) GetSeq() uint64 {
@@ -287,7 +480,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -299,7 +492,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -312,7 +505,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{2}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HistoryResponse) GetStatus() HistoryStatus {
@@ -360,7 +553,7 @@ type SubscribeEvent struct {
 
 func (x *SubscribeEvent) Reset() {
 	*x = SubscribeEvent{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +565,7 @@ func (x *SubscribeEvent) String() string {
 func (*SubscribeEvent) ProtoMessage() {}
 
 func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +578,7 @@ func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEvent.ProtoReflect.Descriptor instead.
 func (*SubscribeEvent) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubscribeEvent) GetEvent() isSubscribeEvent_Event {
@@ -509,7 +702,7 @@ type Notification struct {
 
 func (x *Notification) Reset() {
 	*x = Notification{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +714,7 @@ func (x *Notification) String() string {
 func (*Notification) ProtoMessage() {}
 
 func (x *Notification) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +727,7 @@ func (x *Notification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notification.ProtoReflect.Descriptor instead.
 func (*Notification) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Notification) GetTimeline() string {
@@ -561,7 +754,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +766,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +779,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{5}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Gap) GetTimeline() string {
@@ -614,7 +807,7 @@ type Moved struct {
 
 func (x *Moved) Reset() {
 	*x = Moved{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +819,7 @@ func (x *Moved) String() string {
 func (*Moved) ProtoMessage() {}
 
 func (x *Moved) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +832,7 @@ func (x *Moved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Moved.ProtoReflect.Descriptor instead.
 func (*Moved) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Moved) GetTimeline() string {
@@ -673,7 +866,7 @@ type Reset struct {
 
 func (x *Reset) Reset() {
 	*x = Reset{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +878,7 @@ func (x *Reset) String() string {
 func (*Reset) ProtoMessage() {}
 
 func (x *Reset) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +891,7 @@ func (x *Reset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reset.ProtoReflect.Descriptor instead.
 func (*Reset) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Reset) GetTimeline() string {
@@ -723,7 +916,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +928,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +941,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{8}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 type AppendResponse struct {
@@ -765,7 +958,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +970,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +983,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AppendResponse) GetSeq() uint64 {
@@ -836,7 +1029,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1041,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1054,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Entry) GetTimeline() string {
@@ -947,7 +1140,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1152,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1165,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PullResponse) GetStatus() PullStatus {
@@ -1012,7 +1205,7 @@ type HeadResponse struct {
 
 func (x *HeadResponse) Reset() {
 	*x = HeadResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1217,7 @@ func (x *HeadResponse) String() string {
 func (*HeadResponse) ProtoMessage() {}
 
 func (x *HeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1230,7 @@ func (x *HeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadResponse.ProtoReflect.Descriptor instead.
 func (*HeadResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HeadResponse) GetHeadSeq() uint64 {
@@ -1063,7 +1256,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1075,7 +1268,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1088,7 +1281,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -1116,7 +1309,17 @@ var File_syncstore_v1_sync_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\n" +
-	"\x17syncstore/v1/sync.proto\x12\fsyncstore.v1\x1a\x1bsyncstore/v1/requests.proto\"E\n" +
+	"\x17syncstore/v1/sync.proto\x12\fsyncstore.v1\x1a\x1bsyncstore/v1/requests.proto\"B\n" +
+	"\x0fDigestAtRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"@\n" +
+	"\x10DigestAtResponse\x12\x14\n" +
+	"\x05known\x18\x01 \x01(\bR\x05known\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\"A\n" +
+	"\fFenceRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x0f\n" +
+	"\rFenceResponse\"E\n" +
 	"\x0fDeliverResponse\x12\x18\n" +
 	"\awritten\x18\x01 \x01(\rR\awritten\x12\x18\n" +
 	"\askipped\x18\x02 \x01(\rR\askipped\"\x8f\x01\n" +
@@ -1209,9 +1412,11 @@ const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\x04Head\x12\x19.syncstore.v1.HeadRequest\x1a\x1a.syncstore.v1.HeadResponse\x12=\n" +
 	"\x04Send\x12\x19.syncstore.v1.SendRequest\x1a\x1a.syncstore.v1.SendResponse\x12F\n" +
 	"\aHistory\x12\x1c.syncstore.v1.HistoryRequest\x1a\x1d.syncstore.v1.HistoryResponse\x12M\n" +
-	"\tSubscribe\x12\x1e.syncstore.v1.SubscribeRequest\x1a\x1c.syncstore.v1.SubscribeEvent(\x010\x012N\n" +
+	"\tSubscribe\x12\x1e.syncstore.v1.SubscribeRequest\x1a\x1c.syncstore.v1.SubscribeEvent(\x010\x012\xdb\x01\n" +
 	"\x04Peer\x12F\n" +
-	"\aDeliver\x12\x1c.syncstore.v1.DeliverRequest\x1a\x1d.syncstore.v1.DeliverResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\aDeliver\x12\x1c.syncstore.v1.DeliverRequest\x1a\x1d.syncstore.v1.DeliverResponse\x12I\n" +
+	"\bDigestAt\x12\x1d.syncstore.v1.DigestAtRequest\x1a\x1e.syncstore.v1.DigestAtResponse\x12@\n" +
+	"\x05Fence\x12\x1a.syncstore.v1.FenceRequest\x1a\x1b.syncstore.v1.FenceResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_sync_proto_rawDescOnce sync.Once
@@ -1226,61 +1431,69 @@ func file_syncstore_v1_sync_proto_rawDescGZIP() []byte {
 }
 
 var file_syncstore_v1_sync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_syncstore_v1_sync_proto_goTypes = []any{
 	(HistoryStatus)(0),       // 0: syncstore.v1.HistoryStatus
 	(PullStatus)(0),          // 1: syncstore.v1.PullStatus
-	(*DeliverResponse)(nil),  // 2: syncstore.v1.DeliverResponse
-	(*SendResponse)(nil),     // 3: syncstore.v1.SendResponse
-	(*HistoryResponse)(nil),  // 4: syncstore.v1.HistoryResponse
-	(*SubscribeEvent)(nil),   // 5: syncstore.v1.SubscribeEvent
-	(*Notification)(nil),     // 6: syncstore.v1.Notification
-	(*Gap)(nil),              // 7: syncstore.v1.Gap
-	(*Moved)(nil),            // 8: syncstore.v1.Moved
-	(*Reset)(nil),            // 9: syncstore.v1.Reset
-	(*Heartbeat)(nil),        // 10: syncstore.v1.Heartbeat
-	(*AppendResponse)(nil),   // 11: syncstore.v1.AppendResponse
-	(*Entry)(nil),            // 12: syncstore.v1.Entry
-	(*PullResponse)(nil),     // 13: syncstore.v1.PullResponse
-	(*HeadResponse)(nil),     // 14: syncstore.v1.HeadResponse
-	(*NotLeader)(nil),        // 15: syncstore.v1.NotLeader
-	nil,                      // 16: syncstore.v1.Entry.MetadataEntry
-	(*AppendRequest)(nil),    // 17: syncstore.v1.AppendRequest
-	(*PullRequest)(nil),      // 18: syncstore.v1.PullRequest
-	(*HeadRequest)(nil),      // 19: syncstore.v1.HeadRequest
-	(*SendRequest)(nil),      // 20: syncstore.v1.SendRequest
-	(*HistoryRequest)(nil),   // 21: syncstore.v1.HistoryRequest
-	(*SubscribeRequest)(nil), // 22: syncstore.v1.SubscribeRequest
-	(*DeliverRequest)(nil),   // 23: syncstore.v1.DeliverRequest
+	(*DigestAtRequest)(nil),  // 2: syncstore.v1.DigestAtRequest
+	(*DigestAtResponse)(nil), // 3: syncstore.v1.DigestAtResponse
+	(*FenceRequest)(nil),     // 4: syncstore.v1.FenceRequest
+	(*FenceResponse)(nil),    // 5: syncstore.v1.FenceResponse
+	(*DeliverResponse)(nil),  // 6: syncstore.v1.DeliverResponse
+	(*SendResponse)(nil),     // 7: syncstore.v1.SendResponse
+	(*HistoryResponse)(nil),  // 8: syncstore.v1.HistoryResponse
+	(*SubscribeEvent)(nil),   // 9: syncstore.v1.SubscribeEvent
+	(*Notification)(nil),     // 10: syncstore.v1.Notification
+	(*Gap)(nil),              // 11: syncstore.v1.Gap
+	(*Moved)(nil),            // 12: syncstore.v1.Moved
+	(*Reset)(nil),            // 13: syncstore.v1.Reset
+	(*Heartbeat)(nil),        // 14: syncstore.v1.Heartbeat
+	(*AppendResponse)(nil),   // 15: syncstore.v1.AppendResponse
+	(*Entry)(nil),            // 16: syncstore.v1.Entry
+	(*PullResponse)(nil),     // 17: syncstore.v1.PullResponse
+	(*HeadResponse)(nil),     // 18: syncstore.v1.HeadResponse
+	(*NotLeader)(nil),        // 19: syncstore.v1.NotLeader
+	nil,                      // 20: syncstore.v1.Entry.MetadataEntry
+	(*AppendRequest)(nil),    // 21: syncstore.v1.AppendRequest
+	(*PullRequest)(nil),      // 22: syncstore.v1.PullRequest
+	(*HeadRequest)(nil),      // 23: syncstore.v1.HeadRequest
+	(*SendRequest)(nil),      // 24: syncstore.v1.SendRequest
+	(*HistoryRequest)(nil),   // 25: syncstore.v1.HistoryRequest
+	(*SubscribeRequest)(nil), // 26: syncstore.v1.SubscribeRequest
+	(*DeliverRequest)(nil),   // 27: syncstore.v1.DeliverRequest
 }
 var file_syncstore_v1_sync_proto_depIdxs = []int32{
 	0,  // 0: syncstore.v1.HistoryResponse.status:type_name -> syncstore.v1.HistoryStatus
-	12, // 1: syncstore.v1.HistoryResponse.entries:type_name -> syncstore.v1.Entry
-	12, // 2: syncstore.v1.SubscribeEvent.entry:type_name -> syncstore.v1.Entry
-	6,  // 3: syncstore.v1.SubscribeEvent.notification:type_name -> syncstore.v1.Notification
-	7,  // 4: syncstore.v1.SubscribeEvent.gap:type_name -> syncstore.v1.Gap
-	8,  // 5: syncstore.v1.SubscribeEvent.moved:type_name -> syncstore.v1.Moved
-	9,  // 6: syncstore.v1.SubscribeEvent.reset:type_name -> syncstore.v1.Reset
-	10, // 7: syncstore.v1.SubscribeEvent.heartbeat:type_name -> syncstore.v1.Heartbeat
-	16, // 8: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
+	16, // 1: syncstore.v1.HistoryResponse.entries:type_name -> syncstore.v1.Entry
+	16, // 2: syncstore.v1.SubscribeEvent.entry:type_name -> syncstore.v1.Entry
+	10, // 3: syncstore.v1.SubscribeEvent.notification:type_name -> syncstore.v1.Notification
+	11, // 4: syncstore.v1.SubscribeEvent.gap:type_name -> syncstore.v1.Gap
+	12, // 5: syncstore.v1.SubscribeEvent.moved:type_name -> syncstore.v1.Moved
+	13, // 6: syncstore.v1.SubscribeEvent.reset:type_name -> syncstore.v1.Reset
+	14, // 7: syncstore.v1.SubscribeEvent.heartbeat:type_name -> syncstore.v1.Heartbeat
+	20, // 8: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
 	1,  // 9: syncstore.v1.PullResponse.status:type_name -> syncstore.v1.PullStatus
-	12, // 10: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
-	17, // 11: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
-	18, // 12: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
-	19, // 13: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
-	20, // 14: syncstore.v1.Sync.Send:input_type -> syncstore.v1.SendRequest
-	21, // 15: syncstore.v1.Sync.History:input_type -> syncstore.v1.HistoryRequest
-	22, // 16: syncstore.v1.Sync.Subscribe:input_type -> syncstore.v1.SubscribeRequest
-	23, // 17: syncstore.v1.Peer.Deliver:input_type -> syncstore.v1.DeliverRequest
-	11, // 18: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
-	13, // 19: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
-	14, // 20: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
-	3,  // 21: syncstore.v1.Sync.Send:output_type -> syncstore.v1.SendResponse
-	4,  // 22: syncstore.v1.Sync.History:output_type -> syncstore.v1.HistoryResponse
-	5,  // 23: syncstore.v1.Sync.Subscribe:output_type -> syncstore.v1.SubscribeEvent
-	2,  // 24: syncstore.v1.Peer.Deliver:output_type -> syncstore.v1.DeliverResponse
-	18, // [18:25] is the sub-list for method output_type
-	11, // [11:18] is the sub-list for method input_type
+	16, // 10: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
+	21, // 11: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
+	22, // 12: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
+	23, // 13: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
+	24, // 14: syncstore.v1.Sync.Send:input_type -> syncstore.v1.SendRequest
+	25, // 15: syncstore.v1.Sync.History:input_type -> syncstore.v1.HistoryRequest
+	26, // 16: syncstore.v1.Sync.Subscribe:input_type -> syncstore.v1.SubscribeRequest
+	27, // 17: syncstore.v1.Peer.Deliver:input_type -> syncstore.v1.DeliverRequest
+	2,  // 18: syncstore.v1.Peer.DigestAt:input_type -> syncstore.v1.DigestAtRequest
+	4,  // 19: syncstore.v1.Peer.Fence:input_type -> syncstore.v1.FenceRequest
+	15, // 20: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
+	17, // 21: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
+	18, // 22: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
+	7,  // 23: syncstore.v1.Sync.Send:output_type -> syncstore.v1.SendResponse
+	8,  // 24: syncstore.v1.Sync.History:output_type -> syncstore.v1.HistoryResponse
+	9,  // 25: syncstore.v1.Sync.Subscribe:output_type -> syncstore.v1.SubscribeEvent
+	6,  // 26: syncstore.v1.Peer.Deliver:output_type -> syncstore.v1.DeliverResponse
+	3,  // 27: syncstore.v1.Peer.DigestAt:output_type -> syncstore.v1.DigestAtResponse
+	5,  // 28: syncstore.v1.Peer.Fence:output_type -> syncstore.v1.FenceResponse
+	20, // [20:29] is the sub-list for method output_type
+	11, // [11:20] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1292,7 +1505,7 @@ func file_syncstore_v1_sync_proto_init() {
 		return
 	}
 	file_syncstore_v1_requests_proto_init()
-	file_syncstore_v1_sync_proto_msgTypes[3].OneofWrappers = []any{
+	file_syncstore_v1_sync_proto_msgTypes[7].OneofWrappers = []any{
 		(*SubscribeEvent_Entry)(nil),
 		(*SubscribeEvent_Notification)(nil),
 		(*SubscribeEvent_Gap)(nil),
@@ -1306,7 +1519,7 @@ func file_syncstore_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_sync_proto_rawDesc), len(file_syncstore_v1_sync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

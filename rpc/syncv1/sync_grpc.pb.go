@@ -348,7 +348,9 @@ var Sync_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Peer_Deliver_FullMethodName = "/syncstore.v1.Peer/Deliver"
+	Peer_Deliver_FullMethodName  = "/syncstore.v1.Peer/Deliver"
+	Peer_DigestAt_FullMethodName = "/syncstore.v1.Peer/DigestAt"
+	Peer_Fence_FullMethodName    = "/syncstore.v1.Peer/Fence"
 )
 
 // PeerClient is the client API for Peer service.
@@ -360,6 +362,12 @@ type PeerClient interface {
 	// Deliver appends conversation messages to user timelines of one group,
 	// each at most once (see Sync.Send).
 	Deliver(ctx context.Context, in *DeliverRequest, opts ...grpc.CallOption) (*DeliverResponse, error)
+	// DigestAt returns this node's digest of a group's state at a digest
+	// point (the log index of a DigestPoint command), once it has it.
+	DigestAt(ctx context.Context, in *DigestAtRequest, opts ...grpc.CallOption) (*DigestAtResponse, error)
+	// Fence tells this node that its replica of a group diverged from the
+	// others: it fences the replica, which is then rebuilt.
+	Fence(ctx context.Context, in *FenceRequest, opts ...grpc.CallOption) (*FenceResponse, error)
 }
 
 type peerClient struct {
@@ -380,6 +388,26 @@ func (c *peerClient) Deliver(ctx context.Context, in *DeliverRequest, opts ...gr
 	return out, nil
 }
 
+func (c *peerClient) DigestAt(ctx context.Context, in *DigestAtRequest, opts ...grpc.CallOption) (*DigestAtResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DigestAtResponse)
+	err := c.cc.Invoke(ctx, Peer_DigestAt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) Fence(ctx context.Context, in *FenceRequest, opts ...grpc.CallOption) (*FenceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FenceResponse)
+	err := c.cc.Invoke(ctx, Peer_Fence_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -389,6 +417,12 @@ type PeerServer interface {
 	// Deliver appends conversation messages to user timelines of one group,
 	// each at most once (see Sync.Send).
 	Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error)
+	// DigestAt returns this node's digest of a group's state at a digest
+	// point (the log index of a DigestPoint command), once it has it.
+	DigestAt(context.Context, *DigestAtRequest) (*DigestAtResponse, error)
+	// Fence tells this node that its replica of a group diverged from the
+	// others: it fences the replica, which is then rebuilt.
+	Fence(context.Context, *FenceRequest) (*FenceResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -401,6 +435,12 @@ type UnimplementedPeerServer struct{}
 
 func (UnimplementedPeerServer) Deliver(context.Context, *DeliverRequest) (*DeliverResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Deliver not implemented")
+}
+func (UnimplementedPeerServer) DigestAt(context.Context, *DigestAtRequest) (*DigestAtResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DigestAt not implemented")
+}
+func (UnimplementedPeerServer) Fence(context.Context, *FenceRequest) (*FenceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Fence not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -441,6 +481,42 @@ func _Peer_Deliver_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_DigestAt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DigestAtRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).DigestAt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_DigestAt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).DigestAt(ctx, req.(*DigestAtRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_Fence_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FenceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Fence(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Fence_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Fence(ctx, req.(*FenceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -451,6 +527,14 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Deliver",
 			Handler:    _Peer_Deliver_Handler,
+		},
+		{
+			MethodName: "DigestAt",
+			Handler:    _Peer_DigestAt_Handler,
+		},
+		{
+			MethodName: "Fence",
+			Handler:    _Peer_Fence_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -5,16 +5,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/internal/testcluster"
 	"github.com/syncstore/syncstore/internal/testutil"
 	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/storage"
 )
 
 // TestDamagedPayloadIsNeverServed changes bytes inside one stored payload in
@@ -117,4 +122,65 @@ func damageEveryCopy(t *testing.T, path string, old, new []byte) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestDivergedReplicaIsFencedByTheDigestCheck removes a key from a stopped
+// follower's state (checksums cannot see a value that is simply gone): the
+// group leader's digest check finds the replica differing from the
+// majority at the same log index, fences it, and it is rebuilt to the
+// majority's state.
+func TestDivergedReplicaIsFencedByTheDigestCheck(t *testing.T) {
+	c := testcluster.New(t, 3, func(cfg *node.Config) {
+		cfg.Shards = 1
+		cfg.DigestCheckInterval = 300 * time.Millisecond
+	})
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for i := range 20 {
+		if _, err := cl.Append(ctx, "victim", []byte(fmt.Sprint("entry ", i)), client.AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitConverged(30 * time.Second)
+	f := follower(t, c)
+	fm := c.Members[f]
+	c.Stop(f)
+	eng, err := storage.Open(storage.Options{Dir: filepath.Join(fm.Dir, "storage"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := eng.State(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(func(root *bolt.Bucket) error {
+		c := root.Bucket([]byte("timelines")).Cursor()
+		k, _ := c.Last()
+		if k == nil {
+			return errors.New("no timeline keys")
+		}
+		return c.Delete()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(f)
+	fenced := false
+	testutil.Eventually(t, 60*time.Second, func() error {
+		g := fm.Node.Group(1)
+		fenced = fenced || g == nil || g.Fenced() != ""
+		if !fenced {
+			return errors.New("not fenced yet")
+		}
+		return nil
+	})
+	c.WaitConverged(60 * time.Second)
+	res, err := fm.Node.Pull(ctx, "victim", 0, 100, node.Stale)
+	if err != nil || len(res.Entries) != 20 {
+		t.Fatalf("after the rebuild %s holds %d entries (%v), want 20", fm.ID, len(res.Entries), err)
+	}
 }
