@@ -75,6 +75,10 @@ var seedRequests = map[string]proto.Message{
 	"/syncstore.v1.Peer/Deliver": &syncv1.DeliverRequest{GroupId: proto.Uint64(4), Items: []*syncv1.DeliveryItem{
 		{Timeline: proto.String("bob"), Conversation: proto.String("room"), ConversationSeq: proto.Uint64(1), Sender: proto.String("alice"), Payload: []byte("hi"), DeliverySeq: proto.Uint64(1)},
 	}},
+	"/syncstore.v1.Peer/DigestAt": &syncv1.DigestAtRequest{GroupId: 4, Index: 10},
+	// A group this single node does not have: fencing one it has would
+	// leave the rest of the run with a replica that serves nothing.
+	"/syncstore.v1.Peer/Fence": &syncv1.FenceRequest{GroupId: 99, Reason: "fuzz"},
 }
 
 // seedInputs encodes each seed request as a FuzzHandlers input, by file name.
