@@ -120,10 +120,14 @@ type Config struct {
 	// leader does so to each follower, so at hashicorp/raft's 50 ms a node
 	// idling with 64 groups spent most of a core on it; followers serve no
 	// reads, so they may learn of commits later.
-	CommitTimeout     time.Duration
-	SnapshotInterval  time.Duration
-	SnapshotThreshold uint64
-	TrailingLogs      uint64
+	CommitTimeout time.Duration
+	// CoalesceHeartbeats sends the Raft heartbeats of all the groups this
+	// node leads to one node as one message (node/heartbeat) instead of an
+	// RPC per group.
+	CoalesceHeartbeats bool
+	SnapshotInterval   time.Duration
+	SnapshotThreshold  uint64
+	TrailingLogs       uint64
 
 	// Clock gives the time proposed with each command; injected for tests.
 	Clock  func() time.Time
@@ -165,6 +169,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:       time.Second,
 		LeaderLeaseTimeout:    500 * time.Millisecond,
 		CommitTimeout:         500 * time.Millisecond,
+		CoalesceHeartbeats:    true,
 		DigestCheckInterval:   DefaultDigestCheckInterval,
 		SnapshotInterval:      2 * time.Minute,
 		SnapshotThreshold:     8192,

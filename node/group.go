@@ -18,6 +18,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/node/heartbeat"
 	"github.com/syncstore/syncstore/shard"
 )
 
@@ -43,7 +44,10 @@ type Group struct {
 
 	fsm       *fsm.FSM
 	raft      *raft.Raft
-	transport *raft.NetworkTransport
+	// transport is the group's Raft transport: its own connections on the
+	// shared port, its heartbeats through the node's coalescer when on.
+	transport raft.Transport
+	netTrans  *raft.NetworkTransport
 	// metaLog is the meta group's own log and stable store (raft-boltdb);
 	// data groups keep theirs in the node's storage engine.
 	metaLog *raftboltdb.BoltStore
@@ -180,7 +184,11 @@ func (g *Group) open(bootstrap bool) error {
 	if err != nil {
 		return err
 	}
-	g.transport = raft.NewNetworkTransportWithLogger(stream, transportMaxPool, transportTimeout, hlog)
+	g.netTrans = raft.NewNetworkTransportWithLogger(stream, transportMaxPool, transportTimeout, hlog)
+	g.transport = g.netTrans
+	if g.node.heartbeats != nil {
+		g.transport = heartbeat.Wrap(g.netTrans, uint64(g.id), g.node.heartbeats)
+	}
 	logs, err := raft.NewLogCache(raftLogCacheSize, logStore)
 	if err != nil {
 		return fmt.Errorf("log cache: %w", err)
@@ -290,8 +298,8 @@ func (g *Group) Close() error {
 func (g *Group) closeStores() error {
 	var errs []error
 	if g.transport != nil {
-		g.transport.CloseStreams()
-		errs = append(errs, g.transport.Close())
+		g.netTrans.CloseStreams()
+		errs = append(errs, g.transport.(raft.WithClose).Close())
 	}
 	if g.metaLog != nil {
 		errs = append(errs, g.metaLog.Close())

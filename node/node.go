@@ -20,6 +20,7 @@ import (
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node/gossip"
+	"github.com/syncstore/syncstore/node/heartbeat"
 	"github.com/syncstore/syncstore/node/raftmux"
 	"github.com/syncstore/syncstore/shard"
 	"github.com/syncstore/syncstore/storage"
@@ -40,14 +41,17 @@ type Prober func(ctx context.Context, grpcAddr string, group shard.GroupID) (app
 
 // Node is one syncstore process.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	mux     *raftmux.Mux
-	storage *storage.Engine
-	gossip  *gossip.Gossip
-	metrics *metrics
-	meta    *Group
-	hub     *hub
+	cfg Config
+	log *slog.Logger
+	mux *raftmux.Mux
+	// heartbeats coalesces the Raft heartbeats of every group to each
+	// node (nil when Config.CoalesceHeartbeats is off).
+	heartbeats *heartbeat.Coalescer
+	storage    *storage.Engine
+	gossip     *gossip.Gossip
+	metrics    *metrics
+	meta       *Group
+	hub        *hub
 
 	mu     sync.RWMutex
 	groups map[shard.GroupID]*Group
@@ -105,7 +109,16 @@ func Start(cfg Config) (*Node, error) {
 		n.storage.Close()
 		return nil, err
 	}
-	n.cfg.RaftAddr = n.mux.Addr().String()      // resolves a ":0" port
+	n.cfg.RaftAddr = n.mux.Addr().String() // resolves a ":0" port
+	if cfg.CoalesceHeartbeats {
+		layer, err := n.mux.Layer(raftmux.HeartbeatGroup)
+		if err != nil {
+			n.mux.Close()
+			n.storage.Close()
+			return nil, err
+		}
+		n.heartbeats = heartbeat.New(layer, n.log)
+	}
 	n.gossip, err = gossip.Start(gossip.Config{ // after the Raft address is resolved
 		NodeID: n.cfg.NodeID, BindAddr: n.cfg.GossipAddr, GRPCAddr: n.cfg.GRPCAddr, RaftAddr: n.cfg.RaftAddr,
 		ProbeInterval: n.cfg.GossipProbeInterval,
@@ -138,7 +151,11 @@ func (n *Node) Close() error {
 		for _, g := range n.groupsSnapshot() {
 			errs = append(errs, g.Close())
 		}
-		errs = append(errs, n.meta.Close(), n.mux.Close(), n.storage.Close())
+		errs = append(errs, n.meta.Close())
+		if n.heartbeats != nil {
+			errs = append(errs, n.heartbeats.Close())
+		}
+		errs = append(errs, n.mux.Close(), n.storage.Close())
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr

@@ -40,6 +40,9 @@ const (
 	// ProbeGroup is the reserved group id of the identity probe; no
 	// group may use it.
 	ProbeGroup uint64 = math.MaxUint64
+	// HeartbeatGroup is the reserved group id of the node's coalesced Raft
+	// heartbeats (node/heartbeat).
+	HeartbeatGroup uint64 = math.MaxUint64 - 1
 	// MaxNodeIDBytes bounds the node id a probe answers with, so a
 	// prober never reads more than about a kilobyte from a peer.
 	MaxNodeIDBytes   = 1024
