@@ -42,8 +42,8 @@ type Group struct {
 	log  *slog.Logger
 	dir  string
 
-	fsm       *fsm.FSM
-	raft      *raft.Raft
+	fsm  *fsm.FSM
+	raft *raft.Raft
 	// transport is the group's Raft transport: its own connections on the
 	// shared port, its heartbeats through the node's coalescer when on.
 	transport raft.Transport
