@@ -179,8 +179,11 @@ func TestDivergedReplicaIsFencedByTheDigestCheck(t *testing.T) {
 		return nil
 	})
 	c.WaitConverged(60 * time.Second)
-	res, err := fm.Node.Pull(ctx, "victim", 0, 100, node.Stale)
-	if err != nil || len(res.Entries) != 20 {
-		t.Fatalf("after the rebuild %s holds %d entries (%v), want 20", fm.ID, len(res.Entries), err)
-	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		res, err := fm.Node.Pull(ctx, "victim", 0, 100, node.Stale)
+		if err != nil || len(res.Entries) != 20 {
+			return fmt.Errorf("after the rebuild %s holds %d entries (%v), want 20", fm.ID, len(res.Entries), err)
+		}
+		return nil
+	})
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/internal/testcluster"
 	"github.com/syncstore/syncstore/internal/testutil"
+	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 	"github.com/syncstore/syncstore/shard"
@@ -117,14 +118,24 @@ func TestOversizedCommandInTheLogIsRejectedOnEveryReplica(t *testing.T) {
 	}
 	const tl = "poisoned"
 	id := c.Members[0].Node.ShardMap().GroupFor(tl)
-	data := c.Members[c.WaitGroupLeader(id, 10*time.Second)].Node.Group(id)
 	for _, cmd := range []*fsmpb.Command{
 		{Op: &fsmpb.Command_Append{Append: &fsmpb.Append{Timeline: tl, IdempotencyKey: huge, DedupeWindowMs: 1000}}},
 		{Op: &fsmpb.Command_Deliver{Deliver: &fsmpb.Deliver{Items: []*fsmpb.DeliveryItem{{Timeline: tl, Conversation: huge, ConversationSeq: 1, DeliverySeq: 1}}}}},
 	} {
-		if _, err := data.ProposeUnchecked(ctx, cmd); !errors.Is(err, fsm.ErrInvalidArgument) {
+		// The reconciler may be handing the group to its preferred replica
+		// just now: propose again to whoever leads until an answer comes.
+		testutil.Eventually(t, 20*time.Second, func() error {
+			data := c.Members[c.WaitGroupLeader(id, 10*time.Second)].Node.Group(id)
+			_, err := data.ProposeUnchecked(ctx, cmd)
+			switch {
+			case errors.Is(err, fsm.ErrInvalidArgument):
+				return nil
+			case errors.Is(err, node.ErrNotLeader), errors.Is(err, node.ErrOutcomeUnknown):
+				return err
+			}
 			t.Fatalf("group %d: got %v, want a rejection", id, err)
-		}
+			return nil
+		})
 	}
 	// Every replica applied past the bad entries and agrees.
 	c.WaitConverged(30 * time.Second)
