@@ -9,11 +9,14 @@ stop_all() {
 }
 
 # start_syncd DIR PORT GROUPS [JOIN]: node "$(basename DIR)" with gRPC on
-# PORT, Raft on PORT+1, gossip on PORT+2 and /metrics on PORT+3.
+# PORT, Raft on PORT+1, gossip on PORT+2 and /metrics on PORT+3; words in
+# $SYNCD_FLAGS are passed on (to compare settings).
 start_syncd() {
   local args=(--node-id "$(basename "$1")" --data-dir "$1" --grpc-addr "127.0.0.1:$2" --raft-addr "127.0.0.1:$(($2 + 1))"
     --gossip-addr "127.0.0.1:$(($2 + 2))" --debug-addr "127.0.0.1:$(($2 + 3))" --shards "$3" --log-level warn)
   [ -n "${4:-}" ] && args+=(--join "$4")
+  # shellcheck disable=SC2206 # word splitting wanted
+  [ -n "${SYNCD_FLAGS:-}" ] && args+=($SYNCD_FLAGS)
   "$work/syncd" "${args[@]}" 2>>"$1.log" &
   pids+=($!)
 }
