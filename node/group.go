@@ -281,6 +281,9 @@ func (g *Group) Close() error {
 		g.futuresMu.Lock()
 		g.closing = true
 		g.futuresMu.Unlock()
+		if t, ok := g.transport.(*heartbeat.Transport); ok {
+			t.Detach()
+		}
 		var errs []error
 		if g.raft != nil {
 			if err := g.raft.Shutdown().Error(); err != nil {

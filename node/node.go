@@ -124,6 +124,7 @@ func Start(cfg Config) (*Node, error) {
 		ProbeInterval: n.cfg.GossipProbeInterval,
 	}, n.log)
 	if err != nil {
+		n.closeHeartbeats()
 		n.mux.Close()
 		n.storage.Close()
 		return nil, err
@@ -131,6 +132,7 @@ func Start(cfg Config) (*Node, error) {
 	n.cfg.GossipAddr = n.gossip.Addr()
 	if n.meta, err = n.openGroup(shard.MetaGroup, cfg.Bootstrap, n.onMetaReady); err != nil {
 		n.gossip.Close()
+		n.closeHeartbeats()
 		n.mux.Close()
 		n.storage.Close()
 		return nil, err
@@ -151,10 +153,7 @@ func (n *Node) Close() error {
 		for _, g := range n.groupsSnapshot() {
 			errs = append(errs, g.Close())
 		}
-		errs = append(errs, n.meta.Close())
-		if n.heartbeats != nil {
-			errs = append(errs, n.heartbeats.Close())
-		}
+		errs = append(errs, n.meta.Close(), n.closeHeartbeats())
 		errs = append(errs, n.mux.Close(), n.storage.Close())
 		n.closeErr = errors.Join(errs...)
 	})
@@ -238,6 +237,13 @@ func (n *Node) notHosted(id shard.GroupID) error {
 
 // Gossip reports every node this node's gossip has heard of.
 func (n *Node) Gossip() []GossipMember { return n.gossip.Members() }
+
+func (n *Node) closeHeartbeats() error {
+	if n.heartbeats == nil {
+		return nil
+	}
+	return n.heartbeats.Close()
+}
 
 // publishGroups gossips the groups this node hosts, leads and has fenced.
 func (n *Node) publishGroups() {

@@ -38,8 +38,12 @@ const (
 	maxBatch = 4096
 	// maxField bounds an id or address in a frame.
 	maxField = 1024
-	// rpcTimeout bounds one frame's round trip and a handler's answer.
+	// rpcTimeout bounds one frame's round trip.
 	rpcTimeout = 2 * time.Second
+	// handlerTimeout bounds one group's answer, so that a group that does
+	// not answer (its Raft shutting down ignores heartbeats) cannot hold
+	// the others of its frame past their election timeouts.
+	handlerTimeout = 200 * time.Millisecond
 )
 
 // ErrShutdown: the coalescer is closed.
@@ -317,7 +321,7 @@ func (c *Coalescer) serve(conn net.Conn) {
 		if count == 0 || count > maxBatch {
 			return
 		}
-		var out []byte
+		items := make([]item, 0, count)
 		for range count {
 			var head [8 + 8 + 1]byte
 			if _, err := io.ReadFull(r, head[:]); err != nil {
@@ -337,9 +341,9 @@ func (c *Coalescer) serve(conn net.Conn) {
 			if req.Leader, err = readField(r); err != nil {
 				return
 			}
-			group := binary.BigEndian.Uint64(head[:])
-			out = c.answer(out, group, req)
+			items = append(items, item{group: binary.BigEndian.Uint64(head[:]), req: req})
 		}
+		out := c.answerAll(items)
 		if _, err := w.Write(out); err != nil {
 			return
 		}
@@ -347,6 +351,28 @@ func (c *Coalescer) serve(conn net.Conn) {
 			return
 		}
 	}
+}
+
+// item is one heartbeat of a frame being served.
+type item struct {
+	group uint64
+	req   *raft.AppendEntriesRequest
+}
+
+// answerAll runs every heartbeat of a frame through its group's Raft at
+// once and encodes the answers in order.
+func (c *Coalescer) answerAll(items []item) []byte {
+	answers := make([][]byte, len(items))
+	var wg sync.WaitGroup
+	for i, it := range items {
+		wg.Go(func() { answers[i] = c.answer(nil, it.group, it.req) })
+	}
+	wg.Wait()
+	var out []byte
+	for _, a := range answers {
+		out = append(out, a...)
+	}
+	return out
 }
 
 // answer runs one heartbeat through its group's Raft and appends the answer.
@@ -366,7 +392,7 @@ func (c *Coalescer) answer(out []byte, group uint64, req *raft.AppendEntriesRequ
 	var res raft.RPCResponse
 	select {
 	case res = <-ch:
-	case <-time.After(rpcTimeout):
+	case <-time.After(handlerTimeout):
 		return fail("heartbeat handler did not answer")
 	case <-c.stop:
 		return fail("shutting down")
@@ -435,6 +461,10 @@ func (t *Transport) SetHeartbeatHandler(cb func(rpc raft.RPC)) {
 	t.NetworkTransport.SetHeartbeatHandler(cb)
 	t.c.setHandler(t.group, cb)
 }
+
+// Detach stops serving this group's coalesced heartbeats (before its Raft
+// shuts down: a shut-down Raft leaves heartbeats unanswered).
+func (t *Transport) Detach() { t.c.setHandler(t.group, nil) }
 
 // Close unregisters the group and closes its transport.
 func (t *Transport) Close() error {

@@ -103,3 +103,37 @@ func TestIsHeartbeat(t *testing.T) {
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// A group whose Raft does not answer (one shutting down ignores
+// heartbeats) fails alone; the others of its frame are answered.
+func TestAGroupThatDoesNotAnswerFailsAlone(t *testing.T) {
+	a, _ := coalescer(t, "a")
+	b, bAddr := coalescer(t, "b")
+	for _, g := range []uint64{6, 7, 8} {
+		b.setHandler(g, func(rpc raft.RPC) {
+			if g == 7 {
+				return // never answers
+			}
+			rpc.Respond(&raft.AppendEntriesResponse{Term: rpc.Command.(*raft.AppendEntriesRequest).Term, Success: true}, nil)
+		})
+	}
+	var wg sync.WaitGroup
+	errs := map[uint64]error{}
+	var mu sync.Mutex
+	for _, g := range []uint64{6, 7, 8} {
+		wg.Go(func() {
+			var resp raft.AppendEntriesResponse
+			err := a.send(bAddr, g, heartbeatReq(5), &resp)
+			if err == nil && (!resp.Success || resp.Term != 5) {
+				err = errorString("wrong answer")
+			}
+			mu.Lock()
+			errs[g] = err
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if errs[6] != nil || errs[8] != nil || errs[7] == nil || !strings.Contains(errs[7].Error(), "did not answer") {
+		t.Fatalf("answers: %v", errs)
+	}
+}
