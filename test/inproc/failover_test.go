@@ -96,7 +96,7 @@ func checkHistory(t *testing.T, c *testcluster.Cluster, timelines []string, acks
 			if ref, ok := reference[tl]; !ok {
 				reference[tl], referenceBy[tl] = keys, m.ID
 			} else if !slices.Equal(ref, keys) {
-				t.Fatalf("%s: timeline %s differs from %s's", m.ID, tl, referenceBy[tl])
+				t.Fatalf("%s: timeline %s differs from %s's (%d entries, %d there; first difference at seq %d)", m.ID, tl, referenceBy[tl], len(keys), len(ref), firstDifference(ref, keys)+1)
 			}
 		}
 		seen := map[string]bool{}
@@ -152,4 +152,14 @@ func readTimeline(ctx context.Context, n *node.Node, tl string) ([]string, error
 			return nil, fmt.Errorf("%s head %d but entries stop at %d", tl, page.Head, after)
 		}
 	}
+}
+
+// firstDifference is the first index where a and b differ.
+func firstDifference(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -100,6 +100,13 @@ func TestFollowerStateRecovery(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			logs := &memberLogs{logs: map[string]*bytes.Buffer{}}
+			t.Cleanup(func() {
+				if t.Failed() {
+					for _, id := range []string{"n1", "n2", "n3"} {
+						os.WriteFile(filepath.Join(os.TempDir(), "recovery-"+strings.ReplaceAll(t.Name(), "/", "_")+"-"+id+".log"), []byte(logs.of(id)), 0o644)
+					}
+				}
+			})
 			c := testcluster.New(t, 3, func(cfg *node.Config) {
 				cfg.Shards = 1
 				cfg.SnapshotThreshold = 64
@@ -128,15 +135,17 @@ func TestFollowerStateRecovery(t *testing.T) {
 			c.Restart(f)
 			w.progress(t, 200)
 			w.finish()
-			c.WaitConverged(30 * time.Second)
-			testutil.Eventually(t, 10*time.Second, func() error {
+			// Every member hosts the group again before the states are
+			// compared (WaitConverged compares the members that host it).
+			testutil.Eventually(t, 20*time.Second, func() error {
 				for _, m := range c.Members {
-					if m.Node.ShardMap() == nil {
-						return fmt.Errorf("%s has no shard map yet", m.ID)
+					if m.Node.ShardMap() == nil || m.Node.Group(1) == nil {
+						return fmt.Errorf("%s has not opened group 1 yet", m.ID)
 					}
 				}
 				return nil
 			})
+			c.WaitConverged(30 * time.Second)
 			checkHistory(t, c, names, w.acks, w.attempted)
 			if said := logs.of(c.Members[f].ID); !strings.Contains(said, tc.said) {
 				t.Fatalf("%s's log does not say %q:\n%s", c.Members[f].ID, tc.said, tail(said, 30))
