@@ -208,20 +208,17 @@ func applyBatch(root *bolt.Bucket, logs []*raft.Log) (*batchOutcome, error) {
 			o.results = append(o.results, nil) // applied before a restart: never twice
 			continue
 		}
-		var res *Result
-		if l.Type == raft.LogCommand {
-			var err error
-			if res, err = applyCommand(root, &o.changes, l.Data); err != nil {
-				return nil, fmt.Errorf("log index %d: %w", l.Index, err)
-			}
-		}
-		if res != nil {
-			o.results = append(o.results, res)
-		} else {
-			o.results = append(o.results, nil)
-		}
 		o.last, lastTerm = l.Index, l.Term
-		if res != nil && res.Op == opDigestPoint {
+		if l.Type != raft.LogCommand {
+			o.results = append(o.results, nil)
+			continue
+		}
+		res, err := applyCommand(root, &o.changes, l.Data)
+		if err != nil {
+			return nil, fmt.Errorf("log index %d: %w", l.Index, err)
+		}
+		o.results = append(o.results, res)
+		if res.Op == opDigestPoint {
 			o.digestPoint = true
 			break
 		}

@@ -4,40 +4,28 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/syncstore/syncstore/storage"
 )
 
 // ErrCorruptState marks a stored value that fails its checksum: the bytes
 // on disk are not what this replica wrote. It is an error, never data.
 var ErrCorruptState = errors.New("fsm: stored value fails its checksum")
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// sealLen is the checksum in front of every value of the data buckets: a
-// CRC-32C of the key and the value, so a value that was damaged, or that
-// is found under another key, fails.
-const sealLen = 4
-
-func valueCRC(k, v []byte) uint32 {
-	return crc32.Update(crc32.Checksum(k, castagnoli), castagnoli, v)
-}
-
-// seal is v as stored under k.
-func seal(k, v []byte) []byte {
-	out := make([]byte, sealLen, sealLen+len(v))
-	binary.BigEndian.PutUint32(out, valueCRC(k, v))
-	return append(out, v...)
-}
+// seal is v as stored under k (storage.Seal: a CRC-32C of key and value in
+// front).
+func seal(k, v []byte) []byte { return storage.Seal(k, v) }
 
 // unseal checks a stored value and returns what was sealed (inside the
 // transaction's memory, like any bbolt value).
 func unseal(k, stored []byte) ([]byte, error) {
-	if len(stored) < sealLen || binary.BigEndian.Uint32(stored) != valueCRC(k, stored[sealLen:]) {
+	v, err := storage.Unseal(k, stored)
+	if err != nil {
 		return nil, fmt.Errorf("%w: key %x", ErrCorruptState, k)
 	}
-	return stored[sealLen:], nil
+	return v, nil
 }
 
 // sealed is a data bucket whose values carry checksums. It also serves

@@ -93,7 +93,6 @@ func (s *snapshot) Release() { s.rtx.Release() }
 type snapWriter struct {
 	w     io.Writer
 	h     hash.Hash
-	n     uint64
 	buf   []byte
 	err   error
 	count uint64

@@ -108,6 +108,9 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 		stop:     make(chan struct{}),
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	// The first replica digest check comes one interval after the group
+	// opens, not at once on every leadership change.
+	g.lastDigestCheck = time.Now()
 	if id != shard.MetaGroup {
 		g.outbox = newOutbox(g)
 	}

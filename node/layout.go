@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/syncstore/syncstore/internal/durable"
 )
 
 // dataDirLayout is the version of a data dir's layout this binary writes:
@@ -49,28 +51,8 @@ func checkLayout(dataDir string) error {
 			"data dir under a new node id and join it to the cluster (its replicas come from their peers); the old dir is left untouched",
 			ErrDataDirLayout, dataDir, old[0], dataDirLayout)
 	}
-	return writeFileSync(filepath.Join(dataDir, layoutFile), []byte(dataDirLayout+"\n"))
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("node: %w", err)
+	if err := durable.WriteFile(filepath.Join(dataDir, layoutFile), []byte(dataDirLayout+"\n")); err != nil {
+		return fmt.Errorf("node: write %s: %w", layoutFile, err)
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("node: write %s: %w", path, err)
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return fmt.Errorf("node: %w", err)
-	}
-	defer d.Close()
-	return d.Sync()
+	return nil
 }

@@ -187,18 +187,7 @@ func (c *committer) loop() {
 				return
 			}
 			c.handle(r)
-		drain:
-			for len(c.ran) < maxBatch {
-				select {
-				case r, ok := <-c.reqs:
-					if !ok {
-						break drain // the next round commits and stops
-					}
-					c.handle(r)
-				default:
-					break drain
-				}
-			}
+			drainReady(c.reqs, func() bool { return len(c.ran) < maxBatch }, c.handle)
 		case <-linger.C:
 		case <-tick:
 			if c.tx == nil && c.onTick != nil {
@@ -215,6 +204,23 @@ func (c *committer) loop() {
 			c.commit()
 		default:
 			linger.Reset(c.linger - time.Since(c.opened))
+		}
+	}
+}
+
+// drainReady hands fn what ch holds right now, while more says so; it
+// never waits. A closed channel ends it too: the caller's next receive
+// sees that.
+func drainReady[T any](ch <-chan T, more func() bool, fn func(T)) {
+	for more() {
+		select {
+		case v, ok := <-ch:
+			if !ok {
+				return
+			}
+			fn(v)
+		default:
+			return
 		}
 	}
 }
@@ -257,28 +263,36 @@ func (c *committer) handle(r *request) {
 }
 
 // rerun rolls the open transaction back and runs again every request that
-// ran in it. They ran once on the same state, so they run again (their
-// callers may already have their answers); if one does not, the state
-// would no longer match what was answered, and the process must stop.
+// ran in it (reopen).
 func (c *committer) rerun() {
 	_ = c.tx.Rollback()
 	c.tx = nil
-	for attempt := 0; ; attempt++ {
+	c.reopen()
+}
+
+// reopen begins a transaction and runs again every request that ran in the
+// last one. They ran once on the same state, so they run again (their
+// callers may already have their answers); if one does not, the state
+// would no longer match what was answered, and the process must stop. A
+// failure for want of space is retried until space is freed. With no
+// answered request to lose, a failure fails the waiters instead; reopen
+// then reports false.
+func (c *committer) reopen() bool {
+	for {
 		tx, err := c.db.Begin(true)
 		if err == nil {
 			c.tx = tx
-			err = c.runAgain()
-			if err == nil {
-				return
+			if err = c.runAgain(); err == nil {
+				return true
 			}
 			_ = c.tx.Rollback()
 			c.tx = nil
 		}
 		if !c.hasDeferred() {
 			c.failAll(fmt.Errorf("storage: %s: %w", c.store, err))
-			return
+			return false
 		}
-		if !retryable(err) || attempt > 1000 {
+		if !retryable(err) {
 			panic(fmt.Sprintf("storage: %s: answered writes cannot be applied again: %v", c.store, err))
 		}
 		c.stall(err)
@@ -309,7 +323,7 @@ func (c *committer) hasDeferred() bool {
 // rather than stopping. Any other failure of a transaction holding answered
 // writes stops the process; one holding none fails its waiters.
 func (c *committer) commit() {
-	for attempt := 0; ; attempt++ {
+	for {
 		err := c.tryCommit()
 		if err == nil {
 			break
@@ -322,12 +336,8 @@ func (c *committer) commit() {
 			panic(fmt.Sprintf("storage: %s: answered writes cannot be committed: %v", c.store, err))
 		}
 		c.stall(err)
-		if tx, berr := c.db.Begin(true); berr == nil {
-			c.tx = tx
-			if rerr := c.runAgain(); rerr != nil {
-				_ = c.tx.Rollback()
-				c.tx = nil
-			}
+		if !c.reopen() {
+			return
 		}
 	}
 	if c.onStall != nil {

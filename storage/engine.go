@@ -19,6 +19,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/internal/boltcheck"
+	"github.com/syncstore/syncstore/internal/durable"
 )
 
 // Defaults for Options.
@@ -203,7 +204,7 @@ func (e *Engine) openState() (*bolt.DB, error) {
 	if err := os.Remove(filepath.Join(e.opts.Dir, dirtyFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
-	if err := syncDir(e.opts.Dir); err != nil {
+	if err := durable.SyncDir(e.opts.Dir); err != nil {
 		return nil, fmt.Errorf("storage: %w", err)
 	}
 	e.rebuilt = reason
@@ -295,7 +296,7 @@ func (e *Engine) markDirty() error {
 	if e.dirty {
 		return nil
 	}
-	if err := writeFileSync(filepath.Join(e.opts.Dir, dirtyFile), []byte(e.opts.BootID)); err != nil {
+	if err := durable.WriteFile(filepath.Join(e.opts.Dir, dirtyFile), []byte(e.opts.BootID)); err != nil {
 		return fmt.Errorf("storage: mark the state dirty: %w", err)
 	}
 	e.fsyncs[storeState].Add(2) // the file and the directory
@@ -320,7 +321,7 @@ func (e *Engine) checkpoint() error {
 	if err := os.Remove(filepath.Join(e.opts.Dir, dirtyFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := syncDir(e.opts.Dir); err != nil {
+	if err := durable.SyncDir(e.opts.Dir); err != nil {
 		return err
 	}
 	e.fsyncs[storeState].Add(2)
@@ -339,37 +340,4 @@ func bootID() string {
 		return ""
 	}
 	return string(b)
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// syncDir fsyncs a directory so that a create, rename or remove in it is
-// durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-		return err
-	}
-	return nil
 }

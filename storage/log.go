@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
@@ -121,7 +120,7 @@ func (l *Log) Set(key, val []byte) error {
 		if b == nil {
 			return fmt.Errorf("group %d has no stable bucket", l.id)
 		}
-		return b.Put(key, sealValue(key, val))
+		return b.Put(key, Seal(key, val))
 	}, nil)
 	if err != nil {
 		return fmt.Errorf("storage: group %d: stable set %q: %w", l.id, key, err)
@@ -145,7 +144,8 @@ func (l *Log) Get(key []byte) ([]byte, error) {
 			return errNotFound
 		}
 		var err error
-		out, err = openValue(key, v)
+		sealed, err := Unseal(key, v)
+		out = append([]byte(nil), sealed...)
 		return err
 	})
 	if errors.Is(err, errNotFound) {
@@ -172,23 +172,6 @@ func (l *Log) GetUint64(key []byte) (uint64, error) {
 		return 0, fmt.Errorf("%w: group %d: stable %q is %d bytes, want 8", ErrCorrupt, l.id, key, len(v))
 	}
 	return binary.BigEndian.Uint64(v), nil
-}
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// sealValue prefixes a stable-store value with a CRC of key and value.
-func sealValue(key, val []byte) []byte {
-	b := make([]byte, 4, 4+len(val))
-	b = append(b, val...)
-	binary.BigEndian.PutUint32(b, crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, val))
-	return b
-}
-
-func openValue(key, v []byte) ([]byte, error) {
-	if len(v) < 4 || binary.BigEndian.Uint32(v) != crc32.Update(crc32.Checksum(key, castagnoli), castagnoli, v[4:]) {
-		return nil, fmt.Errorf("%w: stable value checksum mismatch", ErrCorrupt)
-	}
-	return append([]byte(nil), v[4:]...), nil
 }
 
 // Reset drops every entry of the group's log (a non-voting replica about

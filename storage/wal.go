@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/syncstore/syncstore/internal/durable"
 )
 
 // The WAL holds the Raft log entries of every data group on the node, in
@@ -87,10 +89,9 @@ type wal struct {
 	log      *slog.Logger
 	segBytes int64
 
-	mu    sync.RWMutex // guards idx and segs against the writer; readers hold it to read
-	idx   *walIndex
-	segs  []*segment // by id; the last is the active one
-	bytes int64      // of all segments
+	mu   sync.RWMutex // guards idx and segs against the writer; readers hold it to read
+	idx  *walIndex
+	segs []*segment // by id; the last is the active one
 
 	reqs    chan *walReq
 	closeMu sync.RWMutex
@@ -146,7 +147,6 @@ func (w *wal) recover() error {
 			return err
 		}
 		w.segs = append(w.segs, seg)
-		w.bytes += seg.size
 	}
 	if len(w.segs) == 0 {
 		return w.rotate(1)
@@ -409,18 +409,7 @@ func (w *wal) loop() {
 			return
 		}
 		batch = append(batch[:0], r)
-	drain:
-		for len(batch) < maxBatch {
-			select {
-			case r, ok := <-w.reqs:
-				if !ok {
-					break drain
-				}
-				batch = append(batch, r)
-			default:
-				break drain
-			}
-		}
+		drainReady(w.reqs, func() bool { return len(batch) < maxBatch }, func(r *walReq) { batch = append(batch, r) })
 		err := w.write(batch)
 		for _, r := range batch {
 			r.err = err
@@ -493,7 +482,6 @@ func (w *wal) write(batch []*walReq) error {
 	}
 	seg.size += int64(len(buf))
 	seg.crc = crc
-	w.bytes += int64(len(buf))
 	w.mu.Unlock()
 	if w.onCommit != nil {
 		w.onCommit(CommitInfo{Store: "log", Requests: len(batch), Fsyncs: 1})
@@ -520,14 +508,13 @@ func (w *wal) rotate(id uint64) error {
 		os.Remove(path)
 		return err
 	}
-	if err := syncDir(w.dir); err != nil {
+	if err := durable.SyncDir(w.dir); err != nil {
 		f.Close()
 		return err
 	}
 	w.fsyncs(2)
 	w.mu.Lock()
 	w.segs = append(w.segs, seg)
-	w.bytes += seg.size
 	w.mu.Unlock()
 	return nil
 }
@@ -584,14 +571,13 @@ func (w *wal) deleteOldest() error {
 	w.mu.Lock()
 	seg := w.segs[0]
 	w.segs = w.segs[1:]
-	w.bytes -= seg.size
 	delete(w.idx.live, seg.id)
 	w.mu.Unlock()
 	seg.f.Close()
 	if err := os.Remove(seg.f.Name()); err != nil {
 		return err
 	}
-	if err := syncDir(w.dir); err != nil {
+	if err := durable.SyncDir(w.dir); err != nil {
 		return err
 	}
 	w.fsyncs(1)

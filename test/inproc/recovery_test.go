@@ -103,7 +103,10 @@ func TestFollowerStateRecovery(t *testing.T) {
 			t.Cleanup(func() {
 				if t.Failed() {
 					for _, id := range []string{"n1", "n2", "n3"} {
-						os.WriteFile(filepath.Join(os.TempDir(), "recovery-"+strings.ReplaceAll(t.Name(), "/", "_")+"-"+id+".log"), []byte(logs.of(id)), 0o644)
+						path := filepath.Join(os.TempDir(), "recovery-"+strings.ReplaceAll(t.Name(), "/", "_")+"-"+id+".log")
+						if err := os.WriteFile(path, []byte(logs.of(id)), 0o644); err != nil {
+							t.Logf("keep %s's log: %v", id, err)
+						}
 					}
 				}
 			})
