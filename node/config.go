@@ -102,6 +102,10 @@ type Config struct {
 	// WALSegmentBytes is the size of the storage engine's log segments
 	// (storage.DefaultWALSegmentBytes when zero).
 	WALSegmentBytes int64
+	// StateLinger is how long the state's open transaction, holding only
+	// applies nobody waits for, gathers more before it is committed
+	// (storage.DefaultStateLinger when zero).
+	StateLinger time.Duration
 
 	MaxPayloadBytes int
 	MaxPageSize     int

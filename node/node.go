@@ -100,6 +100,7 @@ func Start(cfg Config) (*Node, error) {
 		CheckpointInterval: cfg.StateCheckpointInterval,
 		ReserveBytes:       cfg.DiskReserveBytes,
 		WALSegmentBytes:    cfg.WALSegmentBytes,
+		StateLinger:        cfg.StateLinger,
 		OnCommit:           n.metrics.observeCommit,
 	})
 	if err != nil {

@@ -176,6 +176,7 @@ func (c *committer) loop() {
 	}
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
+	tickDue := false
 	for {
 		select {
 		case r, ok := <-c.reqs:
@@ -190,8 +191,13 @@ func (c *committer) loop() {
 			drainReady(c.reqs, func() bool { return len(c.ran) < maxBatch }, c.handle)
 		case <-linger.C:
 		case <-tick:
-			if c.tx == nil && c.onTick != nil {
+			// A tick that finds a transaction open is kept for the next
+			// commit, so steady load (always a transaction open) cannot
+			// starve the checkpoints.
+			tickDue = c.onTick != nil
+			if c.tx == nil && tickDue {
 				c.onTick()
+				tickDue = false
 			}
 			continue
 		}
@@ -202,6 +208,10 @@ func (c *committer) loop() {
 		case c.tx == nil:
 		case len(c.waiters) > 0 || len(c.ran) >= maxBatch || time.Since(c.opened) >= c.linger:
 			c.commit()
+			if tickDue && c.tx == nil {
+				c.onTick()
+				tickDue = false
+			}
 		default:
 			linger.Reset(c.linger - time.Since(c.opened))
 		}

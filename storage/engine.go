@@ -30,8 +30,11 @@ const (
 	DefaultCheckpointInterval = 10 * time.Second
 	// DefaultStateLinger is how long a state transaction holding only
 	// applies (which nobody waits for) stays open for more before it is
-	// committed; reads, snapshots and Update commit it at once.
-	DefaultStateLinger = 2 * time.Millisecond
+	// committed; reads, snapshots and Update commit it at once. Like etcd's
+	// 100 ms backend batch: a commit rewrites every page its writes touched,
+	// so fewer, larger commits cost less per write (8 groups, 64 clients:
+	// 608 -> 487 server CPU-us per write against 2 ms, in one run).
+	DefaultStateLinger = 100 * time.Millisecond
 )
 
 // File names inside Options.Dir.

@@ -59,6 +59,7 @@ func run(args []string) error {
 	fs.Uint64Var(&cfg.DiskReserveBytes, "disk-reserve-bytes", cfg.DiskReserveBytes, "with less free space on the data dir's disk, writes are refused (RESOURCE_EXHAUSTED) and reads go on (0: no check)")
 	fs.BoolVar(&cfg.CoalesceHeartbeats, "coalesce-heartbeats", cfg.CoalesceHeartbeats, "send the Raft heartbeats of all groups to a node as one message")
 	fs.DurationVar(&cfg.DigestCheckInterval, "digest-check-interval", cfg.DigestCheckInterval, "how often each group's leader compares its replicas' state digests at one log index (0: never; each check reads every replica's whole state)")
+	fs.DurationVar(&cfg.StateLinger, "state-linger", storage.DefaultStateLinger, "how long the state's transaction of applies gathers more before its (unsynced) commit; reads commit it at once")
 	fs.Int64Var(&cfg.WALSegmentBytes, "wal-segment-bytes", storage.DefaultWALSegmentBytes, "size of the storage engine's preallocated log segments")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "serve /metrics (Prometheus) and /debug/pprof here; off when empty")
