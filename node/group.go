@@ -51,6 +51,9 @@ type Group struct {
 	// metaLog is the meta group's own log and stable store (raft-boltdb);
 	// data groups keep theirs in the node's storage engine.
 	metaLog *raftboltdb.BoltStore
+	// snapTuner grows a data group's snapshot threshold with its state
+	// (snapshotpolicy.go); nil for the meta group.
+	snapTuner *snapshotTuner
 
 	// readyTerm is the term in which this replica, as leader, has applied
 	// every entry committed before the term began; 0 when it is not such a
@@ -169,11 +172,16 @@ func (g *Group) open(bootstrap bool) error {
 			return err
 		}
 		logStore, stable = l, l
+		g.snapTuner = &snapshotTuner{floor: cfg.SnapshotThreshold, entryBytes: l.RecentEntryBytes}
 	}
 	hlog := hclog.FromStandardLogger(slog.NewLogLogger(g.log.Handler(), slog.LevelInfo), &hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(g.dir, snapshotsRetained, hlog)
+	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(g.dir, snapshotsRetained, hlog)
 	if err != nil {
 		return fmt.Errorf("snapshot store: %w", err)
+	}
+	var snaps raft.SnapshotStore = fileSnaps
+	if g.snapTuner != nil {
+		snaps = &sizedSnapshots{SnapshotStore: fileSnaps, onSize: g.snapTuner.observe}
 	}
 	if err := restoreNewerSnapshot(g.fsm, snaps, g.log); err != nil {
 		return err
@@ -207,6 +215,9 @@ func (g *Group) open(bootstrap bool) error {
 	}
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	if g.snapTuner != nil {
+		rc.SnapshotThreshold = g.snapTuner.initial(snaps)
+	}
 	rc.TrailingLogs = cfg.TrailingLogs
 	// A buffered apply channel: proposers hand over without waiting for the
 	// leader loop, which takes up to MaxAppendEntries of them per log write.
@@ -242,6 +253,9 @@ func (g *Group) open(bootstrap bool) error {
 	g.raft, err = raft.NewRaft(rc, g.fsm, logs, stable, snaps, g.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
+	}
+	if g.snapTuner != nil {
+		g.snapTuner.raft.Store(g.raft)
 	}
 	return nil
 }

@@ -58,6 +58,11 @@ func (l *Log) LastIndex() (uint64, error) {
 	return last, nil
 }
 
+// RecentEntryBytes is the mean stored size of the group's last 256
+// entries, 0 for an empty log: what turns a size into a number of entries
+// for the snapshot policy.
+func (l *Log) RecentEntryBytes() int { return l.e.wal.recentEntryBytes(l.id, 256) }
+
 // GetLog implements raft.LogStore. An entry that fails its checksum is an
 // ErrCorrupt error, never an entry.
 func (l *Log) GetLog(index uint64, out *raft.Log) error {

@@ -386,6 +386,23 @@ func (w *wal) bounds(group uint64) (first, last uint64) {
 	return 0, 0
 }
 
+// recentEntryBytes is the mean record size of the group's last n entries
+// (0 for an empty log).
+func (w *wal) recentEntryBytes(group uint64, n int) int {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	g := w.idx.groups[group]
+	if g == nil || len(g.locs) == 0 {
+		return 0
+	}
+	tail := g.locs[max(0, len(g.locs)-n):]
+	sum := 0
+	for _, l := range tail {
+		sum += l.n
+	}
+	return sum / len(tail)
+}
+
 // commit appends bodies as records and returns once they are durable.
 func (w *wal) commit(bodies [][]byte) error {
 	r := &walReq{bodies: bodies, done: make(chan struct{})}
