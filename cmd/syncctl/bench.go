@@ -46,7 +46,8 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Clients, "clients", cfg.Clients, "concurrent appenders")
 	f.IntVar(&cfg.PayloadBytes, "size", cfg.PayloadBytes, "payload bytes per append")
 	f.IntVar(&cfg.Timelines, "timelines", cfg.Timelines, "timelines to spread appends over")
-	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to run")
+	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to run (0 with --count: until the count is reached)")
+	f.IntVar(&cfg.Count, "count", 0, "stop after this many appends (0: run for --duration)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "appends per second in all, paced across the clients (0: each client flat out)")
 	f.IntVar(&conns, "conns", 4, "gRPC client connections the appenders share")
 	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g))
@@ -55,8 +56,12 @@ func newBenchCmd(g *globals) *cobra.Command {
 
 func printBench(w io.Writer, addr string, r bench.Result) {
 	c := r.Config
+	span := c.Duration.String()
+	if c.Count > 0 {
+		span = fmt.Sprintf("%d appends", c.Count)
+	}
 	fmt.Fprintf(w, "bench: %d clients, %d-byte payloads, %d timelines, %s against %s\n",
-		c.Clients, c.PayloadBytes, c.Timelines, c.Duration, strings.ReplaceAll(addr, ",", ", "))
+		c.Clients, c.PayloadBytes, c.Timelines, span, strings.ReplaceAll(addr, ",", ", "))
 	fmt.Fprintf(w, "appends: %d ok, %d errors in %.2fs = %.0f appends/s\n", r.OK, r.Errors, r.Elapsed.Seconds(), r.PerSecond)
 	fmt.Fprintf(w, "latency: p50 %s  p90 %s  p99 %s  max %s\n", ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max))
 	if r.FirstError != "" {

@@ -1,6 +1,6 @@
 // Package bench is the load generator behind `syncctl bench`: concurrent
 // clients appending fixed-size payloads to a set of timelines for a fixed
-// time, with throughput and latency percentiles.
+// time (or count), with throughput and latency percentiles.
 package bench
 
 import (
@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,12 +25,16 @@ type Config struct {
 	// second in all (each client its share), so that systems or settings
 	// are compared at the same load; 0 runs each client flat out.
 	Rate float64 `json:",omitempty"`
+	// Count, when positive, ends the run after this many appends in all
+	// (successful or not), or at Duration if that comes first (0: no time
+	// limit); 0 runs for Duration.
+	Count int `json:",omitempty"`
 }
 
 // Validate reports a config that cannot run.
 func (c Config) Validate() error {
-	if c.Clients < 1 || c.PayloadBytes < 0 || c.Timelines < 1 || c.Duration <= 0 || c.OpTimeout <= 0 || c.Rate < 0 {
-		return fmt.Errorf("bench: need clients >= 1, size >= 0, timelines >= 1, positive duration and timeout; got %+v", c)
+	if c.Clients < 1 || c.PayloadBytes < 0 || c.Timelines < 1 || c.Duration < 0 || (c.Duration == 0 && c.Count <= 0) || c.Count < 0 || c.OpTimeout <= 0 || c.Rate < 0 {
+		return fmt.Errorf("bench: need clients >= 1, size >= 0, timelines >= 1, a positive duration or count, and a positive timeout; got %+v", c)
 	}
 	return nil
 }
@@ -64,6 +69,10 @@ func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
 		payload[i] = byte('a' + i%26)
 	}
 	deadline := time.Now().Add(cfg.Duration)
+	if cfg.Duration == 0 {
+		deadline = time.Now().Add(100 * 365 * 24 * time.Hour)
+	}
+	var claimed atomic.Int64 // appends started, against cfg.Count
 	latencies := make([][]time.Duration, cfg.Clients)
 	errs := make([]int, cfg.Clients)
 	var firstErr error
@@ -94,6 +103,9 @@ func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
 					if !time.Now().Before(deadline) {
 						break
 					}
+				}
+				if cfg.Count > 0 && claimed.Add(1) > int64(cfg.Count) {
+					break
 				}
 				tl := fmt.Sprintf("bench-%d", rng.IntN(cfg.Timelines))
 				key := fmt.Sprintf("bench-%x-%d-%d", runID, w, i)

@@ -86,3 +86,22 @@ func TestRunPacesToTheRate(t *testing.T) {
 	}
 	t.Logf("%d appends, %.0f/s", res.OK, res.PerSecond)
 }
+
+// A counted run makes exactly Count appends, errors included, with no time
+// limit.
+func TestRunStopsAtTheCount(t *testing.T) {
+	var calls atomic.Int64
+	cfg := Config{Clients: 8, Timelines: 5, Count: 1001, OpTimeout: time.Second}
+	res, err := Run(context.Background(), cfg, func(context.Context, int, string, string, []byte) error {
+		if calls.Add(1)%100 == 0 {
+			return errors.New("boom")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 1001 || res.OK+res.Errors != 1001 || res.Errors != 10 {
+		t.Fatalf("%d calls, %d ok, %d errors; want 1001 calls, 10 errors", calls.Load(), res.OK, res.Errors)
+	}
+}
