@@ -145,7 +145,7 @@ func (g *Group) open(bootstrap bool) error {
 		State:     st,
 		Logger:    g.log,
 		OnApply:   g.applied,
-		OnRestore: g.node.hub.publishAll,
+		OnRestore: g.node.hub.PublishAll,
 		OnCorrupt: g.fence,
 	})
 	if err != nil {
@@ -334,7 +334,7 @@ func (g *Group) closeStores() error {
 // watchers of timelines that grew and the outbox worker. It must not block.
 func (g *Group) applied(ch fsm.Changes) {
 	if len(ch.Heads) > 0 {
-		g.node.hub.publish(ch.Heads)
+		g.node.hub.Publish(ch.Heads)
 	}
 	if ch.Outbox && g.outbox != nil {
 		g.outbox.poke()

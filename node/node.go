@@ -21,6 +21,7 @@ import (
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node/gossip"
 	"github.com/syncstore/syncstore/node/heartbeat"
+	"github.com/syncstore/syncstore/node/hub"
 	"github.com/syncstore/syncstore/node/raftmux"
 	"github.com/syncstore/syncstore/shard"
 	"github.com/syncstore/syncstore/storage"
@@ -51,7 +52,7 @@ type Node struct {
 	gossip     *gossip.Gossip
 	metrics    *metrics
 	meta       *Group
-	hub        *hub
+	hub        *hub.Hub
 
 	mu     sync.RWMutex
 	groups map[shard.GroupID]*Group
@@ -84,7 +85,7 @@ func Start(cfg Config) (*Node, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With("node", cfg.NodeID),
 		metrics:   newMetrics(),
-		hub:       newHub(),
+		hub:       hub.New(),
 		groups:    map[shard.GroupID]*Group{},
 		transfers: map[shard.GroupID]transferState{},
 		stop:      make(chan struct{}),

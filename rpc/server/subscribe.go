@@ -13,6 +13,7 @@ import (
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/node/hub"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 	"github.com/syncstore/syncstore/shard"
 )
@@ -130,7 +131,7 @@ type subStream struct {
 	s          *Server
 	ctx        context.Context
 	lim        StreamLimits
-	w          *node.Watcher
+	w          *hub.Watcher
 	notifyOnly bool
 	started    bool
 	// cursor is, per followed timeline, the last seq queued for sending.

@@ -1,4 +1,4 @@
-package node
+package hub
 
 import (
 	"slices"
@@ -6,9 +6,8 @@ import (
 )
 
 func TestWatcherMarksOnlyFollowedTimelines(t *testing.T) {
-	h := newHub()
-	n := &Node{hub: h}
-	a, b := n.Watch(), n.Watch()
+	h := New()
+	a, b := h.Watch(), h.Watch()
 	a.Add("x", "y")
 	b.Add("y")
 	for _, w := range []*Watcher{a, b} {
@@ -16,7 +15,7 @@ func TestWatcherMarksOnlyFollowedTimelines(t *testing.T) {
 		w.Take()
 	}
 
-	h.publish(map[string]uint64{"y": 3, "z": 1})
+	h.Publish(map[string]uint64{"y": 3, "z": 1})
 	<-a.Wake()
 	<-b.Wake()
 	if got := a.Take(); !slices.Equal(got, []string{"y"}) {
@@ -27,11 +26,11 @@ func TestWatcherMarksOnlyFollowedTimelines(t *testing.T) {
 	}
 
 	a.Remove("y")
-	h.publish(map[string]uint64{"y": 4})
+	h.Publish(map[string]uint64{"y": 4})
 	if got := a.Take(); len(got) != 0 {
 		t.Fatalf("a took %v after removing y", got)
 	}
-	h.publishAll()
+	h.PublishAll()
 	if got := a.Take(); !slices.Equal(got, []string{"x"}) {
 		t.Fatalf("a took %v after a restore", got)
 	}
