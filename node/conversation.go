@@ -53,20 +53,6 @@ func (n *Node) Send(ctx context.Context, req SendRequest) (fsm.SendResult, error
 	return *res.Send, nil
 }
 
-// Delivery is one conversation message for one member's timeline.
-type Delivery struct {
-	Timeline        string
-	Conversation    string
-	ConversationSeq uint64
-	Sender          string
-	Payload         []byte
-	Light           bool
-	Metadata        map[string]string
-	// DeliverySeq is the message's position among the conversation's
-	// messages to Timeline (see fsm.applyDeliver).
-	DeliverySeq uint64
-}
-
 // Deliverer sends deliveries for a group to the node at grpcAddr, which
 // applies them or forwards them to the group's leader. The rpc layer
 // provides it.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/node/heartbeat"
+	"github.com/syncstore/syncstore/node/outbox"
 	"github.com/syncstore/syncstore/shard"
 )
 
@@ -77,7 +78,7 @@ type Group struct {
 	closing   bool
 
 	// outbox is the delivery worker of a data group (nil for the meta group).
-	outbox *outbox
+	outbox *outbox.Outbox
 	// ctx ends when Close starts, stopping the group's background work.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -115,7 +116,7 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 	// opens, not at once on every leadership change.
 	g.lastDigestCheck = time.Now()
 	if id != shard.MetaGroup {
-		g.outbox = newOutbox(g)
+		g.outbox = newGroupOutbox(g)
 	}
 	if err := os.MkdirAll(g.dir, 0o700); err != nil {
 		g.cancel()
@@ -129,7 +130,7 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 	g.wg.Add(1)
 	go g.watchLeadership()
 	if g.outbox != nil {
-		g.wg.Go(func() { g.outbox.loop(g.ctx) })
+		g.wg.Go(func() { g.outbox.Run(g.ctx) })
 		g.wg.Go(func() { g.retentionLoop(g.ctx) })
 	}
 	return g, nil
@@ -337,7 +338,7 @@ func (g *Group) applied(ch fsm.Changes) {
 		g.node.hub.Publish(ch.Heads)
 	}
 	if ch.Outbox && g.outbox != nil {
-		g.outbox.poke()
+		g.outbox.Poke()
 	}
 }
 
