@@ -166,7 +166,8 @@ func (g *Group) open(bootstrap bool) error {
 		if err != nil {
 			return fmt.Errorf("raft log: %w", err)
 		}
-		logStore, stable = g.metaLog, g.metaLog
+		counted := countedMetaStore{BoltStore: g.metaLog, fsyncs: &g.node.metaFsyncs}
+		logStore, stable = counted, counted
 	} else {
 		l, err := g.node.storage.Log(uint64(g.id))
 		if err != nil {

@@ -2,6 +2,8 @@ package node
 
 import (
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -118,16 +120,6 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 		gauge("syncstore_storage_free_bytes", "Free space on the data dir's disk.", func() float64 { return float64(n.storage.Space().FreeBytes) }),
 		gauge("syncstore_storage_low_space", "1 while the free space is below the reserve and writes are refused.", func() float64 { return boolGauge(n.storage.Space().Low) }),
 		gauge("syncstore_storage_commit_stalled", "1 while a state commit waits for space.", func() float64 { return boolGauge(n.storage.Space().Stalled != "") }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "syncstore_storage_fsyncs_total",
-			Help:        "fsyncs (fdatasync of the file, fsync of its directory) made by the storage engine's store: the data groups' Raft logs (log), the state of every group (state).",
-			ConstLabels: prometheus.Labels{"store": "log"},
-		}, func() float64 { return float64(n.storage.Fsyncs()["log"]) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name:        "syncstore_storage_fsyncs_total",
-			Help:        "fsyncs (fdatasync of the file, fsync of its directory) made by the storage engine's store: the data groups' Raft logs (log), the state of every group (state).",
-			ConstLabels: prometheus.Labels{"store": "state"},
-		}, func() float64 { return float64(n.storage.Fsyncs()["state"]) }),
 		gauge("syncstore_meta_term", "Current Raft term of the meta group.", func() float64 { return float64(n.meta.raft.CurrentTerm()) }),
 		gauge("syncstore_meta_commit_index", "Commit index of the meta group.", func() float64 { return float64(n.meta.raft.CommitIndex()) }),
 		gauge("syncstore_meta_is_leader", "1 if this node leads the meta group.", func() float64 { return boolGauge(n.meta.IsLeader()) }),
@@ -147,6 +139,22 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 			}
 			return float64(led)
 		}),
+	}
+	// One fsync counter per store: the engine's (the data groups' Raft logs,
+	// their stable stores, every group's state) and the meta group's own
+	// raft-boltdb file.
+	fsyncs := func() map[string]uint64 {
+		m := n.storage.Fsyncs()
+		m["meta"] = n.metaFsyncs.Load()
+		return m
+	}
+	for _, store := range append(slices.Sorted(maps.Keys(n.storage.Fsyncs())), "meta") {
+		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "syncstore_storage_fsyncs_total",
+			Help: "fsyncs (fdatasync of a file, fsync of its directory) by store: the data groups' Raft logs (log), " +
+				"their stable stores (stable), the state of every group (state), the meta group's raft-boltdb file (meta).",
+			ConstLabels: prometheus.Labels{"store": store},
+		}, func() float64 { return float64(fsyncs()[store]) }))
 	}
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {

@@ -53,6 +53,8 @@ type Node struct {
 	metrics    *metrics
 	meta       *Group
 	hub        *hub.Hub
+	// metaFsyncs counts the fsyncs of the meta group's raft-boltdb file.
+	metaFsyncs atomic.Uint64
 
 	mu     sync.RWMutex
 	groups map[shard.GroupID]*Group

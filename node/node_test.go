@@ -183,6 +183,8 @@ func TestMetricsCountProposalsAndExposeRaftState(t *testing.T) {
 			}
 			if h := m.GetHistogram(); h != nil {
 				got[name] = float64(h.GetSampleCount())
+			} else if c := m.GetCounter(); c != nil {
+				got[name] = c.GetValue()
 			} else {
 				got[name] = m.GetGauge().GetValue()
 			}
@@ -197,6 +199,16 @@ func TestMetricsCountProposalsAndExposeRaftState(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
 		}
+	}
+	// Every store's fsyncs are counted: a node that bootstrapped has synced
+	// its meta log, the data groups' logs and stable stores.
+	for _, store := range []string{"log", "stable", "meta"} {
+		if got["syncstore_storage_fsyncs_total,store="+store] == 0 {
+			t.Errorf("no fsyncs counted for store %s (all: %v)", store, got)
+		}
+	}
+	if _, ok := got["syncstore_storage_fsyncs_total,store=state"]; !ok {
+		t.Error("no fsync counter for the state")
 	}
 	if got["syncstore_meta_commit_index"] < 3 || got["syncstore_shard_map_version"] < 1 {
 		t.Errorf("meta commit index %v, map version %v", got["syncstore_meta_commit_index"], got["syncstore_shard_map_version"])
