@@ -143,10 +143,11 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 	// One fsync counter per store: the engine's (the data groups' Raft logs,
 	// their stable stores, every group's state) and the meta group's own
 	// raft-boltdb file.
-	fsyncs := func() map[string]uint64 {
-		m := n.storage.Fsyncs()
-		m["meta"] = n.metaFsyncs.Load()
-		return m
+	fsyncs := func(store string) float64 {
+		if store == "meta" {
+			return float64(n.metaFsyncs.Load())
+		}
+		return float64(n.storage.Fsyncs()[store])
 	}
 	for _, store := range append(slices.Sorted(maps.Keys(n.storage.Fsyncs())), "meta") {
 		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -154,7 +155,7 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 			Help: "fsyncs (fdatasync of a file, fsync of its directory) by store: the data groups' Raft logs (log), " +
 				"their stable stores (stable), the state of every group (state), the meta group's raft-boltdb file (meta).",
 			ConstLabels: prometheus.Labels{"store": store},
-		}, func() float64 { return float64(fsyncs()[store]) }))
+		}, func() float64 { return fsyncs(store) }))
 	}
 	for _, c := range collectors {
 		if err := reg.Register(c); err != nil {

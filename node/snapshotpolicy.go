@@ -78,7 +78,6 @@ func (s *sizedSink) Close() error {
 type snapshotTuner struct {
 	floor      uint64
 	entryBytes func() int
-	snaps      raft.SnapshotStore
 	raft       atomic.Pointer[raft.Raft]
 	threshold  atomic.Uint64
 }
@@ -86,7 +85,6 @@ type snapshotTuner struct {
 // initial is the threshold to start Raft with, from the newest snapshot
 // already on disk.
 func (t *snapshotTuner) initial(snaps raft.SnapshotStore) uint64 {
-	t.snaps = snaps
 	th := t.floor
 	if metas, err := snaps.List(); err == nil && len(metas) > 0 {
 		th = snapshotThreshold(t.floor, metas[0].Size, t.entryBytes())

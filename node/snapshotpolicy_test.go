@@ -86,7 +86,11 @@ func TestSnapshotThresholdGrowsWithTheState(t *testing.T) {
 	if err := g.raft.Snapshot().Error(); err != nil {
 		t.Fatal(err)
 	}
-	metas, err := g.snapTuner.snaps.List()
+	snaps, err := raft.NewFileSnapshotStore(g.dir, 1, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metas, err := snaps.List()
 	if err != nil || len(metas) == 0 {
 		t.Fatalf("snapshots: %v %v", metas, err)
 	}

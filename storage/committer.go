@@ -191,15 +191,7 @@ func (c *committer) loop() {
 			drainReady(c.reqs, func() bool { return len(c.ran) < maxBatch }, c.handle)
 		case <-linger.C:
 		case <-tick:
-			// A tick that finds a transaction open is kept for the next
-			// commit, so steady load (always a transaction open) cannot
-			// starve the checkpoints.
 			tickDue = c.onTick != nil
-			if c.tx == nil && tickDue {
-				c.onTick()
-				tickDue = false
-			}
-			continue
 		}
 		switch {
 		case c.tx == nil && len(c.waiters) > 0:
@@ -208,12 +200,15 @@ func (c *committer) loop() {
 		case c.tx == nil:
 		case len(c.waiters) > 0 || len(c.ran) >= maxBatch || time.Since(c.opened) >= c.linger:
 			c.commit()
-			if tickDue && c.tx == nil {
-				c.onTick()
-				tickDue = false
-			}
 		default:
 			linger.Reset(c.linger - time.Since(c.opened))
+		}
+		// Ticks run between transactions; one that found a transaction open
+		// waits for its commit, so steady load (always a transaction open)
+		// cannot starve the checkpoints.
+		if tickDue && c.tx == nil {
+			c.onTick()
+			tickDue = false
 		}
 	}
 }

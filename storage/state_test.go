@@ -12,6 +12,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/syncstore/syncstore/internal/testutil"
 )
 
 func put(tb testing.TB, st *State, k, v string) {
@@ -258,11 +260,10 @@ func TestCheckpointUnderSteadyLoad(t *testing.T) {
 	// checkpoints, each due 40 ms after the last and taken at the next
 	// commit, so well within the deadline; a checkpoint left to a tick
 	// that happens to find no transaction open comes about once a second.
-	deadline := time.Now().Add(3 * time.Second)
-	for e.Fsyncs()[storeNames[storeState]] < 22 {
-		if time.Now().After(deadline) {
-			t.Fatalf("fewer than 5 checkpoints in 3s of steady applies: %d state fsyncs", e.Fsyncs()[storeNames[storeState]])
+	testutil.Eventually(t, 3*time.Second, func() error {
+		if n := e.Fsyncs()[storeNames[storeState]]; n < 22 {
+			return fmt.Errorf("fewer than 5 checkpoints under steady applies: %d state fsyncs", n)
 		}
-		time.Sleep(5 * time.Millisecond) // polling a counter, not synchronising
-	}
+		return nil
+	})
 }

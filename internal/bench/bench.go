@@ -69,9 +69,8 @@ func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
 		payload[i] = byte('a' + i%26)
 	}
 	deadline := time.Now().Add(cfg.Duration)
-	if cfg.Duration == 0 {
-		deadline = time.Now().Add(100 * 365 * 24 * time.Hour)
-	}
+	// A zero Duration sets no time limit (a counted run).
+	timeUp := func() bool { return cfg.Duration > 0 && !time.Now().Before(deadline) }
 	var claimed atomic.Int64 // appends started, against cfg.Count
 	latencies := make([][]time.Duration, cfg.Clients)
 	errs := make([]int, cfg.Clients)
@@ -91,7 +90,7 @@ func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
 			if cfg.Rate > 0 {
 				interval = time.Duration(float64(cfg.Clients) / cfg.Rate * float64(time.Second))
 			}
-			for i := 0; time.Now().Before(deadline) && ctx.Err() == nil; i++ {
+			for i := 0; !timeUp() && ctx.Err() == nil; i++ {
 				if interval > 0 {
 					due := start.Add(time.Duration(i)*interval + time.Duration(w)*interval/time.Duration(cfg.Clients))
 					if wait := time.Until(due); wait > 0 {
@@ -100,7 +99,7 @@ func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
 						case <-ctx.Done():
 						}
 					}
-					if !time.Now().Before(deadline) {
+					if timeUp() {
 						break
 					}
 				}

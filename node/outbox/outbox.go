@@ -21,19 +21,19 @@ import (
 )
 
 const (
-	// Rescan is how often a leader looks at its outbox without being
+	// rescan is how often a leader looks at its outbox without being
 	// woken (jobs a previous leader left, failed deliveries).
-	Rescan = time.Second
-	// Workers bounds the conversations delivered at once per group.
-	Workers = 16
+	rescan = time.Second
+	// workers bounds the conversations delivered at once per group.
+	workers = 16
 	// scan is how many conversations with pending jobs one look lists.
 	scan = 1024
 	// jobsPerRead is how many jobs of a conversation are read at once.
 	jobsPerRead = 64
-	// BatchBytes bounds the payload bytes of one Deliver command.
-	BatchBytes = 4 << 20
-	// BackoffMax bounds the wait before retrying a failed delivery.
-	BackoffMax = 2 * time.Second
+	// batchBytes bounds the payload bytes of one Deliver command.
+	batchBytes = 4 << 20
+	// backoffMax bounds the wait before retrying a failed delivery.
+	backoffMax = 2 * time.Second
 	backoffMin = 50 * time.Millisecond
 )
 
@@ -106,7 +106,7 @@ func (o *Outbox) Poke() {
 
 // Run works off the outbox until ctx ends, and waits for its workers.
 func (o *Outbox) Run(ctx context.Context) {
-	tick := time.NewTicker(Rescan)
+	tick := time.NewTicker(rescan)
 	defer tick.Stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -127,7 +127,7 @@ func (o *Outbox) Run(ctx context.Context) {
 		}
 		for _, conv := range convs {
 			o.mu.Lock()
-			start := !o.running[conv] && len(o.running) < Workers
+			start := !o.running[conv] && len(o.running) < workers
 			if start {
 				o.running[conv] = true
 			}
@@ -163,7 +163,7 @@ func (o *Outbox) work(ctx context.Context, conv string) {
 				case <-ctx.Done():
 				case <-time.After(backoff): // backoff, not synchronisation
 				}
-				backoff = min(2*backoff, BackoffMax)
+				backoff = min(2*backoff, backoffMax)
 				break
 			}
 			o.counted("ok")
@@ -205,7 +205,7 @@ func (o *Outbox) deliver(ctx context.Context, job fsm.OutboxJob) error {
 	var wg sync.WaitGroup
 	for id, items := range byGroup {
 		wg.Go(func() {
-			for _, batch := range Batches(items) {
+			for _, batch := range batches(items) {
 				if err := o.router.Deliver(ctx, id, batch); err != nil {
 					errs <- fmt.Errorf("group %d: %w", id, err)
 					return
@@ -225,15 +225,15 @@ func (o *Outbox) deliver(ctx context.Context, job fsm.OutboxJob) error {
 	return o.group.Done(ctx, job.Conversation, job.ConversationSeq)
 }
 
-// Batches splits deliveries into Deliver commands within the item and byte
+// batches splits deliveries into Deliver commands within the item and byte
 // bounds.
-func Batches(items []Delivery) [][]Delivery {
+func batches(items []Delivery) [][]Delivery {
 	var out [][]Delivery
 	for len(items) > 0 {
 		n, size := 0, 0
 		for n < len(items) && n < fsm.MaxDeliveryItems {
 			size += len(items[n].Payload)
-			if n > 0 && size > BatchBytes {
+			if n > 0 && size > batchBytes {
 				break
 			}
 			n++

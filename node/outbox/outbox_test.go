@@ -143,7 +143,7 @@ func TestOutboxDeliversEveryMessageInOrder(t *testing.T) {
 }
 
 func TestBatchesKeepTheBounds(t *testing.T) {
-	big := make([]byte, BatchBytes/2+1)
+	big := make([]byte, batchBytes/2+1)
 	for _, tc := range []struct {
 		name  string
 		items []Delivery
@@ -152,11 +152,11 @@ func TestBatchesKeepTheBounds(t *testing.T) {
 		{"none", nil, nil},
 		{"items bound", make([]Delivery, fsm.MaxDeliveryItems+1), []int{fsm.MaxDeliveryItems, 1}},
 		{"bytes bound", []Delivery{{Payload: big}, {Payload: big}, {Payload: big}}, []int{1, 1, 1}},
-		{"one oversized item still goes", []Delivery{{Payload: make([]byte, BatchBytes+1)}}, []int{1}},
+		{"one oversized item still goes", []Delivery{{Payload: make([]byte, batchBytes+1)}}, []int{1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []int
-			for _, b := range Batches(tc.items) {
+			for _, b := range batches(tc.items) {
 				got = append(got, len(b))
 			}
 			if !slices.Equal(got, tc.want) {
