@@ -25,7 +25,9 @@ type Result struct {
 	Append  *AppendResult
 	Send    *SendResult
 	Deliver *DeliverResult
-	Err     error
+	// Batch holds the outcome of each append of an AppendBatch, in order.
+	Batch []BatchItem
+	Err   error
 }
 
 // AppendResult is the outcome of an Append.
@@ -76,6 +78,9 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 	case *fsmpb.Command_Append:
 		res, err := applyAppend(root, ch, cmd.GetNowMs(), op.Append)
 		return &Result{Op: "append", Append: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_AppendBatch:
+		items, err := applyAppendBatch(root, ch, cmd.GetNowMs(), op.AppendBatch)
+		return &Result{Op: "append_batch", Batch: items, Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_Send:
 		res, err := applySend(root, ch, cmd.GetNowMs(), op.Send)
 		return &Result{Op: "send", Send: res, Err: rejection(err)}, storageFailure(err)

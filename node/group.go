@@ -18,6 +18,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/node/batch"
 	"github.com/syncstore/syncstore/node/heartbeat"
 	"github.com/syncstore/syncstore/node/outbox"
 	"github.com/syncstore/syncstore/shard"
@@ -79,6 +81,8 @@ type Group struct {
 
 	// outbox is the delivery worker of a data group (nil for the meta group).
 	outbox *outbox.Outbox
+	// appends gathers the appends that arrive together into one entry.
+	appends *batch.Batcher[*fsmpb.Append, fsm.AppendResult]
 	// ctx ends when Close starts, stopping the group's background work.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -122,13 +126,19 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 		g.cancel()
 		return nil, fmt.Errorf("node: group %d dir: %w", id, err)
 	}
-	if err := g.open(bootstrap); err != nil {
+	err := g.open(bootstrap)
+	if err != nil {
 		g.cancel()
 		g.closeStores()
 		return nil, fmt.Errorf("node: group %d: %w", id, err)
 	}
 	g.wg.Add(1)
 	go g.watchLeadership()
+	if g.appends, err = newAppendBatcher(g); err != nil {
+		g.cancel()
+		g.closeStores()
+		return nil, fmt.Errorf("node: group %d: %w", id, err)
+	}
 	if g.outbox != nil {
 		g.wg.Go(func() { g.outbox.Run(g.ctx) })
 		g.wg.Go(func() { g.retentionLoop(g.ctx) })
@@ -297,6 +307,11 @@ func restoreNewerSnapshot(f *fsm.FSM, snaps raft.SnapshotStore, log *slog.Logger
 func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
 		g.cancel()
+		if g.appends != nil {
+			// Queued appends are answered "not applied"; batches in Raft
+			// are answered by it (below, or as it shuts down).
+			g.appends.Close()
+		}
 		g.futuresMu.Lock()
 		g.closing = true
 		g.futuresMu.Unlock()

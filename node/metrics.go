@@ -22,6 +22,8 @@ type metrics struct {
 	trims      prometheus.Counter // timelines trimmed by retention
 	// commitBatch: requests per storage engine commit, by store.
 	commitBatch *prometheus.HistogramVec
+	// appendBatch: appends per log entry of batched appends.
+	appendBatch prometheus.Histogram
 	fenced      prometheus.Counter // replicas fenced for damaged state
 	// digestChecks: replica digest checks by outcome.
 	digestChecks *prometheus.CounterVec
@@ -61,6 +63,11 @@ func newMetrics() *metrics {
 			Help:    "Requests (log appends of any group, state batches of any group) carried by one storage engine commit, by store.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 13), // 1 .. 4096
 		}, []string{"store"}),
+		appendBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "syncstore_append_batch_size",
+			Help:    "Appends carried by one Raft log entry: those that reached a group's leader while its previous entries were being committed travel together.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9), // 1 .. 256
+		}),
 	}
 }
 
@@ -106,6 +113,7 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 		n.metrics.deliveries,
 		n.metrics.trims,
 		n.metrics.commitBatch,
+		n.metrics.appendBatch,
 		n.metrics.fenced,
 		n.metrics.digestChecks,
 		gauge("syncstore_groups_fenced", "Replicas on this node fenced for damaged state, not yet rebuilt.", func() float64 {

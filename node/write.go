@@ -40,11 +40,7 @@ func (n *Node) Append(ctx context.Context, req AppendRequest) (fsm.AppendResult,
 	if err != nil {
 		return fsm.AppendResult{}, err
 	}
-	res, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_Append{Append: a}})
-	if err != nil {
-		return fsm.AppendResult{}, err
-	}
-	return *res.Append, nil
+	return g.appendOne(ctx, a)
 }
 
 func (n *Node) validateAppend(a *fsmpb.Append) error {
@@ -82,6 +78,12 @@ func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, e
 func (g *Group) proposeAt(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, index uint64, err error) {
 	start := time.Now()
 	defer func() { g.node.metrics.observePropose(opName(cmd), start, err) }()
+	return g.proposeUnobserved(ctx, cmd)
+}
+
+// proposeUnobserved is proposeAt without the latency metric, for callers
+// that observe their own (batched appends, one observation per append).
+func (g *Group) proposeUnobserved(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, index uint64, err error) {
 	if err := g.checkFenced(); err != nil {
 		return nil, 0, err
 	}
@@ -141,6 +143,8 @@ func opName(cmd *fsmpb.Command) string {
 	switch cmd.GetOp().(type) {
 	case *fsmpb.Command_Append:
 		return "append"
+	case *fsmpb.Command_AppendBatch:
+		return "append_batch"
 	case *fsmpb.Command_RegisterNode:
 		return "register_node"
 	case *fsmpb.Command_SetShardMap:

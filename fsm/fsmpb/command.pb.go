@@ -94,6 +94,7 @@ type Command struct {
 	//	*Command_DeliveryDone
 	//	*Command_Trim
 	//	*Command_DigestPoint
+	//	*Command_AppendBatch
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -238,6 +239,15 @@ func (x *Command) GetDigestPoint() *DigestPoint {
 	return nil
 }
 
+func (x *Command) GetAppendBatch() *AppendBatch {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AppendBatch); ok {
+			return x.AppendBatch
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -278,6 +288,10 @@ type Command_DigestPoint struct {
 	DigestPoint *DigestPoint `protobuf:"bytes,18,opt,name=digest_point,json=digestPoint,proto3,oneof"`
 }
 
+type Command_AppendBatch struct {
+	AppendBatch *AppendBatch `protobuf:"bytes,19,opt,name=append_batch,json=appendBatch,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -295,6 +309,8 @@ func (*Command_DeliveryDone) isCommand_Op() {}
 func (*Command_Trim) isCommand_Op() {}
 
 func (*Command_DigestPoint) isCommand_Op() {}
+
+func (*Command_AppendBatch) isCommand_Op() {}
 
 // DigestPoint changes nothing. Every replica hashes its state as it stands
 // right after applying it, so replicas' digests are compared at exactly
@@ -832,6 +848,55 @@ func (x *Append) GetDedupeWindowMs() int64 {
 	return 0
 }
 
+// AppendBatch is several Appends that arrived at the leader together, logged
+// as one entry: each is applied in order, in the same transaction, with its
+// own seq, dedupe and outcome, exactly as if each were an entry of its own.
+// The node gathers them so that a busy group pays one log entry, one
+// replication message and one apply call per batch instead of per append.
+type AppendBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Appends       []*Append              `protobuf:"bytes,1,rep,name=appends,proto3" json:"appends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendBatch) Reset() {
+	*x = AppendBatch{}
+	mi := &file_command_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendBatch) ProtoMessage() {}
+
+func (x *AppendBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendBatch.ProtoReflect.Descriptor instead.
+func (*AppendBatch) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AppendBatch) GetAppends() []*Append {
+	if x != nil {
+		return x.Appends
+	}
+	return nil
+}
+
 // RegisterNode records a member's addresses so any replica can tell a client
 // where the leader's gRPC endpoint is.
 type RegisterNode struct {
@@ -846,7 +911,7 @@ type RegisterNode struct {
 
 func (x *RegisterNode) Reset() {
 	*x = RegisterNode{}
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +923,7 @@ func (x *RegisterNode) String() string {
 func (*RegisterNode) ProtoMessage() {}
 
 func (x *RegisterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +936,7 @@ func (x *RegisterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterNode.ProtoReflect.Descriptor instead.
 func (*RegisterNode) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{9}
+	return file_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RegisterNode) GetNodeId() string {
@@ -915,7 +980,7 @@ type SetShardMap struct {
 
 func (x *SetShardMap) Reset() {
 	*x = SetShardMap{}
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +992,7 @@ func (x *SetShardMap) String() string {
 func (*SetShardMap) ProtoMessage() {}
 
 func (x *SetShardMap) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1005,7 @@ func (x *SetShardMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetShardMap.ProtoReflect.Descriptor instead.
 func (*SetShardMap) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{10}
+	return file_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetShardMap) GetExpectedVersion() uint64 {
@@ -970,7 +1035,7 @@ type SetRanges struct {
 
 func (x *SetRanges) Reset() {
 	*x = SetRanges{}
-	mi := &file_command_proto_msgTypes[11]
+	mi := &file_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1047,7 @@ func (x *SetRanges) String() string {
 func (*SetRanges) ProtoMessage() {}
 
 func (x *SetRanges) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[11]
+	mi := &file_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1060,7 @@ func (x *SetRanges) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRanges.ProtoReflect.Descriptor instead.
 func (*SetRanges) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{11}
+	return file_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetRanges) GetMapVersion() uint64 {
@@ -1022,7 +1087,7 @@ type ShardMap struct {
 
 func (x *ShardMap) Reset() {
 	*x = ShardMap{}
-	mi := &file_command_proto_msgTypes[12]
+	mi := &file_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1099,7 @@ func (x *ShardMap) String() string {
 func (*ShardMap) ProtoMessage() {}
 
 func (x *ShardMap) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[12]
+	mi := &file_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1112,7 @@ func (x *ShardMap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMap.ProtoReflect.Descriptor instead.
 func (*ShardMap) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{12}
+	return file_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ShardMap) GetVersion() uint64 {
@@ -1078,7 +1143,7 @@ type ShardGroup struct {
 
 func (x *ShardGroup) Reset() {
 	*x = ShardGroup{}
-	mi := &file_command_proto_msgTypes[13]
+	mi := &file_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1155,7 @@ func (x *ShardGroup) String() string {
 func (*ShardGroup) ProtoMessage() {}
 
 func (x *ShardGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[13]
+	mi := &file_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1168,7 @@ func (x *ShardGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGroup.ProtoReflect.Descriptor instead.
 func (*ShardGroup) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{13}
+	return file_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ShardGroup) GetId() uint64 {
@@ -1144,7 +1209,7 @@ type SlotRange struct {
 
 func (x *SlotRange) Reset() {
 	*x = SlotRange{}
-	mi := &file_command_proto_msgTypes[14]
+	mi := &file_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1221,7 @@ func (x *SlotRange) String() string {
 func (*SlotRange) ProtoMessage() {}
 
 func (x *SlotRange) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[14]
+	mi := &file_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1234,7 @@ func (x *SlotRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
 func (*SlotRange) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{14}
+	return file_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SlotRange) GetStart() uint32 {
@@ -1205,7 +1270,7 @@ type StoredEntry struct {
 
 func (x *StoredEntry) Reset() {
 	*x = StoredEntry{}
-	mi := &file_command_proto_msgTypes[15]
+	mi := &file_command_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1282,7 @@ func (x *StoredEntry) String() string {
 func (*StoredEntry) ProtoMessage() {}
 
 func (x *StoredEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[15]
+	mi := &file_command_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1295,7 @@ func (x *StoredEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredEntry.ProtoReflect.Descriptor instead.
 func (*StoredEntry) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{15}
+	return file_command_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StoredEntry) GetTsMs() int64 {
@@ -1301,7 +1366,7 @@ type TimelineInfo struct {
 
 func (x *TimelineInfo) Reset() {
 	*x = TimelineInfo{}
-	mi := &file_command_proto_msgTypes[16]
+	mi := &file_command_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1378,7 @@ func (x *TimelineInfo) String() string {
 func (*TimelineInfo) ProtoMessage() {}
 
 func (x *TimelineInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[16]
+	mi := &file_command_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1391,7 @@ func (x *TimelineInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimelineInfo.ProtoReflect.Descriptor instead.
 func (*TimelineInfo) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{16}
+	return file_command_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TimelineInfo) GetClass() TimelineClass {
@@ -1359,7 +1424,7 @@ type OutboxJob struct {
 
 func (x *OutboxJob) Reset() {
 	*x = OutboxJob{}
-	mi := &file_command_proto_msgTypes[17]
+	mi := &file_command_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1371,7 +1436,7 @@ func (x *OutboxJob) String() string {
 func (*OutboxJob) ProtoMessage() {}
 
 func (x *OutboxJob) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[17]
+	mi := &file_command_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1384,7 +1449,7 @@ func (x *OutboxJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxJob.ProtoReflect.Descriptor instead.
 func (*OutboxJob) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{17}
+	return file_command_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OutboxJob) GetConversation() string {
@@ -1440,7 +1505,7 @@ type DedupeRecord struct {
 
 func (x *DedupeRecord) Reset() {
 	*x = DedupeRecord{}
-	mi := &file_command_proto_msgTypes[18]
+	mi := &file_command_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1517,7 @@ func (x *DedupeRecord) String() string {
 func (*DedupeRecord) ProtoMessage() {}
 
 func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[18]
+	mi := &file_command_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1530,7 @@ func (x *DedupeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DedupeRecord.ProtoReflect.Descriptor instead.
 func (*DedupeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{18}
+	return file_command_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DedupeRecord) GetSeq() uint64 {
@@ -1495,7 +1560,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_command_proto_msgTypes[19]
+	mi := &file_command_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1572,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[19]
+	mi := &file_command_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1585,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{19}
+	return file_command_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NodeRecord) GetNodeId() string {
@@ -1555,7 +1620,7 @@ var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\x86\x05\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xca\x05\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -1570,7 +1635,8 @@ const file_command_proto_rawDesc = "" +
 	"\adeliver\x18\x0f \x01(\v2\x19.syncstore.fsm.v1.DeliverH\x00R\adeliver\x12E\n" +
 	"\rdelivery_done\x18\x10 \x01(\v2\x1e.syncstore.fsm.v1.DeliveryDoneH\x00R\fdeliveryDone\x12,\n" +
 	"\x04trim\x18\x11 \x01(\v2\x16.syncstore.fsm.v1.TrimH\x00R\x04trim\x12B\n" +
-	"\fdigest_point\x18\x12 \x01(\v2\x1d.syncstore.fsm.v1.DigestPointH\x00R\vdigestPointB\x04\n" +
+	"\fdigest_point\x18\x12 \x01(\v2\x1d.syncstore.fsm.v1.DigestPointH\x00R\vdigestPoint\x12B\n" +
+	"\fappend_batch\x18\x13 \x01(\v2\x1d.syncstore.fsm.v1.AppendBatchH\x00R\vappendBatchB\x04\n" +
 	"\x02op\"\r\n" +
 	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
@@ -1618,7 +1684,9 @@ const file_command_proto_rawDesc = "" +
 	"\x10dedupe_window_ms\x18\x05 \x01(\x03R\x0ededupeWindowMs\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"A\n" +
+	"\vAppendBatch\x122\n" +
+	"\aappends\x18\x01 \x03(\v2\x18.syncstore.fsm.v1.AppendR\aappends\"\x82\x01\n" +
 	"\fRegisterNode\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -1695,7 +1763,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),   // 0: syncstore.fsm.v1.TimelineClass
 	(*Command)(nil),      // 1: syncstore.fsm.v1.Command
@@ -1707,48 +1775,51 @@ var file_command_proto_goTypes = []any{
 	(*Trim)(nil),         // 7: syncstore.fsm.v1.Trim
 	(*TrimItem)(nil),     // 8: syncstore.fsm.v1.TrimItem
 	(*Append)(nil),       // 9: syncstore.fsm.v1.Append
-	(*RegisterNode)(nil), // 10: syncstore.fsm.v1.RegisterNode
-	(*SetShardMap)(nil),  // 11: syncstore.fsm.v1.SetShardMap
-	(*SetRanges)(nil),    // 12: syncstore.fsm.v1.SetRanges
-	(*ShardMap)(nil),     // 13: syncstore.fsm.v1.ShardMap
-	(*ShardGroup)(nil),   // 14: syncstore.fsm.v1.ShardGroup
-	(*SlotRange)(nil),    // 15: syncstore.fsm.v1.SlotRange
-	(*StoredEntry)(nil),  // 16: syncstore.fsm.v1.StoredEntry
-	(*TimelineInfo)(nil), // 17: syncstore.fsm.v1.TimelineInfo
-	(*OutboxJob)(nil),    // 18: syncstore.fsm.v1.OutboxJob
-	(*DedupeRecord)(nil), // 19: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),   // 20: syncstore.fsm.v1.NodeRecord
-	nil,                  // 21: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                  // 22: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                  // 23: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                  // 24: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	(*AppendBatch)(nil),  // 10: syncstore.fsm.v1.AppendBatch
+	(*RegisterNode)(nil), // 11: syncstore.fsm.v1.RegisterNode
+	(*SetShardMap)(nil),  // 12: syncstore.fsm.v1.SetShardMap
+	(*SetRanges)(nil),    // 13: syncstore.fsm.v1.SetRanges
+	(*ShardMap)(nil),     // 14: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),   // 15: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),    // 16: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),  // 17: syncstore.fsm.v1.StoredEntry
+	(*TimelineInfo)(nil), // 18: syncstore.fsm.v1.TimelineInfo
+	(*OutboxJob)(nil),    // 19: syncstore.fsm.v1.OutboxJob
+	(*DedupeRecord)(nil), // 20: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),   // 21: syncstore.fsm.v1.NodeRecord
+	nil,                  // 22: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                  // 23: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                  // 24: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                  // 25: syncstore.fsm.v1.StoredEntry.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	9,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
-	10, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
-	11, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
-	12, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	11, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
+	12, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
+	13, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
 	3,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
 	4,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
 	6,  // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
 	7,  // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
 	2,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
-	21, // 9: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	5,  // 10: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	22, // 11: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	8,  // 12: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	23, // 13: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	13, // 14: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	15, // 15: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	14, // 16: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	15, // 17: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	24, // 18: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 19: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	10, // 9: syncstore.fsm.v1.Command.append_batch:type_name -> syncstore.fsm.v1.AppendBatch
+	22, // 10: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	5,  // 11: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	23, // 12: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	8,  // 13: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	24, // 14: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	9,  // 15: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
+	14, // 16: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	16, // 17: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	15, // 18: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	16, // 19: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	25, // 20: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 21: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -1766,6 +1837,7 @@ func file_command_proto_init() {
 		(*Command_DeliveryDone)(nil),
 		(*Command_Trim)(nil),
 		(*Command_DigestPoint)(nil),
+		(*Command_AppendBatch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1773,7 +1845,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
