@@ -20,8 +20,8 @@ const (
 	// append goes alone.
 	appendBatchMaxBytes = 1 << 20
 	// appendBatchInFlight is how many entries of batched appends a group
-	// has in Raft at once: the first is being replicated while the second
-	// is written to the leader's log, and new appends gather for the next.
+	// has in Raft at once. With one, appends gather while it commits; with
+	// two, the batches were too small to gain anything (node/batch/DESIGN.md).
 	appendBatchInFlight = 1
 	// appendBatchQueue bounds the appends waiting for an entry.
 	appendBatchQueue = 4096
