@@ -69,13 +69,13 @@ func (g *Group) proposeAppends(appends []*fsmpb.Append) ([]batch.Outcome[fsm.App
 	ctx, cancel := context.WithTimeout(g.ctx, g.node.cfg.ApplyTimeout)
 	defer cancel()
 	if len(appends) == 1 {
-		res, _, err := g.proposeUnobserved(ctx, &fsmpb.Command{Op: &fsmpb.Command_Append{Append: appends[0]}})
+		res, err := g.proposeBatch(ctx, &fsmpb.Command{Op: &fsmpb.Command_Append{Append: appends[0]}})
 		if err != nil {
 			return []batch.Outcome[fsm.AppendResult]{{Err: err}}, nil
 		}
 		return []batch.Outcome[fsm.AppendResult]{{Res: *res.Append}}, nil
 	}
-	res, _, err := g.proposeUnobserved(ctx, &fsmpb.Command{Op: &fsmpb.Command_AppendBatch{AppendBatch: &fsmpb.AppendBatch{Appends: appends}}})
+	res, err := g.proposeBatch(ctx, &fsmpb.Command{Op: &fsmpb.Command_AppendBatch{AppendBatch: &fsmpb.AppendBatch{Appends: appends}}})
 	if err != nil {
 		return nil, err
 	}

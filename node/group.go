@@ -477,3 +477,14 @@ func (g *Group) await(ctx context.Context, start func() raft.Future) error {
 		return ctx.Err()
 	}
 }
+
+// awaitAnswer is await for a caller that waits for Raft's answer however
+// long it takes (the latest is when Raft steps down or shuts down).
+func (g *Group) awaitAnswer(start func() raft.Future) error {
+	g.futuresMu.RLock()
+	defer g.futuresMu.RUnlock()
+	if g.closing {
+		return ErrClosed
+	}
+	return start().Error()
+}

@@ -78,12 +78,20 @@ func (g *Group) propose(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, e
 func (g *Group) proposeAt(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, index uint64, err error) {
 	start := time.Now()
 	defer func() { g.node.metrics.observePropose(opName(cmd), start, err) }()
-	return g.proposeUnobserved(ctx, cmd)
+	return g.proposeWith(ctx, cmd, g.await)
 }
 
-// proposeUnobserved is proposeAt without the latency metric, for callers
-// that observe their own (batched appends, one observation per append).
-func (g *Group) proposeUnobserved(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Result, index uint64, err error) {
+// proposeBatch proposes a batch of appends without the latency metric (the
+// batcher's callers observe their own, one per append). Its callers wait for their own
+// deadlines in the batcher, so this waits for Raft's answer itself, on the
+// calling goroutine (no goroutine per proposal): ctx bounds only the
+// enqueueing.
+func (g *Group) proposeBatch(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
+	res, _, err := g.proposeWith(ctx, cmd, func(_ context.Context, start func() raft.Future) error { return g.awaitAnswer(start) })
+	return res, err
+}
+
+func (g *Group) proposeWith(ctx context.Context, cmd *fsmpb.Command, await func(context.Context, func() raft.Future) error) (res *fsm.Result, index uint64, err error) {
 	if err := g.checkFenced(); err != nil {
 		return nil, 0, err
 	}
@@ -98,7 +106,7 @@ func (g *Group) proposeUnobserved(ctx context.Context, cmd *fsmpb.Command) (res 
 	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
 	var future raft.ApplyFuture
-	err = g.await(ctx, func() raft.Future {
+	err = await(ctx, func() raft.Future {
 		future = g.raft.Apply(data, timeUntil(ctx))
 		return future
 	})

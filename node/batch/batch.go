@@ -8,8 +8,8 @@
 // entry or two, so the node's cost per write grows with the number of
 // groups. A Batcher in front of the group turns "whatever arrived while the
 // previous batch was being committed" into one entry. It never waits for
-// more work: a lone request is sent at once, so a single client's latency
-// is unchanged. See DESIGN.md.
+// more work: a lone request runs at once, on its caller's goroutine, so a
+// single client's latency is unchanged. See DESIGN.md.
 package batch
 
 import (
@@ -17,14 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 )
 
-// ErrClosed: the batcher is closed; the request was not sent.
+// ErrClosed: the batcher is closed; the request was not run.
 var ErrClosed = errors.New("batch: closed")
 
-// ErrNotSent wraps the context error of a request whose context ended
-// before it joined a batch: it was certainly not run.
+// ErrNotSent wraps why a request was certainly not run: its context ended
+// before it joined a batch, or too many requests were already waiting.
 var ErrNotSent = errors.New("batch: request not sent")
 
 // Limits bound one batch.
@@ -37,8 +36,8 @@ type Limits struct {
 	// MaxInFlight bounds the batches being run at once (at least 1). While
 	// they run, new requests queue and form the next batch.
 	MaxInFlight int
-	// Queue bounds the requests waiting for a batch; Do blocks (within its
-	// context) while it is full.
+	// Queue bounds the requests waiting for a batch; past it Do refuses
+	// (ErrNotSent) rather than let a backlog grow without bound.
 	Queue int
 }
 
@@ -55,17 +54,14 @@ type Batcher[Req, Res any] struct {
 	size   func(Req) int
 	limits Limits
 
-	queue chan *call[Req, Res]
-	slots chan struct{}
-	stop  chan struct{}
-	once  sync.Once
-	wg    sync.WaitGroup
-	// enqueue is held (read) by Do while it puts a call in the queue, so
-	// that Close, once it has taken it, knows no call can still arrive and
-	// drains the queue for good.
-	enqueue sync.RWMutex
-	// queued counts the calls put in the queue (tests wait on it).
-	queued atomic.Int64
+	mu       sync.Mutex
+	queue    []*call[Req, Res] // waiting for a batch, in arrival order
+	inFlight int
+	closed   bool
+	// running counts the batches being run, so Close can wait for them.
+	running sync.WaitGroup
+	// queued counts the calls that joined the queue (tests wait on it).
+	queued int
 }
 
 type call[Req, Res any] struct {
@@ -74,38 +70,53 @@ type call[Req, Res any] struct {
 	done chan Outcome[Res]
 }
 
-// New starts a batcher. size gives a request's weight against
-// Limits.MaxBytes. Close stops it.
+// New makes a batcher. size gives a request's weight against
+// Limits.MaxBytes.
 func New[Req, Res any](limits Limits, size func(Req) int, run func([]Req) ([]Outcome[Res], error)) (*Batcher[Req, Res], error) {
 	if limits.MaxItems < 1 || limits.MaxInFlight < 1 || limits.MaxBytes < 1 || limits.Queue < 1 {
 		return nil, fmt.Errorf("batch: limits %+v: every limit must be at least 1", limits)
 	}
-	b := &Batcher[Req, Res]{
-		run: run, size: size, limits: limits,
-		queue: make(chan *call[Req, Res], limits.Queue),
-		slots: make(chan struct{}, limits.MaxInFlight),
-		stop:  make(chan struct{}),
-	}
-	b.wg.Go(b.loop)
-	return b, nil
+	return &Batcher[Req, Res]{run: run, size: size, limits: limits}, nil
 }
 
-// Do runs req in the next batch and returns its outcome. If ctx ends before
-// req joined a batch, the error wraps ErrNotSent (req was not run); if it
-// ends after, Do returns ctx.Err() and req's outcome is unknown to the
-// caller.
+// Do runs req in a batch and returns its outcome. An error wrapping
+// ErrNotSent means req was not run. If ctx ends once req is in a batch,
+// Do returns ctx.Err() and req's outcome is unknown to the caller.
+//
+// When no batch is running, the caller runs its own batch (itself and
+// whatever queued meanwhile) on its goroutine: nothing is handed over. A
+// batch that queued while another ran is run on a goroutine of its own.
 func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	var zero Res
+	if err := ctx.Err(); err != nil {
+		return zero, fmt.Errorf("%w: %w", ErrNotSent, err)
+	}
 	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan Outcome[Res], 1)}
-	if err := b.put(c); err != nil {
-		return zero, err
+	b.mu.Lock()
+	switch {
+	case b.closed:
+		b.mu.Unlock()
+		return zero, ErrClosed
+	case len(b.queue) >= b.limits.Queue:
+		b.mu.Unlock()
+		return zero, fmt.Errorf("%w: %d requests are already waiting", ErrNotSent, len(b.queue))
+	}
+	b.queue = append(b.queue, c)
+	b.queued++
+	var first []*call[Req, Res]
+	if b.inFlight < b.limits.MaxInFlight {
+		first = b.takeLocked()
+	}
+	b.mu.Unlock()
+	if first != nil {
+		b.runBatch(first)
+		b.next()
 	}
 	select {
 	case o := <-c.done:
 		return o.Res, o.Err
 	case <-ctx.Done():
-		// The loop answers done either way; the caller stops waiting.
-		select {
+		select { // answered meanwhile: say so rather than "unknown"
 		case o := <-c.done:
 			return o.Res, o.Err
 		default:
@@ -114,81 +125,46 @@ func (b *Batcher[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	}
 }
 
-func (b *Batcher[Req, Res]) put(c *call[Req, Res]) error {
-	b.enqueue.RLock()
-	defer b.enqueue.RUnlock()
-	select {
-	case <-b.stop:
-		return ErrClosed
-	default:
+// takeLocked starts a batch of the oldest queued calls within the limits.
+func (b *Batcher[Req, Res]) takeLocked() []*call[Req, Res] {
+	n, bytes := 0, 0
+	for n < len(b.queue) && n < b.limits.MaxItems {
+		s := b.size(b.queue[n].req)
+		if n > 0 && bytes+s > b.limits.MaxBytes {
+			break
+		}
+		bytes += s
+		n++
 	}
-	select {
-	case b.queue <- c:
-		b.queued.Add(1)
-		return nil
-	case <-c.ctx.Done():
-		return fmt.Errorf("%w: %w", ErrNotSent, c.ctx.Err())
-	case <-b.stop:
-		return ErrClosed
-	}
+	batch := append([]*call[Req, Res](nil), b.queue[:n]...)
+	clear(b.queue[:n])
+	b.queue = b.queue[n:]
+	b.inFlight++
+	b.running.Add(1)
+	return batch
 }
 
-// Close stops forming batches, waits for the batches in flight to finish
-// (run must return) and answers every request still queued with ErrClosed.
-func (b *Batcher[Req, Res]) Close() {
-	b.once.Do(func() {
-		close(b.stop) // wakes a Do blocked on a full queue
-		b.enqueue.Lock()
-		b.enqueue.Unlock() // no Do is putting a call any more
-		b.wg.Wait()
-		b.drain()
-	})
-}
-
-func (b *Batcher[Req, Res]) loop() {
-	var held *call[Req, Res] // taken from the queue but over the last batch's limits
-	for {
-		select { // a slot first: while none is free, requests queue up
-		case b.slots <- struct{}{}:
-		case <-b.stop:
-			b.answer(held, ErrClosed)
-			return
-		}
-		first := held
-		held = nil
-		if first == nil {
-			select {
-			case first = <-b.queue:
-			case <-b.stop:
-				<-b.slots
-				return
-			}
-		}
-		batch := []*call[Req, Res]{first}
-		bytes := b.size(first.req)
-	gather:
-		for len(batch) < b.limits.MaxItems {
-			select {
-			case c := <-b.queue:
-				if s := b.size(c.req); bytes+s > b.limits.MaxBytes {
-					held = c
-					break gather
-				} else {
-					bytes += s
-				}
-				batch = append(batch, c)
-			default:
-				break gather
-			}
-		}
-		b.wg.Go(func() {
-			defer func() { <-b.slots }()
+// next ends a batch: its slot goes to the calls that queued meanwhile, run
+// on a goroutine of their own (the caller that ran the batch has its answer
+// and goes back to its client).
+func (b *Batcher[Req, Res]) next() {
+	b.mu.Lock()
+	b.inFlight--
+	var batch []*call[Req, Res]
+	if len(b.queue) > 0 && !b.closed {
+		batch = b.takeLocked()
+	}
+	b.mu.Unlock()
+	b.running.Done()
+	if batch != nil {
+		go func() {
 			b.runBatch(batch)
-		})
+			b.next()
+		}()
 	}
 }
 
-// runBatch runs the requests of a batch whose contexts are still live and
+// runBatch runs the calls of a batch whose contexts are still live and
 // answers each.
 func (b *Batcher[Req, Res]) runBatch(batch []*call[Req, Res]) {
 	live := batch[:0]
@@ -219,20 +195,23 @@ func (b *Batcher[Req, Res]) runBatch(batch []*call[Req, Res]) {
 	}
 }
 
-// drain answers whatever is still queued once nothing else reads the queue.
-func (b *Batcher[Req, Res]) drain() {
-	for {
-		select {
-		case c := <-b.queue:
-			b.answer(c, ErrClosed)
-		default:
-			return
-		}
+// Close answers every queued request with ErrClosed, starts no batch and
+// waits for the batches being run to finish (run must return).
+func (b *Batcher[Req, Res]) Close() {
+	b.mu.Lock()
+	b.closed = true
+	queued := b.queue
+	b.queue = nil
+	b.mu.Unlock()
+	for _, c := range queued {
+		c.done <- Outcome[Res]{Err: ErrClosed}
 	}
+	b.running.Wait()
 }
 
-func (b *Batcher[Req, Res]) answer(c *call[Req, Res], err error) {
-	if c != nil {
-		c.done <- Outcome[Res]{Err: err}
-	}
+// queuedCount is how many calls joined the queue so far.
+func (b *Batcher[Req, Res]) queuedCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.queued
 }

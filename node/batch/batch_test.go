@@ -73,13 +73,13 @@ func doAll(t *testing.T, ctx context.Context, b *Batcher[int, int], reqs ...int)
 	t.Helper()
 	out := make(chan result, len(reqs))
 	for _, r := range reqs {
-		want := b.queued.Load() + 1
+		want := b.queuedCount() + 1
 		go func() {
 			res, err := b.Do(ctx, r)
 			out <- result{r, res, err}
 		}()
 		testutil.Eventually(t, 5*time.Second, func() error {
-			if b.queued.Load() < want {
+			if b.queuedCount() < want {
 				return fmt.Errorf("request %d not queued", r)
 			}
 			return nil
@@ -268,7 +268,7 @@ func TestCloseAnswersQueuedAndRefusesNew(t *testing.T) {
 
 // Many callers at once: each gets its own answer exactly once.
 func TestConcurrentCallersGetTheirOwnAnswers(t *testing.T) {
-	b, err := New(Limits{MaxItems: 7, MaxBytes: 1 << 20, MaxInFlight: 2, Queue: 16}, func(int) int { return 1 },
+	b, err := New(Limits{MaxItems: 7, MaxBytes: 1 << 20, MaxInFlight: 2, Queue: 1000}, func(int) int { return 1 },
 		func(reqs []int) ([]Outcome[int], error) {
 			outs := make([]Outcome[int], len(reqs))
 			for i, r := range reqs {
@@ -300,5 +300,27 @@ func TestNewRefusesZeroLimits(t *testing.T) {
 	if _, err := New(Limits{MaxItems: 1, MaxBytes: 1, MaxInFlight: 0, Queue: 1}, func(int) int { return 1 },
 		func([]int) ([]Outcome[int], error) { return nil, nil }); err == nil {
 		t.Fatal("no error for MaxInFlight 0")
+	}
+}
+
+func TestAFullQueueRefusesAndRunsNothing(t *testing.T) {
+	g := newGate()
+	b := newBatcher(t, Limits{MaxItems: 10, MaxBytes: 100, MaxInFlight: 1, Queue: 1}, g)
+	head := doAll(t, context.Background(), b, 1)
+	waitStarted(t, g)
+	queued := doAll(t, context.Background(), b, 2)
+	if _, err := b.Do(context.Background(), 3); !errors.Is(err, ErrNotSent) {
+		t.Fatalf("Do with a full queue: %v, want ErrNotSent", err)
+	}
+	g.release <- struct{}{}
+	g.release <- struct{}{}
+	recv(t, head)
+	if r := recv(t, queued); r.err != nil {
+		t.Fatalf("queued request: %+v", r)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if got := fmt.Sprint(g.batches); got != "[[1] [2]]" {
+		t.Fatalf("batches %s", got)
 	}
 }
