@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node/batch"
@@ -16,8 +18,8 @@ import (
 const (
 	// appendBatchMaxItems bounds the appends of one entry.
 	appendBatchMaxItems = 256
-	// appendBatchMaxBytes bounds the payload bytes of one entry; a bigger
-	// append goes alone.
+	// appendBatchMaxBytes bounds the encoded appends of one entry (payload,
+	// metadata, keys); a bigger append goes alone.
 	appendBatchMaxBytes = 1 << 20
 	// appendBatchInFlight is how many entries of batched appends a group
 	// has in Raft at once. With one, appends gather while it commits; with
@@ -33,7 +35,7 @@ func newAppendBatcher(g *Group) (*batch.Batcher[*fsmpb.Append, fsm.AppendResult]
 		MaxBytes:    appendBatchMaxBytes,
 		MaxInFlight: appendBatchInFlight,
 		Queue:       appendBatchQueue,
-	}, func(a *fsmpb.Append) int { return len(a.GetPayload()) }, g.proposeAppends)
+	}, func(a *fsmpb.Append) int { return proto.Size(a) }, g.proposeAppends)
 }
 
 // appendOne proposes a through the group's batcher.
