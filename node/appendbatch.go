@@ -38,16 +38,11 @@ func newAppendBatcher(g *Group) (*batch.Batcher[*fsmpb.Append, fsm.AppendResult]
 	}, func(a *fsmpb.Append) int { return proto.Size(a) }, g.proposeAppends)
 }
 
-// appendOne proposes a through the group's batcher.
+// appendOne proposes a through the group's batcher. Fencing and leadership
+// are checked once per batch, when it is proposed.
 func (g *Group) appendOne(ctx context.Context, a *fsmpb.Append) (res fsm.AppendResult, err error) {
 	start := time.Now()
 	defer func() { g.node.metrics.observePropose("append", start, err) }()
-	if err := g.checkFenced(); err != nil {
-		return res, err
-	}
-	if !g.IsLeader() {
-		return res, g.notLeader()
-	}
 	ctx, cancel := g.withDefaultTimeout(ctx)
 	defer cancel()
 	res, err = g.appends.Do(ctx, a)

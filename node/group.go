@@ -122,23 +122,22 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 	if id != shard.MetaGroup {
 		g.outbox = newGroupOutbox(g)
 	}
+	var err error
+	if g.appends, err = newAppendBatcher(g); err != nil {
+		g.cancel()
+		return nil, fmt.Errorf("node: group %d: %w", id, err)
+	}
 	if err := os.MkdirAll(g.dir, 0o700); err != nil {
 		g.cancel()
 		return nil, fmt.Errorf("node: group %d dir: %w", id, err)
 	}
-	err := g.open(bootstrap)
-	if err != nil {
+	if err := g.open(bootstrap); err != nil {
 		g.cancel()
 		g.closeStores()
 		return nil, fmt.Errorf("node: group %d: %w", id, err)
 	}
 	g.wg.Add(1)
 	go g.watchLeadership()
-	if g.appends, err = newAppendBatcher(g); err != nil {
-		g.cancel()
-		g.closeStores()
-		return nil, fmt.Errorf("node: group %d: %w", id, err)
-	}
 	if g.outbox != nil {
 		g.wg.Go(func() { g.outbox.Run(g.ctx) })
 		g.wg.Go(func() { g.retentionLoop(g.ctx) })
@@ -307,11 +306,9 @@ func restoreNewerSnapshot(f *fsm.FSM, snaps raft.SnapshotStore, log *slog.Logger
 func (g *Group) Close() error {
 	g.closeOnce.Do(func() {
 		g.cancel()
-		if g.appends != nil {
-			// Queued appends are answered "not applied"; batches in Raft
-			// are answered by it (below, or as it shuts down).
-			g.appends.Close()
-		}
+		// Queued appends are answered "closed"; batches in Raft are
+		// answered by it (below, or as it shuts down).
+		g.appends.Close()
 		g.futuresMu.Lock()
 		g.closing = true
 		g.futuresMu.Unlock()

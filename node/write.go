@@ -82,10 +82,9 @@ func (g *Group) proposeAt(ctx context.Context, cmd *fsmpb.Command) (res *fsm.Res
 }
 
 // proposeBatch proposes a batch of appends without the latency metric (the
-// batcher's callers observe their own, one per append). Its callers wait for their own
-// deadlines in the batcher, so this waits for Raft's answer itself, on the
-// calling goroutine (no goroutine per proposal): ctx bounds only the
-// enqueueing.
+// batcher's callers observe their own, one per append, and wait for their
+// own deadlines). It waits for Raft's answer on the calling goroutine, with
+// no goroutine per proposal: ctx bounds only the enqueueing.
 func (g *Group) proposeBatch(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
 	res, _, err := g.proposeWith(ctx, cmd, func(_ context.Context, start func() raft.Future) error { return g.awaitAnswer(start) })
 	return res, err
@@ -151,8 +150,6 @@ func opName(cmd *fsmpb.Command) string {
 	switch cmd.GetOp().(type) {
 	case *fsmpb.Command_Append:
 		return "append"
-	case *fsmpb.Command_AppendBatch:
-		return "append_batch"
 	case *fsmpb.Command_RegisterNode:
 		return "register_node"
 	case *fsmpb.Command_SetShardMap:

@@ -151,7 +151,7 @@ func (b *Batcher[Req, Res]) next() {
 	b.mu.Lock()
 	b.inFlight--
 	var batch []*call[Req, Res]
-	if len(b.queue) > 0 && !b.closed {
+	if len(b.queue) > 0 { // empty once closed
 		batch = b.takeLocked()
 	}
 	b.mu.Unlock()
