@@ -27,6 +27,7 @@ type Result struct {
 	Deliver *DeliverResult
 	// Batch holds the outcome of each append of an AppendBatch, in order.
 	Batch []BatchItem
+	Write *WriteResult
 	Err   error
 }
 
@@ -90,6 +91,12 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 	case *fsmpb.Command_DeliveryDone:
 		err := applyDeliveryDone(root, op.DeliveryDone)
 		return &Result{Op: "delivery_done", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_RecordWrite:
+		res, err := applyRecordWrite(root, ch, cmd.GetNowMs(), op.RecordWrite)
+		return &Result{Op: "record_write", Write: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_CompactTombstones:
+		err := applyCompactTombstones(root, op.CompactTombstones)
+		return &Result{Op: "compact_tombstones", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_DigestPoint:
 		return &Result{Op: opDigestPoint}, nil
 	case *fsmpb.Command_Trim:

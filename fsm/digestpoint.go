@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"slices"
 	"sync"
 )
 
@@ -44,7 +45,10 @@ func (p *digestPoints) put(index uint64, d string) {
 		p.byIdx = map[uint64]string{}
 	}
 	p.byIdx[index] = d
+	// Hashes finish in any order: keep the newest points, not the last
+	// finished (a slow older hash must not evict the newest point).
 	p.order = append(p.order, index)
+	slices.Sort(p.order)
 	for len(p.order) > digestsKept {
 		delete(p.byIdx, p.order[0])
 		p.order = p.order[1:]

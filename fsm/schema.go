@@ -45,6 +45,13 @@ var (
 	bucketShardMap = []byte("shard_map")
 	// bucketRanges: keyRanges -> SetRanges (data groups): the slots owned.
 	bucketRanges = []byte("ranges")
+	// bucketCollections holds the versioned record collections, each one
+	// contiguous range under collectionKey(id) (slot first, like a
+	// timeline): collKind* below.
+	bucketCollections = []byte("collections")
+	// bucketCollectionExpiry: ts_ms (8) + a collection dedupe key ->
+	// nothing; bucketDedupeExpiry's twin for collection writes.
+	bucketCollectionExpiry = []byte("collection_dedupe_expiry")
 
 	keyAppliedIndex = []byte("applied_index")
 	keyAppliedTerm  = []byte("applied_term")
@@ -66,13 +73,18 @@ const (
 // Version 2 added the outbox bucket and the info and delivered kinds;
 // version 3 delivery seqs (the queued kind and 16-byte delivered marks);
 // version 4, the first kept in the node-wide storage engine, keys
-// timelines by slot first. States of versions 1 to 3 lived in a file per
-// group (data dir layout 1), which this binary refuses at start.
-const schemaVersion = 4
+// timelines by slot first; version 5 adds the collection buckets (a
+// version-4 state is upgraded in place at open: it only gains the empty
+// buckets). States of versions 1 to 3 lived in a file per group (data dir
+// layout 1), which this binary refuses at start.
+const schemaVersion = 5
+
+// upgradableSchema is the one older version createSchema upgrades.
+const upgradableSchema = 4
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
-var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox}
+var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox, bucketCollections, bucketCollectionExpiry}
 
 func createSchema(root *bolt.Bucket) error {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {
@@ -82,10 +94,13 @@ func createSchema(root *bolt.Bucket) error {
 	}
 	meta := root.Bucket(bucketMeta)
 	if v := meta.Get(keySchema); v != nil {
-		if got := binary.BigEndian.Uint64(v); got != schemaVersion {
+		switch got := binary.BigEndian.Uint64(v); got {
+		case schemaVersion:
+			return nil
+		case upgradableSchema: // the buckets were created above
+		default:
 			return fmt.Errorf("state has schema version %d; this binary reads version %d", got, schemaVersion)
 		}
-		return nil
 	}
 	return meta.Put(keySchema, u64(schemaVersion))
 }

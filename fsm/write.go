@@ -24,6 +24,15 @@ type Changes struct {
 	Heads map[string]uint64
 	// Outbox: a Send added a delivery job.
 	Outbox bool
+	// Collections maps every collection written to its new version.
+	Collections map[string]uint64
+}
+
+func (c *Changes) collectionMoved(collection string, version uint64) {
+	if c.Collections == nil {
+		c.Collections = map[string]uint64{}
+	}
+	c.Collections[collection] = version
 }
 
 func (c *Changes) headMoved(timeline string, head uint64) {

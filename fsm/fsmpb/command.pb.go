@@ -95,6 +95,8 @@ type Command struct {
 	//	*Command_Trim
 	//	*Command_DigestPoint
 	//	*Command_AppendBatch
+	//	*Command_RecordWrite
+	//	*Command_CompactTombstones
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -248,6 +250,24 @@ func (x *Command) GetAppendBatch() *AppendBatch {
 	return nil
 }
 
+func (x *Command) GetRecordWrite() *RecordWrite {
+	if x != nil {
+		if x, ok := x.Op.(*Command_RecordWrite); ok {
+			return x.RecordWrite
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCompactTombstones() *CompactTombstones {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CompactTombstones); ok {
+			return x.CompactTombstones
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -292,6 +312,14 @@ type Command_AppendBatch struct {
 	AppendBatch *AppendBatch `protobuf:"bytes,19,opt,name=append_batch,json=appendBatch,proto3,oneof"`
 }
 
+type Command_RecordWrite struct {
+	RecordWrite *RecordWrite `protobuf:"bytes,20,opt,name=record_write,json=recordWrite,proto3,oneof"`
+}
+
+type Command_CompactTombstones struct {
+	CompactTombstones *CompactTombstones `protobuf:"bytes,21,opt,name=compact_tombstones,json=compactTombstones,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -311,6 +339,10 @@ func (*Command_Trim) isCommand_Op() {}
 func (*Command_DigestPoint) isCommand_Op() {}
 
 func (*Command_AppendBatch) isCommand_Op() {}
+
+func (*Command_RecordWrite) isCommand_Op() {}
+
+func (*Command_CompactTombstones) isCommand_Op() {}
 
 // DigestPoint changes nothing. Every replica hashes its state as it stands
 // right after applying it, so replicas' digests are compared at exactly
@@ -1616,11 +1648,542 @@ func (x *NodeRecord) GetGossipAddr() string {
 	return ""
 }
 
+// RecordWrite is one atomic write to a versioned collection: every op is
+// applied, or none (a failed condition, a bad op). It advances the
+// collection's version by exactly one, and every record it touches carries
+// that version.
+type RecordWrite struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Collection string                 `protobuf:"bytes,1,opt,name=collection,proto3" json:"collection,omitempty"`
+	Ops        []*RecordOp            `protobuf:"bytes,2,rep,name=ops,proto3" json:"ops,omitempty"`
+	// Conditions, all checked before anything is written.
+	Conditions []*RecordCondition `protobuf:"bytes,3,rep,name=conditions,proto3" json:"conditions,omitempty"`
+	// has_expected_version: the collection's version must be expected_version.
+	HasExpectedVersion bool   `protobuf:"varint,4,opt,name=has_expected_version,json=hasExpectedVersion,proto3" json:"has_expected_version,omitempty"`
+	ExpectedVersion    uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	IdempotencyKey     string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	DedupeWindowMs     int64  `protobuf:"varint,7,opt,name=dedupe_window_ms,json=dedupeWindowMs,proto3" json:"dedupe_window_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *RecordWrite) Reset() {
+	*x = RecordWrite{}
+	mi := &file_command_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordWrite) ProtoMessage() {}
+
+func (x *RecordWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordWrite.ProtoReflect.Descriptor instead.
+func (*RecordWrite) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RecordWrite) GetCollection() string {
+	if x != nil {
+		return x.Collection
+	}
+	return ""
+}
+
+func (x *RecordWrite) GetOps() []*RecordOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+func (x *RecordWrite) GetConditions() []*RecordCondition {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
+}
+
+func (x *RecordWrite) GetHasExpectedVersion() bool {
+	if x != nil {
+		return x.HasExpectedVersion
+	}
+	return false
+}
+
+func (x *RecordWrite) GetExpectedVersion() uint64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *RecordWrite) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *RecordWrite) GetDedupeWindowMs() int64 {
+	if x != nil {
+		return x.DedupeWindowMs
+	}
+	return 0
+}
+
+type RecordOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// delete: leave a tombstone (value and metadata must be empty).
+	Delete        bool              `protobuf:"varint,2,opt,name=delete,proto3" json:"delete,omitempty"`
+	Value         []byte            `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Metadata      map[string]string `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordOp) Reset() {
+	*x = RecordOp{}
+	mi := &file_command_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordOp) ProtoMessage() {}
+
+func (x *RecordOp) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordOp.ProtoReflect.Descriptor instead.
+func (*RecordOp) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RecordOp) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RecordOp) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+func (x *RecordOp) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *RecordOp) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// RecordCondition: the record at key must have version (0: must not exist
+// or be a tombstone).
+type RecordCondition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordCondition) Reset() {
+	*x = RecordCondition{}
+	mi := &file_command_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordCondition) ProtoMessage() {}
+
+func (x *RecordCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordCondition.ProtoReflect.Descriptor instead.
+func (*RecordCondition) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RecordCondition) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RecordCondition) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+// CompactTombstones drops each named collection's tombstones with version
+// <= cutoff_version and raises its compaction horizon to it: a Sync from
+// below the horizon is answered RESET. The leader computes the cutoffs
+// (by tombstone age and count) and proposes them.
+type CompactTombstones struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*CompactItem         `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactTombstones) Reset() {
+	*x = CompactTombstones{}
+	mi := &file_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactTombstones) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactTombstones) ProtoMessage() {}
+
+func (x *CompactTombstones) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactTombstones.ProtoReflect.Descriptor instead.
+func (*CompactTombstones) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CompactTombstones) GetItems() []*CompactItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type CompactItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Collection    string                 `protobuf:"bytes,1,opt,name=collection,proto3" json:"collection,omitempty"`
+	CutoffVersion uint64                 `protobuf:"varint,2,opt,name=cutoff_version,json=cutoffVersion,proto3" json:"cutoff_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompactItem) Reset() {
+	*x = CompactItem{}
+	mi := &file_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompactItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompactItem) ProtoMessage() {}
+
+func (x *CompactItem) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompactItem.ProtoReflect.Descriptor instead.
+func (*CompactItem) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CompactItem) GetCollection() string {
+	if x != nil {
+		return x.Collection
+	}
+	return ""
+}
+
+func (x *CompactItem) GetCutoffVersion() uint64 {
+	if x != nil {
+		return x.CutoffVersion
+	}
+	return 0
+}
+
+// StoredRecord is the value of one record (or tombstone) of a collection.
+type StoredRecord struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Version  uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Deleted  bool                   `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Value    []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Metadata map[string]string      `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The time of the write that set it (the proposer's clock).
+	TsMs          int64 `protobuf:"varint,5,opt,name=ts_ms,json=tsMs,proto3" json:"ts_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredRecord) Reset() {
+	*x = StoredRecord{}
+	mi := &file_command_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredRecord) ProtoMessage() {}
+
+func (x *StoredRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredRecord.ProtoReflect.Descriptor instead.
+func (*StoredRecord) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *StoredRecord) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *StoredRecord) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *StoredRecord) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *StoredRecord) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *StoredRecord) GetTsMs() int64 {
+	if x != nil {
+		return x.TsMs
+	}
+	return 0
+}
+
+// CollectionInfo is kept per collection.
+type CollectionInfo struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Tombstones with version <= horizon were dropped.
+	Horizon    uint64 `protobuf:"varint,2,opt,name=horizon,proto3" json:"horizon,omitempty"`
+	Live       uint64 `protobuf:"varint,3,opt,name=live,proto3" json:"live,omitempty"`
+	Tombstones uint64 `protobuf:"varint,4,opt,name=tombstones,proto3" json:"tombstones,omitempty"`
+	// XOR of recordHash over the live records (see fsm/collection.go).
+	Digest        []byte `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectionInfo) Reset() {
+	*x = CollectionInfo{}
+	mi := &file_command_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectionInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectionInfo) ProtoMessage() {}
+
+func (x *CollectionInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectionInfo.ProtoReflect.Descriptor instead.
+func (*CollectionInfo) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CollectionInfo) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CollectionInfo) GetHorizon() uint64 {
+	if x != nil {
+		return x.Horizon
+	}
+	return 0
+}
+
+func (x *CollectionInfo) GetLive() uint64 {
+	if x != nil {
+		return x.Live
+	}
+	return 0
+}
+
+func (x *CollectionInfo) GetTombstones() uint64 {
+	if x != nil {
+		return x.Tombstones
+	}
+	return 0
+}
+
+func (x *CollectionInfo) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+// WriteDedupe remembers the version an idempotent RecordWrite produced.
+type WriteDedupe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	TsMs          int64                  `protobuf:"varint,2,opt,name=ts_ms,json=tsMs,proto3" json:"ts_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WriteDedupe) Reset() {
+	*x = WriteDedupe{}
+	mi := &file_command_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteDedupe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteDedupe) ProtoMessage() {}
+
+func (x *WriteDedupe) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteDedupe.ProtoReflect.Descriptor instead.
+func (*WriteDedupe) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *WriteDedupe) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *WriteDedupe) GetTsMs() int64 {
+	if x != nil {
+		return x.TsMs
+	}
+	return 0
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xca\x05\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xe4\x06\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -1636,7 +2199,9 @@ const file_command_proto_rawDesc = "" +
 	"\rdelivery_done\x18\x10 \x01(\v2\x1e.syncstore.fsm.v1.DeliveryDoneH\x00R\fdeliveryDone\x12,\n" +
 	"\x04trim\x18\x11 \x01(\v2\x16.syncstore.fsm.v1.TrimH\x00R\x04trim\x12B\n" +
 	"\fdigest_point\x18\x12 \x01(\v2\x1d.syncstore.fsm.v1.DigestPointH\x00R\vdigestPoint\x12B\n" +
-	"\fappend_batch\x18\x13 \x01(\v2\x1d.syncstore.fsm.v1.AppendBatchH\x00R\vappendBatchB\x04\n" +
+	"\fappend_batch\x18\x13 \x01(\v2\x1d.syncstore.fsm.v1.AppendBatchH\x00R\vappendBatch\x12B\n" +
+	"\frecord_write\x18\x14 \x01(\v2\x1d.syncstore.fsm.v1.RecordWriteH\x00R\vrecordWrite\x12T\n" +
+	"\x12compact_tombstones\x18\x15 \x01(\v2#.syncstore.fsm.v1.CompactTombstonesH\x00R\x11compactTombstonesB\x04\n" +
 	"\x02op\"\r\n" +
 	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
@@ -1745,7 +2310,57 @@ const file_command_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddr*I\n" +
+	"gossipAddr\"\xce\x02\n" +
+	"\vRecordWrite\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12,\n" +
+	"\x03ops\x18\x02 \x03(\v2\x1a.syncstore.fsm.v1.RecordOpR\x03ops\x12A\n" +
+	"\n" +
+	"conditions\x18\x03 \x03(\v2!.syncstore.fsm.v1.RecordConditionR\n" +
+	"conditions\x120\n" +
+	"\x14has_expected_version\x18\x04 \x01(\bR\x12hasExpectedVersion\x12)\n" +
+	"\x10expected_version\x18\x05 \x01(\x04R\x0fexpectedVersion\x12'\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12(\n" +
+	"\x10dedupe_window_ms\x18\a \x01(\x03R\x0ededupeWindowMs\"\xcd\x01\n" +
+	"\bRecordOp\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
+	"\x06delete\x18\x02 \x01(\bR\x06delete\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12D\n" +
+	"\bmetadata\x18\x04 \x03(\v2(.syncstore.fsm.v1.RecordOp.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
+	"\x0fRecordCondition\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"H\n" +
+	"\x11CompactTombstones\x123\n" +
+	"\x05items\x18\x01 \x03(\v2\x1d.syncstore.fsm.v1.CompactItemR\x05items\"T\n" +
+	"\vCompactItem\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12%\n" +
+	"\x0ecutoff_version\x18\x02 \x01(\x04R\rcutoffVersion\"\xf4\x01\n" +
+	"\fStoredRecord\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12H\n" +
+	"\bmetadata\x18\x04 \x03(\v2,.syncstore.fsm.v1.StoredRecord.MetadataEntryR\bmetadata\x12\x13\n" +
+	"\x05ts_ms\x18\x05 \x01(\x03R\x04tsMs\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
+	"\x0eCollectionInfo\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x18\n" +
+	"\ahorizon\x18\x02 \x01(\x04R\ahorizon\x12\x12\n" +
+	"\x04live\x18\x03 \x01(\x04R\x04live\x12\x1e\n" +
+	"\n" +
+	"tombstones\x18\x04 \x01(\x04R\n" +
+	"tombstones\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\fR\x06digest\"<\n" +
+	"\vWriteDedupe\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x13\n" +
+	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs*I\n" +
 	"\rTimelineClass\x12\x17\n" +
 	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
 	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
@@ -1763,34 +2378,44 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_command_proto_goTypes = []any{
-	(TimelineClass)(0),   // 0: syncstore.fsm.v1.TimelineClass
-	(*Command)(nil),      // 1: syncstore.fsm.v1.Command
-	(*DigestPoint)(nil),  // 2: syncstore.fsm.v1.DigestPoint
-	(*Send)(nil),         // 3: syncstore.fsm.v1.Send
-	(*Deliver)(nil),      // 4: syncstore.fsm.v1.Deliver
-	(*DeliveryItem)(nil), // 5: syncstore.fsm.v1.DeliveryItem
-	(*DeliveryDone)(nil), // 6: syncstore.fsm.v1.DeliveryDone
-	(*Trim)(nil),         // 7: syncstore.fsm.v1.Trim
-	(*TrimItem)(nil),     // 8: syncstore.fsm.v1.TrimItem
-	(*Append)(nil),       // 9: syncstore.fsm.v1.Append
-	(*AppendBatch)(nil),  // 10: syncstore.fsm.v1.AppendBatch
-	(*RegisterNode)(nil), // 11: syncstore.fsm.v1.RegisterNode
-	(*SetShardMap)(nil),  // 12: syncstore.fsm.v1.SetShardMap
-	(*SetRanges)(nil),    // 13: syncstore.fsm.v1.SetRanges
-	(*ShardMap)(nil),     // 14: syncstore.fsm.v1.ShardMap
-	(*ShardGroup)(nil),   // 15: syncstore.fsm.v1.ShardGroup
-	(*SlotRange)(nil),    // 16: syncstore.fsm.v1.SlotRange
-	(*StoredEntry)(nil),  // 17: syncstore.fsm.v1.StoredEntry
-	(*TimelineInfo)(nil), // 18: syncstore.fsm.v1.TimelineInfo
-	(*OutboxJob)(nil),    // 19: syncstore.fsm.v1.OutboxJob
-	(*DedupeRecord)(nil), // 20: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),   // 21: syncstore.fsm.v1.NodeRecord
-	nil,                  // 22: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                  // 23: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                  // 24: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                  // 25: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	(TimelineClass)(0),        // 0: syncstore.fsm.v1.TimelineClass
+	(*Command)(nil),           // 1: syncstore.fsm.v1.Command
+	(*DigestPoint)(nil),       // 2: syncstore.fsm.v1.DigestPoint
+	(*Send)(nil),              // 3: syncstore.fsm.v1.Send
+	(*Deliver)(nil),           // 4: syncstore.fsm.v1.Deliver
+	(*DeliveryItem)(nil),      // 5: syncstore.fsm.v1.DeliveryItem
+	(*DeliveryDone)(nil),      // 6: syncstore.fsm.v1.DeliveryDone
+	(*Trim)(nil),              // 7: syncstore.fsm.v1.Trim
+	(*TrimItem)(nil),          // 8: syncstore.fsm.v1.TrimItem
+	(*Append)(nil),            // 9: syncstore.fsm.v1.Append
+	(*AppendBatch)(nil),       // 10: syncstore.fsm.v1.AppendBatch
+	(*RegisterNode)(nil),      // 11: syncstore.fsm.v1.RegisterNode
+	(*SetShardMap)(nil),       // 12: syncstore.fsm.v1.SetShardMap
+	(*SetRanges)(nil),         // 13: syncstore.fsm.v1.SetRanges
+	(*ShardMap)(nil),          // 14: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),        // 15: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),         // 16: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),       // 17: syncstore.fsm.v1.StoredEntry
+	(*TimelineInfo)(nil),      // 18: syncstore.fsm.v1.TimelineInfo
+	(*OutboxJob)(nil),         // 19: syncstore.fsm.v1.OutboxJob
+	(*DedupeRecord)(nil),      // 20: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),        // 21: syncstore.fsm.v1.NodeRecord
+	(*RecordWrite)(nil),       // 22: syncstore.fsm.v1.RecordWrite
+	(*RecordOp)(nil),          // 23: syncstore.fsm.v1.RecordOp
+	(*RecordCondition)(nil),   // 24: syncstore.fsm.v1.RecordCondition
+	(*CompactTombstones)(nil), // 25: syncstore.fsm.v1.CompactTombstones
+	(*CompactItem)(nil),       // 26: syncstore.fsm.v1.CompactItem
+	(*StoredRecord)(nil),      // 27: syncstore.fsm.v1.StoredRecord
+	(*CollectionInfo)(nil),    // 28: syncstore.fsm.v1.CollectionInfo
+	(*WriteDedupe)(nil),       // 29: syncstore.fsm.v1.WriteDedupe
+	nil,                       // 30: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                       // 31: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                       // 32: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                       // 33: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                       // 34: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                       // 35: syncstore.fsm.v1.StoredRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	9,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
@@ -1803,23 +2428,30 @@ var file_command_proto_depIdxs = []int32{
 	7,  // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
 	2,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
 	10, // 9: syncstore.fsm.v1.Command.append_batch:type_name -> syncstore.fsm.v1.AppendBatch
-	22, // 10: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	5,  // 11: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	23, // 12: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	8,  // 13: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	24, // 14: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	9,  // 15: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
-	14, // 16: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	16, // 17: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	15, // 18: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	16, // 19: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	25, // 20: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 21: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	22, // 10: syncstore.fsm.v1.Command.record_write:type_name -> syncstore.fsm.v1.RecordWrite
+	25, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
+	30, // 12: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	5,  // 13: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	31, // 14: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	8,  // 15: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	32, // 16: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	9,  // 17: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
+	14, // 18: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	16, // 19: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	15, // 20: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	16, // 21: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	33, // 22: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 23: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	23, // 24: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
+	24, // 25: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
+	34, // 26: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	26, // 27: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
+	35, // 28: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	29, // [29:29] is the sub-list for method output_type
+	29, // [29:29] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -1838,6 +2470,8 @@ func file_command_proto_init() {
 		(*Command_Trim)(nil),
 		(*Command_DigestPoint)(nil),
 		(*Command_AppendBatch)(nil),
+		(*Command_RecordWrite)(nil),
+		(*Command_CompactTombstones)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1845,7 +2479,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

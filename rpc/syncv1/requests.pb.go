@@ -709,6 +709,403 @@ func (x *DeliveryItem) GetDeliverySeq() uint64 {
 	return 0
 }
 
+// WriteRequest is one atomic write to a versioned collection (Records.Write).
+type WriteRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Collection *string                `protobuf:"bytes,1,opt,name=collection" json:"collection,omitempty"`
+	Ops        []*RecordOp            `protobuf:"bytes,2,rep,name=ops" json:"ops,omitempty"`
+	// Every condition must hold or nothing is written (FAILED_PRECONDITION
+	// with a ConditionFailed detail giving the current versions).
+	Conditions []*RecordCondition `protobuf:"bytes,3,rep,name=conditions" json:"conditions,omitempty"`
+	// When set, the collection's version must equal it.
+	ExpectedVersion *uint64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion" json:"expected_version,omitempty"`
+	// Optional, but without one a retried Write may apply twice.
+	IdempotencyKey *string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WriteRequest) Reset() {
+	*x = WriteRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WriteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WriteRequest) ProtoMessage() {}
+
+func (x *WriteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
+func (*WriteRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *WriteRequest) GetCollection() string {
+	if x != nil && x.Collection != nil {
+		return *x.Collection
+	}
+	return ""
+}
+
+func (x *WriteRequest) GetOps() []*RecordOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+func (x *WriteRequest) GetConditions() []*RecordCondition {
+	if x != nil {
+		return x.Conditions
+	}
+	return nil
+}
+
+func (x *WriteRequest) GetExpectedVersion() uint64 {
+	if x != nil && x.ExpectedVersion != nil {
+		return *x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *WriteRequest) GetIdempotencyKey() string {
+	if x != nil && x.IdempotencyKey != nil {
+		return *x.IdempotencyKey
+	}
+	return ""
+}
+
+type RecordOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   *string                `protobuf:"bytes,1,opt,name=key" json:"key,omitempty"`
+	// delete leaves a tombstone; value and metadata must be empty.
+	Delete        *bool             `protobuf:"varint,2,opt,name=delete" json:"delete,omitempty"`
+	Value         []byte            `protobuf:"bytes,3,opt,name=value" json:"value,omitempty"`
+	Metadata      map[string]string `protobuf:"bytes,4,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordOp) Reset() {
+	*x = RecordOp{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordOp) ProtoMessage() {}
+
+func (x *RecordOp) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordOp.ProtoReflect.Descriptor instead.
+func (*RecordOp) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RecordOp) GetKey() string {
+	if x != nil && x.Key != nil {
+		return *x.Key
+	}
+	return ""
+}
+
+func (x *RecordOp) GetDelete() bool {
+	if x != nil && x.Delete != nil {
+		return *x.Delete
+	}
+	return false
+}
+
+func (x *RecordOp) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *RecordOp) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// RecordCondition: the record must be at version (0: must not exist, or be
+// deleted).
+type RecordCondition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *string                `protobuf:"bytes,1,opt,name=key" json:"key,omitempty"`
+	Version       *uint64                `protobuf:"varint,2,opt,name=version" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordCondition) Reset() {
+	*x = RecordCondition{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordCondition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordCondition) ProtoMessage() {}
+
+func (x *RecordCondition) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordCondition.ProtoReflect.Descriptor instead.
+func (*RecordCondition) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RecordCondition) GetKey() string {
+	if x != nil && x.Key != nil {
+		return *x.Key
+	}
+	return ""
+}
+
+func (x *RecordCondition) GetVersion() uint64 {
+	if x != nil && x.Version != nil {
+		return *x.Version
+	}
+	return 0
+}
+
+type GetRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Collection *string                `protobuf:"bytes,1,opt,name=collection" json:"collection,omitempty"`
+	// The records to read; none: page through the whole collection by key.
+	Keys []string `protobuf:"bytes,2,rep,name=keys" json:"keys,omitempty"`
+	// With no keys: start after this key ("" from the first), at most limit
+	// records (1 .. the server's maximum page size).
+	AfterKey      *string      `protobuf:"bytes,3,opt,name=after_key,json=afterKey" json:"after_key,omitempty"`
+	Limit         *uint32      `protobuf:"varint,4,opt,name=limit" json:"limit,omitempty"`
+	Consistency   *Consistency `protobuf:"varint,5,opt,name=consistency,enum=syncstore.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRequest) Reset() {
+	*x = GetRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRequest) ProtoMessage() {}
+
+func (x *GetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
+func (*GetRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetRequest) GetCollection() string {
+	if x != nil && x.Collection != nil {
+		return *x.Collection
+	}
+	return ""
+}
+
+func (x *GetRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *GetRequest) GetAfterKey() string {
+	if x != nil && x.AfterKey != nil {
+		return *x.AfterKey
+	}
+	return ""
+}
+
+func (x *GetRequest) GetLimit() uint32 {
+	if x != nil && x.Limit != nil {
+		return *x.Limit
+	}
+	return 0
+}
+
+func (x *GetRequest) GetConsistency() Consistency {
+	if x != nil && x.Consistency != nil {
+		return *x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type RecordSyncRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Collection *string                `protobuf:"bytes,1,opt,name=collection" json:"collection,omitempty"`
+	// The version the client holds (0: none).
+	SinceVersion *uint64 `protobuf:"varint,2,opt,name=since_version,json=sinceVersion" json:"since_version,omitempty"`
+	// Changed records per page (1 .. the server's maximum page size).
+	Limit         *uint32      `protobuf:"varint,3,opt,name=limit" json:"limit,omitempty"`
+	Consistency   *Consistency `protobuf:"varint,4,opt,name=consistency,enum=syncstore.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordSyncRequest) Reset() {
+	*x = RecordSyncRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordSyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordSyncRequest) ProtoMessage() {}
+
+func (x *RecordSyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordSyncRequest.ProtoReflect.Descriptor instead.
+func (*RecordSyncRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RecordSyncRequest) GetCollection() string {
+	if x != nil && x.Collection != nil {
+		return *x.Collection
+	}
+	return ""
+}
+
+func (x *RecordSyncRequest) GetSinceVersion() uint64 {
+	if x != nil && x.SinceVersion != nil {
+		return *x.SinceVersion
+	}
+	return 0
+}
+
+func (x *RecordSyncRequest) GetLimit() uint32 {
+	if x != nil && x.Limit != nil {
+		return *x.Limit
+	}
+	return 0
+}
+
+func (x *RecordSyncRequest) GetConsistency() Consistency {
+	if x != nil && x.Consistency != nil {
+		return *x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type SyncManyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Collections   []*RecordSyncRequest   `protobuf:"bytes,1,rep,name=collections" json:"collections,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncManyRequest) Reset() {
+	*x = SyncManyRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncManyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncManyRequest) ProtoMessage() {}
+
+func (x *SyncManyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncManyRequest.ProtoReflect.Descriptor instead.
+func (*SyncManyRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SyncManyRequest) GetCollections() []*RecordSyncRequest {
+	if x != nil {
+		return x.Collections
+	}
+	return nil
+}
+
 var File_syncstore_v1_requests_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_requests_proto_rawDesc = "" +
@@ -770,7 +1167,46 @@ const file_syncstore_v1_requests_proto_rawDesc = "" +
 	"\fdelivery_seq\x18\b \x01(\x04R\vdeliverySeq\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*B\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x01\n" +
+	"\fWriteRequest\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12(\n" +
+	"\x03ops\x18\x02 \x03(\v2\x16.syncstore.v1.RecordOpR\x03ops\x12=\n" +
+	"\n" +
+	"conditions\x18\x03 \x03(\v2\x1d.syncstore.v1.RecordConditionR\n" +
+	"conditions\x12)\n" +
+	"\x10expected_version\x18\x04 \x01(\x04R\x0fexpectedVersion\x12'\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\"\xc9\x01\n" +
+	"\bRecordOp\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
+	"\x06delete\x18\x02 \x01(\bR\x06delete\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12@\n" +
+	"\bmetadata\x18\x04 \x03(\v2$.syncstore.v1.RecordOp.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"=\n" +
+	"\x0fRecordCondition\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xb0\x01\n" +
+	"\n" +
+	"GetRequest\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x1b\n" +
+	"\tafter_key\x18\x03 \x01(\tR\bafterKey\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\x12;\n" +
+	"\vconsistency\x18\x05 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"\xab\x01\n" +
+	"\x11RecordSyncRequest\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12#\n" +
+	"\rsince_version\x18\x02 \x01(\x04R\fsinceVersion\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12;\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"T\n" +
+	"\x0fSyncManyRequest\x12A\n" +
+	"\vcollections\x18\x01 \x03(\v2\x1f.syncstore.v1.RecordSyncRequestR\vcollections*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_STALE\x10\x01B+Z)github.com/syncstore/syncstore/rpc/syncv1"
@@ -788,36 +1224,49 @@ func file_syncstore_v1_requests_proto_rawDescGZIP() []byte {
 }
 
 var file_syncstore_v1_requests_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_syncstore_v1_requests_proto_goTypes = []any{
-	(Consistency)(0),         // 0: syncstore.v1.Consistency
-	(*AppendRequest)(nil),    // 1: syncstore.v1.AppendRequest
-	(*PullRequest)(nil),      // 2: syncstore.v1.PullRequest
-	(*HeadRequest)(nil),      // 3: syncstore.v1.HeadRequest
-	(*SendRequest)(nil),      // 4: syncstore.v1.SendRequest
-	(*HistoryRequest)(nil),   // 5: syncstore.v1.HistoryRequest
-	(*SubscribeRequest)(nil), // 6: syncstore.v1.SubscribeRequest
-	(*SubscribeFrom)(nil),    // 7: syncstore.v1.SubscribeFrom
-	(*DeliverRequest)(nil),   // 8: syncstore.v1.DeliverRequest
-	(*DeliveryItem)(nil),     // 9: syncstore.v1.DeliveryItem
-	nil,                      // 10: syncstore.v1.AppendRequest.MetadataEntry
-	nil,                      // 11: syncstore.v1.SendRequest.MetadataEntry
-	nil,                      // 12: syncstore.v1.DeliveryItem.MetadataEntry
+	(Consistency)(0),          // 0: syncstore.v1.Consistency
+	(*AppendRequest)(nil),     // 1: syncstore.v1.AppendRequest
+	(*PullRequest)(nil),       // 2: syncstore.v1.PullRequest
+	(*HeadRequest)(nil),       // 3: syncstore.v1.HeadRequest
+	(*SendRequest)(nil),       // 4: syncstore.v1.SendRequest
+	(*HistoryRequest)(nil),    // 5: syncstore.v1.HistoryRequest
+	(*SubscribeRequest)(nil),  // 6: syncstore.v1.SubscribeRequest
+	(*SubscribeFrom)(nil),     // 7: syncstore.v1.SubscribeFrom
+	(*DeliverRequest)(nil),    // 8: syncstore.v1.DeliverRequest
+	(*DeliveryItem)(nil),      // 9: syncstore.v1.DeliveryItem
+	(*WriteRequest)(nil),      // 10: syncstore.v1.WriteRequest
+	(*RecordOp)(nil),          // 11: syncstore.v1.RecordOp
+	(*RecordCondition)(nil),   // 12: syncstore.v1.RecordCondition
+	(*GetRequest)(nil),        // 13: syncstore.v1.GetRequest
+	(*RecordSyncRequest)(nil), // 14: syncstore.v1.RecordSyncRequest
+	(*SyncManyRequest)(nil),   // 15: syncstore.v1.SyncManyRequest
+	nil,                       // 16: syncstore.v1.AppendRequest.MetadataEntry
+	nil,                       // 17: syncstore.v1.SendRequest.MetadataEntry
+	nil,                       // 18: syncstore.v1.DeliveryItem.MetadataEntry
+	nil,                       // 19: syncstore.v1.RecordOp.MetadataEntry
 }
 var file_syncstore_v1_requests_proto_depIdxs = []int32{
-	10, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
+	16, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
 	0,  // 1: syncstore.v1.PullRequest.consistency:type_name -> syncstore.v1.Consistency
 	0,  // 2: syncstore.v1.HeadRequest.consistency:type_name -> syncstore.v1.Consistency
-	11, // 3: syncstore.v1.SendRequest.metadata:type_name -> syncstore.v1.SendRequest.MetadataEntry
+	17, // 3: syncstore.v1.SendRequest.metadata:type_name -> syncstore.v1.SendRequest.MetadataEntry
 	0,  // 4: syncstore.v1.HistoryRequest.consistency:type_name -> syncstore.v1.Consistency
 	7,  // 5: syncstore.v1.SubscribeRequest.add:type_name -> syncstore.v1.SubscribeFrom
 	9,  // 6: syncstore.v1.DeliverRequest.items:type_name -> syncstore.v1.DeliveryItem
-	12, // 7: syncstore.v1.DeliveryItem.metadata:type_name -> syncstore.v1.DeliveryItem.MetadataEntry
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	18, // 7: syncstore.v1.DeliveryItem.metadata:type_name -> syncstore.v1.DeliveryItem.MetadataEntry
+	11, // 8: syncstore.v1.WriteRequest.ops:type_name -> syncstore.v1.RecordOp
+	12, // 9: syncstore.v1.WriteRequest.conditions:type_name -> syncstore.v1.RecordCondition
+	19, // 10: syncstore.v1.RecordOp.metadata:type_name -> syncstore.v1.RecordOp.MetadataEntry
+	0,  // 11: syncstore.v1.GetRequest.consistency:type_name -> syncstore.v1.Consistency
+	0,  // 12: syncstore.v1.RecordSyncRequest.consistency:type_name -> syncstore.v1.Consistency
+	14, // 13: syncstore.v1.SyncManyRequest.collections:type_name -> syncstore.v1.RecordSyncRequest
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_requests_proto_init() }
@@ -831,7 +1280,7 @@ func file_syncstore_v1_requests_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_requests_proto_rawDesc), len(file_syncstore_v1_requests_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
