@@ -31,8 +31,8 @@ func (n *Node) Pull(ctx context.Context, timeline string, after uint64, limit in
 // pageGroup checks a page request (Pull, History) and returns the local
 // replica to read it from, once it may be read with consistency c.
 func (n *Node) pageGroup(ctx context.Context, timeline string, limit int, c Consistency) (*Group, error) {
-	if limit < 1 || limit > n.cfg.MaxPageSize {
-		return nil, fmt.Errorf("%w: limit %d must be within 1..%d", fsm.ErrInvalidArgument, limit, n.cfg.MaxPageSize)
+	if err := n.checkLimit(limit); err != nil {
+		return nil, err
 	}
 	g, err := n.routeRead(timeline)
 	if err != nil {

@@ -164,6 +164,10 @@ func opName(cmd *fsmpb.Command) string {
 		return "delivery_done"
 	case *fsmpb.Command_Trim:
 		return "trim"
+	case *fsmpb.Command_RecordWrite:
+		return "record_write"
+	case *fsmpb.Command_CompactTombstones:
+		return "compact_tombstones"
 	}
 	return "other"
 }

@@ -22,6 +22,7 @@ var errorCodes = []struct {
 	{fsm.ErrMalformedCommand, codes.InvalidArgument},
 	{fsm.ErrNodeConflict, codes.FailedPrecondition},
 	{fsm.ErrDeliveryGap, codes.FailedPrecondition},
+	{fsm.ErrConditionFailed, codes.FailedPrecondition},
 	{fsm.ErrWrongGroup, codes.Aborted},
 	// A stored value that fails its checksum on this replica: never served
 	// as data. DATA_LOSS, which clients retry on another replica no sooner
@@ -59,6 +60,10 @@ func toStatus(err error) error {
 			code = m.code
 			break
 		}
+	}
+	var cf *fsm.ConditionFailedError
+	if errors.As(err, &cf) {
+		return conditionFailedStatus(cf).Err()
 	}
 	st := status.New(code, err.Error())
 	var nl *node.NotLeaderError

@@ -30,7 +30,7 @@ import (
 // fuzzMethods are the RPCs FuzzHandlers drives; the first byte of an input
 // picks one (modulo their number), so a new RPC is fuzzed without being
 // told, though the corpus check below asks for a seed for it.
-var fuzzMethods = testutil.Methods(syncv1.Sync_ServiceDesc, syncv1.Admin_ServiceDesc, syncv1.Peer_ServiceDesc)
+var fuzzMethods = testutil.Methods(syncv1.Sync_ServiceDesc, syncv1.Admin_ServiceDesc, syncv1.Peer_ServiceDesc, syncv1.Records_ServiceDesc)
 
 // clientFacing are the codes a request may be answered with, besides OK.
 // INTERNAL and UNKNOWN mean a bug on the server's side.

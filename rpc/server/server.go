@@ -85,6 +85,7 @@ func New(n *node.Node, log *slog.Logger, opts ...Option) *Server {
 	syncv1.RegisterSyncServer(s.grpc, s)
 	syncv1.RegisterAdminServer(s.grpc, s)
 	syncv1.RegisterPeerServer(s.grpc, s)
+	syncv1.RegisterRecordsServer(s.grpc, &records{s: s})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -144,6 +145,11 @@ func (s *Server) leaderConn(ctx context.Context, err error) (context.Context, *g
 	if cerr != nil {
 		return ctx, nil, nil, false
 	}
-	out := metadata.AppendToOutgoingContext(ctx, forwardedHeader, s.node.ID())
-	return out, conn, nl, true
+	return markForwarded(ctx, s.node.ID()), conn, nl, true
+}
+
+// markForwarded marks an outgoing call as forwarded by this node, so the
+// receiver serves it or fails, never forwards it again.
+func markForwarded(ctx context.Context, self string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, forwardedHeader, self)
 }

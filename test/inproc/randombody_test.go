@@ -121,7 +121,7 @@ func TestRandomBodiesAreInvalidArgumentAndChangeNothing(t *testing.T) {
 	for _, m := range c.Members {
 		conns = append(conns, dialRaw(t, m.GRPCAddr))
 	}
-	methods := testutil.Methods(syncv1.Sync_ServiceDesc, syncv1.Admin_ServiceDesc, syncv1.Peer_ServiceDesc)
+	methods := testutil.Methods(syncv1.Sync_ServiceDesc, syncv1.Admin_ServiceDesc, syncv1.Peer_ServiceDesc, syncv1.Records_ServiceDesc)
 	if len(methods) < 12 {
 		t.Fatalf("found %d methods; the descriptors list at least 12", len(methods))
 	}
