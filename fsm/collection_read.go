@@ -298,3 +298,104 @@ func recordOf(key string, rec *fsmpb.StoredRecord) Record {
 		TsMs:     rec.GetTsMs(),
 	}
 }
+
+// CompactionPolicy says which tombstones the leader compacts: those older
+// than MaxAgeMs (0: no age limit), and beyond the newest Keep of a
+// collection (0: no count limit).
+type CompactionPolicy struct {
+	MaxAgeMs int64
+	Keep     uint64
+}
+
+// CompactionCandidates scans up to maxScan keys of the collections after
+// resume ("" from the first) and returns at most maxItems collections with
+// tombstones the policy drops, each with its cutoff version, and the last
+// collection it read, after which the next scan resumes ("" when the pass
+// reached the end).
+func (f *FSM) CompactionCandidates(p CompactionPolicy, nowMs int64, resume string, maxItems, maxScan int) ([]*fsmpb.CompactItem, string, error) {
+	if p == (CompactionPolicy{}) {
+		return nil, "", nil
+	}
+	var (
+		out  []*fsmpb.CompactItem
+		next string
+	)
+	err := f.view(func(root *bolt.Bucket) error {
+		cb := sealed{root.Bucket(bucketCollections)}
+		c := cb.b.Cursor()
+		k, _ := c.First()
+		if resume != "" {
+			k, _ = c.Seek(timelineEnd(collectionKey(resume)))
+		}
+		scanned, last := 0, ""
+		for k != nil {
+			id, ok := timelineIDOf(k)
+			if !ok {
+				return fmt.Errorf("%w: collection key %x", ErrCorruptState, k)
+			}
+			if len(out) >= maxItems || scanned >= maxScan {
+				next = last // the next scan starts after the last one read
+				return nil
+			}
+			last = id
+			ck := collectionKey(id)
+			info, err := readCollInfo(cb, ck)
+			if err != nil {
+				return err
+			}
+			scanned++
+			if info.GetTombstones() > 0 && (p.MaxAgeMs > 0 || info.GetTombstones() > p.Keep && p.Keep > 0) {
+				cutoff, n, err := compactionCutoff(cb, ck, info, p, nowMs)
+				if err != nil {
+					return err
+				}
+				scanned += n
+				if cutoff > info.GetHorizon() {
+					out = append(out, &fsmpb.CompactItem{Collection: id, CutoffVersion: cutoff})
+				}
+			}
+			k, _ = c.Seek(timelineEnd(ck))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, resume, fmt.Errorf("fsm: compaction candidates: %w", err)
+	}
+	return out, next, nil
+}
+
+// compactionCutoff walks a collection's tombstones in version order and
+// returns the newest version the policy drops (0: none), and how many
+// index keys it read.
+func compactionCutoff(cb sealed, ck []byte, info *fsmpb.CollectionInfo, p CompactionPolicy, nowMs int64) (uint64, int, error) {
+	excess := uint64(0)
+	if p.Keep > 0 && info.GetTombstones() > p.Keep {
+		excess = info.GetTombstones() - p.Keep
+	}
+	prefix := byVersionPrefix(ck)
+	c := cb.b.Cursor()
+	var cutoff uint64
+	var seen uint64
+	n := 0
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && n < MaxCompactScan; k, _ = c.Next() {
+		n++
+		version, key, ok := splitByVersion(k[len(prefix):])
+		if !ok {
+			return 0, n, fmt.Errorf("%w: version index key %x", ErrCorruptState, k)
+		}
+		rec, err := readRecord(cb, recordKey(ck, key))
+		if err != nil {
+			return 0, n, err
+		}
+		if rec == nil || !rec.GetDeleted() {
+			continue
+		}
+		old := p.MaxAgeMs > 0 && rec.GetTsMs() < nowMs-p.MaxAgeMs
+		if seen >= excess && !old {
+			break
+		}
+		seen++
+		cutoff = version
+	}
+	return cutoff, n, nil
+}

@@ -511,3 +511,64 @@ func TestPropertySyncFromAnyVersionConverges(t *testing.T) {
 		})
 	}
 }
+
+func TestCompactionCandidatesByAgeAndCount(t *testing.T) {
+	h := newHarness(t)
+	// "old": tombstones at versions 2 (t=1000) and 4 (t=5000); "many": 5 tombstones.
+	h.write(writeCmd("old", 1000, put("a", "1")))
+	h.write(writeCmd("old", 1000, del("a")))
+	h.write(writeCmd("old", 5000, put("b", "1")))
+	h.write(writeCmd("old", 5000, del("b")))
+	for i := range 5 {
+		h.write(writeCmd("many", 9000, del(fmt.Sprint("k", i))))
+	}
+	h.write(writeCmd("none", 1, put("x", "1")))
+	cutoffs := func(p CompactionPolicy, now int64) map[string]uint64 {
+		items, next, err := h.f.CompactionCandidates(p, now, "", 100, 1000)
+		if err != nil || next != "" {
+			t.Fatalf("candidates: %v, next %q", err, next)
+		}
+		out := map[string]uint64{}
+		for _, it := range items {
+			out[it.GetCollection()] = it.GetCutoffVersion()
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		p    CompactionPolicy
+		now  int64
+		want string
+	}{
+		{"no policy", CompactionPolicy{}, 10000, "map[]"},
+		{"by age: older than 2 s at t=6 s", CompactionPolicy{MaxAgeMs: 2000}, 6000, "map[old:2]"},
+		{"by age: everything", CompactionPolicy{MaxAgeMs: 1}, 100000, "map[many:5 old:4]"},
+		{"by count: keep 2", CompactionPolicy{Keep: 2}, 0, "map[many:3]"},
+		{"by count: keep 1", CompactionPolicy{Keep: 1}, 0, "map[many:4 old:2]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := fmt.Sprint(cutoffs(tc.p, tc.now)); got != tc.want {
+				t.Fatalf("cutoffs %s, want %s", got, tc.want)
+			}
+		})
+	}
+	// Resuming: one collection per call walks them all.
+	var seen []string
+	resume := ""
+	for range 10 {
+		items, next, err := h.f.CompactionCandidates(CompactionPolicy{Keep: 1}, 0, resume, 1, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range items {
+			seen = append(seen, it.GetCollection())
+		}
+		if resume = next; resume == "" {
+			break
+		}
+	}
+	if len(seen) != 2 {
+		t.Fatalf("a resumed pass found %v, want both collections", seen)
+	}
+}

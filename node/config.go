@@ -38,6 +38,14 @@ const (
 	// DefaultRetentionInterval is how often a group leader looks for
 	// entries to trim.
 	DefaultRetentionInterval = time.Minute
+	// DefaultTombstoneMaxAge is how long a collection's tombstones are kept:
+	// a device that last synced longer ago than this reads the collection
+	// whole (RESET).
+	DefaultTombstoneMaxAge = 30 * 24 * time.Hour
+	// DefaultTombstoneKeep is how many tombstones a collection keeps at most.
+	DefaultTombstoneKeep = 10000
+	// DefaultTombstoneCompactEvery is how often a group leader compacts.
+	DefaultTombstoneCompactEvery = time.Minute
 )
 
 // Config configures one node.
@@ -88,6 +96,12 @@ type Config struct {
 	UserRetention, ConversationRetention Retention
 	// RetentionInterval is how often a group leader trims.
 	RetentionInterval time.Duration
+	// Tombstones of collections older than TombstoneMaxAge (0: any age) or
+	// beyond the newest TombstoneKeep of a collection (0: any number) are
+	// compacted every TombstoneCompactEvery.
+	TombstoneMaxAge       time.Duration
+	TombstoneKeep         uint64
+	TombstoneCompactEvery time.Duration
 	// StateMmapBytes is the initial mmap size of the node's state file
 	// (address space, not memory): a snapshot's long read blocks the
 	// node's writes only when the file outgrows it.
@@ -168,6 +182,9 @@ func DefaultConfig() Config {
 		UserRetention:         Retention{MaxAge: DefaultRetentionAge},
 		ConversationRetention: Retention{MaxAge: DefaultRetentionAge},
 		RetentionInterval:     DefaultRetentionInterval,
+		TombstoneMaxAge:       DefaultTombstoneMaxAge,
+		TombstoneKeep:         DefaultTombstoneKeep,
+		TombstoneCompactEvery: DefaultTombstoneCompactEvery,
 		ApplyTimeout:          10 * time.Second,
 		HeartbeatTimeout:      time.Second,
 		ElectionTimeout:       time.Second,
@@ -217,6 +234,9 @@ func (c Config) Validate() error {
 	}
 	if c.LightAbove < 1 || c.LightAbove >= fsm.MaxRecipients {
 		errs = append(errs, fmt.Errorf("light-above %d must be within 1..%d", c.LightAbove, fsm.MaxRecipients-1))
+	}
+	if c.TombstoneCompactEvery <= 0 || c.TombstoneMaxAge < 0 {
+		errs = append(errs, errors.New("tombstone compaction interval must be positive and the tombstone age not negative"))
 	}
 	if c.RetentionInterval <= 0 {
 		errs = append(errs, errors.New("retention interval must be positive"))

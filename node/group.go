@@ -141,6 +141,7 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 	if g.outbox != nil {
 		g.wg.Go(func() { g.outbox.Run(g.ctx) })
 		g.wg.Go(func() { g.retentionLoop(g.ctx) })
+		g.wg.Go(func() { g.compactionLoop(g.ctx) })
 	}
 	return g, nil
 }

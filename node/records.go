@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
@@ -198,4 +199,45 @@ func (n *Node) checkLimit(limit int) error {
 		return fmt.Errorf("%w: limit %d must be within 1..%d", fsm.ErrInvalidArgument, limit, n.cfg.MaxPageSize)
 	}
 	return nil
+}
+
+const (
+	// compactScanPerRound bounds the collection keys one compaction round
+	// reads; the scan resumes where it stopped next round.
+	compactScanPerRound = 10000
+	// compactItemsPerCommand bounds the collections one CompactTombstones
+	// names.
+	compactItemsPerCommand = 256
+)
+
+// compactionLoop compacts a data group's tombstones every
+// TombstoneCompactEvery while this replica is its ready leader. The leader
+// computes each cutoff from its own state and clock and proposes it, so
+// every replica drops exactly the same tombstones and records the same
+// horizon.
+func (g *Group) compactionLoop(ctx context.Context) {
+	tick := time.NewTicker(g.node.cfg.TombstoneCompactEvery)
+	defer tick.Stop()
+	policy := fsm.CompactionPolicy{MaxAgeMs: g.node.cfg.TombstoneMaxAge.Milliseconds(), Keep: g.node.cfg.TombstoneKeep}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		resume := ""
+		for ctx.Err() == nil && g.isReadyLeader() {
+			items, next, err := g.fsm.CompactionCandidates(policy, g.node.cfg.Clock().UnixMilli(), resume, compactItemsPerCommand, compactScanPerRound)
+			if err == nil && len(items) > 0 {
+				_, err = g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_CompactTombstones{CompactTombstones: &fsmpb.CompactTombstones{Items: items}}})
+			}
+			if err != nil {
+				g.log.Warn("tombstone compaction", "err", err)
+				break
+			}
+			if resume = next; resume == "" {
+				break
+			}
+		}
+	}
 }

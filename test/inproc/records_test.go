@@ -1,0 +1,474 @@
+package inproc
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/internal/testcluster"
+	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/syncv1"
+)
+
+// recordWrite is one write a records writer made: its ops, and once
+// acknowledged, the version it got.
+type recordWrite struct {
+	collection string
+	puts       map[string]string // key -> value
+	deletes    map[string]bool
+	version    uint64 // 0 until acknowledged
+	refused    bool   // a condition failed: certainly not applied
+}
+
+// recordsWorkload: writers doing puts, deletes and conditional writes to
+// random collections, each write retried with its idempotency key until it
+// is answered.
+type recordsWorkload struct {
+	mu     sync.Mutex
+	writes map[string]*recordWrite // by write id (= idempotency key)
+	acked  atomic.Int64
+	errors atomic.Int64
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// hotCollections: the first this many collections get half the writes.
+const hotCollections = 60
+
+func startRecordsWorkload(t *testing.T, cl *client.Client, writers int, collections []string) *recordsWorkload {
+	w := &recordsWorkload{writes: map[string]*recordWrite{}, stop: make(chan struct{})}
+	for id := range writers {
+		w.wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(id), 7))
+			for i := 0; ; i++ {
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				coll := collections[rng.IntN(len(collections))]
+				if rng.IntN(2) == 0 { // half the writes go to a few hot collections (the devices follow them)
+					coll = collections[rng.IntN(hotCollections)]
+				}
+				if !w.one(t, cl, rng, fmt.Sprintf("w%d-%d", id, i), coll) {
+					return
+				}
+			}
+		})
+	}
+	return w
+}
+
+// one makes one write, retrying until it is answered; false when the
+// workload stopped first (its outcome stays unknown).
+func (w *recordsWorkload) one(t *testing.T, cl *client.Client, rng *rand.Rand, wid, coll string) bool {
+	rw := &recordWrite{collection: coll, puts: map[string]string{}, deletes: map[string]bool{}}
+	var ops []*syncv1.RecordOp
+	var opts client.WriteOptions
+	key := func() string { return fmt.Sprint("k", rng.IntN(8)) }
+	switch r := rng.IntN(10); {
+	case r < 5: // puts of 1..3 keys
+		for range 1 + rng.IntN(3) {
+			k := key()
+			if _, dup := rw.puts[k]; !dup {
+				rw.puts[k] = wid + "/" + k
+				ops = append(ops, client.Put(k, []byte(rw.puts[k])))
+			}
+		}
+	case r < 7:
+		k := key()
+		rw.deletes[k] = true
+		ops = append(ops, client.Delete(k))
+	default: // read a record's version, then write only if it is unchanged
+		k := key()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		got, err := cl.Get(ctx, coll, []string{k}, "", 0, client.Linearizable)
+		cancel()
+		if err != nil {
+			w.errors.Add(1)
+			return true // try another write
+		}
+		var v uint64
+		if len(got.GetRecords()) == 1 {
+			v = got.GetRecords()[0].GetVersion()
+		}
+		opts.Conditions = []*syncv1.RecordCondition{client.IfVersion(k, v)}
+		rw.puts[k] = wid + "/" + k
+		ops = append(ops, client.Put(k, []byte(rw.puts[k])))
+	}
+	opts.IdempotencyKey = wid
+	w.mu.Lock()
+	w.writes[wid] = rw
+	w.mu.Unlock()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := cl.Write(ctx, coll, ops, opts)
+		cancel()
+		switch {
+		case err == nil:
+			w.mu.Lock()
+			rw.version = resp.GetVersion()
+			w.mu.Unlock()
+			w.acked.Add(1)
+			return true
+		case status.Code(err) == codes.FailedPrecondition:
+			w.mu.Lock()
+			rw.refused = true
+			w.mu.Unlock()
+			return true
+		case status.Code(err) == codes.InvalidArgument:
+			t.Errorf("write %s refused as invalid: %v", wid, err)
+			return false
+		}
+		w.errors.Add(1)
+		select {
+		case <-w.stop:
+			return false
+		default:
+		}
+	}
+}
+
+func (w *recordsWorkload) finish() { close(w.stop); w.wg.Wait() }
+
+func (w *recordsWorkload) progress(t *testing.T, n int64) {
+	t.Helper()
+	target := w.acked.Load() + n
+	deadline := time.Now().Add(60 * time.Second)
+	for w.acked.Load() < target {
+		if time.Now().After(deadline) {
+			t.Fatalf("the records workload made no progress: %d acknowledged, waiting for %d", w.acked.Load(), target)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a counter, not synchronising
+	}
+}
+
+// device is a client that keeps collections in step by Sync, as an app
+// would: it holds each collection's records and version.
+type device struct {
+	cl      *client.Client
+	state   map[string]map[string]*syncv1.Record
+	version map[string]uint64
+	resets  int
+}
+
+func newDevice(cl *client.Client) *device {
+	return &device{cl: cl, state: map[string]map[string]*syncv1.Record{}, version: map[string]uint64{}}
+}
+
+// catchUp syncs one collection to the head (reading it whole after a
+// RESET) and returns the digest the server reported.
+func (d *device) catchUp(ctx context.Context, coll string) (string, error) {
+	if d.state[coll] == nil {
+		d.state[coll] = map[string]*syncv1.Record{}
+	}
+	for {
+		resp, err := d.cl.SyncRecords(ctx, coll, d.version[coll], 7, client.Linearizable)
+		if err != nil {
+			return "", err
+		}
+		switch resp.GetStatus() {
+		case syncv1.RecordSyncStatus_RECORD_SYNC_STATUS_RESET:
+			d.resets++
+			if err := d.readWhole(ctx, coll); err != nil {
+				return "", err
+			}
+			continue
+		case syncv1.RecordSyncStatus_RECORD_SYNC_STATUS_AHEAD:
+			return "", fmt.Errorf("%s: the server says %d is ahead of it", coll, d.version[coll])
+		}
+		for _, r := range resp.GetChanges() {
+			if r.GetDeleted() {
+				delete(d.state[coll], r.GetKey())
+			} else {
+				d.state[coll][r.GetKey()] = r
+			}
+		}
+		d.version[coll] = resp.GetVersion()
+		if resp.GetStatus() != syncv1.RecordSyncStatus_RECORD_SYNC_STATUS_MORE {
+			return resp.GetDigest(), nil
+		}
+	}
+}
+
+// readWhole replaces what the device holds by a paged full read; the sync
+// that follows starts from the version of its first page.
+func (d *device) readWhole(ctx context.Context, coll string) error {
+	st := map[string]*syncv1.Record{}
+	after := ""
+	for first := true; ; first = false {
+		page, err := d.cl.Get(ctx, coll, nil, after, 3, client.Linearizable)
+		if err != nil {
+			return err
+		}
+		if first {
+			d.version[coll] = page.GetVersion()
+		}
+		for _, r := range page.GetRecords() {
+			st[r.GetKey()] = r
+		}
+		if !page.GetMore() {
+			d.state[coll] = st
+			return nil
+		}
+		after = page.GetNextAfterKey()
+	}
+}
+
+func digestOf(recs map[string]*syncv1.Record) string {
+	d := make([]byte, 32)
+	for k, r := range recs {
+		h := fsm.RecordHash(k, r.GetVersion(), r.GetValue())
+		for i := range d {
+			d[i] ^= h[i]
+		}
+	}
+	return hex.EncodeToString(d)
+}
+
+// TestRecordsSurviveLeaderKill: 1,000 collections over every group, 16
+// writers (puts, deletes, conditional writes), the node leading the most
+// groups killed and brought back. Then, on every replica: each
+// collection's records are what its acknowledged writes left, in version
+// order (allowing only unanswered writes to have applied on top), no
+// version is used by two acknowledged writes, and devices that synced from
+// their own earlier versions all along (reading whole after a RESET, as
+// tombstones are compacted) converge to the final state and its digest.
+func TestRecordsSurviveLeaderKill(t *testing.T) {
+	const collections, writers, devices = 1000, 16, 3
+	c := testcluster.New(t, 3, func(cfg *node.Config) {
+		cfg.Shards = 4
+		cfg.SnapshotThreshold = 256
+		cfg.TrailingLogs = 128
+		cfg.SnapshotInterval = 200 * time.Millisecond
+		cfg.TombstoneCompactEvery = 100 * time.Millisecond
+		cfg.TombstoneMaxAge = 0
+		cfg.TombstoneKeep = 1 // compact hard so devices meet RESET
+	})
+	c.WaitPlaced(30 * time.Second)
+	cl := c.Client()
+	var names []string
+	for i := range collections {
+		names = append(names, fmt.Sprintf("members/g%04d", i))
+	}
+	w := startRecordsWorkload(t, cl, writers, names)
+
+	// Devices follow a few collections each while the cluster fails over.
+	devs := make([]*device, devices)
+	followed := make([][]string, devices)
+	var dwg sync.WaitGroup
+	stopDevices := make(chan struct{})
+	for i := range devs {
+		devs[i] = newDevice(cl)
+		for j := range 20 {
+			followed[i] = append(followed[i], names[(i*20+j)%hotCollections])
+		}
+		dwg.Go(func() {
+			for {
+				select {
+				case <-stopDevices:
+					return
+				default:
+				}
+				for _, coll := range followed[i] {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					_, _ = devs[i].catchUp(ctx, coll) // failovers fail some syncs; the next one goes on
+					cancel()
+				}
+			}
+		})
+	}
+	w.progress(t, 300)
+	busiest, most := 0, -1
+	counts := map[int]int{}
+	for _, m := range c.GroupLeaders() {
+		counts[m]++
+	}
+	for m, n := range counts {
+		if n > most {
+			busiest, most = m, n
+		}
+	}
+	t.Logf("killing %s, which leads %d groups", c.Members[busiest].ID, most)
+	c.Kill(busiest)
+	w.progress(t, 300)
+	c.Restart(busiest)
+	w.progress(t, 300)
+	w.finish()
+	close(stopDevices)
+	dwg.Wait()
+	c.WaitConverged(30 * time.Second)
+	t.Logf("%d writes acknowledged, %d errors retried", w.acked.Load(), w.errors.Load())
+	if w.errors.Load() == 0 {
+		t.Error("writers saw no error: the failover was not exercised")
+	}
+
+	checkRecords(t, c, names, w)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resets := 0
+	for i, d := range devs {
+		for _, coll := range followed[i] {
+			digest, err := d.catchUp(ctx, coll)
+			if err != nil {
+				t.Fatal(err)
+			}
+			whole := newDevice(cl)
+			if err := whole.readWhole(ctx, coll); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := digestOf(d.state[coll]), digestOf(whole.state[coll]); got != want || got != digest {
+				t.Fatalf("device %d holds %s with digest %s; the collection's is %s (server says %s)", i, coll, got, want, digest)
+			}
+		}
+		resets += d.resets
+	}
+	t.Logf("devices read whole after %d RESETs", resets)
+	if resets == 0 {
+		t.Error("no device met a RESET: compaction was not exercised")
+	}
+}
+
+// checkRecords reads every collection on every replica and checks it
+// against the writes: for each key, the newest acknowledged write that
+// touched it is what the record holds, unless an unanswered write touched
+// it later; no version is claimed by two acknowledged writes.
+func checkRecords(t *testing.T, c *testcluster.Cluster, collections []string, w *recordsWorkload) {
+	t.Helper()
+	type keyed struct{ coll, key string }
+	lastAcked := map[keyed]*recordWrite{}
+	byVersion := map[string]map[uint64]string{}
+	unanswered := map[string]int{}
+	for wid, rw := range w.writes {
+		if rw.version == 0 {
+			if !rw.refused {
+				unanswered[rw.collection]++
+			}
+			continue
+		}
+		if byVersion[rw.collection] == nil {
+			byVersion[rw.collection] = map[uint64]string{}
+		}
+		if other, dup := byVersion[rw.collection][rw.version]; dup {
+			t.Fatalf("%s version %d was given to writes %s and %s", rw.collection, rw.version, other, wid)
+		}
+		byVersion[rw.collection][rw.version] = wid
+		for k := range keysOf(rw) {
+			if prev := lastAcked[keyed{rw.collection, k}]; prev == nil || prev.version < rw.version {
+				lastAcked[keyed{rw.collection, k}] = rw
+			}
+		}
+	}
+	ctx := context.Background()
+	for _, m := range c.Members {
+		if m.Node == nil {
+			continue
+		}
+		smap := m.Node.ShardMap()
+		for _, coll := range collections {
+			if m.Node.Group(smap.GroupFor(coll)) == nil {
+				continue
+			}
+			final, head, err := readCollection(ctx, m.Node, coll)
+			if err != nil {
+				t.Fatalf("%s: %v", m.ID, err)
+			}
+			for v := range byVersion[coll] {
+				if v > head {
+					t.Fatalf("%s: %s is at version %d, below acknowledged version %d", m.ID, coll, head, v)
+				}
+			}
+			// Gap-free: every version up to the head was given to one write,
+			// acknowledged or not answered.
+			if missing := int(head) - len(byVersion[coll]); missing > unanswered[coll] {
+				t.Fatalf("%s: %s is at version %d with %d acknowledged writes and %d unanswered: versions were skipped", m.ID, coll, head, len(byVersion[coll]), unanswered[coll])
+			}
+			for k := 0; k < 8; k++ {
+				key := fmt.Sprint("k", k)
+				a := lastAcked[keyed{coll, key}]
+				rec, ok := final[key]
+				switch {
+				case a == nil && !ok:
+				case ok && (a == nil || rec.Version > a.version):
+					// Written by a write with no acknowledgement: it must be one.
+					if wid, acked := byVersion[coll][rec.Version]; acked {
+						t.Fatalf("%s: %s/%s at version %d, which acknowledged write %s has, but it does not touch the key", m.ID, coll, key, rec.Version, wid)
+					}
+					if !rec.Deleted {
+						wid, _, _ := strings.Cut(string(rec.Value), "/")
+						if uw := w.writes[wid]; uw == nil || uw.version != 0 || uw.refused || uw.puts[key] != string(rec.Value) {
+							t.Fatalf("%s: %s/%s holds %q at version %d, which no unanswered write sent", m.ID, coll, key, rec.Value, rec.Version)
+						}
+					}
+				case !ok:
+					// Absent: the tombstone was compacted or never listed;
+					// only a delete can explain it.
+					if !a.deletes[key] {
+						t.Fatalf("%s: %s/%s is missing; acknowledged write at version %d put it", m.ID, coll, key, a.version)
+					}
+				case rec.Version < a.version:
+					t.Fatalf("%s: %s/%s at version %d; acknowledged write at %d is lost", m.ID, coll, key, rec.Version, a.version)
+				case a.deletes[key] != rec.Deleted || (!rec.Deleted && string(rec.Value) != a.puts[key]):
+					t.Fatalf("%s: %s/%s at version %d holds %q (deleted %v), not what the acknowledged write did", m.ID, coll, key, rec.Version, rec.Value, rec.Deleted)
+				}
+			}
+		}
+	}
+}
+
+func keysOf(rw *recordWrite) map[string]bool {
+	out := map[string]bool{}
+	for k := range rw.puts {
+		out[k] = true
+	}
+	for k := range rw.deletes {
+		out[k] = true
+	}
+	return out
+}
+
+// readCollection reads a collection's records and the tombstones still
+// kept on one replica.
+func readCollection(ctx context.Context, n *node.Node, coll string) (map[string]fsm.Record, uint64, error) {
+	out := map[string]fsm.Record{}
+	var head uint64
+	for _, since := range []uint64{0, 1} { // from 0: live records; from 1: tombstones too
+		for {
+			page, err := n.SyncRecords(ctx, coll, since, 1000, node.Stale)
+			if err != nil {
+				return nil, 0, fmt.Errorf("sync %s: %w", coll, err)
+			}
+			if page.Status == fsm.SyncReset || page.Status == fsm.SyncAhead {
+				break // below the horizon: the live records from 0 stand
+			}
+			head = page.Version
+			for _, r := range page.Changes {
+				out[r.Key] = r
+			}
+			if page.Status != fsm.SyncMore {
+				break
+			}
+			since = page.PageVersion
+		}
+	}
+	if head == 0 {
+		res, err := n.GetRecords(ctx, coll, nil, "", 1, node.Stale)
+		if err != nil {
+			return nil, 0, errors.Join(fmt.Errorf("get %s", coll), err)
+		}
+		head = res.Version
+	}
+	return out, head, nil
+}
