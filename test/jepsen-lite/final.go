@@ -14,7 +14,7 @@ import (
 
 // readFinal waits until every replica of every group has applied the same
 // index, then reads every timeline from every replica that holds it and
-// every replica's digest.
+// every replica's digest, and every collection from every replica.
 func readFinal(ctx context.Context, net *network, admin *client.Client, timelines []string, settle time.Duration) (history.Final, error) {
 	final := history.Final{Timelines: map[string]map[string][]history.Entry{}, Digests: map[uint64]map[string]string{}}
 	var smap *syncv1.ShardMapResponse
@@ -61,6 +61,13 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 		}
 	}
 
+	final.Collections, err = readCollections(ctx, perNode, func(coll string) []string {
+		g, _ := m.Group(m.GroupFor(coll))
+		return g.Replicas
+	})
+	if err != nil {
+		return final, err
+	}
 	for _, tl := range timelines {
 		g, _ := m.Group(m.GroupFor(tl))
 		for _, node := range g.Replicas {

@@ -135,6 +135,8 @@ func (h *host) start(syncd string, first *host, shards int) error {
 		"--raft-addr", fmt.Sprintf("%s:%d", h.ip, raftPort),
 		"--gossip-addr", fmt.Sprintf("%s:%d", h.ip, gossipPort),
 		"--shards", fmt.Sprint(shards),
+		// Compact collection tombstones hard, so devices meet RESET.
+		"--tombstone-keep", "2", "--tombstone-compact-every", "1s",
 	}
 	if h != first {
 		args = append(args, "--join", first.grpcAddr())

@@ -44,7 +44,7 @@ func (r *recorder) add(op history.Op) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ops = append(r.ops, op)
-	if op.Kind.Writes() && op.Outcome == history.OK && op.Seq > r.known[op.Timeline] {
+	if op.Kind.Writes() && op.Outcome == history.OK && op.Seq > r.known[op.Timeline] { // timelines only
 		r.known[op.Timeline] = op.Seq
 	}
 }
@@ -107,9 +107,14 @@ func runWorkload(ctx context.Context, cl *client.Client, workers int, seed uint6
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			dev := newDevice()
 			for i := 0; ctx.Err() == nil; i++ {
 				tl := timelineName(rng)
-				switch n := rng.IntN(10); {
+				switch n := rng.IntN(14); {
+				case n >= 12: // a device catches up on a hot collection
+					doRecordSync(cl, rec, w, dev, fmt.Sprintf("col-hot-%d", rng.IntN(hotCollections)))
+				case n >= 10:
+					doRecordWrite(cl, rec, w, rng, collectionName(rng), fmt.Sprintf("w%d-%d", w, i))
 				case n < 6:
 					doAppend(cl, rec, w, tl, fmt.Sprintf("w%d-%d", w, i))
 				case n < 7:

@@ -22,10 +22,23 @@ const (
 	// Send appends to a conversation (Timeline) and delivers to the user
 	// timelines of Recipients and Sender.
 	Send Kind = "send"
+	// RecordWrite writes to a collection (Timeline): Puts and Deletes; Key is
+	// its idempotency key and Seq the version it produced.
+	RecordWrite Kind = "record_write"
+	// RecordSync is one Sync page a device read: After is its since
+	// version, Seq the page's version, Records the changes.
+	RecordSync Kind = "record_sync"
+	// RecordGet is one page of a device's full read after a RESET: AfterKey
+	// where it started, Seq the collection's version, Records what it held.
+	RecordGet Kind = "record_get"
 )
 
 // Writes says whether the kind adds an entry to Timeline.
 func (k Kind) Writes() bool { return k == Append || k == Send }
+
+// OnCollection says whether the kind works on a collection (Timeline then
+// names the collection).
+func (k Kind) OnCollection() bool { return k == RecordWrite || k == RecordSync || k == RecordGet }
 
 // Outcome of an operation as the client saw it.
 type Outcome string
@@ -71,6 +84,29 @@ type Op struct {
 	// Send only.
 	Sender     string   `json:"sender,omitempty"`
 	Recipients []string `json:"recipients,omitempty"`
+	// Collections only.
+	Puts     map[string]string `json:"puts,omitempty"`
+	Deletes  []string          `json:"deletes,omitempty"`
+	Status   string            `json:"status,omitempty"`
+	Digest   string            `json:"digest,omitempty"`
+	Records  []Record          `json:"records,omitempty"`
+	AfterKey string            `json:"after_key,omitempty"`
+	More     bool              `json:"more,omitempty"`
+}
+
+// Record is one record of a collection as read (Deleted: a tombstone).
+type Record struct {
+	Key     string `json:"key"`
+	Version uint64 `json:"version"`
+	Value   string `json:"value,omitempty"`
+	Deleted bool   `json:"deleted,omitempty"`
+}
+
+// Collection is one replica's copy of a collection after the heal.
+type Collection struct {
+	Version uint64   `json:"version"`
+	Digest  string   `json:"digest"`
+	Records []Record `json:"records"`
 }
 
 // Members is who a Send delivers to: the recipients and the sender.
@@ -118,6 +154,8 @@ type Final struct {
 	Timelines map[string]map[string][]Entry `json:"timelines"`
 	// Digests: group -> node -> state digest of that replica.
 	Digests map[uint64]map[string]string `json:"digests"`
+	// Collections: node -> collection -> that replica's copy.
+	Collections map[string]map[string]Collection `json:"collections"`
 }
 
 // Subscription is what one Subscribe consumer received, per timeline in
