@@ -79,6 +79,14 @@ var seedRequests = map[string]proto.Message{
 	// A group this single node does not have: fencing one it has would
 	// leave the rest of the run with a replica that serves nothing.
 	"/syncstore.v1.Peer/Fence": &syncv1.FenceRequest{GroupId: 99, Reason: "fuzz"},
+	"/syncstore.v1.Records/Write": &syncv1.WriteRequest{Collection: proto.String("friends/fuzz"), Ops: []*syncv1.RecordOp{
+		{Key: proto.String("a"), Value: []byte("v")}, {Key: proto.String("b"), Delete: proto.Bool(true)},
+	}, Conditions: []*syncv1.RecordCondition{{Key: proto.String("a"), Version: proto.Uint64(0)}}, IdempotencyKey: proto.String("k")},
+	"/syncstore.v1.Records/Get":  &syncv1.GetRequest{Collection: proto.String("friends/fuzz"), Limit: proto.Uint32(10)},
+	"/syncstore.v1.Records/Sync": &syncv1.RecordSyncRequest{Collection: proto.String("friends/fuzz"), SinceVersion: proto.Uint64(0), Limit: proto.Uint32(10)},
+	"/syncstore.v1.Records/SyncMany": &syncv1.SyncManyRequest{Collections: []*syncv1.RecordSyncRequest{
+		{Collection: proto.String("friends/fuzz"), Limit: proto.Uint32(10)}, {Collection: proto.String("members/g1"), SinceVersion: proto.Uint64(3), Limit: proto.Uint32(5)},
+	}},
 }
 
 // seedInputs encodes each seed request as a FuzzHandlers input, by file name.
