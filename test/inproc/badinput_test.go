@@ -43,7 +43,8 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 	if _, err := c.Client().Append(ctx, "ok", []byte("x"), client.AppendOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	sync := syncv1.NewSyncClient(dialRaw(t, m.GRPCAddr))
+	conn := dialRaw(t, m.GRPCAddr)
+	sync, records := syncv1.NewSyncClient(conn), syncv1.NewRecordsClient(conn)
 	tl := proto.String
 	cases := []struct {
 		name string
@@ -94,6 +95,38 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 			_, err := sync.Send(ctx, &syncv1.SendRequest{Conversation: tl("room"), Sender: tl("room"), Recipients: []string{"alice"}})
 			return err
 		}, "the sender \"room\" is the conversation itself"},
+		{"write to an empty collection", func() error {
+			_, err := records.Write(ctx, &syncv1.WriteRequest{Collection: tl(""), Ops: []*syncv1.RecordOp{client.Put("a", nil)}})
+			return err
+		}, "collection id is empty"},
+		{"write with no operations", func() error {
+			_, err := records.Write(ctx, &syncv1.WriteRequest{Collection: tl("c")})
+			return err
+		}, "a write has 0 operations; 1..256 allowed"},
+		{"write of a key not in UTF-8", func() error {
+			_, err := records.Write(ctx, &syncv1.WriteRequest{Collection: tl("c"), Ops: []*syncv1.RecordOp{client.Put("\xff", nil)}})
+			return err
+		}, "record key is not valid UTF-8"},
+		{"write of one key twice", func() error {
+			_, err := records.Write(ctx, &syncv1.WriteRequest{Collection: tl("c"), Ops: []*syncv1.RecordOp{client.Put("a", nil), client.Delete("a")}})
+			return err
+		}, "key \"a\" appears twice in one write"},
+		{"write of an oversized value", func() error {
+			_, err := records.Write(ctx, &syncv1.WriteRequest{Collection: tl("c"), Ops: []*syncv1.RecordOp{client.Put("a", make([]byte, 64<<10+1))}})
+			return err
+		}, "the value of \"a\" is 65537 bytes; the limit is 65536"},
+		{"sync with limit 0", func() error {
+			_, err := records.Sync(ctx, &syncv1.RecordSyncRequest{Collection: tl("c"), Limit: proto.Uint32(0)})
+			return err
+		}, "limit 0 must be within 1..1000"},
+		{"get of a collection not in UTF-8", func() error {
+			_, err := records.Get(ctx, &syncv1.GetRequest{Collection: tl("\xfe"), Limit: proto.Uint32(1)})
+			return err
+		}, "collection id is not valid UTF-8"},
+		{"sync many of too many", func() error {
+			_, err := records.SyncMany(ctx, &syncv1.SyncManyRequest{Collections: make([]*syncv1.RecordSyncRequest, node.MaxSyncManyCollections+1)})
+			return err
+		}, "1001 collections; at most 1000 per SyncMany"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/internal/testcluster"
@@ -471,4 +472,64 @@ func readCollection(ctx context.Context, n *node.Node, coll string) (map[string]
 		head = res.Version
 	}
 	return out, head, nil
+}
+
+// TestSyncManyAndConditionsOverGRPC: one SyncMany to one node answers
+// collections of every group (served there or forwarded to their
+// leaders), each as a Sync of its own would; a failed condition comes back
+// FAILED_PRECONDITION with the current versions as a detail.
+func TestSyncManyAndConditionsOverGRPC(t *testing.T) {
+	c := testcluster.New(t, 3, func(cfg *node.Config) { cfg.Shards = 4 })
+	c.WaitPlaced(30 * time.Second)
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var reqs []*syncv1.RecordSyncRequest
+	groups := map[uint64]bool{}
+	smap := c.Members[0].Node.ShardMap()
+	for i := range 40 {
+		coll := fmt.Sprintf("members/g%d", i)
+		for v := range i % 3 {
+			if _, err := cl.Write(ctx, coll, []*syncv1.RecordOp{client.Put(fmt.Sprint("u", v), []byte("x"))}, client.WriteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		groups[uint64(smap.GroupFor(coll))] = true
+		reqs = append(reqs, &syncv1.RecordSyncRequest{Collection: proto.String(coll), SinceVersion: proto.Uint64(0), Limit: proto.Uint32(10)})
+	}
+	if len(groups) < 4 {
+		t.Fatalf("the collections cover %d groups, want all 4", len(groups))
+	}
+	reqs = append(reqs, &syncv1.RecordSyncRequest{Collection: proto.String(""), Limit: proto.Uint32(10)})
+	resp, err := syncv1.NewRecordsClient(dialRaw(t, c.Members[0].GRPCAddr)).SyncMany(ctx, &syncv1.SyncManyRequest{Collections: reqs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResults()) != len(reqs) {
+		t.Fatalf("%d results for %d collections", len(resp.GetResults()), len(reqs))
+	}
+	for i, r := range resp.GetResults()[:40] {
+		one, err := cl.SyncRecords(ctx, reqs[i].GetCollection(), 0, 10, client.Linearizable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetErrorCode() != 0 || r.GetSync().GetVersion() != uint64(i%3) || r.GetSync().GetDigest() != one.GetDigest() || len(r.GetSync().GetChanges()) != i%3 {
+			t.Fatalf("%s: SyncMany answered %v; Sync answers version %d digest %s", reqs[i].GetCollection(), r, one.GetVersion(), one.GetDigest())
+		}
+	}
+	if last := resp.GetResults()[40]; codes.Code(last.GetErrorCode()) != codes.InvalidArgument || !strings.Contains(last.GetErrorMessage(), "collection id is empty") {
+		t.Fatalf("the bad collection got %v", last)
+	}
+
+	_, err = cl.Write(ctx, "members/g2", []*syncv1.RecordOp{client.Put("u0", []byte("y"))}, client.WriteOptions{Conditions: []*syncv1.RecordCondition{client.IfVersion("u0", 7)}})
+	st := status.Convert(err)
+	var detail *syncv1.ConditionFailed
+	for _, d := range st.Details() {
+		if cf, ok := d.(*syncv1.ConditionFailed); ok {
+			detail = cf
+		}
+	}
+	if st.Code() != codes.FailedPrecondition || detail == nil || detail.GetVersion() != 2 || len(detail.GetRecords()) != 1 || detail.GetRecords()[0].GetVersion() != 1 {
+		t.Fatalf("a failed condition answered %v %q, detail %v", st.Code(), st.Message(), detail)
+	}
 }
