@@ -28,6 +28,7 @@ type Result struct {
 	// Batch holds the outcome of each append of an AppendBatch, in order.
 	Batch []BatchItem
 	Write *WriteResult
+	Copy  *CopyResult
 	Err   error
 }
 
@@ -97,6 +98,12 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 	case *fsmpb.Command_CompactTombstones:
 		err := applyCompactTombstones(root, op.CompactTombstones)
 		return &Result{Op: "compact_tombstones", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_CopyRecords:
+		res, err := applyCopyRecords(root, ch, cmd.GetNowMs(), op.CopyRecords)
+		return &Result{Op: "copy_records", Copy: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_CopyDone:
+		err := applyCopyDone(root, op.CopyDone)
+		return &Result{Op: "copy_done", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_DigestPoint:
 		return &Result{Op: opDigestPoint}, nil
 	case *fsmpb.Command_Trim:

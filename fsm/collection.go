@@ -26,6 +26,9 @@ const (
 	collKindByVersion byte = 2
 	// collKindDedupe + idempotency key -> WriteDedupe.
 	collKindDedupe byte = 3
+	// collKindCopyMark + uint16 length + source collection + key -> the
+	// newest source version copied into this collection's key from there.
+	collKindCopyMark byte = 4
 )
 
 // collectionKey is where a collection's keys start: slot first, then the
@@ -121,6 +124,9 @@ func applyRecordWrite(root *bolt.Bucket, ch *Changes, nowMs int64, w *fsmpb.Reco
 		if err := recordWriteDedupe(root, cb, dk, info.GetVersion(), nowMs); err != nil {
 			return nil, err
 		}
+	}
+	if err := queueCopies(root, ch, w, info.GetVersion()); err != nil {
+		return nil, err
 	}
 	ch.collectionMoved(w.GetCollection(), info.GetVersion())
 	return &WriteResult{Version: info.GetVersion()}, nil

@@ -101,6 +101,9 @@ func ValidateRecordWrite(w *fsmpb.RecordWrite) error {
 	if w.GetDedupeWindowMs() < 0 {
 		return fmt.Errorf("%w: negative dedupe window", ErrInvalidArgument)
 	}
+	if err := validateCopies(w); err != nil {
+		return err
+	}
 	return validateEntryFields(nil, w.GetIdempotencyKey(), w.GetDedupeWindowMs(), nil)
 }
 

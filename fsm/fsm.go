@@ -147,7 +147,7 @@ func (f *FSM) applyUpToDigestPoint(logs []*raft.Log) (*batchOutcome, error) {
 	res, err := f.st.Apply(func(root *bolt.Bucket) (any, error) {
 		return applyBatch(root, logs) // may run again: builds its outcome afresh
 	}, func(res any) {
-		if ch := res.(*batchOutcome).changes; f.opts.OnApply != nil && (len(ch.Heads) > 0 || ch.Outbox || len(ch.Collections) > 0) {
+		if ch := res.(*batchOutcome).changes; f.opts.OnApply != nil && (len(ch.Heads) > 0 || ch.Outbox || ch.Copies || len(ch.Collections) > 0) {
 			f.opts.OnApply(ch)
 		}
 	})

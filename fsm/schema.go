@@ -52,6 +52,9 @@ var (
 	// bucketCollectionExpiry: ts_ms (8) + a collection dedupe key ->
 	// nothing; bucketDedupeExpiry's twin for collection writes.
 	bucketCollectionExpiry = []byte("collection_dedupe_expiry")
+	// bucketRecordOutbox: collectionKey(source) + version (8) -> CopyJob,
+	// the copies a write still has to make, in version order per source.
+	bucketRecordOutbox = []byte("record_outbox")
 
 	keyAppliedIndex = []byte("applied_index")
 	keyAppliedTerm  = []byte("applied_term")
@@ -84,7 +87,7 @@ const upgradableSchema = 4
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
-var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox, bucketCollections, bucketCollectionExpiry}
+var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox, bucketCollections, bucketCollectionExpiry, bucketRecordOutbox}
 
 func createSchema(root *bolt.Bucket) error {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {

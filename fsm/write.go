@@ -26,6 +26,8 @@ type Changes struct {
 	Outbox bool
 	// Collections maps every collection written to its new version.
 	Collections map[string]uint64
+	// Copies: a collection write queued record copies.
+	Copies bool
 }
 
 func (c *Changes) collectionMoved(collection string, version uint64) {

@@ -81,6 +81,9 @@ type Config struct {
 	// Deliverer carries conversation deliveries to the leader of a group on
 	// any node; nil delivers only to groups this node leads (one node).
 	Deliverer Deliverer
+	// Copier carries record copies to the leader of a group on another
+	// node.
+	Copier Copier
 	// DigestProber and Fencer let a group's leader compare its replicas'
 	// digests at a digest point and fence one that diverged; nil: the
 	// leader compares nothing.

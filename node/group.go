@@ -20,6 +20,7 @@ import (
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node/batch"
+	"github.com/syncstore/syncstore/node/copier"
 	"github.com/syncstore/syncstore/node/heartbeat"
 	"github.com/syncstore/syncstore/node/outbox"
 	"github.com/syncstore/syncstore/shard"
@@ -81,6 +82,9 @@ type Group struct {
 
 	// outbox is the delivery worker of a data group (nil for the meta group).
 	outbox *outbox.Outbox
+	// copier makes the record copies of a data group's writes (nil for the
+	// meta group).
+	copier *copier.Copier
 	// appends gathers the appends that arrive together into one entry.
 	appends *batch.Batcher[*fsmpb.Append, fsm.AppendResult]
 	// ctx ends when Close starts, stopping the group's background work.
@@ -121,6 +125,7 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 	g.lastDigestCheck = time.Now()
 	if id != shard.MetaGroup {
 		g.outbox = newGroupOutbox(g)
+		g.copier = newGroupCopier(g)
 	}
 	var err error
 	if g.appends, err = newAppendBatcher(g); err != nil {
@@ -142,6 +147,7 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 		g.wg.Go(func() { g.outbox.Run(g.ctx) })
 		g.wg.Go(func() { g.retentionLoop(g.ctx) })
 		g.wg.Go(func() { g.compactionLoop(g.ctx) })
+		g.wg.Go(func() { g.copier.Run(g.ctx) })
 	}
 	return g, nil
 }
@@ -353,6 +359,9 @@ func (g *Group) applied(ch fsm.Changes) {
 	}
 	if ch.Outbox && g.outbox != nil {
 		g.outbox.Poke()
+	}
+	if ch.Copies && g.copier != nil {
+		g.copier.Poke()
 	}
 }
 

@@ -19,7 +19,10 @@ type metrics struct {
 	// deliveries counts outbox messages delivered to all members ("ok") and
 	// attempts that will be retried ("retry").
 	deliveries *prometheus.CounterVec
-	trims      prometheus.Counter // timelines trimmed by retention
+	// copies counts record copy jobs made to every target ("ok") and
+	// attempts that will be retried ("retry").
+	copies *prometheus.CounterVec
+	trims  prometheus.Counter // timelines trimmed by retention
 	// commitBatch: requests per storage engine commit, by store.
 	commitBatch *prometheus.HistogramVec
 	// appendBatch: appends per log entry of batched appends.
@@ -45,6 +48,10 @@ func newMetrics() *metrics {
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "syncstore_outbox_deliveries_total",
 			Help: "Conversation messages delivered to every member (ok) and delivery attempts to be retried (retry).",
+		}, []string{"outcome"}),
+		copies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "syncstore_record_copies_total",
+			Help: "Record copy jobs made in every target collection (ok) and attempts to be retried (retry).",
 		}, []string{"outcome"}),
 		trims: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "syncstore_retention_trims_total",
@@ -111,6 +118,7 @@ func (n *Node) RegisterMetrics(reg prometheus.Registerer) error {
 		n.metrics.propose,
 		n.metrics.read,
 		n.metrics.deliveries,
+		n.metrics.copies,
 		n.metrics.trims,
 		n.metrics.commitBatch,
 		n.metrics.appendBatch,

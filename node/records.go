@@ -30,6 +30,8 @@ type WriteRequest struct {
 	// ExpectedVersion, when set, is the collection version the write needs.
 	ExpectedVersion *uint64
 	IdempotencyKey  string
+	// Copies: records of this write to copy into other collections.
+	Copies []RecordCopy
 }
 
 // Write proposes a collection write to its group and returns the version
@@ -49,6 +51,9 @@ func (n *Node) Write(ctx context.Context, req WriteRequest) (fsm.WriteResult, er
 	}
 	if req.ExpectedVersion != nil {
 		w.HasExpectedVersion, w.ExpectedVersion = true, *req.ExpectedVersion
+	}
+	for _, c := range req.Copies {
+		w.Copies = append(w.Copies, &fsmpb.RecordCopy{Key: c.Key, TargetKey: c.TargetKey, Targets: c.Targets})
 	}
 	if err := fsm.ValidateRecordWrite(w); err != nil {
 		return fsm.WriteResult{}, err

@@ -88,6 +88,7 @@ func run(args []string) error {
 	defer peerClient.Close()
 	cfg.Prober = peerClient.Probe
 	cfg.Deliverer = peerClient.Deliver
+	cfg.Copier = peerClient.Copy
 	cfg.DigestProber = peerClient.DigestAt
 	cfg.Fencer = peerClient.Fence
 	nd, err := node.Start(cfg)

@@ -97,6 +97,8 @@ type Command struct {
 	//	*Command_AppendBatch
 	//	*Command_RecordWrite
 	//	*Command_CompactTombstones
+	//	*Command_CopyRecords
+	//	*Command_CopyDone
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -268,6 +270,24 @@ func (x *Command) GetCompactTombstones() *CompactTombstones {
 	return nil
 }
 
+func (x *Command) GetCopyRecords() *CopyRecords {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CopyRecords); ok {
+			return x.CopyRecords
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCopyDone() *CopyDone {
+	if x != nil {
+		if x, ok := x.Op.(*Command_CopyDone); ok {
+			return x.CopyDone
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -320,6 +340,14 @@ type Command_CompactTombstones struct {
 	CompactTombstones *CompactTombstones `protobuf:"bytes,21,opt,name=compact_tombstones,json=compactTombstones,proto3,oneof"`
 }
 
+type Command_CopyRecords struct {
+	CopyRecords *CopyRecords `protobuf:"bytes,22,opt,name=copy_records,json=copyRecords,proto3,oneof"`
+}
+
+type Command_CopyDone struct {
+	CopyDone *CopyDone `protobuf:"bytes,23,opt,name=copy_done,json=copyDone,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -343,6 +371,10 @@ func (*Command_AppendBatch) isCommand_Op() {}
 func (*Command_RecordWrite) isCommand_Op() {}
 
 func (*Command_CompactTombstones) isCommand_Op() {}
+
+func (*Command_CopyRecords) isCommand_Op() {}
+
+func (*Command_CopyDone) isCommand_Op() {}
 
 // DigestPoint changes nothing. Every replica hashes its state as it stands
 // right after applying it, so replicas' digests are compared at exactly
@@ -1663,8 +1695,12 @@ type RecordWrite struct {
 	ExpectedVersion    uint64 `protobuf:"varint,5,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	IdempotencyKey     string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	DedupeWindowMs     int64  `protobuf:"varint,7,opt,name=dedupe_window_ms,json=dedupeWindowMs,proto3" json:"dedupe_window_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// copies: records of this write to copy into other collections, through
+	// the group's durable outbox (a copy job stored in this write's
+	// transaction).
+	Copies        []*RecordCopy `protobuf:"bytes,8,rep,name=copies,proto3" json:"copies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordWrite) Reset() {
@@ -1746,6 +1782,406 @@ func (x *RecordWrite) GetDedupeWindowMs() int64 {
 	return 0
 }
 
+func (x *RecordWrite) GetCopies() []*RecordCopy {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
+// RecordCopy copies the record an op of the write set (key) into each
+// target collection, under target_key there.
+type RecordCopy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	TargetKey     string                 `protobuf:"bytes,2,opt,name=target_key,json=targetKey,proto3" json:"target_key,omitempty"`
+	Targets       []string               `protobuf:"bytes,3,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordCopy) Reset() {
+	*x = RecordCopy{}
+	mi := &file_command_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordCopy) ProtoMessage() {}
+
+func (x *RecordCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordCopy.ProtoReflect.Descriptor instead.
+func (*RecordCopy) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RecordCopy) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RecordCopy) GetTargetKey() string {
+	if x != nil {
+		return x.TargetKey
+	}
+	return ""
+}
+
+func (x *RecordCopy) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// CopyJob is a write's copies still to be made (bucket record_outbox,
+// keyed by the source collection and version).
+type CopyJob struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Source        string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Items         []*CopyJobItem         `protobuf:"bytes,3,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyJob) Reset() {
+	*x = CopyJob{}
+	mi := &file_command_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyJob) ProtoMessage() {}
+
+func (x *CopyJob) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyJob.ProtoReflect.Descriptor instead.
+func (*CopyJob) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CopyJob) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *CopyJob) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CopyJob) GetItems() []*CopyJobItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type CopyJobItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TargetKey     string                 `protobuf:"bytes,1,opt,name=target_key,json=targetKey,proto3" json:"target_key,omitempty"`
+	Deleted       bool                   `protobuf:"varint,2,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Metadata      map[string]string      `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Targets       []string               `protobuf:"bytes,5,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyJobItem) Reset() {
+	*x = CopyJobItem{}
+	mi := &file_command_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyJobItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyJobItem) ProtoMessage() {}
+
+func (x *CopyJobItem) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyJobItem.ProtoReflect.Descriptor instead.
+func (*CopyJobItem) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CopyJobItem) GetTargetKey() string {
+	if x != nil {
+		return x.TargetKey
+	}
+	return ""
+}
+
+func (x *CopyJobItem) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *CopyJobItem) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *CopyJobItem) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *CopyJobItem) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// CopyRecords applies copies in the target collections of one group. A
+// copy at or below the source version the target already has from that
+// source and key is skipped, so a copy made again (by a new leader after a
+// failover) changes nothing: each target gets each version once.
+type CopyRecords struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*CopyItem            `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyRecords) Reset() {
+	*x = CopyRecords{}
+	mi := &file_command_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyRecords) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyRecords) ProtoMessage() {}
+
+func (x *CopyRecords) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyRecords.ProtoReflect.Descriptor instead.
+func (*CopyRecords) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CopyRecords) GetItems() []*CopyItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type CopyItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Collection    string                 `protobuf:"bytes,1,opt,name=collection,proto3" json:"collection,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Deleted       bool                   `protobuf:"varint,3,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	Value         []byte                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	Metadata      map[string]string      `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Source        string                 `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	SourceVersion uint64                 `protobuf:"varint,7,opt,name=source_version,json=sourceVersion,proto3" json:"source_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyItem) Reset() {
+	*x = CopyItem{}
+	mi := &file_command_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyItem) ProtoMessage() {}
+
+func (x *CopyItem) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyItem.ProtoReflect.Descriptor instead.
+func (*CopyItem) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CopyItem) GetCollection() string {
+	if x != nil {
+		return x.Collection
+	}
+	return ""
+}
+
+func (x *CopyItem) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CopyItem) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+func (x *CopyItem) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *CopyItem) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *CopyItem) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *CopyItem) GetSourceVersion() uint64 {
+	if x != nil {
+		return x.SourceVersion
+	}
+	return 0
+}
+
+// CopyDone removes a copy job once every target has it.
+type CopyDone struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Source        string                 `protobuf:"bytes,1,opt,name=source,proto3" json:"source,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyDone) Reset() {
+	*x = CopyDone{}
+	mi := &file_command_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyDone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyDone) ProtoMessage() {}
+
+func (x *CopyDone) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyDone.ProtoReflect.Descriptor instead.
+func (*CopyDone) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *CopyDone) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *CopyDone) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 type RecordOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1759,7 +2195,7 @@ type RecordOp struct {
 
 func (x *RecordOp) Reset() {
 	*x = RecordOp{}
-	mi := &file_command_proto_msgTypes[22]
+	mi := &file_command_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +2207,7 @@ func (x *RecordOp) String() string {
 func (*RecordOp) ProtoMessage() {}
 
 func (x *RecordOp) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[22]
+	mi := &file_command_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +2220,7 @@ func (x *RecordOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOp.ProtoReflect.Descriptor instead.
 func (*RecordOp) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{22}
+	return file_command_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RecordOp) GetKey() string {
@@ -1827,7 +2263,7 @@ type RecordCondition struct {
 
 func (x *RecordCondition) Reset() {
 	*x = RecordCondition{}
-	mi := &file_command_proto_msgTypes[23]
+	mi := &file_command_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1839,7 +2275,7 @@ func (x *RecordCondition) String() string {
 func (*RecordCondition) ProtoMessage() {}
 
 func (x *RecordCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[23]
+	mi := &file_command_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1852,7 +2288,7 @@ func (x *RecordCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCondition.ProtoReflect.Descriptor instead.
 func (*RecordCondition) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{23}
+	return file_command_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RecordCondition) GetKey() string {
@@ -1882,7 +2318,7 @@ type CompactTombstones struct {
 
 func (x *CompactTombstones) Reset() {
 	*x = CompactTombstones{}
-	mi := &file_command_proto_msgTypes[24]
+	mi := &file_command_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2330,7 @@ func (x *CompactTombstones) String() string {
 func (*CompactTombstones) ProtoMessage() {}
 
 func (x *CompactTombstones) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[24]
+	mi := &file_command_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2343,7 @@ func (x *CompactTombstones) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactTombstones.ProtoReflect.Descriptor instead.
 func (*CompactTombstones) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{24}
+	return file_command_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CompactTombstones) GetItems() []*CompactItem {
@@ -1927,7 +2363,7 @@ type CompactItem struct {
 
 func (x *CompactItem) Reset() {
 	*x = CompactItem{}
-	mi := &file_command_proto_msgTypes[25]
+	mi := &file_command_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2375,7 @@ func (x *CompactItem) String() string {
 func (*CompactItem) ProtoMessage() {}
 
 func (x *CompactItem) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[25]
+	mi := &file_command_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2388,7 @@ func (x *CompactItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompactItem.ProtoReflect.Descriptor instead.
 func (*CompactItem) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{25}
+	return file_command_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CompactItem) GetCollection() string {
@@ -1984,7 +2420,7 @@ type StoredRecord struct {
 
 func (x *StoredRecord) Reset() {
 	*x = StoredRecord{}
-	mi := &file_command_proto_msgTypes[26]
+	mi := &file_command_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2432,7 @@ func (x *StoredRecord) String() string {
 func (*StoredRecord) ProtoMessage() {}
 
 func (x *StoredRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[26]
+	mi := &file_command_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2445,7 @@ func (x *StoredRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoredRecord.ProtoReflect.Descriptor instead.
 func (*StoredRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{26}
+	return file_command_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *StoredRecord) GetVersion() uint64 {
@@ -2063,7 +2499,7 @@ type CollectionInfo struct {
 
 func (x *CollectionInfo) Reset() {
 	*x = CollectionInfo{}
-	mi := &file_command_proto_msgTypes[27]
+	mi := &file_command_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2511,7 @@ func (x *CollectionInfo) String() string {
 func (*CollectionInfo) ProtoMessage() {}
 
 func (x *CollectionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[27]
+	mi := &file_command_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2524,7 @@ func (x *CollectionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectionInfo.ProtoReflect.Descriptor instead.
 func (*CollectionInfo) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{27}
+	return file_command_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CollectionInfo) GetVersion() uint64 {
@@ -2137,7 +2573,7 @@ type WriteDedupe struct {
 
 func (x *WriteDedupe) Reset() {
 	*x = WriteDedupe{}
-	mi := &file_command_proto_msgTypes[28]
+	mi := &file_command_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2585,7 @@ func (x *WriteDedupe) String() string {
 func (*WriteDedupe) ProtoMessage() {}
 
 func (x *WriteDedupe) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[28]
+	mi := &file_command_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2598,7 @@ func (x *WriteDedupe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteDedupe.ProtoReflect.Descriptor instead.
 func (*WriteDedupe) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{28}
+	return file_command_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *WriteDedupe) GetVersion() uint64 {
@@ -2183,7 +2619,7 @@ var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xe4\x06\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xe3\a\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -2201,7 +2637,9 @@ const file_command_proto_rawDesc = "" +
 	"\fdigest_point\x18\x12 \x01(\v2\x1d.syncstore.fsm.v1.DigestPointH\x00R\vdigestPoint\x12B\n" +
 	"\fappend_batch\x18\x13 \x01(\v2\x1d.syncstore.fsm.v1.AppendBatchH\x00R\vappendBatch\x12B\n" +
 	"\frecord_write\x18\x14 \x01(\v2\x1d.syncstore.fsm.v1.RecordWriteH\x00R\vrecordWrite\x12T\n" +
-	"\x12compact_tombstones\x18\x15 \x01(\v2#.syncstore.fsm.v1.CompactTombstonesH\x00R\x11compactTombstonesB\x04\n" +
+	"\x12compact_tombstones\x18\x15 \x01(\v2#.syncstore.fsm.v1.CompactTombstonesH\x00R\x11compactTombstones\x12B\n" +
+	"\fcopy_records\x18\x16 \x01(\v2\x1d.syncstore.fsm.v1.CopyRecordsH\x00R\vcopyRecords\x129\n" +
+	"\tcopy_done\x18\x17 \x01(\v2\x1a.syncstore.fsm.v1.CopyDoneH\x00R\bcopyDoneB\x04\n" +
 	"\x02op\"\r\n" +
 	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
@@ -2310,7 +2748,7 @@ const file_command_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddr\"\xce\x02\n" +
+	"gossipAddr\"\x84\x03\n" +
 	"\vRecordWrite\x12\x1e\n" +
 	"\n" +
 	"collection\x18\x01 \x01(\tR\n" +
@@ -2322,7 +2760,46 @@ const file_command_proto_rawDesc = "" +
 	"\x14has_expected_version\x18\x04 \x01(\bR\x12hasExpectedVersion\x12)\n" +
 	"\x10expected_version\x18\x05 \x01(\x04R\x0fexpectedVersion\x12'\n" +
 	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12(\n" +
-	"\x10dedupe_window_ms\x18\a \x01(\x03R\x0ededupeWindowMs\"\xcd\x01\n" +
+	"\x10dedupe_window_ms\x18\a \x01(\x03R\x0ededupeWindowMs\x124\n" +
+	"\x06copies\x18\b \x03(\v2\x1c.syncstore.fsm.v1.RecordCopyR\x06copies\"W\n" +
+	"\n" +
+	"RecordCopy\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1d\n" +
+	"\n" +
+	"target_key\x18\x02 \x01(\tR\ttargetKey\x12\x18\n" +
+	"\atargets\x18\x03 \x03(\tR\atargets\"p\n" +
+	"\aCopyJob\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x123\n" +
+	"\x05items\x18\x03 \x03(\v2\x1d.syncstore.fsm.v1.CopyJobItemR\x05items\"\xfc\x01\n" +
+	"\vCopyJobItem\x12\x1d\n" +
+	"\n" +
+	"target_key\x18\x01 \x01(\tR\ttargetKey\x12\x18\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12G\n" +
+	"\bmetadata\x18\x04 \x03(\v2+.syncstore.fsm.v1.CopyJobItem.MetadataEntryR\bmetadata\x12\x18\n" +
+	"\atargets\x18\x05 \x03(\tR\atargets\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
+	"\vCopyRecords\x120\n" +
+	"\x05items\x18\x01 \x03(\v2\x1a.syncstore.fsm.v1.CopyItemR\x05items\"\xae\x02\n" +
+	"\bCopyItem\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\x12D\n" +
+	"\bmetadata\x18\x05 \x03(\v2(.syncstore.fsm.v1.CopyItem.MetadataEntryR\bmetadata\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x12%\n" +
+	"\x0esource_version\x18\a \x01(\x04R\rsourceVersion\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"<\n" +
+	"\bCopyDone\x12\x16\n" +
+	"\x06source\x18\x01 \x01(\tR\x06source\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xcd\x01\n" +
 	"\bRecordOp\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
 	"\x06delete\x18\x02 \x01(\bR\x06delete\x12\x14\n" +
@@ -2378,7 +2855,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),        // 0: syncstore.fsm.v1.TimelineClass
 	(*Command)(nil),           // 1: syncstore.fsm.v1.Command
@@ -2403,19 +2880,27 @@ var file_command_proto_goTypes = []any{
 	(*DedupeRecord)(nil),      // 20: syncstore.fsm.v1.DedupeRecord
 	(*NodeRecord)(nil),        // 21: syncstore.fsm.v1.NodeRecord
 	(*RecordWrite)(nil),       // 22: syncstore.fsm.v1.RecordWrite
-	(*RecordOp)(nil),          // 23: syncstore.fsm.v1.RecordOp
-	(*RecordCondition)(nil),   // 24: syncstore.fsm.v1.RecordCondition
-	(*CompactTombstones)(nil), // 25: syncstore.fsm.v1.CompactTombstones
-	(*CompactItem)(nil),       // 26: syncstore.fsm.v1.CompactItem
-	(*StoredRecord)(nil),      // 27: syncstore.fsm.v1.StoredRecord
-	(*CollectionInfo)(nil),    // 28: syncstore.fsm.v1.CollectionInfo
-	(*WriteDedupe)(nil),       // 29: syncstore.fsm.v1.WriteDedupe
-	nil,                       // 30: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                       // 31: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                       // 32: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                       // 33: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                       // 34: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                       // 35: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	(*RecordCopy)(nil),        // 23: syncstore.fsm.v1.RecordCopy
+	(*CopyJob)(nil),           // 24: syncstore.fsm.v1.CopyJob
+	(*CopyJobItem)(nil),       // 25: syncstore.fsm.v1.CopyJobItem
+	(*CopyRecords)(nil),       // 26: syncstore.fsm.v1.CopyRecords
+	(*CopyItem)(nil),          // 27: syncstore.fsm.v1.CopyItem
+	(*CopyDone)(nil),          // 28: syncstore.fsm.v1.CopyDone
+	(*RecordOp)(nil),          // 29: syncstore.fsm.v1.RecordOp
+	(*RecordCondition)(nil),   // 30: syncstore.fsm.v1.RecordCondition
+	(*CompactTombstones)(nil), // 31: syncstore.fsm.v1.CompactTombstones
+	(*CompactItem)(nil),       // 32: syncstore.fsm.v1.CompactItem
+	(*StoredRecord)(nil),      // 33: syncstore.fsm.v1.StoredRecord
+	(*CollectionInfo)(nil),    // 34: syncstore.fsm.v1.CollectionInfo
+	(*WriteDedupe)(nil),       // 35: syncstore.fsm.v1.WriteDedupe
+	nil,                       // 36: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                       // 37: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                       // 38: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                       // 39: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                       // 40: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                       // 41: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                       // 42: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                       // 43: syncstore.fsm.v1.StoredRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	9,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
@@ -2429,29 +2914,36 @@ var file_command_proto_depIdxs = []int32{
 	2,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
 	10, // 9: syncstore.fsm.v1.Command.append_batch:type_name -> syncstore.fsm.v1.AppendBatch
 	22, // 10: syncstore.fsm.v1.Command.record_write:type_name -> syncstore.fsm.v1.RecordWrite
-	25, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
-	30, // 12: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	5,  // 13: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	31, // 14: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	8,  // 15: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	32, // 16: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	9,  // 17: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
-	14, // 18: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	16, // 19: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	15, // 20: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	16, // 21: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	33, // 22: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 23: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	23, // 24: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
-	24, // 25: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
-	34, // 26: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
-	26, // 27: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	35, // 28: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
-	29, // [29:29] is the sub-list for method output_type
-	29, // [29:29] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	31, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
+	26, // 12: syncstore.fsm.v1.Command.copy_records:type_name -> syncstore.fsm.v1.CopyRecords
+	28, // 13: syncstore.fsm.v1.Command.copy_done:type_name -> syncstore.fsm.v1.CopyDone
+	36, // 14: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	5,  // 15: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	37, // 16: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	8,  // 17: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	38, // 18: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	9,  // 19: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
+	14, // 20: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	16, // 21: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	15, // 22: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	16, // 23: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	39, // 24: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 25: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	29, // 26: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
+	30, // 27: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
+	23, // 28: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
+	25, // 29: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
+	40, // 30: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	27, // 31: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
+	41, // 32: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	42, // 33: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	32, // 34: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
+	43, // 35: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	36, // [36:36] is the sub-list for method output_type
+	36, // [36:36] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -2472,6 +2964,8 @@ func file_command_proto_init() {
 		(*Command_AppendBatch)(nil),
 		(*Command_RecordWrite)(nil),
 		(*Command_CompactTombstones)(nil),
+		(*Command_CopyRecords)(nil),
+		(*Command_CopyDone)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2479,7 +2973,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   35,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -157,6 +157,7 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	peerClient := server.NewPeerClient()
 	cfg.Prober = peerClient.Probe
 	cfg.Deliverer = peerClient.Deliver
+	cfg.Copier = peerClient.Copy
 	cfg.DigestProber = peerClient.DigestAt
 	cfg.Fencer = peerClient.Fence
 	if c.tweak != nil {

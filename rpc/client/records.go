@@ -32,6 +32,14 @@ type WriteOptions struct {
 	// IdempotencyKey identifies the write across retries; when empty the
 	// client makes one up for this call (its own retries, not the caller's).
 	IdempotencyKey string
+	// Copies: records of this write to copy into other collections.
+	Copies []*syncv1.RecordCopy
+}
+
+// CopyTo copies the record the write sets at key into each target
+// collection under targetKey.
+func CopyTo(key, targetKey string, targets ...string) *syncv1.RecordCopy {
+	return &syncv1.RecordCopy{Key: proto.String(key), TargetKey: proto.String(targetKey), Targets: targets}
 }
 
 // Write applies ops to a collection atomically and returns the version the
@@ -42,7 +50,7 @@ func (c *Client) Write(ctx context.Context, collection string, ops []*syncv1.Rec
 	if key == "" {
 		key = randomKey()
 	}
-	req := &syncv1.WriteRequest{Collection: proto.String(collection), Ops: ops, Conditions: o.Conditions, ExpectedVersion: o.ExpectedVersion, IdempotencyKey: proto.String(key)}
+	req := &syncv1.WriteRequest{Collection: proto.String(collection), Ops: ops, Conditions: o.Conditions, ExpectedVersion: o.ExpectedVersion, IdempotencyKey: proto.String(key), Copies: o.Copies}
 	var resp *syncv1.WriteResponse
 	err := c.do(ctx, collection, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
 		resp, err = syncv1.NewRecordsClient(conn).Write(ctx, req)

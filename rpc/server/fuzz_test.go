@@ -79,6 +79,9 @@ var seedRequests = map[string]proto.Message{
 	// A group this single node does not have: fencing one it has would
 	// leave the rest of the run with a replica that serves nothing.
 	"/syncstore.v1.Peer/Fence": &syncv1.FenceRequest{GroupId: 99, Reason: "fuzz"},
+	"/syncstore.v1.Peer/Copy": &syncv1.CopyRequest{GroupId: proto.Uint64(4), Items: []*syncv1.CopyItem{
+		{Collection: proto.String("bob"), Key: proto.String("alice"), Value: []byte("v"), Source: proto.String("profile/alice"), SourceVersion: proto.Uint64(1)},
+	}},
 	"/syncstore.v1.Records/Write": &syncv1.WriteRequest{Collection: proto.String("friends/fuzz"), Ops: []*syncv1.RecordOp{
 		{Key: proto.String("a"), Value: []byte("v")}, {Key: proto.String("b"), Delete: proto.Bool(true)},
 	}, Conditions: []*syncv1.RecordCondition{{Key: proto.String("a"), Version: proto.Uint64(0)}}, IdempotencyKey: proto.String("k")},

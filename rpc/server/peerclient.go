@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 	"github.com/syncstore/syncstore/shard"
@@ -89,4 +90,18 @@ func (p *PeerClient) Fence(ctx context.Context, addr string, group shard.GroupID
 		return fmt.Errorf("fence group %d at %s: %w", group, addr, err)
 	}
 	return nil
+}
+
+// Copy is a node.Copier: it sends record copies for a group to the node at
+// addr, which applies them if it leads the group or forwards them once.
+func (p *PeerClient) Copy(ctx context.Context, addr string, group shard.GroupID, items []*fsmpb.CopyItem) (fsm.CopyResult, error) {
+	conn, err := p.peers.conn(addr)
+	if err != nil {
+		return fsm.CopyResult{}, err
+	}
+	resp, err := syncv1.NewPeerClient(conn).Copy(ctx, copyRequest(group, items))
+	if err != nil {
+		return fsm.CopyResult{}, fmt.Errorf("copy to group %d at %s: %w", group, addr, err)
+	}
+	return fsm.CopyResult{Written: int(resp.GetWritten()), Skipped: int(resp.GetSkipped())}, nil
 }

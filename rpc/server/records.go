@@ -9,9 +9,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
 )
 
 // records serves syncstore.v1.Records on the node's Server.
@@ -28,6 +32,9 @@ func (r *records) Write(ctx context.Context, req *syncv1.WriteRequest) (*syncv1.
 	}
 	for _, c := range req.GetConditions() {
 		w.Conditions = append(w.Conditions, fsm.RecordVersion{Key: c.GetKey(), Version: c.GetVersion()})
+	}
+	for _, c := range req.GetCopies() {
+		w.Copies = append(w.Copies, node.RecordCopy{Key: c.GetKey(), TargetKey: c.GetTargetKey(), Targets: c.GetTargets()})
 	}
 	res, err := r.s.node.Write(ctx, w)
 	if err != nil {
@@ -170,4 +177,37 @@ func conditionFailedStatus(cf *fsm.ConditionFailedError) *status.Status {
 		return withDetail
 	}
 	return st
+}
+
+// Copy applies record copies to collections of one group (Peer).
+func (s *Server) Copy(ctx context.Context, req *syncv1.CopyRequest) (*syncv1.CopyResponse, error) {
+	res, err := s.node.Copy(ctx, shard.GroupID(req.GetGroupId()), copyItems(req.GetItems()))
+	if err != nil {
+		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.CopyResponse, error) {
+			return syncv1.NewPeerClient(conn).Copy(ctx, req)
+		})
+	}
+	return &syncv1.CopyResponse{Written: uint32(res.Written), Skipped: uint32(res.Skipped)}, nil
+}
+
+func copyItems(in []*syncv1.CopyItem) []*fsmpb.CopyItem {
+	out := make([]*fsmpb.CopyItem, len(in))
+	for i, it := range in {
+		out[i] = &fsmpb.CopyItem{
+			Collection: it.GetCollection(), Key: it.GetKey(), Deleted: it.GetDeleted(), Value: it.GetValue(),
+			Metadata: it.GetMetadata(), Source: it.GetSource(), SourceVersion: it.GetSourceVersion(),
+		}
+	}
+	return out
+}
+
+func copyRequest(group shard.GroupID, items []*fsmpb.CopyItem) *syncv1.CopyRequest {
+	req := &syncv1.CopyRequest{GroupId: proto.Uint64(uint64(group)), Items: make([]*syncv1.CopyItem, len(items))}
+	for i, it := range items {
+		req.Items[i] = &syncv1.CopyItem{
+			Collection: proto.String(it.GetCollection()), Key: proto.String(it.GetKey()), Deleted: proto.Bool(it.GetDeleted()),
+			Value: it.GetValue(), Metadata: it.GetMetadata(), Source: proto.String(it.GetSource()), SourceVersion: proto.Uint64(it.GetSourceVersion()),
+		}
+	}
+	return req
 }

@@ -721,8 +721,12 @@ type WriteRequest struct {
 	ExpectedVersion *uint64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion" json:"expected_version,omitempty"`
 	// Optional, but without one a retried Write may apply twice.
 	IdempotencyKey *string `protobuf:"bytes,5,opt,name=idempotency_key,json=idempotencyKey" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Copy records of this write into other collections (a profile field
+	// into every member list the user is in): stored with the write, made by
+	// the group's outbox exactly once per target, carried on after failover.
+	Copies        []*RecordCopy `protobuf:"bytes,6,rep,name=copies" json:"copies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WriteRequest) Reset() {
@@ -790,6 +794,221 @@ func (x *WriteRequest) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *WriteRequest) GetCopies() []*RecordCopy {
+	if x != nil {
+		return x.Copies
+	}
+	return nil
+}
+
+// RecordCopy: the record the write sets at key is copied into each target
+// collection under target_key.
+type RecordCopy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *string                `protobuf:"bytes,1,opt,name=key" json:"key,omitempty"`
+	TargetKey     *string                `protobuf:"bytes,2,opt,name=target_key,json=targetKey" json:"target_key,omitempty"`
+	Targets       []string               `protobuf:"bytes,3,rep,name=targets" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordCopy) Reset() {
+	*x = RecordCopy{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordCopy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordCopy) ProtoMessage() {}
+
+func (x *RecordCopy) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordCopy.ProtoReflect.Descriptor instead.
+func (*RecordCopy) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RecordCopy) GetKey() string {
+	if x != nil && x.Key != nil {
+		return *x.Key
+	}
+	return ""
+}
+
+func (x *RecordCopy) GetTargetKey() string {
+	if x != nil && x.TargetKey != nil {
+		return *x.TargetKey
+	}
+	return ""
+}
+
+func (x *RecordCopy) GetTargets() []string {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// CopyRequest carries record copies to the leader of the group that owns
+// their target collections (Peer.Copy).
+type CopyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       *uint64                `protobuf:"varint,1,opt,name=group_id,json=groupId" json:"group_id,omitempty"`
+	Items         []*CopyItem            `protobuf:"bytes,2,rep,name=items" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyRequest) Reset() {
+	*x = CopyRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyRequest) ProtoMessage() {}
+
+func (x *CopyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyRequest.ProtoReflect.Descriptor instead.
+func (*CopyRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CopyRequest) GetGroupId() uint64 {
+	if x != nil && x.GroupId != nil {
+		return *x.GroupId
+	}
+	return 0
+}
+
+func (x *CopyRequest) GetItems() []*CopyItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type CopyItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Collection    *string                `protobuf:"bytes,1,opt,name=collection" json:"collection,omitempty"`
+	Key           *string                `protobuf:"bytes,2,opt,name=key" json:"key,omitempty"`
+	Deleted       *bool                  `protobuf:"varint,3,opt,name=deleted" json:"deleted,omitempty"`
+	Value         []byte                 `protobuf:"bytes,4,opt,name=value" json:"value,omitempty"`
+	Metadata      map[string]string      `protobuf:"bytes,5,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Source        *string                `protobuf:"bytes,6,opt,name=source" json:"source,omitempty"`
+	SourceVersion *uint64                `protobuf:"varint,7,opt,name=source_version,json=sourceVersion" json:"source_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyItem) Reset() {
+	*x = CopyItem{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyItem) ProtoMessage() {}
+
+func (x *CopyItem) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyItem.ProtoReflect.Descriptor instead.
+func (*CopyItem) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CopyItem) GetCollection() string {
+	if x != nil && x.Collection != nil {
+		return *x.Collection
+	}
+	return ""
+}
+
+func (x *CopyItem) GetKey() string {
+	if x != nil && x.Key != nil {
+		return *x.Key
+	}
+	return ""
+}
+
+func (x *CopyItem) GetDeleted() bool {
+	if x != nil && x.Deleted != nil {
+		return *x.Deleted
+	}
+	return false
+}
+
+func (x *CopyItem) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *CopyItem) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *CopyItem) GetSource() string {
+	if x != nil && x.Source != nil {
+		return *x.Source
+	}
+	return ""
+}
+
+func (x *CopyItem) GetSourceVersion() uint64 {
+	if x != nil && x.SourceVersion != nil {
+		return *x.SourceVersion
+	}
+	return 0
+}
+
 type RecordOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Key   *string                `protobuf:"bytes,1,opt,name=key" json:"key,omitempty"`
@@ -803,7 +1022,7 @@ type RecordOp struct {
 
 func (x *RecordOp) Reset() {
 	*x = RecordOp{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1034,7 @@ func (x *RecordOp) String() string {
 func (*RecordOp) ProtoMessage() {}
 
 func (x *RecordOp) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1047,7 @@ func (x *RecordOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOp.ProtoReflect.Descriptor instead.
 func (*RecordOp) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RecordOp) GetKey() string {
@@ -871,7 +1090,7 @@ type RecordCondition struct {
 
 func (x *RecordCondition) Reset() {
 	*x = RecordCondition{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +1102,7 @@ func (x *RecordCondition) String() string {
 func (*RecordCondition) ProtoMessage() {}
 
 func (x *RecordCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1115,7 @@ func (x *RecordCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCondition.ProtoReflect.Descriptor instead.
 func (*RecordCondition) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordCondition) GetKey() string {
@@ -929,7 +1148,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1160,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1173,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetRequest) GetCollection() string {
@@ -1006,7 +1225,7 @@ type RecordSyncRequest struct {
 
 func (x *RecordSyncRequest) Reset() {
 	*x = RecordSyncRequest{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1237,7 @@ func (x *RecordSyncRequest) String() string {
 func (*RecordSyncRequest) ProtoMessage() {}
 
 func (x *RecordSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1250,7 @@ func (x *RecordSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSyncRequest.ProtoReflect.Descriptor instead.
 func (*RecordSyncRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RecordSyncRequest) GetCollection() string {
@@ -1071,7 +1290,7 @@ type SyncManyRequest struct {
 
 func (x *SyncManyRequest) Reset() {
 	*x = SyncManyRequest{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1302,7 @@ func (x *SyncManyRequest) String() string {
 func (*SyncManyRequest) ProtoMessage() {}
 
 func (x *SyncManyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1315,7 @@ func (x *SyncManyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncManyRequest.ProtoReflect.Descriptor instead.
 func (*SyncManyRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{14}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SyncManyRequest) GetCollections() []*RecordSyncRequest {
@@ -1167,7 +1386,7 @@ const file_syncstore_v1_requests_proto_rawDesc = "" +
 	"\fdelivery_seq\x18\b \x01(\x04R\vdeliverySeq\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xeb\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x02\n" +
 	"\fWriteRequest\x12\x1e\n" +
 	"\n" +
 	"collection\x18\x01 \x01(\tR\n" +
@@ -1177,7 +1396,30 @@ const file_syncstore_v1_requests_proto_rawDesc = "" +
 	"conditions\x18\x03 \x03(\v2\x1d.syncstore.v1.RecordConditionR\n" +
 	"conditions\x12)\n" +
 	"\x10expected_version\x18\x04 \x01(\x04R\x0fexpectedVersion\x12'\n" +
-	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\"\xc9\x01\n" +
+	"\x0fidempotency_key\x18\x05 \x01(\tR\x0eidempotencyKey\x120\n" +
+	"\x06copies\x18\x06 \x03(\v2\x18.syncstore.v1.RecordCopyR\x06copies\"W\n" +
+	"\n" +
+	"RecordCopy\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1d\n" +
+	"\n" +
+	"target_key\x18\x02 \x01(\tR\ttargetKey\x12\x18\n" +
+	"\atargets\x18\x03 \x03(\tR\atargets\"V\n" +
+	"\vCopyRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12,\n" +
+	"\x05items\x18\x02 \x03(\v2\x16.syncstore.v1.CopyItemR\x05items\"\xaa\x02\n" +
+	"\bCopyItem\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x18\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\x12@\n" +
+	"\bmetadata\x18\x05 \x03(\v2$.syncstore.v1.CopyItem.MetadataEntryR\bmetadata\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x12%\n" +
+	"\x0esource_version\x18\a \x01(\x04R\rsourceVersion\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc9\x01\n" +
 	"\bRecordOp\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x16\n" +
 	"\x06delete\x18\x02 \x01(\bR\x06delete\x12\x14\n" +
@@ -1224,7 +1466,7 @@ func file_syncstore_v1_requests_proto_rawDescGZIP() []byte {
 }
 
 var file_syncstore_v1_requests_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_syncstore_v1_requests_proto_goTypes = []any{
 	(Consistency)(0),          // 0: syncstore.v1.Consistency
 	(*AppendRequest)(nil),     // 1: syncstore.v1.AppendRequest
@@ -1237,36 +1479,43 @@ var file_syncstore_v1_requests_proto_goTypes = []any{
 	(*DeliverRequest)(nil),    // 8: syncstore.v1.DeliverRequest
 	(*DeliveryItem)(nil),      // 9: syncstore.v1.DeliveryItem
 	(*WriteRequest)(nil),      // 10: syncstore.v1.WriteRequest
-	(*RecordOp)(nil),          // 11: syncstore.v1.RecordOp
-	(*RecordCondition)(nil),   // 12: syncstore.v1.RecordCondition
-	(*GetRequest)(nil),        // 13: syncstore.v1.GetRequest
-	(*RecordSyncRequest)(nil), // 14: syncstore.v1.RecordSyncRequest
-	(*SyncManyRequest)(nil),   // 15: syncstore.v1.SyncManyRequest
-	nil,                       // 16: syncstore.v1.AppendRequest.MetadataEntry
-	nil,                       // 17: syncstore.v1.SendRequest.MetadataEntry
-	nil,                       // 18: syncstore.v1.DeliveryItem.MetadataEntry
-	nil,                       // 19: syncstore.v1.RecordOp.MetadataEntry
+	(*RecordCopy)(nil),        // 11: syncstore.v1.RecordCopy
+	(*CopyRequest)(nil),       // 12: syncstore.v1.CopyRequest
+	(*CopyItem)(nil),          // 13: syncstore.v1.CopyItem
+	(*RecordOp)(nil),          // 14: syncstore.v1.RecordOp
+	(*RecordCondition)(nil),   // 15: syncstore.v1.RecordCondition
+	(*GetRequest)(nil),        // 16: syncstore.v1.GetRequest
+	(*RecordSyncRequest)(nil), // 17: syncstore.v1.RecordSyncRequest
+	(*SyncManyRequest)(nil),   // 18: syncstore.v1.SyncManyRequest
+	nil,                       // 19: syncstore.v1.AppendRequest.MetadataEntry
+	nil,                       // 20: syncstore.v1.SendRequest.MetadataEntry
+	nil,                       // 21: syncstore.v1.DeliveryItem.MetadataEntry
+	nil,                       // 22: syncstore.v1.CopyItem.MetadataEntry
+	nil,                       // 23: syncstore.v1.RecordOp.MetadataEntry
 }
 var file_syncstore_v1_requests_proto_depIdxs = []int32{
-	16, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
+	19, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
 	0,  // 1: syncstore.v1.PullRequest.consistency:type_name -> syncstore.v1.Consistency
 	0,  // 2: syncstore.v1.HeadRequest.consistency:type_name -> syncstore.v1.Consistency
-	17, // 3: syncstore.v1.SendRequest.metadata:type_name -> syncstore.v1.SendRequest.MetadataEntry
+	20, // 3: syncstore.v1.SendRequest.metadata:type_name -> syncstore.v1.SendRequest.MetadataEntry
 	0,  // 4: syncstore.v1.HistoryRequest.consistency:type_name -> syncstore.v1.Consistency
 	7,  // 5: syncstore.v1.SubscribeRequest.add:type_name -> syncstore.v1.SubscribeFrom
 	9,  // 6: syncstore.v1.DeliverRequest.items:type_name -> syncstore.v1.DeliveryItem
-	18, // 7: syncstore.v1.DeliveryItem.metadata:type_name -> syncstore.v1.DeliveryItem.MetadataEntry
-	11, // 8: syncstore.v1.WriteRequest.ops:type_name -> syncstore.v1.RecordOp
-	12, // 9: syncstore.v1.WriteRequest.conditions:type_name -> syncstore.v1.RecordCondition
-	19, // 10: syncstore.v1.RecordOp.metadata:type_name -> syncstore.v1.RecordOp.MetadataEntry
-	0,  // 11: syncstore.v1.GetRequest.consistency:type_name -> syncstore.v1.Consistency
-	0,  // 12: syncstore.v1.RecordSyncRequest.consistency:type_name -> syncstore.v1.Consistency
-	14, // 13: syncstore.v1.SyncManyRequest.collections:type_name -> syncstore.v1.RecordSyncRequest
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	21, // 7: syncstore.v1.DeliveryItem.metadata:type_name -> syncstore.v1.DeliveryItem.MetadataEntry
+	14, // 8: syncstore.v1.WriteRequest.ops:type_name -> syncstore.v1.RecordOp
+	15, // 9: syncstore.v1.WriteRequest.conditions:type_name -> syncstore.v1.RecordCondition
+	11, // 10: syncstore.v1.WriteRequest.copies:type_name -> syncstore.v1.RecordCopy
+	13, // 11: syncstore.v1.CopyRequest.items:type_name -> syncstore.v1.CopyItem
+	22, // 12: syncstore.v1.CopyItem.metadata:type_name -> syncstore.v1.CopyItem.MetadataEntry
+	23, // 13: syncstore.v1.RecordOp.metadata:type_name -> syncstore.v1.RecordOp.MetadataEntry
+	0,  // 14: syncstore.v1.GetRequest.consistency:type_name -> syncstore.v1.Consistency
+	0,  // 15: syncstore.v1.RecordSyncRequest.consistency:type_name -> syncstore.v1.Consistency
+	17, // 16: syncstore.v1.SyncManyRequest.collections:type_name -> syncstore.v1.RecordSyncRequest
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_requests_proto_init() }
@@ -1280,7 +1529,7 @@ func file_syncstore_v1_requests_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_requests_proto_rawDesc), len(file_syncstore_v1_requests_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -142,6 +142,58 @@ func (PullStatus) EnumDescriptor() ([]byte, []int) {
 	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
 }
 
+type CopyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Written       uint32                 `protobuf:"varint,1,opt,name=written,proto3" json:"written,omitempty"`
+	Skipped       uint32                 `protobuf:"varint,2,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CopyResponse) Reset() {
+	*x = CopyResponse{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CopyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CopyResponse) ProtoMessage() {}
+
+func (x *CopyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CopyResponse.ProtoReflect.Descriptor instead.
+func (*CopyResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CopyResponse) GetWritten() uint32 {
+	if x != nil {
+		return x.Written
+	}
+	return 0
+}
+
+func (x *CopyResponse) GetSkipped() uint32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
 type DigestAtRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
@@ -152,7 +204,7 @@ type DigestAtRequest struct {
 
 func (x *DigestAtRequest) Reset() {
 	*x = DigestAtRequest{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -164,7 +216,7 @@ func (x *DigestAtRequest) String() string {
 func (*DigestAtRequest) ProtoMessage() {}
 
 func (x *DigestAtRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[0]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -177,7 +229,7 @@ func (x *DigestAtRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestAtRequest.ProtoReflect.Descriptor instead.
 func (*DigestAtRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{0}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *DigestAtRequest) GetGroupId() uint64 {
@@ -205,7 +257,7 @@ type DigestAtResponse struct {
 
 func (x *DigestAtResponse) Reset() {
 	*x = DigestAtResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -217,7 +269,7 @@ func (x *DigestAtResponse) String() string {
 func (*DigestAtResponse) ProtoMessage() {}
 
 func (x *DigestAtResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[1]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -230,7 +282,7 @@ func (x *DigestAtResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestAtResponse.ProtoReflect.Descriptor instead.
 func (*DigestAtResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DigestAtResponse) GetKnown() bool {
@@ -257,7 +309,7 @@ type FenceRequest struct {
 
 func (x *FenceRequest) Reset() {
 	*x = FenceRequest{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -269,7 +321,7 @@ func (x *FenceRequest) String() string {
 func (*FenceRequest) ProtoMessage() {}
 
 func (x *FenceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[2]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -282,7 +334,7 @@ func (x *FenceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceRequest.ProtoReflect.Descriptor instead.
 func (*FenceRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{2}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FenceRequest) GetGroupId() uint64 {
@@ -307,7 +359,7 @@ type FenceResponse struct {
 
 func (x *FenceResponse) Reset() {
 	*x = FenceResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +371,7 @@ func (x *FenceResponse) String() string {
 func (*FenceResponse) ProtoMessage() {}
 
 func (x *FenceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[3]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +384,7 @@ func (x *FenceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FenceResponse.ProtoReflect.Descriptor instead.
 func (*FenceResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{4}
 }
 
 type DeliverResponse struct {
@@ -345,7 +397,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +409,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[4]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +422,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeliverResponse) GetWritten() uint32 {
@@ -404,7 +456,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +468,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[5]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +481,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{5}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SendResponse) GetSeq() uint64 {
@@ -480,7 +532,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +544,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[6]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +557,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HistoryResponse) GetStatus() HistoryStatus {
@@ -553,7 +605,7 @@ type SubscribeEvent struct {
 
 func (x *SubscribeEvent) Reset() {
 	*x = SubscribeEvent{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -565,7 +617,7 @@ func (x *SubscribeEvent) String() string {
 func (*SubscribeEvent) ProtoMessage() {}
 
 func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[7]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -578,7 +630,7 @@ func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEvent.ProtoReflect.Descriptor instead.
 func (*SubscribeEvent) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubscribeEvent) GetEvent() isSubscribeEvent_Event {
@@ -702,7 +754,7 @@ type Notification struct {
 
 func (x *Notification) Reset() {
 	*x = Notification{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +766,7 @@ func (x *Notification) String() string {
 func (*Notification) ProtoMessage() {}
 
 func (x *Notification) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[8]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +779,7 @@ func (x *Notification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notification.ProtoReflect.Descriptor instead.
 func (*Notification) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{8}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Notification) GetTimeline() string {
@@ -754,7 +806,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +818,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +831,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Gap) GetTimeline() string {
@@ -807,7 +859,7 @@ type Moved struct {
 
 func (x *Moved) Reset() {
 	*x = Moved{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +871,7 @@ func (x *Moved) String() string {
 func (*Moved) ProtoMessage() {}
 
 func (x *Moved) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +884,7 @@ func (x *Moved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Moved.ProtoReflect.Descriptor instead.
 func (*Moved) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Moved) GetTimeline() string {
@@ -866,7 +918,7 @@ type Reset struct {
 
 func (x *Reset) Reset() {
 	*x = Reset{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +930,7 @@ func (x *Reset) String() string {
 func (*Reset) ProtoMessage() {}
 
 func (x *Reset) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +943,7 @@ func (x *Reset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reset.ProtoReflect.Descriptor instead.
 func (*Reset) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Reset) GetTimeline() string {
@@ -916,7 +968,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +980,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +993,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 type AppendResponse struct {
@@ -958,7 +1010,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1022,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1035,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AppendResponse) GetSeq() uint64 {
@@ -1029,7 +1081,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1093,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1106,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{14}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Entry) GetTimeline() string {
@@ -1140,7 +1192,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1204,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1217,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{15}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PullResponse) GetStatus() PullStatus {
@@ -1205,7 +1257,7 @@ type HeadResponse struct {
 
 func (x *HeadResponse) Reset() {
 	*x = HeadResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1269,7 @@ func (x *HeadResponse) String() string {
 func (*HeadResponse) ProtoMessage() {}
 
 func (x *HeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1282,7 @@ func (x *HeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadResponse.ProtoReflect.Descriptor instead.
 func (*HeadResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{16}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HeadResponse) GetHeadSeq() uint64 {
@@ -1256,7 +1308,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1320,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1333,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{17}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -1310,6 +1362,9 @@ var File_syncstore_v1_sync_proto protoreflect.FileDescriptor
 const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\n" +
 	"\x17syncstore/v1/sync.proto\x12\fsyncstore.v1\x1a\x1bsyncstore/v1/requests.proto\"B\n" +
+	"\fCopyResponse\x12\x18\n" +
+	"\awritten\x18\x01 \x01(\rR\awritten\x12\x18\n" +
+	"\askipped\x18\x02 \x01(\rR\askipped\"B\n" +
 	"\x0fDigestAtRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"@\n" +
@@ -1412,11 +1467,12 @@ const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\x04Head\x12\x19.syncstore.v1.HeadRequest\x1a\x1a.syncstore.v1.HeadResponse\x12=\n" +
 	"\x04Send\x12\x19.syncstore.v1.SendRequest\x1a\x1a.syncstore.v1.SendResponse\x12F\n" +
 	"\aHistory\x12\x1c.syncstore.v1.HistoryRequest\x1a\x1d.syncstore.v1.HistoryResponse\x12M\n" +
-	"\tSubscribe\x12\x1e.syncstore.v1.SubscribeRequest\x1a\x1c.syncstore.v1.SubscribeEvent(\x010\x012\xdb\x01\n" +
+	"\tSubscribe\x12\x1e.syncstore.v1.SubscribeRequest\x1a\x1c.syncstore.v1.SubscribeEvent(\x010\x012\x9a\x02\n" +
 	"\x04Peer\x12F\n" +
 	"\aDeliver\x12\x1c.syncstore.v1.DeliverRequest\x1a\x1d.syncstore.v1.DeliverResponse\x12I\n" +
 	"\bDigestAt\x12\x1d.syncstore.v1.DigestAtRequest\x1a\x1e.syncstore.v1.DigestAtResponse\x12@\n" +
-	"\x05Fence\x12\x1a.syncstore.v1.FenceRequest\x1a\x1b.syncstore.v1.FenceResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\x05Fence\x12\x1a.syncstore.v1.FenceRequest\x1a\x1b.syncstore.v1.FenceResponse\x12=\n" +
+	"\x04Copy\x12\x19.syncstore.v1.CopyRequest\x1a\x1a.syncstore.v1.CopyResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_sync_proto_rawDescOnce sync.Once
@@ -1431,69 +1487,73 @@ func file_syncstore_v1_sync_proto_rawDescGZIP() []byte {
 }
 
 var file_syncstore_v1_sync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_syncstore_v1_sync_proto_goTypes = []any{
 	(HistoryStatus)(0),       // 0: syncstore.v1.HistoryStatus
 	(PullStatus)(0),          // 1: syncstore.v1.PullStatus
-	(*DigestAtRequest)(nil),  // 2: syncstore.v1.DigestAtRequest
-	(*DigestAtResponse)(nil), // 3: syncstore.v1.DigestAtResponse
-	(*FenceRequest)(nil),     // 4: syncstore.v1.FenceRequest
-	(*FenceResponse)(nil),    // 5: syncstore.v1.FenceResponse
-	(*DeliverResponse)(nil),  // 6: syncstore.v1.DeliverResponse
-	(*SendResponse)(nil),     // 7: syncstore.v1.SendResponse
-	(*HistoryResponse)(nil),  // 8: syncstore.v1.HistoryResponse
-	(*SubscribeEvent)(nil),   // 9: syncstore.v1.SubscribeEvent
-	(*Notification)(nil),     // 10: syncstore.v1.Notification
-	(*Gap)(nil),              // 11: syncstore.v1.Gap
-	(*Moved)(nil),            // 12: syncstore.v1.Moved
-	(*Reset)(nil),            // 13: syncstore.v1.Reset
-	(*Heartbeat)(nil),        // 14: syncstore.v1.Heartbeat
-	(*AppendResponse)(nil),   // 15: syncstore.v1.AppendResponse
-	(*Entry)(nil),            // 16: syncstore.v1.Entry
-	(*PullResponse)(nil),     // 17: syncstore.v1.PullResponse
-	(*HeadResponse)(nil),     // 18: syncstore.v1.HeadResponse
-	(*NotLeader)(nil),        // 19: syncstore.v1.NotLeader
-	nil,                      // 20: syncstore.v1.Entry.MetadataEntry
-	(*AppendRequest)(nil),    // 21: syncstore.v1.AppendRequest
-	(*PullRequest)(nil),      // 22: syncstore.v1.PullRequest
-	(*HeadRequest)(nil),      // 23: syncstore.v1.HeadRequest
-	(*SendRequest)(nil),      // 24: syncstore.v1.SendRequest
-	(*HistoryRequest)(nil),   // 25: syncstore.v1.HistoryRequest
-	(*SubscribeRequest)(nil), // 26: syncstore.v1.SubscribeRequest
-	(*DeliverRequest)(nil),   // 27: syncstore.v1.DeliverRequest
+	(*CopyResponse)(nil),     // 2: syncstore.v1.CopyResponse
+	(*DigestAtRequest)(nil),  // 3: syncstore.v1.DigestAtRequest
+	(*DigestAtResponse)(nil), // 4: syncstore.v1.DigestAtResponse
+	(*FenceRequest)(nil),     // 5: syncstore.v1.FenceRequest
+	(*FenceResponse)(nil),    // 6: syncstore.v1.FenceResponse
+	(*DeliverResponse)(nil),  // 7: syncstore.v1.DeliverResponse
+	(*SendResponse)(nil),     // 8: syncstore.v1.SendResponse
+	(*HistoryResponse)(nil),  // 9: syncstore.v1.HistoryResponse
+	(*SubscribeEvent)(nil),   // 10: syncstore.v1.SubscribeEvent
+	(*Notification)(nil),     // 11: syncstore.v1.Notification
+	(*Gap)(nil),              // 12: syncstore.v1.Gap
+	(*Moved)(nil),            // 13: syncstore.v1.Moved
+	(*Reset)(nil),            // 14: syncstore.v1.Reset
+	(*Heartbeat)(nil),        // 15: syncstore.v1.Heartbeat
+	(*AppendResponse)(nil),   // 16: syncstore.v1.AppendResponse
+	(*Entry)(nil),            // 17: syncstore.v1.Entry
+	(*PullResponse)(nil),     // 18: syncstore.v1.PullResponse
+	(*HeadResponse)(nil),     // 19: syncstore.v1.HeadResponse
+	(*NotLeader)(nil),        // 20: syncstore.v1.NotLeader
+	nil,                      // 21: syncstore.v1.Entry.MetadataEntry
+	(*AppendRequest)(nil),    // 22: syncstore.v1.AppendRequest
+	(*PullRequest)(nil),      // 23: syncstore.v1.PullRequest
+	(*HeadRequest)(nil),      // 24: syncstore.v1.HeadRequest
+	(*SendRequest)(nil),      // 25: syncstore.v1.SendRequest
+	(*HistoryRequest)(nil),   // 26: syncstore.v1.HistoryRequest
+	(*SubscribeRequest)(nil), // 27: syncstore.v1.SubscribeRequest
+	(*DeliverRequest)(nil),   // 28: syncstore.v1.DeliverRequest
+	(*CopyRequest)(nil),      // 29: syncstore.v1.CopyRequest
 }
 var file_syncstore_v1_sync_proto_depIdxs = []int32{
 	0,  // 0: syncstore.v1.HistoryResponse.status:type_name -> syncstore.v1.HistoryStatus
-	16, // 1: syncstore.v1.HistoryResponse.entries:type_name -> syncstore.v1.Entry
-	16, // 2: syncstore.v1.SubscribeEvent.entry:type_name -> syncstore.v1.Entry
-	10, // 3: syncstore.v1.SubscribeEvent.notification:type_name -> syncstore.v1.Notification
-	11, // 4: syncstore.v1.SubscribeEvent.gap:type_name -> syncstore.v1.Gap
-	12, // 5: syncstore.v1.SubscribeEvent.moved:type_name -> syncstore.v1.Moved
-	13, // 6: syncstore.v1.SubscribeEvent.reset:type_name -> syncstore.v1.Reset
-	14, // 7: syncstore.v1.SubscribeEvent.heartbeat:type_name -> syncstore.v1.Heartbeat
-	20, // 8: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
+	17, // 1: syncstore.v1.HistoryResponse.entries:type_name -> syncstore.v1.Entry
+	17, // 2: syncstore.v1.SubscribeEvent.entry:type_name -> syncstore.v1.Entry
+	11, // 3: syncstore.v1.SubscribeEvent.notification:type_name -> syncstore.v1.Notification
+	12, // 4: syncstore.v1.SubscribeEvent.gap:type_name -> syncstore.v1.Gap
+	13, // 5: syncstore.v1.SubscribeEvent.moved:type_name -> syncstore.v1.Moved
+	14, // 6: syncstore.v1.SubscribeEvent.reset:type_name -> syncstore.v1.Reset
+	15, // 7: syncstore.v1.SubscribeEvent.heartbeat:type_name -> syncstore.v1.Heartbeat
+	21, // 8: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
 	1,  // 9: syncstore.v1.PullResponse.status:type_name -> syncstore.v1.PullStatus
-	16, // 10: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
-	21, // 11: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
-	22, // 12: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
-	23, // 13: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
-	24, // 14: syncstore.v1.Sync.Send:input_type -> syncstore.v1.SendRequest
-	25, // 15: syncstore.v1.Sync.History:input_type -> syncstore.v1.HistoryRequest
-	26, // 16: syncstore.v1.Sync.Subscribe:input_type -> syncstore.v1.SubscribeRequest
-	27, // 17: syncstore.v1.Peer.Deliver:input_type -> syncstore.v1.DeliverRequest
-	2,  // 18: syncstore.v1.Peer.DigestAt:input_type -> syncstore.v1.DigestAtRequest
-	4,  // 19: syncstore.v1.Peer.Fence:input_type -> syncstore.v1.FenceRequest
-	15, // 20: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
-	17, // 21: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
-	18, // 22: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
-	7,  // 23: syncstore.v1.Sync.Send:output_type -> syncstore.v1.SendResponse
-	8,  // 24: syncstore.v1.Sync.History:output_type -> syncstore.v1.HistoryResponse
-	9,  // 25: syncstore.v1.Sync.Subscribe:output_type -> syncstore.v1.SubscribeEvent
-	6,  // 26: syncstore.v1.Peer.Deliver:output_type -> syncstore.v1.DeliverResponse
-	3,  // 27: syncstore.v1.Peer.DigestAt:output_type -> syncstore.v1.DigestAtResponse
-	5,  // 28: syncstore.v1.Peer.Fence:output_type -> syncstore.v1.FenceResponse
-	20, // [20:29] is the sub-list for method output_type
-	11, // [11:20] is the sub-list for method input_type
+	17, // 10: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
+	22, // 11: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
+	23, // 12: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
+	24, // 13: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
+	25, // 14: syncstore.v1.Sync.Send:input_type -> syncstore.v1.SendRequest
+	26, // 15: syncstore.v1.Sync.History:input_type -> syncstore.v1.HistoryRequest
+	27, // 16: syncstore.v1.Sync.Subscribe:input_type -> syncstore.v1.SubscribeRequest
+	28, // 17: syncstore.v1.Peer.Deliver:input_type -> syncstore.v1.DeliverRequest
+	3,  // 18: syncstore.v1.Peer.DigestAt:input_type -> syncstore.v1.DigestAtRequest
+	5,  // 19: syncstore.v1.Peer.Fence:input_type -> syncstore.v1.FenceRequest
+	29, // 20: syncstore.v1.Peer.Copy:input_type -> syncstore.v1.CopyRequest
+	16, // 21: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
+	18, // 22: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
+	19, // 23: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
+	8,  // 24: syncstore.v1.Sync.Send:output_type -> syncstore.v1.SendResponse
+	9,  // 25: syncstore.v1.Sync.History:output_type -> syncstore.v1.HistoryResponse
+	10, // 26: syncstore.v1.Sync.Subscribe:output_type -> syncstore.v1.SubscribeEvent
+	7,  // 27: syncstore.v1.Peer.Deliver:output_type -> syncstore.v1.DeliverResponse
+	4,  // 28: syncstore.v1.Peer.DigestAt:output_type -> syncstore.v1.DigestAtResponse
+	6,  // 29: syncstore.v1.Peer.Fence:output_type -> syncstore.v1.FenceResponse
+	2,  // 30: syncstore.v1.Peer.Copy:output_type -> syncstore.v1.CopyResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1505,7 +1565,7 @@ func file_syncstore_v1_sync_proto_init() {
 		return
 	}
 	file_syncstore_v1_requests_proto_init()
-	file_syncstore_v1_sync_proto_msgTypes[7].OneofWrappers = []any{
+	file_syncstore_v1_sync_proto_msgTypes[8].OneofWrappers = []any{
 		(*SubscribeEvent_Entry)(nil),
 		(*SubscribeEvent_Notification)(nil),
 		(*SubscribeEvent_Gap)(nil),
@@ -1519,7 +1579,7 @@ func file_syncstore_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_sync_proto_rawDesc), len(file_syncstore_v1_sync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -351,6 +351,7 @@ const (
 	Peer_Deliver_FullMethodName  = "/syncstore.v1.Peer/Deliver"
 	Peer_DigestAt_FullMethodName = "/syncstore.v1.Peer/DigestAt"
 	Peer_Fence_FullMethodName    = "/syncstore.v1.Peer/Fence"
+	Peer_Copy_FullMethodName     = "/syncstore.v1.Peer/Copy"
 )
 
 // PeerClient is the client API for Peer service.
@@ -368,6 +369,9 @@ type PeerClient interface {
 	// Fence tells this node that its replica of a group diverged from the
 	// others: it fences the replica, which is then rebuilt.
 	Fence(ctx context.Context, in *FenceRequest, opts ...grpc.CallOption) (*FenceResponse, error)
+	// Copy applies record copies (Records.Write copies) to collections of one
+	// group, each at most once per source version.
+	Copy(ctx context.Context, in *CopyRequest, opts ...grpc.CallOption) (*CopyResponse, error)
 }
 
 type peerClient struct {
@@ -408,6 +412,16 @@ func (c *peerClient) Fence(ctx context.Context, in *FenceRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *peerClient) Copy(ctx context.Context, in *CopyRequest, opts ...grpc.CallOption) (*CopyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CopyResponse)
+	err := c.cc.Invoke(ctx, Peer_Copy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -423,6 +437,9 @@ type PeerServer interface {
 	// Fence tells this node that its replica of a group diverged from the
 	// others: it fences the replica, which is then rebuilt.
 	Fence(context.Context, *FenceRequest) (*FenceResponse, error)
+	// Copy applies record copies (Records.Write copies) to collections of one
+	// group, each at most once per source version.
+	Copy(context.Context, *CopyRequest) (*CopyResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -441,6 +458,9 @@ func (UnimplementedPeerServer) DigestAt(context.Context, *DigestAtRequest) (*Dig
 }
 func (UnimplementedPeerServer) Fence(context.Context, *FenceRequest) (*FenceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fence not implemented")
+}
+func (UnimplementedPeerServer) Copy(context.Context, *CopyRequest) (*CopyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Copy not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -517,6 +537,24 @@ func _Peer_Fence_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_Copy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CopyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Copy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Copy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Copy(ctx, req.(*CopyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -535,6 +573,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Fence",
 			Handler:    _Peer_Fence_Handler,
+		},
+		{
+			MethodName: "Copy",
+			Handler:    _Peer_Copy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

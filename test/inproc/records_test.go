@@ -18,6 +18,7 @@ import (
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/internal/testcluster"
+	"github.com/syncstore/syncstore/internal/testutil"
 	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/syncv1"
@@ -532,4 +533,73 @@ func TestSyncManyAndConditionsOverGRPC(t *testing.T) {
 	if st.Code() != codes.FailedPrecondition || detail == nil || detail.GetVersion() != 2 || len(detail.GetRecords()) != 1 || detail.GetRecords()[0].GetVersion() != 1 {
 		t.Fatalf("a failed condition answered %v %q, detail %v", st.Code(), st.Message(), detail)
 	}
+}
+
+// TestProfileCopiesReachEveryMemberListOnce: profile writes copied into 200
+// member lists spread over every group, the source group's leader killed
+// while the copies are under way. Every list ends with the last profile
+// version, and each list's version equals the number of profile writes:
+// every copy applied exactly once, none lost, none twice.
+func TestProfileCopiesReachEveryMemberListOnce(t *testing.T) {
+	const lists, writes = 200, 12
+	c := testcluster.New(t, 3, func(cfg *node.Config) { cfg.Shards = 4 })
+	c.WaitPlaced(30 * time.Second)
+	cl := c.Client()
+	var targets []string
+	groups := map[uint64]bool{}
+	smap := c.Members[0].Node.ShardMap()
+	for i := range lists {
+		targets = append(targets, fmt.Sprintf("members/g%03d", i))
+		groups[uint64(smap.GroupFor(targets[i]))] = true
+	}
+	if len(groups) != 4 {
+		t.Fatalf("the lists cover %d groups, want 4", len(groups))
+	}
+	source := "profile/alice"
+	write := func(i int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := cl.Write(ctx, source, []*syncv1.RecordOp{client.Put("name", []byte(fmt.Sprint("alice-", i)))},
+			client.WriteOptions{IdempotencyKey: fmt.Sprint("profile-", i), Copies: []*syncv1.RecordCopy{client.CopyTo("name", "alice", targets...)}})
+		if err != nil {
+			t.Fatalf("profile write %d: %v", i, err)
+		}
+	}
+	for i := range writes / 2 {
+		write(i)
+	}
+	leader := c.WaitGroupLeader(smap.GroupFor(source), 10*time.Second)
+	jobs, _ := c.Members[leader].Node.Group(smap.GroupFor(source)).PendingCopyJobs()
+	t.Logf("killing %s, the leader of %s's group, with %d copy jobs pending", c.Members[leader].ID, source, jobs)
+	c.Kill(leader)
+	for i := writes / 2; i < writes; i++ {
+		write(i)
+	}
+	c.Restart(leader)
+
+	want := fmt.Sprint("alice-", writes-1)
+	testutil.Eventually(t, 60*time.Second, func() error {
+		for _, m := range c.Members {
+			for _, g := range m.Node.Groups() {
+				if pending, err := g.PendingCopies(); err != nil || (pending && g.IsLeader()) {
+					return fmt.Errorf("group %d still has copies to make (%v)", g.ID(), err)
+				}
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, tgt := range targets {
+			got, err := cl.Get(ctx, tgt, []string{"alice"}, "", 0, client.Linearizable)
+			if err != nil {
+				return err
+			}
+			if len(got.GetRecords()) != 1 || string(got.GetRecords()[0].GetValue()) != want {
+				return fmt.Errorf("%s holds %v, want %s", tgt, got.GetRecords(), want)
+			}
+			if got.GetVersion() != writes {
+				return fmt.Errorf("%s is at version %d after %d profile writes: a copy was lost or made twice", tgt, got.GetVersion(), writes)
+			}
+		}
+		return nil
+	})
 }
