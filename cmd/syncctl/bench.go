@@ -11,11 +11,15 @@ import (
 
 	"github.com/syncstore/syncstore/internal/bench"
 	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/syncv1"
 )
 
 func newBenchCmd(g *globals) *cobra.Command {
 	cfg := bench.Config{Clients: 1, PayloadBytes: 256, Timelines: 1000, Duration: 10 * time.Second}
-	var conns int
+	var (
+		conns int
+		op    string
+	)
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Drive appends against a running cluster and print appends/s and latency percentiles",
@@ -32,10 +36,21 @@ func newBenchCmd(g *globals) *cobra.Command {
 				defer cl.Close()
 				clients[i] = cl
 			}
-			res, err := bench.Run(context.Background(), cfg, func(ctx context.Context, w int, tl, key string, payload []byte) error {
+			do := func(ctx context.Context, w int, tl, key string, payload []byte) error {
 				_, err := clients[w%conns].Append(ctx, tl, payload, client.AppendOptions{IdempotencyKey: key})
 				return err
-			})
+			}
+			switch op {
+			case "append":
+			case "record-write": // a put of one record into a collection per operation
+				do = func(ctx context.Context, w int, coll, key string, payload []byte) error {
+					_, err := clients[w%conns].Write(ctx, "c/"+coll, []*syncv1.RecordOp{client.Put(key, payload)}, client.WriteOptions{IdempotencyKey: key})
+					return err
+				}
+			default:
+				return usageError{fmt.Errorf("--op %q: want append or record-write", op)}
+			}
+			res, err := bench.Run(context.Background(), cfg, do)
 			if err != nil {
 				return usageError{err}
 			}
@@ -50,7 +65,8 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Count, "count", 0, "stop after this many appends (0: run for --duration)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "appends per second in all, paced across the clients (0: each client flat out)")
 	f.IntVar(&conns, "conns", 4, "gRPC client connections the appenders share")
-	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g))
+	f.StringVar(&op, "op", "append", "what each operation is: append (to a timeline) or record-write (a put into a collection, --timelines of them)")
+	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g), newBenchRecordsCmd(g))
 	return cmd
 }
 

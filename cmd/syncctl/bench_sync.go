@@ -119,3 +119,44 @@ func newBenchReconnectCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.PayloadBytes, "size", cfg.PayloadBytes, "payload bytes per entry")
 	return cmd
 }
+
+func newBenchRecordsCmd(g *globals) *cobra.Command {
+	cfg := bench.RecordsSyncConfig{Records: 100000, Changes: 10, ValueBytes: 64, Many: 200, ManyRecords: 50, Repeats: 9}
+	cmd := &cobra.Command{
+		Use:   "records",
+		Short: "Compare syncing a collection from a version with reading it whole, and SyncMany with one Sync per collection",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, cancel := benchContext(20 * time.Minute)
+			defer cancel()
+			res, err := bench.RecordsSync(ctx, cl, strings.Split(g.addr, ",")[0], cfg)
+			if err != nil {
+				return err
+			}
+			return g.print(res, func(w io.Writer) {
+				line := func(name string, c bench.Cost) {
+					fmt.Fprintf(w, "%-32s %8s  %10d bytes  %4d calls  %6d records\n", name, ms(c.Latency), c.Bytes, c.Calls, c.Records)
+				}
+				fmt.Fprintf(w, "records: %d records of %d bytes, %d changed; %d collections of %d, one change each (medians of %d)\n",
+					cfg.Records, cfg.ValueBytes, cfg.Changes, cfg.Many, cfg.ManyRecords, cfg.Repeats)
+				line("Sync from the device's version", res.Sync)
+				line("full read (Get pages)", res.FullRead)
+				line(fmt.Sprintf("SyncMany of %d", cfg.Many), res.SyncMany)
+				line(fmt.Sprintf("%d separate Syncs", cfg.Many), res.SeparateSyncs)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Records, "records", cfg.Records, "records in the big collection")
+	f.IntVar(&cfg.Changes, "changes", cfg.Changes, "records changed since the device's version")
+	f.IntVar(&cfg.ValueBytes, "size", cfg.ValueBytes, "value bytes per record")
+	f.IntVar(&cfg.Many, "collections", cfg.Many, "collections of the reconnecting device")
+	f.IntVar(&cfg.ManyRecords, "collection-records", cfg.ManyRecords, "records in each of them")
+	f.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "times each read is measured")
+	return cmd
+}

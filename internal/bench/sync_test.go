@@ -44,4 +44,14 @@ func TestSyncBenchmarksAddUp(t *testing.T) {
 	if rc.DeltaEntries != 5 || rc.FullEntries != 50 || rc.FullCalls != 3 || rc.DeltaBytes <= 5*100 || rc.FullBytes <= 50*100 || rc.UpToDateBytes >= rc.DeltaBytes {
 		t.Fatalf("reconnect: %+v", rc)
 	}
+
+	recs, err := RecordsSync(ctx, cl, c.Members[0].GRPCAddr, RecordsSyncConfig{Records: 600, Changes: 3, ValueBytes: 50, Many: 5, ManyRecords: 4, Repeats: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Changes hit distinct records; a full read of 600 in pages of 1000 is one call.
+	if recs.Sync.Records != 3 || recs.FullRead.Records != 600 || recs.FullRead.Calls != 1 || recs.Sync.Bytes >= recs.FullRead.Bytes ||
+		recs.SyncMany.Records != 5 || recs.SyncMany.Calls != 1 || recs.SeparateSyncs.Records != 5 || recs.SeparateSyncs.Calls != 5 {
+		t.Fatalf("records: %+v", recs)
+	}
 }
