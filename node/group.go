@@ -357,6 +357,9 @@ func (g *Group) applied(ch fsm.Changes) {
 	if len(ch.Heads) > 0 {
 		g.node.hub.Publish(ch.Heads)
 	}
+	if len(ch.Collections) > 0 {
+		g.node.hub.Publish(ch.Collections) // Subscribe streams follow collections by name too
+	}
 	if ch.Outbox && g.outbox != nil {
 		g.outbox.Poke()
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os/signal"
+	"sync"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -16,7 +19,7 @@ func newCollectionCmd(g *globals) *cobra.Command {
 		Use:   "collection",
 		Short: "Write, read and sync versioned record collections",
 	}
-	cmd.AddCommand(newCollectionWriteCmd(g, false), newCollectionWriteCmd(g, true), newCollectionGetCmd(g), newCollectionSyncCmd(g))
+	cmd.AddCommand(newCollectionWriteCmd(g, false), newCollectionWriteCmd(g, true), newCollectionGetCmd(g), newCollectionSyncCmd(g), newCollectionWatchCmd(g))
 	return cmd
 }
 
@@ -195,4 +198,56 @@ func syncStatusName(s syncv1.RecordSyncStatus) string {
 		return "AHEAD"
 	}
 	return s.String()
+}
+
+func newCollectionWatchCmd(g *globals) *cobra.Command {
+	var since uint64
+	cmd := &cobra.Command{
+		Use:   "watch COLLECTION...",
+		Short: "Follow collections from a version and print each change as it commits (push, with Sync whenever the stream cannot go on)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			var mu sync.Mutex // updates of several collections print whole
+			errs := make(chan error, len(args))
+			for _, coll := range args {
+				go func() {
+					errs <- cl.WatchCollection(ctx, coll, since, func(u client.CollectionUpdate) error {
+						mu.Lock()
+						defer mu.Unlock()
+						out := struct {
+							Collection  string       `json:"collection"`
+							FromVersion uint64       `json:"from_version"`
+							Version     uint64       `json:"version"`
+							Replace     bool         `json:"replace,omitempty"`
+							Digest      string       `json:"digest"`
+							Changes     []recordJSON `json:"changes"`
+						}{u.Collection, u.FromVersion, u.Version, u.Replace, u.Digest, recordsJSON(u.Changes)}
+						return g.print(out, func(w io.Writer) {
+							what := fmt.Sprintf("%d -> %d", out.FromVersion, out.Version)
+							if out.Replace {
+								what = fmt.Sprintf("read whole at %d", out.Version)
+							}
+							fmt.Fprintf(w, "%s %s, %d changes\n", out.Collection, what, len(out.Changes))
+							printRecords(w, out.Changes)
+						})
+					})
+				}()
+			}
+			for range args {
+				if err := <-errs; err != nil && ctx.Err() == nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Uint64Var(&since, "since", 0, "the version the watcher holds (0: everything)")
+	return cmd
 }

@@ -61,6 +61,8 @@ func (s *Server) Subscribe(stream syncv1.Sync_SubscribeServer) error {
 		w:       s.node.Watch(),
 		cursor:  map[string]uint64{},
 		pending: map[string]bool{},
+		ccursor: map[string]uint64{},
+		cpend:   map[string]bool{},
 		q:       newOutQueue(s.streamLimits, s.metrics),
 	}
 	defer st.w.Close()
@@ -99,9 +101,12 @@ func (s *Server) Subscribe(stream syncv1.Sync_SubscribeServer) error {
 				return err
 			}
 		case <-st.w.Wake():
-			for _, tl := range st.w.Take() {
-				if _, ok := st.cursor[tl]; ok {
-					st.pending[tl] = true
+			for _, name := range st.w.Take() { // timelines and collections share the hub
+				if _, ok := st.cursor[name]; ok {
+					st.pending[name] = true
+				}
+				if _, ok := st.ccursor[name]; ok {
+					st.cpend[name] = true
 				}
 			}
 		case <-st.q.space:
@@ -109,6 +114,7 @@ func (s *Server) Subscribe(stream syncv1.Sync_SubscribeServer) error {
 			st.checkServing()
 		}
 		st.produce()
+		st.produceCollections()
 	}
 }
 
@@ -138,6 +144,10 @@ type subStream struct {
 	cursor map[string]uint64
 	// pending timelines may have entries past their cursor.
 	pending map[string]bool
+	// ccursor is, per followed collection, the last version queued; cpend
+	// collections may have changes past it (collections.go).
+	ccursor map[string]uint64
+	cpend   map[string]bool
 	q       *outQueue
 }
 
@@ -165,13 +175,16 @@ func (st *subStream) apply(req *syncv1.SubscribeRequest) error {
 			removing++ // removing a timeline not followed is a no-op
 		}
 	}
-	if n := len(st.cursor) + adding - removing; n > st.lim.MaxTimelines {
-		return status.Errorf(codes.ResourceExhausted, "a stream follows at most %d timelines; this request would make %d", st.lim.MaxTimelines, n)
+	cadding, cremoving, err := st.checkCollections(req)
+	if err != nil {
+		return err
 	}
+	if n := len(st.cursor) + len(st.ccursor) + adding - removing + cadding - cremoving; n > st.lim.MaxTimelines {
+		return status.Errorf(codes.ResourceExhausted, "a stream follows at most %d timelines and collections; this request would make %d", st.lim.MaxTimelines, n)
+	}
+	st.applyCollections(req)
 	for _, tl := range req.GetRemove() {
-		delete(st.cursor, tl)
-		delete(st.pending, tl)
-		st.w.Remove(tl)
+		st.drop(tl)
 	}
 	for _, a := range req.GetAdd() {
 		tl := a.GetTimeline()
@@ -239,11 +252,17 @@ func (st *subStream) produce() {
 	}
 }
 
-// checkServing sends Moved for timelines this node no longer serves.
+// checkServing sends Moved for timelines, and drops collections, this
+// node no longer serves.
 func (st *subStream) checkServing() {
 	for tl := range st.cursor {
 		if group, leader, ok := st.s.node.Serving(tl); !ok {
 			st.moved(tl, group, leader)
+		}
+	}
+	for coll := range st.ccursor {
+		if group, leader, ok := st.s.node.Serving(coll); !ok {
+			st.dropCollection(coll, "moved", group, leader)
 		}
 	}
 }
@@ -269,7 +288,9 @@ func (st *subStream) gap(tl string, from uint64) {
 func (st *subStream) drop(tl string) {
 	delete(st.cursor, tl)
 	delete(st.pending, tl)
-	st.w.Remove(tl)
+	if _, coll := st.ccursor[tl]; !coll { // a collection of the same name still needs the hub
+		st.w.Remove(tl)
+	}
 }
 
 // outQueue holds a stream's events, in order, until its sender goroutine

@@ -442,9 +442,12 @@ type SubscribeRequest struct {
 	Add    []*SubscribeFrom       `protobuf:"bytes,1,rep,name=add" json:"add,omitempty"`
 	Remove []string               `protobuf:"bytes,2,rep,name=remove" json:"remove,omitempty"`
 	// Stream notifications (timeline, new head) instead of entries.
-	NotifyOnly    *bool `protobuf:"varint,3,opt,name=notify_only,json=notifyOnly" json:"notify_only,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NotifyOnly *bool `protobuf:"varint,3,opt,name=notify_only,json=notifyOnly" json:"notify_only,omitempty"`
+	// Collections to follow from a version, and to stop following.
+	AddCollections    []*CollectionFrom `protobuf:"bytes,4,rep,name=add_collections,json=addCollections" json:"add_collections,omitempty"`
+	RemoveCollections []string          `protobuf:"bytes,5,rep,name=remove_collections,json=removeCollections" json:"remove_collections,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest) Reset() {
@@ -498,6 +501,73 @@ func (x *SubscribeRequest) GetNotifyOnly() bool {
 	return false
 }
 
+func (x *SubscribeRequest) GetAddCollections() []*CollectionFrom {
+	if x != nil {
+		return x.AddCollections
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetRemoveCollections() []string {
+	if x != nil {
+		return x.RemoveCollections
+	}
+	return nil
+}
+
+type CollectionFrom struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Collection *string                `protobuf:"bytes,1,opt,name=collection" json:"collection,omitempty"`
+	// The version the subscriber holds; the stream sends the changes after it.
+	SinceVersion  *uint64 `protobuf:"varint,2,opt,name=since_version,json=sinceVersion" json:"since_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectionFrom) Reset() {
+	*x = CollectionFrom{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectionFrom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectionFrom) ProtoMessage() {}
+
+func (x *CollectionFrom) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectionFrom.ProtoReflect.Descriptor instead.
+func (*CollectionFrom) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CollectionFrom) GetCollection() string {
+	if x != nil && x.Collection != nil {
+		return *x.Collection
+	}
+	return ""
+}
+
+func (x *CollectionFrom) GetSinceVersion() uint64 {
+	if x != nil && x.SinceVersion != nil {
+		return *x.SinceVersion
+	}
+	return 0
+}
+
 type SubscribeFrom struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Timeline *string                `protobuf:"bytes,1,opt,name=timeline" json:"timeline,omitempty"`
@@ -509,7 +579,7 @@ type SubscribeFrom struct {
 
 func (x *SubscribeFrom) Reset() {
 	*x = SubscribeFrom{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[6]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +591,7 @@ func (x *SubscribeFrom) String() string {
 func (*SubscribeFrom) ProtoMessage() {}
 
 func (x *SubscribeFrom) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[6]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +604,7 @@ func (x *SubscribeFrom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeFrom.ProtoReflect.Descriptor instead.
 func (*SubscribeFrom) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubscribeFrom) GetTimeline() string {
@@ -563,7 +633,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[7]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +645,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[7]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +658,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeliverRequest) GetGroupId() uint64 {
@@ -625,7 +695,7 @@ type DeliveryItem struct {
 
 func (x *DeliveryItem) Reset() {
 	*x = DeliveryItem{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[8]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +707,7 @@ func (x *DeliveryItem) String() string {
 func (*DeliveryItem) ProtoMessage() {}
 
 func (x *DeliveryItem) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[8]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +720,7 @@ func (x *DeliveryItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryItem.ProtoReflect.Descriptor instead.
 func (*DeliveryItem) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{8}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeliveryItem) GetTimeline() string {
@@ -731,7 +801,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[9]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +813,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[9]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +826,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WriteRequest) GetCollection() string {
@@ -814,7 +884,7 @@ type RecordCopy struct {
 
 func (x *RecordCopy) Reset() {
 	*x = RecordCopy{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +896,7 @@ func (x *RecordCopy) String() string {
 func (*RecordCopy) ProtoMessage() {}
 
 func (x *RecordCopy) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[10]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +909,7 @@ func (x *RecordCopy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCopy.ProtoReflect.Descriptor instead.
 func (*RecordCopy) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RecordCopy) GetKey() string {
@@ -875,7 +945,7 @@ type CopyRequest struct {
 
 func (x *CopyRequest) Reset() {
 	*x = CopyRequest{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -887,7 +957,7 @@ func (x *CopyRequest) String() string {
 func (*CopyRequest) ProtoMessage() {}
 
 func (x *CopyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[11]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -900,7 +970,7 @@ func (x *CopyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyRequest.ProtoReflect.Descriptor instead.
 func (*CopyRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CopyRequest) GetGroupId() uint64 {
@@ -932,7 +1002,7 @@ type CopyItem struct {
 
 func (x *CopyItem) Reset() {
 	*x = CopyItem{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1014,7 @@ func (x *CopyItem) String() string {
 func (*CopyItem) ProtoMessage() {}
 
 func (x *CopyItem) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[12]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1027,7 @@ func (x *CopyItem) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CopyItem.ProtoReflect.Descriptor instead.
 func (*CopyItem) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CopyItem) GetCollection() string {
@@ -1022,7 +1092,7 @@ type RecordOp struct {
 
 func (x *RecordOp) Reset() {
 	*x = RecordOp{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1104,7 @@ func (x *RecordOp) String() string {
 func (*RecordOp) ProtoMessage() {}
 
 func (x *RecordOp) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[13]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1117,7 @@ func (x *RecordOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordOp.ProtoReflect.Descriptor instead.
 func (*RecordOp) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordOp) GetKey() string {
@@ -1090,7 +1160,7 @@ type RecordCondition struct {
 
 func (x *RecordCondition) Reset() {
 	*x = RecordCondition{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1172,7 @@ func (x *RecordCondition) String() string {
 func (*RecordCondition) ProtoMessage() {}
 
 func (x *RecordCondition) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[14]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1185,7 @@ func (x *RecordCondition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCondition.ProtoReflect.Descriptor instead.
 func (*RecordCondition) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{14}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RecordCondition) GetKey() string {
@@ -1148,7 +1218,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[15]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1230,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[15]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1243,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{15}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetRequest) GetCollection() string {
@@ -1225,7 +1295,7 @@ type RecordSyncRequest struct {
 
 func (x *RecordSyncRequest) Reset() {
 	*x = RecordSyncRequest{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[16]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1307,7 @@ func (x *RecordSyncRequest) String() string {
 func (*RecordSyncRequest) ProtoMessage() {}
 
 func (x *RecordSyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[16]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1320,7 @@ func (x *RecordSyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSyncRequest.ProtoReflect.Descriptor instead.
 func (*RecordSyncRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{16}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RecordSyncRequest) GetCollection() string {
@@ -1290,7 +1360,7 @@ type SyncManyRequest struct {
 
 func (x *SyncManyRequest) Reset() {
 	*x = SyncManyRequest{}
-	mi := &file_syncstore_v1_requests_proto_msgTypes[17]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1302,7 +1372,7 @@ func (x *SyncManyRequest) String() string {
 func (*SyncManyRequest) ProtoMessage() {}
 
 func (x *SyncManyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_requests_proto_msgTypes[17]
+	mi := &file_syncstore_v1_requests_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1315,7 +1385,7 @@ func (x *SyncManyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncManyRequest.ProtoReflect.Descriptor instead.
 func (*SyncManyRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{17}
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SyncManyRequest) GetCollections() []*RecordSyncRequest {
@@ -1363,12 +1433,19 @@ const file_syncstore_v1_requests_proto_rawDesc = "" +
 	"\n" +
 	"before_seq\x18\x02 \x01(\x04R\tbeforeSeq\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12;\n" +
-	"\vconsistency\x18\x04 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"z\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"\xf0\x01\n" +
 	"\x10SubscribeRequest\x12-\n" +
 	"\x03add\x18\x01 \x03(\v2\x1b.syncstore.v1.SubscribeFromR\x03add\x12\x16\n" +
 	"\x06remove\x18\x02 \x03(\tR\x06remove\x12\x1f\n" +
 	"\vnotify_only\x18\x03 \x01(\bR\n" +
-	"notifyOnly\"H\n" +
+	"notifyOnly\x12E\n" +
+	"\x0fadd_collections\x18\x04 \x03(\v2\x1c.syncstore.v1.CollectionFromR\x0eaddCollections\x12-\n" +
+	"\x12remove_collections\x18\x05 \x03(\tR\x11removeCollections\"U\n" +
+	"\x0eCollectionFrom\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12#\n" +
+	"\rsince_version\x18\x02 \x01(\x04R\fsinceVersion\"H\n" +
 	"\rSubscribeFrom\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x1b\n" +
 	"\tafter_seq\x18\x02 \x01(\x04R\bafterSeq\"]\n" +
@@ -1466,7 +1543,7 @@ func file_syncstore_v1_requests_proto_rawDescGZIP() []byte {
 }
 
 var file_syncstore_v1_requests_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_syncstore_v1_requests_proto_goTypes = []any{
 	(Consistency)(0),          // 0: syncstore.v1.Consistency
 	(*AppendRequest)(nil),     // 1: syncstore.v1.AppendRequest
@@ -1475,47 +1552,49 @@ var file_syncstore_v1_requests_proto_goTypes = []any{
 	(*SendRequest)(nil),       // 4: syncstore.v1.SendRequest
 	(*HistoryRequest)(nil),    // 5: syncstore.v1.HistoryRequest
 	(*SubscribeRequest)(nil),  // 6: syncstore.v1.SubscribeRequest
-	(*SubscribeFrom)(nil),     // 7: syncstore.v1.SubscribeFrom
-	(*DeliverRequest)(nil),    // 8: syncstore.v1.DeliverRequest
-	(*DeliveryItem)(nil),      // 9: syncstore.v1.DeliveryItem
-	(*WriteRequest)(nil),      // 10: syncstore.v1.WriteRequest
-	(*RecordCopy)(nil),        // 11: syncstore.v1.RecordCopy
-	(*CopyRequest)(nil),       // 12: syncstore.v1.CopyRequest
-	(*CopyItem)(nil),          // 13: syncstore.v1.CopyItem
-	(*RecordOp)(nil),          // 14: syncstore.v1.RecordOp
-	(*RecordCondition)(nil),   // 15: syncstore.v1.RecordCondition
-	(*GetRequest)(nil),        // 16: syncstore.v1.GetRequest
-	(*RecordSyncRequest)(nil), // 17: syncstore.v1.RecordSyncRequest
-	(*SyncManyRequest)(nil),   // 18: syncstore.v1.SyncManyRequest
-	nil,                       // 19: syncstore.v1.AppendRequest.MetadataEntry
-	nil,                       // 20: syncstore.v1.SendRequest.MetadataEntry
-	nil,                       // 21: syncstore.v1.DeliveryItem.MetadataEntry
-	nil,                       // 22: syncstore.v1.CopyItem.MetadataEntry
-	nil,                       // 23: syncstore.v1.RecordOp.MetadataEntry
+	(*CollectionFrom)(nil),    // 7: syncstore.v1.CollectionFrom
+	(*SubscribeFrom)(nil),     // 8: syncstore.v1.SubscribeFrom
+	(*DeliverRequest)(nil),    // 9: syncstore.v1.DeliverRequest
+	(*DeliveryItem)(nil),      // 10: syncstore.v1.DeliveryItem
+	(*WriteRequest)(nil),      // 11: syncstore.v1.WriteRequest
+	(*RecordCopy)(nil),        // 12: syncstore.v1.RecordCopy
+	(*CopyRequest)(nil),       // 13: syncstore.v1.CopyRequest
+	(*CopyItem)(nil),          // 14: syncstore.v1.CopyItem
+	(*RecordOp)(nil),          // 15: syncstore.v1.RecordOp
+	(*RecordCondition)(nil),   // 16: syncstore.v1.RecordCondition
+	(*GetRequest)(nil),        // 17: syncstore.v1.GetRequest
+	(*RecordSyncRequest)(nil), // 18: syncstore.v1.RecordSyncRequest
+	(*SyncManyRequest)(nil),   // 19: syncstore.v1.SyncManyRequest
+	nil,                       // 20: syncstore.v1.AppendRequest.MetadataEntry
+	nil,                       // 21: syncstore.v1.SendRequest.MetadataEntry
+	nil,                       // 22: syncstore.v1.DeliveryItem.MetadataEntry
+	nil,                       // 23: syncstore.v1.CopyItem.MetadataEntry
+	nil,                       // 24: syncstore.v1.RecordOp.MetadataEntry
 }
 var file_syncstore_v1_requests_proto_depIdxs = []int32{
-	19, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
+	20, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
 	0,  // 1: syncstore.v1.PullRequest.consistency:type_name -> syncstore.v1.Consistency
 	0,  // 2: syncstore.v1.HeadRequest.consistency:type_name -> syncstore.v1.Consistency
-	20, // 3: syncstore.v1.SendRequest.metadata:type_name -> syncstore.v1.SendRequest.MetadataEntry
+	21, // 3: syncstore.v1.SendRequest.metadata:type_name -> syncstore.v1.SendRequest.MetadataEntry
 	0,  // 4: syncstore.v1.HistoryRequest.consistency:type_name -> syncstore.v1.Consistency
-	7,  // 5: syncstore.v1.SubscribeRequest.add:type_name -> syncstore.v1.SubscribeFrom
-	9,  // 6: syncstore.v1.DeliverRequest.items:type_name -> syncstore.v1.DeliveryItem
-	21, // 7: syncstore.v1.DeliveryItem.metadata:type_name -> syncstore.v1.DeliveryItem.MetadataEntry
-	14, // 8: syncstore.v1.WriteRequest.ops:type_name -> syncstore.v1.RecordOp
-	15, // 9: syncstore.v1.WriteRequest.conditions:type_name -> syncstore.v1.RecordCondition
-	11, // 10: syncstore.v1.WriteRequest.copies:type_name -> syncstore.v1.RecordCopy
-	13, // 11: syncstore.v1.CopyRequest.items:type_name -> syncstore.v1.CopyItem
-	22, // 12: syncstore.v1.CopyItem.metadata:type_name -> syncstore.v1.CopyItem.MetadataEntry
-	23, // 13: syncstore.v1.RecordOp.metadata:type_name -> syncstore.v1.RecordOp.MetadataEntry
-	0,  // 14: syncstore.v1.GetRequest.consistency:type_name -> syncstore.v1.Consistency
-	0,  // 15: syncstore.v1.RecordSyncRequest.consistency:type_name -> syncstore.v1.Consistency
-	17, // 16: syncstore.v1.SyncManyRequest.collections:type_name -> syncstore.v1.RecordSyncRequest
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	8,  // 5: syncstore.v1.SubscribeRequest.add:type_name -> syncstore.v1.SubscribeFrom
+	7,  // 6: syncstore.v1.SubscribeRequest.add_collections:type_name -> syncstore.v1.CollectionFrom
+	10, // 7: syncstore.v1.DeliverRequest.items:type_name -> syncstore.v1.DeliveryItem
+	22, // 8: syncstore.v1.DeliveryItem.metadata:type_name -> syncstore.v1.DeliveryItem.MetadataEntry
+	15, // 9: syncstore.v1.WriteRequest.ops:type_name -> syncstore.v1.RecordOp
+	16, // 10: syncstore.v1.WriteRequest.conditions:type_name -> syncstore.v1.RecordCondition
+	12, // 11: syncstore.v1.WriteRequest.copies:type_name -> syncstore.v1.RecordCopy
+	14, // 12: syncstore.v1.CopyRequest.items:type_name -> syncstore.v1.CopyItem
+	23, // 13: syncstore.v1.CopyItem.metadata:type_name -> syncstore.v1.CopyItem.MetadataEntry
+	24, // 14: syncstore.v1.RecordOp.metadata:type_name -> syncstore.v1.RecordOp.MetadataEntry
+	0,  // 15: syncstore.v1.GetRequest.consistency:type_name -> syncstore.v1.Consistency
+	0,  // 16: syncstore.v1.RecordSyncRequest.consistency:type_name -> syncstore.v1.Consistency
+	18, // 17: syncstore.v1.SyncManyRequest.collections:type_name -> syncstore.v1.RecordSyncRequest
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_requests_proto_init() }
@@ -1529,7 +1608,7 @@ func file_syncstore_v1_requests_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_requests_proto_rawDesc), len(file_syncstore_v1_requests_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

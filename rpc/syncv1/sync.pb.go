@@ -598,6 +598,9 @@ type SubscribeEvent struct {
 	//	*SubscribeEvent_Moved
 	//	*SubscribeEvent_Reset_
 	//	*SubscribeEvent_Heartbeat
+	//	*SubscribeEvent_Collection
+	//	*SubscribeEvent_CollectionNotification
+	//	*SubscribeEvent_CollectionDropped
 	Event         isSubscribeEvent_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -694,6 +697,33 @@ func (x *SubscribeEvent) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *SubscribeEvent) GetCollection() *CollectionChanges {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEvent_Collection); ok {
+			return x.Collection
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetCollectionNotification() *CollectionNotification {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEvent_CollectionNotification); ok {
+			return x.CollectionNotification
+		}
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetCollectionDropped() *CollectionDropped {
+	if x != nil {
+		if x, ok := x.Event.(*SubscribeEvent_CollectionDropped); ok {
+			return x.CollectionDropped
+		}
+	}
+	return nil
+}
+
 type isSubscribeEvent_Event interface {
 	isSubscribeEvent_Event()
 }
@@ -732,6 +762,25 @@ type SubscribeEvent_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,6,opt,name=heartbeat,proto3,oneof"`
 }
 
+type SubscribeEvent_Collection struct {
+	// A followed collection's changes after from_version, up to version:
+	// whole writes, as a Sync page. Apply it only when holding
+	// from_version; otherwise Sync.
+	Collection *CollectionChanges `protobuf:"bytes,7,opt,name=collection,proto3,oneof"`
+}
+
+type SubscribeEvent_CollectionNotification struct {
+	// notify_only streams: a followed collection's version moved.
+	CollectionNotification *CollectionNotification `protobuf:"bytes,8,opt,name=collection_notification,json=collectionNotification,proto3,oneof"`
+}
+
+type SubscribeEvent_CollectionDropped struct {
+	// The stream stopped following a collection (moved, behind, or its
+	// version fell below the compaction horizon): Sync it (read it whole
+	// after RESET), then add it again.
+	CollectionDropped *CollectionDropped `protobuf:"bytes,9,opt,name=collection_dropped,json=collectionDropped,proto3,oneof"`
+}
+
 func (*SubscribeEvent_Entry) isSubscribeEvent_Event() {}
 
 func (*SubscribeEvent_Notification) isSubscribeEvent_Event() {}
@@ -744,6 +793,211 @@ func (*SubscribeEvent_Reset_) isSubscribeEvent_Event() {}
 
 func (*SubscribeEvent_Heartbeat) isSubscribeEvent_Event() {}
 
+func (*SubscribeEvent_Collection) isSubscribeEvent_Event() {}
+
+func (*SubscribeEvent_CollectionNotification) isSubscribeEvent_Event() {}
+
+func (*SubscribeEvent_CollectionDropped) isSubscribeEvent_Event() {}
+
+type CollectionChanges struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Collection  string                 `protobuf:"bytes,1,opt,name=collection,proto3" json:"collection,omitempty"`
+	FromVersion uint64                 `protobuf:"varint,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	Version     uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Changes     []*Record              `protobuf:"bytes,4,rep,name=changes,proto3" json:"changes,omitempty"`
+	// The collection's digest at its head when the page was read.
+	Digest        string `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectionChanges) Reset() {
+	*x = CollectionChanges{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectionChanges) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectionChanges) ProtoMessage() {}
+
+func (x *CollectionChanges) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectionChanges.ProtoReflect.Descriptor instead.
+func (*CollectionChanges) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CollectionChanges) GetCollection() string {
+	if x != nil {
+		return x.Collection
+	}
+	return ""
+}
+
+func (x *CollectionChanges) GetFromVersion() uint64 {
+	if x != nil {
+		return x.FromVersion
+	}
+	return 0
+}
+
+func (x *CollectionChanges) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *CollectionChanges) GetChanges() []*Record {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *CollectionChanges) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+type CollectionNotification struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Collection    string                 `protobuf:"bytes,1,opt,name=collection,proto3" json:"collection,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectionNotification) Reset() {
+	*x = CollectionNotification{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectionNotification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectionNotification) ProtoMessage() {}
+
+func (x *CollectionNotification) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectionNotification.ProtoReflect.Descriptor instead.
+func (*CollectionNotification) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CollectionNotification) GetCollection() string {
+	if x != nil {
+		return x.Collection
+	}
+	return ""
+}
+
+func (x *CollectionNotification) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type CollectionDropped struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Collection string                 `protobuf:"bytes,1,opt,name=collection,proto3" json:"collection,omitempty"`
+	// "moved" (subscribe at leader_addr), "behind" (the subscriber did not
+	// keep up), "reset" (below the compaction horizon).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	GroupId       uint64 `protobuf:"varint,3,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	LeaderAddr    string `protobuf:"bytes,4,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectionDropped) Reset() {
+	*x = CollectionDropped{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectionDropped) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectionDropped) ProtoMessage() {}
+
+func (x *CollectionDropped) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectionDropped.ProtoReflect.Descriptor instead.
+func (*CollectionDropped) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CollectionDropped) GetCollection() string {
+	if x != nil {
+		return x.Collection
+	}
+	return ""
+}
+
+func (x *CollectionDropped) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *CollectionDropped) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *CollectionDropped) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
+}
+
 type Notification struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Timeline      string                 `protobuf:"bytes,1,opt,name=timeline,proto3" json:"timeline,omitempty"`
@@ -754,7 +1008,7 @@ type Notification struct {
 
 func (x *Notification) Reset() {
 	*x = Notification{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +1020,7 @@ func (x *Notification) String() string {
 func (*Notification) ProtoMessage() {}
 
 func (x *Notification) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[9]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +1033,7 @@ func (x *Notification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notification.ProtoReflect.Descriptor instead.
 func (*Notification) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Notification) GetTimeline() string {
@@ -806,7 +1060,7 @@ type Gap struct {
 
 func (x *Gap) Reset() {
 	*x = Gap{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +1072,7 @@ func (x *Gap) String() string {
 func (*Gap) ProtoMessage() {}
 
 func (x *Gap) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[10]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +1085,7 @@ func (x *Gap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gap.ProtoReflect.Descriptor instead.
 func (*Gap) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Gap) GetTimeline() string {
@@ -859,7 +1113,7 @@ type Moved struct {
 
 func (x *Moved) Reset() {
 	*x = Moved{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1125,7 @@ func (x *Moved) String() string {
 func (*Moved) ProtoMessage() {}
 
 func (x *Moved) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[11]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1138,7 @@ func (x *Moved) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Moved.ProtoReflect.Descriptor instead.
 func (*Moved) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Moved) GetTimeline() string {
@@ -918,7 +1172,7 @@ type Reset struct {
 
 func (x *Reset) Reset() {
 	*x = Reset{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1184,7 @@ func (x *Reset) String() string {
 func (*Reset) ProtoMessage() {}
 
 func (x *Reset) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[12]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1197,7 @@ func (x *Reset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reset.ProtoReflect.Descriptor instead.
 func (*Reset) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Reset) GetTimeline() string {
@@ -968,7 +1222,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -980,7 +1234,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[13]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -993,7 +1247,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{16}
 }
 
 type AppendResponse struct {
@@ -1010,7 +1264,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1276,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[14]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1289,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{14}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AppendResponse) GetSeq() uint64 {
@@ -1081,7 +1335,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1347,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[15]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1360,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{15}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Entry) GetTimeline() string {
@@ -1192,7 +1446,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1458,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[16]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1471,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{16}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PullResponse) GetStatus() PullStatus {
@@ -1257,7 +1511,7 @@ type HeadResponse struct {
 
 func (x *HeadResponse) Reset() {
 	*x = HeadResponse{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1523,7 @@ func (x *HeadResponse) String() string {
 func (*HeadResponse) ProtoMessage() {}
 
 func (x *HeadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[17]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1536,7 @@ func (x *HeadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeadResponse.ProtoReflect.Descriptor instead.
 func (*HeadResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{17}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HeadResponse) GetHeadSeq() uint64 {
@@ -1308,7 +1562,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_syncstore_v1_sync_proto_msgTypes[18]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1574,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_sync_proto_msgTypes[18]
+	mi := &file_syncstore_v1_sync_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1587,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{18}
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *NotLeader) GetLeaderId() string {
@@ -1361,7 +1615,7 @@ var File_syncstore_v1_sync_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\n" +
-	"\x17syncstore/v1/sync.proto\x12\fsyncstore.v1\x1a\x1bsyncstore/v1/requests.proto\"B\n" +
+	"\x17syncstore/v1/sync.proto\x12\fsyncstore.v1\x1a\x1bsyncstore/v1/requests.proto\x1a\x1asyncstore/v1/records.proto\"B\n" +
 	"\fCopyResponse\x12\x18\n" +
 	"\awritten\x18\x01 \x01(\rR\awritten\x12\x18\n" +
 	"\askipped\x18\x02 \x01(\rR\askipped\"B\n" +
@@ -1391,15 +1645,41 @@ const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\aentries\x18\x02 \x03(\v2\x13.syncstore.v1.EntryR\aentries\x12\x19\n" +
 	"\bhead_seq\x18\x03 \x01(\x04R\aheadSeq\x12\x1d\n" +
 	"\n" +
-	"oldest_seq\x18\x04 \x01(\x04R\toldestSeq\"\xc2\x02\n" +
+	"oldest_seq\x18\x04 \x01(\x04R\toldestSeq\"\xb8\x04\n" +
 	"\x0eSubscribeEvent\x12+\n" +
 	"\x05entry\x18\x01 \x01(\v2\x13.syncstore.v1.EntryH\x00R\x05entry\x12@\n" +
 	"\fnotification\x18\x02 \x01(\v2\x1a.syncstore.v1.NotificationH\x00R\fnotification\x12%\n" +
 	"\x03gap\x18\x03 \x01(\v2\x11.syncstore.v1.GapH\x00R\x03gap\x12+\n" +
 	"\x05moved\x18\x04 \x01(\v2\x13.syncstore.v1.MovedH\x00R\x05moved\x12+\n" +
 	"\x05reset\x18\x05 \x01(\v2\x13.syncstore.v1.ResetH\x00R\x05reset\x127\n" +
-	"\theartbeat\x18\x06 \x01(\v2\x17.syncstore.v1.HeartbeatH\x00R\theartbeatB\a\n" +
-	"\x05event\"E\n" +
+	"\theartbeat\x18\x06 \x01(\v2\x17.syncstore.v1.HeartbeatH\x00R\theartbeat\x12A\n" +
+	"\n" +
+	"collection\x18\a \x01(\v2\x1f.syncstore.v1.CollectionChangesH\x00R\n" +
+	"collection\x12_\n" +
+	"\x17collection_notification\x18\b \x01(\v2$.syncstore.v1.CollectionNotificationH\x00R\x16collectionNotification\x12P\n" +
+	"\x12collection_dropped\x18\t \x01(\v2\x1f.syncstore.v1.CollectionDroppedH\x00R\x11collectionDroppedB\a\n" +
+	"\x05event\"\xb8\x01\n" +
+	"\x11CollectionChanges\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\x04R\vfromVersion\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12.\n" +
+	"\achanges\x18\x04 \x03(\v2\x14.syncstore.v1.RecordR\achanges\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\tR\x06digest\"R\n" +
+	"\x16CollectionNotification\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\x87\x01\n" +
+	"\x11CollectionDropped\x12\x1e\n" +
+	"\n" +
+	"collection\x18\x01 \x01(\tR\n" +
+	"collection\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x19\n" +
+	"\bgroup_id\x18\x03 \x01(\x04R\agroupId\x12\x1f\n" +
+	"\vleader_addr\x18\x04 \x01(\tR\n" +
+	"leaderAddr\"E\n" +
 	"\fNotification\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x19\n" +
 	"\bhead_seq\x18\x02 \x01(\x04R\aheadSeq\"<\n" +
@@ -1487,76 +1767,84 @@ func file_syncstore_v1_sync_proto_rawDescGZIP() []byte {
 }
 
 var file_syncstore_v1_sync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_syncstore_v1_sync_proto_goTypes = []any{
-	(HistoryStatus)(0),       // 0: syncstore.v1.HistoryStatus
-	(PullStatus)(0),          // 1: syncstore.v1.PullStatus
-	(*CopyResponse)(nil),     // 2: syncstore.v1.CopyResponse
-	(*DigestAtRequest)(nil),  // 3: syncstore.v1.DigestAtRequest
-	(*DigestAtResponse)(nil), // 4: syncstore.v1.DigestAtResponse
-	(*FenceRequest)(nil),     // 5: syncstore.v1.FenceRequest
-	(*FenceResponse)(nil),    // 6: syncstore.v1.FenceResponse
-	(*DeliverResponse)(nil),  // 7: syncstore.v1.DeliverResponse
-	(*SendResponse)(nil),     // 8: syncstore.v1.SendResponse
-	(*HistoryResponse)(nil),  // 9: syncstore.v1.HistoryResponse
-	(*SubscribeEvent)(nil),   // 10: syncstore.v1.SubscribeEvent
-	(*Notification)(nil),     // 11: syncstore.v1.Notification
-	(*Gap)(nil),              // 12: syncstore.v1.Gap
-	(*Moved)(nil),            // 13: syncstore.v1.Moved
-	(*Reset)(nil),            // 14: syncstore.v1.Reset
-	(*Heartbeat)(nil),        // 15: syncstore.v1.Heartbeat
-	(*AppendResponse)(nil),   // 16: syncstore.v1.AppendResponse
-	(*Entry)(nil),            // 17: syncstore.v1.Entry
-	(*PullResponse)(nil),     // 18: syncstore.v1.PullResponse
-	(*HeadResponse)(nil),     // 19: syncstore.v1.HeadResponse
-	(*NotLeader)(nil),        // 20: syncstore.v1.NotLeader
-	nil,                      // 21: syncstore.v1.Entry.MetadataEntry
-	(*AppendRequest)(nil),    // 22: syncstore.v1.AppendRequest
-	(*PullRequest)(nil),      // 23: syncstore.v1.PullRequest
-	(*HeadRequest)(nil),      // 24: syncstore.v1.HeadRequest
-	(*SendRequest)(nil),      // 25: syncstore.v1.SendRequest
-	(*HistoryRequest)(nil),   // 26: syncstore.v1.HistoryRequest
-	(*SubscribeRequest)(nil), // 27: syncstore.v1.SubscribeRequest
-	(*DeliverRequest)(nil),   // 28: syncstore.v1.DeliverRequest
-	(*CopyRequest)(nil),      // 29: syncstore.v1.CopyRequest
+	(HistoryStatus)(0),             // 0: syncstore.v1.HistoryStatus
+	(PullStatus)(0),                // 1: syncstore.v1.PullStatus
+	(*CopyResponse)(nil),           // 2: syncstore.v1.CopyResponse
+	(*DigestAtRequest)(nil),        // 3: syncstore.v1.DigestAtRequest
+	(*DigestAtResponse)(nil),       // 4: syncstore.v1.DigestAtResponse
+	(*FenceRequest)(nil),           // 5: syncstore.v1.FenceRequest
+	(*FenceResponse)(nil),          // 6: syncstore.v1.FenceResponse
+	(*DeliverResponse)(nil),        // 7: syncstore.v1.DeliverResponse
+	(*SendResponse)(nil),           // 8: syncstore.v1.SendResponse
+	(*HistoryResponse)(nil),        // 9: syncstore.v1.HistoryResponse
+	(*SubscribeEvent)(nil),         // 10: syncstore.v1.SubscribeEvent
+	(*CollectionChanges)(nil),      // 11: syncstore.v1.CollectionChanges
+	(*CollectionNotification)(nil), // 12: syncstore.v1.CollectionNotification
+	(*CollectionDropped)(nil),      // 13: syncstore.v1.CollectionDropped
+	(*Notification)(nil),           // 14: syncstore.v1.Notification
+	(*Gap)(nil),                    // 15: syncstore.v1.Gap
+	(*Moved)(nil),                  // 16: syncstore.v1.Moved
+	(*Reset)(nil),                  // 17: syncstore.v1.Reset
+	(*Heartbeat)(nil),              // 18: syncstore.v1.Heartbeat
+	(*AppendResponse)(nil),         // 19: syncstore.v1.AppendResponse
+	(*Entry)(nil),                  // 20: syncstore.v1.Entry
+	(*PullResponse)(nil),           // 21: syncstore.v1.PullResponse
+	(*HeadResponse)(nil),           // 22: syncstore.v1.HeadResponse
+	(*NotLeader)(nil),              // 23: syncstore.v1.NotLeader
+	nil,                            // 24: syncstore.v1.Entry.MetadataEntry
+	(*Record)(nil),                 // 25: syncstore.v1.Record
+	(*AppendRequest)(nil),          // 26: syncstore.v1.AppendRequest
+	(*PullRequest)(nil),            // 27: syncstore.v1.PullRequest
+	(*HeadRequest)(nil),            // 28: syncstore.v1.HeadRequest
+	(*SendRequest)(nil),            // 29: syncstore.v1.SendRequest
+	(*HistoryRequest)(nil),         // 30: syncstore.v1.HistoryRequest
+	(*SubscribeRequest)(nil),       // 31: syncstore.v1.SubscribeRequest
+	(*DeliverRequest)(nil),         // 32: syncstore.v1.DeliverRequest
+	(*CopyRequest)(nil),            // 33: syncstore.v1.CopyRequest
 }
 var file_syncstore_v1_sync_proto_depIdxs = []int32{
 	0,  // 0: syncstore.v1.HistoryResponse.status:type_name -> syncstore.v1.HistoryStatus
-	17, // 1: syncstore.v1.HistoryResponse.entries:type_name -> syncstore.v1.Entry
-	17, // 2: syncstore.v1.SubscribeEvent.entry:type_name -> syncstore.v1.Entry
-	11, // 3: syncstore.v1.SubscribeEvent.notification:type_name -> syncstore.v1.Notification
-	12, // 4: syncstore.v1.SubscribeEvent.gap:type_name -> syncstore.v1.Gap
-	13, // 5: syncstore.v1.SubscribeEvent.moved:type_name -> syncstore.v1.Moved
-	14, // 6: syncstore.v1.SubscribeEvent.reset:type_name -> syncstore.v1.Reset
-	15, // 7: syncstore.v1.SubscribeEvent.heartbeat:type_name -> syncstore.v1.Heartbeat
-	21, // 8: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
-	1,  // 9: syncstore.v1.PullResponse.status:type_name -> syncstore.v1.PullStatus
-	17, // 10: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
-	22, // 11: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
-	23, // 12: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
-	24, // 13: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
-	25, // 14: syncstore.v1.Sync.Send:input_type -> syncstore.v1.SendRequest
-	26, // 15: syncstore.v1.Sync.History:input_type -> syncstore.v1.HistoryRequest
-	27, // 16: syncstore.v1.Sync.Subscribe:input_type -> syncstore.v1.SubscribeRequest
-	28, // 17: syncstore.v1.Peer.Deliver:input_type -> syncstore.v1.DeliverRequest
-	3,  // 18: syncstore.v1.Peer.DigestAt:input_type -> syncstore.v1.DigestAtRequest
-	5,  // 19: syncstore.v1.Peer.Fence:input_type -> syncstore.v1.FenceRequest
-	29, // 20: syncstore.v1.Peer.Copy:input_type -> syncstore.v1.CopyRequest
-	16, // 21: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
-	18, // 22: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
-	19, // 23: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
-	8,  // 24: syncstore.v1.Sync.Send:output_type -> syncstore.v1.SendResponse
-	9,  // 25: syncstore.v1.Sync.History:output_type -> syncstore.v1.HistoryResponse
-	10, // 26: syncstore.v1.Sync.Subscribe:output_type -> syncstore.v1.SubscribeEvent
-	7,  // 27: syncstore.v1.Peer.Deliver:output_type -> syncstore.v1.DeliverResponse
-	4,  // 28: syncstore.v1.Peer.DigestAt:output_type -> syncstore.v1.DigestAtResponse
-	6,  // 29: syncstore.v1.Peer.Fence:output_type -> syncstore.v1.FenceResponse
-	2,  // 30: syncstore.v1.Peer.Copy:output_type -> syncstore.v1.CopyResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	20, // 1: syncstore.v1.HistoryResponse.entries:type_name -> syncstore.v1.Entry
+	20, // 2: syncstore.v1.SubscribeEvent.entry:type_name -> syncstore.v1.Entry
+	14, // 3: syncstore.v1.SubscribeEvent.notification:type_name -> syncstore.v1.Notification
+	15, // 4: syncstore.v1.SubscribeEvent.gap:type_name -> syncstore.v1.Gap
+	16, // 5: syncstore.v1.SubscribeEvent.moved:type_name -> syncstore.v1.Moved
+	17, // 6: syncstore.v1.SubscribeEvent.reset:type_name -> syncstore.v1.Reset
+	18, // 7: syncstore.v1.SubscribeEvent.heartbeat:type_name -> syncstore.v1.Heartbeat
+	11, // 8: syncstore.v1.SubscribeEvent.collection:type_name -> syncstore.v1.CollectionChanges
+	12, // 9: syncstore.v1.SubscribeEvent.collection_notification:type_name -> syncstore.v1.CollectionNotification
+	13, // 10: syncstore.v1.SubscribeEvent.collection_dropped:type_name -> syncstore.v1.CollectionDropped
+	25, // 11: syncstore.v1.CollectionChanges.changes:type_name -> syncstore.v1.Record
+	24, // 12: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
+	1,  // 13: syncstore.v1.PullResponse.status:type_name -> syncstore.v1.PullStatus
+	20, // 14: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
+	26, // 15: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
+	27, // 16: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
+	28, // 17: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
+	29, // 18: syncstore.v1.Sync.Send:input_type -> syncstore.v1.SendRequest
+	30, // 19: syncstore.v1.Sync.History:input_type -> syncstore.v1.HistoryRequest
+	31, // 20: syncstore.v1.Sync.Subscribe:input_type -> syncstore.v1.SubscribeRequest
+	32, // 21: syncstore.v1.Peer.Deliver:input_type -> syncstore.v1.DeliverRequest
+	3,  // 22: syncstore.v1.Peer.DigestAt:input_type -> syncstore.v1.DigestAtRequest
+	5,  // 23: syncstore.v1.Peer.Fence:input_type -> syncstore.v1.FenceRequest
+	33, // 24: syncstore.v1.Peer.Copy:input_type -> syncstore.v1.CopyRequest
+	19, // 25: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
+	21, // 26: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
+	22, // 27: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
+	8,  // 28: syncstore.v1.Sync.Send:output_type -> syncstore.v1.SendResponse
+	9,  // 29: syncstore.v1.Sync.History:output_type -> syncstore.v1.HistoryResponse
+	10, // 30: syncstore.v1.Sync.Subscribe:output_type -> syncstore.v1.SubscribeEvent
+	7,  // 31: syncstore.v1.Peer.Deliver:output_type -> syncstore.v1.DeliverResponse
+	4,  // 32: syncstore.v1.Peer.DigestAt:output_type -> syncstore.v1.DigestAtResponse
+	6,  // 33: syncstore.v1.Peer.Fence:output_type -> syncstore.v1.FenceResponse
+	2,  // 34: syncstore.v1.Peer.Copy:output_type -> syncstore.v1.CopyResponse
+	25, // [25:35] is the sub-list for method output_type
+	15, // [15:25] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_sync_proto_init() }
@@ -1565,6 +1853,7 @@ func file_syncstore_v1_sync_proto_init() {
 		return
 	}
 	file_syncstore_v1_requests_proto_init()
+	file_syncstore_v1_records_proto_init()
 	file_syncstore_v1_sync_proto_msgTypes[8].OneofWrappers = []any{
 		(*SubscribeEvent_Entry)(nil),
 		(*SubscribeEvent_Notification)(nil),
@@ -1572,6 +1861,9 @@ func file_syncstore_v1_sync_proto_init() {
 		(*SubscribeEvent_Moved)(nil),
 		(*SubscribeEvent_Reset_)(nil),
 		(*SubscribeEvent_Heartbeat)(nil),
+		(*SubscribeEvent_Collection)(nil),
+		(*SubscribeEvent_CollectionNotification)(nil),
+		(*SubscribeEvent_CollectionDropped)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1579,7 +1871,7 @@ func file_syncstore_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_sync_proto_rawDesc), len(file_syncstore_v1_sync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -603,3 +603,90 @@ func TestProfileCopiesReachEveryMemberListOnce(t *testing.T) {
 		return nil
 	})
 }
+
+// TestWatchCollectionConvergesAcrossFailover: a watcher follows a
+// collection (Subscribe, then Sync whenever the stream cannot go on) while
+// it is written, its group's leader is killed and its tombstones are
+// compacted hard. Every update it gets starts at the version it holds, and
+// it ends at the final version with the final records and digest.
+func TestWatchCollectionConvergesAcrossFailover(t *testing.T) {
+	c := testcluster.New(t, 3, func(cfg *node.Config) {
+		cfg.Shards = 2
+		cfg.TombstoneCompactEvery = 50 * time.Millisecond
+		cfg.TombstoneMaxAge = 0
+		cfg.TombstoneKeep = 1
+	})
+	c.WaitPlaced(30 * time.Second)
+	cl := c.Client()
+	const coll = "friends/alice"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var mu sync.Mutex
+	held := map[string]*syncv1.Record{}
+	var version uint64
+	var updates, replaces int
+	watchErr := make(chan error, 1)
+	go func() {
+		watchErr <- cl.WatchCollection(ctx, coll, 0, func(u client.CollectionUpdate) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if u.Replace {
+				held, replaces = map[string]*syncv1.Record{}, replaces+1
+			} else if u.FromVersion != version {
+				return fmt.Errorf("an update from %d while holding %d", u.FromVersion, version)
+			}
+			for _, r := range u.Changes {
+				if r.GetDeleted() {
+					delete(held, r.GetKey())
+				} else {
+					held[r.GetKey()] = r
+				}
+			}
+			version, updates = u.Version, updates+1
+			return nil
+		})
+	}()
+
+	rng := rand.New(rand.NewPCG(3, 4))
+	write := func(i int) {
+		op := client.Put(fmt.Sprint("k", rng.IntN(10)), []byte(fmt.Sprint(i)))
+		if rng.IntN(3) == 0 {
+			op = client.Delete(op.GetKey())
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer wcancel()
+		if _, err := cl.Write(wctx, coll, []*syncv1.RecordOp{op}, client.WriteOptions{IdempotencyKey: fmt.Sprint("w", i)}); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	for i := range 150 {
+		write(i)
+	}
+	leader := c.WaitGroupLeader(c.Members[0].Node.ShardMap().GroupFor(coll), 10*time.Second)
+	c.Kill(leader)
+	for i := 150; i < 300; i++ {
+		write(i)
+	}
+	c.Restart(leader)
+
+	testutil.Eventually(t, 30*time.Second, func() error {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer rcancel()
+		final, err := cl.Get(rctx, coll, nil, "", 1000, client.Linearizable)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if version != final.GetVersion() || digestOf(held) != final.GetDigest() {
+			return fmt.Errorf("the watcher holds version %d (digest %s); the collection is at %d (%s)", version, digestOf(held), final.GetVersion(), final.GetDigest())
+		}
+		return nil
+	})
+	cancel()
+	if err := <-watchErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the watch ended with %v", err)
+	}
+	t.Logf("%d updates, %d full reads", updates, replaces)
+}
