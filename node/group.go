@@ -460,6 +460,9 @@ func (g *Group) OwnedRanges() ([]shard.Range, uint64, bool, error) { return g.fs
 
 // verifyLeader confirms with a quorum that this replica still leads.
 func (g *Group) verifyLeader(ctx context.Context) error {
+	if t, ok := g.transport.(*heartbeat.Transport); ok {
+		defer t.Urgent()() // the verifying heartbeats skip the coalescing window
+	}
 	return g.await(ctx, func() raft.Future { return g.raft.VerifyLeader() })
 }
 

@@ -434,6 +434,10 @@ type Transport struct {
 	*raft.NetworkTransport
 	group uint64
 	c     *Coalescer
+	// urgent counts callers waiting on heartbeats (a leader verifying its
+	// leadership for a read): while it is above 0 they go at once, on the
+	// group's own connections, instead of waiting for the window.
+	urgent atomic.Int32
 }
 
 var (
@@ -447,12 +451,21 @@ func Wrap(inner *raft.NetworkTransport, group uint64, c *Coalescer) *Transport {
 	return &Transport{NetworkTransport: inner, group: group, c: c}
 }
 
-// AppendEntries sends heartbeats coalesced, everything else directly.
+// AppendEntries sends heartbeats coalesced, everything else (and
+// heartbeats while someone waits on them) directly.
 func (t *Transport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	if isHeartbeat(args) {
+	if isHeartbeat(args) && t.urgent.Load() == 0 {
 		return t.c.send(target, t.group, args, resp)
 	}
 	return t.NetworkTransport.AppendEntries(id, target, args, resp)
+}
+
+// Urgent makes the group's heartbeats go at once until the returned func
+// is called. hashicorp/raft's VerifyLeader is answered by a round of
+// heartbeats: a linearizable read must not wait the window for them.
+func (t *Transport) Urgent() (done func()) {
+	t.urgent.Add(1)
+	return func() { t.urgent.Add(-1) }
 }
 
 // SetHeartbeatHandler registers Raft's fast heartbeat path with both the

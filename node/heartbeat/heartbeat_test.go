@@ -1,10 +1,12 @@
 package heartbeat
 
 import (
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
@@ -135,5 +137,69 @@ func TestAGroupThatDoesNotAnswerFailsAlone(t *testing.T) {
 	wg.Wait()
 	if errs[6] != nil || errs[8] != nil || errs[7] == nil || !strings.Contains(errs[7].Error(), "did not answer") {
 		t.Fatalf("answers: %v", errs)
+	}
+}
+
+// While a caller waits on heartbeats (Urgent), a group's heartbeats skip
+// the coalescer and its window and go on the group's own connections; then
+// they are coalesced again.
+func TestUrgentHeartbeatsGoAtOnce(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	node := func(id string) (*raftmux.Mux, *Coalescer) {
+		mux, err := raftmux.Listen("127.0.0.1:0", id, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer, err := mux.Layer(raftmux.HeartbeatGroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := New(layer, log)
+		t.Cleanup(func() {
+			c.Close()
+			mux.Close()
+		})
+		return mux, c
+	}
+	aMux, aCoal := node("a")
+	bMux, bCoal := node("b")
+	const group = 5
+	groupTransport := func(m *raftmux.Mux) *raft.NetworkTransport {
+		layer, err := m.Layer(group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nt := raft.NewNetworkTransport(layer, 2, time.Second, io.Discard)
+		t.Cleanup(func() { nt.Close() })
+		return nt
+	}
+	answer := func(rpc raft.RPC) {
+		rpc.Respond(&raft.AppendEntriesResponse{Term: rpc.Command.(*raft.AppendEntriesRequest).Term, Success: true}, nil)
+	}
+	bTrans := groupTransport(bMux)
+	bTrans.SetHeartbeatHandler(answer)
+	bCoal.setHandler(group, answer)
+	tr := Wrap(groupTransport(aMux), group, aCoal)
+	send := func() {
+		t.Helper()
+		var resp raft.AppendEntriesResponse
+		if err := tr.AppendEntries("b", raft.ServerAddress(bMux.Addr().String()), heartbeatReq(7), &resp); err != nil || !resp.Success {
+			t.Fatalf("heartbeat: %+v %v", resp, err)
+		}
+	}
+	send()
+	if got := aCoal.Heartbeats.Load(); got != 1 {
+		t.Fatalf("%d heartbeats through the coalescer, want 1", got)
+	}
+	done := tr.Urgent()
+	send()
+	send()
+	if got := aCoal.Heartbeats.Load(); got != 1 {
+		t.Fatalf("urgent heartbeats went through the coalescer (%d in all)", got)
+	}
+	done()
+	send()
+	if got := aCoal.Heartbeats.Load(); got != 2 {
+		t.Fatalf("after Urgent ended: %d heartbeats through the coalescer, want 2", got)
 	}
 }
