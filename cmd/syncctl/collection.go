@@ -74,17 +74,23 @@ func newCollectionWriteCmd(g *globals, isDelete bool) *cobra.Command {
 }
 
 // recordJSON is a record as syncctl prints it.
+// A live record has "value" (even when empty), a tombstone "deleted": true.
 type recordJSON struct {
-	Key     string `json:"key"`
-	Version uint64 `json:"version"`
-	Value   string `json:"value,omitempty"`
-	Deleted bool   `json:"deleted,omitempty"`
+	Key     string  `json:"key"`
+	Version uint64  `json:"version"`
+	Value   *string `json:"value,omitempty"`
+	Deleted bool    `json:"deleted,omitempty"`
 }
 
 func recordsJSON(recs []*syncv1.Record) []recordJSON {
 	out := make([]recordJSON, 0, len(recs))
 	for _, r := range recs {
-		out = append(out, recordJSON{Key: r.GetKey(), Version: r.GetVersion(), Value: string(r.GetValue()), Deleted: r.GetDeleted()})
+		j := recordJSON{Key: r.GetKey(), Version: r.GetVersion(), Deleted: r.GetDeleted()}
+		if !j.Deleted {
+			v := string(r.GetValue())
+			j.Value = &v
+		}
+		out = append(out, j)
 	}
 	return out
 }
@@ -94,7 +100,7 @@ func printRecords(w io.Writer, recs []recordJSON) {
 		if r.Deleted {
 			fmt.Fprintf(w, "  %s @%d deleted\n", r.Key, r.Version)
 		} else {
-			fmt.Fprintf(w, "  %s @%d = %q\n", r.Key, r.Version, r.Value)
+			fmt.Fprintf(w, "  %s @%d = %q\n", r.Key, r.Version, *r.Value)
 		}
 	}
 }

@@ -56,6 +56,14 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		{[]string{"watch", "alice", "carol", "--notify", "--count", "2"}, []string{"alice  head 4", "carol  head 2"}},
 		{[]string{"status"}, []string{"meta leader n", "n1", "n2", "n3", "every group has one", "FOLLOWER LAG"}},
 		{[]string{"bench", "--clients", "2", "--duration", "200ms", "--timelines", "3"}, []string{"appends/s", "p99"}},
+		{[]string{"bench", "--op", "record-write", "--clients", "2", "--duration", "200ms", "--timelines", "3"}, []string{"appends/s", "p99"}},
+		{[]string{"collection", "put", "friends/alice", "bob", "best friend"}, []string{"friends/alice at version 1"}},
+		{[]string{"collection", "put", "friends/alice", "carol", "x", "--key", "p2"}, []string{"friends/alice at version 2"}},
+		{[]string{"collection", "put", "friends/alice", "carol", "x", "--key", "p2"}, []string{"at version 2 (already applied with this key)"}},
+		{[]string{"collection", "delete", "friends/alice", "carol", "--if-version", "2"}, []string{"friends/alice at version 3"}},
+		{[]string{"collection", "get", "friends/alice"}, []string{"at version 3, 1 records", `bob @1 = "best friend"`}},
+		{[]string{"collection", "sync", "friends/alice", "--since", "1"}, []string{"OK at version 3, 1 changes", "carol @3 deleted"}},
+		{[]string{"collection", "sync", "friends/alice", "--since", "3"}, []string{"UP_TO_DATE at version 3"}},
 	}
 	for _, s := range steps {
 		// A leadership hand-over may still be under way just after the
@@ -79,7 +87,30 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		})
 	}
 
-	out, err := run(t, addr, "--json", "pull", "carol")
+	out, err := run(t, addr, "--json", "collection", "sync", "friends/alice", "--since", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sync struct {
+		Status  string `json:"status"`
+		Version uint64 `json:"version"`
+		Digest  string `json:"digest"`
+		Changes []struct {
+			Key     string  `json:"key"`
+			Version uint64  `json:"version"`
+			Value   *string `json:"value"`
+			Deleted bool    `json:"deleted"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal([]byte(out), &sync); err != nil || sync.Status != "OK" || sync.Version != 3 || len(sync.Digest) != 64 ||
+		len(sync.Changes) != 1 || sync.Changes[0].Key != "bob" || sync.Changes[0].Value == nil || *sync.Changes[0].Value != "best friend" {
+		t.Fatalf("--json collection sync: %+v %v\n%s", sync, err, out)
+	}
+	if _, err := run(t, addr, "collection", "put", "friends/alice", "bob", "y", "--if-version", "9"); err == nil || !strings.Contains(err.Error(), "FailedPrecondition") {
+		t.Fatalf("a failed condition: %v", err)
+	}
+
+	out, err = run(t, addr, "--json", "pull", "carol")
 	if err != nil {
 		t.Fatal(err)
 	}
