@@ -20,6 +20,7 @@ func Collections(ops []history.Op, f history.Final) Verdict {
 	v := Verdict{Checker: "collections", Valid: true}
 	acked := map[string]map[uint64]history.Op{} // collection -> version -> write
 	unknown := map[string]int{}
+	deletes := deletesByKey(ops)
 	for _, op := range ops {
 		if op.Kind != history.RecordWrite {
 			continue
@@ -69,7 +70,7 @@ func Collections(ops []history.Op, f history.Final) Verdict {
 						v.problem("%s: %s/%s at version %d holds %q, acknowledged as %q", node, coll, k, version, r.Value, val)
 					case ok && r.Version < version:
 						v.problem("%s: %s/%s at version %d: acknowledged write %s at %d is lost", node, coll, k, r.Version, op.Key, version)
-					case !ok && !deletedLater(ops, coll, k, version):
+					case !ok && !deletes.after(coll, k, version):
 						v.problem("%s: %s/%s is missing: acknowledged write %s put it at %d and nothing deleted it", node, coll, k, op.Key, version)
 					}
 				}
@@ -84,19 +85,37 @@ func Collections(ops []history.Op, f history.Final) Verdict {
 	return v
 }
 
-// deletedLater: some write that may have taken effect after version (an
-// acknowledged one at a higher version, or one whose outcome is unknown)
-// deletes key.
-func deletedLater(ops []history.Op, coll, key string, version uint64) bool {
+// keyDeletes says, per collection and key, which writes that may have
+// taken effect delete it: the highest version of an acknowledged one, and
+// whether one has an unknown outcome.
+type keyDeletes struct {
+	acked   map[[2]string]uint64
+	unknown map[[2]string]bool
+}
+
+func deletesByKey(ops []history.Op) keyDeletes {
+	d := keyDeletes{acked: map[[2]string]uint64{}, unknown: map[[2]string]bool{}}
 	for _, op := range ops {
-		if op.Kind != history.RecordWrite || op.Timeline != coll || !slices.Contains(op.Deletes, key) {
+		if op.Kind != history.RecordWrite {
 			continue
 		}
-		if op.Outcome == history.Unknown || (op.Outcome == history.OK && op.Seq > version) {
-			return true
+		for _, k := range op.Deletes {
+			key := [2]string{op.Timeline, k}
+			switch op.Outcome {
+			case history.Unknown:
+				d.unknown[key] = true
+			case history.OK:
+				d.acked[key] = max(d.acked[key], op.Seq)
+			}
 		}
 	}
-	return false
+	return d
+}
+
+// after: some write that may have taken effect after version deletes key.
+func (d keyDeletes) after(coll, key string, version uint64) bool {
+	k := [2]string{coll, key}
+	return d.unknown[k] || d.acked[k] > version
 }
 
 // Devices replays every device's Sync and Get pages, collection by
