@@ -572,3 +572,14 @@ func TestCompactionCandidatesByAgeAndCount(t *testing.T) {
 		t.Fatalf("a resumed pass found %v, want both collections", seen)
 	}
 }
+
+func TestDigestWithIndexPairsTheDigestWithItsState(t *testing.T) {
+	h := newHarness(t)
+	for i := range 5 {
+		h.write(writeCmd("c", int64(i), put("k", fmt.Sprint(i))))
+	}
+	d, applied, err := h.f.DigestWithIndex()
+	if err != nil || d != h.digest() || applied != h.f.AppliedIndex() || applied != 5 {
+		t.Fatalf("DigestWithIndex %s at %d (%v); Digest %s, applied %d", d, applied, err, h.digest(), h.f.AppliedIndex())
+	}
+}

@@ -25,6 +25,28 @@ func (f *FSM) Digest() (string, error) {
 	return digest, nil
 }
 
+// DigestWithIndex is Digest together with the applied index of the state
+// it hashed, read in the same transaction: a pair that can be compared
+// with another replica's even while entries are being applied (reading the
+// index apart from the digest could pair an older digest with a newer
+// index).
+func (f *FSM) DigestWithIndex() (string, uint64, error) {
+	var (
+		digest  string
+		applied uint64
+	)
+	err := f.view(func(root *bolt.Bucket) error {
+		var err error
+		digest, err = digestTx(root)
+		applied = readU64(root.Bucket(bucketMeta), keyAppliedIndex)
+		return err
+	})
+	if err != nil {
+		return "", 0, fmt.Errorf("fsm: digest: %w", err)
+	}
+	return digest, applied, nil
+}
+
 // digestTx is Digest of a root bucket, so a test can digest a transaction
 // it has not committed.
 func digestTx(root *bolt.Bucket) (string, error) {

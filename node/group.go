@@ -443,6 +443,10 @@ func (g *Group) becomeReady() {
 // Digest hashes this replica's state (see fsm.FSM.Digest).
 func (g *Group) Digest() (string, error) { return g.fsm.Digest() }
 
+// DigestWithIndex is the digest and the applied index of the state it
+// hashed, read together.
+func (g *Group) DigestWithIndex() (string, uint64, error) { return g.fsm.DigestWithIndex() }
+
 // AppliedIndex is the state machine's applied index.
 func (g *Group) AppliedIndex() uint64 { return g.fsm.AppliedIndex() }
 

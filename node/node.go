@@ -375,7 +375,8 @@ func (n *Node) Members() ([]Member, error) { return n.meta.Members() }
 type GroupState struct {
 	Digest  string
 	Applied uint64
-	// DeliveriesPending: the group's outbox is not empty.
+	// DeliveriesPending: the group's outbox, or its record copies, are not
+	// all done.
 	DeliveriesPending bool
 }
 
@@ -383,15 +384,20 @@ type GroupState struct {
 func (n *Node) States() (map[shard.GroupID]GroupState, error) {
 	out := map[shard.GroupID]GroupState{}
 	for _, g := range append([]*Group{n.meta}, n.groupsSnapshot()...) {
-		d, err := g.Digest()
+		d, applied, err := g.DigestWithIndex() // one transaction: the pair matches
 		if err != nil {
 			return nil, err
 		}
-		st := GroupState{Digest: d, Applied: g.AppliedIndex()}
+		st := GroupState{Digest: d, Applied: applied}
 		if g.outbox != nil {
 			if st.DeliveriesPending, err = g.PendingDeliveries(); err != nil {
 				return nil, err
 			}
+			copies, err := g.PendingCopies()
+			if err != nil {
+				return nil, err
+			}
+			st.DeliveriesPending = st.DeliveriesPending || copies
 		}
 		out[g.id] = st
 	}
