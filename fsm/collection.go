@@ -190,7 +190,7 @@ func writeRecord(cb sealed, ck []byte, info *fsmpb.CollectionInfo, nowMs int64, 
 		rec.Value, rec.Metadata = op.GetValue(), op.GetMetadata()
 	}
 	countRecord(info, op.GetKey(), rec)
-	v, err := proto.Marshal(rec)
+	v, err := stored.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode record: %w", err)
 	}
@@ -267,7 +267,7 @@ func readCollInfo(cb sealed, ck []byte) (*fsmpb.CollectionInfo, error) {
 }
 
 func writeCollInfo(cb sealed, ck []byte, info *fsmpb.CollectionInfo) error {
-	v, err := proto.Marshal(info)
+	v, err := stored.Marshal(info)
 	if err != nil {
 		return fmt.Errorf("encode collection info: %w", err)
 	}
@@ -287,7 +287,7 @@ func readWriteDedupe(cb sealed, dk []byte) (*fsmpb.WriteDedupe, error) {
 }
 
 func recordWriteDedupe(root *bolt.Bucket, cb sealed, dk []byte, version uint64, nowMs int64) error {
-	v, err := proto.Marshal(&fsmpb.WriteDedupe{Version: version, TsMs: nowMs})
+	v, err := stored.Marshal(&fsmpb.WriteDedupe{Version: version, TsMs: nowMs})
 	if err != nil {
 		return fmt.Errorf("encode write dedupe record: %w", err)
 	}

@@ -88,7 +88,7 @@ func queueCopies(root *bolt.Bucket, ch *Changes, w *fsmpb.RecordWrite, version u
 			TargetKey: c.GetTargetKey(), Deleted: op.GetDelete(), Value: op.GetValue(), Metadata: op.GetMetadata(), Targets: c.GetTargets(),
 		})
 	}
-	v, err := proto.Marshal(job)
+	v, err := stored.Marshal(job)
 	if err != nil {
 		return fmt.Errorf("encode copy job: %w", err)
 	}

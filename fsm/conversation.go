@@ -95,7 +95,7 @@ func applySend(root *bolt.Bucket, ch *Changes, nowMs int64, s *fsmpb.Send) (*Sen
 	if err != nil {
 		return nil, err
 	}
-	job, err := proto.Marshal(&fsmpb.OutboxJob{
+	job, err := stored.Marshal(&fsmpb.OutboxJob{
 		Conversation:    s.GetConversation(),
 		ConversationSeq: seq,
 		Sender:          s.GetSender(),

@@ -79,7 +79,7 @@ func applyRegisterNode(root *bolt.Bucket, r *fsmpb.RegisterNode) error {
 			return reject(err)
 		}
 	}
-	v, err := proto.Marshal(&fsmpb.NodeRecord{NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr, GossipAddr: nd.GossipAddr})
+	v, err := stored.Marshal(&fsmpb.NodeRecord{NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr, GossipAddr: nd.GossipAddr})
 	if err != nil {
 		return fmt.Errorf("encode node record: %w", err)
 	}

@@ -107,7 +107,7 @@ func applySetRanges(root *bolt.Bucket, c *fsmpb.SetRanges) error {
 	if cur != nil && cur.mapVersion >= c.GetMapVersion() {
 		return nil // an older or repeated map: keep what we have
 	}
-	v, err := proto.Marshal(c)
+	v, err := stored.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("encode owned ranges: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/syncstore/syncstore/storage"
 )
@@ -60,3 +61,8 @@ func (s sealed) GetU64(k []byte) (uint64, error) {
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
+
+// stored encodes a value for the state. Deterministic: replicas must store
+// the same bytes for the same command (the digests compare them), and Go
+// encodes maps (metadata) in its random map order otherwise.
+var stored = proto.MarshalOptions{Deterministic: true}

@@ -40,7 +40,7 @@ func applySetShardMap(root *bolt.Bucket, c *fsmpb.SetShardMap) error {
 	if cur != c.GetExpectedVersion() || m.Version <= cur {
 		return reject(fmt.Errorf("%w: stored %d, expected %d, proposed %d", ErrVersionConflict, cur, c.GetExpectedVersion(), m.Version))
 	}
-	v, err = proto.Marshal(c.GetMap())
+	v, err = stored.Marshal(c.GetMap())
 	if err != nil {
 		return fmt.Errorf("encode shard map: %w", err)
 	}

@@ -94,7 +94,7 @@ func appendEntry(root *bolt.Bucket, ch *Changes, timeline string, nowMs int64, s
 		return 0, 0, err
 	}
 	se.TsMs = ts
-	v, err := proto.Marshal(se)
+	v, err := stored.Marshal(se)
 	if err != nil {
 		return 0, 0, fmt.Errorf("encode entry: %w", err)
 	}
@@ -134,7 +134,7 @@ func recordDedupe(root *bolt.Bucket, dk []byte, seq uint64, tsMs int64) error {
 	if dk == nil {
 		return nil
 	}
-	rec, err := proto.Marshal(&fsmpb.DedupeRecord{Seq: seq, TsMs: tsMs})
+	rec, err := stored.Marshal(&fsmpb.DedupeRecord{Seq: seq, TsMs: tsMs})
 	if err != nil {
 		return fmt.Errorf("encode dedupe record: %w", err)
 	}
@@ -197,7 +197,7 @@ func readInfo(tlb sealed, tl []byte) (*fsmpb.TimelineInfo, error) {
 }
 
 func writeInfo(tlb sealed, tl []byte, info *fsmpb.TimelineInfo) error {
-	v, err := proto.Marshal(info)
+	v, err := stored.Marshal(info)
 	if err != nil {
 		return fmt.Errorf("encode timeline info: %w", err)
 	}
