@@ -20,6 +20,7 @@ import (
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node/batch"
+	"github.com/syncstore/syncstore/node/commitclamp"
 	"github.com/syncstore/syncstore/node/copier"
 	"github.com/syncstore/syncstore/node/heartbeat"
 	"github.com/syncstore/syncstore/node/outbox"
@@ -49,9 +50,11 @@ type Group struct {
 	fsm  *fsm.FSM
 	raft *raft.Raft
 	// transport is the group's Raft transport: its own connections on the
-	// shared port, its heartbeats through the node's coalescer when on.
-	transport raft.Transport
-	netTrans  *raft.NetworkTransport
+	// shared port, its heartbeats through the node's coalescer when on
+	// (heartbeats), and followers' commit indexes clamped (commitclamp).
+	transport  raft.Transport
+	netTrans   *raft.NetworkTransport
+	heartbeats *heartbeat.Transport
 	// metaLog is the meta group's own log and stable store (raft-boltdb);
 	// data groups keep theirs in the node's storage engine.
 	metaLog *raftboltdb.BoltStore
@@ -214,10 +217,12 @@ func (g *Group) open(bootstrap bool) error {
 		return err
 	}
 	g.netTrans = raft.NewNetworkTransportWithLogger(stream, transportMaxPool, transportTimeout, hlog)
-	g.transport = g.netTrans
+	var inner commitclamp.Inner = g.netTrans
 	if g.node.heartbeats != nil {
-		g.transport = heartbeat.Wrap(g.netTrans, uint64(g.id), g.node.heartbeats)
+		g.heartbeats = heartbeat.Wrap(g.netTrans, uint64(g.id), g.node.heartbeats)
+		inner = g.heartbeats
 	}
+	g.transport = commitclamp.Wrap(inner)
 	logs, err := raft.NewLogCache(raftLogCacheSize, logStore)
 	if err != nil {
 		return fmt.Errorf("log cache: %w", err)
@@ -319,7 +324,7 @@ func (g *Group) Close() error {
 		g.futuresMu.Lock()
 		g.closing = true
 		g.futuresMu.Unlock()
-		if t, ok := g.transport.(*heartbeat.Transport); ok {
+		if t := g.heartbeats; t != nil {
 			t.Detach()
 		}
 		var errs []error
@@ -464,7 +469,7 @@ func (g *Group) OwnedRanges() ([]shard.Range, uint64, bool, error) { return g.fs
 
 // verifyLeader confirms with a quorum that this replica still leads.
 func (g *Group) verifyLeader(ctx context.Context) error {
-	if t, ok := g.transport.(*heartbeat.Transport); ok {
+	if t := g.heartbeats; t != nil {
 		defer t.Urgent()() // the verifying heartbeats skip the coalescing window
 	}
 	return g.await(ctx, func() raft.Future { return g.raft.VerifyLeader() })
