@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
@@ -132,7 +133,9 @@ func syncManyResult(collection string, res fsm.SyncResult, err error) *syncv1.Sy
 
 func errorResult(collection string, err error) *syncv1.SyncManyResult {
 	st := status.Convert(err)
-	return &syncv1.SyncManyResult{Collection: collection, ErrorCode: uint32(st.Code()), ErrorMessage: st.Message()}
+	// A bad id may not be UTF-8, which a proto3 string cannot carry: the
+	// answer names it with the bad bytes replaced.
+	return &syncv1.SyncManyResult{Collection: strings.ToValidUTF8(collection, "\uFFFD"), ErrorCode: uint32(st.Code()), ErrorMessage: st.Message()}
 }
 
 var syncStatuses = map[fsm.SyncStatus]syncv1.RecordSyncStatus{
