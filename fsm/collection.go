@@ -89,7 +89,7 @@ func applyRecordWrite(root *bolt.Bucket, ch *Changes, nowMs int64, w *fsmpb.Reco
 		return nil, err
 	}
 	cb := sealed{root.Bucket(bucketCollections)}
-	if err := gcDedupeIn(root, bucketCollectionExpiry, bucketCollections, nowMs-w.GetDedupeWindowMs()); err != nil {
+	if err := gcDedupeIn(root, bucketCollectionExpiry, bucketCollections, nowMs-w.GetDedupeWindowMs(), writeDedupeTs); err != nil {
 		return nil, err
 	}
 	ck := collectionKey(w.GetCollection())
@@ -279,11 +279,21 @@ func readWriteDedupe(cb sealed, dk []byte) (*fsmpb.WriteDedupe, error) {
 	if err != nil || v == nil {
 		return nil, err
 	}
+	return decodeWriteDedupe(v)
+}
+
+func decodeWriteDedupe(v []byte) (*fsmpb.WriteDedupe, error) {
 	var rec fsmpb.WriteDedupe
 	if err := proto.Unmarshal(v, &rec); err != nil {
 		return nil, fmt.Errorf("%w: decode write dedupe record: %v", ErrCorruptState, err)
 	}
 	return &rec, nil
+}
+
+// writeDedupeTs is a collection dedupe record's time, for gcDedupeIn.
+func writeDedupeTs(v []byte) (int64, error) {
+	rec, err := decodeWriteDedupe(v)
+	return rec.GetTsMs(), err
 }
 
 func recordWriteDedupe(root *bolt.Bucket, cb sealed, dk []byte, version uint64, nowMs int64) error {
@@ -295,38 +305,6 @@ func recordWriteDedupe(root *bolt.Bucket, cb sealed, dk []byte, version uint64, 
 		return err
 	}
 	return sealed{root.Bucket(bucketCollectionExpiry)}.Put(expiryKey(nowMs, dk), nil)
-}
-
-// gcDedupeIn removes up to dedupeGCPerAppend dedupe records of the bucket
-// named records written before cutoffMs, found through the expiry index
-// named expiryName. A record rewritten later (same key, newer time) stays.
-func gcDedupeIn(root *bolt.Bucket, expiryName, records []byte, cutoffMs int64) error {
-	expiry := root.Bucket(expiryName)
-	rb := sealed{root.Bucket(records)}
-	var stale [][]byte
-	c := expiry.Cursor()
-	for k, _ := c.First(); k != nil && len(stale) < dedupeGCPerAppend; k, _ = c.Next() {
-		if int64(binary.BigEndian.Uint64(k[:8])) >= cutoffMs {
-			break
-		}
-		stale = append(stale, bytes.Clone(k))
-	}
-	for _, k := range stale {
-		ts, dk := int64(binary.BigEndian.Uint64(k[:8])), k[8:]
-		rec, err := readWriteDedupe(rb, dk)
-		if err != nil {
-			return err
-		}
-		if rec != nil && rec.GetTsMs() == ts {
-			if err := rb.Delete(dk); err != nil {
-				return err
-			}
-		}
-		if err := expiry.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // applyCompactTombstones drops tombstones at or below each item's cutoff

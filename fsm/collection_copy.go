@@ -105,7 +105,7 @@ func ValidateCopyRecords(c *fsmpb.CopyRecords) error {
 		if err := ValidateCollectionID(it.GetCollection()); err != nil {
 			return fmt.Errorf("copy item %d: %w", i, err)
 		}
-		if err := ValidateRecordKey(it.GetKey()); err != nil {
+		if err := validateRecordState(it.GetKey(), it.GetDeleted(), it.GetValue(), it.GetMetadata()); err != nil {
 			return fmt.Errorf("copy item %d: %w", i, err)
 		}
 		if err := ValidateCollectionID(it.GetSource()); err != nil {
@@ -113,15 +113,6 @@ func ValidateCopyRecords(c *fsmpb.CopyRecords) error {
 		}
 		if it.GetSourceVersion() == 0 {
 			return fmt.Errorf("%w: copy item %d has no source version", ErrInvalidArgument, i)
-		}
-		if it.GetDeleted() && (len(it.GetValue()) > 0 || len(it.GetMetadata()) > 0) {
-			return fmt.Errorf("%w: copy item %d deletes but carries a value", ErrInvalidArgument, i)
-		}
-		if n := len(it.GetValue()); n > MaxRecordValueBytes {
-			return fmt.Errorf("%w: copy item %d value is %d bytes; the limit is %d", ErrInvalidArgument, i, n, MaxRecordValueBytes)
-		}
-		if err := validateEntryFields(nil, "", 0, it.GetMetadata()); err != nil {
-			return fmt.Errorf("copy item %d: %w", i, err)
 		}
 	}
 	return nil
@@ -204,16 +195,4 @@ func (f *FSM) CopyJobs(limit int) ([]*fsmpb.CopyJob, error) {
 		return nil, fmt.Errorf("fsm: copy jobs: %w", err)
 	}
 	return out, nil
-}
-
-// CopyMark is the newest version of source's key that a target collection
-// holds a copy of (0: none), for tests and checks.
-func (f *FSM) CopyMark(target, source, key string) (uint64, error) {
-	var v uint64
-	err := f.view(func(root *bolt.Bucket) error {
-		var err error
-		v, err = sealed{root.Bucket(bucketCollections)}.GetU64(copyMarkKey(collectionKey(target), source, key))
-		return err
-	})
-	return v, err
 }

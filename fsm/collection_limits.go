@@ -64,22 +64,13 @@ func ValidateRecordWrite(w *fsmpb.RecordWrite) error {
 	}
 	seen := make(map[string]bool, len(ops))
 	for i, op := range ops {
-		if err := ValidateRecordKey(op.GetKey()); err != nil {
+		if err := validateRecordState(op.GetKey(), op.GetDelete(), op.GetValue(), op.GetMetadata()); err != nil {
 			return fmt.Errorf("operation %d: %w", i, err)
 		}
 		if seen[op.GetKey()] {
 			return fmt.Errorf("%w: key %q appears twice in one write", ErrInvalidArgument, truncate(op.GetKey()))
 		}
 		seen[op.GetKey()] = true
-		if op.GetDelete() && (len(op.GetValue()) > 0 || len(op.GetMetadata()) > 0) {
-			return fmt.Errorf("%w: operation %d deletes %q but carries a value or metadata", ErrInvalidArgument, i, truncate(op.GetKey()))
-		}
-		if n := len(op.GetValue()); n > MaxRecordValueBytes {
-			return fmt.Errorf("%w: the value of %q is %d bytes; the limit is %d", ErrInvalidArgument, truncate(op.GetKey()), n, MaxRecordValueBytes)
-		}
-		if err := validateEntryFields(nil, "", 0, op.GetMetadata()); err != nil {
-			return fmt.Errorf("operation %d: %w", i, err)
-		}
 	}
 	conds := w.GetConditions()
 	if len(conds) > MaxRecordOps {
@@ -105,6 +96,21 @@ func ValidateRecordWrite(w *fsmpb.RecordWrite) error {
 		return err
 	}
 	return validateEntryFields(nil, w.GetIdempotencyKey(), w.GetDedupeWindowMs(), nil)
+}
+
+// validateRecordState checks what a record is set to, by a write or a
+// copy: its key, and a value within the limit or a deletion with none.
+func validateRecordState(key string, deleted bool, value []byte, metadata map[string]string) error {
+	if err := ValidateRecordKey(key); err != nil {
+		return err
+	}
+	if deleted && (len(value) > 0 || len(metadata) > 0) {
+		return fmt.Errorf("%w: a delete of %q carries a value or metadata", ErrInvalidArgument, truncate(key))
+	}
+	if n := len(value); n > MaxRecordValueBytes {
+		return fmt.Errorf("%w: the value of %q is %d bytes; the limit is %d", ErrInvalidArgument, truncate(key), n, MaxRecordValueBytes)
+	}
+	return validateEntryFields(nil, "", 0, metadata)
 }
 
 // ValidateCompactTombstones checks a CompactTombstones command.

@@ -50,3 +50,15 @@ func newFSM(tb testing.TB) *FSM {
 // update runs fn in a write transaction on f's state (tests that edit the
 // state behind the dispatcher's back, or roll back with an error).
 func (f *FSM) update(fn func(root *bolt.Bucket) error) error { return f.st.Update(fn) }
+
+// CopyMark is the newest version of source's key that a target collection
+// holds a copy of (0: none).
+func (f *FSM) CopyMark(target, source, key string) (uint64, error) {
+	var v uint64
+	err := f.view(func(root *bolt.Bucket) error {
+		var err error
+		v, err = sealed{root.Bucket(bucketCollections)}.GetU64(copyMarkKey(collectionKey(target), source, key))
+		return err
+	})
+	return v, err
+}

@@ -144,11 +144,25 @@ func recordDedupe(root *bolt.Bucket, dk []byte, seq uint64, tsMs int64) error {
 	return sealed{root.Bucket(bucketDedupeExpiry)}.Put(expiryKey(tsMs, dk), nil)
 }
 
-// gcDedupe removes up to dedupeGCPerAppend dedupe records written before
-// cutoffMs. A record rewritten later (same key, newer timestamp) stays.
+// gcDedupe removes up to dedupeGCPerAppend timeline dedupe records
+// written before cutoffMs (see gcDedupeIn).
 func gcDedupe(root *bolt.Bucket, cutoffMs int64) error {
-	expiry := root.Bucket(bucketDedupeExpiry)
-	dedupe := sealed{root.Bucket(bucketTimelines)}
+	return gcDedupeIn(root, bucketDedupeExpiry, bucketTimelines, cutoffMs, func(v []byte) (int64, error) {
+		var rec fsmpb.DedupeRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return 0, fmt.Errorf("decode dedupe record: %w", err)
+		}
+		return rec.GetTsMs(), nil
+	})
+}
+
+// gcDedupeIn removes up to dedupeGCPerAppend dedupe records of the bucket
+// named records written before cutoffMs, found through the expiry index
+// named expiryName; tsOf decodes a record's time. A record rewritten later
+// (same key, newer time) stays.
+func gcDedupeIn(root *bolt.Bucket, expiryName, records []byte, cutoffMs int64, tsOf func(v []byte) (int64, error)) error {
+	expiry := root.Bucket(expiryName)
+	rb := sealed{root.Bucket(records)}
 	var stale [][]byte
 	c := expiry.Cursor()
 	for k, _ := c.First(); k != nil && len(stale) < dedupeGCPerAppend; k, _ = c.Next() {
@@ -159,17 +173,17 @@ func gcDedupe(root *bolt.Bucket, cutoffMs int64) error {
 	}
 	for _, k := range stale {
 		ts, dk := int64(binary.BigEndian.Uint64(k[:8])), k[8:]
-		v, err := dedupe.Get(dk)
+		v, err := rb.Get(dk)
 		if err != nil {
 			return err
 		}
 		if v != nil {
-			var rec fsmpb.DedupeRecord
-			if err := proto.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("decode dedupe record: %w", err)
+			recTs, err := tsOf(v)
+			if err != nil {
+				return err
 			}
-			if rec.GetTsMs() == ts {
-				if err := dedupe.Delete(dk); err != nil {
+			if recTs == ts {
+				if err := rb.Delete(dk); err != nil {
 					return err
 				}
 			}

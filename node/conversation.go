@@ -83,15 +83,9 @@ func (n *Node) Deliver(ctx context.Context, group shard.GroupID, items []Deliver
 	if err := fsm.ValidateDeliver(d); err != nil {
 		return fsm.DeliverResult{}, err
 	}
-	g := n.Group(group)
-	if g == nil {
-		if group == shard.MetaGroup {
-			return fsm.DeliverResult{}, fmt.Errorf("%w: deliveries go to data groups, not the meta group", ErrUnknownGroup)
-		}
-		if m := n.shardMap(); m != nil && !m.Has(group) {
-			return fsm.DeliverResult{}, fmt.Errorf("%w: group %d is not in shard map v%d", ErrUnknownGroup, group, m.Version)
-		}
-		return fsm.DeliverResult{}, n.notHosted(group)
+	g, err := n.dataGroup(group, "deliveries")
+	if err != nil {
+		return fsm.DeliverResult{}, err
 	}
 	res, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_Deliver{Deliver: d}})
 	if err != nil {
@@ -108,4 +102,20 @@ func (n *Node) History(ctx context.Context, timeline string, before uint64, limi
 	}
 	res, err := g.fsm.History(timeline, before, limit, n.cfg.MaxPageBytes)
 	return res, g.readResult(err)
+}
+
+// dataGroup is the local replica of a data group named by a peer's request
+// (what: the request, for the message), or why there is none here: the
+// meta group, a group the map does not have, or one hosted elsewhere.
+func (n *Node) dataGroup(id shard.GroupID, what string) (*Group, error) {
+	if g := n.Group(id); g != nil {
+		return g, nil
+	}
+	if id == shard.MetaGroup {
+		return nil, fmt.Errorf("%w: %s go to data groups, not the meta group", ErrUnknownGroup, what)
+	}
+	if m := n.shardMap(); m != nil && !m.Has(id) {
+		return nil, fmt.Errorf("%w: group %d is not in shard map v%d", ErrUnknownGroup, id, m.Version)
+	}
+	return nil, n.notHosted(id)
 }

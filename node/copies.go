@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
@@ -32,15 +30,9 @@ func (n *Node) Copy(ctx context.Context, group shard.GroupID, items []*fsmpb.Cop
 	if err := n.storage.CheckSpace(); err != nil {
 		return fsm.CopyResult{}, err // the copier retries later
 	}
-	g := n.Group(group)
-	if g == nil {
-		if group == shard.MetaGroup {
-			return fsm.CopyResult{}, fmt.Errorf("%w: copies go to data groups, not the meta group", ErrUnknownGroup)
-		}
-		if m := n.shardMap(); m != nil && !m.Has(group) {
-			return fsm.CopyResult{}, fmt.Errorf("%w: group %d is not in shard map v%d", ErrUnknownGroup, group, m.Version)
-		}
-		return fsm.CopyResult{}, n.notHosted(group)
+	g, err := n.dataGroup(group, "copies")
+	if err != nil {
+		return fsm.CopyResult{}, err
 	}
 	res, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_CopyRecords{CopyRecords: c}})
 	if err != nil {
@@ -49,15 +41,9 @@ func (n *Node) Copy(ctx context.Context, group shard.GroupID, items []*fsmpb.Cop
 	return *res.Copy, nil
 }
 
-// PendingCopies reports whether the group still has record copies to make.
-func (g *Group) PendingCopies() (bool, error) {
-	jobs, err := g.fsm.CopyJobs(1)
-	return len(jobs) > 0, err
-}
-
-// PendingCopyJobs counts the group's copy jobs not yet made (up to 1000).
-func (g *Group) PendingCopyJobs() (int, error) {
-	jobs, err := g.fsm.CopyJobs(1000)
+// PendingCopies counts the group's copy jobs not yet made, up to limit.
+func (g *Group) PendingCopies(limit int) (int, error) {
+	jobs, err := g.fsm.CopyJobs(limit)
 	return len(jobs), err
 }
 
@@ -87,15 +73,14 @@ func (r copierRouter) GroupFor(collection string) (shard.GroupID, error) {
 // Copy applies items here when this node leads the group, else sends them
 // to the leader's node.
 func (r copierRouter) Copy(ctx context.Context, id shard.GroupID, items []*fsmpb.CopyItem) error {
-	n := r.n
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
-	defer cancel()
-	_, err := n.Copy(ctx, id, items)
-	var nl *NotLeaderError
-	if errors.As(err, &nl) && nl.LeaderGRPCAddr != "" && nl.LeaderID != n.cfg.NodeID && n.cfg.Copier != nil {
-		_, err = n.cfg.Copier(ctx, nl.LeaderGRPCAddr, id, items)
+	var remote func(context.Context, string) error
+	if c := r.n.cfg.Copier; c != nil {
+		remote = func(ctx context.Context, addr string) error { _, err := c(ctx, addr, id, items); return err }
 	}
-	return err
+	return r.n.atLeader(ctx, func(ctx context.Context) error {
+		_, err := r.n.Copy(ctx, id, items)
+		return err
+	}, remote)
 }
 
 func newGroupCopier(g *Group) *copier.Copier {

@@ -393,11 +393,11 @@ func (n *Node) States() (map[shard.GroupID]GroupState, error) {
 			if st.DeliveriesPending, err = g.PendingDeliveries(); err != nil {
 				return nil, err
 			}
-			copies, err := g.PendingCopies()
+			copies, err := g.PendingCopies(1)
 			if err != nil {
 				return nil, err
 			}
-			st.DeliveriesPending = st.DeliveriesPending || copies
+			st.DeliveriesPending = st.DeliveriesPending || copies > 0
 		}
 		out[g.id] = st
 	}

@@ -55,13 +55,27 @@ func (r outboxRouter) GroupFor(timeline string) (shard.GroupID, error) {
 // Deliver applies a batch here when this node leads the group, else sends
 // it to the leader's node.
 func (r outboxRouter) Deliver(ctx context.Context, id shard.GroupID, batch []Delivery) error {
-	n := r.n
+	var remote func(context.Context, string) error
+	if d := r.n.cfg.Deliverer; d != nil {
+		remote = func(ctx context.Context, addr string) error { _, err := d(ctx, addr, id, batch); return err }
+	}
+	return r.n.atLeader(ctx, func(ctx context.Context) error {
+		_, err := r.n.Deliver(ctx, id, batch)
+		return err
+	}, remote)
+}
+
+// atLeader runs local here and, when it answers that another node leads
+// the group, remote (if any: the config may leave the peer client out) at
+// that node, all within ApplyTimeout: the background workers' way to reach
+// a group's leader wherever it is.
+func (n *Node) atLeader(ctx context.Context, local func(context.Context) error, remote func(ctx context.Context, addr string) error) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 	defer cancel()
-	_, err := n.Deliver(ctx, id, batch)
+	err := local(ctx)
 	var nl *NotLeaderError
-	if errors.As(err, &nl) && nl.LeaderGRPCAddr != "" && nl.LeaderID != n.cfg.NodeID && n.cfg.Deliverer != nil {
-		_, err = n.cfg.Deliverer(ctx, nl.LeaderGRPCAddr, id, batch)
+	if errors.As(err, &nl) && nl.LeaderGRPCAddr != "" && nl.LeaderID != n.cfg.NodeID && remote != nil {
+		err = remote(ctx, nl.LeaderGRPCAddr)
 	}
 	return err
 }

@@ -73,9 +73,11 @@ func (c *Client) catchUp(ctx context.Context, coll string, version uint64, fn fu
 		}
 		switch resp.GetStatus() {
 		case syncv1.RecordSyncStatus_RECORD_SYNC_STATUS_RESET:
-			if version, err = c.readWhole(ctx, coll, fn); err != nil {
-				return version, err
+			whole, err := c.readWhole(ctx, coll, fn)
+			if err != nil {
+				return version, err // the caller still holds version: the next try starts there
 			}
+			version = whole
 			continue
 		case syncv1.RecordSyncStatus_RECORD_SYNC_STATUS_AHEAD:
 			return version, fmt.Errorf("client: %s: the server is behind version %d", coll, version)

@@ -468,7 +468,7 @@ func readCollection(ctx context.Context, n *node.Node, coll string) (map[string]
 	if head == 0 {
 		res, err := n.GetRecords(ctx, coll, nil, "", 1, node.Stale)
 		if err != nil {
-			return nil, 0, errors.Join(fmt.Errorf("get %s", coll), err)
+			return nil, 0, fmt.Errorf("get %s: %w", coll, err)
 		}
 		head = res.Version
 	}
@@ -569,7 +569,7 @@ func TestProfileCopiesReachEveryMemberListOnce(t *testing.T) {
 		write(i)
 	}
 	leader := c.WaitGroupLeader(smap.GroupFor(source), 10*time.Second)
-	jobs, _ := c.Members[leader].Node.Group(smap.GroupFor(source)).PendingCopyJobs()
+	jobs, _ := c.Members[leader].Node.Group(smap.GroupFor(source)).PendingCopies(1000)
 	t.Logf("killing %s, the leader of %s's group, with %d copy jobs pending", c.Members[leader].ID, source, jobs)
 	c.Kill(leader)
 	for i := writes / 2; i < writes; i++ {
@@ -581,7 +581,7 @@ func TestProfileCopiesReachEveryMemberListOnce(t *testing.T) {
 	testutil.Eventually(t, 60*time.Second, func() error {
 		for _, m := range c.Members {
 			for _, g := range m.Node.Groups() {
-				if pending, err := g.PendingCopies(); err != nil || (pending && g.IsLeader()) {
+				if pending, err := g.PendingCopies(1); err != nil || (pending > 0 && g.IsLeader()) {
 					return fmt.Errorf("group %d still has copies to make (%v)", g.ID(), err)
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/syncv1"
@@ -44,7 +45,7 @@ func doRecordWrite(cl *client.Client, rec *recorder, w int, rng *rand.Rand, coll
 	var ops []*syncv1.RecordOp
 	for range 1 + rng.IntN(3) {
 		k := fmt.Sprint("r", rng.IntN(recordKeys))
-		if _, dup := op.Puts[k]; dup || containsString(op.Deletes, k) {
+		if _, dup := op.Puts[k]; dup || slices.Contains(op.Deletes, k) {
 			continue
 		}
 		if rng.IntN(4) == 0 {
@@ -59,15 +60,6 @@ func doRecordWrite(cl *client.Client, rec *recorder, w int, rng *rand.Rand, coll
 		resp, err := cl.Write(ctx, coll, ops, client.WriteOptions{IdempotencyKey: key})
 		return resp.GetVersion(), err
 	})
-}
-
-func containsString(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // device is one worker's copy of the hot collections, kept by Sync; the
