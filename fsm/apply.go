@@ -29,7 +29,12 @@ type Result struct {
 	Batch []BatchItem
 	Write *WriteResult
 	Copy  *CopyResult
-	Err   error
+	// Device sessions, cursors and read markers.
+	Login    *LoginResult
+	Logout   *LogoutResult
+	Ack      *AckResult
+	MarkRead *MarkReadResult
+	Err      error
 }
 
 // AppendResult is the outcome of an Append.
@@ -104,6 +109,21 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 	case *fsmpb.Command_CopyDone:
 		err := applyCopyDone(root, op.CopyDone)
 		return &Result{Op: "copy_done", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_Login:
+		res, err := applyLogin(root, ch, cmd.GetNowMs(), op.Login)
+		return &Result{Op: "login", Login: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_Logout:
+		res, err := applyLogout(root, ch, cmd.GetNowMs(), op.Logout)
+		return &Result{Op: "logout", Logout: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_TouchDevices:
+		err := applyTouchDevices(root, ch, cmd.GetNowMs(), op.TouchDevices)
+		return &Result{Op: "touch_devices", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_AckCursor:
+		res, err := applyAckCursor(root, ch, cmd.GetNowMs(), op.AckCursor)
+		return &Result{Op: "ack_cursor", Ack: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_MarkRead:
+		res, err := applyMarkRead(root, ch, cmd.GetNowMs(), op.MarkRead)
+		return &Result{Op: "mark_read", MarkRead: res, Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_DigestPoint:
 		return &Result{Op: opDigestPoint}, nil
 	case *fsmpb.Command_Trim:

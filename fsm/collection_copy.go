@@ -53,7 +53,7 @@ func validateCopies(w *fsmpb.RecordWrite) error {
 		}
 		seen := make(map[string]bool, len(c.GetTargets()))
 		for j, t := range c.GetTargets() {
-			if err := ValidateCollectionID(t); err != nil {
+			if err := validateWritable(t, ValidateCollectionID); err != nil {
 				return fmt.Errorf("copy %d target %d: %w", i, j, err)
 			}
 			if t == w.GetCollection() {
@@ -102,7 +102,7 @@ func ValidateCopyRecords(c *fsmpb.CopyRecords) error {
 		return fmt.Errorf("%w: %d copy items; 1..%d allowed", ErrInvalidArgument, n, MaxCopyItems)
 	}
 	for i, it := range c.GetItems() {
-		if err := ValidateCollectionID(it.GetCollection()); err != nil {
+		if err := validateWritable(it.GetCollection(), ValidateCollectionID); err != nil {
 			return fmt.Errorf("copy item %d: %w", i, err)
 		}
 		if err := validateRecordState(it.GetKey(), it.GetDeleted(), it.GetValue(), it.GetMetadata()); err != nil {

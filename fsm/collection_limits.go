@@ -28,11 +28,11 @@ const (
 // ValidateCollectionID checks a collection id: non-empty, valid UTF-8, at
 // most MaxCollectionIDBytes.
 func ValidateCollectionID(id string) error {
-	switch {
+	switch limit := idLimit(id); {
 	case id == "":
 		return fmt.Errorf("%w: collection id is empty", ErrInvalidArgument)
-	case len(id) > MaxCollectionIDBytes:
-		return fmt.Errorf("%w: collection id is %d bytes; the limit is %d", ErrInvalidArgument, len(id), MaxCollectionIDBytes)
+	case len(id) > limit:
+		return fmt.Errorf("%w: collection id is %d bytes; the limit is %d", ErrInvalidArgument, len(id), limit)
 	case !utf8.ValidString(id):
 		return fmt.Errorf("%w: collection id is not valid UTF-8", ErrInvalidArgument)
 	}
@@ -55,7 +55,7 @@ func ValidateRecordKey(key string) error {
 
 // ValidateRecordWrite checks a RecordWrite against the fixed limits.
 func ValidateRecordWrite(w *fsmpb.RecordWrite) error {
-	if err := ValidateCollectionID(w.GetCollection()); err != nil {
+	if err := validateWritable(w.GetCollection(), ValidateCollectionID); err != nil {
 		return err
 	}
 	ops := w.GetOps()

@@ -223,7 +223,11 @@ func applyDeliver(root *bolt.Bucket, ch *Changes, nowMs int64, d *fsmpb.Deliver)
 		if !it.GetLight() {
 			se.Payload = it.GetPayload()
 		}
-		if _, _, err := appendEntry(root, ch, it.GetTimeline(), nowMs, se); err != nil {
+		_, ts, err := appendEntry(root, ch, it.GetTimeline(), nowMs, se)
+		if err != nil {
+			return nil, err
+		}
+		if err := noteDelivered(root, ch, it.GetTimeline(), it.GetConversation(), it.GetConversationSeq(), it.GetSender(), ts, nowMs); err != nil {
 			return nil, err
 		}
 		mark := deliveryMark{convSeq: it.GetConversationSeq(), deliverySeq: it.GetDeliverySeq()}

@@ -52,20 +52,39 @@ const (
 // ValidateTimelineID checks a timeline id: non-empty, valid UTF-8, at most
 // MaxTimelineIDBytes.
 func ValidateTimelineID(id string) error {
-	switch {
+	switch limit := idLimit(id); {
 	case id == "":
 		return fmt.Errorf("%w: timeline id is empty", ErrInvalidArgument)
-	case len(id) > MaxTimelineIDBytes:
-		return fmt.Errorf("%w: timeline id is %d bytes; the limit is %d", ErrInvalidArgument, len(id), MaxTimelineIDBytes)
+	case len(id) > limit:
+		return fmt.Errorf("%w: timeline id is %d bytes; the limit is %d", ErrInvalidArgument, len(id), limit)
 	case !utf8.ValidString(id):
 		return fmt.Errorf("%w: timeline id is not valid UTF-8", ErrInvalidArgument)
 	}
 	return nil
 }
 
+// idLimit is the longest an id may be: MaxTimelineIDBytes, plus the
+// prefix of a derived id (whose user part has that limit).
+func idLimit(id string) int { return MaxTimelineIDBytes + shard.DerivedPrefixLen(id) }
+
+// validateWritable checks an id a client command writes to: a valid id
+// and not a derived one (devices/, conversations/, device-events/), which
+// only the state machine writes, so that no client can forge a kick event
+// or an unread count.
+func validateWritable(id string, validate func(string) error) error {
+	if err := validate(id); err != nil {
+		return err
+	}
+	if shard.IsDerived(id) {
+		return fmt.Errorf("%w: %q is kept by the server (ids starting with %q, %q or %q are derived from a user's sessions and deliveries, never written by a client)",
+			ErrInvalidArgument, truncate(id), shard.DevicesPrefix, shard.ConversationsPrefix, shard.DeviceEventsPrefix)
+	}
+	return nil
+}
+
 // ValidateAppend checks an Append against the fixed limits.
 func ValidateAppend(a *fsmpb.Append) error {
-	if err := ValidateTimelineID(a.GetTimeline()); err != nil {
+	if err := validateWritable(a.GetTimeline(), ValidateTimelineID); err != nil {
 		return err
 	}
 	if a.GetDedupeWindowMs() < 0 {
@@ -107,10 +126,10 @@ func validateEntryFields(payload []byte, key string, windowMs int64, metadata ma
 
 // ValidateSend checks a Send against the fixed limits.
 func ValidateSend(s *fsmpb.Send) error {
-	if err := ValidateTimelineID(s.GetConversation()); err != nil {
+	if err := validateWritable(s.GetConversation(), ValidateTimelineID); err != nil {
 		return fmt.Errorf("conversation: %w", err)
 	}
-	if err := ValidateTimelineID(s.GetSender()); err != nil {
+	if err := validateWritable(s.GetSender(), ValidateTimelineID); err != nil {
 		return fmt.Errorf("sender: %w", err)
 	}
 	if n := len(s.GetRecipients()); n >= MaxRecipients {
@@ -120,7 +139,7 @@ func ValidateSend(s *fsmpb.Send) error {
 		return fmt.Errorf("%w: the sender %q is the conversation itself", ErrInvalidArgument, truncate(s.GetSender()))
 	}
 	for i, r := range s.GetRecipients() {
-		if err := ValidateTimelineID(r); err != nil {
+		if err := validateWritable(r, ValidateTimelineID); err != nil {
 			return fmt.Errorf("recipient %d: %w", i, err)
 		}
 		if r == s.GetConversation() {
@@ -139,10 +158,10 @@ func ValidateDeliver(d *fsmpb.Deliver) error {
 		return fmt.Errorf("%w: %d delivery items; 1..%d allowed", ErrInvalidArgument, n, MaxDeliveryItems)
 	}
 	for i, it := range d.GetItems() {
-		if err := ValidateTimelineID(it.GetTimeline()); err != nil {
+		if err := validateWritable(it.GetTimeline(), ValidateTimelineID); err != nil {
 			return fmt.Errorf("item %d: %w", i, err)
 		}
-		if err := ValidateTimelineID(it.GetConversation()); err != nil {
+		if err := validateWritable(it.GetConversation(), ValidateTimelineID); err != nil {
 			return fmt.Errorf("item %d: conversation: %w", i, err)
 		}
 		if s := it.GetSender(); s != "" {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/seqgen"
+	"github.com/syncstore/syncstore/shard"
 )
 
 // Retention is how long and how much of a class of timelines is kept; zero
@@ -19,9 +21,21 @@ type Retention struct {
 	MaxEntries uint64
 }
 
-// RetentionPolicy has one Retention per timeline class.
+// RetentionPolicy has one Retention per timeline class, and says how
+// device cursors hold user timelines back.
 type RetentionPolicy struct {
 	User, Conversation Retention
+	Cursors            CursorRetention
+}
+
+// CursorRetention: with Hold, a user timeline (and its device-events
+// timeline) is not trimmed past the lowest cursor of the user's active
+// devices, except what Cap drops anyway. A device whose session was not
+// seen for InactiveAfterMs (0: never inactive) holds nothing back.
+type CursorRetention struct {
+	Hold            bool
+	Cap             Retention
+	InactiveAfterMs int64
 }
 
 func (p RetentionPolicy) of(class fsmpb.TimelineClass) Retention {
@@ -110,7 +124,7 @@ func (f *FSM) RetentionCandidates(policy RetentionPolicy, nowMs int64, startAfte
 			if !ok {
 				return fmt.Errorf("malformed timeline key %x", k)
 			}
-			cand, ok, err := trimCandidate(tlb, id, policy, nowMs)
+			cand, ok, err := trimCandidate(root, tlb, id, policy, nowMs)
 			if err != nil {
 				return err
 			}
@@ -131,7 +145,7 @@ func (f *FSM) RetentionCandidates(policy RetentionPolicy, nowMs int64, startAfte
 	return out, last, nil
 }
 
-func trimCandidate(tlb sealed, id string, policy RetentionPolicy, nowMs int64) (TrimCandidate, bool, error) {
+func trimCandidate(root *bolt.Bucket, tlb sealed, id string, policy RetentionPolicy, nowMs int64) (TrimCandidate, bool, error) {
 	tl := timelineKey(id)
 	ctr, err := seqgen.Get(tlb, counterKey(tl))
 	if err != nil || ctr.Head == 0 {
@@ -141,18 +155,43 @@ func trimCandidate(tlb sealed, id string, policy RetentionPolicy, nowMs int64) (
 	if err != nil {
 		return TrimCandidate{}, false, err
 	}
-	r := policy.of(info.GetClass())
-	var keepFrom uint64
-	if r.MaxEntries > 0 && ctr.Head > r.MaxEntries {
-		keepFrom = ctr.Head - r.MaxEntries + 1
+	oldest, keepFrom, err := keepFromFor(tlb, tl, id, ctr.Head, policy.of(info.GetClass()), nowMs)
+	if err != nil || oldest == 0 {
+		return TrimCandidate{}, false, err
+	}
+	if info.GetClass() == fsmpb.TimelineClass_TIMELINE_CLASS_USER && policy.Cursors.Hold {
+		hold, err := cursorHold(root, id, policy.Cursors, nowMs)
+		if err != nil {
+			return TrimCandidate{}, false, err
+		}
+		if hold > 0 && hold < keepFrom {
+			// A lagging active device keeps its entries, up to the cap.
+			_, capFrom, err := keepFromFor(tlb, tl, id, ctr.Head, policy.Cursors.Cap, nowMs)
+			if err != nil {
+				return TrimCandidate{}, false, err
+			}
+			keepFrom = max(hold, capFrom)
+		}
+	}
+	if keepFrom <= oldest {
+		return TrimCandidate{}, false, nil
+	}
+	return TrimCandidate{Timeline: id, KeepFrom: keepFrom}, true, nil
+}
+
+// keepFromFor is the first seq r keeps of a timeline (entries below it are
+// past r's count or age), and the oldest seq kept now (0: none).
+func keepFromFor(tlb sealed, tl []byte, id string, head uint64, r Retention, nowMs int64) (oldest, keepFrom uint64, err error) {
+	if r.MaxEntries > 0 && head > r.MaxEntries {
+		keepFrom = head - r.MaxEntries + 1
 	}
 	prefix := entryPrefix(tl)
 	c := tlb.b.Cursor()
 	k, v := c.Seek(prefix)
 	if k == nil || !bytes.HasPrefix(k, prefix) {
-		return TrimCandidate{}, false, nil // nothing kept
+		return 0, 0, nil // nothing kept
 	}
-	oldest := binary.BigEndian.Uint64(k[len(prefix):])
+	oldest = binary.BigEndian.Uint64(k[len(prefix):])
 	if r.MaxAgeMs > 0 {
 		cutoff := nowMs - r.MaxAgeMs
 		// Timestamps never decrease along a timeline: walk up to the first
@@ -161,10 +200,10 @@ func trimCandidate(tlb sealed, id string, policy RetentionPolicy, nowMs int64) (
 			var se fsmpb.StoredEntry
 			raw, err := unseal(k, v)
 			if err != nil {
-				return TrimCandidate{}, false, err
+				return 0, 0, err
 			}
 			if err := proto.Unmarshal(raw, &se); err != nil {
-				return TrimCandidate{}, false, fmt.Errorf("decode entry of %q: %w", id, err)
+				return 0, 0, fmt.Errorf("decode entry of %q: %w", id, err)
 			}
 			seq := binary.BigEndian.Uint64(k[len(prefix):])
 			if se.GetTsMs() >= cutoff {
@@ -174,8 +213,35 @@ func trimCandidate(tlb sealed, id string, policy RetentionPolicy, nowMs int64) (
 			k, v = c.Next()
 		}
 	}
-	if keepFrom <= oldest {
-		return TrimCandidate{}, false, nil
+	return oldest, keepFrom, nil
+}
+
+// cursorHold is the first seq of timeline the user's active devices still
+// need: the lowest cursor + 1 among devices with an active session seen
+// within InactiveAfterMs that acknowledged something on it (0: none holds).
+func cursorHold(root *bolt.Bucket, timeline string, cr CursorRetention, nowMs int64) (uint64, error) {
+	user := timeline
+	if strings.HasPrefix(timeline, shard.DeviceEventsPrefix) {
+		user = timeline[len(shard.DeviceEventsPrefix):]
 	}
-	return TrimCandidate{Timeline: id, KeepFrom: keepFrom}, true, nil
+	db := sealed{root.Bucket(bucketDevices)}
+	uk := timelineKey(user)
+	ds, err := readSessions(db, uk)
+	if err != nil {
+		return 0, err
+	}
+	var hold uint64
+	for _, s := range ds.GetSessions() {
+		if s.GetEnded() || (cr.InactiveAfterMs > 0 && nowMs-s.GetLastSeenMs() > cr.InactiveAfterMs) {
+			continue
+		}
+		seq, err := db.GetU64(cursorKey(uk, s.GetDeviceId(), timeline))
+		if err != nil {
+			return 0, err
+		}
+		if seq > 0 && (hold == 0 || seq+1 < hold) {
+			hold = seq + 1
+		}
+	}
+	return hold, nil
 }

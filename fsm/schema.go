@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -55,6 +56,10 @@ var (
 	// bucketRecordOutbox: collectionKey(source) + version (8) -> CopyJob,
 	// the copies a write still has to make, in version order per source.
 	bucketRecordOutbox = []byte("record_outbox")
+	// bucketDevices holds each user's sessions, device cursors and read
+	// state under timelineKey(user) (devKind* in devices.go), on the
+	// user's slot like its timeline.
+	bucketDevices = []byte("devices")
 
 	keyAppliedIndex = []byte("applied_index")
 	keyAppliedTerm  = []byte("applied_term")
@@ -78,16 +83,19 @@ const (
 // version 4, the first kept in the node-wide storage engine, keys
 // timelines by slot first; version 5 adds the collection buckets (a
 // version-4 state is upgraded in place at open: it only gains the empty
-// buckets). States of versions 1 to 3 lived in a file per group (data dir
-// layout 1), which this binary refuses at start.
-const schemaVersion = 5
+// buckets); version 6 adds the devices bucket (sessions, cursors, read
+// state; versions 4 and 5 are upgraded the same way). States of versions 1
+// to 3 lived in a file per group (data dir layout 1), which this binary
+// refuses at start.
+const schemaVersion = 6
 
-// upgradableSchema is the one older version createSchema upgrades.
-const upgradableSchema = 4
+// upgradableSchemas are the older versions createSchema upgrades in place:
+// they differ from this one only by buckets it creates empty.
+var upgradableSchemas = []uint64{4, 5}
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
-var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox, bucketCollections, bucketCollectionExpiry, bucketRecordOutbox}
+var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox, bucketCollections, bucketCollectionExpiry, bucketRecordOutbox, bucketDevices}
 
 func createSchema(root *bolt.Bucket) error {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {
@@ -97,10 +105,10 @@ func createSchema(root *bolt.Bucket) error {
 	}
 	meta := root.Bucket(bucketMeta)
 	if v := meta.Get(keySchema); v != nil {
-		switch got := binary.BigEndian.Uint64(v); got {
-		case schemaVersion:
+		switch got := binary.BigEndian.Uint64(v); {
+		case got == schemaVersion:
 			return nil
-		case upgradableSchema: // the buckets were created above
+		case slices.Contains(upgradableSchemas, got): // the buckets were created above
 		default:
 			return fmt.Errorf("state has schema version %d; this binary reads version %d", got, schemaVersion)
 		}

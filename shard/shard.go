@@ -27,11 +27,12 @@ type GroupID uint64
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// SlotOf maps a timeline id to its slot: CRC-32C (Castagnoli) of the id's
-// UTF-8 bytes, modulo SlotCount. This function must never change once data
-// exists; shard_test.go pins it.
-func SlotOf(timeline string) Slot {
-	return Slot(crc32.Checksum([]byte(timeline), castagnoli) % SlotCount)
+// SlotOf maps a timeline or collection id to its slot: CRC-32C
+// (Castagnoli) of the id's UTF-8 bytes, modulo SlotCount, where a derived
+// id (devices/, conversations/, device-events/ + user) hashes as its user.
+// This function must never change once data exists; shard_test.go pins it.
+func SlotOf(id string) Slot {
+	return Slot(crc32.Checksum([]byte(hashedPart(id)), castagnoli) % SlotCount)
 }
 
 // Range is the half-open slot range [Start, End).

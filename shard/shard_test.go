@@ -26,6 +26,12 @@ func TestSlotOfIsPinned(t *testing.T) {
 		{"tl-00", 1873},
 		{"tl-49", 3393},
 		{"bench-999", 1827},
+		// Derived ids live on their user's slot.
+		{"devices/alice", 654},
+		{"conversations/alice", 654},
+		{"device-events/alice", 654},
+		{"conversations/devices/alice", 654},
+		{"devices/", 930}, // a bare prefix is an ordinary id
 	}
 	for _, p := range pinned {
 		if got := SlotOf(p.id); got != p.slot {

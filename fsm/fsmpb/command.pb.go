@@ -99,6 +99,11 @@ type Command struct {
 	//	*Command_CompactTombstones
 	//	*Command_CopyRecords
 	//	*Command_CopyDone
+	//	*Command_Login
+	//	*Command_Logout
+	//	*Command_TouchDevices
+	//	*Command_AckCursor
+	//	*Command_MarkRead
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -288,6 +293,51 @@ func (x *Command) GetCopyDone() *CopyDone {
 	return nil
 }
 
+func (x *Command) GetLogin() *Login {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Login); ok {
+			return x.Login
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetLogout() *Logout {
+	if x != nil {
+		if x, ok := x.Op.(*Command_Logout); ok {
+			return x.Logout
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTouchDevices() *TouchDevices {
+	if x != nil {
+		if x, ok := x.Op.(*Command_TouchDevices); ok {
+			return x.TouchDevices
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetAckCursor() *AckCursor {
+	if x != nil {
+		if x, ok := x.Op.(*Command_AckCursor); ok {
+			return x.AckCursor
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMarkRead() *MarkRead {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MarkRead); ok {
+			return x.MarkRead
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -348,6 +398,26 @@ type Command_CopyDone struct {
 	CopyDone *CopyDone `protobuf:"bytes,23,opt,name=copy_done,json=copyDone,proto3,oneof"`
 }
 
+type Command_Login struct {
+	Login *Login `protobuf:"bytes,24,opt,name=login,proto3,oneof"`
+}
+
+type Command_Logout struct {
+	Logout *Logout `protobuf:"bytes,25,opt,name=logout,proto3,oneof"`
+}
+
+type Command_TouchDevices struct {
+	TouchDevices *TouchDevices `protobuf:"bytes,26,opt,name=touch_devices,json=touchDevices,proto3,oneof"`
+}
+
+type Command_AckCursor struct {
+	AckCursor *AckCursor `protobuf:"bytes,27,opt,name=ack_cursor,json=ackCursor,proto3,oneof"`
+}
+
+type Command_MarkRead struct {
+	MarkRead *MarkRead `protobuf:"bytes,28,opt,name=mark_read,json=markRead,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -375,6 +445,16 @@ func (*Command_CompactTombstones) isCommand_Op() {}
 func (*Command_CopyRecords) isCommand_Op() {}
 
 func (*Command_CopyDone) isCommand_Op() {}
+
+func (*Command_Login) isCommand_Op() {}
+
+func (*Command_Logout) isCommand_Op() {}
+
+func (*Command_TouchDevices) isCommand_Op() {}
+
+func (*Command_AckCursor) isCommand_Op() {}
+
+func (*Command_MarkRead) isCommand_Op() {}
 
 // DigestPoint changes nothing. Every replica hashes its state as it stands
 // right after applying it, so replicas' digests are compared at exactly
@@ -2615,11 +2695,900 @@ func (x *WriteDedupe) GetTsMs() int64 {
 	return 0
 }
 
+// LoginPolicy decides which sessions a login ends. Every device class
+// belongs to one class group; a group holds at most limit active sessions
+// (0: no limit), and a login into a full group ends its oldest session.
+// The policy travels in the Login command, so every replica and every
+// retry decides with the same one, whatever the nodes' configuration.
+type LoginPolicy struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Groups        []*ClassGroup          `protobuf:"bytes,1,rep,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginPolicy) Reset() {
+	*x = LoginPolicy{}
+	mi := &file_command_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginPolicy) ProtoMessage() {}
+
+func (x *LoginPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginPolicy.ProtoReflect.Descriptor instead.
+func (*LoginPolicy) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *LoginPolicy) GetGroups() []*ClassGroup {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+type ClassGroup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Classes       []string               `protobuf:"bytes,2,rep,name=classes,proto3" json:"classes,omitempty"`
+	Limit         uint32                 `protobuf:"varint,3,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClassGroup) Reset() {
+	*x = ClassGroup{}
+	mi := &file_command_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClassGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClassGroup) ProtoMessage() {}
+
+func (x *ClassGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClassGroup.ProtoReflect.Descriptor instead.
+func (*ClassGroup) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ClassGroup) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClassGroup) GetClasses() []string {
+	if x != nil {
+		return x.Classes
+	}
+	return nil
+}
+
+func (x *ClassGroup) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// Login registers or refreshes a device session of a user. The same
+// session_id again is the same session (a reconnect): it ends nothing.
+type Login struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	DeviceClass   string                 `protobuf:"bytes,3,opt,name=device_class,json=deviceClass,proto3" json:"device_class,omitempty"`
+	SessionId     string                 `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Metadata      map[string]string      `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Policy        *LoginPolicy           `protobuf:"bytes,6,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Login) Reset() {
+	*x = Login{}
+	mi := &file_command_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Login) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Login) ProtoMessage() {}
+
+func (x *Login) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Login.ProtoReflect.Descriptor instead.
+func (*Login) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *Login) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Login) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Login) GetDeviceClass() string {
+	if x != nil {
+		return x.DeviceClass
+	}
+	return ""
+}
+
+func (x *Login) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Login) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Login) GetPolicy() *LoginPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+// Logout ends a session (reason "logout").
+type Logout struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	SessionId     string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Logout) Reset() {
+	*x = Logout{}
+	mi := &file_command_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Logout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Logout) ProtoMessage() {}
+
+func (x *Logout) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Logout.ProtoReflect.Descriptor instead.
+func (*Logout) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *Logout) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Logout) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+// TouchDevices records the devices' last-seen time (the command's now_ms):
+// coarse soft state the node proposes at most once a minute per device.
+type TouchDevices struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*DeviceRef           `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TouchDevices) Reset() {
+	*x = TouchDevices{}
+	mi := &file_command_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TouchDevices) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TouchDevices) ProtoMessage() {}
+
+func (x *TouchDevices) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TouchDevices.ProtoReflect.Descriptor instead.
+func (*TouchDevices) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *TouchDevices) GetItems() []*DeviceRef {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type DeviceRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceRef) Reset() {
+	*x = DeviceRef{}
+	mi := &file_command_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceRef) ProtoMessage() {}
+
+func (x *DeviceRef) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceRef.ProtoReflect.Descriptor instead.
+func (*DeviceRef) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *DeviceRef) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *DeviceRef) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+// AckCursor records how far a device has synced one of its user's
+// timelines. A cursor never rewinds: a lower seq changes nothing.
+type AckCursor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	DeviceId      string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	Timeline      string                 `protobuf:"bytes,3,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	Seq           uint64                 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckCursor) Reset() {
+	*x = AckCursor{}
+	mi := &file_command_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckCursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckCursor) ProtoMessage() {}
+
+func (x *AckCursor) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckCursor.ProtoReflect.Descriptor instead.
+func (*AckCursor) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *AckCursor) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *AckCursor) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *AckCursor) GetTimeline() string {
+	if x != nil {
+		return x.Timeline
+	}
+	return ""
+}
+
+func (x *AckCursor) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// MarkRead raises the user's read marker of a conversation (never lowers
+// it) and recomputes the conversation's unread count.
+type MarkRead struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Conversation  string                 `protobuf:"bytes,2,opt,name=conversation,proto3" json:"conversation,omitempty"`
+	Seq           uint64                 `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkRead) Reset() {
+	*x = MarkRead{}
+	mi := &file_command_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkRead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkRead) ProtoMessage() {}
+
+func (x *MarkRead) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkRead.ProtoReflect.Descriptor instead.
+func (*MarkRead) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *MarkRead) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *MarkRead) GetConversation() string {
+	if x != nil {
+		return x.Conversation
+	}
+	return ""
+}
+
+func (x *MarkRead) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// DeviceSessions is a user's sessions (bucket devices): the active ones
+// and the most recently ended, in epoch order.
+type DeviceSessions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch is the last epoch given: every new session gets the next one.
+	Epoch         uint64     `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Sessions      []*Session `protobuf:"bytes,2,rep,name=sessions,proto3" json:"sessions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceSessions) Reset() {
+	*x = DeviceSessions{}
+	mi := &file_command_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceSessions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceSessions) ProtoMessage() {}
+
+func (x *DeviceSessions) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceSessions.ProtoReflect.Descriptor instead.
+func (*DeviceSessions) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *DeviceSessions) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DeviceSessions) GetSessions() []*Session {
+	if x != nil {
+		return x.Sessions
+	}
+	return nil
+}
+
+type Session struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	SessionId   string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	DeviceId    string                 `protobuf:"bytes,2,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	DeviceClass string                 `protobuf:"bytes,3,opt,name=device_class,json=deviceClass,proto3" json:"device_class,omitempty"`
+	Epoch       uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LoginMs     int64                  `protobuf:"varint,5,opt,name=login_ms,json=loginMs,proto3" json:"login_ms,omitempty"`
+	LastSeenMs  int64                  `protobuf:"varint,6,opt,name=last_seen_ms,json=lastSeenMs,proto3" json:"last_seen_ms,omitempty"`
+	Metadata    map[string]string      `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Ended       bool                   `protobuf:"varint,8,opt,name=ended,proto3" json:"ended,omitempty"`
+	EndReason   string                 `protobuf:"bytes,9,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	EndedMs     int64                  `protobuf:"varint,10,opt,name=ended_ms,json=endedMs,proto3" json:"ended_ms,omitempty"`
+	// ended_by: the session whose login ended this one.
+	EndedBy       string `protobuf:"bytes,11,opt,name=ended_by,json=endedBy,proto3" json:"ended_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_command_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *Session) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *Session) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *Session) GetDeviceClass() string {
+	if x != nil {
+		return x.DeviceClass
+	}
+	return ""
+}
+
+func (x *Session) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Session) GetLoginMs() int64 {
+	if x != nil {
+		return x.LoginMs
+	}
+	return 0
+}
+
+func (x *Session) GetLastSeenMs() int64 {
+	if x != nil {
+		return x.LastSeenMs
+	}
+	return 0
+}
+
+func (x *Session) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Session) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
+func (x *Session) GetEndReason() string {
+	if x != nil {
+		return x.EndReason
+	}
+	return ""
+}
+
+func (x *Session) GetEndedMs() int64 {
+	if x != nil {
+		return x.EndedMs
+	}
+	return 0
+}
+
+func (x *Session) GetEndedBy() string {
+	if x != nil {
+		return x.EndedBy
+	}
+	return ""
+}
+
+// DeviceRecord is the value of a record of devices/<user> (key: device
+// id): wire-compatible with syncstore.v1.DeviceRecord, which clients decode.
+type DeviceRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	DeviceClass   string                 `protobuf:"bytes,2,opt,name=device_class,json=deviceClass,proto3" json:"device_class,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LoginMs       int64                  `protobuf:"varint,4,opt,name=login_ms,json=loginMs,proto3" json:"login_ms,omitempty"`
+	LastSeenMs    int64                  `protobuf:"varint,5,opt,name=last_seen_ms,json=lastSeenMs,proto3" json:"last_seen_ms,omitempty"`
+	Metadata      map[string]string      `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceRecord) Reset() {
+	*x = DeviceRecord{}
+	mi := &file_command_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceRecord) ProtoMessage() {}
+
+func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
+func (*DeviceRecord) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *DeviceRecord) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetDeviceClass() string {
+	if x != nil {
+		return x.DeviceClass
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *DeviceRecord) GetLoginMs() int64 {
+	if x != nil {
+		return x.LoginMs
+	}
+	return 0
+}
+
+func (x *DeviceRecord) GetLastSeenMs() int64 {
+	if x != nil {
+		return x.LastSeenMs
+	}
+	return 0
+}
+
+func (x *DeviceRecord) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// ConversationSummary is the value of a record of conversations/<user>
+// (key: conversation id): wire-compatible with
+// syncstore.v1.ConversationSummary, which clients decode.
+type ConversationSummary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LastSeq       uint64                 `protobuf:"varint,1,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
+	LastSender    string                 `protobuf:"bytes,2,opt,name=last_sender,json=lastSender,proto3" json:"last_sender,omitempty"`
+	LastTsMs      int64                  `protobuf:"varint,3,opt,name=last_ts_ms,json=lastTsMs,proto3" json:"last_ts_ms,omitempty"`
+	Unread        uint64                 `protobuf:"varint,4,opt,name=unread,proto3" json:"unread,omitempty"`
+	ReadSeq       uint64                 `protobuf:"varint,5,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationSummary) Reset() {
+	*x = ConversationSummary{}
+	mi := &file_command_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationSummary) ProtoMessage() {}
+
+func (x *ConversationSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationSummary.ProtoReflect.Descriptor instead.
+func (*ConversationSummary) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *ConversationSummary) GetLastSeq() uint64 {
+	if x != nil {
+		return x.LastSeq
+	}
+	return 0
+}
+
+func (x *ConversationSummary) GetLastSender() string {
+	if x != nil {
+		return x.LastSender
+	}
+	return ""
+}
+
+func (x *ConversationSummary) GetLastTsMs() int64 {
+	if x != nil {
+		return x.LastTsMs
+	}
+	return 0
+}
+
+func (x *ConversationSummary) GetUnread() uint64 {
+	if x != nil {
+		return x.Unread
+	}
+	return 0
+}
+
+func (x *ConversationSummary) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+// ReadState is the user's bookkeeping for one conversation's unread
+// count (bucket devices): unread = others - others_read.
+type ReadState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// read_seq: the read marker (a conversation seq).
+	ReadSeq uint64 `protobuf:"varint,1,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
+	// others: messages from other senders delivered to the user.
+	Others uint64 `protobuf:"varint,2,opt,name=others,proto3" json:"others,omitempty"`
+	// others_read: how many of them are at or below read_seq.
+	OthersRead    uint64 `protobuf:"varint,3,opt,name=others_read,json=othersRead,proto3" json:"others_read,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadState) Reset() {
+	*x = ReadState{}
+	mi := &file_command_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadState) ProtoMessage() {}
+
+func (x *ReadState) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadState.ProtoReflect.Descriptor instead.
+func (*ReadState) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *ReadState) GetReadSeq() uint64 {
+	if x != nil {
+		return x.ReadSeq
+	}
+	return 0
+}
+
+func (x *ReadState) GetOthers() uint64 {
+	if x != nil {
+		return x.Others
+	}
+	return 0
+}
+
+func (x *ReadState) GetOthersRead() uint64 {
+	if x != nil {
+		return x.OthersRead
+	}
+	return 0
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xe3\a\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\x88\n" +
+	"\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -2639,7 +3608,13 @@ const file_command_proto_rawDesc = "" +
 	"\frecord_write\x18\x14 \x01(\v2\x1d.syncstore.fsm.v1.RecordWriteH\x00R\vrecordWrite\x12T\n" +
 	"\x12compact_tombstones\x18\x15 \x01(\v2#.syncstore.fsm.v1.CompactTombstonesH\x00R\x11compactTombstones\x12B\n" +
 	"\fcopy_records\x18\x16 \x01(\v2\x1d.syncstore.fsm.v1.CopyRecordsH\x00R\vcopyRecords\x129\n" +
-	"\tcopy_done\x18\x17 \x01(\v2\x1a.syncstore.fsm.v1.CopyDoneH\x00R\bcopyDoneB\x04\n" +
+	"\tcopy_done\x18\x17 \x01(\v2\x1a.syncstore.fsm.v1.CopyDoneH\x00R\bcopyDone\x12/\n" +
+	"\x05login\x18\x18 \x01(\v2\x17.syncstore.fsm.v1.LoginH\x00R\x05login\x122\n" +
+	"\x06logout\x18\x19 \x01(\v2\x18.syncstore.fsm.v1.LogoutH\x00R\x06logout\x12E\n" +
+	"\rtouch_devices\x18\x1a \x01(\v2\x1e.syncstore.fsm.v1.TouchDevicesH\x00R\ftouchDevices\x12<\n" +
+	"\n" +
+	"ack_cursor\x18\x1b \x01(\v2\x1b.syncstore.fsm.v1.AckCursorH\x00R\tackCursor\x129\n" +
+	"\tmark_read\x18\x1c \x01(\v2\x1a.syncstore.fsm.v1.MarkReadH\x00R\bmarkReadB\x04\n" +
 	"\x02op\"\r\n" +
 	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
@@ -2837,7 +3812,90 @@ const file_command_proto_rawDesc = "" +
 	"\x06digest\x18\x05 \x01(\fR\x06digest\"<\n" +
 	"\vWriteDedupe\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x13\n" +
-	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs*I\n" +
+	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\"C\n" +
+	"\vLoginPolicy\x124\n" +
+	"\x06groups\x18\x01 \x03(\v2\x1c.syncstore.fsm.v1.ClassGroupR\x06groups\"P\n" +
+	"\n" +
+	"ClassGroup\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aclasses\x18\x02 \x03(\tR\aclasses\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\"\xb1\x02\n" +
+	"\x05Login\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12!\n" +
+	"\fdevice_class\x18\x03 \x01(\tR\vdeviceClass\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\x12A\n" +
+	"\bmetadata\x18\x05 \x03(\v2%.syncstore.fsm.v1.Login.MetadataEntryR\bmetadata\x125\n" +
+	"\x06policy\x18\x06 \x01(\v2\x1d.syncstore.fsm.v1.LoginPolicyR\x06policy\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
+	"\x06Logout\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\"A\n" +
+	"\fTouchDevices\x121\n" +
+	"\x05items\x18\x01 \x03(\v2\x1b.syncstore.fsm.v1.DeviceRefR\x05items\"<\n" +
+	"\tDeviceRef\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\"j\n" +
+	"\tAckCursor\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1a\n" +
+	"\btimeline\x18\x03 \x01(\tR\btimeline\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"T\n" +
+	"\bMarkRead\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\"\n" +
+	"\fconversation\x18\x02 \x01(\tR\fconversation\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"]\n" +
+	"\x0eDeviceSessions\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x125\n" +
+	"\bsessions\x18\x02 \x03(\v2\x19.syncstore.fsm.v1.SessionR\bsessions\"\xa8\x03\n" +
+	"\aSession\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12!\n" +
+	"\fdevice_class\x18\x03 \x01(\tR\vdeviceClass\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\blogin_ms\x18\x05 \x01(\x03R\aloginMs\x12 \n" +
+	"\flast_seen_ms\x18\x06 \x01(\x03R\n" +
+	"lastSeenMs\x12C\n" +
+	"\bmetadata\x18\a \x03(\v2'.syncstore.fsm.v1.Session.MetadataEntryR\bmetadata\x12\x14\n" +
+	"\x05ended\x18\b \x01(\bR\x05ended\x12\x1d\n" +
+	"\n" +
+	"end_reason\x18\t \x01(\tR\tendReason\x12\x19\n" +
+	"\bended_ms\x18\n" +
+	" \x01(\x03R\aendedMs\x12\x19\n" +
+	"\bended_by\x18\v \x01(\tR\aendedBy\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x02\n" +
+	"\fDeviceRecord\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12!\n" +
+	"\fdevice_class\x18\x02 \x01(\tR\vdeviceClass\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x19\n" +
+	"\blogin_ms\x18\x04 \x01(\x03R\aloginMs\x12 \n" +
+	"\flast_seen_ms\x18\x05 \x01(\x03R\n" +
+	"lastSeenMs\x12H\n" +
+	"\bmetadata\x18\x06 \x03(\v2,.syncstore.fsm.v1.DeviceRecord.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x01\n" +
+	"\x13ConversationSummary\x12\x19\n" +
+	"\blast_seq\x18\x01 \x01(\x04R\alastSeq\x12\x1f\n" +
+	"\vlast_sender\x18\x02 \x01(\tR\n" +
+	"lastSender\x12\x1c\n" +
+	"\n" +
+	"last_ts_ms\x18\x03 \x01(\x03R\blastTsMs\x12\x16\n" +
+	"\x06unread\x18\x04 \x01(\x04R\x06unread\x12\x19\n" +
+	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\"_\n" +
+	"\tReadState\x12\x19\n" +
+	"\bread_seq\x18\x01 \x01(\x04R\areadSeq\x12\x16\n" +
+	"\x06others\x18\x02 \x01(\x04R\x06others\x12\x1f\n" +
+	"\vothers_read\x18\x03 \x01(\x04R\n" +
+	"othersRead*I\n" +
 	"\rTimelineClass\x12\x17\n" +
 	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
 	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
@@ -2855,52 +3913,68 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_command_proto_goTypes = []any{
-	(TimelineClass)(0),        // 0: syncstore.fsm.v1.TimelineClass
-	(*Command)(nil),           // 1: syncstore.fsm.v1.Command
-	(*DigestPoint)(nil),       // 2: syncstore.fsm.v1.DigestPoint
-	(*Send)(nil),              // 3: syncstore.fsm.v1.Send
-	(*Deliver)(nil),           // 4: syncstore.fsm.v1.Deliver
-	(*DeliveryItem)(nil),      // 5: syncstore.fsm.v1.DeliveryItem
-	(*DeliveryDone)(nil),      // 6: syncstore.fsm.v1.DeliveryDone
-	(*Trim)(nil),              // 7: syncstore.fsm.v1.Trim
-	(*TrimItem)(nil),          // 8: syncstore.fsm.v1.TrimItem
-	(*Append)(nil),            // 9: syncstore.fsm.v1.Append
-	(*AppendBatch)(nil),       // 10: syncstore.fsm.v1.AppendBatch
-	(*RegisterNode)(nil),      // 11: syncstore.fsm.v1.RegisterNode
-	(*SetShardMap)(nil),       // 12: syncstore.fsm.v1.SetShardMap
-	(*SetRanges)(nil),         // 13: syncstore.fsm.v1.SetRanges
-	(*ShardMap)(nil),          // 14: syncstore.fsm.v1.ShardMap
-	(*ShardGroup)(nil),        // 15: syncstore.fsm.v1.ShardGroup
-	(*SlotRange)(nil),         // 16: syncstore.fsm.v1.SlotRange
-	(*StoredEntry)(nil),       // 17: syncstore.fsm.v1.StoredEntry
-	(*TimelineInfo)(nil),      // 18: syncstore.fsm.v1.TimelineInfo
-	(*OutboxJob)(nil),         // 19: syncstore.fsm.v1.OutboxJob
-	(*DedupeRecord)(nil),      // 20: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),        // 21: syncstore.fsm.v1.NodeRecord
-	(*RecordWrite)(nil),       // 22: syncstore.fsm.v1.RecordWrite
-	(*RecordCopy)(nil),        // 23: syncstore.fsm.v1.RecordCopy
-	(*CopyJob)(nil),           // 24: syncstore.fsm.v1.CopyJob
-	(*CopyJobItem)(nil),       // 25: syncstore.fsm.v1.CopyJobItem
-	(*CopyRecords)(nil),       // 26: syncstore.fsm.v1.CopyRecords
-	(*CopyItem)(nil),          // 27: syncstore.fsm.v1.CopyItem
-	(*CopyDone)(nil),          // 28: syncstore.fsm.v1.CopyDone
-	(*RecordOp)(nil),          // 29: syncstore.fsm.v1.RecordOp
-	(*RecordCondition)(nil),   // 30: syncstore.fsm.v1.RecordCondition
-	(*CompactTombstones)(nil), // 31: syncstore.fsm.v1.CompactTombstones
-	(*CompactItem)(nil),       // 32: syncstore.fsm.v1.CompactItem
-	(*StoredRecord)(nil),      // 33: syncstore.fsm.v1.StoredRecord
-	(*CollectionInfo)(nil),    // 34: syncstore.fsm.v1.CollectionInfo
-	(*WriteDedupe)(nil),       // 35: syncstore.fsm.v1.WriteDedupe
-	nil,                       // 36: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                       // 37: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                       // 38: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                       // 39: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                       // 40: syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	nil,                       // 41: syncstore.fsm.v1.CopyItem.MetadataEntry
-	nil,                       // 42: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                       // 43: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	(TimelineClass)(0),          // 0: syncstore.fsm.v1.TimelineClass
+	(*Command)(nil),             // 1: syncstore.fsm.v1.Command
+	(*DigestPoint)(nil),         // 2: syncstore.fsm.v1.DigestPoint
+	(*Send)(nil),                // 3: syncstore.fsm.v1.Send
+	(*Deliver)(nil),             // 4: syncstore.fsm.v1.Deliver
+	(*DeliveryItem)(nil),        // 5: syncstore.fsm.v1.DeliveryItem
+	(*DeliveryDone)(nil),        // 6: syncstore.fsm.v1.DeliveryDone
+	(*Trim)(nil),                // 7: syncstore.fsm.v1.Trim
+	(*TrimItem)(nil),            // 8: syncstore.fsm.v1.TrimItem
+	(*Append)(nil),              // 9: syncstore.fsm.v1.Append
+	(*AppendBatch)(nil),         // 10: syncstore.fsm.v1.AppendBatch
+	(*RegisterNode)(nil),        // 11: syncstore.fsm.v1.RegisterNode
+	(*SetShardMap)(nil),         // 12: syncstore.fsm.v1.SetShardMap
+	(*SetRanges)(nil),           // 13: syncstore.fsm.v1.SetRanges
+	(*ShardMap)(nil),            // 14: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),          // 15: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),           // 16: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),         // 17: syncstore.fsm.v1.StoredEntry
+	(*TimelineInfo)(nil),        // 18: syncstore.fsm.v1.TimelineInfo
+	(*OutboxJob)(nil),           // 19: syncstore.fsm.v1.OutboxJob
+	(*DedupeRecord)(nil),        // 20: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),          // 21: syncstore.fsm.v1.NodeRecord
+	(*RecordWrite)(nil),         // 22: syncstore.fsm.v1.RecordWrite
+	(*RecordCopy)(nil),          // 23: syncstore.fsm.v1.RecordCopy
+	(*CopyJob)(nil),             // 24: syncstore.fsm.v1.CopyJob
+	(*CopyJobItem)(nil),         // 25: syncstore.fsm.v1.CopyJobItem
+	(*CopyRecords)(nil),         // 26: syncstore.fsm.v1.CopyRecords
+	(*CopyItem)(nil),            // 27: syncstore.fsm.v1.CopyItem
+	(*CopyDone)(nil),            // 28: syncstore.fsm.v1.CopyDone
+	(*RecordOp)(nil),            // 29: syncstore.fsm.v1.RecordOp
+	(*RecordCondition)(nil),     // 30: syncstore.fsm.v1.RecordCondition
+	(*CompactTombstones)(nil),   // 31: syncstore.fsm.v1.CompactTombstones
+	(*CompactItem)(nil),         // 32: syncstore.fsm.v1.CompactItem
+	(*StoredRecord)(nil),        // 33: syncstore.fsm.v1.StoredRecord
+	(*CollectionInfo)(nil),      // 34: syncstore.fsm.v1.CollectionInfo
+	(*WriteDedupe)(nil),         // 35: syncstore.fsm.v1.WriteDedupe
+	(*LoginPolicy)(nil),         // 36: syncstore.fsm.v1.LoginPolicy
+	(*ClassGroup)(nil),          // 37: syncstore.fsm.v1.ClassGroup
+	(*Login)(nil),               // 38: syncstore.fsm.v1.Login
+	(*Logout)(nil),              // 39: syncstore.fsm.v1.Logout
+	(*TouchDevices)(nil),        // 40: syncstore.fsm.v1.TouchDevices
+	(*DeviceRef)(nil),           // 41: syncstore.fsm.v1.DeviceRef
+	(*AckCursor)(nil),           // 42: syncstore.fsm.v1.AckCursor
+	(*MarkRead)(nil),            // 43: syncstore.fsm.v1.MarkRead
+	(*DeviceSessions)(nil),      // 44: syncstore.fsm.v1.DeviceSessions
+	(*Session)(nil),             // 45: syncstore.fsm.v1.Session
+	(*DeviceRecord)(nil),        // 46: syncstore.fsm.v1.DeviceRecord
+	(*ConversationSummary)(nil), // 47: syncstore.fsm.v1.ConversationSummary
+	(*ReadState)(nil),           // 48: syncstore.fsm.v1.ReadState
+	nil,                         // 49: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                         // 50: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                         // 51: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                         // 52: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                         // 53: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                         // 54: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                         // 55: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                         // 56: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	nil,                         // 57: syncstore.fsm.v1.Login.MetadataEntry
+	nil,                         // 58: syncstore.fsm.v1.Session.MetadataEntry
+	nil,                         // 59: syncstore.fsm.v1.DeviceRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	9,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
@@ -2917,33 +3991,45 @@ var file_command_proto_depIdxs = []int32{
 	31, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
 	26, // 12: syncstore.fsm.v1.Command.copy_records:type_name -> syncstore.fsm.v1.CopyRecords
 	28, // 13: syncstore.fsm.v1.Command.copy_done:type_name -> syncstore.fsm.v1.CopyDone
-	36, // 14: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	5,  // 15: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	37, // 16: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	8,  // 17: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	38, // 18: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	9,  // 19: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
-	14, // 20: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	16, // 21: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	15, // 22: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	16, // 23: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	39, // 24: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 25: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	29, // 26: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
-	30, // 27: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
-	23, // 28: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
-	25, // 29: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
-	40, // 30: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	27, // 31: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
-	41, // 32: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
-	42, // 33: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
-	32, // 34: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	43, // 35: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
-	36, // [36:36] is the sub-list for method output_type
-	36, // [36:36] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	38, // 14: syncstore.fsm.v1.Command.login:type_name -> syncstore.fsm.v1.Login
+	39, // 15: syncstore.fsm.v1.Command.logout:type_name -> syncstore.fsm.v1.Logout
+	40, // 16: syncstore.fsm.v1.Command.touch_devices:type_name -> syncstore.fsm.v1.TouchDevices
+	42, // 17: syncstore.fsm.v1.Command.ack_cursor:type_name -> syncstore.fsm.v1.AckCursor
+	43, // 18: syncstore.fsm.v1.Command.mark_read:type_name -> syncstore.fsm.v1.MarkRead
+	49, // 19: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	5,  // 20: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	50, // 21: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	8,  // 22: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	51, // 23: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	9,  // 24: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
+	14, // 25: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	16, // 26: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	15, // 27: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	16, // 28: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	52, // 29: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 30: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	29, // 31: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
+	30, // 32: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
+	23, // 33: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
+	25, // 34: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
+	53, // 35: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	27, // 36: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
+	54, // 37: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	55, // 38: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	32, // 39: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
+	56, // 40: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	37, // 41: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
+	57, // 42: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
+	36, // 43: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
+	41, // 44: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
+	45, // 45: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
+	58, // 46: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
+	59, // 47: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	48, // [48:48] is the sub-list for method output_type
+	48, // [48:48] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -2966,6 +4052,11 @@ func file_command_proto_init() {
 		(*Command_CompactTombstones)(nil),
 		(*Command_CopyRecords)(nil),
 		(*Command_CopyDone)(nil),
+		(*Command_Login)(nil),
+		(*Command_Logout)(nil),
+		(*Command_TouchDevices)(nil),
+		(*Command_AckCursor)(nil),
+		(*Command_MarkRead)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2973,7 +4064,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   43,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
