@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/node/loginpolicy"
 	"github.com/syncstore/syncstore/shard"
 )
 
@@ -46,6 +47,12 @@ const (
 	DefaultTombstoneKeep = 10000
 	// DefaultTombstoneCompactEvery is how often a group leader compacts.
 	DefaultTombstoneCompactEvery = time.Minute
+	// DefaultDeviceInactiveAfter is how long a device may go unseen before
+	// it no longer holds its user's timeline back from retention.
+	DefaultDeviceInactiveAfter = 14 * 24 * time.Hour
+	// DefaultDeviceTouchEvery is how often at most a device's last-seen
+	// time is proposed.
+	DefaultDeviceTouchEvery = time.Minute
 )
 
 // Config configures one node.
@@ -105,6 +112,21 @@ type Config struct {
 	TombstoneMaxAge       time.Duration
 	TombstoneKeep         uint64
 	TombstoneCompactEvery time.Duration
+	// DeviceClasses are the device classes Login accepts; LoginPolicy
+	// maps them to class groups with session limits (a preset of
+	// node/loginpolicy or a custom mapping).
+	DeviceClasses []string
+	LoginPolicy   string
+	// CursorRetention: a user timeline is not trimmed past the lowest
+	// cursor of the user's active devices, up to CursorRetentionCap (zero
+	// fields: twice UserRetention's), unless turned off. A device not seen
+	// for DeviceInactiveAfter holds nothing back.
+	CursorRetention     bool
+	CursorRetentionCap  Retention
+	DeviceInactiveAfter time.Duration
+	// DeviceTouchEvery is how often at most a device's last-seen time is
+	// proposed (never per request).
+	DeviceTouchEvery time.Duration
 	// StateMmapBytes is the initial mmap size of the node's state file
 	// (address space, not memory): a snapshot's long read blocks the
 	// node's writes only when the file outgrows it.
@@ -188,6 +210,11 @@ func DefaultConfig() Config {
 		TombstoneMaxAge:       DefaultTombstoneMaxAge,
 		TombstoneKeep:         DefaultTombstoneKeep,
 		TombstoneCompactEvery: DefaultTombstoneCompactEvery,
+		DeviceClasses:         loginpolicy.DefaultClasses,
+		LoginPolicy:           loginpolicy.Default,
+		CursorRetention:       true,
+		DeviceInactiveAfter:   DefaultDeviceInactiveAfter,
+		DeviceTouchEvery:      DefaultDeviceTouchEvery,
 		ApplyTimeout:          10 * time.Second,
 		HeartbeatTimeout:      time.Second,
 		ElectionTimeout:       time.Second,
@@ -246,6 +273,12 @@ func (c Config) Validate() error {
 	}
 	if c.UserRetention.MaxAge < 0 || c.ConversationRetention.MaxAge < 0 {
 		errs = append(errs, errors.New("retention ages must not be negative"))
+	}
+	if _, err := loginpolicy.Parse(c.LoginPolicy, c.DeviceClasses); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DeviceInactiveAfter < 0 || c.DeviceTouchEvery <= 0 || c.CursorRetentionCap.MaxAge < 0 {
+		errs = append(errs, errors.New("device inactivity and the cursor retention cap must not be negative, the touch interval positive"))
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("reconcile interval must be positive"))

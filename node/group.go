@@ -49,6 +49,8 @@ type Group struct {
 
 	fsm  *fsm.FSM
 	raft *raft.Raft
+	// touches: devices seen here, to propose their last-seen time.
+	touches touches
 	// transport is the group's Raft transport: its own connections on the
 	// shared port, its heartbeats through the node's coalescer when on
 	// (heartbeats), and followers' commit indexes clamped (commitclamp).
@@ -150,6 +152,7 @@ func (n *Node) openGroup(id shard.GroupID, bootstrap bool, onReady func(*Group))
 		g.wg.Go(func() { g.outbox.Run(g.ctx) })
 		g.wg.Go(func() { g.retentionLoop(g.ctx) })
 		g.wg.Go(func() { g.compactionLoop(g.ctx) })
+		g.wg.Go(func() { g.touchLoop(g.ctx) })
 		g.wg.Go(func() { g.copier.Run(g.ctx) })
 	}
 	return g, nil

@@ -52,7 +52,10 @@ func (g *Group) trimRound(ctx context.Context, resume string) (string, error) {
 		User:         fsm.Retention{MaxAgeMs: cfg.UserRetention.MaxAge.Milliseconds(), MaxEntries: cfg.UserRetention.MaxEntries},
 		Conversation: fsm.Retention{MaxAgeMs: cfg.ConversationRetention.MaxAge.Milliseconds(), MaxEntries: cfg.ConversationRetention.MaxEntries},
 	}
-	if policy == (fsm.RetentionPolicy{}) {
+	if cfg.CursorRetention {
+		policy.Cursors = fsm.CursorRetention{Hold: true, Cap: cursorCap(cfg), InactiveAfterMs: cfg.DeviceInactiveAfter.Milliseconds()}
+	}
+	if policy.User == (fsm.Retention{}) && policy.Conversation == (fsm.Retention{}) {
 		return "", nil
 	}
 	cands, last, err := g.fsm.RetentionCandidates(policy, cfg.Clock().UnixMilli(), resume, retentionItemsPerCommand, retentionScanPerRound)
@@ -68,4 +71,17 @@ func (g *Group) trimRound(ctx context.Context, resume string) (string, error) {
 	}
 	g.node.metrics.trims.Add(float64(len(cands)))
 	return last, nil
+}
+
+// cursorCap is how far device cursors may hold a user timeline back: the
+// configured cap, or twice the user retention where it is not set.
+func cursorCap(cfg Config) fsm.Retention {
+	c := fsm.Retention{MaxAgeMs: cfg.CursorRetentionCap.MaxAge.Milliseconds(), MaxEntries: cfg.CursorRetentionCap.MaxEntries}
+	if c.MaxAgeMs == 0 {
+		c.MaxAgeMs = 2 * cfg.UserRetention.MaxAge.Milliseconds()
+	}
+	if c.MaxEntries == 0 {
+		c.MaxEntries = 2 * cfg.UserRetention.MaxEntries
+	}
+	return c
 }

@@ -25,4 +25,4 @@ protoc -I fsm/proto --go_out=. --go_opt=module=github.com/syncstore/syncstore \
   fsm/proto/command.proto
 protoc -I rpc/proto --go_out=. --go_opt=module=github.com/syncstore/syncstore \
   --go-grpc_out=. --go-grpc_opt=module=github.com/syncstore/syncstore \
-  rpc/proto/syncstore/v1/requests.proto rpc/proto/syncstore/v1/sync.proto rpc/proto/syncstore/v1/admin.proto rpc/proto/syncstore/v1/records.proto
+  rpc/proto/syncstore/v1/requests.proto rpc/proto/syncstore/v1/sync.proto rpc/proto/syncstore/v1/admin.proto rpc/proto/syncstore/v1/records.proto rpc/proto/syncstore/v1/devices.proto

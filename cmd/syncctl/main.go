@@ -58,7 +58,8 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.addr, "addr", "127.0.0.1:7400", "gRPC address of any node (comma-separated for several)")
 	pf.BoolVar(&g.json, "json", false, "print JSON")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of one command (bench: of each append)")
-	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newSendCmd(g), newHistoryCmd(g), newWatchCmd(g), newStatusCmd(g), newBenchCmd(g), newCollectionCmd(g))
+	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newSendCmd(g), newHistoryCmd(g), newWatchCmd(g), newStatusCmd(g), newBenchCmd(g), newCollectionCmd(g),
+		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g))
 	return root
 }
 

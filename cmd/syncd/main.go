@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -59,6 +60,12 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.TombstoneMaxAge, "tombstone-max-age", cfg.TombstoneMaxAge, "compact collection tombstones older than this (0: any age); a device that synced longer ago reads the collection whole")
 	fs.Uint64Var(&cfg.TombstoneKeep, "tombstone-keep", cfg.TombstoneKeep, "tombstones a collection keeps at most (0: no count limit)")
 	fs.DurationVar(&cfg.TombstoneCompactEvery, "tombstone-compact-every", cfg.TombstoneCompactEvery, "how often group leaders compact collection tombstones")
+	deviceClasses := fs.String("device-classes", strings.Join(cfg.DeviceClasses, ","), "the device classes Login accepts, comma-separated")
+	fs.StringVar(&cfg.LoginPolicy, "login-policy", cfg.LoginPolicy, "which sessions a login ends: all, one-per-class, one-device, one-mobile-one-pc-web-free, or a mapping group=class+class:limit,... (limit 0: none)")
+	fs.BoolVar(&cfg.CursorRetention, "cursor-retention", cfg.CursorRetention, "do not trim a user timeline past the lowest cursor of the user's active devices (up to the cap)")
+	fs.DurationVar(&cfg.CursorRetentionCap.MaxAge, "cursor-retention-cap", 0, "the oldest entry device cursors may keep (0: twice --user-retention)")
+	fs.Uint64Var(&cfg.CursorRetentionCap.MaxEntries, "cursor-retention-cap-entries", 0, "the most entries device cursors may keep (0: twice --user-retention-entries)")
+	fs.DurationVar(&cfg.DeviceInactiveAfter, "device-inactive-after", cfg.DeviceInactiveAfter, "a device not seen for this long no longer holds retention back (0: never inactive)")
 	fs.Uint64Var(&cfg.DiskReserveBytes, "disk-reserve-bytes", cfg.DiskReserveBytes, "with less free space on the data dir's disk, writes are refused (RESOURCE_EXHAUSTED) and reads go on (0: no check)")
 	fs.BoolVar(&cfg.CoalesceHeartbeats, "coalesce-heartbeats", cfg.CoalesceHeartbeats, "send the Raft heartbeats of all groups to a node as one message")
 	fs.DurationVar(&cfg.DigestCheckInterval, "digest-check-interval", cfg.DigestCheckInterval, "how often each group's leader compares its replicas' state digests at one log index (0: never; each check reads every replica's whole state)")
@@ -69,6 +76,7 @@ func run(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	cfg.DeviceClasses = strings.Split(*deviceClasses, ",")
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)

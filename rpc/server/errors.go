@@ -23,6 +23,11 @@ var errorCodes = []struct {
 	{fsm.ErrNodeConflict, codes.FailedPrecondition},
 	{fsm.ErrDeliveryGap, codes.FailedPrecondition},
 	{fsm.ErrConditionFailed, codes.FailedPrecondition},
+	{fsm.ErrSessionEnded, codes.FailedPrecondition},
+	{fsm.ErrSessionConflict, codes.FailedPrecondition},
+	{fsm.ErrNoSession, codes.FailedPrecondition},
+	{fsm.ErrUnknownSession, codes.NotFound},
+	{fsm.ErrTooManySessions, codes.ResourceExhausted},
 	{fsm.ErrWrongGroup, codes.Aborted},
 	// A stored value that fails its checksum on this replica: never served
 	// as data. DATA_LOSS, which clients retry on another replica no sooner

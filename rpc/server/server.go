@@ -86,6 +86,7 @@ func New(n *node.Node, log *slog.Logger, opts ...Option) *Server {
 	syncv1.RegisterAdminServer(s.grpc, s)
 	syncv1.RegisterPeerServer(s.grpc, s)
 	syncv1.RegisterRecordsServer(s.grpc, &records{s: s})
+	syncv1.RegisterDevicesServer(s.grpc, &devices{s: s})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -1395,6 +1395,507 @@ func (x *SyncManyRequest) GetCollections() []*RecordSyncRequest {
 	return nil
 }
 
+type LoginRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	User     *string                `protobuf:"bytes,1,opt,name=user" json:"user,omitempty"`
+	DeviceId *string                `protobuf:"bytes,2,opt,name=device_id,json=deviceId" json:"device_id,omitempty"`
+	// One of the server's device classes (phone, pad, desktop, web by default).
+	DeviceClass *string `protobuf:"bytes,3,opt,name=device_class,json=deviceClass" json:"device_class,omitempty"`
+	// Chosen by the client, unique per login; the same id again is a
+	// reconnect of the same session and ends nothing.
+	SessionId     *string           `protobuf:"bytes,4,opt,name=session_id,json=sessionId" json:"session_id,omitempty"`
+	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginRequest) Reset() {
+	*x = LoginRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginRequest) ProtoMessage() {}
+
+func (x *LoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
+func (*LoginRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LoginRequest) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetDeviceId() string {
+	if x != nil && x.DeviceId != nil {
+		return *x.DeviceId
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetDeviceClass() string {
+	if x != nil && x.DeviceClass != nil {
+		return *x.DeviceClass
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetSessionId() string {
+	if x != nil && x.SessionId != nil {
+		return *x.SessionId
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+type LogoutRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *string                `protobuf:"bytes,1,opt,name=user" json:"user,omitempty"`
+	SessionId     *string                `protobuf:"bytes,2,opt,name=session_id,json=sessionId" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogoutRequest) Reset() {
+	*x = LogoutRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogoutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogoutRequest) ProtoMessage() {}
+
+func (x *LogoutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogoutRequest.ProtoReflect.Descriptor instead.
+func (*LogoutRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LogoutRequest) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *LogoutRequest) GetSessionId() string {
+	if x != nil && x.SessionId != nil {
+		return *x.SessionId
+	}
+	return ""
+}
+
+type ValidateSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *string                `protobuf:"bytes,1,opt,name=user" json:"user,omitempty"`
+	SessionId     *string                `protobuf:"bytes,2,opt,name=session_id,json=sessionId" json:"session_id,omitempty"`
+	Consistency   *Consistency           `protobuf:"varint,3,opt,name=consistency,enum=syncstore.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateSessionRequest) Reset() {
+	*x = ValidateSessionRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateSessionRequest) ProtoMessage() {}
+
+func (x *ValidateSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateSessionRequest.ProtoReflect.Descriptor instead.
+func (*ValidateSessionRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ValidateSessionRequest) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *ValidateSessionRequest) GetSessionId() string {
+	if x != nil && x.SessionId != nil {
+		return *x.SessionId
+	}
+	return ""
+}
+
+func (x *ValidateSessionRequest) GetConsistency() Consistency {
+	if x != nil && x.Consistency != nil {
+		return *x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type AckRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	User     *string                `protobuf:"bytes,1,opt,name=user" json:"user,omitempty"`
+	DeviceId *string                `protobuf:"bytes,2,opt,name=device_id,json=deviceId" json:"device_id,omitempty"`
+	// The user timeline (the user id) or its device-events timeline.
+	Timeline      *string `protobuf:"bytes,3,opt,name=timeline" json:"timeline,omitempty"`
+	Seq           *uint64 `protobuf:"varint,4,opt,name=seq" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckRequest) Reset() {
+	*x = AckRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckRequest) ProtoMessage() {}
+
+func (x *AckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckRequest.ProtoReflect.Descriptor instead.
+func (*AckRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *AckRequest) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *AckRequest) GetDeviceId() string {
+	if x != nil && x.DeviceId != nil {
+		return *x.DeviceId
+	}
+	return ""
+}
+
+func (x *AckRequest) GetTimeline() string {
+	if x != nil && x.Timeline != nil {
+		return *x.Timeline
+	}
+	return ""
+}
+
+func (x *AckRequest) GetSeq() uint64 {
+	if x != nil && x.Seq != nil {
+		return *x.Seq
+	}
+	return 0
+}
+
+type CursorsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *string                `protobuf:"bytes,1,opt,name=user" json:"user,omitempty"`
+	DeviceId      *string                `protobuf:"bytes,2,opt,name=device_id,json=deviceId" json:"device_id,omitempty"`
+	Consistency   *Consistency           `protobuf:"varint,3,opt,name=consistency,enum=syncstore.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CursorsRequest) Reset() {
+	*x = CursorsRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CursorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CursorsRequest) ProtoMessage() {}
+
+func (x *CursorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CursorsRequest.ProtoReflect.Descriptor instead.
+func (*CursorsRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CursorsRequest) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *CursorsRequest) GetDeviceId() string {
+	if x != nil && x.DeviceId != nil {
+		return *x.DeviceId
+	}
+	return ""
+}
+
+func (x *CursorsRequest) GetConsistency() Consistency {
+	if x != nil && x.Consistency != nil {
+		return *x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type ListDevicesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *string                `protobuf:"bytes,1,opt,name=user" json:"user,omitempty"`
+	Consistency   *Consistency           `protobuf:"varint,2,opt,name=consistency,enum=syncstore.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDevicesRequest) Reset() {
+	*x = ListDevicesRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDevicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDevicesRequest) ProtoMessage() {}
+
+func (x *ListDevicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDevicesRequest.ProtoReflect.Descriptor instead.
+func (*ListDevicesRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListDevicesRequest) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *ListDevicesRequest) GetConsistency() Consistency {
+	if x != nil && x.Consistency != nil {
+		return *x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
+type MarkReadRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          *string                `protobuf:"bytes,1,opt,name=user" json:"user,omitempty"`
+	Conversation  *string                `protobuf:"bytes,2,opt,name=conversation" json:"conversation,omitempty"`
+	Seq           *uint64                `protobuf:"varint,3,opt,name=seq" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkReadRequest) Reset() {
+	*x = MarkReadRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkReadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkReadRequest) ProtoMessage() {}
+
+func (x *MarkReadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkReadRequest.ProtoReflect.Descriptor instead.
+func (*MarkReadRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *MarkReadRequest) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *MarkReadRequest) GetConversation() string {
+	if x != nil && x.Conversation != nil {
+		return *x.Conversation
+	}
+	return ""
+}
+
+func (x *MarkReadRequest) GetSeq() uint64 {
+	if x != nil && x.Seq != nil {
+		return *x.Seq
+	}
+	return 0
+}
+
+type ConversationsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	User  *string                `protobuf:"bytes,1,opt,name=user" json:"user,omitempty"`
+	// Start after this conversation id ("" from the first).
+	AfterKey      *string      `protobuf:"bytes,2,opt,name=after_key,json=afterKey" json:"after_key,omitempty"`
+	Limit         *uint32      `protobuf:"varint,3,opt,name=limit" json:"limit,omitempty"`
+	Consistency   *Consistency `protobuf:"varint,4,opt,name=consistency,enum=syncstore.v1.Consistency" json:"consistency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConversationsRequest) Reset() {
+	*x = ConversationsRequest{}
+	mi := &file_syncstore_v1_requests_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConversationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConversationsRequest) ProtoMessage() {}
+
+func (x *ConversationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_requests_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConversationsRequest.ProtoReflect.Descriptor instead.
+func (*ConversationsRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_requests_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ConversationsRequest) GetUser() string {
+	if x != nil && x.User != nil {
+		return *x.User
+	}
+	return ""
+}
+
+func (x *ConversationsRequest) GetAfterKey() string {
+	if x != nil && x.AfterKey != nil {
+		return *x.AfterKey
+	}
+	return ""
+}
+
+func (x *ConversationsRequest) GetLimit() uint32 {
+	if x != nil && x.Limit != nil {
+		return *x.Limit
+	}
+	return 0
+}
+
+func (x *ConversationsRequest) GetConsistency() Consistency {
+	if x != nil && x.Consistency != nil {
+		return *x.Consistency
+	}
+	return Consistency_CONSISTENCY_LINEARIZABLE
+}
+
 var File_syncstore_v1_requests_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_requests_proto_rawDesc = "" +
@@ -1525,7 +2026,48 @@ const file_syncstore_v1_requests_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\rR\x05limit\x12;\n" +
 	"\vconsistency\x18\x04 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"T\n" +
 	"\x0fSyncManyRequest\x12A\n" +
-	"\vcollections\x18\x01 \x03(\v2\x1f.syncstore.v1.RecordSyncRequestR\vcollections*B\n" +
+	"\vcollections\x18\x01 \x03(\v2\x1f.syncstore.v1.RecordSyncRequestR\vcollections\"\x84\x02\n" +
+	"\fLoginRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12!\n" +
+	"\fdevice_class\x18\x03 \x01(\tR\vdeviceClass\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\x12D\n" +
+	"\bmetadata\x18\x05 \x03(\v2(.syncstore.v1.LoginRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
+	"\rLogoutRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\"\x88\x01\n" +
+	"\x16ValidateSessionRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x02 \x01(\tR\tsessionId\x12;\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"k\n" +
+	"\n" +
+	"AckRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12\x1a\n" +
+	"\btimeline\x18\x03 \x01(\tR\btimeline\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\"~\n" +
+	"\x0eCursorsRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
+	"\tdevice_id\x18\x02 \x01(\tR\bdeviceId\x12;\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"e\n" +
+	"\x12ListDevicesRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12;\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency\"[\n" +
+	"\x0fMarkReadRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\"\n" +
+	"\fconversation\x18\x02 \x01(\tR\fconversation\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x04R\x03seq\"\x9a\x01\n" +
+	"\x14ConversationsRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1b\n" +
+	"\tafter_key\x18\x02 \x01(\tR\bafterKey\x12\x14\n" +
+	"\x05limit\x18\x03 \x01(\rR\x05limit\x12;\n" +
+	"\vconsistency\x18\x04 \x01(\x0e2\x19.syncstore.v1.ConsistencyR\vconsistency*B\n" +
 	"\vConsistency\x12\x1c\n" +
 	"\x18CONSISTENCY_LINEARIZABLE\x10\x00\x12\x15\n" +
 	"\x11CONSISTENCY_STALE\x10\x01B+Z)github.com/syncstore/syncstore/rpc/syncv1"
@@ -1543,58 +2085,72 @@ func file_syncstore_v1_requests_proto_rawDescGZIP() []byte {
 }
 
 var file_syncstore_v1_requests_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_syncstore_v1_requests_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_syncstore_v1_requests_proto_goTypes = []any{
-	(Consistency)(0),          // 0: syncstore.v1.Consistency
-	(*AppendRequest)(nil),     // 1: syncstore.v1.AppendRequest
-	(*PullRequest)(nil),       // 2: syncstore.v1.PullRequest
-	(*HeadRequest)(nil),       // 3: syncstore.v1.HeadRequest
-	(*SendRequest)(nil),       // 4: syncstore.v1.SendRequest
-	(*HistoryRequest)(nil),    // 5: syncstore.v1.HistoryRequest
-	(*SubscribeRequest)(nil),  // 6: syncstore.v1.SubscribeRequest
-	(*CollectionFrom)(nil),    // 7: syncstore.v1.CollectionFrom
-	(*SubscribeFrom)(nil),     // 8: syncstore.v1.SubscribeFrom
-	(*DeliverRequest)(nil),    // 9: syncstore.v1.DeliverRequest
-	(*DeliveryItem)(nil),      // 10: syncstore.v1.DeliveryItem
-	(*WriteRequest)(nil),      // 11: syncstore.v1.WriteRequest
-	(*RecordCopy)(nil),        // 12: syncstore.v1.RecordCopy
-	(*CopyRequest)(nil),       // 13: syncstore.v1.CopyRequest
-	(*CopyItem)(nil),          // 14: syncstore.v1.CopyItem
-	(*RecordOp)(nil),          // 15: syncstore.v1.RecordOp
-	(*RecordCondition)(nil),   // 16: syncstore.v1.RecordCondition
-	(*GetRequest)(nil),        // 17: syncstore.v1.GetRequest
-	(*RecordSyncRequest)(nil), // 18: syncstore.v1.RecordSyncRequest
-	(*SyncManyRequest)(nil),   // 19: syncstore.v1.SyncManyRequest
-	nil,                       // 20: syncstore.v1.AppendRequest.MetadataEntry
-	nil,                       // 21: syncstore.v1.SendRequest.MetadataEntry
-	nil,                       // 22: syncstore.v1.DeliveryItem.MetadataEntry
-	nil,                       // 23: syncstore.v1.CopyItem.MetadataEntry
-	nil,                       // 24: syncstore.v1.RecordOp.MetadataEntry
+	(Consistency)(0),               // 0: syncstore.v1.Consistency
+	(*AppendRequest)(nil),          // 1: syncstore.v1.AppendRequest
+	(*PullRequest)(nil),            // 2: syncstore.v1.PullRequest
+	(*HeadRequest)(nil),            // 3: syncstore.v1.HeadRequest
+	(*SendRequest)(nil),            // 4: syncstore.v1.SendRequest
+	(*HistoryRequest)(nil),         // 5: syncstore.v1.HistoryRequest
+	(*SubscribeRequest)(nil),       // 6: syncstore.v1.SubscribeRequest
+	(*CollectionFrom)(nil),         // 7: syncstore.v1.CollectionFrom
+	(*SubscribeFrom)(nil),          // 8: syncstore.v1.SubscribeFrom
+	(*DeliverRequest)(nil),         // 9: syncstore.v1.DeliverRequest
+	(*DeliveryItem)(nil),           // 10: syncstore.v1.DeliveryItem
+	(*WriteRequest)(nil),           // 11: syncstore.v1.WriteRequest
+	(*RecordCopy)(nil),             // 12: syncstore.v1.RecordCopy
+	(*CopyRequest)(nil),            // 13: syncstore.v1.CopyRequest
+	(*CopyItem)(nil),               // 14: syncstore.v1.CopyItem
+	(*RecordOp)(nil),               // 15: syncstore.v1.RecordOp
+	(*RecordCondition)(nil),        // 16: syncstore.v1.RecordCondition
+	(*GetRequest)(nil),             // 17: syncstore.v1.GetRequest
+	(*RecordSyncRequest)(nil),      // 18: syncstore.v1.RecordSyncRequest
+	(*SyncManyRequest)(nil),        // 19: syncstore.v1.SyncManyRequest
+	(*LoginRequest)(nil),           // 20: syncstore.v1.LoginRequest
+	(*LogoutRequest)(nil),          // 21: syncstore.v1.LogoutRequest
+	(*ValidateSessionRequest)(nil), // 22: syncstore.v1.ValidateSessionRequest
+	(*AckRequest)(nil),             // 23: syncstore.v1.AckRequest
+	(*CursorsRequest)(nil),         // 24: syncstore.v1.CursorsRequest
+	(*ListDevicesRequest)(nil),     // 25: syncstore.v1.ListDevicesRequest
+	(*MarkReadRequest)(nil),        // 26: syncstore.v1.MarkReadRequest
+	(*ConversationsRequest)(nil),   // 27: syncstore.v1.ConversationsRequest
+	nil,                            // 28: syncstore.v1.AppendRequest.MetadataEntry
+	nil,                            // 29: syncstore.v1.SendRequest.MetadataEntry
+	nil,                            // 30: syncstore.v1.DeliveryItem.MetadataEntry
+	nil,                            // 31: syncstore.v1.CopyItem.MetadataEntry
+	nil,                            // 32: syncstore.v1.RecordOp.MetadataEntry
+	nil,                            // 33: syncstore.v1.LoginRequest.MetadataEntry
 }
 var file_syncstore_v1_requests_proto_depIdxs = []int32{
-	20, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
+	28, // 0: syncstore.v1.AppendRequest.metadata:type_name -> syncstore.v1.AppendRequest.MetadataEntry
 	0,  // 1: syncstore.v1.PullRequest.consistency:type_name -> syncstore.v1.Consistency
 	0,  // 2: syncstore.v1.HeadRequest.consistency:type_name -> syncstore.v1.Consistency
-	21, // 3: syncstore.v1.SendRequest.metadata:type_name -> syncstore.v1.SendRequest.MetadataEntry
+	29, // 3: syncstore.v1.SendRequest.metadata:type_name -> syncstore.v1.SendRequest.MetadataEntry
 	0,  // 4: syncstore.v1.HistoryRequest.consistency:type_name -> syncstore.v1.Consistency
 	8,  // 5: syncstore.v1.SubscribeRequest.add:type_name -> syncstore.v1.SubscribeFrom
 	7,  // 6: syncstore.v1.SubscribeRequest.add_collections:type_name -> syncstore.v1.CollectionFrom
 	10, // 7: syncstore.v1.DeliverRequest.items:type_name -> syncstore.v1.DeliveryItem
-	22, // 8: syncstore.v1.DeliveryItem.metadata:type_name -> syncstore.v1.DeliveryItem.MetadataEntry
+	30, // 8: syncstore.v1.DeliveryItem.metadata:type_name -> syncstore.v1.DeliveryItem.MetadataEntry
 	15, // 9: syncstore.v1.WriteRequest.ops:type_name -> syncstore.v1.RecordOp
 	16, // 10: syncstore.v1.WriteRequest.conditions:type_name -> syncstore.v1.RecordCondition
 	12, // 11: syncstore.v1.WriteRequest.copies:type_name -> syncstore.v1.RecordCopy
 	14, // 12: syncstore.v1.CopyRequest.items:type_name -> syncstore.v1.CopyItem
-	23, // 13: syncstore.v1.CopyItem.metadata:type_name -> syncstore.v1.CopyItem.MetadataEntry
-	24, // 14: syncstore.v1.RecordOp.metadata:type_name -> syncstore.v1.RecordOp.MetadataEntry
+	31, // 13: syncstore.v1.CopyItem.metadata:type_name -> syncstore.v1.CopyItem.MetadataEntry
+	32, // 14: syncstore.v1.RecordOp.metadata:type_name -> syncstore.v1.RecordOp.MetadataEntry
 	0,  // 15: syncstore.v1.GetRequest.consistency:type_name -> syncstore.v1.Consistency
 	0,  // 16: syncstore.v1.RecordSyncRequest.consistency:type_name -> syncstore.v1.Consistency
 	18, // 17: syncstore.v1.SyncManyRequest.collections:type_name -> syncstore.v1.RecordSyncRequest
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	33, // 18: syncstore.v1.LoginRequest.metadata:type_name -> syncstore.v1.LoginRequest.MetadataEntry
+	0,  // 19: syncstore.v1.ValidateSessionRequest.consistency:type_name -> syncstore.v1.Consistency
+	0,  // 20: syncstore.v1.CursorsRequest.consistency:type_name -> syncstore.v1.Consistency
+	0,  // 21: syncstore.v1.ListDevicesRequest.consistency:type_name -> syncstore.v1.Consistency
+	0,  // 22: syncstore.v1.ConversationsRequest.consistency:type_name -> syncstore.v1.Consistency
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_requests_proto_init() }
@@ -1608,7 +2164,7 @@ func file_syncstore_v1_requests_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_requests_proto_rawDesc), len(file_syncstore_v1_requests_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
