@@ -29,7 +29,23 @@ const (
 	// how many messages of other senders the user had received from the
 	// conversation up to and including that one (8): the unread index.
 	devKindUnread byte = 3
+	// devKindEnded + session id -> Session: every session ended within
+	// EndedSessionMemoryMs, so a kicked device reconnecting with its old
+	// session id is refused, not taken for a new login.
+	devKindEnded byte = 4
+	// devKindEndedExpiry + ended_ms (8) + session id -> nothing: the order
+	// in which ended sessions are forgotten.
+	devKindEndedExpiry byte = 5
 )
+
+// EndedSessionMemoryMs is how long an ended session's id is remembered:
+// a Login with it within that time is refused (ErrSessionEnded). Session
+// ids must not be reused after it.
+const EndedSessionMemoryMs = 30 * 24 * 3600 * 1000
+
+// endedGCPerCommand bounds how many forgotten ended sessions one login or
+// logout removes (above one, so forgetting outpaces ending).
+const endedGCPerCommand = 4
 
 // Why a session ended.
 const (
@@ -86,6 +102,9 @@ type LogoutResult struct {
 type AckResult struct {
 	Seq      uint64
 	Advanced bool
+	// SessionID is the device's active session (a cursor never rewinds
+	// within a session; one that ends takes the device's cursors along).
+	SessionID string
 }
 
 // Session errors (wrapped with the details).
@@ -195,10 +214,17 @@ func applyLogin(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Login) (*L
 	if err != nil {
 		return nil, err
 	}
-	if s := findSession(ds, l.GetSessionId()); s != nil {
+	if err := gcEndedSessions(db, uk, nowMs); err != nil {
+		return nil, err
+	}
+	s, err := lookupSession(db, uk, ds, l.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
+	if s != nil {
 		return refreshSession(root, ch, db, uk, ds, s, nowMs, l)
 	}
-	s := &fsmpb.Session{
+	s = &fsmpb.Session{
 		SessionId: l.GetSessionId(), DeviceId: l.GetDeviceId(), DeviceClass: l.GetDeviceClass(),
 		Epoch: ds.GetEpoch() + 1, LoginMs: nowMs, LastSeenMs: nowMs, Metadata: l.GetMetadata(),
 	}
@@ -307,6 +333,16 @@ func metadataEqual(a, b map[string]string) bool {
 // goes on under a new session (replaced). The caller writes the sessions.
 func endSession(root *bolt.Bucket, ch *Changes, db sealed, uk []byte, user string, s *fsmpb.Session, reason, by string, nowMs int64) error {
 	s.Ended, s.EndReason, s.EndedMs, s.EndedBy = true, reason, nowMs, by
+	v, err := stored.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("encode ended session: %w", err)
+	}
+	if err := db.Put(endedKey(uk, s.GetSessionId()), v); err != nil {
+		return err
+	}
+	if err := db.Put(endedExpiryKey(uk, nowMs, s.GetSessionId()), nil); err != nil {
+		return err
+	}
 	md := map[string]string{
 		"event":        "session_ended",
 		"session_id":   s.GetSessionId(),
@@ -336,6 +372,52 @@ func deleteCursors(db sealed, uk []byte, device string) error {
 	}
 	for _, k := range keys {
 		if err := db.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func endedKey(uk []byte, session string) []byte { return kindKey(uk, devKindEnded, []byte(session)) }
+
+func endedExpiryKey(uk []byte, endedMs int64, session string) []byte {
+	return kindKey(uk, devKindEndedExpiry, append(binary.BigEndian.AppendUint64(nil, uint64(endedMs)), session...))
+}
+
+// lookupSession finds a session by id: in the user's session record, or
+// among the sessions ended within EndedSessionMemoryMs (nil: unknown).
+func lookupSession(db sealed, uk []byte, ds *fsmpb.DeviceSessions, id string) (*fsmpb.Session, error) {
+	if s := findSession(ds, id); s != nil {
+		return s, nil
+	}
+	v, err := db.Get(endedKey(uk, id))
+	if err != nil || v == nil {
+		return nil, err
+	}
+	var s fsmpb.Session
+	if err := proto.Unmarshal(v, &s); err != nil {
+		return nil, fmt.Errorf("%w: decode ended session: %v", ErrCorruptState, err)
+	}
+	return &s, nil
+}
+
+// gcEndedSessions forgets up to endedGCPerCommand sessions that ended
+// more than EndedSessionMemoryMs before nowMs.
+func gcEndedSessions(db sealed, uk []byte, nowMs int64) error {
+	prefix := kindKey(uk, devKindEndedExpiry, nil)
+	var stale [][]byte
+	c := db.b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix) && len(stale) < endedGCPerCommand; k, _ = c.Next() {
+		if len(k) < len(prefix)+8 || int64(binary.BigEndian.Uint64(k[len(prefix):])) >= nowMs-EndedSessionMemoryMs {
+			break
+		}
+		stale = append(stale, slices.Clone(k))
+	}
+	for _, k := range stale {
+		if err := db.Delete(k); err != nil {
+			return err
+		}
+		if err := db.Delete(endedKey(uk, string(k[len(prefix)+8:]))); err != nil {
 			return err
 		}
 	}
@@ -413,7 +495,13 @@ func applyLogout(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Logout) (
 	if err != nil {
 		return nil, err
 	}
-	s := findSession(ds, l.GetSessionId())
+	if err := gcEndedSessions(db, uk, nowMs); err != nil {
+		return nil, err
+	}
+	s, err := lookupSession(db, uk, ds, l.GetSessionId())
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case s == nil:
 		return nil, reject(fmt.Errorf("%w: user %q has no session %q", ErrUnknownSession, truncate(l.GetUser()), truncate(l.GetSessionId())))
@@ -493,7 +581,8 @@ func applyAckCursor(root *bolt.Bucket, ch *Changes, nowMs int64, a *fsmpb.AckCur
 	if err != nil {
 		return nil, err
 	}
-	if activeSession(ds, a.GetDeviceId()) == nil {
+	sess := activeSession(ds, a.GetDeviceId())
+	if sess == nil {
 		return nil, reject(fmt.Errorf("%w: device %q of user %q is not logged in", ErrNoSession, truncate(a.GetDeviceId()), truncate(a.GetUser())))
 	}
 	ctr, err := seqgen.Get(sealed{root.Bucket(bucketTimelines)}, counterKey(timelineKey(a.GetTimeline())))
@@ -512,10 +601,10 @@ func applyAckCursor(root *bolt.Bucket, ch *Changes, nowMs int64, a *fsmpb.AckCur
 		return nil, err
 	}
 	if a.GetSeq() <= cur {
-		return &AckResult{Seq: cur}, nil
+		return &AckResult{Seq: cur, SessionID: sess.GetSessionId()}, nil
 	}
 	if err := db.Put(ck, u64(a.GetSeq())); err != nil {
 		return nil, err
 	}
-	return &AckResult{Seq: a.GetSeq(), Advanced: true}, nil
+	return &AckResult{Seq: a.GetSeq(), Advanced: true, SessionID: sess.GetSessionId()}, nil
 }

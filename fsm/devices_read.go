@@ -117,8 +117,8 @@ const (
 	SessionValid SessionState = iota + 1
 	// SessionRevoked: the session ended (logout, replaced, kicked).
 	SessionRevoked
-	// SessionUnknown: no such session, or one ended so long ago that it
-	// was forgotten (more than MaxEndedSessions ended after it).
+	// SessionUnknown: no such session, or one that ended more than
+	// EndedSessionMemoryMs ago.
 	SessionUnknown
 )
 
@@ -144,11 +144,16 @@ func (f *FSM) ValidateSession(user, sessionID string) (SessionState, Session, er
 	}
 	state, out := SessionUnknown, Session{}
 	err := f.view(func(root *bolt.Bucket) error {
-		ds, err := readSessions(sealed{root.Bucket(bucketDevices)}, timelineKey(user))
+		db, uk := sealed{root.Bucket(bucketDevices)}, timelineKey(user)
+		ds, err := readSessions(db, uk)
 		if err != nil {
 			return err
 		}
-		if s := findSession(ds, sessionID); s != nil {
+		s, err := lookupSession(db, uk, ds, sessionID)
+		if err != nil {
+			return err
+		}
+		if s != nil {
 			out, state = sessionOf(s), SessionValid
 			if s.GetEnded() {
 				state = SessionRevoked

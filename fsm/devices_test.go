@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
@@ -186,5 +188,36 @@ func TestRetentionHonoursActiveDeviceCursors(t *testing.T) {
 	h.apply(ackCmd("u", "d1", "u", 30, 61*minute))
 	if got := keepFrom(h, 61*minute+1); got != 21 {
 		t.Fatalf("with the lagging device inactive: keep from %d, want 21", got)
+	}
+}
+
+// TestEndedSessionsStayEndedPastTheList: a kicked session that has fallen
+// out of the listed ended sessions is still refused when its device
+// reconnects with it (jepsen-lite found such a reconnect taken for a new
+// login, its session then ending twice), until EndedSessionMemoryMs.
+func TestEndedSessionsStayEndedPastTheList(t *testing.T) {
+	h := newHarness(t)
+	h.apply(loginCmd("u", "p1", "phone", "old", 10))
+	for i := range MaxEndedSessions + 6 {
+		if r := h.apply(loginCmd("u", "p2", "phone", fmt.Sprint("s", i), int64(20+i)))[0]; r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	devs, _ := h.f.Devices("u")
+	if slices.ContainsFunc(devs.Ended, func(s Session) bool { return s.SessionID == "old" }) {
+		t.Fatal("the first session is still listed: the test does not reach past the list")
+	}
+	if r := h.apply(loginCmd("u", "p1", "phone", "old", 100))[0]; !errors.Is(r.Err, ErrSessionEnded) {
+		t.Fatalf("a reconnect with a session ended long ago: %v, want ErrSessionEnded", r.Err)
+	}
+	if st, s, _ := h.f.ValidateSession("u", "old"); st != SessionRevoked || s.EndReason != EndKicked {
+		t.Fatalf("ValidateSession(old) = %v %+v", st, s)
+	}
+	later := int64(10 + EndedSessionMemoryMs + 1)
+	for i := range 40 { // each login forgets a few
+		h.apply(loginCmd("u", "d1", "desktop", fmt.Sprint("d", i), later+int64(i)))
+	}
+	if st, _, _ := h.f.ValidateSession("u", "old"); st != SessionUnknown {
+		t.Fatalf("after the memory time ValidateSession(old) = %v, want unknown", st)
 	}
 }

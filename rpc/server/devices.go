@@ -69,7 +69,7 @@ func (d *devices) Ack(ctx context.Context, req *syncv1.AckRequest) (*syncv1.AckR
 			return syncv1.NewDevicesClient(conn).Ack(ctx, req)
 		})
 	}
-	return &syncv1.AckResponse{Seq: res.Seq, Advanced: res.Advanced}, nil
+	return &syncv1.AckResponse{Seq: res.Seq, Advanced: res.Advanced, SessionId: res.SessionID}, nil
 }
 
 func (d *devices) Cursors(ctx context.Context, req *syncv1.CursorsRequest) (*syncv1.CursorsResponse, error) {

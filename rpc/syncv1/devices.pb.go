@@ -384,8 +384,11 @@ func (x *ValidateSessionResponse) GetSession() *Session {
 type AckResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The cursor as it stands.
-	Seq           uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Advanced      bool   `protobuf:"varint,2,opt,name=advanced,proto3" json:"advanced,omitempty"`
+	Seq      uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Advanced bool   `protobuf:"varint,2,opt,name=advanced,proto3" json:"advanced,omitempty"`
+	// The device's session: a cursor never rewinds within one (a session
+	// that ends by logout or a kick takes the device's cursors along).
+	SessionId     string `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,6 +435,13 @@ func (x *AckResponse) GetAdvanced() bool {
 		return x.Advanced
 	}
 	return false
+}
+
+func (x *AckResponse) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
 }
 
 type Cursor struct {
@@ -986,10 +996,12 @@ const file_syncstore_v1_devices_proto_rawDesc = "" +
 	"\ralready_ended\x18\x02 \x01(\bR\falreadyEnded\"|\n" +
 	"\x17ValidateSessionResponse\x120\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1a.syncstore.v1.SessionStateR\x05state\x12/\n" +
-	"\asession\x18\x02 \x01(\v2\x15.syncstore.v1.SessionR\asession\";\n" +
+	"\asession\x18\x02 \x01(\v2\x15.syncstore.v1.SessionR\asession\"Z\n" +
 	"\vAckResponse\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1a\n" +
-	"\badvanced\x18\x02 \x01(\bR\badvanced\"\\\n" +
+	"\badvanced\x18\x02 \x01(\bR\badvanced\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x03 \x01(\tR\tsessionId\"\\\n" +
 	"\x06Cursor\x12\x1a\n" +
 	"\btimeline\x18\x01 \x01(\tR\btimeline\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x12\n" +

@@ -68,6 +68,13 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 	if err != nil {
 		return final, err
 	}
+	final.Users, err = readUsers(ctx, perNode, func(user string) []string {
+		g, _ := m.Group(m.GroupFor(user))
+		return g.Replicas
+	})
+	if err != nil {
+		return final, err
+	}
 	for _, tl := range timelines {
 		g, _ := m.Group(m.GroupFor(tl))
 		for _, node := range g.Replicas {

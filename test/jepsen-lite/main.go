@@ -199,6 +199,7 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 		checker.Subscriptions(subs, final),
 		checker.Collections(ops, final),
 		checker.Devices(ops, final),
+		checker.Sessions(ops, final, checker.OnePerClass),
 	}
 	if ferr != nil {
 		verdicts = append(verdicts, checker.Verdict{Checker: "final-read", Problems: []string{ferr.Error()}})
@@ -254,7 +255,8 @@ func printStats(log io.Writer, ops []history.Op, faults []fault, subs []history.
 		byKind[f.Kind]++
 	}
 	fmt.Fprintf(log, "operations: %d attempted, %d ok, %d failed, %d unknown\n", len(ops), count[history.OK], count[history.Fail], count[history.Unknown])
-	for _, k := range []history.Kind{history.Append, history.Send, history.Head, history.Pull, history.RecordWrite, history.RecordSync, history.RecordGet} {
+	for _, k := range []history.Kind{history.Append, history.Send, history.Head, history.Pull, history.RecordWrite, history.RecordSync, history.RecordGet,
+		history.Login, history.Logout, history.Ack, history.MarkRead} {
 		c := byOpKind[k]
 		fmt.Fprintf(log, "  %-6s %d ok, %d failed, %d unknown\n", k, c[history.OK], c[history.Fail], c[history.Unknown])
 	}

@@ -108,9 +108,12 @@ func runWorkload(ctx context.Context, cl *client.Client, workers int, seed uint6
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
 			dev := newDevice()
+			ss := newSessions()
 			for i := 0; ctx.Err() == nil; i++ {
 				tl := timelineName(rng)
-				switch n := rng.IntN(14); {
+				switch n := rng.IntN(17); {
+				case n >= 14: // a device logs in or out, acks or reads
+					doSessionOp(cl, rec, w, rng, ss, fmt.Sprintf("w%d-%d", w, i))
 				case n >= 12: // a device catches up on a hot collection
 					doRecordSync(cl, rec, w, dev, fmt.Sprintf("col-hot-%d", rng.IntN(hotCollections)))
 				case n >= 10:
@@ -164,11 +167,15 @@ func doSend(cl *client.Client, rec *recorder, w int, conv, sender string, recipi
 // doWrite runs one write (retried by the client under one key) and records
 // it: ok with its seq, failed, or unknown (no completion time: it may take
 // effect at any time after its invocation).
-func doWrite(rec *recorder, op history.Op, write func(context.Context) (uint64, error)) {
+// annotate, if given, adds to the op what the answer said besides the seq.
+func doWrite(rec *recorder, op history.Op, write func(context.Context) (uint64, error), annotate ...func(*history.Op)) {
 	op.Invoke = rec.now()
 	ctx, cancel := context.WithTimeout(context.Background(), appendTimeout)
 	seq, err := write(ctx)
 	cancel()
+	for _, a := range annotate {
+		a(&op)
+	}
 	op.Outcome = outcomeOf(err)
 	if op.Outcome != history.Unknown {
 		op.Complete = rec.now()

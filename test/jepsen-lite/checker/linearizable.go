@@ -97,7 +97,7 @@ func Linearizable(ops []history.Op, f history.Final, budget time.Duration) Verdi
 	byTimeline := map[string][]porcupine.Operation{}
 	unread := map[string]bool{}
 	for _, op := range ops {
-		if op.Outcome == history.Fail || (!op.Kind.Writes() && op.Outcome != history.OK) || op.Kind.OnCollection() {
+		if op.Outcome == history.Fail || (!op.Kind.Writes() && op.Outcome != history.OK) || !op.Kind.OnTimeline() {
 			continue
 		}
 		fin, ok := order[op.Timeline]

@@ -31,10 +31,25 @@ const (
 	// RecordGet is one page of a device's full read after a RESET: AfterKey
 	// where it started, Seq the collection's version, Records what it held.
 	RecordGet Kind = "record_get"
+	// Login logs Device (of Class) of user Timeline in with session Key;
+	// Ended lists the sessions the answer said it ended.
+	Login Kind = "login"
+	// Logout ends session Key of user Timeline.
+	Logout Kind = "logout"
+	// Ack asks to raise Device's cursor on user timeline Timeline to After;
+	// Seq is the cursor answered, Session the device's session.
+	Ack Kind = "ack"
+	// MarkRead asks to raise user Timeline's read marker of Conversation
+	// to After; Seq is the marker answered.
+	MarkRead Kind = "mark_read"
 )
 
 // Writes says whether the kind adds an entry to Timeline.
 func (k Kind) Writes() bool { return k == Append || k == Send }
+
+// OnTimeline says whether the kind reads or writes the timeline named
+// Timeline (the linearizable timeline model's operations).
+func (k Kind) OnTimeline() bool { return k == Append || k == Send || k == Head || k == Pull }
 
 // OnCollection says whether the kind works on a collection (Timeline then
 // names the collection).
@@ -92,6 +107,12 @@ type Op struct {
 	Records  []Record          `json:"records,omitempty"`
 	AfterKey string            `json:"after_key,omitempty"`
 	More     bool              `json:"more,omitempty"`
+	// Sessions only.
+	Device       string   `json:"device,omitempty"`
+	Class        string   `json:"class,omitempty"`
+	Session      string   `json:"session,omitempty"`
+	Ended        []string `json:"ended,omitempty"`
+	Conversation string   `json:"conversation,omitempty"`
 }
 
 // Record is one record of a collection as read (Deleted: a tombstone).
@@ -156,6 +177,35 @@ type Final struct {
 	Digests map[uint64]map[string]string `json:"digests"`
 	// Collections: node -> collection -> that replica's copy.
 	Collections map[string]map[string]Collection `json:"collections"`
+	// Users: node -> user -> that replica's sessions, session events and
+	// conversation list.
+	Users map[string]map[string]UserState `json:"users"`
+}
+
+// UserState is one replica's copy of a user's device state.
+type UserState struct {
+	Active        []SessionState      `json:"active"`
+	Ended         []SessionState      `json:"ended"`
+	Events        []SessionState      `json:"events"` // device-events/<user>, in order
+	Conversations []ConversationState `json:"conversations"`
+}
+
+// SessionState is a session (Reason: why it ended).
+type SessionState struct {
+	Session string `json:"session"`
+	Device  string `json:"device,omitempty"`
+	Class   string `json:"class,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	EndedBy string `json:"ended_by,omitempty"`
+}
+
+// ConversationState is one record of a user's conversation list.
+type ConversationState struct {
+	Conversation string `json:"conversation"`
+	LastSeq      uint64 `json:"last_seq"`
+	LastSender   string `json:"last_sender"`
+	Unread       uint64 `json:"unread"`
+	ReadSeq      uint64 `json:"read_seq"`
 }
 
 // Subscription is what one Subscribe consumer received, per timeline in
