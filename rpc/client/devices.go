@@ -20,13 +20,17 @@ import (
 // Login registers or refreshes a device session.
 func (c *Client) Login(ctx context.Context, user, device, class, session string, metadata map[string]string) (*syncv1.LoginResponse, error) {
 	req := &syncv1.LoginRequest{User: proto.String(user), DeviceId: proto.String(device), DeviceClass: proto.String(class), SessionId: proto.String(session), Metadata: metadata}
-	return devicesCall(c, ctx, user, func(ctx context.Context, d syncv1.DevicesClient) (*syncv1.LoginResponse, error) { return d.Login(ctx, req) })
+	return devicesCall(c, ctx, user, func(ctx context.Context, d syncv1.DevicesClient) (*syncv1.LoginResponse, error) {
+		return d.Login(ctx, req)
+	})
 }
 
 // Logout ends a session.
 func (c *Client) Logout(ctx context.Context, user, session string) (*syncv1.LogoutResponse, error) {
 	req := &syncv1.LogoutRequest{User: proto.String(user), SessionId: proto.String(session)}
-	return devicesCall(c, ctx, user, func(ctx context.Context, d syncv1.DevicesClient) (*syncv1.LogoutResponse, error) { return d.Logout(ctx, req) })
+	return devicesCall(c, ctx, user, func(ctx context.Context, d syncv1.DevicesClient) (*syncv1.LogoutResponse, error) {
+		return d.Logout(ctx, req)
+	})
 }
 
 // ValidateSession says whether a session is valid, revoked or unknown.
@@ -47,7 +51,9 @@ func (c *Client) Ack(ctx context.Context, user, device, timeline string, seq uin
 // Cursors returns a device's cursors and lags.
 func (c *Client) Cursors(ctx context.Context, user, device string, cons Consistency) (*syncv1.CursorsResponse, error) {
 	req := &syncv1.CursorsRequest{User: proto.String(user), DeviceId: proto.String(device), Consistency: cons.Enum()}
-	return devicesCall(c, ctx, user, func(ctx context.Context, d syncv1.DevicesClient) (*syncv1.CursorsResponse, error) { return d.Cursors(ctx, req) })
+	return devicesCall(c, ctx, user, func(ctx context.Context, d syncv1.DevicesClient) (*syncv1.CursorsResponse, error) {
+		return d.Cursors(ctx, req)
+	})
 }
 
 // ListDevices returns a user's active sessions with cursors, and the
@@ -62,7 +68,9 @@ func (c *Client) ListDevices(ctx context.Context, user string, cons Consistency)
 // MarkRead raises the user's read marker of a conversation.
 func (c *Client) MarkRead(ctx context.Context, user, conversation string, seq uint64) (*syncv1.MarkReadResponse, error) {
 	req := &syncv1.MarkReadRequest{User: proto.String(user), Conversation: proto.String(conversation), Seq: proto.Uint64(seq)}
-	return devicesCall(c, ctx, user, func(ctx context.Context, d syncv1.DevicesClient) (*syncv1.MarkReadResponse, error) { return d.MarkRead(ctx, req) })
+	return devicesCall(c, ctx, user, func(ctx context.Context, d syncv1.DevicesClient) (*syncv1.MarkReadResponse, error) {
+		return d.MarkRead(ctx, req)
+	})
 }
 
 // Conversations reads a page of a user's conversation list.
