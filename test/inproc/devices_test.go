@@ -45,12 +45,12 @@ func loginUntilAnswered(ctx context.Context, cl *client.Client, user, device, se
 
 // TestConcurrentLoginsDuringLeaderKill: two phones of one user log in at
 // the same moment while the leader of the user's group is killed, 100
-// times over (5 users per kill, 20 kills: the logins start as the kill
+// times over (10 users per kill, 10 kills: the logins start as the kill
 // begins or once the leader is dead). Each time exactly one session
 // survives, every replica agrees on which, and the other has exactly one
 // kick event in device-events/<user>, naming the survivor.
 func TestConcurrentLoginsDuringLeaderKill(t *testing.T) {
-	const rounds, usersPerRound = 20, 5
+	const rounds, usersPerRound = 10, 10
 	c := testcluster.New(t, 3, func(cfg *node.Config) { cfg.Shards = 1 })
 	c.WaitPlaced(30 * time.Second)
 	cl := c.Client()
