@@ -47,8 +47,22 @@ func newBenchCmd(g *globals) *cobra.Command {
 					_, err := clients[w%conns].Write(ctx, "c/"+coll, []*syncv1.RecordOp{client.Put(key, payload)}, client.WriteOptions{IdempotencyKey: key})
 					return err
 				}
+			case "login": // a new session of one of four devices (one per class) of a user
+				classes := []string{"phone", "pad", "desktop", "web"}
+				do = func(ctx context.Context, w int, user, key string, _ []byte) error {
+					_, err := clients[w%conns].Login(ctx, user, fmt.Sprint("dev-", w%4), classes[w%4], key, nil)
+					return err
+				}
+			case "ack": // a device's cursor on its user's timeline (set up: one session and one entry per user)
+				if err := setUpAcks(g, clients[0], cfg.Timelines); err != nil {
+					return err
+				}
+				do = func(ctx context.Context, w int, user, key string, _ []byte) error {
+					_, err := clients[w%conns].Ack(ctx, user, "bench-device", user, 1)
+					return err
+				}
 			default:
-				return usageError{fmt.Errorf("--op %q: want append or record-write", op)}
+				return usageError{fmt.Errorf("--op %q: want append, record-write, login or ack", op)}
 			}
 			res, err := bench.Run(context.Background(), cfg, do)
 			if err != nil {
@@ -65,8 +79,8 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Count, "count", 0, "stop after this many appends (0: run for --duration)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "appends per second in all, paced across the clients (0: each client flat out)")
 	f.IntVar(&conns, "conns", 4, "gRPC client connections the appenders share")
-	f.StringVar(&op, "op", "append", "what each operation is: append (to a timeline) or record-write (a put into a collection, --timelines of them)")
-	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g), newBenchRecordsCmd(g))
+	f.StringVar(&op, "op", "append", "what each operation is: append (to a timeline), record-write (a put into a collection, --timelines of them), login (a new session of a user's device, --timelines users) or ack (a device's cursor)")
+	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g), newBenchRecordsCmd(g), newBenchDeviceReconnectCmd(g))
 	return cmd
 }
 
@@ -86,3 +100,26 @@ func printBench(w io.Writer, addr string, r bench.Result) {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond)) }
+
+// setUpAcks logs a device of each bench user in and appends one entry to
+// its timeline, so that acks have a session and a head to reach.
+func setUpAcks(g *globals, cl *client.Client, users int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(users)*g.timeout)
+	defer cancel()
+	for i := range users {
+		user := fmt.Sprintf("bench-%d", i)
+		if _, err := cl.Login(ctx, user, "bench-device", "desktop", "bench-session-"+user, nil); err != nil {
+			return fmt.Errorf("set up %s: %w", user, err)
+		}
+		head, err := cl.Head(ctx, user, client.Linearizable)
+		if err != nil {
+			return fmt.Errorf("set up %s: %w", user, err)
+		}
+		if head == 0 {
+			if _, err := cl.Append(ctx, user, []byte("x"), client.AppendOptions{}); err != nil {
+				return fmt.Errorf("set up %s: %w", user, err)
+			}
+		}
+	}
+	return nil
+}

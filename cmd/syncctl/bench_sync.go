@@ -160,3 +160,41 @@ func newBenchRecordsCmd(g *globals) *cobra.Command {
 	f.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "times each read is measured")
 	return cmd
 }
+
+func newBenchDeviceReconnectCmd(g *globals) *cobra.Command {
+	cfg := bench.DeviceReconnectConfig{Conversations: 50, Active: 10, PerActive: 3, PayloadBytes: 256, Repeats: 9}
+	cmd := &cobra.Command{
+		Use:   "device-reconnect",
+		Short: "Measure what a reconnecting device pays for its conversation list and new messages, against reading them whole",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := g.client()
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			ctx, cancel := benchContext(10 * time.Minute)
+			defer cancel()
+			res, err := bench.DeviceReconnect(ctx, cl, strings.Split(g.addr, ",")[0], cfg)
+			if err != nil {
+				return err
+			}
+			return g.print(res, func(w io.Writer) {
+				line := func(name string, c bench.Cost) {
+					fmt.Fprintf(w, "%-44s %8s  %8d bytes  %3d calls  %5d records+entries\n", name, ms(c.Latency), c.Bytes, c.Calls, c.Records)
+				}
+				fmt.Fprintf(w, "device reconnect: %d conversations, %d with %d new messages of %d bytes (medians of %d)\n",
+					cfg.Conversations, cfg.Active, cfg.PerActive, cfg.PayloadBytes, cfg.Repeats)
+				line(fmt.Sprintf("Sync list + Pull from cursor (%d records, %d msgs)", res.Changed, res.Messages), res.Delta)
+				line("list read whole + every conversation pulled", res.Full)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Conversations, "conversations", cfg.Conversations, "conversations of the user")
+	f.IntVar(&cfg.Active, "active", cfg.Active, "conversations with new messages")
+	f.IntVar(&cfg.PerActive, "messages", cfg.PerActive, "new messages in each of them")
+	f.IntVar(&cfg.PayloadBytes, "size", cfg.PayloadBytes, "payload bytes per message")
+	f.IntVar(&cfg.Repeats, "repeats", cfg.Repeats, "times each read is measured")
+	return cmd
+}

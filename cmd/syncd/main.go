@@ -65,6 +65,7 @@ func run(args []string) error {
 	fs.BoolVar(&cfg.CursorRetention, "cursor-retention", cfg.CursorRetention, "do not trim a user timeline past the lowest cursor of the user's active devices (up to the cap)")
 	fs.DurationVar(&cfg.CursorRetentionCap.MaxAge, "cursor-retention-cap", 0, "the oldest entry device cursors may keep (0: twice --user-retention)")
 	fs.Uint64Var(&cfg.CursorRetentionCap.MaxEntries, "cursor-retention-cap-entries", 0, "the most entries device cursors may keep (0: twice --user-retention-entries)")
+	fs.DurationVar(&cfg.DeviceTouchEvery, "device-touch-every", cfg.DeviceTouchEvery, "how often at most a device's last-seen time is proposed")
 	fs.DurationVar(&cfg.DeviceInactiveAfter, "device-inactive-after", cfg.DeviceInactiveAfter, "a device not seen for this long no longer holds retention back (0: never inactive)")
 	fs.Uint64Var(&cfg.DiskReserveBytes, "disk-reserve-bytes", cfg.DiskReserveBytes, "with less free space on the data dir's disk, writes are refused (RESOURCE_EXHAUSTED) and reads go on (0: no check)")
 	fs.BoolVar(&cfg.CoalesceHeartbeats, "coalesce-heartbeats", cfg.CoalesceHeartbeats, "send the Raft heartbeats of all groups to a node as one message")

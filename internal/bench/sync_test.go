@@ -54,4 +54,14 @@ func TestSyncBenchmarksAddUp(t *testing.T) {
 		recs.SyncMany.Records != 5 || recs.SyncMany.Calls != 1 || recs.SeparateSyncs.Records != 5 || recs.SeparateSyncs.Calls != 5 {
 		t.Fatalf("records: %+v", recs)
 	}
+
+	dr, err := DeviceReconnect(ctx, cl, c.Members[0].GRPCAddr, DeviceReconnectConfig{Conversations: 6, Active: 2, PerActive: 3, PayloadBytes: 20, Repeats: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2 conversation records changed, 6 messages new: one Sync and one Pull;
+	// the full read gets 6 records and every conversation's 1 or 4 messages.
+	if dr.Changed != 2 || dr.Messages != 6 || dr.Delta.Calls != 2 || dr.Full.Calls != 7 || dr.Full.Records != 6+2*4+4 || dr.Delta.Bytes >= dr.Full.Bytes {
+		t.Fatalf("device reconnect: %+v", dr)
+	}
 }
