@@ -36,6 +36,13 @@ func fuzzSeeds() []*fsmpb.Command {
 		{Op: &fsmpb.Command_SetRanges{SetRanges: &fsmpb.SetRanges{MapVersion: 3, Ranges: []*fsmpb.SlotRange{{Start: 0, End: 100}}}}},
 		{IgnoreIfUnknown: true},
 		appendCmd(strings.Repeat("t", 300), "", "", 1),
+		loginCmd("bob", "p1", "phone", "s1", 2000),
+		loginCmd("bob", "p2", "phone", "s2", 2000), // kicks s1
+		loginCmd("bob", "p1", "tv", "s3", 2000),    // an unknown class
+		{NowMs: 2000, Op: &fsmpb.Command_Logout{Logout: &fsmpb.Logout{User: "bob", SessionId: "s2"}}},
+		ackCmd("bob", "p1", "bob", 1, 2000),
+		markReadCmd("bob", "c", 1, 2000),
+		{NowMs: 90000, Op: &fsmpb.Command_TouchDevices{TouchDevices: &fsmpb.TouchDevices{Items: []*fsmpb.DeviceRef{{User: "bob", DeviceId: "p1"}}}}},
 	}
 }
 

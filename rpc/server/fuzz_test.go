@@ -30,7 +30,7 @@ import (
 // fuzzMethods are the RPCs FuzzHandlers drives; the first byte of an input
 // picks one (modulo their number), so a new RPC is fuzzed without being
 // told, though the corpus check below asks for a seed for it.
-var fuzzMethods = testutil.Methods(syncv1.Sync_ServiceDesc, syncv1.Admin_ServiceDesc, syncv1.Peer_ServiceDesc, syncv1.Records_ServiceDesc)
+var fuzzMethods = testutil.Methods(syncv1.Sync_ServiceDesc, syncv1.Admin_ServiceDesc, syncv1.Peer_ServiceDesc, syncv1.Records_ServiceDesc, syncv1.Devices_ServiceDesc)
 
 // clientFacing are the codes a request may be answered with, besides OK.
 // INTERNAL and UNKNOWN mean a bug on the server's side.
@@ -90,6 +90,15 @@ var seedRequests = map[string]proto.Message{
 	"/syncstore.v1.Records/SyncMany": &syncv1.SyncManyRequest{Collections: []*syncv1.RecordSyncRequest{
 		{Collection: proto.String("friends/fuzz"), Limit: proto.Uint32(10)}, {Collection: proto.String("members/g1"), SinceVersion: proto.Uint64(3), Limit: proto.Uint32(5)},
 	}},
+	"/syncstore.v1.Devices/Login": &syncv1.LoginRequest{User: proto.String("fuzz"), DeviceId: proto.String("p1"), DeviceClass: proto.String("phone"),
+		SessionId: proto.String("s1"), Metadata: map[string]string{"app": "1"}},
+	"/syncstore.v1.Devices/Logout":          &syncv1.LogoutRequest{User: proto.String("fuzz"), SessionId: proto.String("s1")},
+	"/syncstore.v1.Devices/ValidateSession": &syncv1.ValidateSessionRequest{User: proto.String("fuzz"), SessionId: proto.String("s1")},
+	"/syncstore.v1.Devices/Ack":             &syncv1.AckRequest{User: proto.String("fuzz"), DeviceId: proto.String("p1"), Timeline: proto.String("fuzz"), Seq: proto.Uint64(1)},
+	"/syncstore.v1.Devices/Cursors":         &syncv1.CursorsRequest{User: proto.String("fuzz"), DeviceId: proto.String("p1")},
+	"/syncstore.v1.Devices/ListDevices":     &syncv1.ListDevicesRequest{User: proto.String("fuzz")},
+	"/syncstore.v1.Devices/MarkRead":        &syncv1.MarkReadRequest{User: proto.String("bob"), Conversation: proto.String("room"), Seq: proto.Uint64(1)},
+	"/syncstore.v1.Devices/Conversations":   &syncv1.ConversationsRequest{User: proto.String("bob"), Limit: proto.Uint32(10)},
 }
 
 // seedInputs encodes each seed request as a FuzzHandlers input, by file name.
