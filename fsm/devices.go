@@ -270,7 +270,7 @@ func applyLogin(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Login) (*L
 			ops = append(ops, &fsmpb.RecordOp{Key: o.GetDeviceId(), Delete: true})
 		}
 	}
-	forgetEndedSessions(ds)
+	dropEnded(ds)
 	if err := writeSessions(db, uk, ds); err != nil {
 		return nil, err
 	}
@@ -428,26 +428,10 @@ func hasPrefix(k, prefix []byte) bool {
 	return len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix)
 }
 
-// forgetEndedSessions keeps the MaxEndedSessions most recent ended
-// sessions (by epoch).
-func forgetEndedSessions(ds *fsmpb.DeviceSessions) {
-	ended := 0
-	for _, s := range ds.GetSessions() {
-		if s.GetEnded() {
-			ended++
-		}
-	}
-	if ended <= MaxEndedSessions {
-		return
-	}
-	drop := ended - MaxEndedSessions
-	ds.Sessions = slices.DeleteFunc(ds.Sessions, func(s *fsmpb.Session) bool {
-		if s.GetEnded() && drop > 0 {
-			drop--
-			return true
-		}
-		return false
-	})
+// dropEnded removes the ended sessions from the record: they live on
+// under their own keys (devKindEnded) for EndedSessionMemoryMs.
+func dropEnded(ds *fsmpb.DeviceSessions) {
+	ds.Sessions = slices.DeleteFunc(ds.Sessions, func(s *fsmpb.Session) bool { return s.GetEnded() })
 }
 
 func deviceRecordOp(s *fsmpb.Session) (*fsmpb.RecordOp, error) {
@@ -511,7 +495,7 @@ func applyLogout(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Logout) (
 	if err := endSession(root, ch, db, uk, l.GetUser(), s, EndLogout, "", nowMs); err != nil {
 		return nil, err
 	}
-	forgetEndedSessions(ds)
+	dropEnded(ds)
 	if err := writeSessions(db, uk, ds); err != nil {
 		return nil, err
 	}

@@ -18,9 +18,10 @@ const (
 	// MaxActiveSessions bounds a user's active sessions whatever the
 	// policy: a login past it is refused (ErrTooManySessions).
 	MaxActiveSessions = 64
-	// MaxEndedSessions is how many ended sessions a user keeps, so that
-	// ValidateSession can say why one ended; older ones are forgotten.
-	MaxEndedSessions = 64
+	// MaxEndedSessions is how many of the newest ended sessions Devices
+	// lists (ValidateSession answers for every one ended within
+	// EndedSessionMemoryMs).
+	MaxEndedSessions = 16
 	// MaxTouchItems bounds the devices of one TouchDevices command.
 	MaxTouchItems = 1000
 	// unreadGCPerCommand bounds how many spent unread-index keys one

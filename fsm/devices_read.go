@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -34,7 +35,8 @@ type UserDevices struct {
 	Epoch uint64
 	// Active sessions with their cursors, in epoch order.
 	Active []Device
-	// Ended: the most recent ended sessions, in epoch order.
+	// Ended: the MaxEndedSessions most recently ended sessions, in the
+	// order they ended.
 	Ended []Session
 }
 
@@ -52,11 +54,10 @@ func (f *FSM) Devices(user string) (UserDevices, error) {
 			return err
 		}
 		out.Epoch = ds.GetEpoch()
+		if out.Ended, err = recentlyEnded(db, uk, MaxEndedSessions); err != nil {
+			return err
+		}
 		for _, s := range ds.GetSessions() {
-			if s.GetEnded() {
-				out.Ended = append(out.Ended, sessionOf(s))
-				continue
-			}
 			cs, err := readCursors(root, db, user, s.GetDeviceId())
 			if err != nil {
 				return err
@@ -68,6 +69,33 @@ func (f *FSM) Devices(user string) (UserDevices, error) {
 	if err != nil {
 		return UserDevices{}, fmt.Errorf("fsm: devices of %q: %w", truncate(user), err)
 	}
+	return out, nil
+}
+
+// recentlyEnded reads the newest n ended sessions, newest last.
+func recentlyEnded(db sealed, uk []byte, n int) ([]Session, error) {
+	prefix := kindKey(uk, devKindEndedExpiry, nil)
+	var out []Session
+	c := db.b.Cursor()
+	k, _ := c.Seek(kindKey(uk, devKindEndedExpiry+1, nil))
+	if k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	for ; k != nil && hasPrefix(k, prefix) && len(out) < n; k, _ = c.Prev() {
+		if len(k) < len(prefix)+8 {
+			return nil, fmt.Errorf("%w: ended-session index key %x", ErrCorruptState, k)
+		}
+		s, err := lookupSession(db, uk, &fsmpb.DeviceSessions{}, string(k[len(prefix)+8:]))
+		if err != nil {
+			return nil, err
+		}
+		if s != nil {
+			out = append(out, sessionOf(s))
+		}
+	}
+	slices.Reverse(out)
 	return out, nil
 }
 

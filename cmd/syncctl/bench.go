@@ -50,7 +50,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 			case "login": // a new session of one of four devices (one per class) of a user
 				classes := []string{"phone", "pad", "desktop", "web"}
 				do = func(ctx context.Context, w int, user, key string, _ []byte) error {
-					_, err := clients[w%conns].Login(ctx, user, fmt.Sprint("dev-", w%4), classes[w%4], key, nil)
+					_, err := clients[w%conns].Login(ctx, "login-"+user, fmt.Sprint("dev-", w%4), classes[w%4], key, nil) // apart from the ack bench's users
 					return err
 				}
 			case "ack": // a device's cursor on its user's timeline (set up: one session and one entry per user)

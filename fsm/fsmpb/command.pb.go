@@ -3173,8 +3173,8 @@ func (x *MarkRead) GetSeq() uint64 {
 	return 0
 }
 
-// DeviceSessions is a user's sessions (bucket devices): the active ones
-// and the most recently ended, in epoch order.
+// DeviceSessions is a user's active sessions (bucket devices), in epoch
+// order. (Ended sessions are kept apart, one key each, for 30 days.)
 type DeviceSessions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// epoch is the last epoch given: every new session gets the next one.
