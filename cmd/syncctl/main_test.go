@@ -64,6 +64,18 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		{[]string{"collection", "get", "friends/alice"}, []string{"at version 3, 1 records", `bob @1 = "best friend"`}},
 		{[]string{"collection", "sync", "friends/alice", "--since", "1"}, []string{"OK at version 3, 1 changes", "carol @3 deleted"}},
 		{[]string{"collection", "sync", "friends/alice", "--since", "3"}, []string{"UP_TO_DATE at version 3"}},
+		{[]string{"device", "login", "alice", "p1", "--class", "phone", "--session", "s1"}, []string{"p1 logged in: session s1, epoch 1"}},
+		{[]string{"device", "login", "alice", "p2", "--class", "phone", "--session", "s2"}, []string{"session s2, epoch 2", "ended session s1 of p1 (phone): kicked"}},
+		{[]string{"device", "login", "alice", "p2", "--class", "phone", "--session", "s2"}, []string{"p2 reconnected: session s2, epoch 2"}},
+		{[]string{"device", "ack", "alice", "p2", "alice", "3"}, []string{"alice of p2 at 3"}},
+		{[]string{"device", "ack", "alice", "p2", "alice", "1"}, []string{"alice of p2 at 3 (unchanged: a cursor never rewinds)"}},
+		{[]string{"device", "list", "alice", "--ended"}, []string{"p2      phone  s2", "alice 3/4 lag 1", "kicked by s2"}},
+		{[]string{"read", "alice", "room", "1"}, []string{"room read up to 1, 1 unread"}},
+		{[]string{"conversations", "alice"}, []string{"UNREAD", "room"}},
+		{[]string{"device", "logout", "alice", "s2"}, []string{"session s2 of p2 ended"}},
+		{[]string{"device", "logout", "alice", "s2"}, []string{"had ended already (logout)"}},
+		{[]string{"bench", "--op", "login", "--clients", "2", "--duration", "200ms", "--timelines", "3"}, []string{"appends/s", "p99"}},
+		{[]string{"bench", "--op", "ack", "--clients", "2", "--duration", "200ms", "--timelines", "3"}, []string{"appends/s", "p99"}},
 	}
 	for _, s := range steps {
 		// A leadership hand-over may still be under way just after the
@@ -110,6 +122,24 @@ func TestCommandsAgainstACluster(t *testing.T) {
 		t.Fatalf("a failed condition: %v", err)
 	}
 
+	out, err = run(t, addr, "--json", "conversations", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var convs struct {
+		Conversations []conversationJSON `json:"conversations"`
+	}
+	if err := json.Unmarshal([]byte(out), &convs); err != nil || len(convs.Conversations) != 1 ||
+		convs.Conversations[0] != (conversationJSON{Conversation: "room", LastSeq: 2, LastSender: "bob", LastTsMs: convs.Conversations[0].LastTsMs, Unread: 1, ReadSeq: 1}) {
+		t.Fatalf("--json conversations: %+v %v\n%s", convs, err, out)
+	}
+	if _, err := run(t, addr, "device", "login", "alice", "d1", "--class", "desktop"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, addr, "device", "ack", "alice", "d1", "alice", "99"); err == nil || !strings.Contains(err.Error(), "past the head") {
+		t.Fatalf("an ack past the head: %v", err)
+	}
+
 	out, err = run(t, addr, "--json", "pull", "carol")
 	if err != nil {
 		t.Fatal(err)
@@ -139,6 +169,10 @@ func TestUsageErrors(t *testing.T) {
 		{"pull", "x", "--limit", "not-a-number"},
 		{"send", "room", "text"}, // no --from
 		{"watch"},
+		{"device", "login", "alice", "p1"}, // no --class
+		{"device", "ack", "alice", "p1", "alice", "x"},
+		{"read", "alice", "room"},
+		{"conversations"},
 	}
 	for _, args := range cases {
 		_, err := run(t, "127.0.0.1:1", args...)
