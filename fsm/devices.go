@@ -205,19 +205,7 @@ func applyLogin(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Login) (*L
 	if err := ValidateLogin(l); err != nil {
 		return nil, reject(err)
 	}
-	if err := checkOwned(root, l.GetUser()); err != nil {
-		return nil, err
-	}
-	db := sealed{root.Bucket(bucketDevices)}
-	uk := timelineKey(l.GetUser())
-	ds, err := readSessions(db, uk)
-	if err != nil {
-		return nil, err
-	}
-	if err := gcEndedSessions(db, uk, nowMs); err != nil {
-		return nil, err
-	}
-	s, err := lookupSession(db, uk, ds, l.GetSessionId())
+	db, uk, ds, s, err := userSession(root, l.GetUser(), l.GetSessionId(), nowMs)
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +270,24 @@ func applyLogin(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Login) (*L
 		return nil, err
 	}
 	return res, nil
+}
+
+// userSession opens a user's sessions for a login or logout: the user's
+// slot must be this group's; a few long-ended sessions are forgotten; and
+// the session named, if known (active or ended), is found.
+func userSession(root *bolt.Bucket, user, sessionID string, nowMs int64) (db sealed, uk []byte, ds *fsmpb.DeviceSessions, s *fsmpb.Session, err error) {
+	if err = checkOwned(root, user); err != nil {
+		return
+	}
+	db, uk = sealed{root.Bucket(bucketDevices)}, timelineKey(user)
+	if ds, err = readSessions(db, uk); err != nil {
+		return
+	}
+	if err = gcEndedSessions(db, uk, nowMs); err != nil {
+		return
+	}
+	s, err = lookupSession(db, uk, ds, sessionID)
+	return
 }
 
 // refreshSession answers a Login of a known session: the same device
@@ -470,19 +476,7 @@ func applyLogout(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Logout) (
 	if err := ValidateLogout(l); err != nil {
 		return nil, reject(err)
 	}
-	if err := checkOwned(root, l.GetUser()); err != nil {
-		return nil, err
-	}
-	db := sealed{root.Bucket(bucketDevices)}
-	uk := timelineKey(l.GetUser())
-	ds, err := readSessions(db, uk)
-	if err != nil {
-		return nil, err
-	}
-	if err := gcEndedSessions(db, uk, nowMs); err != nil {
-		return nil, err
-	}
-	s, err := lookupSession(db, uk, ds, l.GetSessionId())
+	db, uk, ds, s, err := userSession(root, l.GetUser(), l.GetSessionId(), nowMs)
 	if err != nil {
 		return nil, err
 	}

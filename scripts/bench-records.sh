@@ -27,15 +27,7 @@ trap 'stop_all; rm -rf "$work"' EXIT
 source scripts/lib/syncd-cluster.sh
 go build -o "$work/syncd" ./cmd/syncd
 go build -o "$work/syncctl" ./cmd/syncctl
-hz=$(getconf CLK_TCK)
-cpu_ticks() { local t=0; for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-
-start_syncd "$work/a" 7500 "$groups"
-settled 127.0.0.1:7500 1
-start_syncd "$work/b" 7510 "$groups" 127.0.0.1:7500
-start_syncd "$work/c" 7520 "$groups" 127.0.0.1:7500
-addrs=127.0.0.1:7500,127.0.0.1:7510,127.0.0.1:7520
-settled "$addrs" 3
+start_three "$groups"
 
 echo "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); $groups groups, 3 nodes"
 echo "| operation | clients | ops/s | p50 ms | p99 ms | server CPU-µs/op |"

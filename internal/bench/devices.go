@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -126,23 +125,7 @@ func DeviceReconnect(ctx context.Context, cl *client.Client, addr string, cfg De
 		}
 	}
 	measure := func(read func() (calls, records int, err error)) (Cost, error) {
-		if _, _, err := read(); err != nil { // warm up
-			return Cost{}, err
-		}
-		var lats []time.Duration
-		var c Cost
-		for range cfg.Repeats {
-			b0, t0 := wire.bytes.Load(), time.Now()
-			calls, records, err := read()
-			if err != nil {
-				return Cost{}, err
-			}
-			lats = append(lats, time.Since(t0))
-			c.Bytes, c.Calls, c.Records = wire.bytes.Load()-b0, calls, records
-		}
-		slices.Sort(lats)
-		c.Latency = lats[len(lats)/2]
-		return c, nil
+		return medianCost(&wire, cfg.Repeats, read)
 	}
 	res.Delta, err = measure(func() (int, int, error) {
 		resp, err := rc.Sync(ctx, &syncv1.RecordSyncRequest{Collection: proto.String(list), SinceVersion: proto.Uint64(held.GetVersion()), Limit: proto.Uint32(1000)})

@@ -127,23 +127,7 @@ func RecordsSync(ctx context.Context, cl *client.Client, addr string, cfg Record
 		}
 	}
 	measure := func(read func() (calls, records int, err error)) (Cost, error) {
-		if _, _, err := read(); err != nil { // warm up
-			return Cost{}, err
-		}
-		var lats []time.Duration
-		var c Cost
-		for range cfg.Repeats {
-			b0, t0 := wire.bytes.Load(), time.Now()
-			calls, records, err := read()
-			if err != nil {
-				return Cost{}, err
-			}
-			lats = append(lats, time.Since(t0))
-			c.Bytes, c.Calls, c.Records = wire.bytes.Load()-b0, calls, records
-		}
-		slices.Sort(lats)
-		c.Latency = lats[len(lats)/2]
-		return c, nil
+		return medianCost(&wire, cfg.Repeats, read)
 	}
 	if res.Sync, err = measure(func() (int, int, error) { return syncFrom(big, since) }); err != nil {
 		return res, err
@@ -196,4 +180,27 @@ func RecordsSync(ctx context.Context, cl *client.Client, addr string, cfg Record
 		return calls, records, nil
 	})
 	return res, err
+}
+
+// medianCost runs read once to warm up, then repeats times: the median
+// latency, and the calls, records and bytes on the wire (counted by wire)
+// of the last run.
+func medianCost(wire *wireCounter, repeats int, read func() (calls, records int, err error)) (Cost, error) {
+	if _, _, err := read(); err != nil {
+		return Cost{}, err
+	}
+	var lats []time.Duration
+	var c Cost
+	for range repeats {
+		b0, t0 := wire.bytes.Load(), time.Now()
+		calls, records, err := read()
+		if err != nil {
+			return Cost{}, err
+		}
+		lats = append(lats, time.Since(t0))
+		c.Bytes, c.Calls, c.Records = wire.bytes.Load()-b0, calls, records
+	}
+	slices.Sort(lats)
+	c.Latency = lats[len(lats)/2]
+	return c, nil
 }

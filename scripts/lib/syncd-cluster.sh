@@ -35,3 +35,18 @@ sys.exit(0 if ok else 1)' "$2"; then return 0; fi
   done
   echo "cluster at $1 did not settle" >&2; exit 1
 }
+
+# cpu_ticks: utime+stime of every started process, in ticks of $hz a second.
+hz=$(getconf CLK_TCK)
+cpu_ticks() { local t=0; for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+
+# start_three GROUPS: three nodes (gRPC on 7500, 7510, 7520) of a new
+# cluster of GROUPS groups, settled; sets addrs to their gRPC addresses.
+start_three() {
+  start_syncd "$work/a" 7500 "$1"
+  settled 127.0.0.1:7500 1
+  start_syncd "$work/b" 7510 "$1" 127.0.0.1:7500
+  start_syncd "$work/c" 7520 "$1" 127.0.0.1:7500
+  addrs=127.0.0.1:7500,127.0.0.1:7510,127.0.0.1:7520
+  settled "$addrs" 3
+}
