@@ -134,11 +134,22 @@ func nextDeliverySeqs(tlb sealed, conv []byte, recipients []string) ([]uint64, e
 	return out, nil
 }
 
-// deliveryMark is what a timeline last received from one conversation.
+// deliveryMark is what a timeline last received from one conversation,
+// and how much of it its user has read.
 type deliveryMark struct {
 	convSeq     uint64 // the conversation seq of that message
 	deliverySeq uint64 // its delivery seq: how many messages it has received from the conversation
+	// The unread count (unread.go): the read marker, the messages of other
+	// senders received, and how many of those are at or below the marker.
+	readSeq, others, othersRead uint64
 }
+
+// Sizes of a stored mark: delivery only (schemas 3 to 5), and with the
+// read state (schema 6).
+const (
+	markDeliveryBytes = 16
+	markReadBytes     = 40
+)
 
 // readMark reads a mark (zero when the timeline received nothing from the
 // conversation yet).
@@ -147,18 +158,25 @@ func readMark(tlb sealed, k []byte) (deliveryMark, error) {
 	if err != nil {
 		return deliveryMark{}, err
 	}
+	u := func(i int) uint64 { return binary.BigEndian.Uint64(v[8*i:]) }
 	switch len(v) {
 	case 0:
 		return deliveryMark{}, nil
-	case 16:
-		return deliveryMark{convSeq: binary.BigEndian.Uint64(v[:8]), deliverySeq: binary.BigEndian.Uint64(v[8:])}, nil
+	case markDeliveryBytes:
+		return deliveryMark{convSeq: u(0), deliverySeq: u(1)}, nil
+	case markReadBytes:
+		return deliveryMark{convSeq: u(0), deliverySeq: u(1), readSeq: u(2), others: u(3), othersRead: u(4)}, nil
 	default:
-		return deliveryMark{}, fmt.Errorf("delivery mark %x is %d bytes", k, len(v))
+		return deliveryMark{}, fmt.Errorf("%w: delivery mark %x is %d bytes", ErrCorruptState, k, len(v))
 	}
 }
 
 func writeMark(tlb sealed, k []byte, m deliveryMark) error {
-	return tlb.Put(k, binary.BigEndian.AppendUint64(u64(m.convSeq), m.deliverySeq))
+	v := make([]byte, 0, markReadBytes)
+	for _, x := range []uint64{m.convSeq, m.deliverySeq, m.readSeq, m.others, m.othersRead} {
+		v = binary.BigEndian.AppendUint64(v, x)
+	}
+	return tlb.Put(k, v)
 }
 
 // applyDeliver writes each item once and in order. A timeline remembers,
@@ -227,10 +245,14 @@ func applyDeliver(root *bolt.Bucket, ch *Changes, nowMs int64, d *fsmpb.Deliver)
 		if err != nil {
 			return nil, err
 		}
-		if err := noteDelivered(root, ch, it.GetTimeline(), it.GetConversation(), it.GetConversationSeq(), it.GetSender(), ts, nowMs); err != nil {
+		mark, err := readMark(tlb, writeKeys[i]) // as an earlier item of this command left it
+		if err != nil {
 			return nil, err
 		}
-		mark := deliveryMark{convSeq: it.GetConversationSeq(), deliverySeq: it.GetDeliverySeq()}
+		mark.convSeq, mark.deliverySeq = it.GetConversationSeq(), it.GetDeliverySeq()
+		if err := noteDelivered(root, ch, tlb, &mark, it.GetTimeline(), it.GetConversation(), it.GetSender(), ts, nowMs); err != nil {
+			return nil, err
+		}
 		if err := writeMark(tlb, writeKeys[i], mark); err != nil {
 			return nil, err
 		}

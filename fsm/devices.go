@@ -23,19 +23,13 @@ const (
 	devKindSessions byte = 0
 	// devKindCursor + uint16 len(device) + device + timeline -> seq (8).
 	devKindCursor byte = 1
-	// devKindRead + conversation -> ReadState.
-	devKindRead byte = 2
-	// devKindUnread + uint16 len(conversation) + conversation + seq (8) ->
-	// how many messages of other senders the user had received from the
-	// conversation up to and including that one (8): the unread index.
-	devKindUnread byte = 3
 	// devKindEnded + session id -> Session: every session ended within
 	// EndedSessionMemoryMs, so a kicked device reconnecting with its old
 	// session id is refused, not taken for a new login.
-	devKindEnded byte = 4
+	devKindEnded byte = 2
 	// devKindEndedExpiry + ended_ms (8) + session id -> nothing: the order
 	// in which ended sessions are forgotten.
-	devKindEndedExpiry byte = 5
+	devKindEndedExpiry byte = 3
 )
 
 // EndedSessionMemoryMs is how long an ended session's id is remembered:
@@ -134,18 +128,6 @@ func cursorPrefix(uk []byte, device string) []byte {
 
 func cursorKey(uk []byte, device, timeline string) []byte {
 	return append(cursorPrefix(uk, device), timeline...)
-}
-
-func readStateKey(uk []byte, conversation string) []byte {
-	return kindKey(uk, devKindRead, []byte(conversation))
-}
-
-func unreadPrefix(uk []byte, conversation string) []byte {
-	return kindKey(uk, devKindUnread, lenPrefixed(conversation))
-}
-
-func unreadKey(uk []byte, conversation string, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(unreadPrefix(uk, conversation), seq)
 }
 
 // userTimelines are the timelines a device of user keeps a cursor on.

@@ -28,7 +28,9 @@ var (
 	// timelineKey + kindInfo -> TimelineInfo (class, trim floor);
 	// timelineKey + kindDelivered + conversation id -> the last message
 	// delivered into this timeline from the conversation: its conversation
-	// seq and delivery seq (8 + 8, big-endian; 8 bytes before schema 3);
+	// seq and delivery seq (8 + 8, big-endian; 8 bytes before schema 3),
+	// then, from schema 6, the user's read state of it (read seq, others,
+	// others read: 8 + 8 + 8);
 	// timelineKey(conversation) + kindQueued + member id -> how many of the
 	// conversation's messages were queued for that member (8, big-endian).
 	bucketTimelines = []byte("timelines")
@@ -74,6 +76,11 @@ const (
 	kindInfo      byte = 3
 	kindDelivered byte = 4
 	kindQueued    byte = 5
+	// kindUnread + uint16 len(conversation) + conversation + seq (8) -> how
+	// many messages of other senders the timeline's user had received from
+	// the conversation up to and including that one: the unread index
+	// (unread.go).
+	kindUnread byte = 6
 	// A timeline's end is found by seeking to kind 0xff (timelineEnd).
 )
 

@@ -12,15 +12,18 @@ import (
 	"github.com/syncstore/syncstore/shard"
 )
 
-// Unread counts. For each (user, conversation) the user's group keeps a
-// ReadState: the read marker, how many messages of other senders were
-// delivered (others) and how many of those are at or below the marker
-// (others_read); unread = others - others_read. A delivered message of
-// another sender above the marker also gets an unread-index key (its
-// conversation seq -> others after it), so that a MarkRead finds how many
-// are at or below its seq with one seek: O(1) per delivery and per mark,
-// exact, and the user's own messages never count. Index keys at or below
-// the marker are spent; each delivery and mark removes a bounded number.
+// Unread counts. The delivery mark of (user timeline, conversation) also
+// holds the user's read state of it: the read marker, how many messages of
+// other senders were delivered (others) and how many of those are at or
+// below the marker (othersRead); unread = others - othersRead. A delivered
+// message of another sender above the marker also gets an unread-index key
+// in the timeline's range (its conversation seq -> others after it), so
+// that a MarkRead finds how many are at or below its seq with one seek:
+// O(1) per delivery and per mark, exact, and the user's own messages never
+// count. Index keys at or below the marker are spent; each delivery and
+// mark removes a bounded number. Keeping it all in the timeline's key
+// range means a delivery dirties the pages it dirtied before, plus the
+// conversation list's.
 
 // ConversationSummary is one record of a user's conversation list.
 type ConversationSummary struct {
@@ -37,24 +40,12 @@ func summaryOf(conversation string, s *fsmpb.ConversationSummary) ConversationSu
 		LastTsMs: s.GetLastTsMs(), Unread: s.GetUnread(), ReadSeq: s.GetReadSeq()}
 }
 
-func readReadState(db sealed, k []byte) (*fsmpb.ReadState, error) {
-	rs := &fsmpb.ReadState{}
-	v, err := db.Get(k)
-	if err != nil || v == nil {
-		return rs, err
-	}
-	if err := proto.Unmarshal(v, rs); err != nil {
-		return nil, fmt.Errorf("%w: decode read state %x: %v", ErrCorruptState, k, err)
-	}
-	return rs, nil
+func unreadPrefix(tl []byte, conversation string) []byte {
+	return kindKey(tl, kindUnread, lenPrefixed(conversation))
 }
 
-func writeReadState(db sealed, k []byte, rs *fsmpb.ReadState) error {
-	v, err := stored.Marshal(rs)
-	if err != nil {
-		return fmt.Errorf("encode read state: %w", err)
-	}
-	return db.Put(k, v)
+func unreadKey(tl []byte, conversation string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(unreadPrefix(tl, conversation), seq)
 }
 
 // readSummary is the user's conversation-list record of a conversation
@@ -80,42 +71,34 @@ func writeSummary(root *bolt.Bucket, ch *Changes, user, conversation string, now
 	return writeDerived(root, ch, shard.ConversationsCollection(user), nowMs, []*fsmpb.RecordOp{{Key: conversation, Value: v}})
 }
 
-// noteDelivered updates the user's read state and conversation list for a
-// message just delivered into the user's timeline, in the delivery's
-// transaction. Deliveries of one conversation arrive in conversation order.
-func noteDelivered(root *bolt.Bucket, ch *Changes, user, conversation string, convSeq uint64, sender string, tsMs, nowMs int64) error {
-	db := sealed{root.Bucket(bucketDevices)}
-	uk := timelineKey(user)
-	rk := readStateKey(uk, conversation)
-	rs, err := readReadState(db, rk)
-	if err != nil {
-		return err
-	}
+// noteDelivered counts a message just delivered into the user's timeline
+// in its mark m (which the caller writes) and rewrites the user's
+// conversation-list record, in the delivery's transaction. Deliveries of
+// one conversation arrive in conversation order.
+func noteDelivered(root *bolt.Bucket, ch *Changes, tlb sealed, m *deliveryMark, user, conversation, sender string, tsMs, nowMs int64) error {
+	tl := timelineKey(user)
 	if sender != user {
-		rs.Others++
-		if convSeq <= rs.GetReadSeq() {
-			rs.OthersRead++ // read (through the conversation's history) before it arrived
-		} else if err := db.Put(unreadKey(uk, conversation, convSeq), u64(rs.GetOthers())); err != nil {
+		m.others++
+		if m.convSeq <= m.readSeq {
+			m.othersRead++ // read (through the conversation's history) before it arrived
+		} else if err := tlb.Put(unreadKey(tl, conversation, m.convSeq), u64(m.others)); err != nil {
 			return err
 		}
-		if err := writeReadState(db, rk, rs); err != nil {
-			return err
-		}
-		if err := gcUnread(db, uk, conversation, rs.GetReadSeq(), 2); err != nil {
+		if err := gcUnread(tlb, tl, conversation, m.readSeq, 2); err != nil {
 			return err
 		}
 	}
 	return writeSummary(root, ch, user, conversation, nowMs, &fsmpb.ConversationSummary{
-		LastSeq: convSeq, LastSender: sender, LastTsMs: tsMs,
-		Unread: rs.GetOthers() - rs.GetOthersRead(), ReadSeq: rs.GetReadSeq(),
+		LastSeq: m.convSeq, LastSender: sender, LastTsMs: tsMs,
+		Unread: m.others - m.othersRead, ReadSeq: m.readSeq,
 	})
 }
 
 // gcUnread removes up to n spent unread-index keys (at or below readSeq).
-func gcUnread(db sealed, uk []byte, conversation string, readSeq uint64, n int) error {
-	prefix := unreadPrefix(uk, conversation)
+func gcUnread(tlb sealed, tl []byte, conversation string, readSeq uint64, n int) error {
+	prefix := unreadPrefix(tl, conversation)
 	var spent [][]byte
-	c := db.b.Cursor()
+	c := tlb.b.Cursor()
 	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix) && len(spent) < n; k, _ = c.Next() {
 		if len(k) != len(prefix)+8 || binary.BigEndian.Uint64(k[len(prefix):]) > readSeq {
 			break
@@ -123,7 +106,7 @@ func gcUnread(db sealed, uk []byte, conversation string, readSeq uint64, n int) 
 		spent = append(spent, slices.Clone(k))
 	}
 	for _, k := range spent {
-		if err := db.Delete(k); err != nil {
+		if err := tlb.Delete(k); err != nil {
 			return err
 		}
 	}
@@ -141,40 +124,40 @@ type MarkReadResult struct {
 // message delivered to the user from the conversation (a marker never
 // passes what the user's timeline holds), and recomputes the unread count
 // with one seek in the unread index. A lower seq changes nothing.
-func applyMarkRead(root *bolt.Bucket, ch *Changes, nowMs int64, m *fsmpb.MarkRead) (*MarkReadResult, error) {
-	if err := ValidateMarkRead(m); err != nil {
+func applyMarkRead(root *bolt.Bucket, ch *Changes, nowMs int64, mr *fsmpb.MarkRead) (*MarkReadResult, error) {
+	if err := ValidateMarkRead(mr); err != nil {
 		return nil, reject(err)
 	}
-	if err := checkOwned(root, m.GetUser()); err != nil {
+	if err := checkOwned(root, mr.GetUser()); err != nil {
 		return nil, err
 	}
-	db := sealed{root.Bucket(bucketDevices)}
-	uk := timelineKey(m.GetUser())
-	rk := readStateKey(uk, m.GetConversation())
-	rs, err := readReadState(db, rk)
+	tlb := sealed{root.Bucket(bucketTimelines)}
+	tl := timelineKey(mr.GetUser())
+	mk := deliveredKey(tl, mr.GetConversation())
+	m, err := readMark(tlb, mk)
 	if err != nil {
 		return nil, err
 	}
-	sum, err := readSummary(root, m.GetUser(), m.GetConversation())
+	sum, err := readSummary(root, mr.GetUser(), mr.GetConversation())
 	if err != nil {
 		return nil, err
 	}
-	seq := min(m.GetSeq(), sum.GetLastSeq())
-	if seq <= rs.GetReadSeq() {
-		return &MarkReadResult{Summary: summaryOf(m.GetConversation(), sum)}, nil
+	seq := min(mr.GetSeq(), m.convSeq)
+	if seq <= m.readSeq {
+		return &MarkReadResult{Summary: summaryOf(mr.GetConversation(), sum)}, nil
 	}
 	// The newest index key at or below seq says how many of the others'
 	// messages are read; none above the old marker means none of the
 	// newly read ones was another sender's.
-	prefix := unreadPrefix(uk, m.GetConversation())
-	c := db.b.Cursor()
-	k, v := c.Seek(unreadKey(uk, m.GetConversation(), seq+1))
+	prefix := unreadPrefix(tl, mr.GetConversation())
+	c := tlb.b.Cursor()
+	k, v := c.Seek(unreadKey(tl, mr.GetConversation(), seq+1))
 	if k == nil {
 		k, v = c.Last()
 	} else {
 		k, v = c.Prev()
 	}
-	if k != nil && hasPrefix(k, prefix) && len(k) == len(prefix)+8 && binary.BigEndian.Uint64(k[len(prefix):]) > rs.GetReadSeq() {
+	if k != nil && hasPrefix(k, prefix) && len(k) == len(prefix)+8 && binary.BigEndian.Uint64(k[len(prefix):]) > m.readSeq {
 		raw, err := unseal(k, v)
 		if err != nil {
 			return nil, err
@@ -182,18 +165,18 @@ func applyMarkRead(root *bolt.Bucket, ch *Changes, nowMs int64, m *fsmpb.MarkRea
 		if len(raw) != 8 {
 			return nil, fmt.Errorf("%w: unread index value at %x is %d bytes", ErrCorruptState, k, len(raw))
 		}
-		rs.OthersRead = binary.BigEndian.Uint64(raw)
+		m.othersRead = binary.BigEndian.Uint64(raw)
 	}
-	rs.ReadSeq = seq
-	if err := writeReadState(db, rk, rs); err != nil {
+	m.readSeq = seq
+	if err := writeMark(tlb, mk, m); err != nil {
 		return nil, err
 	}
-	if err := gcUnread(db, uk, m.GetConversation(), seq, unreadGCPerCommand); err != nil {
+	if err := gcUnread(tlb, tl, mr.GetConversation(), seq, unreadGCPerCommand); err != nil {
 		return nil, err
 	}
-	sum.Unread, sum.ReadSeq = rs.GetOthers()-rs.GetOthersRead(), seq
-	if err := writeSummary(root, ch, m.GetUser(), m.GetConversation(), nowMs, sum); err != nil {
+	sum.Unread, sum.ReadSeq = m.others-m.othersRead, seq
+	if err := writeSummary(root, ch, mr.GetUser(), mr.GetConversation(), nowMs, sum); err != nil {
 		return nil, err
 	}
-	return &MarkReadResult{Summary: summaryOf(m.GetConversation(), sum), Advanced: true}, nil
+	return &MarkReadResult{Summary: summaryOf(mr.GetConversation(), sum), Advanced: true}, nil
 }

@@ -3518,71 +3518,6 @@ func (x *ConversationSummary) GetReadSeq() uint64 {
 	return 0
 }
 
-// ReadState is the user's bookkeeping for one conversation's unread
-// count (bucket devices): unread = others - others_read.
-type ReadState struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// read_seq: the read marker (a conversation seq).
-	ReadSeq uint64 `protobuf:"varint,1,opt,name=read_seq,json=readSeq,proto3" json:"read_seq,omitempty"`
-	// others: messages from other senders delivered to the user.
-	Others uint64 `protobuf:"varint,2,opt,name=others,proto3" json:"others,omitempty"`
-	// others_read: how many of them are at or below read_seq.
-	OthersRead    uint64 `protobuf:"varint,3,opt,name=others_read,json=othersRead,proto3" json:"others_read,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReadState) Reset() {
-	*x = ReadState{}
-	mi := &file_command_proto_msgTypes[47]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReadState) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReadState) ProtoMessage() {}
-
-func (x *ReadState) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[47]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReadState.ProtoReflect.Descriptor instead.
-func (*ReadState) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{47}
-}
-
-func (x *ReadState) GetReadSeq() uint64 {
-	if x != nil {
-		return x.ReadSeq
-	}
-	return 0
-}
-
-func (x *ReadState) GetOthers() uint64 {
-	if x != nil {
-		return x.Others
-	}
-	return 0
-}
-
-func (x *ReadState) GetOthersRead() uint64 {
-	if x != nil {
-		return x.OthersRead
-	}
-	return 0
-}
-
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
@@ -3890,12 +3825,7 @@ const file_command_proto_rawDesc = "" +
 	"\n" +
 	"last_ts_ms\x18\x03 \x01(\x03R\blastTsMs\x12\x16\n" +
 	"\x06unread\x18\x04 \x01(\x04R\x06unread\x12\x19\n" +
-	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\"_\n" +
-	"\tReadState\x12\x19\n" +
-	"\bread_seq\x18\x01 \x01(\x04R\areadSeq\x12\x16\n" +
-	"\x06others\x18\x02 \x01(\x04R\x06others\x12\x1f\n" +
-	"\vothers_read\x18\x03 \x01(\x04R\n" +
-	"othersRead*I\n" +
+	"\bread_seq\x18\x05 \x01(\x04R\areadSeq*I\n" +
 	"\rTimelineClass\x12\x17\n" +
 	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
 	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
@@ -3913,7 +3843,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),          // 0: syncstore.fsm.v1.TimelineClass
 	(*Command)(nil),             // 1: syncstore.fsm.v1.Command
@@ -3963,18 +3893,17 @@ var file_command_proto_goTypes = []any{
 	(*Session)(nil),             // 45: syncstore.fsm.v1.Session
 	(*DeviceRecord)(nil),        // 46: syncstore.fsm.v1.DeviceRecord
 	(*ConversationSummary)(nil), // 47: syncstore.fsm.v1.ConversationSummary
-	(*ReadState)(nil),           // 48: syncstore.fsm.v1.ReadState
-	nil,                         // 49: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                         // 50: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                         // 51: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                         // 52: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                         // 53: syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	nil,                         // 54: syncstore.fsm.v1.CopyItem.MetadataEntry
-	nil,                         // 55: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                         // 56: syncstore.fsm.v1.StoredRecord.MetadataEntry
-	nil,                         // 57: syncstore.fsm.v1.Login.MetadataEntry
-	nil,                         // 58: syncstore.fsm.v1.Session.MetadataEntry
-	nil,                         // 59: syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	nil,                         // 48: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                         // 49: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                         // 50: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                         // 51: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                         // 52: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                         // 53: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                         // 54: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                         // 55: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	nil,                         // 56: syncstore.fsm.v1.Login.MetadataEntry
+	nil,                         // 57: syncstore.fsm.v1.Session.MetadataEntry
+	nil,                         // 58: syncstore.fsm.v1.DeviceRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	9,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
@@ -3996,35 +3925,35 @@ var file_command_proto_depIdxs = []int32{
 	40, // 16: syncstore.fsm.v1.Command.touch_devices:type_name -> syncstore.fsm.v1.TouchDevices
 	42, // 17: syncstore.fsm.v1.Command.ack_cursor:type_name -> syncstore.fsm.v1.AckCursor
 	43, // 18: syncstore.fsm.v1.Command.mark_read:type_name -> syncstore.fsm.v1.MarkRead
-	49, // 19: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	48, // 19: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
 	5,  // 20: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	50, // 21: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	49, // 21: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
 	8,  // 22: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	51, // 23: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	50, // 23: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
 	9,  // 24: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
 	14, // 25: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
 	16, // 26: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
 	15, // 27: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
 	16, // 28: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	52, // 29: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	51, // 29: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
 	0,  // 30: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
 	29, // 31: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
 	30, // 32: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
 	23, // 33: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
 	25, // 34: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
-	53, // 35: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	52, // 35: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
 	27, // 36: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
-	54, // 37: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
-	55, // 38: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	53, // 37: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	54, // 38: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
 	32, // 39: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	56, // 40: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	55, // 40: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
 	37, // 41: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
-	57, // 42: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
+	56, // 42: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
 	36, // 43: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
 	41, // 44: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
 	45, // 45: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
-	58, // 46: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
-	59, // 47: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	57, // 46: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
+	58, // 47: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
 	48, // [48:48] is the sub-list for method output_type
 	48, // [48:48] is the sub-list for method input_type
 	48, // [48:48] is the sub-list for extension type_name
@@ -4064,7 +3993,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   59,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
