@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 
@@ -170,7 +171,7 @@ func findSession(ds *fsmpb.DeviceSessions, id string) *fsmpb.Session {
 // activeSession is the device's active session, nil if it has none.
 func activeSession(ds *fsmpb.DeviceSessions, device string) *fsmpb.Session {
 	for _, s := range ds.GetSessions() {
-		if !s.GetEnded() && s.GetDeviceId() == device {
+		if s.GetDeviceId() == device {
 			return s
 		}
 	}
@@ -208,7 +209,7 @@ func applyLogin(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Login) (*L
 	if limit := int(group.GetLimit()); limit > 0 {
 		var inGroup []*fsmpb.Session // active, not ending, in epoch order
 		for _, o := range ds.GetSessions() {
-			if !o.GetEnded() && reasons[o] == "" && slices.Contains(group.GetClasses(), o.GetDeviceClass()) {
+			if reasons[o] == "" && slices.Contains(group.GetClasses(), o.GetDeviceClass()) {
 				inGroup = append(inGroup, o)
 			}
 		}
@@ -218,12 +219,7 @@ func applyLogin(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Login) (*L
 			inGroup = inGroup[1:]
 		}
 	}
-	active := 0
-	for _, o := range ds.GetSessions() {
-		if !o.GetEnded() {
-			active++
-		}
-	}
+	active := len(ds.GetSessions()) // the record holds active sessions only
 	if active-len(ending)+1 > MaxActiveSessions {
 		return nil, reject(fmt.Errorf("%w: user %q has %d active sessions; the limit is %d: log one out first", ErrTooManySessions, truncate(l.GetUser()), active, MaxActiveSessions))
 	}
@@ -241,14 +237,11 @@ func applyLogin(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Login) (*L
 		}
 	}
 	dropEnded(ds)
-	if err := writeSessions(db, uk, ds); err != nil {
-		return nil, err
-	}
 	rec, err := deviceRecordOp(s)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeDerived(root, ch, shard.DevicesCollection(l.GetUser()), nowMs, append(ops, rec)); err != nil {
+	if err := saveDevices(root, ch, db, uk, ds, l.GetUser(), nowMs, append(ops, rec)); err != nil {
 		return nil, err
 	}
 	return res, nil
@@ -282,38 +275,45 @@ func refreshSession(root *bolt.Bucket, ch *Changes, db sealed, uk []byte, ds *fs
 		return nil, reject(fmt.Errorf("%w: session %q is device %q of class %q, not %q of class %q", ErrSessionConflict, truncate(s.GetSessionId()),
 			truncate(s.GetDeviceId()), s.GetDeviceClass(), truncate(l.GetDeviceId()), l.GetDeviceClass()))
 	}
-	changed := !metadataEqual(s.GetMetadata(), l.GetMetadata())
+	changed := !maps.Equal(s.GetMetadata(), l.GetMetadata())
 	if changed {
 		s.Metadata = l.GetMetadata()
 	}
-	if nowMs >= s.GetLastSeenMs()+LastSeenResolutionMs {
-		s.LastSeenMs, changed = nowMs, true
-	}
-	if changed {
-		if err := writeSessions(db, uk, ds); err != nil {
-			return nil, err
-		}
-		rec, err := deviceRecordOp(s)
-		if err != nil {
-			return nil, err
-		}
-		if err := writeDerived(root, ch, shard.DevicesCollection(l.GetUser()), nowMs, []*fsmpb.RecordOp{rec}); err != nil {
+	if seen(s, nowMs) || changed {
+		if err := saveSession(root, ch, db, uk, ds, s, l.GetUser(), nowMs); err != nil {
 			return nil, err
 		}
 	}
 	return &LoginResult{Session: sessionOf(s), Refreshed: true}, nil
 }
 
-func metadataEqual(a, b map[string]string) bool {
-	if len(a) != len(b) {
+// seen raises s's last-seen time to nowMs when it is at least
+// LastSeenResolutionMs older, and says whether it did.
+func seen(s *fsmpb.Session, nowMs int64) bool {
+	if nowMs < s.GetLastSeenMs()+LastSeenResolutionMs {
 		return false
 	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
+	s.LastSeenMs = nowMs
 	return true
+}
+
+// saveSession writes the user's sessions and s's record in the device
+// list.
+func saveSession(root *bolt.Bucket, ch *Changes, db sealed, uk []byte, ds *fsmpb.DeviceSessions, s *fsmpb.Session, user string, nowMs int64) error {
+	rec, err := deviceRecordOp(s)
+	if err != nil {
+		return err
+	}
+	return saveDevices(root, ch, db, uk, ds, user, nowMs, []*fsmpb.RecordOp{rec})
+}
+
+// saveDevices writes the user's sessions and applies ops to the device
+// list as one new version of it.
+func saveDevices(root *bolt.Bucket, ch *Changes, db sealed, uk []byte, ds *fsmpb.DeviceSessions, user string, nowMs int64, ops []*fsmpb.RecordOp) error {
+	if err := writeSessions(db, uk, ds); err != nil {
+		return err
+	}
+	return writeDerived(root, ch, shard.DevicesCollection(user), nowMs, ops)
 }
 
 // endSession marks s ended, appends its one event to the user's
@@ -352,18 +352,7 @@ func endSession(root *bolt.Bucket, ch *Changes, db sealed, uk []byte, user strin
 }
 
 func deleteCursors(db sealed, uk []byte, device string) error {
-	prefix := cursorPrefix(uk, device)
-	var keys [][]byte
-	c := db.b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix); k, _ = c.Next() {
-		keys = append(keys, slices.Clone(k))
-	}
-	for _, k := range keys {
-		if err := db.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
+	return deleteKeys(db, prefixedKeys(db, cursorPrefix(uk, device), 0, nil))
 }
 
 func endedKey(uk []byte, session string) []byte { return kindKey(uk, devKindEnded, []byte(session)) }
@@ -378,6 +367,12 @@ func lookupSession(db sealed, uk []byte, ds *fsmpb.DeviceSessions, id string) (*
 	if s := findSession(ds, id); s != nil {
 		return s, nil
 	}
+	return readEndedSession(db, uk, id)
+}
+
+// readEndedSession reads a session ended within EndedSessionMemoryMs
+// (nil: none).
+func readEndedSession(db sealed, uk []byte, id string) (*fsmpb.Session, error) {
 	v, err := db.Get(endedKey(uk, id))
 	if err != nil || v == nil {
 		return nil, err
@@ -393,27 +388,15 @@ func lookupSession(db sealed, uk []byte, ds *fsmpb.DeviceSessions, id string) (*
 // more than EndedSessionMemoryMs before nowMs.
 func gcEndedSessions(db sealed, uk []byte, nowMs int64) error {
 	prefix := kindKey(uk, devKindEndedExpiry, nil)
-	var stale [][]byte
-	c := db.b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix) && len(stale) < endedGCPerCommand; k, _ = c.Next() {
-		if len(k) < len(prefix)+8 || int64(binary.BigEndian.Uint64(k[len(prefix):])) >= nowMs-EndedSessionMemoryMs {
-			break
-		}
-		stale = append(stale, slices.Clone(k))
-	}
+	stale := prefixedKeys(db, prefix, endedGCPerCommand, func(suffix []byte) bool {
+		return len(suffix) >= 8 && int64(binary.BigEndian.Uint64(suffix)) < nowMs-EndedSessionMemoryMs
+	})
 	for _, k := range stale {
-		if err := db.Delete(k); err != nil {
-			return err
-		}
 		if err := db.Delete(endedKey(uk, string(k[len(prefix)+8:]))); err != nil {
 			return err
 		}
 	}
-	return nil
-}
-
-func hasPrefix(k, prefix []byte) bool {
-	return len(k) >= len(prefix) && string(k[:len(prefix)]) == string(prefix)
+	return deleteKeys(db, stale)
 }
 
 // dropEnded removes the ended sessions from the record: they live on
@@ -472,11 +455,8 @@ func applyLogout(root *bolt.Bucket, ch *Changes, nowMs int64, l *fsmpb.Logout) (
 		return nil, err
 	}
 	dropEnded(ds)
-	if err := writeSessions(db, uk, ds); err != nil {
-		return nil, err
-	}
 	del := &fsmpb.RecordOp{Key: s.GetDeviceId(), Delete: true}
-	if err := writeDerived(root, ch, shard.DevicesCollection(l.GetUser()), nowMs, []*fsmpb.RecordOp{del}); err != nil {
+	if err := saveDevices(root, ch, db, uk, ds, l.GetUser(), nowMs, []*fsmpb.RecordOp{del}); err != nil {
 		return nil, err
 	}
 	return &LogoutResult{Session: sessionOf(s)}, nil
@@ -509,19 +489,10 @@ func touchDevice(root *bolt.Bucket, ch *Changes, db sealed, user, device string,
 	if err != nil {
 		return err
 	}
-	s := activeSession(ds, device)
-	if s == nil || nowMs < s.GetLastSeenMs()+LastSeenResolutionMs {
-		return nil
+	if s := activeSession(ds, device); s != nil && seen(s, nowMs) {
+		return saveSession(root, ch, db, uk, ds, s, user, nowMs)
 	}
-	s.LastSeenMs = nowMs
-	if err := writeSessions(db, uk, ds); err != nil {
-		return err
-	}
-	rec, err := deviceRecordOp(s)
-	if err != nil {
-		return err
-	}
-	return writeDerived(root, ch, shard.DevicesCollection(user), nowMs, []*fsmpb.RecordOp{rec})
+	return nil
 }
 
 // applyAckCursor raises a device's cursor on one of its user's timelines.
@@ -557,8 +528,10 @@ func applyAckCursor(root *bolt.Bucket, ch *Changes, nowMs int64, a *fsmpb.AckCur
 	if err != nil {
 		return nil, err
 	}
-	if err := touchDevice(root, ch, db, a.GetUser(), a.GetDeviceId(), nowMs); err != nil {
-		return nil, err
+	if seen(sess, nowMs) {
+		if err := saveSession(root, ch, db, uk, ds, sess, a.GetUser(), nowMs); err != nil {
+			return nil, err
+		}
 	}
 	if a.GetSeq() <= cur {
 		return &AckResult{Seq: cur, SessionID: sess.GetSessionId()}, nil

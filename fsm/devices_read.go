@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 
@@ -83,11 +84,11 @@ func recentlyEnded(db sealed, uk []byte, n int) ([]Session, error) {
 	} else {
 		k, _ = c.Prev()
 	}
-	for ; k != nil && hasPrefix(k, prefix) && len(out) < n; k, _ = c.Prev() {
+	for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < n; k, _ = c.Prev() {
 		if len(k) < len(prefix)+8 {
 			return nil, fmt.Errorf("%w: ended-session index key %x", ErrCorruptState, k)
 		}
-		s, err := lookupSession(db, uk, &fsmpb.DeviceSessions{}, string(k[len(prefix)+8:]))
+		s, err := readEndedSession(db, uk, string(k[len(prefix)+8:]))
 		if err != nil {
 			return nil, err
 		}

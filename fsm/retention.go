@@ -69,19 +69,9 @@ func applyTrim(root *bolt.Bucket, t *fsmpb.Trim) error {
 			continue
 		}
 		prefix := entryPrefix(tl)
-		var stale [][]byte
-		c := tlb.b.Cursor()
-		k, _ := c.Seek(prefix)
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(stale) < MaxTrimPerItem; k, _ = c.Next() {
-			if binary.BigEndian.Uint64(k[len(prefix):]) >= keepFrom {
-				break
-			}
-			stale = append(stale, bytes.Clone(k))
-		}
-		for _, k := range stale {
-			if err := tlb.Delete(k); err != nil {
-				return err
-			}
+		stale := prefixedKeys(tlb, prefix, MaxTrimPerItem, func(seq []byte) bool { return binary.BigEndian.Uint64(seq) < keepFrom })
+		if err := deleteKeys(tlb, stale); err != nil {
+			return err
 		}
 		floor := keepFrom
 		if len(stale) == MaxTrimPerItem {
@@ -231,8 +221,8 @@ func cursorHold(root *bolt.Bucket, timeline string, cr CursorRetention, nowMs in
 		return 0, err
 	}
 	var hold uint64
-	for _, s := range ds.GetSessions() {
-		if s.GetEnded() || (cr.InactiveAfterMs > 0 && nowMs-s.GetLastSeenMs() > cr.InactiveAfterMs) {
+	for _, s := range ds.GetSessions() { // the active sessions
+		if cr.InactiveAfterMs > 0 && nowMs-s.GetLastSeenMs() > cr.InactiveAfterMs {
 			continue
 		}
 		seq, err := db.GetU64(cursorKey(uk, s.GetDeviceId(), timeline))

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -66,3 +67,29 @@ func (s sealed) GetU64(k []byte) (uint64, error) {
 // the same bytes for the same command (the digests compare them), and Go
 // encodes maps (metadata) in its random map order otherwise.
 var stored = proto.MarshalOptions{Deterministic: true}
+
+// prefixedKeys returns copies of s's keys that start with prefix, in key
+// order: at most limit (0: no bound), and only up to the first whose
+// suffix after prefix fails while (nil: all pass). bbolt cursors must not
+// delete while they walk, so callers collect first and delete after.
+func prefixedKeys(s sealed, prefix []byte, limit int, while func(suffix []byte) bool) [][]byte {
+	var out [][]byte
+	c := s.b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && (limit == 0 || len(out) < limit); k, _ = c.Next() {
+		if while != nil && !while(k[len(prefix):]) {
+			break
+		}
+		out = append(out, bytes.Clone(k))
+	}
+	return out
+}
+
+// deleteKeys removes keys from s.
+func deleteKeys(s sealed, keys [][]byte) error {
+	for _, k := range keys {
+		if err := s.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}

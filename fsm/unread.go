@@ -1,9 +1,9 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
-	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	"google.golang.org/protobuf/proto"
@@ -96,21 +96,9 @@ func noteDelivered(root *bolt.Bucket, ch *Changes, tlb sealed, m *deliveryMark, 
 
 // gcUnread removes up to n spent unread-index keys (at or below readSeq).
 func gcUnread(tlb sealed, tl []byte, conversation string, readSeq uint64, n int) error {
-	prefix := unreadPrefix(tl, conversation)
-	var spent [][]byte
-	c := tlb.b.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && hasPrefix(k, prefix) && len(spent) < n; k, _ = c.Next() {
-		if len(k) != len(prefix)+8 || binary.BigEndian.Uint64(k[len(prefix):]) > readSeq {
-			break
-		}
-		spent = append(spent, slices.Clone(k))
-	}
-	for _, k := range spent {
-		if err := tlb.Delete(k); err != nil {
-			return err
-		}
-	}
-	return nil
+	return deleteKeys(tlb, prefixedKeys(tlb, unreadPrefix(tl, conversation), n, func(seq []byte) bool {
+		return len(seq) == 8 && binary.BigEndian.Uint64(seq) <= readSeq
+	}))
 }
 
 // MarkReadResult is the outcome of a MarkRead: the conversation's record
@@ -157,7 +145,7 @@ func applyMarkRead(root *bolt.Bucket, ch *Changes, nowMs int64, mr *fsmpb.MarkRe
 	} else {
 		k, v = c.Prev()
 	}
-	if k != nil && hasPrefix(k, prefix) && len(k) == len(prefix)+8 && binary.BigEndian.Uint64(k[len(prefix):]) > m.readSeq {
+	if k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 && binary.BigEndian.Uint64(k[len(prefix):]) > m.readSeq {
 		raw, err := unseal(k, v)
 		if err != nil {
 			return nil, err

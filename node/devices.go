@@ -2,14 +2,12 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
-	"github.com/syncstore/syncstore/node/loginpolicy"
 )
 
 // LoginRequest registers or refreshes a device session.
@@ -18,14 +16,11 @@ type LoginRequest struct {
 	Metadata                         map[string]string
 }
 
-// Login proposes a login to the user's group. The policy is this node's,
-// carried in the command, and the state machine decides with it at apply.
+// Login proposes a login to the user's group. The policy is this node's
+// (parsed at start), carried in the command, and the state machine decides
+// with it at apply.
 func (n *Node) Login(ctx context.Context, req LoginRequest) (fsm.LoginResult, error) {
-	policy, err := loginpolicy.Parse(n.cfg.LoginPolicy, n.cfg.DeviceClasses)
-	if err != nil {
-		return fsm.LoginResult{}, err // Validate checked it at start
-	}
-	l := &fsmpb.Login{User: req.User, DeviceId: req.DeviceID, DeviceClass: req.Class, SessionId: req.SessionID, Metadata: req.Metadata, Policy: policy}
+	l := &fsmpb.Login{User: req.User, DeviceId: req.DeviceID, DeviceClass: req.Class, SessionId: req.SessionID, Metadata: req.Metadata, Policy: n.loginPolicy}
 	if err := fsm.ValidateLogin(l); err != nil {
 		return fsm.LoginResult{}, err
 	}
@@ -222,7 +217,7 @@ func (g *Group) touchLoop(ctx context.Context) {
 				t.Items = append(t.Items, &fsmpb.DeviceRef{User: k.user, DeviceId: k.device})
 			}
 			if _, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_TouchDevices{TouchDevices: t}}); err != nil {
-				g.log.Debug("device touch", "devices", len(chunk), "err", fmt.Sprint(err))
+				g.log.Debug("device touch dropped", "devices", len(chunk), "err", err)
 			}
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/syncstore/syncstore/node/gossip"
 	"github.com/syncstore/syncstore/node/heartbeat"
 	"github.com/syncstore/syncstore/node/hub"
+	"github.com/syncstore/syncstore/node/loginpolicy"
 	"github.com/syncstore/syncstore/node/raftmux"
 	"github.com/syncstore/syncstore/shard"
 	"github.com/syncstore/syncstore/storage"
@@ -44,7 +45,9 @@ type Prober func(ctx context.Context, grpcAddr string, group shard.GroupID) (app
 type Node struct {
 	cfg Config
 	log *slog.Logger
-	mux *raftmux.Mux
+	// loginPolicy is cfg's, parsed once; every Login carries it.
+	loginPolicy *fsmpb.LoginPolicy
+	mux         *raftmux.Mux
 	// heartbeats coalesces the Raft heartbeats of every group to each
 	// node (nil when Config.CoalesceHeartbeats is off).
 	heartbeats *heartbeat.Coalescer
@@ -80,22 +83,26 @@ func Start(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	policy, err := loginpolicy.Parse(cfg.LoginPolicy, cfg.DeviceClasses)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
 	}
 	n := &Node{
-		cfg:       cfg,
-		log:       cfg.Logger.With("node", cfg.NodeID),
-		metrics:   newMetrics(),
-		hub:       hub.New(),
-		groups:    map[shard.GroupID]*Group{},
-		transfers: map[shard.GroupID]transferState{},
-		stop:      make(chan struct{}),
+		cfg:         cfg,
+		loginPolicy: policy,
+		log:         cfg.Logger.With("node", cfg.NodeID),
+		metrics:     newMetrics(),
+		hub:         hub.New(),
+		groups:      map[shard.GroupID]*Group{},
+		transfers:   map[shard.GroupID]transferState{},
+		stop:        make(chan struct{}),
 	}
 	if err := checkLayout(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	var err error
 	n.storage, err = storage.Open(storage.Options{
 		Dir:                filepath.Join(cfg.DataDir, "storage"),
 		Logger:             n.log,

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -68,9 +67,7 @@ func newDeviceLoginCmd(g *globals) *cobra.Command {
 				return usageError{errors.New("--class is required")}
 			}
 			if session == "" {
-				b := make([]byte, 8)
-				rand.Read(b)
-				session = hex.EncodeToString(b)
+				session = rand.Text()
 			}
 			var resp *syncv1.LoginResponse
 			err := g.call(func(ctx context.Context, cl *client.Client) (err error) {
