@@ -221,3 +221,33 @@ func TestEndedSessionsStayEndedPastTheList(t *testing.T) {
 		t.Fatalf("after the memory time ValidateSession(old) = %v, want unknown", st)
 	}
 }
+
+// TestAckCountsAsSeen: an ack a minute or more after the last-seen time
+// raises it (one device-list version), one within the minute does not.
+func TestAckCountsAsSeen(t *testing.T) {
+	h := newHarness(t)
+	h.apply(loginCmd("u", "p1", "phone", "s1", 10), appendCmd("u", "m", "", 10))
+	version := func() uint64 {
+		res, err := h.f.ListRecords("devices/u", "", 10, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Version
+	}
+	v0 := version()
+	lastSeen := func() int64 {
+		d, err := h.f.Devices("u")
+		if err != nil || len(d.Active) != 1 {
+			t.Fatalf("devices %+v %v", d, err)
+		}
+		return d.Active[0].LastSeenMs
+	}
+	h.apply(ackCmd("u", "p1", "u", 1, 20))
+	if lastSeen() != 10 || version() != v0 {
+		t.Fatalf("an ack within the minute: last seen %d, version %d (was %d)", lastSeen(), version(), v0)
+	}
+	h.apply(ackCmd("u", "p1", "u", 1, 10+LastSeenResolutionMs))
+	if lastSeen() != 10+LastSeenResolutionMs || version() != v0+1 {
+		t.Fatalf("an ack a minute later: last seen %d, version %d (was %d)", lastSeen(), version(), v0)
+	}
+}

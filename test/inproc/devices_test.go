@@ -364,12 +364,16 @@ func TestRetentionKeepsWhatActiveDevicesLack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lags := map[string]uint64{}
+	lags, seen := map[string]uint64{}, map[string]int64{}
 	for _, a := range d.GetActive() {
 		lags[a.GetSession().GetDeviceId()] = a.GetCursors()[0].GetLag()
+		seen[a.GetSession().GetDeviceId()] = a.GetSession().GetLastSeenMs()
 	}
 	if lags["phone"] != 27 || lags["desk"] != 0 {
 		t.Fatalf("lags %v, want phone 27 and desk 0", lags)
+	}
+	if seen["desk"] != now.Load() || now.Load()-seen["phone"] <= time.Hour.Milliseconds() {
+		t.Fatalf("last seen %v at %d: the desk's ack should have made it seen now, the phone an hour ago", seen, now.Load())
 	}
 }
 
