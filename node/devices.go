@@ -84,17 +84,7 @@ func (n *Node) proposeForUser(ctx context.Context, user string, cmd *fsmpb.Comma
 // userGroup returns the local replica to read a user's device state from,
 // once it may be read with consistency c.
 func (n *Node) userGroup(ctx context.Context, user string, c Consistency) (*Group, error) {
-	if err := fsm.ValidateUser(user); err != nil {
-		return nil, err
-	}
-	g, err := n.route(user)
-	if err != nil {
-		return nil, err
-	}
-	if err := g.readBarrier(ctx, c); err != nil {
-		return nil, err
-	}
-	return g, nil
+	return n.readGroup(ctx, user, fsm.ValidateUser, c)
 }
 
 // ValidateSession says whether a session is valid; a gateway asks it to

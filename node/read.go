@@ -34,7 +34,16 @@ func (n *Node) pageGroup(ctx context.Context, timeline string, limit int, c Cons
 	if err := n.checkLimit(limit); err != nil {
 		return nil, err
 	}
-	g, err := n.routeRead(timeline)
+	return n.readGroup(ctx, timeline, fsm.ValidateTimelineID, c)
+}
+
+// readGroup checks id with validate and returns the local replica of its
+// group, once it may be read with consistency c.
+func (n *Node) readGroup(ctx context.Context, id string, validate func(string) error, c Consistency) (*Group, error) {
+	if err := validate(id); err != nil {
+		return nil, err
+	}
+	g, err := n.route(id)
 	if err != nil {
 		return nil, err
 	}

@@ -186,17 +186,7 @@ func (n *Node) SyncMany(ctx context.Context, reqs []SyncRequest) ([]SyncOutcome,
 // collectionGroup returns the local replica to read a collection from,
 // once it may be read with consistency c.
 func (n *Node) collectionGroup(ctx context.Context, collection string, c Consistency) (*Group, error) {
-	if err := fsm.ValidateCollectionID(collection); err != nil {
-		return nil, err
-	}
-	g, err := n.route(collection)
-	if err != nil {
-		return nil, err
-	}
-	if err := g.readBarrier(ctx, c); err != nil {
-		return nil, err
-	}
-	return g, nil
+	return n.readGroup(ctx, collection, fsm.ValidateCollectionID, c)
 }
 
 func (n *Node) checkLimit(limit int) error {
