@@ -54,6 +54,11 @@ func TestRecordsCheckers(t *testing.T) {
 		{"device page misses a change", func(ops []history.Op, f *history.Final) { ops[4].Records = nil }, "devices", "hashing"},
 		{"device skipped versions", func(ops []history.Op, f *history.Final) { ops[5].After = 1 }, "devices", "synced from"},
 		{"ahead", func(ops []history.Op, f *history.Final) { ops[5].Status = "RECORD_SYNC_STATUS_AHEAD" }, "devices", "ahead"},
+		{"device holds what no replica holds", func(ops []history.Op, f *history.Final) {
+			other := map[string]history.Record{"b": {Key: "b", Version: 3, Value: "other"}}
+			c := history.Collection{Version: 3, Digest: digestOf(other), Records: []history.Record{other["b"]}}
+			f.Collections = map[string]map[string]history.Collection{"n1": {"c": c}, "n2": {"c": c}}
+		}, "devices", "differs from the final records"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
