@@ -34,7 +34,12 @@ type Result struct {
 	Logout   *LogoutResult
 	Ack      *AckResult
 	MarkRead *MarkReadResult
-	Err      error
+	// Slot moves: the id a MovePlan got, the target's import state after a
+	// MoveImport, whether a MoveCleanup left nothing to delete.
+	MoveID      uint64
+	MoveImport  *fsmpb.MoveImportState
+	CleanupDone bool
+	Err         error
 }
 
 // AppendResult is the outcome of an Append.
@@ -124,6 +129,24 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 	case *fsmpb.Command_MarkRead:
 		res, err := applyMarkRead(root, ch, cmd.GetNowMs(), op.MarkRead)
 		return &Result{Op: "mark_read", MarkRead: res, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_MoveSource:
+		err := applyMoveSource(root, op.MoveSource)
+		return &Result{Op: "move_source", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_MoveImport:
+		st, err := applyMoveImport(root, op.MoveImport)
+		return &Result{Op: "move_import", MoveImport: st, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_MoveCleanup:
+		done, err := applyMoveCleanup(root, op.MoveCleanup)
+		return &Result{Op: "move_cleanup", CleanupDone: done, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_MovePlan:
+		id, err := applyMovePlan(root, cmd.GetNowMs(), op.MovePlan)
+		return &Result{Op: "move_plan", MoveID: id, Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_MoveUpdate:
+		err := applyMoveUpdate(root, cmd.GetNowMs(), op.MoveUpdate)
+		return &Result{Op: "move_update", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_MoveSwitch:
+		err := applyMoveSwitch(root, cmd.GetNowMs(), op.MoveSwitch)
+		return &Result{Op: "move_switch", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_DigestPoint:
 		return &Result{Op: opDigestPoint}, nil
 	case *fsmpb.Command_Trim:

@@ -318,6 +318,12 @@ func applyCompactTombstones(root *bolt.Bucket, c *fsmpb.CompactTombstones) error
 	}
 	cb := sealed{root.Bucket(bucketCollections)}
 	for _, it := range c.GetItems() {
+		if ok, err := upkeepAllowed(root, it.GetCollection()); err != nil || !ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		if err := compactCollection(cb, it.GetCollection(), it.GetCutoffVersion()); err != nil {
 			return err
 		}

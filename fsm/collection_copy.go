@@ -169,7 +169,10 @@ func applyCopyDone(root *bolt.Bucket, d *fsmpb.CopyDone) error {
 	if err := ValidateCollectionID(d.GetSource()); err != nil {
 		return reject(err)
 	}
-	return root.Bucket(bucketRecordOutbox).Delete(recordOutboxKey(d.GetSource(), d.GetVersion()))
+	if err := checkOwned(root, d.GetSource()); err != nil {
+		return err
+	}
+	return sealed{root.Bucket(bucketRecordOutbox)}.Delete(recordOutboxKey(d.GetSource(), d.GetVersion()))
 }
 
 // CopyJobs lists up to limit copy jobs, by source collection and then in

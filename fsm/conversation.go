@@ -265,7 +265,10 @@ func applyDeliveryDone(root *bolt.Bucket, d *fsmpb.DeliveryDone) error {
 	if err := ValidateDeliveryDone(d); err != nil {
 		return reject(err)
 	}
-	return root.Bucket(bucketOutbox).Delete(outboxKey(d.GetConversation(), d.GetConversationSeq()))
+	if err := checkOwned(root, d.GetConversation()); err != nil {
+		return err
+	}
+	return sealed{root.Bucket(bucketOutbox)}.Delete(outboxKey(d.GetConversation(), d.GetConversationSeq()))
 }
 
 // OutboxJob is a message still to be delivered to its recipients.

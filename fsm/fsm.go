@@ -202,6 +202,11 @@ func applyBatch(root *bolt.Bucket, logs []*raft.Log) (*batchOutcome, error) {
 	meta := root.Bucket(bucketMeta)
 	applied := readU64(meta, keyAppliedIndex)
 	o.last = applied
+	tracker, err := beginTracking(root)
+	if err != nil {
+		return nil, err
+	}
+	defer tracker.end()
 	var lastTerm uint64
 	for _, l := range logs {
 		if l.Index <= applied {

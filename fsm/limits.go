@@ -308,22 +308,7 @@ func ValidateSetRanges(c *fsmpb.SetRanges) error {
 	if c.GetMapVersion() == 0 {
 		return fmt.Errorf("%w: ranges of shard map version 0", ErrInvalidArgument)
 	}
-	if n := len(c.GetRanges()); n > shard.SlotCount {
-		return fmt.Errorf("%w: %d slot ranges; the limit is %d", ErrInvalidArgument, n, shard.SlotCount)
-	}
-	var owned [shard.SlotCount]bool
-	for _, r := range c.GetRanges() {
-		if r.GetStart() >= r.GetEnd() || r.GetEnd() > shard.SlotCount {
-			return fmt.Errorf("%w: slot range [%d,%d)", ErrInvalidArgument, r.GetStart(), r.GetEnd())
-		}
-		for s := r.GetStart(); s < r.GetEnd(); s++ {
-			if owned[s] {
-				return fmt.Errorf("%w: slot %d is in two ranges", ErrInvalidArgument, s)
-			}
-			owned[s] = true
-		}
-	}
-	return nil
+	return validateSlotRanges("set ranges", c.GetRanges(), true)
 }
 
 // ValidateDeliveryDone checks a DeliveryDone.

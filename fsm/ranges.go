@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -25,6 +26,31 @@ var keyRanges = []byte("current")
 type ownedRanges struct {
 	mapVersion uint64
 	ranges     []shard.Range
+	// moving are the ranges this group is moving out (move_source.go).
+	moving []*fsmpb.MovingRange
+}
+
+// fenced reports whether a timeline's slot is fenced by a move.
+func (o *ownedRanges) fenced(timeline string) bool {
+	if o == nil || len(o.moving) == 0 {
+		return false
+	}
+	s := uint32(shard.SlotOf(timeline))
+	for _, m := range o.moving {
+		if m.GetFenced() && inRanges(s, rangesFromProto(m.GetRanges())) {
+			return true
+		}
+	}
+	return false
+}
+
+// explicitly is the set of slots the group was told it owns (empty when
+// it was never told, unlike owns, which then owns everything).
+func (o *ownedRanges) explicitly() *slotSet {
+	if o == nil {
+		return &slotSet{}
+	}
+	return setOf(o.ranges)
 }
 
 func (o *ownedRanges) owns(timeline string) bool {
@@ -41,18 +67,35 @@ func (o *ownedRanges) owns(timeline string) bool {
 }
 
 func readRanges(root *bolt.Bucket) (*ownedRanges, error) {
-	v, err := sealed{root.Bucket(bucketRanges)}.Get(keyRanges)
-	if err != nil || v == nil {
+	b := sealed{root.Bucket(bucketRanges)}
+	v, err := b.Get(keyRanges)
+	if err != nil {
 		return nil, err
 	}
-	if o, ok := decodedRanges.get(v); ok {
+	mv, err := b.Get(keyMoving)
+	if err != nil || (v == nil && mv == nil) {
+		return nil, err
+	}
+	// Cached by both records' bytes, length-prefixed so that no two pairs
+	// share a key.
+	raw := binary.BigEndian.AppendUint32(nil, uint32(len(v)))
+	raw = append(append(raw, v...), mv...)
+	if o, ok := decodedRanges.get(raw); ok {
 		return o, nil
 	}
 	o, err := decodeRanges(v)
-	if err == nil {
-		decodedRanges.put(v, o)
+	if err != nil {
+		return nil, err
 	}
-	return o, err
+	if mv != nil {
+		var m fsmpb.MovingRanges
+		if err := proto.Unmarshal(mv, &m); err != nil {
+			return nil, fmt.Errorf("decode moving ranges: %w", err)
+		}
+		o.moving = m.GetMoves()
+	}
+	decodedRanges.put(raw, o)
+	return o, nil
 }
 
 // decodedRanges remembers decoded range records by their bytes: every

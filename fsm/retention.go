@@ -55,6 +55,12 @@ func applyTrim(root *bolt.Bucket, t *fsmpb.Trim) error {
 	}
 	tlb := sealed{root.Bucket(bucketTimelines)}
 	for _, it := range t.GetItems() {
+		if ok, err := upkeepAllowed(root, it.GetTimeline()); err != nil || !ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		tl := timelineKey(it.GetTimeline())
 		ctr, err := seqgen.Get(tlb, counterKey(tl))
 		if err != nil {

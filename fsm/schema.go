@@ -62,6 +62,13 @@ var (
 	// state under timelineKey(user) (devKind* in devices.go), on the
 	// user's slot like its timeline.
 	bucketDevices = []byte("devices")
+	// bucketMoves holds slot moves: a source's move log positions, a
+	// target's import states and the meta group's move records
+	// (movesLogPrefix, movesInPrefix, movesRecPrefix in move_source.go).
+	bucketMoves = []byte("moves")
+	// bucketMoveLog: move id (8) + position (8) -> bucket index (1) + key:
+	// the keys a source group changed in a tracked range (move_source.go).
+	bucketMoveLog = []byte("move_log")
 
 	keyAppliedIndex = []byte("applied_index")
 	keyAppliedTerm  = []byte("applied_term")
@@ -93,16 +100,17 @@ const (
 // buckets); version 6 adds the devices bucket (sessions, cursors, read
 // state; versions 4 and 5 are upgraded the same way). States of versions 1
 // to 3 lived in a file per group (data dir layout 1), which this binary
-// refuses at start.
-const schemaVersion = 6
+// refuses at start. Version 7 adds the slot-move buckets (moves,
+// move_log), upgraded in place the same way.
+const schemaVersion = 7
 
 // upgradableSchemas are the older versions createSchema upgrades in place:
 // they differ from this one only by buckets it creates empty.
-var upgradableSchemas = []uint64{4, 5}
+var upgradableSchemas = []uint64{4, 5, 6}
 
 // dataBuckets are the buckets whose content must be identical on every
 // replica that applied the same log prefix (see Digest).
-var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox, bucketCollections, bucketCollectionExpiry, bucketRecordOutbox, bucketDevices}
+var dataBuckets = [][]byte{bucketTimelines, bucketDedupeExpiry, bucketNodes, bucketShardMap, bucketRanges, bucketOutbox, bucketCollections, bucketCollectionExpiry, bucketRecordOutbox, bucketDevices, bucketMoves, bucketMoveLog}
 
 func createSchema(root *bolt.Bucket) error {
 	for _, name := range append([][]byte{bucketMeta}, dataBuckets...) {

@@ -43,11 +43,21 @@ func (s sealed) Get(k []byte) ([]byte, error) {
 	return unseal(k, v)
 }
 
-// Put stores v at k.
-func (s sealed) Put(k, v []byte) error { return s.b.Put(k, seal(k, v)) }
+// Put stores v at k (and logs it for a move tracking k's range).
+func (s sealed) Put(k, v []byte) error {
+	if err := noteWrite(s.b, k); err != nil {
+		return err
+	}
+	return s.b.Put(k, seal(k, v))
+}
 
-// Delete removes k.
-func (s sealed) Delete(k []byte) error { return s.b.Delete(k) }
+// Delete removes k (and logs it for a move tracking k's range).
+func (s sealed) Delete(k []byte) error {
+	if err := noteWrite(s.b, k); err != nil {
+		return err
+	}
+	return s.b.Delete(k)
+}
 
 // GetU64 returns the 8-byte integer at k, 0 if there is none.
 func (s sealed) GetU64(k []byte) (uint64, error) {

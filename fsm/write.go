@@ -73,7 +73,8 @@ func applyAppend(root *bolt.Bucket, ch *Changes, nowMs int64, a *fsmpb.Append) (
 	return &AppendResult{Seq: seq, TsMs: ts}, nil
 }
 
-// checkOwned rejects a timeline outside the group's slot ranges.
+// checkOwned rejects a timeline outside the group's slot ranges, or in a
+// range fenced for a move.
 func checkOwned(root *bolt.Bucket, timeline string) error {
 	owned, err := readRanges(root)
 	if err != nil {
@@ -82,7 +83,22 @@ func checkOwned(root *bolt.Bucket, timeline string) error {
 	if !owned.owns(timeline) {
 		return reject(fmt.Errorf("%w: slot %d of %q is not in this group's ranges (map v%d)", ErrWrongGroup, shard.SlotOf(timeline), timeline, owned.mapVersion))
 	}
+	if owned.fenced(timeline) {
+		return reject(fmt.Errorf("%w: slot %d of %q is fenced; retry", ErrMoving, shard.SlotOf(timeline), timeline))
+	}
 	return nil
+}
+
+// upkeepAllowed reports whether upkeep (trims, compaction) may write to
+// id: the group owns it and no move fences it. Upkeep skips the others:
+// they are another group's to keep, or will be once the move switches, and
+// a fenced range must not change after its last copy.
+func upkeepAllowed(root *bolt.Bucket, id string) (bool, error) {
+	owned, err := readRanges(root)
+	if err != nil {
+		return false, err
+	}
+	return owned.owns(id) && !owned.fenced(id), nil
 }
 
 // appendEntry allocates the timeline's next seq and stores se under it.

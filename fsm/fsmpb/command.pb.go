@@ -72,6 +72,175 @@ func (TimelineClass) EnumDescriptor() ([]byte, []int) {
 	return file_command_proto_rawDescGZIP(), []int{0}
 }
 
+type MovePhase int32
+
+const (
+	MovePhase_MOVE_PHASE_UNSPECIFIED MovePhase = 0
+	// planned: recorded; the copy runs while the source still takes writes.
+	MovePhase_PLANNED MovePhase = 1
+	// fenced: the source refuses writes to the ranges; the last changes are
+	// copied.
+	MovePhase_FENCED MovePhase = 2
+	// copied: the target holds exactly what the source holds.
+	MovePhase_COPIED MovePhase = 3
+	// switched: the shard map gives the ranges to the target.
+	MovePhase_SWITCHED MovePhase = 4
+	// cleaned: the source has deleted the ranges. Final.
+	MovePhase_CLEANED MovePhase = 5
+	// aborted: stopped before the switch, the target's copy deleted. Final.
+	MovePhase_ABORTED MovePhase = 6
+)
+
+// Enum value maps for MovePhase.
+var (
+	MovePhase_name = map[int32]string{
+		0: "MOVE_PHASE_UNSPECIFIED",
+		1: "PLANNED",
+		2: "FENCED",
+		3: "COPIED",
+		4: "SWITCHED",
+		5: "CLEANED",
+		6: "ABORTED",
+	}
+	MovePhase_value = map[string]int32{
+		"MOVE_PHASE_UNSPECIFIED": 0,
+		"PLANNED":                1,
+		"FENCED":                 2,
+		"COPIED":                 3,
+		"SWITCHED":               4,
+		"CLEANED":                5,
+		"ABORTED":                6,
+	}
+)
+
+func (x MovePhase) Enum() *MovePhase {
+	p := new(MovePhase)
+	*p = x
+	return p
+}
+
+func (x MovePhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MovePhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_command_proto_enumTypes[1].Descriptor()
+}
+
+func (MovePhase) Type() protoreflect.EnumType {
+	return &file_command_proto_enumTypes[1]
+}
+
+func (x MovePhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MovePhase.Descriptor instead.
+func (MovePhase) EnumDescriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{1}
+}
+
+type MoveSource_Action int32
+
+const (
+	MoveSource_ACTION_UNSPECIFIED MoveSource_Action = 0
+	MoveSource_TRACK              MoveSource_Action = 1
+	MoveSource_FENCE              MoveSource_Action = 2
+	MoveSource_RELEASE            MoveSource_Action = 3
+)
+
+// Enum value maps for MoveSource_Action.
+var (
+	MoveSource_Action_name = map[int32]string{
+		0: "ACTION_UNSPECIFIED",
+		1: "TRACK",
+		2: "FENCE",
+		3: "RELEASE",
+	}
+	MoveSource_Action_value = map[string]int32{
+		"ACTION_UNSPECIFIED": 0,
+		"TRACK":              1,
+		"FENCE":              2,
+		"RELEASE":            3,
+	}
+)
+
+func (x MoveSource_Action) Enum() *MoveSource_Action {
+	p := new(MoveSource_Action)
+	*p = x
+	return p
+}
+
+func (x MoveSource_Action) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MoveSource_Action) Descriptor() protoreflect.EnumDescriptor {
+	return file_command_proto_enumTypes[2].Descriptor()
+}
+
+func (MoveSource_Action) Type() protoreflect.EnumType {
+	return &file_command_proto_enumTypes[2]
+}
+
+func (x MoveSource_Action) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MoveSource_Action.Descriptor instead.
+func (MoveSource_Action) EnumDescriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{47, 0}
+}
+
+type MoveCleanup_Side int32
+
+const (
+	MoveCleanup_SIDE_UNSPECIFIED MoveCleanup_Side = 0
+	MoveCleanup_SOURCE           MoveCleanup_Side = 1
+	MoveCleanup_TARGET           MoveCleanup_Side = 2
+)
+
+// Enum value maps for MoveCleanup_Side.
+var (
+	MoveCleanup_Side_name = map[int32]string{
+		0: "SIDE_UNSPECIFIED",
+		1: "SOURCE",
+		2: "TARGET",
+	}
+	MoveCleanup_Side_value = map[string]int32{
+		"SIDE_UNSPECIFIED": 0,
+		"SOURCE":           1,
+		"TARGET":           2,
+	}
+)
+
+func (x MoveCleanup_Side) Enum() *MoveCleanup_Side {
+	p := new(MoveCleanup_Side)
+	*p = x
+	return p
+}
+
+func (x MoveCleanup_Side) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MoveCleanup_Side) Descriptor() protoreflect.EnumDescriptor {
+	return file_command_proto_enumTypes[3].Descriptor()
+}
+
+func (MoveCleanup_Side) Type() protoreflect.EnumType {
+	return &file_command_proto_enumTypes[3]
+}
+
+func (x MoveCleanup_Side) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MoveCleanup_Side.Descriptor instead.
+func (MoveCleanup_Side) EnumDescriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{54, 0}
+}
+
 // Command is the one envelope every Raft log entry carries.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -104,6 +273,12 @@ type Command struct {
 	//	*Command_TouchDevices
 	//	*Command_AckCursor
 	//	*Command_MarkRead
+	//	*Command_MoveSource
+	//	*Command_MoveImport
+	//	*Command_MoveCleanup
+	//	*Command_MovePlan
+	//	*Command_MoveUpdate
+	//	*Command_MoveSwitch
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -338,6 +513,60 @@ func (x *Command) GetMarkRead() *MarkRead {
 	return nil
 }
 
+func (x *Command) GetMoveSource() *MoveSource {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MoveSource); ok {
+			return x.MoveSource
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMoveImport() *MoveImport {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MoveImport); ok {
+			return x.MoveImport
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMoveCleanup() *MoveCleanup {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MoveCleanup); ok {
+			return x.MoveCleanup
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMovePlan() *MovePlan {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MovePlan); ok {
+			return x.MovePlan
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMoveUpdate() *MoveUpdate {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MoveUpdate); ok {
+			return x.MoveUpdate
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMoveSwitch() *MoveSwitch {
+	if x != nil {
+		if x, ok := x.Op.(*Command_MoveSwitch); ok {
+			return x.MoveSwitch
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -418,6 +647,32 @@ type Command_MarkRead struct {
 	MarkRead *MarkRead `protobuf:"bytes,28,opt,name=mark_read,json=markRead,proto3,oneof"`
 }
 
+type Command_MoveSource struct {
+	// Slot moves between groups (30..39): data groups.
+	MoveSource *MoveSource `protobuf:"bytes,30,opt,name=move_source,json=moveSource,proto3,oneof"`
+}
+
+type Command_MoveImport struct {
+	MoveImport *MoveImport `protobuf:"bytes,31,opt,name=move_import,json=moveImport,proto3,oneof"`
+}
+
+type Command_MoveCleanup struct {
+	MoveCleanup *MoveCleanup `protobuf:"bytes,32,opt,name=move_cleanup,json=moveCleanup,proto3,oneof"`
+}
+
+type Command_MovePlan struct {
+	// Slot moves: the meta group's move records.
+	MovePlan *MovePlan `protobuf:"bytes,33,opt,name=move_plan,json=movePlan,proto3,oneof"`
+}
+
+type Command_MoveUpdate struct {
+	MoveUpdate *MoveUpdate `protobuf:"bytes,34,opt,name=move_update,json=moveUpdate,proto3,oneof"`
+}
+
+type Command_MoveSwitch struct {
+	MoveSwitch *MoveSwitch `protobuf:"bytes,35,opt,name=move_switch,json=moveSwitch,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -455,6 +710,18 @@ func (*Command_TouchDevices) isCommand_Op() {}
 func (*Command_AckCursor) isCommand_Op() {}
 
 func (*Command_MarkRead) isCommand_Op() {}
+
+func (*Command_MoveSource) isCommand_Op() {}
+
+func (*Command_MoveImport) isCommand_Op() {}
+
+func (*Command_MoveCleanup) isCommand_Op() {}
+
+func (*Command_MovePlan) isCommand_Op() {}
+
+func (*Command_MoveUpdate) isCommand_Op() {}
+
+func (*Command_MoveSwitch) isCommand_Op() {}
 
 // DigestPoint changes nothing. Every replica hashes its state as it stands
 // right after applying it, so replicas' digests are compared at exactly
@@ -3518,12 +3785,957 @@ func (x *ConversationSummary) GetReadSeq() uint64 {
 	return 0
 }
 
+// MoveSource changes a source group's side of a move. TRACK starts
+// recording every key the group writes or deletes in the ranges (the move
+// log), which the copy replays; FENCE also refuses every write to them
+// (retriably); RELEASE ends the group's part: it drops the fence and the
+// tracking, and with disown also takes the ranges out of the group's own
+// (the move switched: the target owns them now).
+type MoveSource struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	MoveId uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	Ranges []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Action MoveSource_Action      `protobuf:"varint,3,opt,name=action,proto3,enum=syncstore.fsm.v1.MoveSource_Action" json:"action,omitempty"`
+	Disown bool                   `protobuf:"varint,4,opt,name=disown,proto3" json:"disown,omitempty"`
+	// map_version: with disown, the shard map version that switched the
+	// ranges away; the group's owned ranges take it.
+	MapVersion    uint64 `protobuf:"varint,5,opt,name=map_version,json=mapVersion,proto3" json:"map_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveSource) Reset() {
+	*x = MoveSource{}
+	mi := &file_command_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveSource) ProtoMessage() {}
+
+func (x *MoveSource) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveSource.ProtoReflect.Descriptor instead.
+func (*MoveSource) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *MoveSource) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *MoveSource) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MoveSource) GetAction() MoveSource_Action {
+	if x != nil {
+		return x.Action
+	}
+	return MoveSource_ACTION_UNSPECIFIED
+}
+
+func (x *MoveSource) GetDisown() bool {
+	if x != nil {
+		return x.Disown
+	}
+	return false
+}
+
+func (x *MoveSource) GetMapVersion() uint64 {
+	if x != nil {
+		return x.MapVersion
+	}
+	return 0
+}
+
+// MovingRanges is a source group's moves (bucket ranges, key "moving").
+type MovingRanges struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Moves         []*MovingRange         `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MovingRanges) Reset() {
+	*x = MovingRanges{}
+	mi := &file_command_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MovingRanges) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MovingRanges) ProtoMessage() {}
+
+func (x *MovingRanges) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MovingRanges.ProtoReflect.Descriptor instead.
+func (*MovingRanges) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *MovingRanges) GetMoves() []*MovingRange {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+type MovingRange struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MoveId        uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	Ranges        []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Fenced        bool                   `protobuf:"varint,3,opt,name=fenced,proto3" json:"fenced,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MovingRange) Reset() {
+	*x = MovingRange{}
+	mi := &file_command_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MovingRange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MovingRange) ProtoMessage() {}
+
+func (x *MovingRange) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MovingRange.ProtoReflect.Descriptor instead.
+func (*MovingRange) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *MovingRange) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *MovingRange) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MovingRange) GetFenced() bool {
+	if x != nil {
+		return x.Fenced
+	}
+	return false
+}
+
+// MoveCursor is how far a copy has come: the bulk pass (bucket index and
+// the last key copied in it), then the position in the source's move log.
+type MoveCursor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BulkDone      bool                   `protobuf:"varint,1,opt,name=bulk_done,json=bulkDone,proto3" json:"bulk_done,omitempty"`
+	Bucket        uint32                 `protobuf:"varint,2,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	AfterKey      []byte                 `protobuf:"bytes,3,opt,name=after_key,json=afterKey,proto3" json:"after_key,omitempty"`
+	LogPos        uint64                 `protobuf:"varint,4,opt,name=log_pos,json=logPos,proto3" json:"log_pos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveCursor) Reset() {
+	*x = MoveCursor{}
+	mi := &file_command_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveCursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveCursor) ProtoMessage() {}
+
+func (x *MoveCursor) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveCursor.ProtoReflect.Descriptor instead.
+func (*MoveCursor) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *MoveCursor) GetBulkDone() bool {
+	if x != nil {
+		return x.BulkDone
+	}
+	return false
+}
+
+func (x *MoveCursor) GetBucket() uint32 {
+	if x != nil {
+		return x.Bucket
+	}
+	return 0
+}
+
+func (x *MoveCursor) GetAfterKey() []byte {
+	if x != nil {
+		return x.AfterKey
+	}
+	return nil
+}
+
+func (x *MoveCursor) GetLogPos() uint64 {
+	if x != nil {
+		return x.LogPos
+	}
+	return 0
+}
+
+// MoveItem is one key of a moving range as the source holds it: its
+// sealed value (checked at import), or deleted.
+type MoveItem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bucket        uint32                 `protobuf:"varint,1,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Deleted       bool                   `protobuf:"varint,4,opt,name=deleted,proto3" json:"deleted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveItem) Reset() {
+	*x = MoveItem{}
+	mi := &file_command_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveItem) ProtoMessage() {}
+
+func (x *MoveItem) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveItem.ProtoReflect.Descriptor instead.
+func (*MoveItem) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *MoveItem) GetBucket() uint32 {
+	if x != nil {
+		return x.Bucket
+	}
+	return 0
+}
+
+func (x *MoveItem) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *MoveItem) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *MoveItem) GetDeleted() bool {
+	if x != nil {
+		return x.Deleted
+	}
+	return false
+}
+
+// MoveImport writes a chunk of a moving range into the target group. It is
+// applied only if the target's cursor for the move equals from (so a
+// retried or stale chunk writes nothing), and only while the target does
+// not own any of the ranges.
+type MoveImport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MoveId        uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	Ranges        []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	From          *MoveCursor            `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	To            *MoveCursor            `protobuf:"bytes,4,opt,name=to,proto3" json:"to,omitempty"`
+	Items         []*MoveItem            `protobuf:"bytes,5,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveImport) Reset() {
+	*x = MoveImport{}
+	mi := &file_command_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveImport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveImport) ProtoMessage() {}
+
+func (x *MoveImport) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveImport.ProtoReflect.Descriptor instead.
+func (*MoveImport) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *MoveImport) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *MoveImport) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MoveImport) GetFrom() *MoveCursor {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *MoveImport) GetTo() *MoveCursor {
+	if x != nil {
+		return x.To
+	}
+	return nil
+}
+
+func (x *MoveImport) GetItems() []*MoveItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// MoveImportState is a target group's record of a move (bucket moves).
+type MoveImportState struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	MoveId  uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	Ranges  []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Cursor  *MoveCursor            `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Records uint64                 `protobuf:"varint,4,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes   uint64                 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// closed: the move was aborted and its imported keys removed; no chunk
+	// of it is applied again.
+	Closed        bool `protobuf:"varint,6,opt,name=closed,proto3" json:"closed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveImportState) Reset() {
+	*x = MoveImportState{}
+	mi := &file_command_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveImportState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveImportState) ProtoMessage() {}
+
+func (x *MoveImportState) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveImportState.ProtoReflect.Descriptor instead.
+func (*MoveImportState) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *MoveImportState) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *MoveImportState) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MoveImportState) GetCursor() *MoveCursor {
+	if x != nil {
+		return x.Cursor
+	}
+	return nil
+}
+
+func (x *MoveImportState) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *MoveImportState) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *MoveImportState) GetClosed() bool {
+	if x != nil {
+		return x.Closed
+	}
+	return false
+}
+
+// MoveCleanup deletes up to max_keys keys of a move's ranges from a group
+// that does not own them: the source after the switch (then also its move
+// log), or the target after an abort (then it closes the import).
+type MoveCleanup struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MoveId        uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	Ranges        []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Side          MoveCleanup_Side       `protobuf:"varint,3,opt,name=side,proto3,enum=syncstore.fsm.v1.MoveCleanup_Side" json:"side,omitempty"`
+	MaxKeys       uint32                 `protobuf:"varint,4,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveCleanup) Reset() {
+	*x = MoveCleanup{}
+	mi := &file_command_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveCleanup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveCleanup) ProtoMessage() {}
+
+func (x *MoveCleanup) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveCleanup.ProtoReflect.Descriptor instead.
+func (*MoveCleanup) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *MoveCleanup) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *MoveCleanup) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MoveCleanup) GetSide() MoveCleanup_Side {
+	if x != nil {
+		return x.Side
+	}
+	return MoveCleanup_SIDE_UNSPECIFIED
+}
+
+func (x *MoveCleanup) GetMaxKeys() uint32 {
+	if x != nil {
+		return x.MaxKeys
+	}
+	return 0
+}
+
+// MoveRecord is one move in the meta group (bucket moves, key: id).
+type MoveRecord struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ranges    []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Source    uint64                 `protobuf:"varint,3,opt,name=source,proto3" json:"source,omitempty"`
+	Target    uint64                 `protobuf:"varint,4,opt,name=target,proto3" json:"target,omitempty"`
+	Phase     MovePhase              `protobuf:"varint,5,opt,name=phase,proto3,enum=syncstore.fsm.v1.MovePhase" json:"phase,omitempty"`
+	CreatedMs int64                  `protobuf:"varint,6,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	UpdatedMs int64                  `protobuf:"varint,7,opt,name=updated_ms,json=updatedMs,proto3" json:"updated_ms,omitempty"`
+	Records   uint64                 `protobuf:"varint,8,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes     uint64                 `protobuf:"varint,9,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// note: the last thing the mover has to say (an error it retries).
+	Note               string `protobuf:"bytes,10,opt,name=note,proto3" json:"note,omitempty"`
+	AbortRequested     bool   `protobuf:"varint,11,opt,name=abort_requested,json=abortRequested,proto3" json:"abort_requested,omitempty"`
+	FencedMs           int64  `protobuf:"varint,12,opt,name=fenced_ms,json=fencedMs,proto3" json:"fenced_ms,omitempty"`
+	SwitchedMs         int64  `protobuf:"varint,13,opt,name=switched_ms,json=switchedMs,proto3" json:"switched_ms,omitempty"`
+	SwitchedMapVersion uint64 `protobuf:"varint,14,opt,name=switched_map_version,json=switchedMapVersion,proto3" json:"switched_map_version,omitempty"`
+	// resumes counts the times a meta leader took the move over.
+	Resumes       uint32 `protobuf:"varint,15,opt,name=resumes,proto3" json:"resumes,omitempty"`
+	Reason        string `protobuf:"bytes,16,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveRecord) Reset() {
+	*x = MoveRecord{}
+	mi := &file_command_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveRecord) ProtoMessage() {}
+
+func (x *MoveRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveRecord.ProtoReflect.Descriptor instead.
+func (*MoveRecord) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *MoveRecord) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MoveRecord) GetSource() uint64 {
+	if x != nil {
+		return x.Source
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetTarget() uint64 {
+	if x != nil {
+		return x.Target
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetPhase() MovePhase {
+	if x != nil {
+		return x.Phase
+	}
+	return MovePhase_MOVE_PHASE_UNSPECIFIED
+}
+
+func (x *MoveRecord) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetUpdatedMs() int64 {
+	if x != nil {
+		return x.UpdatedMs
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *MoveRecord) GetAbortRequested() bool {
+	if x != nil {
+		return x.AbortRequested
+	}
+	return false
+}
+
+func (x *MoveRecord) GetFencedMs() int64 {
+	if x != nil {
+		return x.FencedMs
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetSwitchedMs() int64 {
+	if x != nil {
+		return x.SwitchedMs
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetSwitchedMapVersion() uint64 {
+	if x != nil {
+		return x.SwitchedMapVersion
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetResumes() uint32 {
+	if x != nil {
+		return x.Resumes
+	}
+	return 0
+}
+
+func (x *MoveRecord) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// MovePlan records a new move of ranges (all owned by one group) to target.
+type MovePlan struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ranges        []*SlotRange           `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	Target        uint64                 `protobuf:"varint,2,opt,name=target,proto3" json:"target,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MovePlan) Reset() {
+	*x = MovePlan{}
+	mi := &file_command_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MovePlan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MovePlan) ProtoMessage() {}
+
+func (x *MovePlan) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MovePlan.ProtoReflect.Descriptor instead.
+func (*MovePlan) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *MovePlan) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MovePlan) GetTarget() uint64 {
+	if x != nil {
+		return x.Target
+	}
+	return 0
+}
+
+func (x *MovePlan) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// MoveUpdate advances a move from phase from to phase to (refused if it is
+// not in from), or only reports progress (to == from), or asks for an
+// abort (refused from switched on).
+type MoveUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	From          MovePhase              `protobuf:"varint,2,opt,name=from,proto3,enum=syncstore.fsm.v1.MovePhase" json:"from,omitempty"`
+	To            MovePhase              `protobuf:"varint,3,opt,name=to,proto3,enum=syncstore.fsm.v1.MovePhase" json:"to,omitempty"`
+	Records       uint64                 `protobuf:"varint,4,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes         uint64                 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Note          string                 `protobuf:"bytes,6,opt,name=note,proto3" json:"note,omitempty"`
+	Abort         bool                   `protobuf:"varint,7,opt,name=abort,proto3" json:"abort,omitempty"`
+	Resumed       bool                   `protobuf:"varint,8,opt,name=resumed,proto3" json:"resumed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveUpdate) Reset() {
+	*x = MoveUpdate{}
+	mi := &file_command_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveUpdate) ProtoMessage() {}
+
+func (x *MoveUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveUpdate.ProtoReflect.Descriptor instead.
+func (*MoveUpdate) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *MoveUpdate) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MoveUpdate) GetFrom() MovePhase {
+	if x != nil {
+		return x.From
+	}
+	return MovePhase_MOVE_PHASE_UNSPECIFIED
+}
+
+func (x *MoveUpdate) GetTo() MovePhase {
+	if x != nil {
+		return x.To
+	}
+	return MovePhase_MOVE_PHASE_UNSPECIFIED
+}
+
+func (x *MoveUpdate) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *MoveUpdate) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *MoveUpdate) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *MoveUpdate) GetAbort() bool {
+	if x != nil {
+		return x.Abort
+	}
+	return false
+}
+
+func (x *MoveUpdate) GetResumed() bool {
+	if x != nil {
+		return x.Resumed
+	}
+	return false
+}
+
+// MoveSwitch is the switch: in one step it checks that the move is copied
+// and not being aborted and that the source still owns the ranges, gives
+// them to the target in a new shard map version and marks the move
+// switched.
+type MoveSwitch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveSwitch) Reset() {
+	*x = MoveSwitch{}
+	mi := &file_command_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveSwitch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveSwitch) ProtoMessage() {}
+
+func (x *MoveSwitch) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveSwitch.ProtoReflect.Descriptor instead.
+func (*MoveSwitch) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *MoveSwitch) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\x88\n" +
-	"\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\x8b\r\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -3549,7 +4761,17 @@ const file_command_proto_rawDesc = "" +
 	"\rtouch_devices\x18\x1a \x01(\v2\x1e.syncstore.fsm.v1.TouchDevicesH\x00R\ftouchDevices\x12<\n" +
 	"\n" +
 	"ack_cursor\x18\x1b \x01(\v2\x1b.syncstore.fsm.v1.AckCursorH\x00R\tackCursor\x129\n" +
-	"\tmark_read\x18\x1c \x01(\v2\x1a.syncstore.fsm.v1.MarkReadH\x00R\bmarkReadB\x04\n" +
+	"\tmark_read\x18\x1c \x01(\v2\x1a.syncstore.fsm.v1.MarkReadH\x00R\bmarkRead\x12?\n" +
+	"\vmove_source\x18\x1e \x01(\v2\x1c.syncstore.fsm.v1.MoveSourceH\x00R\n" +
+	"moveSource\x12?\n" +
+	"\vmove_import\x18\x1f \x01(\v2\x1c.syncstore.fsm.v1.MoveImportH\x00R\n" +
+	"moveImport\x12B\n" +
+	"\fmove_cleanup\x18  \x01(\v2\x1d.syncstore.fsm.v1.MoveCleanupH\x00R\vmoveCleanup\x129\n" +
+	"\tmove_plan\x18! \x01(\v2\x1a.syncstore.fsm.v1.MovePlanH\x00R\bmovePlan\x12?\n" +
+	"\vmove_update\x18\" \x01(\v2\x1c.syncstore.fsm.v1.MoveUpdateH\x00R\n" +
+	"moveUpdate\x12?\n" +
+	"\vmove_switch\x18# \x01(\v2\x1c.syncstore.fsm.v1.MoveSwitchH\x00R\n" +
+	"moveSwitchB\x04\n" +
 	"\x02op\"\r\n" +
 	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
@@ -3825,10 +5047,114 @@ const file_command_proto_rawDesc = "" +
 	"\n" +
 	"last_ts_ms\x18\x03 \x01(\x03R\blastTsMs\x12\x16\n" +
 	"\x06unread\x18\x04 \x01(\x04R\x06unread\x12\x19\n" +
-	"\bread_seq\x18\x05 \x01(\x04R\areadSeq*I\n" +
+	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\"\x95\x02\n" +
+	"\n" +
+	"MoveSource\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x123\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x12;\n" +
+	"\x06action\x18\x03 \x01(\x0e2#.syncstore.fsm.v1.MoveSource.ActionR\x06action\x12\x16\n" +
+	"\x06disown\x18\x04 \x01(\bR\x06disown\x12\x1f\n" +
+	"\vmap_version\x18\x05 \x01(\x04R\n" +
+	"mapVersion\"C\n" +
+	"\x06Action\x12\x16\n" +
+	"\x12ACTION_UNSPECIFIED\x10\x00\x12\t\n" +
+	"\x05TRACK\x10\x01\x12\t\n" +
+	"\x05FENCE\x10\x02\x12\v\n" +
+	"\aRELEASE\x10\x03\"C\n" +
+	"\fMovingRanges\x123\n" +
+	"\x05moves\x18\x01 \x03(\v2\x1d.syncstore.fsm.v1.MovingRangeR\x05moves\"s\n" +
+	"\vMovingRange\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x123\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x12\x16\n" +
+	"\x06fenced\x18\x03 \x01(\bR\x06fenced\"w\n" +
+	"\n" +
+	"MoveCursor\x12\x1b\n" +
+	"\tbulk_done\x18\x01 \x01(\bR\bbulkDone\x12\x16\n" +
+	"\x06bucket\x18\x02 \x01(\rR\x06bucket\x12\x1b\n" +
+	"\tafter_key\x18\x03 \x01(\fR\bafterKey\x12\x17\n" +
+	"\alog_pos\x18\x04 \x01(\x04R\x06logPos\"d\n" +
+	"\bMoveItem\x12\x16\n" +
+	"\x06bucket\x18\x01 \x01(\rR\x06bucket\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x18\n" +
+	"\adeleted\x18\x04 \x01(\bR\adeleted\"\xec\x01\n" +
+	"\n" +
+	"MoveImport\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x123\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x120\n" +
+	"\x04from\x18\x03 \x01(\v2\x1c.syncstore.fsm.v1.MoveCursorR\x04from\x12,\n" +
+	"\x02to\x18\x04 \x01(\v2\x1c.syncstore.fsm.v1.MoveCursorR\x02to\x120\n" +
+	"\x05items\x18\x05 \x03(\v2\x1a.syncstore.fsm.v1.MoveItemR\x05items\"\xdd\x01\n" +
+	"\x0fMoveImportState\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x123\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x124\n" +
+	"\x06cursor\x18\x03 \x01(\v2\x1c.syncstore.fsm.v1.MoveCursorR\x06cursor\x12\x18\n" +
+	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12\x16\n" +
+	"\x06closed\x18\x06 \x01(\bR\x06closed\"\xe4\x01\n" +
+	"\vMoveCleanup\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x123\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x126\n" +
+	"\x04side\x18\x03 \x01(\x0e2\".syncstore.fsm.v1.MoveCleanup.SideR\x04side\x12\x19\n" +
+	"\bmax_keys\x18\x04 \x01(\rR\amaxKeys\"4\n" +
+	"\x04Side\x12\x14\n" +
+	"\x10SIDE_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06SOURCE\x10\x01\x12\n" +
+	"\n" +
+	"\x06TARGET\x10\x02\"\x81\x04\n" +
+	"\n" +
+	"MoveRecord\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x123\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\x04R\x06source\x12\x16\n" +
+	"\x06target\x18\x04 \x01(\x04R\x06target\x121\n" +
+	"\x05phase\x18\x05 \x01(\x0e2\x1b.syncstore.fsm.v1.MovePhaseR\x05phase\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x06 \x01(\x03R\tcreatedMs\x12\x1d\n" +
+	"\n" +
+	"updated_ms\x18\a \x01(\x03R\tupdatedMs\x12\x18\n" +
+	"\arecords\x18\b \x01(\x04R\arecords\x12\x14\n" +
+	"\x05bytes\x18\t \x01(\x04R\x05bytes\x12\x12\n" +
+	"\x04note\x18\n" +
+	" \x01(\tR\x04note\x12'\n" +
+	"\x0fabort_requested\x18\v \x01(\bR\x0eabortRequested\x12\x1b\n" +
+	"\tfenced_ms\x18\f \x01(\x03R\bfencedMs\x12\x1f\n" +
+	"\vswitched_ms\x18\r \x01(\x03R\n" +
+	"switchedMs\x120\n" +
+	"\x14switched_map_version\x18\x0e \x01(\x04R\x12switchedMapVersion\x12\x18\n" +
+	"\aresumes\x18\x0f \x01(\rR\aresumes\x12\x16\n" +
+	"\x06reason\x18\x10 \x01(\tR\x06reason\"o\n" +
+	"\bMovePlan\x123\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\x04R\x06target\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xee\x01\n" +
+	"\n" +
+	"MoveUpdate\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
+	"\x04from\x18\x02 \x01(\x0e2\x1b.syncstore.fsm.v1.MovePhaseR\x04from\x12+\n" +
+	"\x02to\x18\x03 \x01(\x0e2\x1b.syncstore.fsm.v1.MovePhaseR\x02to\x12\x18\n" +
+	"\arecords\x18\x04 \x01(\x04R\arecords\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12\x12\n" +
+	"\x04note\x18\x06 \x01(\tR\x04note\x12\x14\n" +
+	"\x05abort\x18\a \x01(\bR\x05abort\x12\x18\n" +
+	"\aresumed\x18\b \x01(\bR\aresumed\"\x1c\n" +
+	"\n" +
+	"MoveSwitch\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id*I\n" +
 	"\rTimelineClass\x12\x17\n" +
 	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
-	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
+	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01*t\n" +
+	"\tMovePhase\x12\x1a\n" +
+	"\x16MOVE_PHASE_UNSPECIFIED\x10\x00\x12\v\n" +
+	"\aPLANNED\x10\x01\x12\n" +
+	"\n" +
+	"\x06FENCED\x10\x02\x12\n" +
+	"\n" +
+	"\x06COPIED\x10\x03\x12\f\n" +
+	"\bSWITCHED\x10\x04\x12\v\n" +
+	"\aCLEANED\x10\x05\x12\v\n" +
+	"\aABORTED\x10\x06B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
 
 var (
 	file_command_proto_rawDescOnce sync.Once
@@ -3842,123 +5168,161 @@ func file_command_proto_rawDescGZIP() []byte {
 	return file_command_proto_rawDescData
 }
 
-var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),          // 0: syncstore.fsm.v1.TimelineClass
-	(*Command)(nil),             // 1: syncstore.fsm.v1.Command
-	(*DigestPoint)(nil),         // 2: syncstore.fsm.v1.DigestPoint
-	(*Send)(nil),                // 3: syncstore.fsm.v1.Send
-	(*Deliver)(nil),             // 4: syncstore.fsm.v1.Deliver
-	(*DeliveryItem)(nil),        // 5: syncstore.fsm.v1.DeliveryItem
-	(*DeliveryDone)(nil),        // 6: syncstore.fsm.v1.DeliveryDone
-	(*Trim)(nil),                // 7: syncstore.fsm.v1.Trim
-	(*TrimItem)(nil),            // 8: syncstore.fsm.v1.TrimItem
-	(*Append)(nil),              // 9: syncstore.fsm.v1.Append
-	(*AppendBatch)(nil),         // 10: syncstore.fsm.v1.AppendBatch
-	(*RegisterNode)(nil),        // 11: syncstore.fsm.v1.RegisterNode
-	(*SetShardMap)(nil),         // 12: syncstore.fsm.v1.SetShardMap
-	(*SetRanges)(nil),           // 13: syncstore.fsm.v1.SetRanges
-	(*ShardMap)(nil),            // 14: syncstore.fsm.v1.ShardMap
-	(*ShardGroup)(nil),          // 15: syncstore.fsm.v1.ShardGroup
-	(*SlotRange)(nil),           // 16: syncstore.fsm.v1.SlotRange
-	(*StoredEntry)(nil),         // 17: syncstore.fsm.v1.StoredEntry
-	(*TimelineInfo)(nil),        // 18: syncstore.fsm.v1.TimelineInfo
-	(*OutboxJob)(nil),           // 19: syncstore.fsm.v1.OutboxJob
-	(*DedupeRecord)(nil),        // 20: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),          // 21: syncstore.fsm.v1.NodeRecord
-	(*RecordWrite)(nil),         // 22: syncstore.fsm.v1.RecordWrite
-	(*RecordCopy)(nil),          // 23: syncstore.fsm.v1.RecordCopy
-	(*CopyJob)(nil),             // 24: syncstore.fsm.v1.CopyJob
-	(*CopyJobItem)(nil),         // 25: syncstore.fsm.v1.CopyJobItem
-	(*CopyRecords)(nil),         // 26: syncstore.fsm.v1.CopyRecords
-	(*CopyItem)(nil),            // 27: syncstore.fsm.v1.CopyItem
-	(*CopyDone)(nil),            // 28: syncstore.fsm.v1.CopyDone
-	(*RecordOp)(nil),            // 29: syncstore.fsm.v1.RecordOp
-	(*RecordCondition)(nil),     // 30: syncstore.fsm.v1.RecordCondition
-	(*CompactTombstones)(nil),   // 31: syncstore.fsm.v1.CompactTombstones
-	(*CompactItem)(nil),         // 32: syncstore.fsm.v1.CompactItem
-	(*StoredRecord)(nil),        // 33: syncstore.fsm.v1.StoredRecord
-	(*CollectionInfo)(nil),      // 34: syncstore.fsm.v1.CollectionInfo
-	(*WriteDedupe)(nil),         // 35: syncstore.fsm.v1.WriteDedupe
-	(*LoginPolicy)(nil),         // 36: syncstore.fsm.v1.LoginPolicy
-	(*ClassGroup)(nil),          // 37: syncstore.fsm.v1.ClassGroup
-	(*Login)(nil),               // 38: syncstore.fsm.v1.Login
-	(*Logout)(nil),              // 39: syncstore.fsm.v1.Logout
-	(*TouchDevices)(nil),        // 40: syncstore.fsm.v1.TouchDevices
-	(*DeviceRef)(nil),           // 41: syncstore.fsm.v1.DeviceRef
-	(*AckCursor)(nil),           // 42: syncstore.fsm.v1.AckCursor
-	(*MarkRead)(nil),            // 43: syncstore.fsm.v1.MarkRead
-	(*DeviceSessions)(nil),      // 44: syncstore.fsm.v1.DeviceSessions
-	(*Session)(nil),             // 45: syncstore.fsm.v1.Session
-	(*DeviceRecord)(nil),        // 46: syncstore.fsm.v1.DeviceRecord
-	(*ConversationSummary)(nil), // 47: syncstore.fsm.v1.ConversationSummary
-	nil,                         // 48: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                         // 49: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                         // 50: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                         // 51: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                         // 52: syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	nil,                         // 53: syncstore.fsm.v1.CopyItem.MetadataEntry
-	nil,                         // 54: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                         // 55: syncstore.fsm.v1.StoredRecord.MetadataEntry
-	nil,                         // 56: syncstore.fsm.v1.Login.MetadataEntry
-	nil,                         // 57: syncstore.fsm.v1.Session.MetadataEntry
-	nil,                         // 58: syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	(MovePhase)(0),              // 1: syncstore.fsm.v1.MovePhase
+	(MoveSource_Action)(0),      // 2: syncstore.fsm.v1.MoveSource.Action
+	(MoveCleanup_Side)(0),       // 3: syncstore.fsm.v1.MoveCleanup.Side
+	(*Command)(nil),             // 4: syncstore.fsm.v1.Command
+	(*DigestPoint)(nil),         // 5: syncstore.fsm.v1.DigestPoint
+	(*Send)(nil),                // 6: syncstore.fsm.v1.Send
+	(*Deliver)(nil),             // 7: syncstore.fsm.v1.Deliver
+	(*DeliveryItem)(nil),        // 8: syncstore.fsm.v1.DeliveryItem
+	(*DeliveryDone)(nil),        // 9: syncstore.fsm.v1.DeliveryDone
+	(*Trim)(nil),                // 10: syncstore.fsm.v1.Trim
+	(*TrimItem)(nil),            // 11: syncstore.fsm.v1.TrimItem
+	(*Append)(nil),              // 12: syncstore.fsm.v1.Append
+	(*AppendBatch)(nil),         // 13: syncstore.fsm.v1.AppendBatch
+	(*RegisterNode)(nil),        // 14: syncstore.fsm.v1.RegisterNode
+	(*SetShardMap)(nil),         // 15: syncstore.fsm.v1.SetShardMap
+	(*SetRanges)(nil),           // 16: syncstore.fsm.v1.SetRanges
+	(*ShardMap)(nil),            // 17: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),          // 18: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),           // 19: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),         // 20: syncstore.fsm.v1.StoredEntry
+	(*TimelineInfo)(nil),        // 21: syncstore.fsm.v1.TimelineInfo
+	(*OutboxJob)(nil),           // 22: syncstore.fsm.v1.OutboxJob
+	(*DedupeRecord)(nil),        // 23: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),          // 24: syncstore.fsm.v1.NodeRecord
+	(*RecordWrite)(nil),         // 25: syncstore.fsm.v1.RecordWrite
+	(*RecordCopy)(nil),          // 26: syncstore.fsm.v1.RecordCopy
+	(*CopyJob)(nil),             // 27: syncstore.fsm.v1.CopyJob
+	(*CopyJobItem)(nil),         // 28: syncstore.fsm.v1.CopyJobItem
+	(*CopyRecords)(nil),         // 29: syncstore.fsm.v1.CopyRecords
+	(*CopyItem)(nil),            // 30: syncstore.fsm.v1.CopyItem
+	(*CopyDone)(nil),            // 31: syncstore.fsm.v1.CopyDone
+	(*RecordOp)(nil),            // 32: syncstore.fsm.v1.RecordOp
+	(*RecordCondition)(nil),     // 33: syncstore.fsm.v1.RecordCondition
+	(*CompactTombstones)(nil),   // 34: syncstore.fsm.v1.CompactTombstones
+	(*CompactItem)(nil),         // 35: syncstore.fsm.v1.CompactItem
+	(*StoredRecord)(nil),        // 36: syncstore.fsm.v1.StoredRecord
+	(*CollectionInfo)(nil),      // 37: syncstore.fsm.v1.CollectionInfo
+	(*WriteDedupe)(nil),         // 38: syncstore.fsm.v1.WriteDedupe
+	(*LoginPolicy)(nil),         // 39: syncstore.fsm.v1.LoginPolicy
+	(*ClassGroup)(nil),          // 40: syncstore.fsm.v1.ClassGroup
+	(*Login)(nil),               // 41: syncstore.fsm.v1.Login
+	(*Logout)(nil),              // 42: syncstore.fsm.v1.Logout
+	(*TouchDevices)(nil),        // 43: syncstore.fsm.v1.TouchDevices
+	(*DeviceRef)(nil),           // 44: syncstore.fsm.v1.DeviceRef
+	(*AckCursor)(nil),           // 45: syncstore.fsm.v1.AckCursor
+	(*MarkRead)(nil),            // 46: syncstore.fsm.v1.MarkRead
+	(*DeviceSessions)(nil),      // 47: syncstore.fsm.v1.DeviceSessions
+	(*Session)(nil),             // 48: syncstore.fsm.v1.Session
+	(*DeviceRecord)(nil),        // 49: syncstore.fsm.v1.DeviceRecord
+	(*ConversationSummary)(nil), // 50: syncstore.fsm.v1.ConversationSummary
+	(*MoveSource)(nil),          // 51: syncstore.fsm.v1.MoveSource
+	(*MovingRanges)(nil),        // 52: syncstore.fsm.v1.MovingRanges
+	(*MovingRange)(nil),         // 53: syncstore.fsm.v1.MovingRange
+	(*MoveCursor)(nil),          // 54: syncstore.fsm.v1.MoveCursor
+	(*MoveItem)(nil),            // 55: syncstore.fsm.v1.MoveItem
+	(*MoveImport)(nil),          // 56: syncstore.fsm.v1.MoveImport
+	(*MoveImportState)(nil),     // 57: syncstore.fsm.v1.MoveImportState
+	(*MoveCleanup)(nil),         // 58: syncstore.fsm.v1.MoveCleanup
+	(*MoveRecord)(nil),          // 59: syncstore.fsm.v1.MoveRecord
+	(*MovePlan)(nil),            // 60: syncstore.fsm.v1.MovePlan
+	(*MoveUpdate)(nil),          // 61: syncstore.fsm.v1.MoveUpdate
+	(*MoveSwitch)(nil),          // 62: syncstore.fsm.v1.MoveSwitch
+	nil,                         // 63: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                         // 64: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                         // 65: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                         // 66: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                         // 67: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                         // 68: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                         // 69: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                         // 70: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	nil,                         // 71: syncstore.fsm.v1.Login.MetadataEntry
+	nil,                         // 72: syncstore.fsm.v1.Session.MetadataEntry
+	nil,                         // 73: syncstore.fsm.v1.DeviceRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
-	9,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
-	11, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
-	12, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
-	13, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
-	3,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
-	4,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
-	6,  // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
-	7,  // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
-	2,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
-	10, // 9: syncstore.fsm.v1.Command.append_batch:type_name -> syncstore.fsm.v1.AppendBatch
-	22, // 10: syncstore.fsm.v1.Command.record_write:type_name -> syncstore.fsm.v1.RecordWrite
-	31, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
-	26, // 12: syncstore.fsm.v1.Command.copy_records:type_name -> syncstore.fsm.v1.CopyRecords
-	28, // 13: syncstore.fsm.v1.Command.copy_done:type_name -> syncstore.fsm.v1.CopyDone
-	38, // 14: syncstore.fsm.v1.Command.login:type_name -> syncstore.fsm.v1.Login
-	39, // 15: syncstore.fsm.v1.Command.logout:type_name -> syncstore.fsm.v1.Logout
-	40, // 16: syncstore.fsm.v1.Command.touch_devices:type_name -> syncstore.fsm.v1.TouchDevices
-	42, // 17: syncstore.fsm.v1.Command.ack_cursor:type_name -> syncstore.fsm.v1.AckCursor
-	43, // 18: syncstore.fsm.v1.Command.mark_read:type_name -> syncstore.fsm.v1.MarkRead
-	48, // 19: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	5,  // 20: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	49, // 21: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	8,  // 22: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	50, // 23: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	9,  // 24: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
-	14, // 25: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	16, // 26: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	15, // 27: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	16, // 28: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	51, // 29: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 30: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	29, // 31: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
-	30, // 32: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
-	23, // 33: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
-	25, // 34: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
-	52, // 35: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	27, // 36: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
-	53, // 37: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
-	54, // 38: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
-	32, // 39: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	55, // 40: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
-	37, // 41: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
-	56, // 42: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
-	36, // 43: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
-	41, // 44: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
-	45, // 45: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
-	57, // 46: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
-	58, // 47: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	12, // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
+	14, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
+	15, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
+	16, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	6,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
+	7,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
+	9,  // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
+	10, // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
+	5,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
+	13, // 9: syncstore.fsm.v1.Command.append_batch:type_name -> syncstore.fsm.v1.AppendBatch
+	25, // 10: syncstore.fsm.v1.Command.record_write:type_name -> syncstore.fsm.v1.RecordWrite
+	34, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
+	29, // 12: syncstore.fsm.v1.Command.copy_records:type_name -> syncstore.fsm.v1.CopyRecords
+	31, // 13: syncstore.fsm.v1.Command.copy_done:type_name -> syncstore.fsm.v1.CopyDone
+	41, // 14: syncstore.fsm.v1.Command.login:type_name -> syncstore.fsm.v1.Login
+	42, // 15: syncstore.fsm.v1.Command.logout:type_name -> syncstore.fsm.v1.Logout
+	43, // 16: syncstore.fsm.v1.Command.touch_devices:type_name -> syncstore.fsm.v1.TouchDevices
+	45, // 17: syncstore.fsm.v1.Command.ack_cursor:type_name -> syncstore.fsm.v1.AckCursor
+	46, // 18: syncstore.fsm.v1.Command.mark_read:type_name -> syncstore.fsm.v1.MarkRead
+	51, // 19: syncstore.fsm.v1.Command.move_source:type_name -> syncstore.fsm.v1.MoveSource
+	56, // 20: syncstore.fsm.v1.Command.move_import:type_name -> syncstore.fsm.v1.MoveImport
+	58, // 21: syncstore.fsm.v1.Command.move_cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
+	60, // 22: syncstore.fsm.v1.Command.move_plan:type_name -> syncstore.fsm.v1.MovePlan
+	61, // 23: syncstore.fsm.v1.Command.move_update:type_name -> syncstore.fsm.v1.MoveUpdate
+	62, // 24: syncstore.fsm.v1.Command.move_switch:type_name -> syncstore.fsm.v1.MoveSwitch
+	63, // 25: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	8,  // 26: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	64, // 27: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	11, // 28: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	65, // 29: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	12, // 30: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
+	17, // 31: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	19, // 32: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	18, // 33: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	19, // 34: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	66, // 35: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 36: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	32, // 37: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
+	33, // 38: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
+	26, // 39: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
+	28, // 40: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
+	67, // 41: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	30, // 42: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
+	68, // 43: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	69, // 44: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	35, // 45: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
+	70, // 46: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	40, // 47: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
+	71, // 48: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
+	39, // 49: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
+	44, // 50: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
+	48, // 51: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
+	72, // 52: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
+	73, // 53: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	19, // 54: syncstore.fsm.v1.MoveSource.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	2,  // 55: syncstore.fsm.v1.MoveSource.action:type_name -> syncstore.fsm.v1.MoveSource.Action
+	53, // 56: syncstore.fsm.v1.MovingRanges.moves:type_name -> syncstore.fsm.v1.MovingRange
+	19, // 57: syncstore.fsm.v1.MovingRange.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	19, // 58: syncstore.fsm.v1.MoveImport.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	54, // 59: syncstore.fsm.v1.MoveImport.from:type_name -> syncstore.fsm.v1.MoveCursor
+	54, // 60: syncstore.fsm.v1.MoveImport.to:type_name -> syncstore.fsm.v1.MoveCursor
+	55, // 61: syncstore.fsm.v1.MoveImport.items:type_name -> syncstore.fsm.v1.MoveItem
+	19, // 62: syncstore.fsm.v1.MoveImportState.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	54, // 63: syncstore.fsm.v1.MoveImportState.cursor:type_name -> syncstore.fsm.v1.MoveCursor
+	19, // 64: syncstore.fsm.v1.MoveCleanup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	3,  // 65: syncstore.fsm.v1.MoveCleanup.side:type_name -> syncstore.fsm.v1.MoveCleanup.Side
+	19, // 66: syncstore.fsm.v1.MoveRecord.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	1,  // 67: syncstore.fsm.v1.MoveRecord.phase:type_name -> syncstore.fsm.v1.MovePhase
+	19, // 68: syncstore.fsm.v1.MovePlan.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	1,  // 69: syncstore.fsm.v1.MoveUpdate.from:type_name -> syncstore.fsm.v1.MovePhase
+	1,  // 70: syncstore.fsm.v1.MoveUpdate.to:type_name -> syncstore.fsm.v1.MovePhase
+	71, // [71:71] is the sub-list for method output_type
+	71, // [71:71] is the sub-list for method input_type
+	71, // [71:71] is the sub-list for extension type_name
+	71, // [71:71] is the sub-list for extension extendee
+	0,  // [0:71] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -3986,14 +5350,20 @@ func file_command_proto_init() {
 		(*Command_TouchDevices)(nil),
 		(*Command_AckCursor)(nil),
 		(*Command_MarkRead)(nil),
+		(*Command_MoveSource)(nil),
+		(*Command_MoveImport)(nil),
+		(*Command_MoveCleanup)(nil),
+		(*Command_MovePlan)(nil),
+		(*Command_MoveUpdate)(nil),
+		(*Command_MoveSwitch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   58,
+			NumEnums:      4,
+			NumMessages:   70,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
