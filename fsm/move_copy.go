@@ -30,9 +30,9 @@ func (c *MoveChunk) CaughtUp() bool {
 }
 
 // ExportMove reads, in one read transaction, the keys of a tracked move
-// after cursor from: at most about maxBytes of them (at least one key). The
-// move must be tracked here (MoveSource TRACK), or the copy could miss a
-// write.
+// after cursor from: at most maxBytes of them, or one key if it alone is
+// larger. The move must be tracked here (MoveSource TRACK), or the copy
+// could miss a write.
 func (f *FSM) ExportMove(id uint64, ranges []shard.Range, from *fsmpb.MoveCursor, maxBytes int) (*MoveChunk, error) {
 	var out *MoveChunk
 	err := f.view(func(root *bolt.Bucket) error {
@@ -86,7 +86,7 @@ func exportBulk(root *bolt.Bucket, ranges []shard.Range, from *fsmpb.MoveCursor,
 				}
 			}
 			for ; k != nil && bytes.Compare(k, end) < 0; k, v = c.Next() {
-				if size >= maxBytes && len(items) > 0 {
+				if (size+len(k)+len(v) > maxBytes || len(items) == MaxMoveItems) && len(items) > 0 {
 					return items, &fsmpb.MoveCursor{Bucket: uint32(bi), AfterKey: items[len(items)-1].GetKey()}
 				}
 				items = append(items, &fsmpb.MoveItem{Bucket: uint32(bi), Key: bytes.Clone(k), Value: bytes.Clone(v)})
@@ -105,7 +105,7 @@ func exportLog(root *bolt.Bucket, id uint64, from *fsmpb.MoveCursor, logEnd uint
 	size := 0
 	pos := from.GetLogPos()
 	logb := sealed{root.Bucket(bucketMoveLog)}
-	for ; pos < logEnd && (size < maxBytes || len(items) == 0) && len(items) < MaxMoveItems; pos++ {
+	for ; pos < logEnd && len(items) < MaxMoveItems; pos++ {
 		e, err := logb.Get(moveLogKey(id, pos))
 		if err != nil {
 			return nil, nil, err
@@ -117,13 +117,12 @@ func exportLog(root *bolt.Bucket, id uint64, from *fsmpb.MoveCursor, logEnd uint
 		if seen[string(e)] {
 			continue
 		}
-		seen[string(e)] = true
-		it := &fsmpb.MoveItem{Bucket: uint32(bi), Key: bytes.Clone(k)}
-		if v := root.Bucket(moveBuckets[bi]).Get(k); v != nil {
-			it.Value = bytes.Clone(v)
-		} else {
-			it.Deleted = true
+		v := root.Bucket(moveBuckets[bi]).Get(k)
+		if size+len(k)+len(v) > maxBytes && len(items) > 0 {
+			break // this entry starts the next chunk
 		}
+		seen[string(e)] = true
+		it := &fsmpb.MoveItem{Bucket: uint32(bi), Key: bytes.Clone(k), Value: bytes.Clone(v), Deleted: v == nil}
 		items = append(items, it)
 		size += len(k) + len(it.Value)
 	}
@@ -321,16 +320,28 @@ func ValidateMoveCleanup(c *fsmpb.MoveCleanup) error {
 	return validateSlotRanges("move cleanup", c.GetRanges(), false)
 }
 
-// applyMoveCleanup deletes up to max_keys keys of the ranges and reports
-// whether none remain.
+// applyMoveCleanup deletes up to max_keys keys of the ranges (and at the
+// source then the move log) and reports whether none remain.
 func applyMoveCleanup(root *bolt.Bucket, c *fsmpb.MoveCleanup) (bool, error) {
 	if err := ValidateMoveCleanup(c); err != nil {
 		return false, reject(err)
 	}
 	ranges := rangesFromProto(c.GetRanges())
 	what := fmt.Sprintf("cleanup of move %d", c.GetMoveId())
-	if err := checkNotOwned(root, what, ranges); err != nil {
-		return false, err
+	// A source that still owns the ranges (the move was aborted) keeps its
+	// keys and drops only the move log.
+	logOnly := false
+	if c.GetSide() == fsmpb.MoveCleanup_SOURCE {
+		owned, err := readRanges(root)
+		if err != nil {
+			return false, err
+		}
+		logOnly = owned != nil && owned.explicitly().containsAll(ranges)
+	}
+	if !logOnly {
+		if err := checkNotOwned(root, what, ranges); err != nil {
+			return false, err
+		}
 	}
 	var st *fsmpb.MoveImportState
 	if c.GetSide() == fsmpb.MoveCleanup_SOURCE {
@@ -352,6 +363,9 @@ func applyMoveCleanup(root *bolt.Bucket, c *fsmpb.MoveCleanup) (bool, error) {
 	}
 	budget := int(c.GetMaxKeys())
 	for _, name := range moveBuckets {
+		if logOnly {
+			break
+		}
 		b := sealed{root.Bucket(name)}
 		for _, r := range sortedRanges(ranges) {
 			keys := keysInRange(b, r, budget)

@@ -35,7 +35,14 @@ func (o *ownedRanges) fenced(timeline string) bool {
 	if o == nil || len(o.moving) == 0 {
 		return false
 	}
-	s := uint32(shard.SlotOf(timeline))
+	return o.fencedSlot(uint32(shard.SlotOf(timeline)))
+}
+
+// fencedSlot reports whether a slot is fenced by a move.
+func (o *ownedRanges) fencedSlot(s uint32) bool {
+	if o == nil {
+		return false
+	}
 	for _, m := range o.moving {
 		if m.GetFenced() && inRanges(s, rangesFromProto(m.GetRanges())) {
 			return true

@@ -187,8 +187,15 @@ func gcDedupeIn(root *bolt.Bucket, expiryName, records []byte, cutoffMs int64, t
 		}
 		stale = append(stale, bytes.Clone(k))
 	}
+	owned, err := readRanges(root)
+	if err != nil {
+		return err
+	}
 	for _, k := range stale {
 		ts, dk := int64(binary.BigEndian.Uint64(k[:8])), k[8:]
+		if s, ok := slotOfKey(dk); ok && owned.fencedSlot(s) {
+			continue // a fenced range must not change after its last copy
+		}
 		v, err := rb.Get(dk)
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node/loginpolicy"
 	"github.com/syncstore/syncstore/shard"
 )
@@ -96,6 +97,9 @@ type Config struct {
 	// leader compares nothing.
 	DigestProber DigestProber
 	Fencer       Fencer
+	// MoveStepper carries slot-move steps to the leader of a group on
+	// another node (the rpc layer's Peer.Move client).
+	MoveStepper MoveStepper
 	// DigestCheckInterval is how often each group's leader has its replicas
 	// hash their state at one log index and compares them (0: never). Each
 	// check reads every replica's whole state.
@@ -147,9 +151,15 @@ type Config struct {
 	StateLinger time.Duration
 
 	MaxPayloadBytes int
-	MaxPageSize     int
-	MaxPageBytes    int
-	DedupeWindow    time.Duration
+	// MoveChunkBytes bounds one chunk of a slot move (mover.DefaultConfig's
+	// when zero; at most MaxPayloadBytes).
+	MoveChunkBytes int
+	// OnMoveChunk, if set, is called by this node's mover after each chunk
+	// a move's target imported (a test seam, like the Prober).
+	OnMoveChunk func(id uint64, fenced bool, st *fsmpb.MoveImportState)
+	MaxPageSize    int
+	MaxPageBytes   int
+	DedupeWindow   time.Duration
 	// ApplyTimeout bounds a write or read barrier when the caller's context
 	// has no deadline.
 	ApplyTimeout time.Duration

@@ -23,6 +23,7 @@ import (
 	"github.com/syncstore/syncstore/node/heartbeat"
 	"github.com/syncstore/syncstore/node/hub"
 	"github.com/syncstore/syncstore/node/loginpolicy"
+	"github.com/syncstore/syncstore/node/mover"
 	"github.com/syncstore/syncstore/node/raftmux"
 	"github.com/syncstore/syncstore/shard"
 	"github.com/syncstore/syncstore/storage"
@@ -66,8 +67,9 @@ type Node struct {
 	nodesCache atomic.Pointer[nodesAt]
 
 	transfers map[shard.GroupID]transferState // reconcile goroutine only
-	rounds    atomic.Uint64                   // reconcile rounds done (for tests)
-	draining  atomic.Bool                     // Drain was called: the node is stopping
+	mover     *mover.Mover
+	rounds    atomic.Uint64 // reconcile rounds done (for tests)
+	draining  atomic.Bool   // Drain was called: the node is stopping
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -148,9 +150,11 @@ func Start(cfg Config) (*Node, error) {
 		n.storage.Close()
 		return nil, err
 	}
-	n.wg.Add(2)
+	n.mover = newMover(n)
+	n.wg.Add(3)
 	go n.reconcileLoop()
 	go n.gossipLoop()
+	go n.moverLoop()
 	return n, nil
 }
 

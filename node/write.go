@@ -117,7 +117,16 @@ func (g *Group) proposeWith(ctx context.Context, cmd *fsmpb.Command, await func(
 		return nil, 0, fmt.Errorf("node: state machine answered %T", future.Response())
 	}
 	if res.Err != nil {
+		if errors.Is(res.Err, fsm.ErrWrongGroup) {
+			g.node.refreshShardMap() // the retry routes with the newer map
+		}
 		return nil, 0, res.Err
+	}
+	for _, it := range res.Batch {
+		if errors.Is(it.Err, fsm.ErrWrongGroup) {
+			g.node.refreshShardMap()
+			break
+		}
 	}
 	return res, future.Index(), nil
 }

@@ -100,6 +100,7 @@ func run(args []string) error {
 	cfg.Copier = peerClient.Copy
 	cfg.DigestProber = peerClient.DigestAt
 	cfg.Fencer = peerClient.Fence
+	cfg.MoveStepper = peerClient.MoveStep
 	nd, err := node.Start(cfg)
 	if err != nil {
 		lis.Close()

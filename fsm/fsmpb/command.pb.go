@@ -4731,6 +4731,373 @@ func (x *MoveSwitch) GetId() uint64 {
 	return 0
 }
 
+// MoveStep is one step of a move at a data group's leader, sent by the
+// meta leader's mover (node-to-node, never logged itself: the proposing
+// steps carry the command the leader proposes).
+type MoveStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Step:
+	//
+	//	*MoveStep_Source
+	//	*MoveStep_Import
+	//	*MoveStep_Cleanup
+	//	*MoveStep_Export
+	//	*MoveStep_ImportState
+	//	*MoveStep_Digest
+	//	*MoveStep_SetRanges
+	Step          isMoveStep_Step `protobuf_oneof:"step"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveStep) Reset() {
+	*x = MoveStep{}
+	mi := &file_command_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveStep) ProtoMessage() {}
+
+func (x *MoveStep) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveStep.ProtoReflect.Descriptor instead.
+func (*MoveStep) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *MoveStep) GetStep() isMoveStep_Step {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+func (x *MoveStep) GetSource() *MoveSource {
+	if x != nil {
+		if x, ok := x.Step.(*MoveStep_Source); ok {
+			return x.Source
+		}
+	}
+	return nil
+}
+
+func (x *MoveStep) GetImport() *MoveImport {
+	if x != nil {
+		if x, ok := x.Step.(*MoveStep_Import); ok {
+			return x.Import
+		}
+	}
+	return nil
+}
+
+func (x *MoveStep) GetCleanup() *MoveCleanup {
+	if x != nil {
+		if x, ok := x.Step.(*MoveStep_Cleanup); ok {
+			return x.Cleanup
+		}
+	}
+	return nil
+}
+
+func (x *MoveStep) GetExport() *MoveExport {
+	if x != nil {
+		if x, ok := x.Step.(*MoveStep_Export); ok {
+			return x.Export
+		}
+	}
+	return nil
+}
+
+func (x *MoveStep) GetImportState() uint64 {
+	if x != nil {
+		if x, ok := x.Step.(*MoveStep_ImportState); ok {
+			return x.ImportState
+		}
+	}
+	return 0
+}
+
+func (x *MoveStep) GetDigest() *MoveRangeDigest {
+	if x != nil {
+		if x, ok := x.Step.(*MoveStep_Digest); ok {
+			return x.Digest
+		}
+	}
+	return nil
+}
+
+func (x *MoveStep) GetSetRanges() *SetRanges {
+	if x != nil {
+		if x, ok := x.Step.(*MoveStep_SetRanges); ok {
+			return x.SetRanges
+		}
+	}
+	return nil
+}
+
+type isMoveStep_Step interface {
+	isMoveStep_Step()
+}
+
+type MoveStep_Source struct {
+	Source *MoveSource `protobuf:"bytes,1,opt,name=source,proto3,oneof"`
+}
+
+type MoveStep_Import struct {
+	Import *MoveImport `protobuf:"bytes,2,opt,name=import,proto3,oneof"`
+}
+
+type MoveStep_Cleanup struct {
+	Cleanup *MoveCleanup `protobuf:"bytes,3,opt,name=cleanup,proto3,oneof"`
+}
+
+type MoveStep_Export struct {
+	Export *MoveExport `protobuf:"bytes,4,opt,name=export,proto3,oneof"`
+}
+
+type MoveStep_ImportState struct {
+	// import_state: the target's MoveImportState of this move id.
+	ImportState uint64 `protobuf:"varint,5,opt,name=import_state,json=importState,proto3,oneof"`
+}
+
+type MoveStep_Digest struct {
+	Digest *MoveRangeDigest `protobuf:"bytes,6,opt,name=digest,proto3,oneof"`
+}
+
+type MoveStep_SetRanges struct {
+	SetRanges *SetRanges `protobuf:"bytes,7,opt,name=set_ranges,json=setRanges,proto3,oneof"`
+}
+
+func (*MoveStep_Source) isMoveStep_Step() {}
+
+func (*MoveStep_Import) isMoveStep_Step() {}
+
+func (*MoveStep_Cleanup) isMoveStep_Step() {}
+
+func (*MoveStep_Export) isMoveStep_Step() {}
+
+func (*MoveStep_ImportState) isMoveStep_Step() {}
+
+func (*MoveStep_Digest) isMoveStep_Step() {}
+
+func (*MoveStep_SetRanges) isMoveStep_Step() {}
+
+// MoveExport asks a source leader for the next chunk of a move after from.
+type MoveExport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MoveId        uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	Ranges        []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	From          *MoveCursor            `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	MaxBytes      uint32                 `protobuf:"varint,4,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveExport) Reset() {
+	*x = MoveExport{}
+	mi := &file_command_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveExport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveExport) ProtoMessage() {}
+
+func (x *MoveExport) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveExport.ProtoReflect.Descriptor instead.
+func (*MoveExport) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *MoveExport) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *MoveExport) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MoveExport) GetFrom() *MoveCursor {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+func (x *MoveExport) GetMaxBytes() uint32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+// MoveRangeDigest asks for the digest of the keys in ranges.
+type MoveRangeDigest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ranges        []*SlotRange           `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveRangeDigest) Reset() {
+	*x = MoveRangeDigest{}
+	mi := &file_command_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveRangeDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveRangeDigest) ProtoMessage() {}
+
+func (x *MoveRangeDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveRangeDigest.ProtoReflect.Descriptor instead.
+func (*MoveRangeDigest) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *MoveRangeDigest) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+type MoveStepResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// export: the chunk and the end of the source's move log.
+	Chunk  *MoveImport `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	LogEnd uint64      `protobuf:"varint,2,opt,name=log_end,json=logEnd,proto3" json:"log_end,omitempty"`
+	// import and import_state: the target's state of the move.
+	ImportState *MoveImportState `protobuf:"bytes,3,opt,name=import_state,json=importState,proto3" json:"import_state,omitempty"`
+	CleanupDone bool             `protobuf:"varint,4,opt,name=cleanup_done,json=cleanupDone,proto3" json:"cleanup_done,omitempty"`
+	// digest: of the ranges, and how many keys it covered.
+	Digest        string `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
+	Keys          uint64 `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveStepResult) Reset() {
+	*x = MoveStepResult{}
+	mi := &file_command_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveStepResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveStepResult) ProtoMessage() {}
+
+func (x *MoveStepResult) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveStepResult.ProtoReflect.Descriptor instead.
+func (*MoveStepResult) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *MoveStepResult) GetChunk() *MoveImport {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+func (x *MoveStepResult) GetLogEnd() uint64 {
+	if x != nil {
+		return x.LogEnd
+	}
+	return 0
+}
+
+func (x *MoveStepResult) GetImportState() *MoveImportState {
+	if x != nil {
+		return x.ImportState
+	}
+	return nil
+}
+
+func (x *MoveStepResult) GetCleanupDone() bool {
+	if x != nil {
+		return x.CleanupDone
+	}
+	return false
+}
+
+func (x *MoveStepResult) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *MoveStepResult) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
@@ -5141,7 +5508,32 @@ const file_command_proto_rawDesc = "" +
 	"\aresumed\x18\b \x01(\bR\aresumed\"\x1c\n" +
 	"\n" +
 	"MoveSwitch\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id*I\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\x95\x03\n" +
+	"\bMoveStep\x126\n" +
+	"\x06source\x18\x01 \x01(\v2\x1c.syncstore.fsm.v1.MoveSourceH\x00R\x06source\x126\n" +
+	"\x06import\x18\x02 \x01(\v2\x1c.syncstore.fsm.v1.MoveImportH\x00R\x06import\x129\n" +
+	"\acleanup\x18\x03 \x01(\v2\x1d.syncstore.fsm.v1.MoveCleanupH\x00R\acleanup\x126\n" +
+	"\x06export\x18\x04 \x01(\v2\x1c.syncstore.fsm.v1.MoveExportH\x00R\x06export\x12#\n" +
+	"\fimport_state\x18\x05 \x01(\x04H\x00R\vimportState\x12;\n" +
+	"\x06digest\x18\x06 \x01(\v2!.syncstore.fsm.v1.MoveRangeDigestH\x00R\x06digest\x12<\n" +
+	"\n" +
+	"set_ranges\x18\a \x01(\v2\x1b.syncstore.fsm.v1.SetRangesH\x00R\tsetRangesB\x06\n" +
+	"\x04step\"\xa9\x01\n" +
+	"\n" +
+	"MoveExport\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x123\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x120\n" +
+	"\x04from\x18\x03 \x01(\v2\x1c.syncstore.fsm.v1.MoveCursorR\x04from\x12\x1b\n" +
+	"\tmax_bytes\x18\x04 \x01(\rR\bmaxBytes\"F\n" +
+	"\x0fMoveRangeDigest\x123\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\"\xf2\x01\n" +
+	"\x0eMoveStepResult\x122\n" +
+	"\x05chunk\x18\x01 \x01(\v2\x1c.syncstore.fsm.v1.MoveImportR\x05chunk\x12\x17\n" +
+	"\alog_end\x18\x02 \x01(\x04R\x06logEnd\x12D\n" +
+	"\fimport_state\x18\x03 \x01(\v2!.syncstore.fsm.v1.MoveImportStateR\vimportState\x12!\n" +
+	"\fcleanup_done\x18\x04 \x01(\bR\vcleanupDone\x12\x16\n" +
+	"\x06digest\x18\x05 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04keys\x18\x06 \x01(\x04R\x04keys*I\n" +
 	"\rTimelineClass\x12\x17\n" +
 	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
 	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01*t\n" +
@@ -5169,7 +5561,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 70)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),          // 0: syncstore.fsm.v1.TimelineClass
 	(MovePhase)(0),              // 1: syncstore.fsm.v1.MovePhase
@@ -5234,17 +5626,21 @@ var file_command_proto_goTypes = []any{
 	(*MovePlan)(nil),            // 60: syncstore.fsm.v1.MovePlan
 	(*MoveUpdate)(nil),          // 61: syncstore.fsm.v1.MoveUpdate
 	(*MoveSwitch)(nil),          // 62: syncstore.fsm.v1.MoveSwitch
-	nil,                         // 63: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                         // 64: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                         // 65: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                         // 66: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                         // 67: syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	nil,                         // 68: syncstore.fsm.v1.CopyItem.MetadataEntry
-	nil,                         // 69: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                         // 70: syncstore.fsm.v1.StoredRecord.MetadataEntry
-	nil,                         // 71: syncstore.fsm.v1.Login.MetadataEntry
-	nil,                         // 72: syncstore.fsm.v1.Session.MetadataEntry
-	nil,                         // 73: syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	(*MoveStep)(nil),            // 63: syncstore.fsm.v1.MoveStep
+	(*MoveExport)(nil),          // 64: syncstore.fsm.v1.MoveExport
+	(*MoveRangeDigest)(nil),     // 65: syncstore.fsm.v1.MoveRangeDigest
+	(*MoveStepResult)(nil),      // 66: syncstore.fsm.v1.MoveStepResult
+	nil,                         // 67: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                         // 68: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                         // 69: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                         // 70: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                         // 71: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                         // 72: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                         // 73: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                         // 74: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	nil,                         // 75: syncstore.fsm.v1.Login.MetadataEntry
+	nil,                         // 76: syncstore.fsm.v1.Session.MetadataEntry
+	nil,                         // 77: syncstore.fsm.v1.DeviceRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	12, // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
@@ -5272,35 +5668,35 @@ var file_command_proto_depIdxs = []int32{
 	60, // 22: syncstore.fsm.v1.Command.move_plan:type_name -> syncstore.fsm.v1.MovePlan
 	61, // 23: syncstore.fsm.v1.Command.move_update:type_name -> syncstore.fsm.v1.MoveUpdate
 	62, // 24: syncstore.fsm.v1.Command.move_switch:type_name -> syncstore.fsm.v1.MoveSwitch
-	63, // 25: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	67, // 25: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
 	8,  // 26: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	64, // 27: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	68, // 27: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
 	11, // 28: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	65, // 29: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	69, // 29: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
 	12, // 30: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
 	17, // 31: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
 	19, // 32: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
 	18, // 33: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
 	19, // 34: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	66, // 35: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	70, // 35: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
 	0,  // 36: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
 	32, // 37: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
 	33, // 38: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
 	26, // 39: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
 	28, // 40: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
-	67, // 41: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	71, // 41: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
 	30, // 42: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
-	68, // 43: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
-	69, // 44: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	72, // 43: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	73, // 44: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
 	35, // 45: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	70, // 46: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	74, // 46: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
 	40, // 47: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
-	71, // 48: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
+	75, // 48: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
 	39, // 49: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
 	44, // 50: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
 	48, // 51: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
-	72, // 52: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
-	73, // 53: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	76, // 52: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
+	77, // 53: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
 	19, // 54: syncstore.fsm.v1.MoveSource.ranges:type_name -> syncstore.fsm.v1.SlotRange
 	2,  // 55: syncstore.fsm.v1.MoveSource.action:type_name -> syncstore.fsm.v1.MoveSource.Action
 	53, // 56: syncstore.fsm.v1.MovingRanges.moves:type_name -> syncstore.fsm.v1.MovingRange
@@ -5318,11 +5714,22 @@ var file_command_proto_depIdxs = []int32{
 	19, // 68: syncstore.fsm.v1.MovePlan.ranges:type_name -> syncstore.fsm.v1.SlotRange
 	1,  // 69: syncstore.fsm.v1.MoveUpdate.from:type_name -> syncstore.fsm.v1.MovePhase
 	1,  // 70: syncstore.fsm.v1.MoveUpdate.to:type_name -> syncstore.fsm.v1.MovePhase
-	71, // [71:71] is the sub-list for method output_type
-	71, // [71:71] is the sub-list for method input_type
-	71, // [71:71] is the sub-list for extension type_name
-	71, // [71:71] is the sub-list for extension extendee
-	0,  // [0:71] is the sub-list for field type_name
+	51, // 71: syncstore.fsm.v1.MoveStep.source:type_name -> syncstore.fsm.v1.MoveSource
+	56, // 72: syncstore.fsm.v1.MoveStep.import:type_name -> syncstore.fsm.v1.MoveImport
+	58, // 73: syncstore.fsm.v1.MoveStep.cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
+	64, // 74: syncstore.fsm.v1.MoveStep.export:type_name -> syncstore.fsm.v1.MoveExport
+	65, // 75: syncstore.fsm.v1.MoveStep.digest:type_name -> syncstore.fsm.v1.MoveRangeDigest
+	16, // 76: syncstore.fsm.v1.MoveStep.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	19, // 77: syncstore.fsm.v1.MoveExport.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	54, // 78: syncstore.fsm.v1.MoveExport.from:type_name -> syncstore.fsm.v1.MoveCursor
+	19, // 79: syncstore.fsm.v1.MoveRangeDigest.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	56, // 80: syncstore.fsm.v1.MoveStepResult.chunk:type_name -> syncstore.fsm.v1.MoveImport
+	57, // 81: syncstore.fsm.v1.MoveStepResult.import_state:type_name -> syncstore.fsm.v1.MoveImportState
+	82, // [82:82] is the sub-list for method output_type
+	82, // [82:82] is the sub-list for method input_type
+	82, // [82:82] is the sub-list for extension type_name
+	82, // [82:82] is the sub-list for extension extendee
+	0,  // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -5357,13 +5764,22 @@ func file_command_proto_init() {
 		(*Command_MoveUpdate)(nil),
 		(*Command_MoveSwitch)(nil),
 	}
+	file_command_proto_msgTypes[59].OneofWrappers = []any{
+		(*MoveStep_Source)(nil),
+		(*MoveStep_Import)(nil),
+		(*MoveStep_Cleanup)(nil),
+		(*MoveStep_Export)(nil),
+		(*MoveStep_ImportState)(nil),
+		(*MoveStep_Digest)(nil),
+		(*MoveStep_SetRanges)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   70,
+			NumMessages:   74,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -160,6 +160,7 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	cfg.Copier = peerClient.Copy
 	cfg.DigestProber = peerClient.DigestAt
 	cfg.Fencer = peerClient.Fence
+	cfg.MoveStepper = peerClient.MoveStep
 	if c.tweak != nil {
 		c.tweak(&cfg) // may wrap the Prober or the Deliverer
 	}

@@ -29,6 +29,11 @@ var errorCodes = []struct {
 	{fsm.ErrUnknownSession, codes.NotFound},
 	{fsm.ErrTooManySessions, codes.ResourceExhausted},
 	{fsm.ErrWrongGroup, codes.Aborted},
+	// A write to a range fenced for a move: it succeeds once the move has
+	// switched (the client refreshes its map) or was aborted.
+	{fsm.ErrMoving, codes.Unavailable},
+	{fsm.ErrMoveConflict, codes.FailedPrecondition},
+	{fsm.ErrUnknownMove, codes.NotFound},
 	// A stored value that fails its checksum on this replica: never served
 	// as data. DATA_LOSS, which clients retry on another replica no sooner
 	// than the group has a leader with an intact copy.

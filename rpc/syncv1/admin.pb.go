@@ -23,6 +23,428 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type MoveSlotsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ranges        []*SlotRange           `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	TargetGroup   uint64                 `protobuf:"varint,2,opt,name=target_group,json=targetGroup,proto3" json:"target_group,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveSlotsRequest) Reset() {
+	*x = MoveSlotsRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveSlotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveSlotsRequest) ProtoMessage() {}
+
+func (x *MoveSlotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveSlotsRequest.ProtoReflect.Descriptor instead.
+func (*MoveSlotsRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *MoveSlotsRequest) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MoveSlotsRequest) GetTargetGroup() uint64 {
+	if x != nil {
+		return x.TargetGroup
+	}
+	return 0
+}
+
+func (x *MoveSlotsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type MoveSlotsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MoveId        uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveSlotsResponse) Reset() {
+	*x = MoveSlotsResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveSlotsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveSlotsResponse) ProtoMessage() {}
+
+func (x *MoveSlotsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveSlotsResponse.ProtoReflect.Descriptor instead.
+func (*MoveSlotsResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MoveSlotsResponse) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+type AbortMoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MoveId        uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortMoveRequest) Reset() {
+	*x = AbortMoveRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortMoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortMoveRequest) ProtoMessage() {}
+
+func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortMoveRequest.ProtoReflect.Descriptor instead.
+func (*AbortMoveRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AbortMoveRequest) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+type AbortMoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortMoveResponse) Reset() {
+	*x = AbortMoveResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortMoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortMoveResponse) ProtoMessage() {}
+
+func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortMoveResponse.ProtoReflect.Descriptor instead.
+func (*AbortMoveResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+type ListMovesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMovesRequest) Reset() {
+	*x = ListMovesRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMovesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMovesRequest) ProtoMessage() {}
+
+func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
+func (*ListMovesRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+type ListMovesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Moves         []*MoveInfo            `protobuf:"bytes,1,rep,name=moves,proto3" json:"moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMovesResponse) Reset() {
+	*x = ListMovesResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMovesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMovesResponse) ProtoMessage() {}
+
+func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
+func (*ListMovesResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListMovesResponse) GetMoves() []*MoveInfo {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+// MoveInfo is one move: phase is planned, fenced, copied, switched,
+// cleaned or aborted; records and bytes are what the target has imported.
+type MoveInfo struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Id             uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Ranges         []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	SourceGroup    uint64                 `protobuf:"varint,3,opt,name=source_group,json=sourceGroup,proto3" json:"source_group,omitempty"`
+	TargetGroup    uint64                 `protobuf:"varint,4,opt,name=target_group,json=targetGroup,proto3" json:"target_group,omitempty"`
+	Phase          string                 `protobuf:"bytes,5,opt,name=phase,proto3" json:"phase,omitempty"`
+	CreatedMs      int64                  `protobuf:"varint,6,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	UpdatedMs      int64                  `protobuf:"varint,7,opt,name=updated_ms,json=updatedMs,proto3" json:"updated_ms,omitempty"`
+	Records        uint64                 `protobuf:"varint,8,opt,name=records,proto3" json:"records,omitempty"`
+	Bytes          uint64                 `protobuf:"varint,9,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Note           string                 `protobuf:"bytes,10,opt,name=note,proto3" json:"note,omitempty"`
+	AbortRequested bool                   `protobuf:"varint,11,opt,name=abort_requested,json=abortRequested,proto3" json:"abort_requested,omitempty"`
+	FencedMs       int64                  `protobuf:"varint,12,opt,name=fenced_ms,json=fencedMs,proto3" json:"fenced_ms,omitempty"`
+	SwitchedMs     int64                  `protobuf:"varint,13,opt,name=switched_ms,json=switchedMs,proto3" json:"switched_ms,omitempty"`
+	Resumes        uint32                 `protobuf:"varint,14,opt,name=resumes,proto3" json:"resumes,omitempty"`
+	Reason         string                 `protobuf:"bytes,15,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MoveInfo) Reset() {
+	*x = MoveInfo{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveInfo) ProtoMessage() {}
+
+func (x *MoveInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveInfo.ProtoReflect.Descriptor instead.
+func (*MoveInfo) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MoveInfo) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetRanges() []*SlotRange {
+	if x != nil {
+		return x.Ranges
+	}
+	return nil
+}
+
+func (x *MoveInfo) GetSourceGroup() uint64 {
+	if x != nil {
+		return x.SourceGroup
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetTargetGroup() uint64 {
+	if x != nil {
+		return x.TargetGroup
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *MoveInfo) GetCreatedMs() int64 {
+	if x != nil {
+		return x.CreatedMs
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetUpdatedMs() int64 {
+	if x != nil {
+		return x.UpdatedMs
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetRecords() uint64 {
+	if x != nil {
+		return x.Records
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+func (x *MoveInfo) GetAbortRequested() bool {
+	if x != nil {
+		return x.AbortRequested
+	}
+	return false
+}
+
+func (x *MoveInfo) GetFencedMs() int64 {
+	if x != nil {
+		return x.FencedMs
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetSwitchedMs() int64 {
+	if x != nil {
+		return x.SwitchedMs
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetResumes() uint32 {
+	if x != nil {
+		return x.Resumes
+	}
+	return 0
+}
+
+func (x *MoveInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type DigestsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -31,7 +453,7 @@ type DigestsRequest struct {
 
 func (x *DigestsRequest) Reset() {
 	*x = DigestsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +465,7 @@ func (x *DigestsRequest) String() string {
 func (*DigestsRequest) ProtoMessage() {}
 
 func (x *DigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +478,7 @@ func (x *DigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestsRequest.ProtoReflect.Descriptor instead.
 func (*DigestsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 type DigestsResponse struct {
@@ -75,7 +497,7 @@ type DigestsResponse struct {
 
 func (x *DigestsResponse) Reset() {
 	*x = DigestsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -87,7 +509,7 @@ func (x *DigestsResponse) String() string {
 func (*DigestsResponse) ProtoMessage() {}
 
 func (x *DigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -100,7 +522,7 @@ func (x *DigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestsResponse.ProtoReflect.Descriptor instead.
 func (*DigestsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DigestsResponse) GetDigests() map[uint64]string {
@@ -132,7 +554,7 @@ type ShardMapRequest struct {
 
 func (x *ShardMapRequest) Reset() {
 	*x = ShardMapRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -144,7 +566,7 @@ func (x *ShardMapRequest) String() string {
 func (*ShardMapRequest) ProtoMessage() {}
 
 func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -157,7 +579,7 @@ func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapRequest.ProtoReflect.Descriptor instead.
 func (*ShardMapRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type ShardMapResponse struct {
@@ -173,7 +595,7 @@ type ShardMapResponse struct {
 
 func (x *ShardMapResponse) Reset() {
 	*x = ShardMapResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -185,7 +607,7 @@ func (x *ShardMapResponse) String() string {
 func (*ShardMapResponse) ProtoMessage() {}
 
 func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -198,7 +620,7 @@ func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapResponse.ProtoReflect.Descriptor instead.
 func (*ShardMapResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ShardMapResponse) GetVersion() uint64 {
@@ -234,7 +656,7 @@ type ShardGroupInfo struct {
 
 func (x *ShardGroupInfo) Reset() {
 	*x = ShardGroupInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -246,7 +668,7 @@ func (x *ShardGroupInfo) String() string {
 func (*ShardGroupInfo) ProtoMessage() {}
 
 func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -259,7 +681,7 @@ func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGroupInfo.ProtoReflect.Descriptor instead.
 func (*ShardGroupInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ShardGroupInfo) GetId() uint64 {
@@ -295,7 +717,7 @@ type SlotRange struct {
 
 func (x *SlotRange) Reset() {
 	*x = SlotRange{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +729,7 @@ func (x *SlotRange) String() string {
 func (*SlotRange) ProtoMessage() {}
 
 func (x *SlotRange) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +742,7 @@ func (x *SlotRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
 func (*SlotRange) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SlotRange) GetStart() uint32 {
@@ -349,7 +771,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +783,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +796,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -414,7 +836,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +848,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +861,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -457,7 +879,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +891,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +904,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type NodeStatusResponse struct {
@@ -512,7 +934,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +946,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +959,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -657,7 +1079,7 @@ type StorageStatus struct {
 
 func (x *StorageStatus) Reset() {
 	*x = StorageStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +1091,7 @@ func (x *StorageStatus) String() string {
 func (*StorageStatus) ProtoMessage() {}
 
 func (x *StorageStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +1104,7 @@ func (x *StorageStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageStatus.ProtoReflect.Descriptor instead.
 func (*StorageStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StorageStatus) GetFreeBytes() uint64 {
@@ -737,7 +1159,7 @@ type GossipMember struct {
 
 func (x *GossipMember) Reset() {
 	*x = GossipMember{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +1171,7 @@ func (x *GossipMember) String() string {
 func (*GossipMember) ProtoMessage() {}
 
 func (x *GossipMember) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +1184,7 @@ func (x *GossipMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
 func (*GossipMember) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GossipMember) GetNodeId() string {
@@ -828,7 +1250,7 @@ type GroupStatus struct {
 
 func (x *GroupStatus) Reset() {
 	*x = GroupStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1262,7 @@ func (x *GroupStatus) String() string {
 func (*GroupStatus) ProtoMessage() {}
 
 func (x *GroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1275,7 @@ func (x *GroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStatus.ProtoReflect.Descriptor instead.
 func (*GroupStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GroupStatus) GetGroupId() uint64 {
@@ -932,7 +1354,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1366,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1379,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Member) GetNodeId() string {
@@ -996,7 +1418,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1430,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1443,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type ClusterStatusResponse struct {
@@ -1038,7 +1460,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1050,7 +1472,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1063,7 +1485,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClusterStatusResponse) GetLeaderId() string {
@@ -1098,7 +1520,39 @@ var File_syncstore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"\x10\n" +
+	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"~\n" +
+	"\x10MoveSlotsRequest\x12/\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x17.syncstore.v1.SlotRangeR\x06ranges\x12!\n" +
+	"\ftarget_group\x18\x02 \x01(\x04R\vtargetGroup\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\",\n" +
+	"\x11MoveSlotsResponse\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\"+\n" +
+	"\x10AbortMoveRequest\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\"\x13\n" +
+	"\x11AbortMoveResponse\"\x12\n" +
+	"\x10ListMovesRequest\"A\n" +
+	"\x11ListMovesResponse\x12,\n" +
+	"\x05moves\x18\x01 \x03(\v2\x16.syncstore.v1.MoveInfoR\x05moves\"\xc2\x03\n" +
+	"\bMoveInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
+	"\x06ranges\x18\x02 \x03(\v2\x17.syncstore.v1.SlotRangeR\x06ranges\x12!\n" +
+	"\fsource_group\x18\x03 \x01(\x04R\vsourceGroup\x12!\n" +
+	"\ftarget_group\x18\x04 \x01(\x04R\vtargetGroup\x12\x14\n" +
+	"\x05phase\x18\x05 \x01(\tR\x05phase\x12\x1d\n" +
+	"\n" +
+	"created_ms\x18\x06 \x01(\x03R\tcreatedMs\x12\x1d\n" +
+	"\n" +
+	"updated_ms\x18\a \x01(\x03R\tupdatedMs\x12\x18\n" +
+	"\arecords\x18\b \x01(\x04R\arecords\x12\x14\n" +
+	"\x05bytes\x18\t \x01(\x04R\x05bytes\x12\x12\n" +
+	"\x04note\x18\n" +
+	" \x01(\tR\x04note\x12'\n" +
+	"\x0fabort_requested\x18\v \x01(\bR\x0eabortRequested\x12\x1b\n" +
+	"\tfenced_ms\x18\f \x01(\x03R\bfencedMs\x12\x1f\n" +
+	"\vswitched_ms\x18\r \x01(\x03R\n" +
+	"switchedMs\x12\x18\n" +
+	"\aresumes\x18\x0e \x01(\rR\aresumes\x12\x16\n" +
+	"\x06reason\x18\x0f \x01(\tR\x06reason\"\x10\n" +
 	"\x0eDigestsRequest\"\xc0\x03\n" +
 	"\x0fDigestsResponse\x12D\n" +
 	"\adigests\x18\x01 \x03(\v2*.syncstore.v1.DigestsResponse.DigestsEntryR\adigests\x12D\n" +
@@ -1191,14 +1645,17 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\tserved_by\x18\x04 \x01(\tR\bservedBy\x1a>\n" +
 	"\x10UnreachableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x84\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xee\x04\n" +
 	"\x05Admin\x12=\n" +
 	"\x04Join\x12\x19.syncstore.v1.JoinRequest\x1a\x1a.syncstore.v1.JoinResponse\x12O\n" +
 	"\n" +
 	"NodeStatus\x12\x1f.syncstore.v1.NodeStatusRequest\x1a .syncstore.v1.NodeStatusResponse\x12X\n" +
 	"\rClusterStatus\x12\".syncstore.v1.ClusterStatusRequest\x1a#.syncstore.v1.ClusterStatusResponse\x12I\n" +
 	"\bShardMap\x12\x1d.syncstore.v1.ShardMapRequest\x1a\x1e.syncstore.v1.ShardMapResponse\x12F\n" +
-	"\aDigests\x12\x1c.syncstore.v1.DigestsRequest\x1a\x1d.syncstore.v1.DigestsResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\aDigests\x12\x1c.syncstore.v1.DigestsRequest\x1a\x1d.syncstore.v1.DigestsResponse\x12L\n" +
+	"\tMoveSlots\x12\x1e.syncstore.v1.MoveSlotsRequest\x1a\x1f.syncstore.v1.MoveSlotsResponse\x12L\n" +
+	"\tAbortMove\x12\x1e.syncstore.v1.AbortMoveRequest\x1a\x1f.syncstore.v1.AbortMoveResponse\x12L\n" +
+	"\tListMoves\x12\x1e.syncstore.v1.ListMovesRequest\x1a\x1f.syncstore.v1.ListMovesResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_admin_proto_rawDescOnce sync.Once
@@ -1212,59 +1669,75 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_syncstore_v1_admin_proto_goTypes = []any{
-	(*DigestsRequest)(nil),        // 0: syncstore.v1.DigestsRequest
-	(*DigestsResponse)(nil),       // 1: syncstore.v1.DigestsResponse
-	(*ShardMapRequest)(nil),       // 2: syncstore.v1.ShardMapRequest
-	(*ShardMapResponse)(nil),      // 3: syncstore.v1.ShardMapResponse
-	(*ShardGroupInfo)(nil),        // 4: syncstore.v1.ShardGroupInfo
-	(*SlotRange)(nil),             // 5: syncstore.v1.SlotRange
-	(*JoinRequest)(nil),           // 6: syncstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 7: syncstore.v1.JoinResponse
-	(*NodeStatusRequest)(nil),     // 8: syncstore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),    // 9: syncstore.v1.NodeStatusResponse
-	(*StorageStatus)(nil),         // 10: syncstore.v1.StorageStatus
-	(*GossipMember)(nil),          // 11: syncstore.v1.GossipMember
-	(*GroupStatus)(nil),           // 12: syncstore.v1.GroupStatus
-	(*Member)(nil),                // 13: syncstore.v1.Member
-	(*ClusterStatusRequest)(nil),  // 14: syncstore.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 15: syncstore.v1.ClusterStatusResponse
-	nil,                           // 16: syncstore.v1.DigestsResponse.DigestsEntry
-	nil,                           // 17: syncstore.v1.DigestsResponse.AppliedEntry
-	nil,                           // 18: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	nil,                           // 19: syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	nil,                           // 20: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	(*MoveSlotsRequest)(nil),      // 0: syncstore.v1.MoveSlotsRequest
+	(*MoveSlotsResponse)(nil),     // 1: syncstore.v1.MoveSlotsResponse
+	(*AbortMoveRequest)(nil),      // 2: syncstore.v1.AbortMoveRequest
+	(*AbortMoveResponse)(nil),     // 3: syncstore.v1.AbortMoveResponse
+	(*ListMovesRequest)(nil),      // 4: syncstore.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),     // 5: syncstore.v1.ListMovesResponse
+	(*MoveInfo)(nil),              // 6: syncstore.v1.MoveInfo
+	(*DigestsRequest)(nil),        // 7: syncstore.v1.DigestsRequest
+	(*DigestsResponse)(nil),       // 8: syncstore.v1.DigestsResponse
+	(*ShardMapRequest)(nil),       // 9: syncstore.v1.ShardMapRequest
+	(*ShardMapResponse)(nil),      // 10: syncstore.v1.ShardMapResponse
+	(*ShardGroupInfo)(nil),        // 11: syncstore.v1.ShardGroupInfo
+	(*SlotRange)(nil),             // 12: syncstore.v1.SlotRange
+	(*JoinRequest)(nil),           // 13: syncstore.v1.JoinRequest
+	(*JoinResponse)(nil),          // 14: syncstore.v1.JoinResponse
+	(*NodeStatusRequest)(nil),     // 15: syncstore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),    // 16: syncstore.v1.NodeStatusResponse
+	(*StorageStatus)(nil),         // 17: syncstore.v1.StorageStatus
+	(*GossipMember)(nil),          // 18: syncstore.v1.GossipMember
+	(*GroupStatus)(nil),           // 19: syncstore.v1.GroupStatus
+	(*Member)(nil),                // 20: syncstore.v1.Member
+	(*ClusterStatusRequest)(nil),  // 21: syncstore.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil), // 22: syncstore.v1.ClusterStatusResponse
+	nil,                           // 23: syncstore.v1.DigestsResponse.DigestsEntry
+	nil,                           // 24: syncstore.v1.DigestsResponse.AppliedEntry
+	nil,                           // 25: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	nil,                           // 26: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                           // 27: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
-	16, // 0: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
-	17, // 1: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
-	18, // 2: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	4,  // 3: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
-	19, // 4: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	5,  // 5: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
-	13, // 6: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
-	12, // 7: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
-	11, // 8: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
-	10, // 9: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
-	13, // 10: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
-	9,  // 11: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	20, // 12: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	6,  // 13: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	8,  // 14: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	14, // 15: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	2,  // 16: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
-	0,  // 17: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
-	7,  // 18: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	9,  // 19: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	15, // 20: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	3,  // 21: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
-	1,  // 22: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 0: syncstore.v1.MoveSlotsRequest.ranges:type_name -> syncstore.v1.SlotRange
+	6,  // 1: syncstore.v1.ListMovesResponse.moves:type_name -> syncstore.v1.MoveInfo
+	12, // 2: syncstore.v1.MoveInfo.ranges:type_name -> syncstore.v1.SlotRange
+	23, // 3: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
+	24, // 4: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
+	25, // 5: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	11, // 6: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
+	26, // 7: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	12, // 8: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
+	20, // 9: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
+	19, // 10: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
+	18, // 11: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
+	17, // 12: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
+	20, // 13: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
+	16, // 14: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
+	27, // 15: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	13, // 16: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	15, // 17: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	21, // 18: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	9,  // 19: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	7,  // 20: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
+	0,  // 21: syncstore.v1.Admin.MoveSlots:input_type -> syncstore.v1.MoveSlotsRequest
+	2,  // 22: syncstore.v1.Admin.AbortMove:input_type -> syncstore.v1.AbortMoveRequest
+	4,  // 23: syncstore.v1.Admin.ListMoves:input_type -> syncstore.v1.ListMovesRequest
+	14, // 24: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	16, // 25: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	22, // 26: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	10, // 27: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	8,  // 28: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
+	1,  // 29: syncstore.v1.Admin.MoveSlots:output_type -> syncstore.v1.MoveSlotsResponse
+	3,  // 30: syncstore.v1.Admin.AbortMove:output_type -> syncstore.v1.AbortMoveResponse
+	5,  // 31: syncstore.v1.Admin.ListMoves:output_type -> syncstore.v1.ListMovesResponse
+	24, // [24:32] is the sub-list for method output_type
+	16, // [16:24] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_admin_proto_init() }
@@ -1278,7 +1751,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,9 @@ const (
 	Admin_ClusterStatus_FullMethodName = "/syncstore.v1.Admin/ClusterStatus"
 	Admin_ShardMap_FullMethodName      = "/syncstore.v1.Admin/ShardMap"
 	Admin_Digests_FullMethodName       = "/syncstore.v1.Admin/Digests"
+	Admin_MoveSlots_FullMethodName     = "/syncstore.v1.Admin/MoveSlots"
+	Admin_AbortMove_FullMethodName     = "/syncstore.v1.Admin/AbortMove"
+	Admin_ListMoves_FullMethodName     = "/syncstore.v1.Admin/ListMoves"
 )
 
 // AdminClient is the client API for Admin service.
@@ -45,6 +48,13 @@ type AdminClient interface {
 	// Digests hashes every replica on this node (a full scan: for checkers
 	// and operators comparing replicas, not for routine monitoring).
 	Digests(ctx context.Context, in *DigestsRequest, opts ...grpc.CallOption) (*DigestsResponse, error)
+	// MoveSlots starts a move of slot ranges (all of one group) to another
+	// group; it returns at once with the move's id (ListMoves follows it).
+	MoveSlots(ctx context.Context, in *MoveSlotsRequest, opts ...grpc.CallOption) (*MoveSlotsResponse, error)
+	// AbortMove stops a move before its switch and undoes its copy.
+	AbortMove(ctx context.Context, in *AbortMoveRequest, opts ...grpc.CallOption) (*AbortMoveResponse, error)
+	// ListMoves lists every move and its phase.
+	ListMoves(ctx context.Context, in *ListMovesRequest, opts ...grpc.CallOption) (*ListMovesResponse, error)
 }
 
 type adminClient struct {
@@ -105,6 +115,36 @@ func (c *adminClient) Digests(ctx context.Context, in *DigestsRequest, opts ...g
 	return out, nil
 }
 
+func (c *adminClient) MoveSlots(ctx context.Context, in *MoveSlotsRequest, opts ...grpc.CallOption) (*MoveSlotsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveSlotsResponse)
+	err := c.cc.Invoke(ctx, Admin_MoveSlots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) AbortMove(ctx context.Context, in *AbortMoveRequest, opts ...grpc.CallOption) (*AbortMoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AbortMoveResponse)
+	err := c.cc.Invoke(ctx, Admin_AbortMove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListMoves(ctx context.Context, in *ListMovesRequest, opts ...grpc.CallOption) (*ListMovesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMovesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListMoves_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -122,6 +162,13 @@ type AdminServer interface {
 	// Digests hashes every replica on this node (a full scan: for checkers
 	// and operators comparing replicas, not for routine monitoring).
 	Digests(context.Context, *DigestsRequest) (*DigestsResponse, error)
+	// MoveSlots starts a move of slot ranges (all of one group) to another
+	// group; it returns at once with the move's id (ListMoves follows it).
+	MoveSlots(context.Context, *MoveSlotsRequest) (*MoveSlotsResponse, error)
+	// AbortMove stops a move before its switch and undoes its copy.
+	AbortMove(context.Context, *AbortMoveRequest) (*AbortMoveResponse, error)
+	// ListMoves lists every move and its phase.
+	ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -146,6 +193,15 @@ func (UnimplementedAdminServer) ShardMap(context.Context, *ShardMapRequest) (*Sh
 }
 func (UnimplementedAdminServer) Digests(context.Context, *DigestsRequest) (*DigestsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Digests not implemented")
+}
+func (UnimplementedAdminServer) MoveSlots(context.Context, *MoveSlotsRequest) (*MoveSlotsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveSlots not implemented")
+}
+func (UnimplementedAdminServer) AbortMove(context.Context, *AbortMoveRequest) (*AbortMoveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AbortMove not implemented")
+}
+func (UnimplementedAdminServer) ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMoves not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -258,6 +314,60 @@ func _Admin_Digests_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_MoveSlots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveSlotsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MoveSlots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MoveSlots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MoveSlots(ctx, req.(*MoveSlotsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_AbortMove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AbortMoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).AbortMove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_AbortMove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).AbortMove(ctx, req.(*AbortMoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListMoves_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMovesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListMoves(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListMoves_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListMoves(ctx, req.(*ListMovesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -284,6 +394,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Digests",
 			Handler:    _Admin_Digests_Handler,
+		},
+		{
+			MethodName: "MoveSlots",
+			Handler:    _Admin_MoveSlots_Handler,
+		},
+		{
+			MethodName: "AbortMove",
+			Handler:    _Admin_AbortMove_Handler,
+		},
+		{
+			MethodName: "ListMoves",
+			Handler:    _Admin_ListMoves_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1611,6 +1611,104 @@ func (x *NotLeader) GetGroupId() uint64 {
 	return 0
 }
 
+type MoveRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	GroupId uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// step is an encoded syncstore.fsm.v1.MoveStep.
+	Step          []byte `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveRequest) Reset() {
+	*x = MoveRequest{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveRequest) ProtoMessage() {}
+
+func (x *MoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveRequest.ProtoReflect.Descriptor instead.
+func (*MoveRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *MoveRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *MoveRequest) GetStep() []byte {
+	if x != nil {
+		return x.Step
+	}
+	return nil
+}
+
+type MoveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// result is an encoded syncstore.fsm.v1.MoveStepResult.
+	Result        []byte `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveResponse) Reset() {
+	*x = MoveResponse{}
+	mi := &file_syncstore_v1_sync_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveResponse) ProtoMessage() {}
+
+func (x *MoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_sync_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveResponse.ProtoReflect.Descriptor instead.
+func (*MoveResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_sync_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MoveResponse) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
 var File_syncstore_v1_sync_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_sync_proto_rawDesc = "" +
@@ -1727,7 +1825,12 @@ const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1f\n" +
 	"\vleader_addr\x18\x02 \x01(\tR\n" +
 	"leaderAddr\x12\x19\n" +
-	"\bgroup_id\x18\x03 \x01(\x04R\agroupId*z\n" +
+	"\bgroup_id\x18\x03 \x01(\x04R\agroupId\"<\n" +
+	"\vMoveRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\fR\x04step\"&\n" +
+	"\fMoveResponse\x12\x16\n" +
+	"\x06result\x18\x01 \x01(\fR\x06result*z\n" +
 	"\rHistoryStatus\x12\x1e\n" +
 	"\x1aHISTORY_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13HISTORY_STATUS_MORE\x10\x01\x12\x16\n" +
@@ -1747,12 +1850,13 @@ const file_syncstore_v1_sync_proto_rawDesc = "" +
 	"\x04Head\x12\x19.syncstore.v1.HeadRequest\x1a\x1a.syncstore.v1.HeadResponse\x12=\n" +
 	"\x04Send\x12\x19.syncstore.v1.SendRequest\x1a\x1a.syncstore.v1.SendResponse\x12F\n" +
 	"\aHistory\x12\x1c.syncstore.v1.HistoryRequest\x1a\x1d.syncstore.v1.HistoryResponse\x12M\n" +
-	"\tSubscribe\x12\x1e.syncstore.v1.SubscribeRequest\x1a\x1c.syncstore.v1.SubscribeEvent(\x010\x012\x9a\x02\n" +
+	"\tSubscribe\x12\x1e.syncstore.v1.SubscribeRequest\x1a\x1c.syncstore.v1.SubscribeEvent(\x010\x012\xd9\x02\n" +
 	"\x04Peer\x12F\n" +
 	"\aDeliver\x12\x1c.syncstore.v1.DeliverRequest\x1a\x1d.syncstore.v1.DeliverResponse\x12I\n" +
 	"\bDigestAt\x12\x1d.syncstore.v1.DigestAtRequest\x1a\x1e.syncstore.v1.DigestAtResponse\x12@\n" +
 	"\x05Fence\x12\x1a.syncstore.v1.FenceRequest\x1a\x1b.syncstore.v1.FenceResponse\x12=\n" +
-	"\x04Copy\x12\x19.syncstore.v1.CopyRequest\x1a\x1a.syncstore.v1.CopyResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\x04Copy\x12\x19.syncstore.v1.CopyRequest\x1a\x1a.syncstore.v1.CopyResponse\x12=\n" +
+	"\x04Move\x12\x19.syncstore.v1.MoveRequest\x1a\x1a.syncstore.v1.MoveResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_sync_proto_rawDescOnce sync.Once
@@ -1767,7 +1871,7 @@ func file_syncstore_v1_sync_proto_rawDescGZIP() []byte {
 }
 
 var file_syncstore_v1_sync_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_syncstore_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_syncstore_v1_sync_proto_goTypes = []any{
 	(HistoryStatus)(0),             // 0: syncstore.v1.HistoryStatus
 	(PullStatus)(0),                // 1: syncstore.v1.PullStatus
@@ -1793,16 +1897,18 @@ var file_syncstore_v1_sync_proto_goTypes = []any{
 	(*PullResponse)(nil),           // 21: syncstore.v1.PullResponse
 	(*HeadResponse)(nil),           // 22: syncstore.v1.HeadResponse
 	(*NotLeader)(nil),              // 23: syncstore.v1.NotLeader
-	nil,                            // 24: syncstore.v1.Entry.MetadataEntry
-	(*Record)(nil),                 // 25: syncstore.v1.Record
-	(*AppendRequest)(nil),          // 26: syncstore.v1.AppendRequest
-	(*PullRequest)(nil),            // 27: syncstore.v1.PullRequest
-	(*HeadRequest)(nil),            // 28: syncstore.v1.HeadRequest
-	(*SendRequest)(nil),            // 29: syncstore.v1.SendRequest
-	(*HistoryRequest)(nil),         // 30: syncstore.v1.HistoryRequest
-	(*SubscribeRequest)(nil),       // 31: syncstore.v1.SubscribeRequest
-	(*DeliverRequest)(nil),         // 32: syncstore.v1.DeliverRequest
-	(*CopyRequest)(nil),            // 33: syncstore.v1.CopyRequest
+	(*MoveRequest)(nil),            // 24: syncstore.v1.MoveRequest
+	(*MoveResponse)(nil),           // 25: syncstore.v1.MoveResponse
+	nil,                            // 26: syncstore.v1.Entry.MetadataEntry
+	(*Record)(nil),                 // 27: syncstore.v1.Record
+	(*AppendRequest)(nil),          // 28: syncstore.v1.AppendRequest
+	(*PullRequest)(nil),            // 29: syncstore.v1.PullRequest
+	(*HeadRequest)(nil),            // 30: syncstore.v1.HeadRequest
+	(*SendRequest)(nil),            // 31: syncstore.v1.SendRequest
+	(*HistoryRequest)(nil),         // 32: syncstore.v1.HistoryRequest
+	(*SubscribeRequest)(nil),       // 33: syncstore.v1.SubscribeRequest
+	(*DeliverRequest)(nil),         // 34: syncstore.v1.DeliverRequest
+	(*CopyRequest)(nil),            // 35: syncstore.v1.CopyRequest
 }
 var file_syncstore_v1_sync_proto_depIdxs = []int32{
 	0,  // 0: syncstore.v1.HistoryResponse.status:type_name -> syncstore.v1.HistoryStatus
@@ -1816,32 +1922,34 @@ var file_syncstore_v1_sync_proto_depIdxs = []int32{
 	11, // 8: syncstore.v1.SubscribeEvent.collection:type_name -> syncstore.v1.CollectionChanges
 	12, // 9: syncstore.v1.SubscribeEvent.collection_notification:type_name -> syncstore.v1.CollectionNotification
 	13, // 10: syncstore.v1.SubscribeEvent.collection_dropped:type_name -> syncstore.v1.CollectionDropped
-	25, // 11: syncstore.v1.CollectionChanges.changes:type_name -> syncstore.v1.Record
-	24, // 12: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
+	27, // 11: syncstore.v1.CollectionChanges.changes:type_name -> syncstore.v1.Record
+	26, // 12: syncstore.v1.Entry.metadata:type_name -> syncstore.v1.Entry.MetadataEntry
 	1,  // 13: syncstore.v1.PullResponse.status:type_name -> syncstore.v1.PullStatus
 	20, // 14: syncstore.v1.PullResponse.entries:type_name -> syncstore.v1.Entry
-	26, // 15: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
-	27, // 16: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
-	28, // 17: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
-	29, // 18: syncstore.v1.Sync.Send:input_type -> syncstore.v1.SendRequest
-	30, // 19: syncstore.v1.Sync.History:input_type -> syncstore.v1.HistoryRequest
-	31, // 20: syncstore.v1.Sync.Subscribe:input_type -> syncstore.v1.SubscribeRequest
-	32, // 21: syncstore.v1.Peer.Deliver:input_type -> syncstore.v1.DeliverRequest
+	28, // 15: syncstore.v1.Sync.Append:input_type -> syncstore.v1.AppendRequest
+	29, // 16: syncstore.v1.Sync.Pull:input_type -> syncstore.v1.PullRequest
+	30, // 17: syncstore.v1.Sync.Head:input_type -> syncstore.v1.HeadRequest
+	31, // 18: syncstore.v1.Sync.Send:input_type -> syncstore.v1.SendRequest
+	32, // 19: syncstore.v1.Sync.History:input_type -> syncstore.v1.HistoryRequest
+	33, // 20: syncstore.v1.Sync.Subscribe:input_type -> syncstore.v1.SubscribeRequest
+	34, // 21: syncstore.v1.Peer.Deliver:input_type -> syncstore.v1.DeliverRequest
 	3,  // 22: syncstore.v1.Peer.DigestAt:input_type -> syncstore.v1.DigestAtRequest
 	5,  // 23: syncstore.v1.Peer.Fence:input_type -> syncstore.v1.FenceRequest
-	33, // 24: syncstore.v1.Peer.Copy:input_type -> syncstore.v1.CopyRequest
-	19, // 25: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
-	21, // 26: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
-	22, // 27: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
-	8,  // 28: syncstore.v1.Sync.Send:output_type -> syncstore.v1.SendResponse
-	9,  // 29: syncstore.v1.Sync.History:output_type -> syncstore.v1.HistoryResponse
-	10, // 30: syncstore.v1.Sync.Subscribe:output_type -> syncstore.v1.SubscribeEvent
-	7,  // 31: syncstore.v1.Peer.Deliver:output_type -> syncstore.v1.DeliverResponse
-	4,  // 32: syncstore.v1.Peer.DigestAt:output_type -> syncstore.v1.DigestAtResponse
-	6,  // 33: syncstore.v1.Peer.Fence:output_type -> syncstore.v1.FenceResponse
-	2,  // 34: syncstore.v1.Peer.Copy:output_type -> syncstore.v1.CopyResponse
-	25, // [25:35] is the sub-list for method output_type
-	15, // [15:25] is the sub-list for method input_type
+	35, // 24: syncstore.v1.Peer.Copy:input_type -> syncstore.v1.CopyRequest
+	24, // 25: syncstore.v1.Peer.Move:input_type -> syncstore.v1.MoveRequest
+	19, // 26: syncstore.v1.Sync.Append:output_type -> syncstore.v1.AppendResponse
+	21, // 27: syncstore.v1.Sync.Pull:output_type -> syncstore.v1.PullResponse
+	22, // 28: syncstore.v1.Sync.Head:output_type -> syncstore.v1.HeadResponse
+	8,  // 29: syncstore.v1.Sync.Send:output_type -> syncstore.v1.SendResponse
+	9,  // 30: syncstore.v1.Sync.History:output_type -> syncstore.v1.HistoryResponse
+	10, // 31: syncstore.v1.Sync.Subscribe:output_type -> syncstore.v1.SubscribeEvent
+	7,  // 32: syncstore.v1.Peer.Deliver:output_type -> syncstore.v1.DeliverResponse
+	4,  // 33: syncstore.v1.Peer.DigestAt:output_type -> syncstore.v1.DigestAtResponse
+	6,  // 34: syncstore.v1.Peer.Fence:output_type -> syncstore.v1.FenceResponse
+	2,  // 35: syncstore.v1.Peer.Copy:output_type -> syncstore.v1.CopyResponse
+	25, // 36: syncstore.v1.Peer.Move:output_type -> syncstore.v1.MoveResponse
+	26, // [26:37] is the sub-list for method output_type
+	15, // [15:26] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
 	15, // [15:15] is the sub-list for extension extendee
 	0,  // [0:15] is the sub-list for field type_name
@@ -1871,7 +1979,7 @@ func file_syncstore_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_sync_proto_rawDesc), len(file_syncstore_v1_sync_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -352,6 +352,7 @@ const (
 	Peer_DigestAt_FullMethodName = "/syncstore.v1.Peer/DigestAt"
 	Peer_Fence_FullMethodName    = "/syncstore.v1.Peer/Fence"
 	Peer_Copy_FullMethodName     = "/syncstore.v1.Peer/Copy"
+	Peer_Move_FullMethodName     = "/syncstore.v1.Peer/Move"
 )
 
 // PeerClient is the client API for Peer service.
@@ -372,6 +373,9 @@ type PeerClient interface {
 	// Copy applies record copies (Records.Write copies) to collections of one
 	// group, each at most once per source version.
 	Copy(ctx context.Context, in *CopyRequest, opts ...grpc.CallOption) (*CopyResponse, error)
+	// Move runs one step of a slot move at the group's leader (an encoded
+	// syncstore.fsm.v1.MoveStep; node-to-node only).
+	Move(ctx context.Context, in *MoveRequest, opts ...grpc.CallOption) (*MoveResponse, error)
 }
 
 type peerClient struct {
@@ -422,6 +426,16 @@ func (c *peerClient) Copy(ctx context.Context, in *CopyRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *peerClient) Move(ctx context.Context, in *MoveRequest, opts ...grpc.CallOption) (*MoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveResponse)
+	err := c.cc.Invoke(ctx, Peer_Move_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -440,6 +454,9 @@ type PeerServer interface {
 	// Copy applies record copies (Records.Write copies) to collections of one
 	// group, each at most once per source version.
 	Copy(context.Context, *CopyRequest) (*CopyResponse, error)
+	// Move runs one step of a slot move at the group's leader (an encoded
+	// syncstore.fsm.v1.MoveStep; node-to-node only).
+	Move(context.Context, *MoveRequest) (*MoveResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -461,6 +478,9 @@ func (UnimplementedPeerServer) Fence(context.Context, *FenceRequest) (*FenceResp
 }
 func (UnimplementedPeerServer) Copy(context.Context, *CopyRequest) (*CopyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Copy not implemented")
+}
+func (UnimplementedPeerServer) Move(context.Context, *MoveRequest) (*MoveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Move not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -555,6 +575,24 @@ func _Peer_Copy_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_Move_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Move(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Move_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Move(ctx, req.(*MoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -577,6 +615,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Copy",
 			Handler:    _Peer_Copy_Handler,
+		},
+		{
+			MethodName: "Move",
+			Handler:    _Peer_Move_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,129 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/syncstore/syncstore/fsm"
+	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/node/mover"
+	"github.com/syncstore/syncstore/shard"
+)
+
+// Slot moves (node/mover drives them on the meta leader; fsm/move*.go
+// holds their state). This file is the node's side: the operator's calls
+// and what the mover needs of the node.
+
+// PlanMove records a move of ranges to the target group, on the meta
+// leader; the mover starts it at once. It returns the move's id.
+func (n *Node) PlanMove(ctx context.Context, ranges []shard.Range, target shard.GroupID, reason string) (uint64, error) {
+	c := &fsmpb.MovePlan{Ranges: fsm.RangesToProto(ranges), Target: uint64(target), Reason: reason}
+	if err := fsm.ValidateMovePlan(c); err != nil {
+		return 0, err
+	}
+	if !n.meta.IsLeader() {
+		return 0, n.meta.notLeader()
+	}
+	res, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_MovePlan{MovePlan: c}})
+	if err != nil {
+		return 0, err
+	}
+	n.log.Info("move planned", "id", res.MoveID, "ranges", ranges, "target", uint64(target), "reason", reason)
+	n.mover.Kick()
+	return res.MoveID, nil
+}
+
+// AbortMove asks for a move to be stopped before its switch, on the meta
+// leader; the mover undoes it.
+func (n *Node) AbortMove(ctx context.Context, id uint64) error {
+	if !n.meta.IsLeader() {
+		return n.meta.notLeader()
+	}
+	if _, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_MoveUpdate{MoveUpdate: &fsmpb.MoveUpdate{Id: id, Abort: true}}}); err != nil {
+		return err
+	}
+	n.mover.Kick()
+	return nil
+}
+
+// Moves lists the moves this node's meta replica knows, by id.
+func (n *Node) Moves() ([]*fsmpb.MoveRecord, error) { return n.meta.fsm.Moves() }
+
+// refreshShardMap takes the meta replica's map if it is newer than the
+// one routing uses: called when a group refused a request routed with an
+// older map, so the retry routes with the new one without waiting for the
+// next reconcile round.
+func (n *Node) refreshShardMap() {
+	m, err := n.meta.fsm.ShardMap()
+	if err != nil || m == nil {
+		return
+	}
+	for {
+		old := n.smap.Load()
+		if old != nil && old.Version >= m.Version {
+			return
+		}
+		if n.smap.CompareAndSwap(old, m) {
+			return
+		}
+	}
+}
+
+// moverCluster is the node as its mover sees it.
+type moverCluster struct{ n *Node }
+
+func (c moverCluster) MetaLeader() bool { return c.n.meta.isReadyLeader() && !c.n.draining.Load() }
+
+func (c moverCluster) Moves() ([]*fsmpb.MoveRecord, error) { return c.n.meta.fsm.Moves() }
+
+func (c moverCluster) ProposeMeta(ctx context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
+	res, err := c.n.meta.propose(ctx, cmd)
+	if err == nil {
+		if _, ok := cmd.GetOp().(*fsmpb.Command_MoveSwitch); ok {
+			c.n.refreshShardMap()
+		}
+	}
+	return res, err
+}
+
+func (c moverCluster) Step(ctx context.Context, group shard.GroupID, step *fsmpb.MoveStep) (*fsmpb.MoveStepResult, error) {
+	res, err := c.n.moveStepAt(ctx, group, step)
+	if err != nil {
+		return nil, fmt.Errorf("group %d: %w", group, err)
+	}
+	return res, nil
+}
+
+func (c moverCluster) Ranges(group shard.GroupID) ([]shard.Range, uint64, bool) {
+	m, err := c.n.meta.fsm.ShardMap()
+	if err != nil || m == nil {
+		return nil, 0, false
+	}
+	g, ok := m.Group(group)
+	return g.Ranges, m.Version, ok
+}
+
+// moverLoop runs the mover until Close.
+func (n *Node) moverLoop() {
+	defer n.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-n.stop
+		cancel()
+	}()
+	n.mover.Run(ctx, n.cfg.ReconcileInterval)
+}
+
+func newMover(n *Node) *mover.Mover {
+	cfg := mover.DefaultConfig()
+	if n.cfg.MoveChunkBytes > 0 {
+		cfg.ChunkBytes = n.cfg.MoveChunkBytes
+	}
+	cfg.Logger = n.log.With("component", "mover")
+	cfg.OnChunk = n.cfg.OnMoveChunk
+	cfg.Observe = func(id uint64, fenced time.Duration) {
+		n.log.Info("move switched", "id", id, "fenced_for", fenced)
+	}
+	return mover.New(moverCluster{n}, cfg)
+}
