@@ -156,10 +156,10 @@ type Config struct {
 	MoveChunkBytes int
 	// OnMoveChunk, if set, is called by this node's mover after each chunk
 	// a move's target imported (a test seam, like the Prober).
-	OnMoveChunk func(id uint64, fenced bool, st *fsmpb.MoveImportState)
-	MaxPageSize    int
-	MaxPageBytes   int
-	DedupeWindow   time.Duration
+	OnMoveChunk  func(id uint64, fenced bool, st *fsmpb.MoveImportState)
+	MaxPageSize  int
+	MaxPageBytes int
+	DedupeWindow time.Duration
 	// ApplyTimeout bounds a write or read barrier when the caller's context
 	// has no deadline.
 	ApplyTimeout time.Duration
