@@ -470,6 +470,11 @@ func (g *Group) withDefaultTimeout(ctx context.Context) (context.Context, contex
 // it owns (see fsm.FSM.OwnedRanges).
 func (g *Group) OwnedRanges() ([]shard.Range, uint64, bool, error) { return g.fsm.OwnedRanges() }
 
+// RangeDigest hashes this replica's keys of slot ranges (and counts them).
+func (g *Group) RangeDigest(ranges []shard.Range) (string, uint64, error) {
+	return g.fsm.RangeDigest(ranges)
+}
+
 // verifyLeader confirms with a quorum that this replica still leads.
 func (g *Group) verifyLeader(ctx context.Context) error {
 	if t := g.heartbeats; t != nil {
