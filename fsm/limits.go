@@ -285,8 +285,10 @@ func ValidateShardMap(pb *fsmpb.ShardMap) error {
 		if n := len(g.GetReplicas()); n == 0 || n > MaxReplicas {
 			return fmt.Errorf("%w: group %d has %d replicas; 1..%d allowed", ErrInvalidArgument, g.GetId(), n, MaxReplicas)
 		}
-		if n := len(g.GetRanges()); n == 0 || n > shard.SlotCount {
-			return fmt.Errorf("%w: group %d has %d slot ranges; 1..%d allowed", ErrInvalidArgument, g.GetId(), n, shard.SlotCount)
+		// A group may own no slots: a new one before moves give it some,
+		// or one whose slots all moved away.
+		if n := len(g.GetRanges()); n > shard.SlotCount {
+			return fmt.Errorf("%w: group %d has %d slot ranges; at most %d allowed", ErrInvalidArgument, g.GetId(), n, shard.SlotCount)
 		}
 		for _, r := range g.GetReplicas() {
 			if err := ValidateNodeID(r); err != nil {

@@ -127,3 +127,92 @@ func newMover(n *Node) *mover.Mover {
 	}
 	return mover.New(moverCluster{n}, cfg)
 }
+
+// AddGroups creates count groups that own no slots yet, on the meta
+// leader (a compare-and-set of the shard map); moves give them slots.
+func (n *Node) AddGroups(ctx context.Context, count int) ([]shard.GroupID, error) {
+	if !n.meta.IsLeader() {
+		return nil, n.meta.notLeader()
+	}
+	m, err := n.meta.fsm.ShardMap()
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, ErrNoShardMap
+	}
+	nodes, err := n.placementNodes()
+	if err != nil {
+		return nil, err
+	}
+	next, ids, err := shard.WithNewGroups(m, count, nodes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalidArgument, err)
+	}
+	if _, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_SetShardMap{SetShardMap: &fsmpb.SetShardMap{
+		ExpectedVersion: m.Version, Map: fsm.ShardMapToProto(next),
+	}}}); err != nil {
+		return nil, err
+	}
+	n.refreshShardMap()
+	n.log.Info("added groups", "groups", ids, "map_version", next.Version)
+	return ids, nil
+}
+
+// planMoves plans each move; it stops at the first refused.
+func (n *Node) planMoves(ctx context.Context, moves []shard.Move, reason string) ([]uint64, error) {
+	var ids []uint64
+	for _, mv := range moves {
+		id, err := n.PlanMove(ctx, mv.Ranges, mv.To, reason)
+		if err != nil {
+			return ids, fmt.Errorf("plan move of %v from group %d to %d: %w", mv.Ranges, mv.From, mv.To, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// SplitGroup creates a group and moves the upper half of group's slots to
+// it, on the meta leader. It returns the new group and the moves.
+func (n *Node) SplitGroup(ctx context.Context, group shard.GroupID) (shard.GroupID, []uint64, error) {
+	m := n.shardMap()
+	if m == nil {
+		return 0, nil, ErrNoShardMap
+	}
+	if _, err := shard.SplitPlan(m, group, group); err != nil { // refuse before creating anything
+		return 0, nil, fmt.Errorf("%w: %v", fsm.ErrInvalidArgument, err)
+	}
+	ids, err := n.AddGroups(ctx, 1)
+	if err != nil {
+		return 0, nil, err
+	}
+	moves, err := shard.SplitPlan(n.shardMap(), group, ids[0])
+	if err != nil {
+		return ids[0], nil, fmt.Errorf("%w: %v", fsm.ErrInvalidArgument, err)
+	}
+	planned, err := n.planMoves(ctx, moves, fmt.Sprintf("split of group %d", group))
+	return ids[0], planned, err
+}
+
+// RebalanceSlots plans the moves that give every group an even share of
+// the slots, on the meta leader; with moves under way it plans nothing
+// (they would overlap what it computes).
+func (n *Node) RebalanceSlots(ctx context.Context, reason string) ([]uint64, error) {
+	if !n.meta.IsLeader() {
+		return nil, n.meta.notLeader()
+	}
+	recs, err := n.meta.fsm.Moves()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		if !fsm.MoveFinal(r.GetPhase()) {
+			return nil, fmt.Errorf("%w: move %d is under way; rebalance once it is done", fsm.ErrMoveConflict, r.GetId())
+		}
+	}
+	m, err := n.meta.fsm.ShardMap()
+	if err != nil || m == nil {
+		return nil, ErrNoShardMap
+	}
+	return n.planMoves(ctx, shard.EvenPlan(m), reason)
+}

@@ -115,15 +115,9 @@ func (n *Node) proposeMap(ctx context.Context, expected uint64, m *shard.Map) {
 // rebalance places the groups on the members of the meta group and proposes
 // the result when it differs from the current map.
 func (n *Node) rebalance(ctx context.Context, m *shard.Map) {
-	members, err := n.meta.Members()
+	nodes, err := n.placementNodes()
 	if err != nil {
 		return
-	}
-	var nodes []string
-	for _, mb := range members {
-		if _, ok := n.nodeRecord(mb.ID); ok {
-			nodes = append(nodes, mb.ID)
-		}
 	}
 	next, err := shard.Place(m, nodes)
 	if err != nil {
@@ -134,6 +128,22 @@ func (n *Node) rebalance(ctx context.Context, m *shard.Map) {
 		return
 	}
 	n.proposeMap(ctx, m.Version, next)
+}
+
+// placementNodes are the nodes groups may be placed on: the meta group's
+// members that have registered.
+func (n *Node) placementNodes() ([]string, error) {
+	members, err := n.meta.Members()
+	if err != nil {
+		return nil, err
+	}
+	var nodes []string
+	for _, mb := range members {
+		if _, ok := n.nodeRecord(mb.ID); ok {
+			nodes = append(nodes, mb.ID)
+		}
+	}
+	return nodes, nil
 }
 
 func samePlacement(a, b *shard.Map) bool {

@@ -59,7 +59,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.BoolVar(&g.json, "json", false, "print JSON")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of one command (bench: of each append)")
 	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newSendCmd(g), newHistoryCmd(g), newWatchCmd(g), newStatusCmd(g), newBenchCmd(g), newCollectionCmd(g),
-		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g))
+		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g), newSlotsCmd(g), newMoveCmd(g), newGroupCmd(g), newRebalanceCmd(g))
 	return root
 }
 

@@ -103,3 +103,44 @@ func (s *Server) ListMoves(ctx context.Context, _ *syncv1.ListMovesRequest) (*sy
 	}
 	return out, nil
 }
+
+// AddGroups creates groups at the meta leader and evens the slots out.
+func (s *Server) AddGroups(ctx context.Context, req *syncv1.AddGroupsRequest) (*syncv1.AddGroupsResponse, error) {
+	if req.GetCount() == 0 || req.GetCount() > shard.SlotCount {
+		return nil, status.Errorf(codes.InvalidArgument, "add %d groups: want 1..%d", req.GetCount(), shard.SlotCount)
+	}
+	ids, err := s.node.AddGroups(ctx, int(req.GetCount()))
+	if err != nil {
+		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.AddGroupsResponse, error) {
+			return syncv1.NewAdminClient(conn).AddGroups(ctx, req)
+		})
+	}
+	out := &syncv1.AddGroupsResponse{}
+	for _, id := range ids {
+		out.GroupIds = append(out.GroupIds, uint64(id))
+	}
+	out.MoveIds, err = s.node.RebalanceSlots(ctx, fmt.Sprintf("%d groups added", len(ids)))
+	return out, toStatus(err)
+}
+
+// SplitGroup splits a group at the meta leader.
+func (s *Server) SplitGroup(ctx context.Context, req *syncv1.SplitGroupRequest) (*syncv1.SplitGroupResponse, error) {
+	id, moves, err := s.node.SplitGroup(ctx, shard.GroupID(req.GetGroupId()))
+	if err != nil && id == 0 {
+		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.SplitGroupResponse, error) {
+			return syncv1.NewAdminClient(conn).SplitGroup(ctx, req)
+		})
+	}
+	return &syncv1.SplitGroupResponse{GroupId: uint64(id), MoveIds: moves}, toStatus(err)
+}
+
+// RebalanceSlots evens the slots out at the meta leader.
+func (s *Server) RebalanceSlots(ctx context.Context, req *syncv1.RebalanceSlotsRequest) (*syncv1.RebalanceSlotsResponse, error) {
+	moves, err := s.node.RebalanceSlots(ctx, "rebalance")
+	if err != nil && len(moves) == 0 {
+		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.RebalanceSlotsResponse, error) {
+			return syncv1.NewAdminClient(conn).RebalanceSlots(ctx, req)
+		})
+	}
+	return &syncv1.RebalanceSlotsResponse{MoveIds: moves}, toStatus(err)
+}

@@ -23,6 +23,278 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AddGroupsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddGroupsRequest) Reset() {
+	*x = AddGroupsRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddGroupsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddGroupsRequest) ProtoMessage() {}
+
+func (x *AddGroupsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddGroupsRequest.ProtoReflect.Descriptor instead.
+func (*AddGroupsRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AddGroupsRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type AddGroupsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupIds      []uint64               `protobuf:"varint,1,rep,packed,name=group_ids,json=groupIds,proto3" json:"group_ids,omitempty"`
+	MoveIds       []uint64               `protobuf:"varint,2,rep,packed,name=move_ids,json=moveIds,proto3" json:"move_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddGroupsResponse) Reset() {
+	*x = AddGroupsResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddGroupsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddGroupsResponse) ProtoMessage() {}
+
+func (x *AddGroupsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddGroupsResponse.ProtoReflect.Descriptor instead.
+func (*AddGroupsResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AddGroupsResponse) GetGroupIds() []uint64 {
+	if x != nil {
+		return x.GroupIds
+	}
+	return nil
+}
+
+func (x *AddGroupsResponse) GetMoveIds() []uint64 {
+	if x != nil {
+		return x.MoveIds
+	}
+	return nil
+}
+
+type SplitGroupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitGroupRequest) Reset() {
+	*x = SplitGroupRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitGroupRequest) ProtoMessage() {}
+
+func (x *SplitGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitGroupRequest.ProtoReflect.Descriptor instead.
+func (*SplitGroupRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SplitGroupRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+type SplitGroupResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	MoveIds       []uint64               `protobuf:"varint,2,rep,packed,name=move_ids,json=moveIds,proto3" json:"move_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SplitGroupResponse) Reset() {
+	*x = SplitGroupResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SplitGroupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SplitGroupResponse) ProtoMessage() {}
+
+func (x *SplitGroupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SplitGroupResponse.ProtoReflect.Descriptor instead.
+func (*SplitGroupResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SplitGroupResponse) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *SplitGroupResponse) GetMoveIds() []uint64 {
+	if x != nil {
+		return x.MoveIds
+	}
+	return nil
+}
+
+type RebalanceSlotsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceSlotsRequest) Reset() {
+	*x = RebalanceSlotsRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceSlotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceSlotsRequest) ProtoMessage() {}
+
+func (x *RebalanceSlotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceSlotsRequest.ProtoReflect.Descriptor instead.
+func (*RebalanceSlotsRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+type RebalanceSlotsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MoveIds       []uint64               `protobuf:"varint,1,rep,packed,name=move_ids,json=moveIds,proto3" json:"move_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceSlotsResponse) Reset() {
+	*x = RebalanceSlotsResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceSlotsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceSlotsResponse) ProtoMessage() {}
+
+func (x *RebalanceSlotsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceSlotsResponse.ProtoReflect.Descriptor instead.
+func (*RebalanceSlotsResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RebalanceSlotsResponse) GetMoveIds() []uint64 {
+	if x != nil {
+		return x.MoveIds
+	}
+	return nil
+}
+
 type MoveSlotsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ranges        []*SlotRange           `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
@@ -34,7 +306,7 @@ type MoveSlotsRequest struct {
 
 func (x *MoveSlotsRequest) Reset() {
 	*x = MoveSlotsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +318,7 @@ func (x *MoveSlotsRequest) String() string {
 func (*MoveSlotsRequest) ProtoMessage() {}
 
 func (x *MoveSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +331,7 @@ func (x *MoveSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveSlotsRequest.ProtoReflect.Descriptor instead.
 func (*MoveSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MoveSlotsRequest) GetRanges() []*SlotRange {
@@ -92,7 +364,7 @@ type MoveSlotsResponse struct {
 
 func (x *MoveSlotsResponse) Reset() {
 	*x = MoveSlotsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -104,7 +376,7 @@ func (x *MoveSlotsResponse) String() string {
 func (*MoveSlotsResponse) ProtoMessage() {}
 
 func (x *MoveSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -117,7 +389,7 @@ func (x *MoveSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveSlotsResponse.ProtoReflect.Descriptor instead.
 func (*MoveSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MoveSlotsResponse) GetMoveId() uint64 {
@@ -136,7 +408,7 @@ type AbortMoveRequest struct {
 
 func (x *AbortMoveRequest) Reset() {
 	*x = AbortMoveRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -148,7 +420,7 @@ func (x *AbortMoveRequest) String() string {
 func (*AbortMoveRequest) ProtoMessage() {}
 
 func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -161,7 +433,7 @@ func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveRequest.ProtoReflect.Descriptor instead.
 func (*AbortMoveRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AbortMoveRequest) GetMoveId() uint64 {
@@ -179,7 +451,7 @@ type AbortMoveResponse struct {
 
 func (x *AbortMoveResponse) Reset() {
 	*x = AbortMoveResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +463,7 @@ func (x *AbortMoveResponse) String() string {
 func (*AbortMoveResponse) ProtoMessage() {}
 
 func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +476,7 @@ func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveResponse.ProtoReflect.Descriptor instead.
 func (*AbortMoveResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type ListMovesRequest struct {
@@ -215,7 +487,7 @@ type ListMovesRequest struct {
 
 func (x *ListMovesRequest) Reset() {
 	*x = ListMovesRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -227,7 +499,7 @@ func (x *ListMovesRequest) String() string {
 func (*ListMovesRequest) ProtoMessage() {}
 
 func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -240,7 +512,7 @@ func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
 func (*ListMovesRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type ListMovesResponse struct {
@@ -252,7 +524,7 @@ type ListMovesResponse struct {
 
 func (x *ListMovesResponse) Reset() {
 	*x = ListMovesResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +536,7 @@ func (x *ListMovesResponse) String() string {
 func (*ListMovesResponse) ProtoMessage() {}
 
 func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +549,7 @@ func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
 func (*ListMovesResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListMovesResponse) GetMoves() []*MoveInfo {
@@ -312,7 +584,7 @@ type MoveInfo struct {
 
 func (x *MoveInfo) Reset() {
 	*x = MoveInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +596,7 @@ func (x *MoveInfo) String() string {
 func (*MoveInfo) ProtoMessage() {}
 
 func (x *MoveInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +609,7 @@ func (x *MoveInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInfo.ProtoReflect.Descriptor instead.
 func (*MoveInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MoveInfo) GetId() uint64 {
@@ -453,7 +725,7 @@ type DigestsRequest struct {
 
 func (x *DigestsRequest) Reset() {
 	*x = DigestsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +737,7 @@ func (x *DigestsRequest) String() string {
 func (*DigestsRequest) ProtoMessage() {}
 
 func (x *DigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +750,7 @@ func (x *DigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestsRequest.ProtoReflect.Descriptor instead.
 func (*DigestsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 type DigestsResponse struct {
@@ -497,7 +769,7 @@ type DigestsResponse struct {
 
 func (x *DigestsResponse) Reset() {
 	*x = DigestsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +781,7 @@ func (x *DigestsResponse) String() string {
 func (*DigestsResponse) ProtoMessage() {}
 
 func (x *DigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +794,7 @@ func (x *DigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestsResponse.ProtoReflect.Descriptor instead.
 func (*DigestsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DigestsResponse) GetDigests() map[uint64]string {
@@ -554,7 +826,7 @@ type ShardMapRequest struct {
 
 func (x *ShardMapRequest) Reset() {
 	*x = ShardMapRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +838,7 @@ func (x *ShardMapRequest) String() string {
 func (*ShardMapRequest) ProtoMessage() {}
 
 func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +851,7 @@ func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapRequest.ProtoReflect.Descriptor instead.
 func (*ShardMapRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type ShardMapResponse struct {
@@ -595,7 +867,7 @@ type ShardMapResponse struct {
 
 func (x *ShardMapResponse) Reset() {
 	*x = ShardMapResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +879,7 @@ func (x *ShardMapResponse) String() string {
 func (*ShardMapResponse) ProtoMessage() {}
 
 func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +892,7 @@ func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapResponse.ProtoReflect.Descriptor instead.
 func (*ShardMapResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ShardMapResponse) GetVersion() uint64 {
@@ -656,7 +928,7 @@ type ShardGroupInfo struct {
 
 func (x *ShardGroupInfo) Reset() {
 	*x = ShardGroupInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +940,7 @@ func (x *ShardGroupInfo) String() string {
 func (*ShardGroupInfo) ProtoMessage() {}
 
 func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +953,7 @@ func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGroupInfo.ProtoReflect.Descriptor instead.
 func (*ShardGroupInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ShardGroupInfo) GetId() uint64 {
@@ -717,7 +989,7 @@ type SlotRange struct {
 
 func (x *SlotRange) Reset() {
 	*x = SlotRange{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +1001,7 @@ func (x *SlotRange) String() string {
 func (*SlotRange) ProtoMessage() {}
 
 func (x *SlotRange) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +1014,7 @@ func (x *SlotRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
 func (*SlotRange) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SlotRange) GetStart() uint32 {
@@ -771,7 +1043,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +1055,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1068,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -836,7 +1108,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1120,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1133,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -879,7 +1151,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1163,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1176,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type NodeStatusResponse struct {
@@ -934,7 +1206,7 @@ type NodeStatusResponse struct {
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1218,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1231,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -1079,7 +1351,7 @@ type StorageStatus struct {
 
 func (x *StorageStatus) Reset() {
 	*x = StorageStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1363,7 @@ func (x *StorageStatus) String() string {
 func (*StorageStatus) ProtoMessage() {}
 
 func (x *StorageStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1376,7 @@ func (x *StorageStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageStatus.ProtoReflect.Descriptor instead.
 func (*StorageStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StorageStatus) GetFreeBytes() uint64 {
@@ -1159,7 +1431,7 @@ type GossipMember struct {
 
 func (x *GossipMember) Reset() {
 	*x = GossipMember{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1443,7 @@ func (x *GossipMember) String() string {
 func (*GossipMember) ProtoMessage() {}
 
 func (x *GossipMember) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1456,7 @@ func (x *GossipMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
 func (*GossipMember) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GossipMember) GetNodeId() string {
@@ -1250,7 +1522,7 @@ type GroupStatus struct {
 
 func (x *GroupStatus) Reset() {
 	*x = GroupStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1262,7 +1534,7 @@ func (x *GroupStatus) String() string {
 func (*GroupStatus) ProtoMessage() {}
 
 func (x *GroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1275,7 +1547,7 @@ func (x *GroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStatus.ProtoReflect.Descriptor instead.
 func (*GroupStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GroupStatus) GetGroupId() uint64 {
@@ -1354,7 +1626,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1366,7 +1638,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1379,7 +1651,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Member) GetNodeId() string {
@@ -1418,7 +1690,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1702,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1715,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type ClusterStatusResponse struct {
@@ -1460,7 +1732,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1744,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1757,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClusterStatusResponse) GetLeaderId() string {
@@ -1520,7 +1792,20 @@ var File_syncstore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"~\n" +
+	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"(\n" +
+	"\x10AddGroupsRequest\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\rR\x05count\"K\n" +
+	"\x11AddGroupsResponse\x12\x1b\n" +
+	"\tgroup_ids\x18\x01 \x03(\x04R\bgroupIds\x12\x19\n" +
+	"\bmove_ids\x18\x02 \x03(\x04R\amoveIds\".\n" +
+	"\x11SplitGroupRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"J\n" +
+	"\x12SplitGroupResponse\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x19\n" +
+	"\bmove_ids\x18\x02 \x03(\x04R\amoveIds\"\x17\n" +
+	"\x15RebalanceSlotsRequest\"3\n" +
+	"\x16RebalanceSlotsResponse\x12\x19\n" +
+	"\bmove_ids\x18\x01 \x03(\x04R\amoveIds\"~\n" +
 	"\x10MoveSlotsRequest\x12/\n" +
 	"\x06ranges\x18\x01 \x03(\v2\x17.syncstore.v1.SlotRangeR\x06ranges\x12!\n" +
 	"\ftarget_group\x18\x02 \x01(\x04R\vtargetGroup\x12\x16\n" +
@@ -1645,7 +1930,7 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\tserved_by\x18\x04 \x01(\tR\bservedBy\x1a>\n" +
 	"\x10UnreachableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xee\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xea\x06\n" +
 	"\x05Admin\x12=\n" +
 	"\x04Join\x12\x19.syncstore.v1.JoinRequest\x1a\x1a.syncstore.v1.JoinResponse\x12O\n" +
 	"\n" +
@@ -1655,7 +1940,11 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\aDigests\x12\x1c.syncstore.v1.DigestsRequest\x1a\x1d.syncstore.v1.DigestsResponse\x12L\n" +
 	"\tMoveSlots\x12\x1e.syncstore.v1.MoveSlotsRequest\x1a\x1f.syncstore.v1.MoveSlotsResponse\x12L\n" +
 	"\tAbortMove\x12\x1e.syncstore.v1.AbortMoveRequest\x1a\x1f.syncstore.v1.AbortMoveResponse\x12L\n" +
-	"\tListMoves\x12\x1e.syncstore.v1.ListMovesRequest\x1a\x1f.syncstore.v1.ListMovesResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\tListMoves\x12\x1e.syncstore.v1.ListMovesRequest\x1a\x1f.syncstore.v1.ListMovesResponse\x12L\n" +
+	"\tAddGroups\x12\x1e.syncstore.v1.AddGroupsRequest\x1a\x1f.syncstore.v1.AddGroupsResponse\x12O\n" +
+	"\n" +
+	"SplitGroup\x12\x1f.syncstore.v1.SplitGroupRequest\x1a .syncstore.v1.SplitGroupResponse\x12[\n" +
+	"\x0eRebalanceSlots\x12#.syncstore.v1.RebalanceSlotsRequest\x1a$.syncstore.v1.RebalanceSlotsResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_admin_proto_rawDescOnce sync.Once
@@ -1669,72 +1958,84 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_syncstore_v1_admin_proto_goTypes = []any{
-	(*MoveSlotsRequest)(nil),      // 0: syncstore.v1.MoveSlotsRequest
-	(*MoveSlotsResponse)(nil),     // 1: syncstore.v1.MoveSlotsResponse
-	(*AbortMoveRequest)(nil),      // 2: syncstore.v1.AbortMoveRequest
-	(*AbortMoveResponse)(nil),     // 3: syncstore.v1.AbortMoveResponse
-	(*ListMovesRequest)(nil),      // 4: syncstore.v1.ListMovesRequest
-	(*ListMovesResponse)(nil),     // 5: syncstore.v1.ListMovesResponse
-	(*MoveInfo)(nil),              // 6: syncstore.v1.MoveInfo
-	(*DigestsRequest)(nil),        // 7: syncstore.v1.DigestsRequest
-	(*DigestsResponse)(nil),       // 8: syncstore.v1.DigestsResponse
-	(*ShardMapRequest)(nil),       // 9: syncstore.v1.ShardMapRequest
-	(*ShardMapResponse)(nil),      // 10: syncstore.v1.ShardMapResponse
-	(*ShardGroupInfo)(nil),        // 11: syncstore.v1.ShardGroupInfo
-	(*SlotRange)(nil),             // 12: syncstore.v1.SlotRange
-	(*JoinRequest)(nil),           // 13: syncstore.v1.JoinRequest
-	(*JoinResponse)(nil),          // 14: syncstore.v1.JoinResponse
-	(*NodeStatusRequest)(nil),     // 15: syncstore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),    // 16: syncstore.v1.NodeStatusResponse
-	(*StorageStatus)(nil),         // 17: syncstore.v1.StorageStatus
-	(*GossipMember)(nil),          // 18: syncstore.v1.GossipMember
-	(*GroupStatus)(nil),           // 19: syncstore.v1.GroupStatus
-	(*Member)(nil),                // 20: syncstore.v1.Member
-	(*ClusterStatusRequest)(nil),  // 21: syncstore.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil), // 22: syncstore.v1.ClusterStatusResponse
-	nil,                           // 23: syncstore.v1.DigestsResponse.DigestsEntry
-	nil,                           // 24: syncstore.v1.DigestsResponse.AppliedEntry
-	nil,                           // 25: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	nil,                           // 26: syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	nil,                           // 27: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	(*AddGroupsRequest)(nil),       // 0: syncstore.v1.AddGroupsRequest
+	(*AddGroupsResponse)(nil),      // 1: syncstore.v1.AddGroupsResponse
+	(*SplitGroupRequest)(nil),      // 2: syncstore.v1.SplitGroupRequest
+	(*SplitGroupResponse)(nil),     // 3: syncstore.v1.SplitGroupResponse
+	(*RebalanceSlotsRequest)(nil),  // 4: syncstore.v1.RebalanceSlotsRequest
+	(*RebalanceSlotsResponse)(nil), // 5: syncstore.v1.RebalanceSlotsResponse
+	(*MoveSlotsRequest)(nil),       // 6: syncstore.v1.MoveSlotsRequest
+	(*MoveSlotsResponse)(nil),      // 7: syncstore.v1.MoveSlotsResponse
+	(*AbortMoveRequest)(nil),       // 8: syncstore.v1.AbortMoveRequest
+	(*AbortMoveResponse)(nil),      // 9: syncstore.v1.AbortMoveResponse
+	(*ListMovesRequest)(nil),       // 10: syncstore.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),      // 11: syncstore.v1.ListMovesResponse
+	(*MoveInfo)(nil),               // 12: syncstore.v1.MoveInfo
+	(*DigestsRequest)(nil),         // 13: syncstore.v1.DigestsRequest
+	(*DigestsResponse)(nil),        // 14: syncstore.v1.DigestsResponse
+	(*ShardMapRequest)(nil),        // 15: syncstore.v1.ShardMapRequest
+	(*ShardMapResponse)(nil),       // 16: syncstore.v1.ShardMapResponse
+	(*ShardGroupInfo)(nil),         // 17: syncstore.v1.ShardGroupInfo
+	(*SlotRange)(nil),              // 18: syncstore.v1.SlotRange
+	(*JoinRequest)(nil),            // 19: syncstore.v1.JoinRequest
+	(*JoinResponse)(nil),           // 20: syncstore.v1.JoinResponse
+	(*NodeStatusRequest)(nil),      // 21: syncstore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),     // 22: syncstore.v1.NodeStatusResponse
+	(*StorageStatus)(nil),          // 23: syncstore.v1.StorageStatus
+	(*GossipMember)(nil),           // 24: syncstore.v1.GossipMember
+	(*GroupStatus)(nil),            // 25: syncstore.v1.GroupStatus
+	(*Member)(nil),                 // 26: syncstore.v1.Member
+	(*ClusterStatusRequest)(nil),   // 27: syncstore.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),  // 28: syncstore.v1.ClusterStatusResponse
+	nil,                            // 29: syncstore.v1.DigestsResponse.DigestsEntry
+	nil,                            // 30: syncstore.v1.DigestsResponse.AppliedEntry
+	nil,                            // 31: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	nil,                            // 32: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                            // 33: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
-	12, // 0: syncstore.v1.MoveSlotsRequest.ranges:type_name -> syncstore.v1.SlotRange
-	6,  // 1: syncstore.v1.ListMovesResponse.moves:type_name -> syncstore.v1.MoveInfo
-	12, // 2: syncstore.v1.MoveInfo.ranges:type_name -> syncstore.v1.SlotRange
-	23, // 3: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
-	24, // 4: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
-	25, // 5: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	11, // 6: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
-	26, // 7: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	12, // 8: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
-	20, // 9: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
-	19, // 10: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
-	18, // 11: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
-	17, // 12: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
-	20, // 13: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
-	16, // 14: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	27, // 15: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	13, // 16: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	15, // 17: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	21, // 18: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	9,  // 19: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
-	7,  // 20: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
-	0,  // 21: syncstore.v1.Admin.MoveSlots:input_type -> syncstore.v1.MoveSlotsRequest
-	2,  // 22: syncstore.v1.Admin.AbortMove:input_type -> syncstore.v1.AbortMoveRequest
-	4,  // 23: syncstore.v1.Admin.ListMoves:input_type -> syncstore.v1.ListMovesRequest
-	14, // 24: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	16, // 25: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	22, // 26: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	10, // 27: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
-	8,  // 28: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
-	1,  // 29: syncstore.v1.Admin.MoveSlots:output_type -> syncstore.v1.MoveSlotsResponse
-	3,  // 30: syncstore.v1.Admin.AbortMove:output_type -> syncstore.v1.AbortMoveResponse
-	5,  // 31: syncstore.v1.Admin.ListMoves:output_type -> syncstore.v1.ListMovesResponse
-	24, // [24:32] is the sub-list for method output_type
-	16, // [16:24] is the sub-list for method input_type
+	18, // 0: syncstore.v1.MoveSlotsRequest.ranges:type_name -> syncstore.v1.SlotRange
+	12, // 1: syncstore.v1.ListMovesResponse.moves:type_name -> syncstore.v1.MoveInfo
+	18, // 2: syncstore.v1.MoveInfo.ranges:type_name -> syncstore.v1.SlotRange
+	29, // 3: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
+	30, // 4: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
+	31, // 5: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	17, // 6: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
+	32, // 7: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	18, // 8: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
+	26, // 9: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
+	25, // 10: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
+	24, // 11: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
+	23, // 12: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
+	26, // 13: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
+	22, // 14: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
+	33, // 15: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	19, // 16: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	21, // 17: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	27, // 18: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	15, // 19: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	13, // 20: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
+	6,  // 21: syncstore.v1.Admin.MoveSlots:input_type -> syncstore.v1.MoveSlotsRequest
+	8,  // 22: syncstore.v1.Admin.AbortMove:input_type -> syncstore.v1.AbortMoveRequest
+	10, // 23: syncstore.v1.Admin.ListMoves:input_type -> syncstore.v1.ListMovesRequest
+	0,  // 24: syncstore.v1.Admin.AddGroups:input_type -> syncstore.v1.AddGroupsRequest
+	2,  // 25: syncstore.v1.Admin.SplitGroup:input_type -> syncstore.v1.SplitGroupRequest
+	4,  // 26: syncstore.v1.Admin.RebalanceSlots:input_type -> syncstore.v1.RebalanceSlotsRequest
+	20, // 27: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	22, // 28: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	28, // 29: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	16, // 30: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	14, // 31: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
+	7,  // 32: syncstore.v1.Admin.MoveSlots:output_type -> syncstore.v1.MoveSlotsResponse
+	9,  // 33: syncstore.v1.Admin.AbortMove:output_type -> syncstore.v1.AbortMoveResponse
+	11, // 34: syncstore.v1.Admin.ListMoves:output_type -> syncstore.v1.ListMovesResponse
+	1,  // 35: syncstore.v1.Admin.AddGroups:output_type -> syncstore.v1.AddGroupsResponse
+	3,  // 36: syncstore.v1.Admin.SplitGroup:output_type -> syncstore.v1.SplitGroupResponse
+	5,  // 37: syncstore.v1.Admin.RebalanceSlots:output_type -> syncstore.v1.RebalanceSlotsResponse
+	27, // [27:38] is the sub-list for method output_type
+	16, // [16:27] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1751,7 +2052,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,14 +21,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_Join_FullMethodName          = "/syncstore.v1.Admin/Join"
-	Admin_NodeStatus_FullMethodName    = "/syncstore.v1.Admin/NodeStatus"
-	Admin_ClusterStatus_FullMethodName = "/syncstore.v1.Admin/ClusterStatus"
-	Admin_ShardMap_FullMethodName      = "/syncstore.v1.Admin/ShardMap"
-	Admin_Digests_FullMethodName       = "/syncstore.v1.Admin/Digests"
-	Admin_MoveSlots_FullMethodName     = "/syncstore.v1.Admin/MoveSlots"
-	Admin_AbortMove_FullMethodName     = "/syncstore.v1.Admin/AbortMove"
-	Admin_ListMoves_FullMethodName     = "/syncstore.v1.Admin/ListMoves"
+	Admin_Join_FullMethodName           = "/syncstore.v1.Admin/Join"
+	Admin_NodeStatus_FullMethodName     = "/syncstore.v1.Admin/NodeStatus"
+	Admin_ClusterStatus_FullMethodName  = "/syncstore.v1.Admin/ClusterStatus"
+	Admin_ShardMap_FullMethodName       = "/syncstore.v1.Admin/ShardMap"
+	Admin_Digests_FullMethodName        = "/syncstore.v1.Admin/Digests"
+	Admin_MoveSlots_FullMethodName      = "/syncstore.v1.Admin/MoveSlots"
+	Admin_AbortMove_FullMethodName      = "/syncstore.v1.Admin/AbortMove"
+	Admin_ListMoves_FullMethodName      = "/syncstore.v1.Admin/ListMoves"
+	Admin_AddGroups_FullMethodName      = "/syncstore.v1.Admin/AddGroups"
+	Admin_SplitGroup_FullMethodName     = "/syncstore.v1.Admin/SplitGroup"
+	Admin_RebalanceSlots_FullMethodName = "/syncstore.v1.Admin/RebalanceSlots"
 )
 
 // AdminClient is the client API for Admin service.
@@ -55,6 +58,13 @@ type AdminClient interface {
 	AbortMove(ctx context.Context, in *AbortMoveRequest, opts ...grpc.CallOption) (*AbortMoveResponse, error)
 	// ListMoves lists every move and its phase.
 	ListMoves(ctx context.Context, in *ListMovesRequest, opts ...grpc.CallOption) (*ListMovesResponse, error)
+	// AddGroups creates groups and moves slots to them until every group
+	// holds an even share.
+	AddGroups(ctx context.Context, in *AddGroupsRequest, opts ...grpc.CallOption) (*AddGroupsResponse, error)
+	// SplitGroup creates a group and moves half of a group's slots to it.
+	SplitGroup(ctx context.Context, in *SplitGroupRequest, opts ...grpc.CallOption) (*SplitGroupResponse, error)
+	// RebalanceSlots moves slots until every group holds an even share.
+	RebalanceSlots(ctx context.Context, in *RebalanceSlotsRequest, opts ...grpc.CallOption) (*RebalanceSlotsResponse, error)
 }
 
 type adminClient struct {
@@ -145,6 +155,36 @@ func (c *adminClient) ListMoves(ctx context.Context, in *ListMovesRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) AddGroups(ctx context.Context, in *AddGroupsRequest, opts ...grpc.CallOption) (*AddGroupsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddGroupsResponse)
+	err := c.cc.Invoke(ctx, Admin_AddGroups_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SplitGroup(ctx context.Context, in *SplitGroupRequest, opts ...grpc.CallOption) (*SplitGroupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SplitGroupResponse)
+	err := c.cc.Invoke(ctx, Admin_SplitGroup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RebalanceSlots(ctx context.Context, in *RebalanceSlotsRequest, opts ...grpc.CallOption) (*RebalanceSlotsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebalanceSlotsResponse)
+	err := c.cc.Invoke(ctx, Admin_RebalanceSlots_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -169,6 +209,13 @@ type AdminServer interface {
 	AbortMove(context.Context, *AbortMoveRequest) (*AbortMoveResponse, error)
 	// ListMoves lists every move and its phase.
 	ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error)
+	// AddGroups creates groups and moves slots to them until every group
+	// holds an even share.
+	AddGroups(context.Context, *AddGroupsRequest) (*AddGroupsResponse, error)
+	// SplitGroup creates a group and moves half of a group's slots to it.
+	SplitGroup(context.Context, *SplitGroupRequest) (*SplitGroupResponse, error)
+	// RebalanceSlots moves slots until every group holds an even share.
+	RebalanceSlots(context.Context, *RebalanceSlotsRequest) (*RebalanceSlotsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -202,6 +249,15 @@ func (UnimplementedAdminServer) AbortMove(context.Context, *AbortMoveRequest) (*
 }
 func (UnimplementedAdminServer) ListMoves(context.Context, *ListMovesRequest) (*ListMovesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMoves not implemented")
+}
+func (UnimplementedAdminServer) AddGroups(context.Context, *AddGroupsRequest) (*AddGroupsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddGroups not implemented")
+}
+func (UnimplementedAdminServer) SplitGroup(context.Context, *SplitGroupRequest) (*SplitGroupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SplitGroup not implemented")
+}
+func (UnimplementedAdminServer) RebalanceSlots(context.Context, *RebalanceSlotsRequest) (*RebalanceSlotsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RebalanceSlots not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -368,6 +424,60 @@ func _Admin_ListMoves_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_AddGroups_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddGroupsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).AddGroups(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_AddGroups_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).AddGroups(ctx, req.(*AddGroupsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SplitGroup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SplitGroupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SplitGroup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SplitGroup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SplitGroup(ctx, req.(*SplitGroupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RebalanceSlots_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebalanceSlotsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RebalanceSlots(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RebalanceSlots_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RebalanceSlots(ctx, req.(*RebalanceSlotsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -406,6 +516,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMoves",
 			Handler:    _Admin_ListMoves_Handler,
+		},
+		{
+			MethodName: "AddGroups",
+			Handler:    _Admin_AddGroups_Handler,
+		},
+		{
+			MethodName: "SplitGroup",
+			Handler:    _Admin_SplitGroup_Handler,
+		},
+		{
+			MethodName: "RebalanceSlots",
+			Handler:    _Admin_RebalanceSlots_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
