@@ -81,6 +81,9 @@ type Mover struct {
 	log     *slog.Logger
 	kick    chan struct{}
 	resumed map[uint64]bool
+	// leaderSince is when this node last became the meta leader: a move
+	// recorded before it was taken over from an earlier leader.
+	leaderSince time.Time
 }
 
 // New returns a mover; Run drives it.
@@ -109,9 +112,13 @@ func (m *Mover) Run(ctx context.Context, every time.Duration) {
 	defer tick.Stop()
 	for {
 		if m.c.MetaLeader() {
+			if m.leaderSince.IsZero() {
+				m.leaderSince = time.Now()
+			}
 			m.driveAll(ctx)
 		} else {
 			clear(m.resumed)
+			m.leaderSince = time.Time{}
 		}
 		select {
 		case <-ctx.Done():
@@ -170,7 +177,7 @@ func (m *Mover) record(id uint64) (*fsmpb.MoveRecord, error) {
 func (m *Mover) drive(ctx context.Context, rec *fsmpb.MoveRecord) error {
 	if !m.resumed[rec.GetId()] {
 		m.resumed[rec.GetId()] = true
-		if rec.GetPhase() != fsmpb.MovePhase_PLANNED || rec.GetRecords() > 0 || rec.GetNote() != "" {
+		if rec.GetCreatedMs() < m.leaderSince.UnixMilli() {
 			m.log.Info("resuming move", "id", rec.GetId(), "phase", fsm.PhaseName(rec.GetPhase()))
 			if err := m.update(ctx, rec, rec.GetPhase(), rec.GetPhase(), nil, true); err != nil {
 				return err

@@ -344,3 +344,132 @@ func checkSourceEmpty(t *testing.T, c *testcluster.Cluster, src shard.GroupID, r
 	})
 
 }
+
+// TestSplitUnderLoad: a group is split while writers append. Afterwards
+// both groups serve their halves, nothing is lost and seqs go on at
+// head+1 (every timeline is 1..head).
+func TestSplitUnderLoad(t *testing.T) {
+	c := testcluster.New(t, shardedNodes, func(cfg *node.Config) { cfg.Shards = 2 })
+	var names []string
+	for i := range 300 {
+		names = append(names, fmt.Sprintf("sp-%d", i))
+	}
+	w := startWorkload(t, c.Client(), "split", 8, names, 5*time.Second)
+	w.progress(t, 2000)
+	var created shard.GroupID
+	var moves []uint64
+	testutil.Eventually(t, 30*time.Second, func() error {
+		l := c.WaitLeader(30 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		created, moves, err = c.Members[l].Node.SplitGroup(ctx, 1)
+		return err
+	})
+	for _, id := range moves {
+		waitPhase(t, c, id, fsmpb.MovePhase_CLEANED, 120*time.Second)
+	}
+	w.progress(t, 2000)
+	w.finish()
+	c.WaitConverged(60 * time.Second)
+	m := c.Members[0].Node.ShardMap()
+	g1, _ := m.Group(1)
+	gn, _ := m.Group(created)
+	if shard.Slots(g1.Ranges) != 1024 || shard.Slots(gn.Ranges) != 1024 {
+		t.Fatalf("after the split group 1 owns %v and group %d owns %v", g1.Ranges, created, gn.Ranges)
+	}
+	served := map[shard.GroupID]int{}
+	for _, a := range w.acks {
+		served[m.GroupFor(a.timeline)]++
+	}
+	if served[1] == 0 || served[created] == 0 {
+		t.Fatalf("acknowledged appends per group: %v", served)
+	}
+	t.Logf("split into group %d by moves %v; acknowledged %d appends (per group now: %v)", created, moves, w.acked.Load(), served)
+	checkHistory(t, c, names, w.acks, w.attempted)
+}
+
+// TestMoveResumesAfterMetaLeaderKillAndAborts: a move whose meta leader
+// is killed mid-copy is taken over by the next one and completes; a move
+// aborted mid-copy leaves the target without the range and the source
+// taking writes. Every acknowledged append is there once.
+func TestMoveResumesAfterMetaLeaderKillAndAborts(t *testing.T) {
+	reached := make(chan uint64, 64)
+	c := testcluster.New(t, shardedNodes, func(cfg *node.Config) {
+		cfg.Shards = moveGroups
+		cfg.MoveChunkBytes = 4 << 10
+		cfg.OnMoveChunk = func(id uint64, fenced bool, st *fsmpb.MoveImportState) {
+			if !fenced && st.GetRecords() > 500 {
+				select {
+				case reached <- id:
+				default:
+				}
+			}
+		}
+	})
+	var names []string
+	for i := range 200 {
+		names = append(names, fmt.Sprintf("rs-%d", i))
+	}
+	w := startWorkload(t, c.Client(), "resume", 8, names, 5*time.Second)
+	w.progress(t, 4000)
+	smap := c.Members[0].Node.ShardMap()
+	waitReached := func(id uint64) {
+		t.Helper()
+		deadline := time.After(60 * time.Second)
+		for {
+			select {
+			case got := <-reached:
+				if got == id {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("move %d never passed 500 records: %v", id, moveRecord(t, c, id))
+			}
+		}
+	}
+
+	g3, _ := smap.Group(3)
+	resumed := planMove(t, c, g3.Ranges, 4)
+	waitReached(resumed)
+	victim := c.WaitLeader(30 * time.Second)
+	t.Logf("killing the meta leader %s during move %d", c.Members[victim].ID, resumed)
+	c.Kill(victim)
+	rec := waitPhase(t, c, resumed, fsmpb.MovePhase_CLEANED, 120*time.Second)
+	if rec.GetResumes() == 0 {
+		t.Fatalf("move %d completed without a takeover: %v", resumed, rec)
+	}
+	c.Restart(victim)
+
+	g1, _ := smap.Group(1)
+	aborted := planMove(t, c, g1.Ranges, 2)
+	waitReached(aborted)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		l := c.WaitLeader(30 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return c.Members[l].Node.AbortMove(ctx, aborted)
+	})
+	waitPhase(t, c, aborted, fsmpb.MovePhase_ABORTED, 60*time.Second)
+	w.progress(t, 1000)
+	w.finish()
+	c.WaitConverged(60 * time.Second)
+	m := c.Members[0].Node.ShardMap()
+	if g, _ := m.Group(1); !slicesEqualRanges(g.Ranges, g1.Ranges) {
+		t.Fatalf("after the abort group 1 owns %v, want %v", g.Ranges, g1.Ranges)
+	}
+	checkSourceEmpty(t, c, 2, g1.Ranges) // the target kept nothing of the aborted range
+	checkHistory(t, c, names, w.acks, w.attempted)
+}
+
+func slicesEqualRanges(a, b []shard.Range) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
