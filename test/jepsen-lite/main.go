@@ -186,6 +186,7 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 	if !waitServing(ctx, admin, o.nodes, o.settle) {
 		fmt.Fprintln(log, "the healed cluster did not report every group led in time")
 	}
+	moves, merr := waitMovesDone(ctx, admin, o.settle)
 	final, ferr := readFinal(ctx, net, admin, allTimelines(), o.settle)
 	subs := stopConsumers(consumers, final, o.settle)
 	ops := rec.history()
@@ -204,6 +205,9 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 	if ferr != nil {
 		verdicts = append(verdicts, checker.Verdict{Checker: "final-read", Problems: []string{ferr.Error()}})
 	}
+	if merr != nil {
+		verdicts = append(verdicts, checker.Verdict{Checker: "moves", Problems: []string{merr.Error()}})
+	}
 	summary := checker.Summary(verdicts)
 	if err := writeRun(o.out, ops, faults, final, subs, verdicts, summary); err != nil {
 		return "", err
@@ -212,6 +216,7 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 		return "", fmt.Errorf("chart: %w", err)
 	}
 	printStats(log, ops, faults, subs)
+	printMoves(log, moves)
 	for _, v := range verdicts {
 		fmt.Fprintf(log, "checker %-13s valid=%v %s\n", v.Checker, v.Valid, strings.Join(v.Problems, "; "))
 	}

@@ -26,7 +26,7 @@ const (
 	faultDamageState = "kill-damage-state"
 )
 
-var faultKinds = []string{faultMinority, faultIsolateBusy, faultIsolateMeta, faultBridge, faultKill, faultPause, faultRollingStart, faultDamageState}
+var faultKinds = []string{faultMinority, faultIsolateBusy, faultIsolateMeta, faultBridge, faultKill, faultPause, faultRollingStart, faultDamageState, faultSlotMove, faultSplit}
 
 // fault is one entry of the nemesis timeline.
 type fault struct {
@@ -57,6 +57,7 @@ type nemesis struct {
 	shards int
 	rng    *rand.Rand
 	admin  *client.Client
+	moves  int // slot moves planned by the nemesis
 }
 
 // inject runs one fault for d, then heals it, and returns what it did.
@@ -110,6 +111,8 @@ func (nm *nemesis) inject(ctx context.Context, kind string, d time.Duration, rec
 			waitServing(ctx, nm.admin, len(hosts), 30*time.Second)
 		}
 		f.Nodes = ids(hosts)
+	case faultSlotMove, faultSplit:
+		f.Nodes, err = nm.reshape(ctx, kind)
 	}
 	if err != nil {
 		f.Error = err.Error()

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
+)
+
+// Faults that change the cluster's shape: they start and return, and the
+// moves they plan run alongside the faults that follow.
+const (
+	// faultSlotMove moves half of a random group's slots to another group;
+	// every other one is aborted shortly after it starts.
+	faultSlotMove = "slot-move"
+	// faultSplit splits a random group (while the cluster has fewer than
+	// twice its first number of groups; a slot move otherwise).
+	faultSplit = "split"
+)
+
+// reshape runs a shape-changing fault and names what it did.
+func (nm *nemesis) reshape(ctx context.Context, kind string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := nm.shardMap(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if kind == faultSplit && len(m.Groups) < 2*nm.shards {
+		g := m.Groups[nm.rng.IntN(len(m.Groups))]
+		var resp *syncv1.SplitGroupResponse
+		err := nm.admin.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) (err error) {
+			resp, err = a.SplitGroup(ctx, &syncv1.SplitGroupRequest{GroupId: uint64(g.ID)})
+			return err
+		})
+		return []string{fmt.Sprintf("split %d -> %d, moves %v", g.ID, resp.GetGroupId(), resp.GetMoveIds())}, err
+	}
+	var donors []shard.Group
+	for _, g := range m.Groups {
+		if shard.Slots(g.Ranges) >= 2 {
+			donors = append(donors, g)
+		}
+	}
+	if len(donors) == 0 || len(m.Groups) < 2 {
+		return nil, fmt.Errorf("no group to move slots from")
+	}
+	from := donors[nm.rng.IntN(len(donors))]
+	to := m.Groups[nm.rng.IntN(len(m.Groups))]
+	for to.ID == from.ID {
+		to = m.Groups[nm.rng.IntN(len(m.Groups))]
+	}
+	plan, err := shard.SplitPlan(m, from.ID, to.ID)
+	if err != nil {
+		return nil, err
+	}
+	r := plan[0].Ranges[0]
+	var id uint64
+	err = nm.admin.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
+		resp, err := a.MoveSlots(ctx, &syncv1.MoveSlotsRequest{Ranges: []*syncv1.SlotRange{{Start: r.Start, End: r.End}}, TargetGroup: uint64(to.ID), Reason: "nemesis"})
+		id = resp.GetMoveId()
+		return err
+	})
+	what := []string{fmt.Sprintf("move %d: slots %d-%d %d -> %d", id, r.Start, r.End-1, from.ID, to.ID)}
+	if err != nil {
+		return what, err
+	}
+	nm.moves++
+	if nm.moves%2 == 0 {
+		select { // let the copy start, then stop it
+		case <-ctx.Done():
+		case <-time.After(time.Duration(nm.rng.IntN(1500)) * time.Millisecond):
+		}
+		err = nm.admin.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
+			_, err := a.AbortMove(ctx, &syncv1.AbortMoveRequest{MoveId: id})
+			return err
+		})
+		what = append(what, fmt.Sprintf("abort %d", id))
+	}
+	return what, err
+}
+
+func (nm *nemesis) shardMap(ctx context.Context) (*shard.Map, error) {
+	var resp *syncv1.ShardMapResponse
+	if err := nm.admin.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) (err error) {
+		resp, err = a.ShardMap(ctx, &syncv1.ShardMapRequest{})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return client.ShardMap(resp)
+}
+
+// listMoves reads every move from the meta leader.
+func listMoves(ctx context.Context, admin *client.Client) ([]*syncv1.MoveInfo, error) {
+	var resp *syncv1.ListMovesResponse
+	err := admin.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) (err error) {
+		resp, err = a.ListMoves(ctx, &syncv1.ListMovesRequest{})
+		return err
+	})
+	return resp.GetMoves(), err
+}
+
+// waitMovesDone waits until every move is cleaned or aborted, so the final
+// read sees one shard map.
+func waitMovesDone(ctx context.Context, admin *client.Client, d time.Duration) ([]*syncv1.MoveInfo, error) {
+	deadline := time.Now().Add(d)
+	for {
+		moves, err := listMoves(ctx, admin)
+		busy := 0
+		for _, m := range moves {
+			if m.GetPhase() != "cleaned" && m.GetPhase() != "aborted" {
+				busy++
+			}
+		}
+		if err == nil && busy == 0 {
+			return moves, nil
+		}
+		if time.Now().After(deadline) {
+			return moves, fmt.Errorf("%d moves still under way after %s (last error %v)", busy, d, err)
+		}
+		select {
+		case <-ctx.Done():
+			return moves, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// printMoves reports the moves: how many completed, were aborted or were
+// taken over by another meta leader, and each one's fenced time (its
+// slots' unavailability from the fence to the switch).
+func printMoves(log io.Writer, moves []*syncv1.MoveInfo) {
+	done, aborted, resumed := 0, 0, 0
+	for _, m := range moves {
+		switch m.GetPhase() {
+		case "cleaned":
+			done++
+		case "aborted":
+			aborted++
+		}
+		if m.GetResumes() > 0 {
+			resumed++
+		}
+	}
+	fmt.Fprintf(log, "moves: %d done, %d aborted, %d taken over by another meta leader\n", done, aborted, resumed)
+	for _, m := range moves {
+		fenced := "-"
+		if m.GetSwitchedMs() > 0 {
+			fenced = (time.Duration(m.GetSwitchedMs()-m.GetFencedMs()) * time.Millisecond).String()
+		}
+		fmt.Fprintf(log, "  move %d %d->%d %v: %s, %d records, fenced to switch %s, resumes %d, reason %s\n",
+			m.GetId(), m.GetSourceGroup(), m.GetTargetGroup(), m.GetRanges(), m.GetPhase(), m.GetRecords(), fenced, m.GetResumes(), m.GetReason())
+	}
+}
