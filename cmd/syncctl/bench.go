@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,6 +15,7 @@ import (
 	"github.com/syncstore/syncstore/internal/bench"
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
 )
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -19,6 +23,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	var (
 		conns int
 		op    string
+		slots string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -26,6 +31,13 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.OpTimeout = g.timeout
+			if slots != "" {
+				r, err := parseSlotRange(slots)
+				if err != nil {
+					return usageError{err}
+				}
+				cfg.Slots = []shard.Range{r}
+			}
 			conns = max(1, min(conns, cfg.Clients))
 			clients := make([]*client.Client, conns)
 			for i := range clients {
@@ -64,7 +76,10 @@ func newBenchCmd(g *globals) *cobra.Command {
 			default:
 				return usageError{fmt.Errorf("--op %q: want append, record-write, login or ack", op)}
 			}
-			res, err := bench.Run(context.Background(), cfg, do)
+			// SIGINT or SIGTERM ends the run early, with its results.
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			res, err := bench.Run(ctx, cfg, do)
 			if err != nil {
 				return usageError{err}
 			}
@@ -78,6 +93,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.DurationVar(&cfg.Duration, "duration", cfg.Duration, "how long to run (0 with --count: until the count is reached)")
 	f.IntVar(&cfg.Count, "count", 0, "stop after this many appends (0: run for --duration)")
 	f.Float64Var(&cfg.Rate, "rate", 0, "appends per second in all, paced across the clients (0: each client flat out)")
+	f.StringVar(&slots, "slots", "", "FIRST-LAST: put every timeline in these slots (e.g. those a move takes, or the others)")
 	f.IntVar(&conns, "conns", 4, "gRPC client connections the appenders share")
 	f.StringVar(&op, "op", "append", "what each operation is: append (to a timeline), record-write (a put into a collection, --timelines of them), login (a new session of a user's device, --timelines users) or ack (a device's cursor)")
 	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g), newBenchRecordsCmd(g), newBenchDeviceReconnectCmd(g))
@@ -93,7 +109,7 @@ func printBench(w io.Writer, addr string, r bench.Result) {
 	fmt.Fprintf(w, "bench: %d clients, %d-byte payloads, %d timelines, %s against %s\n",
 		c.Clients, c.PayloadBytes, c.Timelines, span, strings.ReplaceAll(addr, ",", ", "))
 	fmt.Fprintf(w, "appends: %d ok, %d errors in %.2fs = %.0f appends/s\n", r.OK, r.Errors, r.Elapsed.Seconds(), r.PerSecond)
-	fmt.Fprintf(w, "latency: p50 %s  p90 %s  p99 %s  max %s\n", ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max))
+	fmt.Fprintf(w, "latency: p50 %s  p90 %s  p99 %s  max %s; longest time without an acknowledgement %s\n", ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max), ms(r.MaxGap))
 	if r.FirstError != "" {
 		fmt.Fprintf(w, "first error: %s\n", r.FirstError)
 	}

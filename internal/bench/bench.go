@@ -6,6 +6,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/syncstore/syncstore/shard"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -29,12 +30,20 @@ type Config struct {
 	// (successful or not), or at Duration if that comes first (0: no time
 	// limit); 0 runs for Duration.
 	Count int `json:",omitempty"`
+	// Slots, when set, puts every timeline in these slot ranges (to load
+	// or probe the slots a move takes, or only the others).
+	Slots []shard.Range `json:",omitempty"`
 }
 
 // Validate reports a config that cannot run.
 func (c Config) Validate() error {
 	if c.Clients < 1 || c.PayloadBytes < 0 || c.Timelines < 1 || c.Duration < 0 || (c.Duration == 0 && c.Count <= 0) || c.Count < 0 || c.OpTimeout <= 0 || c.Rate < 0 {
 		return fmt.Errorf("bench: need clients >= 1, size >= 0, timelines >= 1, a positive duration or count, and a positive timeout; got %+v", c)
+	}
+	for _, r := range c.Slots {
+		if r.Start >= r.End || r.End > shard.SlotCount {
+			return fmt.Errorf("bench: slot range [%d,%d) is empty or past %d", r.Start, r.End, shard.SlotCount)
+		}
 	}
 	return nil
 }
@@ -53,6 +62,10 @@ type Result struct {
 	P90       time.Duration `json:"p90_ns"`
 	P99       time.Duration `json:"p99_ns"`
 	Max       time.Duration `json:"max_ns"`
+	// MaxGap is the longest time without a successful append (from the
+	// start, between two, and to the end): what a probe of moved slots
+	// reports as their unavailability.
+	MaxGap time.Duration `json:"max_gap_ns"`
 	// FirstError is kept to explain a run with errors.
 	FirstError string `json:"first_error,omitempty"`
 }
@@ -72,7 +85,9 @@ func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
 	// A zero Duration sets no time limit (a counted run).
 	timeUp := func() bool { return cfg.Duration > 0 && !time.Now().Before(deadline) }
 	var claimed atomic.Int64 // appends started, against cfg.Count
+	names := timelineNames(cfg)
 	latencies := make([][]time.Duration, cfg.Clients)
+	acked := make([][]time.Time, cfg.Clients)
 	errs := make([]int, cfg.Clients)
 	var firstErr error
 	var errOnce sync.Once
@@ -106,7 +121,7 @@ func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
 				if cfg.Count > 0 && claimed.Add(1) > int64(cfg.Count) {
 					break
 				}
-				tl := fmt.Sprintf("bench-%d", rng.IntN(cfg.Timelines))
+				tl := names[rng.IntN(len(names))]
 				key := fmt.Sprintf("bench-%x-%d-%d", runID, w, i)
 				opCtx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
 				t0 := time.Now()
@@ -119,11 +134,14 @@ func Run(ctx context.Context, cfg Config, appendFn AppendFunc) (Result, error) {
 					continue
 				}
 				latencies[w] = append(latencies[w], d)
+				acked[w] = append(acked[w], t0.Add(d))
 			}
 		}()
 	}
 	wg.Wait()
-	res := Summarize(cfg, time.Since(start), slices.Concat(latencies...))
+	end := time.Now()
+	res := Summarize(cfg, end.Sub(start), slices.Concat(latencies...))
+	res.MaxGap = maxGap(start, end, slices.Concat(acked...))
 	for _, e := range errs {
 		res.Errors += e
 	}
@@ -150,4 +168,38 @@ func Summarize(cfg Config, elapsed time.Duration, lat []time.Duration) Result {
 	}
 	r.P50, r.P90, r.P99, r.Max = pct(0.50), pct(0.90), pct(0.99), lat[len(lat)-1]
 	return r
+}
+
+// timelineNames are the run's timelines: bench-0 .. bench-(n-1), or with
+// Slots the first n names bench-i whose slot is in them.
+func timelineNames(cfg Config) []string {
+	names := make([]string, 0, cfg.Timelines)
+	for i := 0; len(names) < cfg.Timelines; i++ {
+		tl := fmt.Sprintf("bench-%d", i)
+		if len(cfg.Slots) > 0 && !inSlots(shard.SlotOf(tl), cfg.Slots) {
+			continue
+		}
+		names = append(names, tl)
+	}
+	return names
+}
+
+func inSlots(s shard.Slot, ranges []shard.Range) bool {
+	for _, r := range ranges {
+		if uint32(s) >= r.Start && uint32(s) < r.End {
+			return true
+		}
+	}
+	return false
+}
+
+// maxGap is the longest stretch of [start, end] without an acknowledgement.
+func maxGap(start, end time.Time, acks []time.Time) time.Duration {
+	slices.SortFunc(acks, func(a, b time.Time) int { return a.Compare(b) })
+	gap, prev := time.Duration(0), start
+	for _, a := range append(acks, end) {
+		gap = max(gap, a.Sub(prev))
+		prev = a
+	}
+	return gap
 }

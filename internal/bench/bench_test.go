@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/syncstore/syncstore/shard"
 )
 
 func TestSummarizePercentiles(t *testing.T) {
@@ -103,5 +105,40 @@ func TestRunStopsAtTheCount(t *testing.T) {
 	}
 	if calls.Load() != 1001 || res.OK+res.Errors != 1001 || res.Errors != 10 {
 		t.Fatalf("%d calls, %d ok, %d errors; want 1001 calls, 10 errors", calls.Load(), res.OK, res.Errors)
+	}
+}
+
+func TestMaxGap(t *testing.T) {
+	start := time.Unix(100, 0)
+	at := func(ms int) time.Time { return start.Add(time.Duration(ms) * time.Millisecond) }
+	for _, tc := range []struct {
+		name string
+		acks []time.Time
+		end  time.Time
+		want time.Duration
+	}{
+		{"none", nil, at(500), 500 * time.Millisecond},
+		{"between", []time.Time{at(10), at(400), at(20)}, at(450), 380 * time.Millisecond},
+		{"to the end", []time.Time{at(10)}, at(300), 290 * time.Millisecond},
+	} {
+		if got := maxGap(start, tc.end, tc.acks); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestTimelinesInSlots(t *testing.T) {
+	r := shard.Range{Start: 10, End: 20}
+	names := timelineNames(Config{Timelines: 50, Slots: []shard.Range{r}})
+	if len(names) != 50 {
+		t.Fatalf("%d names", len(names))
+	}
+	for _, n := range names {
+		if s := uint32(shard.SlotOf(n)); s < r.Start || s >= r.End {
+			t.Fatalf("%s is in slot %d", n, s)
+		}
+	}
+	if err := (Config{Clients: 1, Timelines: 1, Duration: time.Second, OpTimeout: time.Second, Slots: []shard.Range{{Start: 5, End: 5}}}).Validate(); err == nil {
+		t.Fatal("an empty slot range passed")
 	}
 }
