@@ -43,16 +43,16 @@ echo "1. no move: writes to slots 1024-4095 at $rate/s for $baseline"
 ctl --json bench --slots 1024-4095 --size 256 --timelines 1000 --clients 16 --rate "$rate" --duration "$baseline" | summary "  other slots"
 
 echo "2. move of slots 0-1023 (group 1 -> 2) with the same load, and a probe on the moved slots"
-ctl --json bench --slots 1024-4095 --size 256 --timelines 1000 --clients 16 --rate "$rate" --duration 1h >"$work/other.json" &
+"$work/syncctl" --addr "$addrs" --json bench --slots 1024-4095 --size 256 --timelines 1000 --clients 16 --rate "$rate" --duration 1h >"$work/other.json" &
 other=$!
-ctl --json --timeout 2s bench --slots 0-1023 --size 256 --timelines 100 --clients 1 --rate 200 --duration 1h >"$work/probe.json" &
+"$work/syncctl" --addr "$addrs" --json --timeout 2s bench --slots 0-1023 --size 256 --timelines 100 --clients 1 --rate 200 --duration 1h >"$work/probe.json" &
 probe=$!
 sleep 3 # both loads running before the move starts
 t0=$(date +%s.%N)
 ctl --json slots move 0-1023 --to 2 --reason bench >"$work/move.json"
 t1=$(date +%s.%N)
 sleep 3
-kill -INT "$other" "$probe"
+kill -TERM "$other" "$probe"
 wait "$other" "$probe"
 summary "  other slots" <"$work/other.json"
 summary "  probe of the moved slots" <"$work/probe.json"
