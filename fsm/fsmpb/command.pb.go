@@ -72,6 +72,56 @@ func (TimelineClass) EnumDescriptor() ([]byte, []int) {
 	return file_command_proto_rawDescGZIP(), []int{0}
 }
 
+// NodeState is a registered node's place in the cluster's life cycle.
+type NodeState int32
+
+const (
+	NodeState_NODE_STATE_ACTIVE   NodeState = 0
+	NodeState_NODE_STATE_DRAINING NodeState = 1
+	NodeState_NODE_STATE_REMOVED  NodeState = 2
+)
+
+// Enum value maps for NodeState.
+var (
+	NodeState_name = map[int32]string{
+		0: "NODE_STATE_ACTIVE",
+		1: "NODE_STATE_DRAINING",
+		2: "NODE_STATE_REMOVED",
+	}
+	NodeState_value = map[string]int32{
+		"NODE_STATE_ACTIVE":   0,
+		"NODE_STATE_DRAINING": 1,
+		"NODE_STATE_REMOVED":  2,
+	}
+)
+
+func (x NodeState) Enum() *NodeState {
+	p := new(NodeState)
+	*p = x
+	return p
+}
+
+func (x NodeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_command_proto_enumTypes[1].Descriptor()
+}
+
+func (NodeState) Type() protoreflect.EnumType {
+	return &file_command_proto_enumTypes[1]
+}
+
+func (x NodeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeState.Descriptor instead.
+func (NodeState) EnumDescriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{1}
+}
+
 // Command is the one envelope every Raft log entry carries.
 type Command struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -104,6 +154,7 @@ type Command struct {
 	//	*Command_TouchDevices
 	//	*Command_AckCursor
 	//	*Command_MarkRead
+	//	*Command_SetNodeState
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -338,6 +389,15 @@ func (x *Command) GetMarkRead() *MarkRead {
 	return nil
 }
 
+func (x *Command) GetSetNodeState() *SetNodeState {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetNodeState); ok {
+			return x.SetNodeState
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -418,6 +478,11 @@ type Command_MarkRead struct {
 	MarkRead *MarkRead `protobuf:"bytes,28,opt,name=mark_read,json=markRead,proto3,oneof"`
 }
 
+type Command_SetNodeState struct {
+	// 30..39: slot moves; 40..49: node states.
+	SetNodeState *SetNodeState `protobuf:"bytes,40,opt,name=set_node_state,json=setNodeState,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -455,6 +520,8 @@ func (*Command_TouchDevices) isCommand_Op() {}
 func (*Command_AckCursor) isCommand_Op() {}
 
 func (*Command_MarkRead) isCommand_Op() {}
+
+func (*Command_SetNodeState) isCommand_Op() {}
 
 // DigestPoint changes nothing. Every replica hashes its state as it stands
 // right after applying it, so replicas' digests are compared at exactly
@@ -1280,7 +1347,11 @@ type ShardGroup struct {
 	// replicas[0] is the preferred leader.
 	Replicas []string `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	// creator bootstraps the group's Raft configuration; set once.
-	Creator       string `protobuf:"bytes,4,opt,name=creator,proto3" json:"creator,omitempty"`
+	Creator string `protobuf:"bytes,4,opt,name=creator,proto3" json:"creator,omitempty"`
+	// pinned: an operator chose these replicas and their order (replica
+	// move, leader transfer); placement keeps them while their nodes are
+	// active.
+	Pinned        bool `protobuf:"varint,5,opt,name=pinned,proto3" json:"pinned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1341,6 +1412,13 @@ func (x *ShardGroup) GetCreator() string {
 		return x.Creator
 	}
 	return ""
+}
+
+func (x *ShardGroup) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
 }
 
 type SlotRange struct {
@@ -1693,11 +1771,20 @@ func (x *DedupeRecord) GetTsMs() int64 {
 
 // NodeRecord is the value stored for a registered node.
 type NodeRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	GossipAddr    string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr   string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr   string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	GossipAddr string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	// state: active (0, every record written before states existed),
+	// draining (being decommissioned: placement gives it nothing) or removed.
+	State NodeState `protobuf:"varint,5,opt,name=state,proto3,enum=syncstore.fsm.v1.NodeState" json:"state,omitempty"`
+	// dead: the node was declared gone for good (remove --dead or the dead
+	// node timeout): its replicas are rebuilt from the others and the meta
+	// leader does not wait for it to stop.
+	Dead bool `protobuf:"varint,6,opt,name=dead,proto3" json:"dead,omitempty"`
+	// state_since_ms: when the state was last set (the proposer's clock).
+	StateSinceMs  int64 `protobuf:"varint,7,opt,name=state_since_ms,json=stateSinceMs,proto3" json:"state_since_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1758,6 +1845,27 @@ func (x *NodeRecord) GetGossipAddr() string {
 		return x.GossipAddr
 	}
 	return ""
+}
+
+func (x *NodeRecord) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_ACTIVE
+}
+
+func (x *NodeRecord) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
+func (x *NodeRecord) GetStateSinceMs() int64 {
+	if x != nil {
+		return x.StateSinceMs
+	}
+	return 0
 }
 
 // RecordWrite is one atomic write to a versioned collection: every op is
@@ -3518,11 +3626,86 @@ func (x *ConversationSummary) GetReadSeq() uint64 {
 	return 0
 }
 
+// SetNodeState moves a registered node along active -> draining -> removed
+// (meta group only). It is refused, changing nothing, when the node is not
+// registered, is not in expected_state, the step is not one of those (a
+// removed node comes back only by registering again, which makes it
+// active), or it would drain the last active node.
+type SetNodeState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	State  NodeState              `protobuf:"varint,2,opt,name=state,proto3,enum=syncstore.fsm.v1.NodeState" json:"state,omitempty"`
+	// dead: see NodeRecord.dead; may be set on a draining node, never cleared
+	// before it is removed.
+	Dead          bool      `protobuf:"varint,3,opt,name=dead,proto3" json:"dead,omitempty"`
+	ExpectedState NodeState `protobuf:"varint,4,opt,name=expected_state,json=expectedState,proto3,enum=syncstore.fsm.v1.NodeState" json:"expected_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeState) Reset() {
+	*x = SetNodeState{}
+	mi := &file_command_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeState) ProtoMessage() {}
+
+func (x *SetNodeState) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeState.ProtoReflect.Descriptor instead.
+func (*SetNodeState) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *SetNodeState) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *SetNodeState) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_ACTIVE
+}
+
+func (x *SetNodeState) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
+func (x *SetNodeState) GetExpectedState() NodeState {
+	if x != nil {
+		return x.ExpectedState
+	}
+	return NodeState_NODE_STATE_ACTIVE
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\x88\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xd0\n" +
 	"\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
@@ -3549,7 +3732,8 @@ const file_command_proto_rawDesc = "" +
 	"\rtouch_devices\x18\x1a \x01(\v2\x1e.syncstore.fsm.v1.TouchDevicesH\x00R\ftouchDevices\x12<\n" +
 	"\n" +
 	"ack_cursor\x18\x1b \x01(\v2\x1b.syncstore.fsm.v1.AckCursorH\x00R\tackCursor\x129\n" +
-	"\tmark_read\x18\x1c \x01(\v2\x1a.syncstore.fsm.v1.MarkReadH\x00R\bmarkReadB\x04\n" +
+	"\tmark_read\x18\x1c \x01(\v2\x1a.syncstore.fsm.v1.MarkReadH\x00R\bmarkRead\x12F\n" +
+	"\x0eset_node_state\x18( \x01(\v2\x1e.syncstore.fsm.v1.SetNodeStateH\x00R\fsetNodeStateB\x04\n" +
 	"\x02op\"\r\n" +
 	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
@@ -3615,13 +3799,14 @@ const file_command_proto_rawDesc = "" +
 	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\"Z\n" +
 	"\bShardMap\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x124\n" +
-	"\x06groups\x18\x02 \x03(\v2\x1c.syncstore.fsm.v1.ShardGroupR\x06groups\"\x87\x01\n" +
+	"\x06groups\x18\x02 \x03(\v2\x1c.syncstore.fsm.v1.ShardGroupR\x06groups\"\x9f\x01\n" +
 	"\n" +
 	"ShardGroup\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x123\n" +
 	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x12\x1a\n" +
 	"\breplicas\x18\x03 \x03(\tR\breplicas\x12\x18\n" +
-	"\acreator\x18\x04 \x01(\tR\acreator\"3\n" +
+	"\acreator\x18\x04 \x01(\tR\acreator\x12\x16\n" +
+	"\x06pinned\x18\x05 \x01(\bR\x06pinned\"3\n" +
 	"\tSlotRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\rR\x03end\"\xe8\x02\n" +
@@ -3651,14 +3836,17 @@ const file_command_proto_rawDesc = "" +
 	"\rdelivery_seqs\x18\x06 \x03(\x04R\fdeliverySeqs\"5\n" +
 	"\fDedupeRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x13\n" +
-	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\"\x80\x01\n" +
+	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\"\xed\x01\n" +
 	"\n" +
 	"NodeRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddr\"\x84\x03\n" +
+	"gossipAddr\x121\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\x05state\x12\x12\n" +
+	"\x04dead\x18\x06 \x01(\bR\x04dead\x12$\n" +
+	"\x0estate_since_ms\x18\a \x01(\x03R\fstateSinceMs\"\x84\x03\n" +
 	"\vRecordWrite\x12\x1e\n" +
 	"\n" +
 	"collection\x18\x01 \x01(\tR\n" +
@@ -3825,10 +4013,19 @@ const file_command_proto_rawDesc = "" +
 	"\n" +
 	"last_ts_ms\x18\x03 \x01(\x03R\blastTsMs\x12\x16\n" +
 	"\x06unread\x18\x04 \x01(\x04R\x06unread\x12\x19\n" +
-	"\bread_seq\x18\x05 \x01(\x04R\areadSeq*I\n" +
+	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\"\xb2\x01\n" +
+	"\fSetNodeState\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x121\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\x05state\x12\x12\n" +
+	"\x04dead\x18\x03 \x01(\bR\x04dead\x12B\n" +
+	"\x0eexpected_state\x18\x04 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\rexpectedState*I\n" +
 	"\rTimelineClass\x12\x17\n" +
 	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
-	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
+	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01*S\n" +
+	"\tNodeState\x12\x15\n" +
+	"\x11NODE_STATE_ACTIVE\x10\x00\x12\x17\n" +
+	"\x13NODE_STATE_DRAINING\x10\x01\x12\x16\n" +
+	"\x12NODE_STATE_REMOVED\x10\x02B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
 
 var (
 	file_command_proto_rawDescOnce sync.Once
@@ -3842,123 +4039,129 @@ func file_command_proto_rawDescGZIP() []byte {
 	return file_command_proto_rawDescData
 }
 
-var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
+var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),          // 0: syncstore.fsm.v1.TimelineClass
-	(*Command)(nil),             // 1: syncstore.fsm.v1.Command
-	(*DigestPoint)(nil),         // 2: syncstore.fsm.v1.DigestPoint
-	(*Send)(nil),                // 3: syncstore.fsm.v1.Send
-	(*Deliver)(nil),             // 4: syncstore.fsm.v1.Deliver
-	(*DeliveryItem)(nil),        // 5: syncstore.fsm.v1.DeliveryItem
-	(*DeliveryDone)(nil),        // 6: syncstore.fsm.v1.DeliveryDone
-	(*Trim)(nil),                // 7: syncstore.fsm.v1.Trim
-	(*TrimItem)(nil),            // 8: syncstore.fsm.v1.TrimItem
-	(*Append)(nil),              // 9: syncstore.fsm.v1.Append
-	(*AppendBatch)(nil),         // 10: syncstore.fsm.v1.AppendBatch
-	(*RegisterNode)(nil),        // 11: syncstore.fsm.v1.RegisterNode
-	(*SetShardMap)(nil),         // 12: syncstore.fsm.v1.SetShardMap
-	(*SetRanges)(nil),           // 13: syncstore.fsm.v1.SetRanges
-	(*ShardMap)(nil),            // 14: syncstore.fsm.v1.ShardMap
-	(*ShardGroup)(nil),          // 15: syncstore.fsm.v1.ShardGroup
-	(*SlotRange)(nil),           // 16: syncstore.fsm.v1.SlotRange
-	(*StoredEntry)(nil),         // 17: syncstore.fsm.v1.StoredEntry
-	(*TimelineInfo)(nil),        // 18: syncstore.fsm.v1.TimelineInfo
-	(*OutboxJob)(nil),           // 19: syncstore.fsm.v1.OutboxJob
-	(*DedupeRecord)(nil),        // 20: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),          // 21: syncstore.fsm.v1.NodeRecord
-	(*RecordWrite)(nil),         // 22: syncstore.fsm.v1.RecordWrite
-	(*RecordCopy)(nil),          // 23: syncstore.fsm.v1.RecordCopy
-	(*CopyJob)(nil),             // 24: syncstore.fsm.v1.CopyJob
-	(*CopyJobItem)(nil),         // 25: syncstore.fsm.v1.CopyJobItem
-	(*CopyRecords)(nil),         // 26: syncstore.fsm.v1.CopyRecords
-	(*CopyItem)(nil),            // 27: syncstore.fsm.v1.CopyItem
-	(*CopyDone)(nil),            // 28: syncstore.fsm.v1.CopyDone
-	(*RecordOp)(nil),            // 29: syncstore.fsm.v1.RecordOp
-	(*RecordCondition)(nil),     // 30: syncstore.fsm.v1.RecordCondition
-	(*CompactTombstones)(nil),   // 31: syncstore.fsm.v1.CompactTombstones
-	(*CompactItem)(nil),         // 32: syncstore.fsm.v1.CompactItem
-	(*StoredRecord)(nil),        // 33: syncstore.fsm.v1.StoredRecord
-	(*CollectionInfo)(nil),      // 34: syncstore.fsm.v1.CollectionInfo
-	(*WriteDedupe)(nil),         // 35: syncstore.fsm.v1.WriteDedupe
-	(*LoginPolicy)(nil),         // 36: syncstore.fsm.v1.LoginPolicy
-	(*ClassGroup)(nil),          // 37: syncstore.fsm.v1.ClassGroup
-	(*Login)(nil),               // 38: syncstore.fsm.v1.Login
-	(*Logout)(nil),              // 39: syncstore.fsm.v1.Logout
-	(*TouchDevices)(nil),        // 40: syncstore.fsm.v1.TouchDevices
-	(*DeviceRef)(nil),           // 41: syncstore.fsm.v1.DeviceRef
-	(*AckCursor)(nil),           // 42: syncstore.fsm.v1.AckCursor
-	(*MarkRead)(nil),            // 43: syncstore.fsm.v1.MarkRead
-	(*DeviceSessions)(nil),      // 44: syncstore.fsm.v1.DeviceSessions
-	(*Session)(nil),             // 45: syncstore.fsm.v1.Session
-	(*DeviceRecord)(nil),        // 46: syncstore.fsm.v1.DeviceRecord
-	(*ConversationSummary)(nil), // 47: syncstore.fsm.v1.ConversationSummary
-	nil,                         // 48: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                         // 49: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                         // 50: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                         // 51: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                         // 52: syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	nil,                         // 53: syncstore.fsm.v1.CopyItem.MetadataEntry
-	nil,                         // 54: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                         // 55: syncstore.fsm.v1.StoredRecord.MetadataEntry
-	nil,                         // 56: syncstore.fsm.v1.Login.MetadataEntry
-	nil,                         // 57: syncstore.fsm.v1.Session.MetadataEntry
-	nil,                         // 58: syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	(NodeState)(0),              // 1: syncstore.fsm.v1.NodeState
+	(*Command)(nil),             // 2: syncstore.fsm.v1.Command
+	(*DigestPoint)(nil),         // 3: syncstore.fsm.v1.DigestPoint
+	(*Send)(nil),                // 4: syncstore.fsm.v1.Send
+	(*Deliver)(nil),             // 5: syncstore.fsm.v1.Deliver
+	(*DeliveryItem)(nil),        // 6: syncstore.fsm.v1.DeliveryItem
+	(*DeliveryDone)(nil),        // 7: syncstore.fsm.v1.DeliveryDone
+	(*Trim)(nil),                // 8: syncstore.fsm.v1.Trim
+	(*TrimItem)(nil),            // 9: syncstore.fsm.v1.TrimItem
+	(*Append)(nil),              // 10: syncstore.fsm.v1.Append
+	(*AppendBatch)(nil),         // 11: syncstore.fsm.v1.AppendBatch
+	(*RegisterNode)(nil),        // 12: syncstore.fsm.v1.RegisterNode
+	(*SetShardMap)(nil),         // 13: syncstore.fsm.v1.SetShardMap
+	(*SetRanges)(nil),           // 14: syncstore.fsm.v1.SetRanges
+	(*ShardMap)(nil),            // 15: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),          // 16: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),           // 17: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),         // 18: syncstore.fsm.v1.StoredEntry
+	(*TimelineInfo)(nil),        // 19: syncstore.fsm.v1.TimelineInfo
+	(*OutboxJob)(nil),           // 20: syncstore.fsm.v1.OutboxJob
+	(*DedupeRecord)(nil),        // 21: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),          // 22: syncstore.fsm.v1.NodeRecord
+	(*RecordWrite)(nil),         // 23: syncstore.fsm.v1.RecordWrite
+	(*RecordCopy)(nil),          // 24: syncstore.fsm.v1.RecordCopy
+	(*CopyJob)(nil),             // 25: syncstore.fsm.v1.CopyJob
+	(*CopyJobItem)(nil),         // 26: syncstore.fsm.v1.CopyJobItem
+	(*CopyRecords)(nil),         // 27: syncstore.fsm.v1.CopyRecords
+	(*CopyItem)(nil),            // 28: syncstore.fsm.v1.CopyItem
+	(*CopyDone)(nil),            // 29: syncstore.fsm.v1.CopyDone
+	(*RecordOp)(nil),            // 30: syncstore.fsm.v1.RecordOp
+	(*RecordCondition)(nil),     // 31: syncstore.fsm.v1.RecordCondition
+	(*CompactTombstones)(nil),   // 32: syncstore.fsm.v1.CompactTombstones
+	(*CompactItem)(nil),         // 33: syncstore.fsm.v1.CompactItem
+	(*StoredRecord)(nil),        // 34: syncstore.fsm.v1.StoredRecord
+	(*CollectionInfo)(nil),      // 35: syncstore.fsm.v1.CollectionInfo
+	(*WriteDedupe)(nil),         // 36: syncstore.fsm.v1.WriteDedupe
+	(*LoginPolicy)(nil),         // 37: syncstore.fsm.v1.LoginPolicy
+	(*ClassGroup)(nil),          // 38: syncstore.fsm.v1.ClassGroup
+	(*Login)(nil),               // 39: syncstore.fsm.v1.Login
+	(*Logout)(nil),              // 40: syncstore.fsm.v1.Logout
+	(*TouchDevices)(nil),        // 41: syncstore.fsm.v1.TouchDevices
+	(*DeviceRef)(nil),           // 42: syncstore.fsm.v1.DeviceRef
+	(*AckCursor)(nil),           // 43: syncstore.fsm.v1.AckCursor
+	(*MarkRead)(nil),            // 44: syncstore.fsm.v1.MarkRead
+	(*DeviceSessions)(nil),      // 45: syncstore.fsm.v1.DeviceSessions
+	(*Session)(nil),             // 46: syncstore.fsm.v1.Session
+	(*DeviceRecord)(nil),        // 47: syncstore.fsm.v1.DeviceRecord
+	(*ConversationSummary)(nil), // 48: syncstore.fsm.v1.ConversationSummary
+	(*SetNodeState)(nil),        // 49: syncstore.fsm.v1.SetNodeState
+	nil,                         // 50: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                         // 51: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                         // 52: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                         // 53: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                         // 54: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                         // 55: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                         // 56: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                         // 57: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	nil,                         // 58: syncstore.fsm.v1.Login.MetadataEntry
+	nil,                         // 59: syncstore.fsm.v1.Session.MetadataEntry
+	nil,                         // 60: syncstore.fsm.v1.DeviceRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
-	9,  // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
-	11, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
-	12, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
-	13, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
-	3,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
-	4,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
-	6,  // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
-	7,  // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
-	2,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
-	10, // 9: syncstore.fsm.v1.Command.append_batch:type_name -> syncstore.fsm.v1.AppendBatch
-	22, // 10: syncstore.fsm.v1.Command.record_write:type_name -> syncstore.fsm.v1.RecordWrite
-	31, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
-	26, // 12: syncstore.fsm.v1.Command.copy_records:type_name -> syncstore.fsm.v1.CopyRecords
-	28, // 13: syncstore.fsm.v1.Command.copy_done:type_name -> syncstore.fsm.v1.CopyDone
-	38, // 14: syncstore.fsm.v1.Command.login:type_name -> syncstore.fsm.v1.Login
-	39, // 15: syncstore.fsm.v1.Command.logout:type_name -> syncstore.fsm.v1.Logout
-	40, // 16: syncstore.fsm.v1.Command.touch_devices:type_name -> syncstore.fsm.v1.TouchDevices
-	42, // 17: syncstore.fsm.v1.Command.ack_cursor:type_name -> syncstore.fsm.v1.AckCursor
-	43, // 18: syncstore.fsm.v1.Command.mark_read:type_name -> syncstore.fsm.v1.MarkRead
-	48, // 19: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	5,  // 20: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	49, // 21: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	8,  // 22: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	50, // 23: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	9,  // 24: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
-	14, // 25: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	16, // 26: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	15, // 27: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	16, // 28: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	51, // 29: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 30: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	29, // 31: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
-	30, // 32: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
-	23, // 33: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
-	25, // 34: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
-	52, // 35: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	27, // 36: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
-	53, // 37: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
-	54, // 38: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
-	32, // 39: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	55, // 40: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
-	37, // 41: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
-	56, // 42: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
-	36, // 43: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
-	41, // 44: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
-	45, // 45: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
-	57, // 46: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
-	58, // 47: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
-	48, // [48:48] is the sub-list for method output_type
-	48, // [48:48] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	10, // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
+	12, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
+	13, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
+	14, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	4,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
+	5,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
+	7,  // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
+	8,  // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
+	3,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
+	11, // 9: syncstore.fsm.v1.Command.append_batch:type_name -> syncstore.fsm.v1.AppendBatch
+	23, // 10: syncstore.fsm.v1.Command.record_write:type_name -> syncstore.fsm.v1.RecordWrite
+	32, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
+	27, // 12: syncstore.fsm.v1.Command.copy_records:type_name -> syncstore.fsm.v1.CopyRecords
+	29, // 13: syncstore.fsm.v1.Command.copy_done:type_name -> syncstore.fsm.v1.CopyDone
+	39, // 14: syncstore.fsm.v1.Command.login:type_name -> syncstore.fsm.v1.Login
+	40, // 15: syncstore.fsm.v1.Command.logout:type_name -> syncstore.fsm.v1.Logout
+	41, // 16: syncstore.fsm.v1.Command.touch_devices:type_name -> syncstore.fsm.v1.TouchDevices
+	43, // 17: syncstore.fsm.v1.Command.ack_cursor:type_name -> syncstore.fsm.v1.AckCursor
+	44, // 18: syncstore.fsm.v1.Command.mark_read:type_name -> syncstore.fsm.v1.MarkRead
+	49, // 19: syncstore.fsm.v1.Command.set_node_state:type_name -> syncstore.fsm.v1.SetNodeState
+	50, // 20: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	6,  // 21: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	51, // 22: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	9,  // 23: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	52, // 24: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	10, // 25: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
+	15, // 26: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	17, // 27: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	16, // 28: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	17, // 29: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	53, // 30: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 31: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	1,  // 32: syncstore.fsm.v1.NodeRecord.state:type_name -> syncstore.fsm.v1.NodeState
+	30, // 33: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
+	31, // 34: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
+	24, // 35: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
+	26, // 36: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
+	54, // 37: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	28, // 38: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
+	55, // 39: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	56, // 40: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	33, // 41: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
+	57, // 42: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	38, // 43: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
+	58, // 44: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
+	37, // 45: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
+	42, // 46: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
+	46, // 47: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
+	59, // 48: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
+	60, // 49: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	1,  // 50: syncstore.fsm.v1.SetNodeState.state:type_name -> syncstore.fsm.v1.NodeState
+	1,  // 51: syncstore.fsm.v1.SetNodeState.expected_state:type_name -> syncstore.fsm.v1.NodeState
+	52, // [52:52] is the sub-list for method output_type
+	52, // [52:52] is the sub-list for method input_type
+	52, // [52:52] is the sub-list for extension type_name
+	52, // [52:52] is the sub-list for extension extendee
+	0,  // [0:52] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -3986,14 +4189,15 @@ func file_command_proto_init() {
 		(*Command_TouchDevices)(nil),
 		(*Command_AckCursor)(nil),
 		(*Command_MarkRead)(nil),
+		(*Command_SetNodeState)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   58,
+			NumEnums:      2,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
