@@ -156,6 +156,7 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	}
 	peerClient := server.NewPeerClient()
 	cfg.Prober = peerClient.Probe
+	cfg.StatusFetcher = peerClient.Status
 	cfg.Deliverer = peerClient.Deliver
 	cfg.Copier = peerClient.Copy
 	cfg.DigestProber = peerClient.DigestAt
