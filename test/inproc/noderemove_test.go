@@ -179,6 +179,15 @@ func TestRemoveLiveNodeUnderLoad(t *testing.T) {
 		t.Fatalf("remove of a removed node: %+v, %v", resp, err)
 	}
 	checkGroupsOnLive(t, c, 30*time.Second)
+	// A removed node takes no replica.
+	smap := c.Members[c.WaitLeader(10*time.Second)].Node.ShardMap()
+	err = adminCall(t, c, func(ctx context.Context, a syncv1.AdminClient) error {
+		_, err := a.MoveReplica(ctx, &syncv1.MoveReplicaRequest{GroupId: 1, From: smap.Groups[0].Replicas[0], To: id})
+		return err
+	})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("moving a replica to removed %s: %v, want FAILED_PRECONDITION", id, err)
+	}
 	c.WaitConverged(60 * time.Second)
 	t.Logf("acknowledged %d appends; %d writer errors", w.acked.Load(), w.errors.Load())
 	checkHistory(t, c, names, w.acks, w.attempted)
