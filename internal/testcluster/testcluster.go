@@ -215,6 +215,17 @@ func (c *Cluster) Kill(i int) {
 	m.Node, m.server, m.peerClient = nil, nil, nil
 }
 
+// Rejoin starts a stopped member again on its addresses with a fresh,
+// empty data dir and joins it to the cluster (a removed node coming back).
+func (c *Cluster) Rejoin(i int) {
+	c.t.Helper()
+	m := c.Members[i]
+	m.Dir = c.t.TempDir()
+	c.start(m, false)
+	c.join(m)
+	c.waitRegistered(10 * time.Second)
+}
+
 // Restart starts a stopped member again on its addresses and data.
 func (c *Cluster) Restart(i int) {
 	c.t.Helper()

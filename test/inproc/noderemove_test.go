@@ -191,6 +191,48 @@ func TestRemoveLiveNodeUnderLoad(t *testing.T) {
 	c.WaitConverged(60 * time.Second)
 	t.Logf("acknowledged %d appends; %d writer errors", w.acked.Load(), w.errors.Load())
 	checkHistory(t, c, names, w.acks, w.attempted)
+
+	// The removed id joins again from a fresh data dir at the same
+	// addresses: it is active and takes replicas again.
+	c.Rejoin(victim)
+	testutil.Eventually(t, 60*time.Second, func() error {
+		meta := c.Members[c.WaitLeader(10*time.Second)].Node
+		nodes, err := meta.NodeRecords()
+		if err != nil {
+			return err
+		}
+		if i := slices.IndexFunc(nodes, func(nd fsm.Node) bool { return nd.ID == id }); i < 0 || nodes[i].State != fsm.NodeActive {
+			return fmt.Errorf("%s rejoined but is not active: %+v", id, nodes)
+		}
+		if len(meta.ShardMap().GroupsOn(id)) == 0 {
+			return fmt.Errorf("%s rejoined but the map gives it no group", id)
+		}
+		return nil
+	})
+	c.WaitPlaced(60 * time.Second)
+}
+
+// TestDeadNodeTimeoutRemovesAStoppedNode: with --dead-node-timeout the meta
+// leader itself removes a node that has been unreachable that long, and
+// its replicas are rebuilt on the live nodes.
+func TestDeadNodeTimeoutRemovesAStoppedNode(t *testing.T) {
+	c := testcluster.New(t, 4, func(cfg *node.Config) {
+		cfg.Shards = shardedGroups
+		cfg.DeadNodeTimeout = 2 * time.Second
+	})
+	victim := 3
+	if c.Leader() == victim {
+		victim = 2
+	}
+	id := c.Members[victim].ID
+	c.Stop(victim)
+	waitRemovedEverywhere(t, c, id, removeTimeout)
+	checkGroupsOnLive(t, c, 30*time.Second)
+	meta := c.Members[c.WaitLeader(10*time.Second)].Node
+	nodes, _ := meta.NodeRecords()
+	if i := slices.IndexFunc(nodes, func(nd fsm.Node) bool { return nd.ID == id }); i < 0 || !nodes[i].Dead {
+		t.Fatalf("%s removed by the timeout is not marked dead: %+v", id, nodes)
+	}
 }
 
 // TestRemoveDeadNodeRebuildsReplicas: a stopped node of a four-node
@@ -217,10 +259,14 @@ func TestRemoveDeadNodeRebuildsReplicas(t *testing.T) {
 
 // TestRemoveDeadRefusedWhenOneCopyWouldRemain: on two nodes every group
 // has two replicas; declaring one dead would leave one copy (and no
-// quorum), so it is refused naming the groups, and nothing changes. The
-// last active node cannot be removed either.
+// quorum), so it is refused naming the groups, and nothing changes; the
+// dead node timeout refuses it too. The last active node cannot be removed
+// either.
 func TestRemoveDeadRefusedWhenOneCopyWouldRemain(t *testing.T) {
-	c := testcluster.New(t, 2, func(cfg *node.Config) { cfg.Shards = 3 })
+	c := testcluster.New(t, 2, func(cfg *node.Config) {
+		cfg.Shards = 3
+		cfg.DeadNodeTimeout = 500 * time.Millisecond // refused the same way
+	})
 	leader := c.WaitLeader(10 * time.Second)
 	other := 1 - leader
 	id := c.Members[other].ID
@@ -244,6 +290,20 @@ func TestRemoveDeadRefusedWhenOneCopyWouldRemain(t *testing.T) {
 	if v := c.Members[leader].Node.ShardMap().Version; v != version {
 		t.Fatalf("after a refusal the map went from v%d to v%d", version, v)
 	}
+	// Nor does the dead node timeout remove it, however long it waits.
+	until := c.Members[leader].Node.ReconcileRounds() + 40
+	testutil.Eventually(t, 30*time.Second, func() error {
+		nodes, _ := c.Members[leader].Node.NodeRecords()
+		for _, nd := range nodes {
+			if nd.State != fsm.NodeActive {
+				t.Fatalf("the dead node timeout made %s %s", nd.ID, nd.State)
+			}
+		}
+		if r := c.Members[leader].Node.ReconcileRounds(); r < until {
+			return fmt.Errorf("%d of %d rounds", r, until)
+		}
+		return nil
+	})
 
 	one := testcluster.New(t, 1, nil)
 	if _, err := removeNode(t, one, "n1", false); status.Code(err) != codes.FailedPrecondition {
