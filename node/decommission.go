@@ -263,8 +263,9 @@ func (n *Node) handMetaAway(ops *nodeOps, why string) {
 }
 
 // watchDeadNodes declares an active node dead once it has been unreachable
-// (gossip does not say alive) for DeadNodeTimeout, with the refusals of
-// RemoveNode(dead), which are logged.
+// (gossip does not say alive and it does not answer a probe: a node that
+// has just joined may not be in gossip yet) for DeadNodeTimeout, with the
+// refusals of RemoveNode(dead), which are logged.
 func (n *Node) watchDeadNodes(ctx context.Context, ops *nodeOps, nodes []fsm.Node) {
 	if n.cfg.DeadNodeTimeout <= 0 {
 		return
@@ -275,7 +276,7 @@ func (n *Node) watchDeadNodes(ctx context.Context, ops *nodeOps, nodes []fsm.Nod
 	}
 	now := time.Now()
 	for _, nd := range nodes {
-		if nd.ID == n.cfg.NodeID || nd.State != fsm.NodeActive || health[nd.ID] == HealthAlive {
+		if nd.ID == n.cfg.NodeID || nd.State != fsm.NodeActive || health[nd.ID] == HealthAlive || n.answers(ctx, nd) {
 			delete(ops.unreachableSince, nd.ID)
 			continue
 		}
@@ -346,4 +347,15 @@ func checkRemovedMarker(dataDir string) error {
 		return fmt.Errorf("node: read %s: %w", removedMarker, err)
 	}
 	return fmt.Errorf("%w: %s: %s", ErrRemoved, dataDir, strings.TrimSpace(string(b)))
+}
+
+// answers reports whether the node answers a status probe now.
+func (n *Node) answers(ctx context.Context, nd fsm.Node) bool {
+	if n.cfg.Prober == nil || nd.GRPCAddr == "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, viewTimeout)
+	defer cancel()
+	_, err := n.cfg.Prober(ctx, nd.GRPCAddr, shard.MetaGroup)
+	return err == nil
 }
