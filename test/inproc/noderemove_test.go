@@ -17,6 +17,7 @@ import (
 	"github.com/syncstore/syncstore/internal/testutil"
 	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
 )
 
 const removeTimeout = 90 * time.Second
@@ -259,33 +260,36 @@ func TestRemoveDeadNodeRebuildsReplicas(t *testing.T) {
 
 // TestRemoveDeadRefusedWhenOneCopyWouldRemain: on two nodes every group
 // has two replicas; declaring one dead would leave one copy (and no
-// quorum), so it is refused naming the groups, and nothing changes. The
-// last active node cannot be removed either.
+// quorum), so it is refused naming the groups, and nothing changes. (The
+// node is declared dead while it still runs: with it stopped, two nodes
+// have no meta quorum to answer anything.) On four nodes with one stopped,
+// declaring a second one dead is refused for exactly the groups that hold
+// both. The last active node cannot be removed either.
 func TestRemoveDeadRefusedWhenOneCopyWouldRemain(t *testing.T) {
 	c := testcluster.New(t, 2, func(cfg *node.Config) { cfg.Shards = 3 })
 	leader := c.WaitLeader(10 * time.Second)
-	other := 1 - leader
-	id := c.Members[other].ID
-	version := c.Members[leader].Node.ShardMap().Version
-	c.Stop(other)
-	_, err := removeNode(t, c, id, true)
-	if status.Code(err) != codes.FailedPrecondition {
-		t.Fatalf("remove --dead of one of two: %v, want FAILED_PRECONDITION", err)
+	id := c.Members[1-leader].ID
+	checkRefused(t, c, id, []shard.GroupID{1, 2, 3}, nil)
+
+	four := testcluster.New(t, 4, func(cfg *node.Config) { cfg.Shards = shardedGroups })
+	stopped, victim := 3, 2
+	if four.Leader() >= 2 {
+		stopped, victim = 0, 1
 	}
-	for _, g := range []string{"group 1 ", "group 2 ", "group 3 "} {
-		if !strings.Contains(err.Error(), g) {
-			t.Errorf("the refusal does not name %s: %v", strings.TrimSpace(g), err)
+	smap := four.Members[four.Leader()].Node.ShardMap()
+	var both, others []shard.GroupID
+	for _, g := range smap.Groups {
+		if slices.Contains(g.Replicas, four.Members[stopped].ID) && slices.Contains(g.Replicas, four.Members[victim].ID) {
+			both = append(both, g.ID)
+		} else {
+			others = append(others, g.ID)
 		}
 	}
-	nodes, _ := c.Members[leader].Node.NodeRecords()
-	for _, nd := range nodes {
-		if nd.State != fsm.NodeActive {
-			t.Fatalf("after a refusal %s is %s", nd.ID, nd.State)
-		}
+	if len(both) == 0 {
+		t.Fatalf("no group holds both %s and %s: %+v", four.Members[stopped].ID, four.Members[victim].ID, smap.Groups)
 	}
-	if v := c.Members[leader].Node.ShardMap().Version; v != version {
-		t.Fatalf("after a refusal the map went from v%d to v%d", version, v)
-	}
+	four.Stop(stopped)
+	checkRefused(t, four, four.Members[victim].ID, both, others)
 
 	one := testcluster.New(t, 1, nil)
 	if _, err := removeNode(t, one, "n1", false); status.Code(err) != codes.FailedPrecondition {
@@ -296,6 +300,37 @@ func TestRemoveDeadRefusedWhenOneCopyWouldRemain(t *testing.T) {
 	}
 	if _, err := removeNode(t, one, "a/b", false); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("removing a bad node id: %v, want INVALID_ARGUMENT", err)
+	}
+}
+
+// checkRefused: remove --dead of id is FAILED_PRECONDITION naming exactly
+// the groups named, and neither the registry nor the map changes.
+func checkRefused(t *testing.T, c *testcluster.Cluster, id string, named, notNamed []shard.GroupID) {
+	t.Helper()
+	meta := c.Members[c.WaitLeader(10*time.Second)].Node
+	version := meta.ShardMap().Version
+	_, err := removeNode(t, c, id, true)
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("remove --dead %s: %v, want FAILED_PRECONDITION", id, err)
+	}
+	for _, g := range named {
+		if !strings.Contains(err.Error(), fmt.Sprintf("group %d ", g)) {
+			t.Errorf("the refusal does not name group %d: %v", g, err)
+		}
+	}
+	for _, g := range notNamed {
+		if strings.Contains(err.Error(), fmt.Sprintf("group %d ", g)) {
+			t.Errorf("the refusal names group %d, which keeps a quorum: %v", g, err)
+		}
+	}
+	nodes, _ := meta.NodeRecords()
+	for _, nd := range nodes {
+		if nd.State != fsm.NodeActive {
+			t.Fatalf("after a refusal %s is %s", nd.ID, nd.State)
+		}
+	}
+	if v := meta.ShardMap().Version; v != version {
+		t.Fatalf("after a refusal the map went from v%d to v%d", version, v)
 	}
 }
 
