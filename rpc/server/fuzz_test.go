@@ -66,11 +66,15 @@ var seedRequests = map[string]proto.Message{
 	"/syncstore.v1.Sync/Subscribe": &syncv1.SubscribeRequest{
 		Add: []*syncv1.SubscribeFrom{{Timeline: proto.String("fuzz")}, {Timeline: proto.String("bob"), AfterSeq: proto.Uint64(1)}},
 	},
-	"/syncstore.v1.Admin/Join":          &syncv1.JoinRequest{NodeId: "n9", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:1", GossipAddr: "127.0.0.1:1"},
-	"/syncstore.v1.Admin/NodeStatus":    &syncv1.NodeStatusRequest{},
-	"/syncstore.v1.Admin/ClusterStatus": &syncv1.ClusterStatusRequest{},
-	"/syncstore.v1.Admin/ShardMap":      &syncv1.ShardMapRequest{},
-	"/syncstore.v1.Admin/Digests":       &syncv1.DigestsRequest{},
+	"/syncstore.v1.Admin/Join":           &syncv1.JoinRequest{NodeId: "n9", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:1", GossipAddr: "127.0.0.1:1"},
+	"/syncstore.v1.Admin/NodeStatus":     &syncv1.NodeStatusRequest{},
+	"/syncstore.v1.Admin/ClusterStatus":  &syncv1.ClusterStatusRequest{},
+	"/syncstore.v1.Admin/ShardMap":       &syncv1.ShardMapRequest{},
+	"/syncstore.v1.Admin/Digests":        &syncv1.DigestsRequest{},
+	"/syncstore.v1.Admin/ListNodes":      &syncv1.ListNodesRequest{},
+	"/syncstore.v1.Admin/RemoveNode":     &syncv1.RemoveNodeRequest{NodeId: "n9"},
+	"/syncstore.v1.Admin/TransferLeader": &syncv1.TransferLeaderRequest{GroupId: 1, To: "n1"},
+	"/syncstore.v1.Admin/MoveReplica":    &syncv1.MoveReplicaRequest{GroupId: 1, From: "n1", To: "n9"},
 	// Of the 8 groups of a new cluster, group 4 owns bob's slot.
 	"/syncstore.v1.Peer/Deliver": &syncv1.DeliverRequest{GroupId: proto.Uint64(4), Items: []*syncv1.DeliveryItem{
 		{Timeline: proto.String("bob"), Conversation: proto.String("room"), ConversationSeq: proto.Uint64(1), Sender: proto.String("alice"), Payload: []byte("hi"), DeliverySeq: proto.Uint64(1)},
