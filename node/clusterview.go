@@ -50,8 +50,8 @@ func (v clusterView) contains(id string) []shard.GroupID {
 	return out
 }
 
-// gatherView asks every registered node that is not removed (this one
-// locally) for its status, in parallel, each call bounded by viewTimeout.
+// gatherView asks every registered node that is neither removed nor
+// declared dead (this one locally) for its status, in parallel, each call bounded by viewTimeout.
 func (n *Node) gatherView(ctx context.Context, nodes []fsm.Node) clusterView {
 	v := clusterView{groups: map[shard.GroupID]groupView{}, unreachable: map[string]string{}}
 	var mu sync.Mutex
@@ -86,6 +86,10 @@ func (n *Node) gatherView(ctx context.Context, nodes []fsm.Node) clusterView {
 				continue
 			}
 			add(st)
+			continue
+		}
+		if nd.Dead {
+			v.unreachable[nd.ID] = "declared dead" // gone for good: not asked, nor waited for
 			continue
 		}
 		if n.cfg.StatusFetcher == nil || nd.GRPCAddr == "" {

@@ -28,6 +28,11 @@ const (
 	// refusalLogEvery: how often at most the dead node timeout logs that it
 	// refuses to declare one node dead.
 	refusalLogEvery = time.Minute
+	// deadRetryEvery: how often the dead node timeout tries again to remove
+	// a node it was refused (each try asks every node for its status).
+	deadRetryEvery = 10 * time.Second
+	// probeTimeout bounds the dead node timeout's probe of a node.
+	probeTimeout = time.Second
 )
 
 // nodeOps is the meta leader's memory of node removals in progress; only
@@ -42,6 +47,8 @@ type nodeOps struct {
 	// unreachableSince: when this leader first found an active node
 	// unreachable (for DeadNodeTimeout).
 	unreachableSince map[string]time.Time
+	// nextAttempt: when a refused dead removal may be tried again.
+	nextAttempt      map[string]time.Time
 	refusalLogged    map[string]time.Time
 	metaHandoverNext time.Time
 }
@@ -55,7 +62,7 @@ type removalWait struct {
 func (n *Node) leaderOps() *nodeOps {
 	term := n.meta.raft.CurrentTerm()
 	if n.ops == nil || n.ops.term != term {
-		n.ops = &nodeOps{term: term, removedSeen: map[string]removalWait{}, unreachableSince: map[string]time.Time{}, refusalLogged: map[string]time.Time{}}
+		n.ops = &nodeOps{term: term, removedSeen: map[string]removalWait{}, unreachableSince: map[string]time.Time{}, nextAttempt: map[string]time.Time{}, refusalLogged: map[string]time.Time{}}
 	}
 	return n.ops
 }
@@ -276,18 +283,27 @@ func (n *Node) watchDeadNodes(ctx context.Context, ops *nodeOps, nodes []fsm.Nod
 	}
 	now := time.Now()
 	for _, nd := range nodes {
-		if nd.ID == n.cfg.NodeID || nd.State != fsm.NodeActive || health[nd.ID] == HealthAlive || n.answers(ctx, nd) {
+		if nd.ID == n.cfg.NodeID || nd.State != fsm.NodeActive || health[nd.ID] == HealthAlive {
 			delete(ops.unreachableSince, nd.ID)
 			continue
 		}
+		// Probed when the clock would start and again before it strikes,
+		// not every round: a probe of a black hole takes probeTimeout.
 		since, ok := ops.unreachableSince[nd.ID]
 		if !ok {
-			ops.unreachableSince[nd.ID] = now
+			if !n.answers(ctx, nd) {
+				ops.unreachableSince[nd.ID] = now
+			}
 			continue
 		}
-		if now.Sub(since) < n.cfg.DeadNodeTimeout {
+		if now.Sub(since) < n.cfg.DeadNodeTimeout || now.Before(ops.nextAttempt[nd.ID]) {
 			continue
 		}
+		if n.answers(ctx, nd) {
+			delete(ops.unreachableSince, nd.ID)
+			continue
+		}
+		ops.nextAttempt[nd.ID] = now.Add(deadRetryEvery)
 		if _, _, err := n.RemoveNode(ctx, nd.ID, true); err != nil {
 			if now.After(ops.refusalLogged[nd.ID]) {
 				ops.refusalLogged[nd.ID] = now.Add(refusalLogEvery)
@@ -354,7 +370,7 @@ func (n *Node) answers(ctx context.Context, nd fsm.Node) bool {
 	if n.cfg.Prober == nil || nd.GRPCAddr == "" {
 		return false
 	}
-	ctx, cancel := context.WithTimeout(ctx, viewTimeout)
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	_, err := n.cfg.Prober(ctx, nd.GRPCAddr, shard.MetaGroup)
 	return err == nil
