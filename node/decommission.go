@@ -51,6 +51,9 @@ type nodeOps struct {
 	nextAttempt      map[string]time.Time
 	refusalLogged    map[string]time.Time
 	metaHandoverNext time.Time
+	// refill: a meta voter was removed; a non-voter is promoted in its
+	// place once one has caught up (refillMetaVoters).
+	refill bool
 }
 
 type removalWait struct {
@@ -171,6 +174,9 @@ func (n *Node) driveNodeStates(ctx context.Context, m *shard.Map) {
 			n.finishRemoval(ctx, ops, nd)
 		}
 	}
+	if ops.refill {
+		ops.refill = n.refillMetaVoters(ctx)
+	}
 }
 
 // advanceDrain marks a draining node removed once no group's configuration
@@ -225,16 +231,17 @@ func (n *Node) finishRemoval(ctx context.Context, ops *nodeOps, nd fsm.Node) {
 	}
 	delete(ops.removedSeen, nd.ID)
 	n.log.Info("node removed from the meta group", "removed_node", nd.ID)
-	n.refillMetaVoters(ctx)
+	ops.refill = true
 }
 
 // refillMetaVoters promotes a caught-up active non-voter of the meta group
 // while it has fewer than MaxMetaVoters voters (a removed voter leaves a
-// seat).
-func (n *Node) refillMetaVoters(ctx context.Context) {
+// seat). It reports whether a seat is still to fill with a non-voter that
+// has not caught up yet.
+func (n *Node) refillMetaVoters(ctx context.Context) (again bool) {
 	cf, _, err := n.meta.configuration()
 	if err != nil {
-		return
+		return true
 	}
 	voters := 0
 	for _, s := range cf.Servers {
@@ -244,18 +251,24 @@ func (n *Node) refillMetaVoters(ctx context.Context) {
 	}
 	for _, s := range cf.Servers {
 		if voters >= MaxMetaVoters {
-			return
+			return false
 		}
 		nd, ok := n.nodeRecord(string(s.ID))
-		if s.Suffrage == raft.Voter || !ok || nd.State != fsm.NodeActive || !n.caughtUp(ctx, n.meta, nd.ID) {
+		if s.Suffrage == raft.Voter || !ok || nd.State != fsm.NodeActive {
+			continue
+		}
+		if !n.caughtUp(ctx, n.meta, nd.ID) {
+			again = true
 			continue
 		}
 		if err := n.meta.promote(ctx, nd.ID, nd.RaftAddr); err != nil {
 			n.log.Warn("promote meta non-voter", "id", nd.ID, "err", err)
-			return
+			return true
 		}
+		n.log.Info("promoted a meta non-voter to fill a removed voter's seat", "id", nd.ID)
 		voters++
 	}
+	return again
 }
 
 // handMetaAway asks Raft to hand meta leadership to another voter, at most

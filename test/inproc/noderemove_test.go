@@ -362,3 +362,45 @@ func TestRemoveResumesAfterMetaFailover(t *testing.T) {
 	c.Stop(victim)
 	checkGroupsOnLive(t, c, 30*time.Second)
 }
+
+// TestRemovingAMetaVoterPromotesAFollower: with six nodes the meta group
+// has five voters and one non-voter; removing a voter promotes the
+// non-voter, so the meta group keeps five voters.
+func TestRemovingAMetaVoterPromotesAFollower(t *testing.T) {
+	c := testcluster.New(t, 6, func(cfg *node.Config) { cfg.Shards = 4 })
+	leader := c.WaitLeader(10 * time.Second)
+	members, err := c.Members[leader].Node.Members()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := ""
+	for _, m := range members {
+		if m.Voter && m.ID != c.Members[leader].ID {
+			victim = m.ID
+		}
+	}
+	if _, err := removeNode(t, c, victim, false); err != nil {
+		t.Fatal(err)
+	}
+	waitRemovedEverywhere(t, c, victim, removeTimeout)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		l := c.Leader()
+		if l < 0 {
+			return fmt.Errorf("no meta leader")
+		}
+		members, err := c.Members[l].Node.Members()
+		if err != nil {
+			return err
+		}
+		voters := 0
+		for _, m := range members {
+			if m.Voter {
+				voters++
+			}
+		}
+		if voters != node.MaxMetaVoters || len(members) != 5 {
+			return fmt.Errorf("meta group has %d voters of %d members, want %d of 5", voters, len(members), node.MaxMetaVoters)
+		}
+		return nil
+	})
+}
