@@ -153,8 +153,11 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 		err := applyTrim(root, op.Trim)
 		return &Result{Op: "trim", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_RegisterNode:
-		err := applyRegisterNode(root, op.RegisterNode)
+		err := applyRegisterNode(root, cmd.GetNowMs(), op.RegisterNode)
 		return &Result{Op: "register_node", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_SetNodeState:
+		err := applySetNodeState(root, cmd.GetNowMs(), op.SetNodeState)
+		return &Result{Op: "set_node_state", Err: rejection(err)}, storageFailure(err)
 	case *fsmpb.Command_SetRanges:
 		err := applySetRanges(root, op.SetRanges)
 		return &Result{Op: "set_ranges", Err: rejection(err)}, storageFailure(err)

@@ -19,7 +19,7 @@ var errRollback = errors.New("rollback")
 func fuzzSeeds() []*fsmpb.Command {
 	shardMap := &fsmpb.ShardMap{Version: 2, Groups: []*fsmpb.ShardGroup{
 		{Id: 1, Ranges: []*fsmpb.SlotRange{{Start: 0, End: 2048}}, Replicas: []string{"n1", "n2"}, Creator: "n1"},
-		{Id: 2, Ranges: []*fsmpb.SlotRange{{Start: 2048, End: 4096}}, Replicas: []string{"n2"}, Creator: "n2"},
+		{Id: 2, Ranges: []*fsmpb.SlotRange{{Start: 2048, End: 4096}}, Replicas: []string{"n2"}, Creator: "n2", Pinned: true},
 	}}
 	return []*fsmpb.Command{
 		appendCmd("t1", "payload", "k-new", 2000),
@@ -35,6 +35,9 @@ func fuzzSeeds() []*fsmpb.Command {
 		{Op: &fsmpb.Command_SetShardMap{SetShardMap: &fsmpb.SetShardMap{ExpectedVersion: 1, Map: shardMap}}},
 		{Op: &fsmpb.Command_SetRanges{SetRanges: &fsmpb.SetRanges{MapVersion: 3, Ranges: []*fsmpb.SlotRange{{Start: 0, End: 100}}}}},
 		{IgnoreIfUnknown: true},
+		nodeStateCmd("n2", NodeActive, NodeDraining, true),
+		nodeStateCmd("n2", NodeDraining, NodeRemoved, false),
+		nodeStateCmd("n1", NodeActive, NodeRemoved, false), // not a step
 		appendCmd(strings.Repeat("t", 300), "", "", 1),
 		loginCmd("bob", "p1", "phone", "s1", 2000),
 		loginCmd("bob", "p2", "phone", "s2", 2000), // kicks s1

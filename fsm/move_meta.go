@@ -111,43 +111,16 @@ func applyMovePlan(root *bolt.Bucket, nowMs int64, c *fsmpb.MovePlan) (uint64, e
 	if err != nil {
 		return 0, err
 	}
-	if m == nil {
-		return 0, reject(fmt.Errorf("%w: no shard map yet", ErrMoveConflict))
-	}
-	target := shard.GroupID(c.GetTarget())
-	if !m.Has(target) {
-		return 0, reject(fmt.Errorf("%w: target group %d is not in the shard map", ErrInvalidArgument, target))
-	}
-	ranges := sortedRanges(rangesFromProto(c.GetRanges()))
-	source := m.GroupOf(shard.Slot(ranges[0].Start))
-	for _, r := range ranges {
-		for s := r.Start; s < r.End; s++ {
-			if g := m.GroupOf(shard.Slot(s)); g != source {
-				return 0, reject(fmt.Errorf("%w: slots %d and %d belong to groups %d and %d: a move takes slots of one group", ErrInvalidArgument, ranges[0].Start, s, source, g))
-			}
-		}
-	}
-	if source == target {
-		return 0, reject(fmt.Errorf("%w: group %d owns these slots already", ErrInvalidArgument, target))
-	}
 	recs, err := readMoveRecords(root)
 	if err != nil {
 		return 0, err
 	}
-	active := 0
-	busy := &slotSet{}
-	for _, r := range recs {
-		if !MoveFinal(r.GetPhase()) {
-			active++
-			busy.add(rangesFromProto(r.GetRanges()))
-		}
+	source, err := CheckMovePlan(m, recs, c)
+	if err != nil {
+		return 0, reject(err)
 	}
-	if active >= MaxActiveMoves {
-		return 0, reject(fmt.Errorf("%w: %d moves are under way; the limit is %d", ErrMoveConflict, active, MaxActiveMoves))
-	}
-	if s, ok := busy.firstOf(ranges); ok {
-		return 0, reject(fmt.Errorf("%w: slot %d is in a move under way", ErrMoveConflict, s))
-	}
+	target := shard.GroupID(c.GetTarget())
+	ranges := sortedRanges(rangesFromProto(c.GetRanges()))
 	b := sealed{root.Bucket(bucketMoves)}
 	id, err := b.GetU64(movesKeyNextID)
 	if err != nil {
@@ -161,6 +134,49 @@ func applyMovePlan(root *bolt.Bucket, nowMs int64, c *fsmpb.MovePlan) (uint64, e
 		Id: id, Ranges: RangesToProto(ranges), Source: uint64(source), Target: uint64(target),
 		Phase: fsmpb.MovePhase_PLANNED, CreatedMs: nowMs, UpdatedMs: nowMs, Reason: c.GetReason(),
 	})
+}
+
+// CheckMovePlan checks a plan against the shard map and the moves under
+// way (the node checks before it proposes, the state machine again at
+// apply) and returns the group the slots move from.
+func CheckMovePlan(m *shard.Map, recs []*fsmpb.MoveRecord, c *fsmpb.MovePlan) (shard.GroupID, error) {
+	if err := ValidateMovePlan(c); err != nil {
+		return 0, err
+	}
+	if m == nil {
+		return 0, fmt.Errorf("%w: no shard map yet", ErrMoveConflict)
+	}
+	target := shard.GroupID(c.GetTarget())
+	if !m.Has(target) {
+		return 0, fmt.Errorf("%w: target group %d is not in the shard map", ErrInvalidArgument, target)
+	}
+	ranges := sortedRanges(rangesFromProto(c.GetRanges()))
+	source := m.GroupOf(shard.Slot(ranges[0].Start))
+	for _, r := range ranges {
+		for s := r.Start; s < r.End; s++ {
+			if g := m.GroupOf(shard.Slot(s)); g != source {
+				return 0, fmt.Errorf("%w: slots %d and %d belong to groups %d and %d: a move takes slots of one group", ErrInvalidArgument, ranges[0].Start, s, source, g)
+			}
+		}
+	}
+	if source == target {
+		return 0, fmt.Errorf("%w: group %d owns these slots already", ErrInvalidArgument, target)
+	}
+	active := 0
+	busy := &slotSet{}
+	for _, r := range recs {
+		if !MoveFinal(r.GetPhase()) {
+			active++
+			busy.add(rangesFromProto(r.GetRanges()))
+		}
+	}
+	if active >= MaxActiveMoves {
+		return 0, fmt.Errorf("%w: %d moves are under way; the limit is %d", ErrMoveConflict, active, MaxActiveMoves)
+	}
+	if s, ok := busy.firstOf(ranges); ok {
+		return 0, fmt.Errorf("%w: slot %d is in a move under way", ErrMoveConflict, s)
+	}
+	return source, nil
 }
 
 // moveSteps are the phase changes a MoveUpdate may make.

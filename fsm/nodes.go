@@ -15,6 +15,17 @@ type Node struct {
 	RaftAddr   string
 	GRPCAddr   string
 	GossipAddr string
+	// State is where the node is in its life cycle (NodeActive for records
+	// written before states existed); Dead says it was declared gone for
+	// good; StateSinceMs is when the state was set (0: never).
+	State        NodeState
+	Dead         bool
+	StateSinceMs int64
+}
+
+// SameAddrs reports whether o is nd's id at nd's addresses.
+func (nd Node) SameAddrs(o Node) bool {
+	return nd.ID == o.ID && nd.RaftAddr == o.RaftAddr && nd.GRPCAddr == o.GRPCAddr && nd.GossipAddr == o.GossipAddr
 }
 
 // Nodes lists the registered members, ordered by id.
@@ -41,7 +52,8 @@ func readNodes(root *bolt.Bucket) ([]Node, error) {
 		if err := proto.Unmarshal(v, &rec); err != nil {
 			return fmt.Errorf("decode node record %q: %w", k, err)
 		}
-		nodes = append(nodes, Node{ID: rec.GetNodeId(), RaftAddr: rec.GetRaftAddr(), GRPCAddr: rec.GetGrpcAddr(), GossipAddr: rec.GetGossipAddr()})
+		nodes = append(nodes, Node{ID: rec.GetNodeId(), RaftAddr: rec.GetRaftAddr(), GRPCAddr: rec.GetGrpcAddr(), GossipAddr: rec.GetGossipAddr(),
+			State: NodeState(rec.GetState()), Dead: rec.GetDead(), StateSinceMs: rec.GetStateSinceMs()})
 		return nil
 	})
 	return nodes, err
@@ -63,9 +75,11 @@ func RaftIdentityConflict(o, nd Node) error {
 }
 
 // applyRegisterNode records a node's addresses, refusing a Raft identity
-// conflict (RaftIdentityConflict). Its gRPC and gossip addresses may change
-// (a restart on another port).
-func applyRegisterNode(root *bolt.Bucket, r *fsmpb.RegisterNode) error {
+// conflict (RaftIdentityConflict) with a node that is not removed. Its gRPC
+// and gossip addresses may change (a restart on another port); its state
+// stays, except that a removed node registering again (a fresh data dir
+// under the old id) is active again.
+func applyRegisterNode(root *bolt.Bucket, nowMs int64, r *fsmpb.RegisterNode) error {
 	if err := ValidateRegisterNode(r); err != nil {
 		return reject(err)
 	}
@@ -75,13 +89,30 @@ func applyRegisterNode(root *bolt.Bucket, r *fsmpb.RegisterNode) error {
 	}
 	nd := Node{ID: r.GetNodeId(), RaftAddr: r.GetRaftAddr(), GRPCAddr: r.GetGrpcAddr(), GossipAddr: r.GetGossipAddr()}
 	for _, o := range nodes {
+		if o.State == NodeRemoved {
+			continue // out of every configuration: its id and addresses are free
+		}
 		if err := RaftIdentityConflict(o, nd); err != nil {
 			return reject(err)
 		}
 	}
-	v, err := stored.Marshal(&fsmpb.NodeRecord{NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr, GossipAddr: nd.GossipAddr})
+	rec := &fsmpb.NodeRecord{NodeId: nd.ID, RaftAddr: nd.RaftAddr, GrpcAddr: nd.GRPCAddr, GossipAddr: nd.GossipAddr}
+	for _, o := range nodes {
+		switch {
+		case o.ID != nd.ID:
+		case o.State == NodeRemoved:
+			rec.StateSinceMs = nowMs // back as a new member: active
+		default:
+			rec.State, rec.Dead, rec.StateSinceMs = fsmpb.NodeState(o.State), o.Dead, o.StateSinceMs
+		}
+	}
+	return putNodeRecord(root, rec)
+}
+
+func putNodeRecord(root *bolt.Bucket, rec *fsmpb.NodeRecord) error {
+	v, err := stored.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encode node record: %w", err)
 	}
-	return sealed{root.Bucket(bucketNodes)}.Put([]byte(nd.ID), v)
+	return sealed{root.Bucket(bucketNodes)}.Put([]byte(rec.GetNodeId()), v)
 }

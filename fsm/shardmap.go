@@ -71,7 +71,7 @@ func (f *FSM) ShardMap() (*shard.Map, error) {
 func ShardMapToProto(m *shard.Map) *fsmpb.ShardMap {
 	out := &fsmpb.ShardMap{Version: m.Version}
 	for _, g := range m.Groups {
-		pg := &fsmpb.ShardGroup{Id: uint64(g.ID), Replicas: g.Replicas, Creator: g.Creator}
+		pg := &fsmpb.ShardGroup{Id: uint64(g.ID), Replicas: g.Replicas, Creator: g.Creator, Pinned: g.Pinned}
 		for _, r := range g.Ranges {
 			pg.Ranges = append(pg.Ranges, &fsmpb.SlotRange{Start: r.Start, End: r.End})
 		}
@@ -84,7 +84,7 @@ func ShardMapToProto(m *shard.Map) *fsmpb.ShardMap {
 func ShardMapFromProto(pb *fsmpb.ShardMap) (*shard.Map, error) {
 	groups := make([]shard.Group, 0, len(pb.GetGroups()))
 	for _, pg := range pb.GetGroups() {
-		g := shard.Group{ID: shard.GroupID(pg.GetId()), Replicas: pg.GetReplicas(), Creator: pg.GetCreator()}
+		g := shard.Group{ID: shard.GroupID(pg.GetId()), Replicas: pg.GetReplicas(), Creator: pg.GetCreator(), Pinned: pg.GetPinned()}
 		for _, r := range pg.GetRanges() {
 			g.Ranges = append(g.Ranges, shard.Range{Start: r.GetStart(), End: r.GetEnd()})
 		}

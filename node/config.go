@@ -86,6 +86,14 @@ type Config struct {
 	CatchUpLag uint64
 	// Prober lets the reconciler ask peers how far they have applied.
 	Prober Prober
+	// StatusFetcher lets the meta leader ask peers for their groups'
+	// configurations (node removal); nil: removals wait for ever and a
+	// dead removal is refused as if no replica answered.
+	StatusFetcher StatusFetcher
+	// DeadNodeTimeout: the meta leader declares an active node dead (as
+	// syncctl node remove --dead would, with the same refusals) once gossip
+	// has not seen it alive for this long. 0 turns it off.
+	DeadNodeTimeout time.Duration
 	// Deliverer carries conversation deliveries to the leader of a group on
 	// any node; nil delivers only to groups this node leads (one node).
 	Deliverer Deliverer
@@ -289,6 +297,9 @@ func (c Config) Validate() error {
 	}
 	if c.DeviceInactiveAfter < 0 || c.DeviceTouchEvery <= 0 || c.CursorRetentionCap.MaxAge < 0 {
 		errs = append(errs, errors.New("device inactivity and the cursor retention cap must not be negative, the touch interval positive"))
+	}
+	if c.DeadNodeTimeout < 0 {
+		errs = append(errs, errors.New("dead node timeout must not be negative"))
 	}
 	if c.ReconcileInterval <= 0 {
 		errs = append(errs, errors.New("reconcile interval must be positive"))

@@ -118,6 +118,9 @@ func (n *Node) CheckJoin(nd fsm.Node) error {
 		return err
 	}
 	for _, o := range nodes {
+		if o.State == fsm.NodeRemoved {
+			continue // its id and addresses are free: a fresh data dir may rejoin
+		}
 		// The registry's own rule first; a join, unlike a restart, must
 		// also match or avoid the gRPC address.
 		if err := fsm.RaftIdentityConflict(o, nd); err != nil {
@@ -157,7 +160,9 @@ func (n *Node) AddLearner(ctx context.Context, nd fsm.Node) (catchUpIndex uint64
 	if err != nil {
 		return 0, false, err
 	}
-	if !slices.Contains(registered, nd) { // a retried join proposes nothing
+	// A retried join proposes nothing; a removed node joining again
+	// registers again (and is active).
+	if !slices.ContainsFunc(registered, func(o fsm.Node) bool { return o.SameAddrs(nd) && o.State != fsm.NodeRemoved }) {
 		if err := n.register(ctx, nd); err != nil {
 			return 0, false, fmt.Errorf("node: register %s: %w", nd.ID, err)
 		}

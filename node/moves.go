@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/syncstore/syncstore/fsm"
@@ -25,6 +26,18 @@ func (n *Node) PlanMove(ctx context.Context, ranges []shard.Range, target shard.
 	if !n.meta.IsLeader() {
 		return 0, n.meta.notLeader()
 	}
+	// Refuse here what the state machine would refuse, without a log entry.
+	m, err := n.meta.fsm.ShardMap()
+	if err != nil {
+		return 0, err
+	}
+	recs, err := n.meta.fsm.Moves()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := fsm.CheckMovePlan(m, recs, c); err != nil {
+		return 0, err
+	}
 	res, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_MovePlan{MovePlan: c}})
 	if err != nil {
 		return 0, err
@@ -39,6 +52,17 @@ func (n *Node) PlanMove(ctx context.Context, ranges []shard.Range, target shard.
 func (n *Node) AbortMove(ctx context.Context, id uint64) error {
 	if !n.meta.IsLeader() {
 		return n.meta.notLeader()
+	}
+	recs, err := n.meta.fsm.Moves()
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(recs, func(r *fsmpb.MoveRecord) bool { return r.GetId() == id })
+	switch {
+	case i < 0:
+		return fmt.Errorf("%w: %d", fsm.ErrUnknownMove, id)
+	case recs[i].GetPhase() == fsmpb.MovePhase_SWITCHED || fsm.MoveFinal(recs[i].GetPhase()):
+		return fmt.Errorf("%w: move %d is %s; only a move before its switch can be aborted", fsm.ErrMoveConflict, id, fsm.PhaseName(recs[i].GetPhase()))
 	}
 	if _, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_MoveUpdate{MoveUpdate: &fsmpb.MoveUpdate{Id: id, Abort: true}}}); err != nil {
 		return err
@@ -128,9 +152,15 @@ func newMover(n *Node) *mover.Mover {
 	return mover.New(moverCluster{n}, cfg)
 }
 
+// MaxAddGroups bounds the groups one AddGroups creates.
+const MaxAddGroups = 64
+
 // AddGroups creates count groups that own no slots yet, on the meta
 // leader (a compare-and-set of the shard map); moves give them slots.
 func (n *Node) AddGroups(ctx context.Context, count int) ([]shard.GroupID, error) {
+	if count < 1 || count > MaxAddGroups {
+		return nil, fmt.Errorf("%w: add %d groups: want 1..%d at a time", fsm.ErrInvalidArgument, count, MaxAddGroups)
+	}
 	if !n.meta.IsLeader() {
 		return nil, n.meta.notLeader()
 	}

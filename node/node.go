@@ -70,6 +70,11 @@ type Node struct {
 	mover     *mover.Mover
 	rounds    atomic.Uint64 // reconcile rounds done (for tests)
 	draining  atomic.Bool   // Drain was called: the node is stopping
+	// ops: the meta leader's memory of node removals (reconcile goroutine
+	// only); removed is closed once this node finds itself removed.
+	ops         *nodeOps
+	removed     chan struct{}
+	removedOnce sync.Once
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -101,6 +106,10 @@ func Start(cfg Config) (*Node, error) {
 		groups:      map[shard.GroupID]*Group{},
 		transfers:   map[shard.GroupID]transferState{},
 		stop:        make(chan struct{}),
+		removed:     make(chan struct{}),
+	}
+	if err := checkRemovedMarker(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	if err := checkLayout(cfg.DataDir); err != nil {
 		return nil, err
@@ -286,7 +295,7 @@ func (n *Node) gossipLoop() {
 		if nodes, err := n.meta.fsm.Nodes(); err == nil {
 			var addrs []string
 			for _, nd := range nodes {
-				if nd.ID != n.cfg.NodeID {
+				if nd.ID != n.cfg.NodeID && nd.State != fsm.NodeRemoved {
 					addrs = append(addrs, nd.GossipAddr)
 				}
 			}
@@ -362,7 +371,9 @@ func (n *Node) registerSelf() {
 		return
 	}
 	self, _ := n.nodeRecord(n.cfg.NodeID)
-	if slices.Contains(nodes, self) {
+	// Registered at these addresses already, or removed (it stops: only a
+	// fresh data dir joins again).
+	if slices.ContainsFunc(nodes, func(o fsm.Node) bool { return o.SameAddrs(self) || (o.ID == self.ID && o.State == fsm.NodeRemoved) }) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)

@@ -112,9 +112,11 @@ func (n *Node) proposeMap(ctx context.Context, expected uint64, m *shard.Map) {
 	n.log.Info("proposed shard map", "version", m.Version)
 }
 
-// rebalance places the groups on the members of the meta group and proposes
-// the result when it differs from the current map.
+// rebalance drives node removals (driveNodeStates), then places the groups
+// on the active registered members of the meta group and proposes the
+// result when it differs from the current map.
 func (n *Node) rebalance(ctx context.Context, m *shard.Map) {
+	n.driveNodeStates(ctx, m)
 	nodes, err := n.placementNodes()
 	if err != nil {
 		return
@@ -131,31 +133,33 @@ func (n *Node) rebalance(ctx context.Context, m *shard.Map) {
 }
 
 // placementNodes are the nodes groups may be placed on: the meta group's
-// members that have registered.
+// active registered members.
 func (n *Node) placementNodes() ([]string, error) {
 	members, err := n.meta.Members()
 	if err != nil {
 		return nil, err
 	}
-	var nodes []string
+	var ids []string
 	for _, mb := range members {
-		if _, ok := n.nodeRecord(mb.ID); ok {
-			nodes = append(nodes, mb.ID)
-		}
+		ids = append(ids, mb.ID)
 	}
-	return nodes, nil
+	return n.activeNodes(ids), nil
 }
 
 func samePlacement(a, b *shard.Map) bool {
 	return slices.EqualFunc(a.Groups, b.Groups, func(x, y shard.Group) bool {
-		return x.ID == y.ID && slices.Equal(x.Replicas, y.Replicas)
+		return x.ID == y.ID && slices.Equal(x.Replicas, y.Replicas) && x.Pinned == y.Pinned
 	})
 }
 
 // syncGroups opens the groups the map assigns to this node and closes the
 // ones it no longer does once their leader has removed this node (their
-// files stay on disk).
+// files stay on disk). A node removed from the cluster opens nothing: it
+// stops (checkSelfRemoved).
 func (n *Node) syncGroups(m *shard.Map) {
+	if n.checkSelfRemoved() {
+		return
+	}
 	want := map[shard.GroupID]shard.Group{}
 	for _, id := range m.GroupsOn(n.cfg.NodeID) {
 		want[id], _ = m.Group(id)

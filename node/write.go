@@ -163,6 +163,8 @@ func opName(cmd *fsmpb.Command) string {
 		return "register_node"
 	case *fsmpb.Command_SetShardMap:
 		return "set_shard_map"
+	case *fsmpb.Command_SetNodeState:
+		return "set_node_state"
 	case *fsmpb.Command_SetRanges:
 		return "set_ranges"
 	case *fsmpb.Command_Send:

@@ -28,10 +28,14 @@ func Initial(n int, creator string, nodes []string) (*Map, error) {
 }
 
 // Place returns the next version of m with every group's replicas placed on
-// nodes: min(MaxReplicas, len(nodes)) replicas per group, replicas spread
-// evenly, and preferred leaders (Replicas[0]) spread evenly. It keeps every
+// nodes (the active ones: a node not listed loses its replicas):
+// min(MaxReplicas, len(nodes)) replicas per group, replicas spread evenly,
+// and preferred leaders (Replicas[0]) spread evenly. It keeps every
 // replica it can (moving data is costly), so adding a node moves only what
-// balance needs. Deterministic: the same input gives the same map.
+// balance needs. A pinned group (an operator's choice) keeps its replicas
+// and their order; only a replica on a node no longer listed is replaced
+// (the others keep their order, the new one comes last). Deterministic: the
+// same input gives the same map.
 func Place(m *Map, nodes []string) (*Map, error) {
 	if len(nodes) == 0 {
 		return nil, fmt.Errorf("shard: no nodes to place groups on")
@@ -45,14 +49,18 @@ func Place(m *Map, nodes []string) (*Map, error) {
 	load := map[string]int{}
 	groups := make([]Group, len(m.Groups))
 	for i, g := range m.Groups {
+		limit := rf
+		if g.Pinned {
+			limit = MaxReplicas
+		}
 		var kept []string
 		for _, r := range g.Replicas {
-			if live[r] && len(kept) < rf {
+			if live[r] && len(kept) < limit {
 				kept = append(kept, r)
 				load[r]++
 			}
 		}
-		groups[i] = Group{ID: g.ID, Ranges: slices.Clone(g.Ranges), Replicas: kept, Creator: g.Creator}
+		groups[i] = Group{ID: g.ID, Ranges: slices.Clone(g.Ranges), Replicas: kept, Creator: g.Creator, Pinned: g.Pinned}
 	}
 	// Fill each group up to rf with the least-loaded nodes.
 	for i := range groups {
@@ -89,11 +97,14 @@ func Place(m *Map, nodes []string) (*Map, error) {
 	return New(m.Version+1, groups)
 }
 
-// moveReplica replaces from with to in the first group that has from and
-// not to.
+// moveReplica replaces from with to in the first unpinned group that has
+// from and not to.
 func moveReplica(groups []Group, from, to string) bool {
 	for i := range groups {
 		reps := groups[i].Replicas
+		if groups[i].Pinned {
+			continue
+		}
 		if j := slices.Index(reps, from); j >= 0 && !slices.Contains(reps, to) {
 			reps[j] = to
 			return true
@@ -105,10 +116,19 @@ func moveReplica(groups []Group, from, to string) bool {
 // spreadLeaders orders each group's replicas so that the preferred leaders
 // are spread evenly: each group takes, among its replicas, the node leading
 // the fewest groups so far, keeping its current preferred leader on a tie.
+// Pinned groups keep their order and count first.
 func spreadLeaders(groups []Group, nodes []string) {
 	leads := map[string]int{}
 	limit := (len(groups) + len(nodes) - 1) / len(nodes)
+	for _, g := range groups {
+		if g.Pinned {
+			leads[g.Replicas[0]]++
+		}
+	}
 	for i := range groups {
+		if groups[i].Pinned {
+			continue
+		}
 		reps := groups[i].Replicas
 		best := 0
 		if leads[reps[0]] >= limit {

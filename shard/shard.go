@@ -50,6 +50,9 @@ type Group struct {
 	// Creator is the node that bootstraps the group's Raft configuration
 	// (itself as the only voter); the others join through the group's leader.
 	Creator string
+	// Pinned: an operator chose Replicas and their order (a replica move, a
+	// leader transfer); Place keeps them while their nodes are active.
+	Pinned bool
 }
 
 // Map is the shard map. Version grows with every change.

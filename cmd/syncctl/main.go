@@ -1,5 +1,6 @@
 // Command syncctl talks to a syncstore cluster: append, pull, head, send,
-// history, watch, status and bench. Output is for people by default, JSON with --json.
+// history, watch, status, bench, and the cluster's shape: node list/remove,
+// group list/transfer-leader, replica move. Output is for people by default, JSON with --json.
 //
 // Exit codes: 0 success, 1 the request failed, 2 bad usage.
 package main
@@ -59,7 +60,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.BoolVar(&g.json, "json", false, "print JSON")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of one command (bench: of each append)")
 	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newSendCmd(g), newHistoryCmd(g), newWatchCmd(g), newStatusCmd(g), newBenchCmd(g), newCollectionCmd(g),
-		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g), newSlotsCmd(g), newMoveCmd(g), newGroupCmd(g), newRebalanceCmd(g))
+		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g), newNodeCmd(g), newGroupCmd(g), newReplicaCmd(g), newSlotsCmd(g), newMoveCmd(g), newRebalanceCmd(g))
 	return root
 }
 

@@ -147,8 +147,8 @@ func newMoveCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newGroupCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "group", Short: "Split and add Raft groups"}
+// groupShapeCmds are group split and group add.
+func groupShapeCmds(g *globals) []*cobra.Command {
 	var fs, fa moveFlags
 	split := &cobra.Command{
 		Use:   "split GROUP",
@@ -202,8 +202,7 @@ func newGroupCmd(g *globals) *cobra.Command {
 		},
 	}
 	fa.add(add)
-	cmd.AddCommand(split, add)
-	return cmd
+	return []*cobra.Command{split, add}
 }
 
 func newRebalanceCmd(g *globals) *cobra.Command {

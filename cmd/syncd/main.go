@@ -68,6 +68,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.DeviceTouchEvery, "device-touch-every", cfg.DeviceTouchEvery, "how often at most a device's last-seen time is proposed")
 	fs.DurationVar(&cfg.DeviceInactiveAfter, "device-inactive-after", cfg.DeviceInactiveAfter, "a device not seen for this long no longer holds retention back (0: never inactive)")
 	fs.Uint64Var(&cfg.DiskReserveBytes, "disk-reserve-bytes", cfg.DiskReserveBytes, "with less free space on the data dir's disk, writes are refused (RESOURCE_EXHAUSTED) and reads go on (0: no check)")
+	fs.DurationVar(&cfg.DeadNodeTimeout, "dead-node-timeout", 0, "the meta leader removes a node that gossip has not seen alive for this long as dead (its replicas rebuilt from the others; refused, and logged, when a group would lose its quorum or last copy); 0: never")
 	fs.BoolVar(&cfg.CoalesceHeartbeats, "coalesce-heartbeats", cfg.CoalesceHeartbeats, "send the Raft heartbeats of all groups to a node as one message")
 	fs.DurationVar(&cfg.DigestCheckInterval, "digest-check-interval", cfg.DigestCheckInterval, "how often each group's leader compares its replicas' state digests at one log index (0: never; each check reads every replica's whole state)")
 	fs.DurationVar(&cfg.StateLinger, "state-linger", storage.DefaultStateLinger, "how long the state's transaction of applies gathers more before its (unsynced) commit; reads commit it at once")
@@ -96,6 +97,7 @@ func run(args []string) error {
 	peerClient := server.NewPeerClient()
 	defer peerClient.Close()
 	cfg.Prober = peerClient.Probe
+	cfg.StatusFetcher = peerClient.Status
 	cfg.Deliverer = peerClient.Deliver
 	cfg.Copier = peerClient.Copy
 	cfg.DigestProber = peerClient.DigestAt
@@ -139,6 +141,9 @@ func run(args []string) error {
 		cancel()
 	case err := <-served:
 		cfg.Logger.Error("gRPC server stopped", "err", err)
+	case <-nd.Removed():
+		cfg.Logger.Warn("this node was removed from the cluster (syncctl node remove): stopping; its data dir is marked and refused at start, wipe it to join again under this id",
+			"node", cfg.NodeID, "data_dir", cfg.DataDir)
 	}
 	srv.Stop()
 	if err := nd.Close(); err != nil {

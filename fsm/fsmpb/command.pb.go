@@ -140,6 +140,56 @@ func (MovePhase) EnumDescriptor() ([]byte, []int) {
 	return file_command_proto_rawDescGZIP(), []int{1}
 }
 
+// NodeState is a registered node's place in the cluster's life cycle.
+type NodeState int32
+
+const (
+	NodeState_NODE_STATE_ACTIVE   NodeState = 0
+	NodeState_NODE_STATE_DRAINING NodeState = 1
+	NodeState_NODE_STATE_REMOVED  NodeState = 2
+)
+
+// Enum value maps for NodeState.
+var (
+	NodeState_name = map[int32]string{
+		0: "NODE_STATE_ACTIVE",
+		1: "NODE_STATE_DRAINING",
+		2: "NODE_STATE_REMOVED",
+	}
+	NodeState_value = map[string]int32{
+		"NODE_STATE_ACTIVE":   0,
+		"NODE_STATE_DRAINING": 1,
+		"NODE_STATE_REMOVED":  2,
+	}
+)
+
+func (x NodeState) Enum() *NodeState {
+	p := new(NodeState)
+	*p = x
+	return p
+}
+
+func (x NodeState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NodeState) Descriptor() protoreflect.EnumDescriptor {
+	return file_command_proto_enumTypes[2].Descriptor()
+}
+
+func (NodeState) Type() protoreflect.EnumType {
+	return &file_command_proto_enumTypes[2]
+}
+
+func (x NodeState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NodeState.Descriptor instead.
+func (NodeState) EnumDescriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{2}
+}
+
 type MoveSource_Action int32
 
 const (
@@ -176,11 +226,11 @@ func (x MoveSource_Action) String() string {
 }
 
 func (MoveSource_Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_command_proto_enumTypes[2].Descriptor()
+	return file_command_proto_enumTypes[3].Descriptor()
 }
 
 func (MoveSource_Action) Type() protoreflect.EnumType {
-	return &file_command_proto_enumTypes[2]
+	return &file_command_proto_enumTypes[3]
 }
 
 func (x MoveSource_Action) Number() protoreflect.EnumNumber {
@@ -225,11 +275,11 @@ func (x MoveCleanup_Side) String() string {
 }
 
 func (MoveCleanup_Side) Descriptor() protoreflect.EnumDescriptor {
-	return file_command_proto_enumTypes[3].Descriptor()
+	return file_command_proto_enumTypes[4].Descriptor()
 }
 
 func (MoveCleanup_Side) Type() protoreflect.EnumType {
-	return &file_command_proto_enumTypes[3]
+	return &file_command_proto_enumTypes[4]
 }
 
 func (x MoveCleanup_Side) Number() protoreflect.EnumNumber {
@@ -279,6 +329,7 @@ type Command struct {
 	//	*Command_MovePlan
 	//	*Command_MoveUpdate
 	//	*Command_MoveSwitch
+	//	*Command_SetNodeState
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -567,6 +618,15 @@ func (x *Command) GetMoveSwitch() *MoveSwitch {
 	return nil
 }
 
+func (x *Command) GetSetNodeState() *SetNodeState {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetNodeState); ok {
+			return x.SetNodeState
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -673,6 +733,11 @@ type Command_MoveSwitch struct {
 	MoveSwitch *MoveSwitch `protobuf:"bytes,35,opt,name=move_switch,json=moveSwitch,proto3,oneof"`
 }
 
+type Command_SetNodeState struct {
+	// 40..49: node states.
+	SetNodeState *SetNodeState `protobuf:"bytes,40,opt,name=set_node_state,json=setNodeState,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -722,6 +787,8 @@ func (*Command_MovePlan) isCommand_Op() {}
 func (*Command_MoveUpdate) isCommand_Op() {}
 
 func (*Command_MoveSwitch) isCommand_Op() {}
+
+func (*Command_SetNodeState) isCommand_Op() {}
 
 // DigestPoint changes nothing. Every replica hashes its state as it stands
 // right after applying it, so replicas' digests are compared at exactly
@@ -1547,7 +1614,11 @@ type ShardGroup struct {
 	// replicas[0] is the preferred leader.
 	Replicas []string `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
 	// creator bootstraps the group's Raft configuration; set once.
-	Creator       string `protobuf:"bytes,4,opt,name=creator,proto3" json:"creator,omitempty"`
+	Creator string `protobuf:"bytes,4,opt,name=creator,proto3" json:"creator,omitempty"`
+	// pinned: an operator chose these replicas and their order (replica
+	// move, leader transfer); placement keeps them while their nodes are
+	// active.
+	Pinned        bool `protobuf:"varint,5,opt,name=pinned,proto3" json:"pinned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1608,6 +1679,13 @@ func (x *ShardGroup) GetCreator() string {
 		return x.Creator
 	}
 	return ""
+}
+
+func (x *ShardGroup) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
 }
 
 type SlotRange struct {
@@ -1960,11 +2038,20 @@ func (x *DedupeRecord) GetTsMs() int64 {
 
 // NodeRecord is the value stored for a registered node.
 type NodeRecord struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	GossipAddr    string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr   string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr   string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	GossipAddr string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	// state: active (0, every record written before states existed),
+	// draining (being decommissioned: placement gives it nothing) or removed.
+	State NodeState `protobuf:"varint,5,opt,name=state,proto3,enum=syncstore.fsm.v1.NodeState" json:"state,omitempty"`
+	// dead: the node was declared gone for good (remove --dead or the dead
+	// node timeout): its replicas are rebuilt from the others and the meta
+	// leader does not wait for it to stop.
+	Dead bool `protobuf:"varint,6,opt,name=dead,proto3" json:"dead,omitempty"`
+	// state_since_ms: when the state was last set (the proposer's clock).
+	StateSinceMs  int64 `protobuf:"varint,7,opt,name=state_since_ms,json=stateSinceMs,proto3" json:"state_since_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2025,6 +2112,27 @@ func (x *NodeRecord) GetGossipAddr() string {
 		return x.GossipAddr
 	}
 	return ""
+}
+
+func (x *NodeRecord) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_ACTIVE
+}
+
+func (x *NodeRecord) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
+func (x *NodeRecord) GetStateSinceMs() int64 {
+	if x != nil {
+		return x.StateSinceMs
+	}
+	return 0
 }
 
 // RecordWrite is one atomic write to a versioned collection: every op is
@@ -5098,11 +5206,86 @@ func (x *MoveStepResult) GetKeys() uint64 {
 	return 0
 }
 
+// SetNodeState moves a registered node along active -> draining -> removed
+// (meta group only). It is refused, changing nothing, when the node is not
+// registered, is not in expected_state, the step is not one of those (a
+// removed node comes back only by registering again, which makes it
+// active), or it would drain the last active node.
+type SetNodeState struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	State  NodeState              `protobuf:"varint,2,opt,name=state,proto3,enum=syncstore.fsm.v1.NodeState" json:"state,omitempty"`
+	// dead: see NodeRecord.dead; may be set on a draining node, never cleared
+	// before it is removed.
+	Dead          bool      `protobuf:"varint,3,opt,name=dead,proto3" json:"dead,omitempty"`
+	ExpectedState NodeState `protobuf:"varint,4,opt,name=expected_state,json=expectedState,proto3,enum=syncstore.fsm.v1.NodeState" json:"expected_state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeState) Reset() {
+	*x = SetNodeState{}
+	mi := &file_command_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeState) ProtoMessage() {}
+
+func (x *SetNodeState) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeState.ProtoReflect.Descriptor instead.
+func (*SetNodeState) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *SetNodeState) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *SetNodeState) GetState() NodeState {
+	if x != nil {
+		return x.State
+	}
+	return NodeState_NODE_STATE_ACTIVE
+}
+
+func (x *SetNodeState) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
+func (x *SetNodeState) GetExpectedState() NodeState {
+	if x != nil {
+		return x.ExpectedState
+	}
+	return NodeState_NODE_STATE_ACTIVE
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\x8b\r\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xd3\r\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -5138,7 +5321,8 @@ const file_command_proto_rawDesc = "" +
 	"\vmove_update\x18\" \x01(\v2\x1c.syncstore.fsm.v1.MoveUpdateH\x00R\n" +
 	"moveUpdate\x12?\n" +
 	"\vmove_switch\x18# \x01(\v2\x1c.syncstore.fsm.v1.MoveSwitchH\x00R\n" +
-	"moveSwitchB\x04\n" +
+	"moveSwitch\x12F\n" +
+	"\x0eset_node_state\x18( \x01(\v2\x1e.syncstore.fsm.v1.SetNodeStateH\x00R\fsetNodeStateB\x04\n" +
 	"\x02op\"\r\n" +
 	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
@@ -5204,13 +5388,14 @@ const file_command_proto_rawDesc = "" +
 	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\"Z\n" +
 	"\bShardMap\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x124\n" +
-	"\x06groups\x18\x02 \x03(\v2\x1c.syncstore.fsm.v1.ShardGroupR\x06groups\"\x87\x01\n" +
+	"\x06groups\x18\x02 \x03(\v2\x1c.syncstore.fsm.v1.ShardGroupR\x06groups\"\x9f\x01\n" +
 	"\n" +
 	"ShardGroup\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x123\n" +
 	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x12\x1a\n" +
 	"\breplicas\x18\x03 \x03(\tR\breplicas\x12\x18\n" +
-	"\acreator\x18\x04 \x01(\tR\acreator\"3\n" +
+	"\acreator\x18\x04 \x01(\tR\acreator\x12\x16\n" +
+	"\x06pinned\x18\x05 \x01(\bR\x06pinned\"3\n" +
 	"\tSlotRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\rR\x03end\"\xe8\x02\n" +
@@ -5240,14 +5425,17 @@ const file_command_proto_rawDesc = "" +
 	"\rdelivery_seqs\x18\x06 \x03(\x04R\fdeliverySeqs\"5\n" +
 	"\fDedupeRecord\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x13\n" +
-	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\"\x80\x01\n" +
+	"\x05ts_ms\x18\x02 \x01(\x03R\x04tsMs\"\xed\x01\n" +
 	"\n" +
 	"NodeRecord\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddr\"\x84\x03\n" +
+	"gossipAddr\x121\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\x05state\x12\x12\n" +
+	"\x04dead\x18\x06 \x01(\bR\x04dead\x12$\n" +
+	"\x0estate_since_ms\x18\a \x01(\x03R\fstateSinceMs\"\x84\x03\n" +
 	"\vRecordWrite\x12\x1e\n" +
 	"\n" +
 	"collection\x18\x01 \x01(\tR\n" +
@@ -5533,7 +5721,12 @@ const file_command_proto_rawDesc = "" +
 	"\fimport_state\x18\x03 \x01(\v2!.syncstore.fsm.v1.MoveImportStateR\vimportState\x12!\n" +
 	"\fcleanup_done\x18\x04 \x01(\bR\vcleanupDone\x12\x16\n" +
 	"\x06digest\x18\x05 \x01(\tR\x06digest\x12\x12\n" +
-	"\x04keys\x18\x06 \x01(\x04R\x04keys*I\n" +
+	"\x04keys\x18\x06 \x01(\x04R\x04keys\"\xb2\x01\n" +
+	"\fSetNodeState\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x121\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\x05state\x12\x12\n" +
+	"\x04dead\x18\x03 \x01(\bR\x04dead\x12B\n" +
+	"\x0eexpected_state\x18\x04 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\rexpectedState*I\n" +
 	"\rTimelineClass\x12\x17\n" +
 	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
 	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01*t\n" +
@@ -5546,7 +5739,11 @@ const file_command_proto_rawDesc = "" +
 	"\x06COPIED\x10\x03\x12\f\n" +
 	"\bSWITCHED\x10\x04\x12\v\n" +
 	"\aCLEANED\x10\x05\x12\v\n" +
-	"\aABORTED\x10\x06B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
+	"\aABORTED\x10\x06*S\n" +
+	"\tNodeState\x12\x15\n" +
+	"\x11NODE_STATE_ACTIVE\x10\x00\x12\x17\n" +
+	"\x13NODE_STATE_DRAINING\x10\x01\x12\x16\n" +
+	"\x12NODE_STATE_REMOVED\x10\x02B*Z(github.com/syncstore/syncstore/fsm/fsmpbb\x06proto3"
 
 var (
 	file_command_proto_rawDescOnce sync.Once
@@ -5560,176 +5757,182 @@ func file_command_proto_rawDescGZIP() []byte {
 	return file_command_proto_rawDescData
 }
 
-var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 74)
+var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),          // 0: syncstore.fsm.v1.TimelineClass
 	(MovePhase)(0),              // 1: syncstore.fsm.v1.MovePhase
-	(MoveSource_Action)(0),      // 2: syncstore.fsm.v1.MoveSource.Action
-	(MoveCleanup_Side)(0),       // 3: syncstore.fsm.v1.MoveCleanup.Side
-	(*Command)(nil),             // 4: syncstore.fsm.v1.Command
-	(*DigestPoint)(nil),         // 5: syncstore.fsm.v1.DigestPoint
-	(*Send)(nil),                // 6: syncstore.fsm.v1.Send
-	(*Deliver)(nil),             // 7: syncstore.fsm.v1.Deliver
-	(*DeliveryItem)(nil),        // 8: syncstore.fsm.v1.DeliveryItem
-	(*DeliveryDone)(nil),        // 9: syncstore.fsm.v1.DeliveryDone
-	(*Trim)(nil),                // 10: syncstore.fsm.v1.Trim
-	(*TrimItem)(nil),            // 11: syncstore.fsm.v1.TrimItem
-	(*Append)(nil),              // 12: syncstore.fsm.v1.Append
-	(*AppendBatch)(nil),         // 13: syncstore.fsm.v1.AppendBatch
-	(*RegisterNode)(nil),        // 14: syncstore.fsm.v1.RegisterNode
-	(*SetShardMap)(nil),         // 15: syncstore.fsm.v1.SetShardMap
-	(*SetRanges)(nil),           // 16: syncstore.fsm.v1.SetRanges
-	(*ShardMap)(nil),            // 17: syncstore.fsm.v1.ShardMap
-	(*ShardGroup)(nil),          // 18: syncstore.fsm.v1.ShardGroup
-	(*SlotRange)(nil),           // 19: syncstore.fsm.v1.SlotRange
-	(*StoredEntry)(nil),         // 20: syncstore.fsm.v1.StoredEntry
-	(*TimelineInfo)(nil),        // 21: syncstore.fsm.v1.TimelineInfo
-	(*OutboxJob)(nil),           // 22: syncstore.fsm.v1.OutboxJob
-	(*DedupeRecord)(nil),        // 23: syncstore.fsm.v1.DedupeRecord
-	(*NodeRecord)(nil),          // 24: syncstore.fsm.v1.NodeRecord
-	(*RecordWrite)(nil),         // 25: syncstore.fsm.v1.RecordWrite
-	(*RecordCopy)(nil),          // 26: syncstore.fsm.v1.RecordCopy
-	(*CopyJob)(nil),             // 27: syncstore.fsm.v1.CopyJob
-	(*CopyJobItem)(nil),         // 28: syncstore.fsm.v1.CopyJobItem
-	(*CopyRecords)(nil),         // 29: syncstore.fsm.v1.CopyRecords
-	(*CopyItem)(nil),            // 30: syncstore.fsm.v1.CopyItem
-	(*CopyDone)(nil),            // 31: syncstore.fsm.v1.CopyDone
-	(*RecordOp)(nil),            // 32: syncstore.fsm.v1.RecordOp
-	(*RecordCondition)(nil),     // 33: syncstore.fsm.v1.RecordCondition
-	(*CompactTombstones)(nil),   // 34: syncstore.fsm.v1.CompactTombstones
-	(*CompactItem)(nil),         // 35: syncstore.fsm.v1.CompactItem
-	(*StoredRecord)(nil),        // 36: syncstore.fsm.v1.StoredRecord
-	(*CollectionInfo)(nil),      // 37: syncstore.fsm.v1.CollectionInfo
-	(*WriteDedupe)(nil),         // 38: syncstore.fsm.v1.WriteDedupe
-	(*LoginPolicy)(nil),         // 39: syncstore.fsm.v1.LoginPolicy
-	(*ClassGroup)(nil),          // 40: syncstore.fsm.v1.ClassGroup
-	(*Login)(nil),               // 41: syncstore.fsm.v1.Login
-	(*Logout)(nil),              // 42: syncstore.fsm.v1.Logout
-	(*TouchDevices)(nil),        // 43: syncstore.fsm.v1.TouchDevices
-	(*DeviceRef)(nil),           // 44: syncstore.fsm.v1.DeviceRef
-	(*AckCursor)(nil),           // 45: syncstore.fsm.v1.AckCursor
-	(*MarkRead)(nil),            // 46: syncstore.fsm.v1.MarkRead
-	(*DeviceSessions)(nil),      // 47: syncstore.fsm.v1.DeviceSessions
-	(*Session)(nil),             // 48: syncstore.fsm.v1.Session
-	(*DeviceRecord)(nil),        // 49: syncstore.fsm.v1.DeviceRecord
-	(*ConversationSummary)(nil), // 50: syncstore.fsm.v1.ConversationSummary
-	(*MoveSource)(nil),          // 51: syncstore.fsm.v1.MoveSource
-	(*MovingRanges)(nil),        // 52: syncstore.fsm.v1.MovingRanges
-	(*MovingRange)(nil),         // 53: syncstore.fsm.v1.MovingRange
-	(*MoveCursor)(nil),          // 54: syncstore.fsm.v1.MoveCursor
-	(*MoveItem)(nil),            // 55: syncstore.fsm.v1.MoveItem
-	(*MoveImport)(nil),          // 56: syncstore.fsm.v1.MoveImport
-	(*MoveImportState)(nil),     // 57: syncstore.fsm.v1.MoveImportState
-	(*MoveCleanup)(nil),         // 58: syncstore.fsm.v1.MoveCleanup
-	(*MoveRecord)(nil),          // 59: syncstore.fsm.v1.MoveRecord
-	(*MovePlan)(nil),            // 60: syncstore.fsm.v1.MovePlan
-	(*MoveUpdate)(nil),          // 61: syncstore.fsm.v1.MoveUpdate
-	(*MoveSwitch)(nil),          // 62: syncstore.fsm.v1.MoveSwitch
-	(*MoveStep)(nil),            // 63: syncstore.fsm.v1.MoveStep
-	(*MoveExport)(nil),          // 64: syncstore.fsm.v1.MoveExport
-	(*MoveRangeDigest)(nil),     // 65: syncstore.fsm.v1.MoveRangeDigest
-	(*MoveStepResult)(nil),      // 66: syncstore.fsm.v1.MoveStepResult
-	nil,                         // 67: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                         // 68: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                         // 69: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                         // 70: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                         // 71: syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	nil,                         // 72: syncstore.fsm.v1.CopyItem.MetadataEntry
-	nil,                         // 73: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                         // 74: syncstore.fsm.v1.StoredRecord.MetadataEntry
-	nil,                         // 75: syncstore.fsm.v1.Login.MetadataEntry
-	nil,                         // 76: syncstore.fsm.v1.Session.MetadataEntry
-	nil,                         // 77: syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	(NodeState)(0),              // 2: syncstore.fsm.v1.NodeState
+	(MoveSource_Action)(0),      // 3: syncstore.fsm.v1.MoveSource.Action
+	(MoveCleanup_Side)(0),       // 4: syncstore.fsm.v1.MoveCleanup.Side
+	(*Command)(nil),             // 5: syncstore.fsm.v1.Command
+	(*DigestPoint)(nil),         // 6: syncstore.fsm.v1.DigestPoint
+	(*Send)(nil),                // 7: syncstore.fsm.v1.Send
+	(*Deliver)(nil),             // 8: syncstore.fsm.v1.Deliver
+	(*DeliveryItem)(nil),        // 9: syncstore.fsm.v1.DeliveryItem
+	(*DeliveryDone)(nil),        // 10: syncstore.fsm.v1.DeliveryDone
+	(*Trim)(nil),                // 11: syncstore.fsm.v1.Trim
+	(*TrimItem)(nil),            // 12: syncstore.fsm.v1.TrimItem
+	(*Append)(nil),              // 13: syncstore.fsm.v1.Append
+	(*AppendBatch)(nil),         // 14: syncstore.fsm.v1.AppendBatch
+	(*RegisterNode)(nil),        // 15: syncstore.fsm.v1.RegisterNode
+	(*SetShardMap)(nil),         // 16: syncstore.fsm.v1.SetShardMap
+	(*SetRanges)(nil),           // 17: syncstore.fsm.v1.SetRanges
+	(*ShardMap)(nil),            // 18: syncstore.fsm.v1.ShardMap
+	(*ShardGroup)(nil),          // 19: syncstore.fsm.v1.ShardGroup
+	(*SlotRange)(nil),           // 20: syncstore.fsm.v1.SlotRange
+	(*StoredEntry)(nil),         // 21: syncstore.fsm.v1.StoredEntry
+	(*TimelineInfo)(nil),        // 22: syncstore.fsm.v1.TimelineInfo
+	(*OutboxJob)(nil),           // 23: syncstore.fsm.v1.OutboxJob
+	(*DedupeRecord)(nil),        // 24: syncstore.fsm.v1.DedupeRecord
+	(*NodeRecord)(nil),          // 25: syncstore.fsm.v1.NodeRecord
+	(*RecordWrite)(nil),         // 26: syncstore.fsm.v1.RecordWrite
+	(*RecordCopy)(nil),          // 27: syncstore.fsm.v1.RecordCopy
+	(*CopyJob)(nil),             // 28: syncstore.fsm.v1.CopyJob
+	(*CopyJobItem)(nil),         // 29: syncstore.fsm.v1.CopyJobItem
+	(*CopyRecords)(nil),         // 30: syncstore.fsm.v1.CopyRecords
+	(*CopyItem)(nil),            // 31: syncstore.fsm.v1.CopyItem
+	(*CopyDone)(nil),            // 32: syncstore.fsm.v1.CopyDone
+	(*RecordOp)(nil),            // 33: syncstore.fsm.v1.RecordOp
+	(*RecordCondition)(nil),     // 34: syncstore.fsm.v1.RecordCondition
+	(*CompactTombstones)(nil),   // 35: syncstore.fsm.v1.CompactTombstones
+	(*CompactItem)(nil),         // 36: syncstore.fsm.v1.CompactItem
+	(*StoredRecord)(nil),        // 37: syncstore.fsm.v1.StoredRecord
+	(*CollectionInfo)(nil),      // 38: syncstore.fsm.v1.CollectionInfo
+	(*WriteDedupe)(nil),         // 39: syncstore.fsm.v1.WriteDedupe
+	(*LoginPolicy)(nil),         // 40: syncstore.fsm.v1.LoginPolicy
+	(*ClassGroup)(nil),          // 41: syncstore.fsm.v1.ClassGroup
+	(*Login)(nil),               // 42: syncstore.fsm.v1.Login
+	(*Logout)(nil),              // 43: syncstore.fsm.v1.Logout
+	(*TouchDevices)(nil),        // 44: syncstore.fsm.v1.TouchDevices
+	(*DeviceRef)(nil),           // 45: syncstore.fsm.v1.DeviceRef
+	(*AckCursor)(nil),           // 46: syncstore.fsm.v1.AckCursor
+	(*MarkRead)(nil),            // 47: syncstore.fsm.v1.MarkRead
+	(*DeviceSessions)(nil),      // 48: syncstore.fsm.v1.DeviceSessions
+	(*Session)(nil),             // 49: syncstore.fsm.v1.Session
+	(*DeviceRecord)(nil),        // 50: syncstore.fsm.v1.DeviceRecord
+	(*ConversationSummary)(nil), // 51: syncstore.fsm.v1.ConversationSummary
+	(*MoveSource)(nil),          // 52: syncstore.fsm.v1.MoveSource
+	(*MovingRanges)(nil),        // 53: syncstore.fsm.v1.MovingRanges
+	(*MovingRange)(nil),         // 54: syncstore.fsm.v1.MovingRange
+	(*MoveCursor)(nil),          // 55: syncstore.fsm.v1.MoveCursor
+	(*MoveItem)(nil),            // 56: syncstore.fsm.v1.MoveItem
+	(*MoveImport)(nil),          // 57: syncstore.fsm.v1.MoveImport
+	(*MoveImportState)(nil),     // 58: syncstore.fsm.v1.MoveImportState
+	(*MoveCleanup)(nil),         // 59: syncstore.fsm.v1.MoveCleanup
+	(*MoveRecord)(nil),          // 60: syncstore.fsm.v1.MoveRecord
+	(*MovePlan)(nil),            // 61: syncstore.fsm.v1.MovePlan
+	(*MoveUpdate)(nil),          // 62: syncstore.fsm.v1.MoveUpdate
+	(*MoveSwitch)(nil),          // 63: syncstore.fsm.v1.MoveSwitch
+	(*MoveStep)(nil),            // 64: syncstore.fsm.v1.MoveStep
+	(*MoveExport)(nil),          // 65: syncstore.fsm.v1.MoveExport
+	(*MoveRangeDigest)(nil),     // 66: syncstore.fsm.v1.MoveRangeDigest
+	(*MoveStepResult)(nil),      // 67: syncstore.fsm.v1.MoveStepResult
+	(*SetNodeState)(nil),        // 68: syncstore.fsm.v1.SetNodeState
+	nil,                         // 69: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                         // 70: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                         // 71: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                         // 72: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                         // 73: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                         // 74: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                         // 75: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                         // 76: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	nil,                         // 77: syncstore.fsm.v1.Login.MetadataEntry
+	nil,                         // 78: syncstore.fsm.v1.Session.MetadataEntry
+	nil,                         // 79: syncstore.fsm.v1.DeviceRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
-	12, // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
-	14, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
-	15, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
-	16, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
-	6,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
-	7,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
-	9,  // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
-	10, // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
-	5,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
-	13, // 9: syncstore.fsm.v1.Command.append_batch:type_name -> syncstore.fsm.v1.AppendBatch
-	25, // 10: syncstore.fsm.v1.Command.record_write:type_name -> syncstore.fsm.v1.RecordWrite
-	34, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
-	29, // 12: syncstore.fsm.v1.Command.copy_records:type_name -> syncstore.fsm.v1.CopyRecords
-	31, // 13: syncstore.fsm.v1.Command.copy_done:type_name -> syncstore.fsm.v1.CopyDone
-	41, // 14: syncstore.fsm.v1.Command.login:type_name -> syncstore.fsm.v1.Login
-	42, // 15: syncstore.fsm.v1.Command.logout:type_name -> syncstore.fsm.v1.Logout
-	43, // 16: syncstore.fsm.v1.Command.touch_devices:type_name -> syncstore.fsm.v1.TouchDevices
-	45, // 17: syncstore.fsm.v1.Command.ack_cursor:type_name -> syncstore.fsm.v1.AckCursor
-	46, // 18: syncstore.fsm.v1.Command.mark_read:type_name -> syncstore.fsm.v1.MarkRead
-	51, // 19: syncstore.fsm.v1.Command.move_source:type_name -> syncstore.fsm.v1.MoveSource
-	56, // 20: syncstore.fsm.v1.Command.move_import:type_name -> syncstore.fsm.v1.MoveImport
-	58, // 21: syncstore.fsm.v1.Command.move_cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
-	60, // 22: syncstore.fsm.v1.Command.move_plan:type_name -> syncstore.fsm.v1.MovePlan
-	61, // 23: syncstore.fsm.v1.Command.move_update:type_name -> syncstore.fsm.v1.MoveUpdate
-	62, // 24: syncstore.fsm.v1.Command.move_switch:type_name -> syncstore.fsm.v1.MoveSwitch
-	67, // 25: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	8,  // 26: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	68, // 27: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	11, // 28: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	69, // 29: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	12, // 30: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
-	17, // 31: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	19, // 32: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	18, // 33: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	19, // 34: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	70, // 35: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 36: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	32, // 37: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
-	33, // 38: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
-	26, // 39: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
-	28, // 40: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
-	71, // 41: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	30, // 42: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
-	72, // 43: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
-	73, // 44: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
-	35, // 45: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	74, // 46: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
-	40, // 47: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
-	75, // 48: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
-	39, // 49: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
-	44, // 50: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
-	48, // 51: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
-	76, // 52: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
-	77, // 53: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
-	19, // 54: syncstore.fsm.v1.MoveSource.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	2,  // 55: syncstore.fsm.v1.MoveSource.action:type_name -> syncstore.fsm.v1.MoveSource.Action
-	53, // 56: syncstore.fsm.v1.MovingRanges.moves:type_name -> syncstore.fsm.v1.MovingRange
-	19, // 57: syncstore.fsm.v1.MovingRange.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	19, // 58: syncstore.fsm.v1.MoveImport.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	54, // 59: syncstore.fsm.v1.MoveImport.from:type_name -> syncstore.fsm.v1.MoveCursor
-	54, // 60: syncstore.fsm.v1.MoveImport.to:type_name -> syncstore.fsm.v1.MoveCursor
-	55, // 61: syncstore.fsm.v1.MoveImport.items:type_name -> syncstore.fsm.v1.MoveItem
-	19, // 62: syncstore.fsm.v1.MoveImportState.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	54, // 63: syncstore.fsm.v1.MoveImportState.cursor:type_name -> syncstore.fsm.v1.MoveCursor
-	19, // 64: syncstore.fsm.v1.MoveCleanup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	3,  // 65: syncstore.fsm.v1.MoveCleanup.side:type_name -> syncstore.fsm.v1.MoveCleanup.Side
-	19, // 66: syncstore.fsm.v1.MoveRecord.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	1,  // 67: syncstore.fsm.v1.MoveRecord.phase:type_name -> syncstore.fsm.v1.MovePhase
-	19, // 68: syncstore.fsm.v1.MovePlan.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	1,  // 69: syncstore.fsm.v1.MoveUpdate.from:type_name -> syncstore.fsm.v1.MovePhase
-	1,  // 70: syncstore.fsm.v1.MoveUpdate.to:type_name -> syncstore.fsm.v1.MovePhase
-	51, // 71: syncstore.fsm.v1.MoveStep.source:type_name -> syncstore.fsm.v1.MoveSource
-	56, // 72: syncstore.fsm.v1.MoveStep.import:type_name -> syncstore.fsm.v1.MoveImport
-	58, // 73: syncstore.fsm.v1.MoveStep.cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
-	64, // 74: syncstore.fsm.v1.MoveStep.export:type_name -> syncstore.fsm.v1.MoveExport
-	65, // 75: syncstore.fsm.v1.MoveStep.digest:type_name -> syncstore.fsm.v1.MoveRangeDigest
-	16, // 76: syncstore.fsm.v1.MoveStep.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
-	19, // 77: syncstore.fsm.v1.MoveExport.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	54, // 78: syncstore.fsm.v1.MoveExport.from:type_name -> syncstore.fsm.v1.MoveCursor
-	19, // 79: syncstore.fsm.v1.MoveRangeDigest.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	56, // 80: syncstore.fsm.v1.MoveStepResult.chunk:type_name -> syncstore.fsm.v1.MoveImport
-	57, // 81: syncstore.fsm.v1.MoveStepResult.import_state:type_name -> syncstore.fsm.v1.MoveImportState
-	82, // [82:82] is the sub-list for method output_type
-	82, // [82:82] is the sub-list for method input_type
-	82, // [82:82] is the sub-list for extension type_name
-	82, // [82:82] is the sub-list for extension extendee
-	0,  // [0:82] is the sub-list for field type_name
+	13, // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
+	15, // 1: syncstore.fsm.v1.Command.register_node:type_name -> syncstore.fsm.v1.RegisterNode
+	16, // 2: syncstore.fsm.v1.Command.set_shard_map:type_name -> syncstore.fsm.v1.SetShardMap
+	17, // 3: syncstore.fsm.v1.Command.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	7,  // 4: syncstore.fsm.v1.Command.send:type_name -> syncstore.fsm.v1.Send
+	8,  // 5: syncstore.fsm.v1.Command.deliver:type_name -> syncstore.fsm.v1.Deliver
+	10, // 6: syncstore.fsm.v1.Command.delivery_done:type_name -> syncstore.fsm.v1.DeliveryDone
+	11, // 7: syncstore.fsm.v1.Command.trim:type_name -> syncstore.fsm.v1.Trim
+	6,  // 8: syncstore.fsm.v1.Command.digest_point:type_name -> syncstore.fsm.v1.DigestPoint
+	14, // 9: syncstore.fsm.v1.Command.append_batch:type_name -> syncstore.fsm.v1.AppendBatch
+	26, // 10: syncstore.fsm.v1.Command.record_write:type_name -> syncstore.fsm.v1.RecordWrite
+	35, // 11: syncstore.fsm.v1.Command.compact_tombstones:type_name -> syncstore.fsm.v1.CompactTombstones
+	30, // 12: syncstore.fsm.v1.Command.copy_records:type_name -> syncstore.fsm.v1.CopyRecords
+	32, // 13: syncstore.fsm.v1.Command.copy_done:type_name -> syncstore.fsm.v1.CopyDone
+	42, // 14: syncstore.fsm.v1.Command.login:type_name -> syncstore.fsm.v1.Login
+	43, // 15: syncstore.fsm.v1.Command.logout:type_name -> syncstore.fsm.v1.Logout
+	44, // 16: syncstore.fsm.v1.Command.touch_devices:type_name -> syncstore.fsm.v1.TouchDevices
+	46, // 17: syncstore.fsm.v1.Command.ack_cursor:type_name -> syncstore.fsm.v1.AckCursor
+	47, // 18: syncstore.fsm.v1.Command.mark_read:type_name -> syncstore.fsm.v1.MarkRead
+	52, // 19: syncstore.fsm.v1.Command.move_source:type_name -> syncstore.fsm.v1.MoveSource
+	57, // 20: syncstore.fsm.v1.Command.move_import:type_name -> syncstore.fsm.v1.MoveImport
+	59, // 21: syncstore.fsm.v1.Command.move_cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
+	61, // 22: syncstore.fsm.v1.Command.move_plan:type_name -> syncstore.fsm.v1.MovePlan
+	62, // 23: syncstore.fsm.v1.Command.move_update:type_name -> syncstore.fsm.v1.MoveUpdate
+	63, // 24: syncstore.fsm.v1.Command.move_switch:type_name -> syncstore.fsm.v1.MoveSwitch
+	68, // 25: syncstore.fsm.v1.Command.set_node_state:type_name -> syncstore.fsm.v1.SetNodeState
+	69, // 26: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	9,  // 27: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	70, // 28: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	12, // 29: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	71, // 30: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	13, // 31: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
+	18, // 32: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	20, // 33: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	19, // 34: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	20, // 35: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	72, // 36: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 37: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	2,  // 38: syncstore.fsm.v1.NodeRecord.state:type_name -> syncstore.fsm.v1.NodeState
+	33, // 39: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
+	34, // 40: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
+	27, // 41: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
+	29, // 42: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
+	73, // 43: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	31, // 44: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
+	74, // 45: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	75, // 46: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	36, // 47: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
+	76, // 48: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	41, // 49: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
+	77, // 50: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
+	40, // 51: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
+	45, // 52: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
+	49, // 53: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
+	78, // 54: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
+	79, // 55: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	20, // 56: syncstore.fsm.v1.MoveSource.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	3,  // 57: syncstore.fsm.v1.MoveSource.action:type_name -> syncstore.fsm.v1.MoveSource.Action
+	54, // 58: syncstore.fsm.v1.MovingRanges.moves:type_name -> syncstore.fsm.v1.MovingRange
+	20, // 59: syncstore.fsm.v1.MovingRange.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	20, // 60: syncstore.fsm.v1.MoveImport.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 61: syncstore.fsm.v1.MoveImport.from:type_name -> syncstore.fsm.v1.MoveCursor
+	55, // 62: syncstore.fsm.v1.MoveImport.to:type_name -> syncstore.fsm.v1.MoveCursor
+	56, // 63: syncstore.fsm.v1.MoveImport.items:type_name -> syncstore.fsm.v1.MoveItem
+	20, // 64: syncstore.fsm.v1.MoveImportState.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 65: syncstore.fsm.v1.MoveImportState.cursor:type_name -> syncstore.fsm.v1.MoveCursor
+	20, // 66: syncstore.fsm.v1.MoveCleanup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	4,  // 67: syncstore.fsm.v1.MoveCleanup.side:type_name -> syncstore.fsm.v1.MoveCleanup.Side
+	20, // 68: syncstore.fsm.v1.MoveRecord.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	1,  // 69: syncstore.fsm.v1.MoveRecord.phase:type_name -> syncstore.fsm.v1.MovePhase
+	20, // 70: syncstore.fsm.v1.MovePlan.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	1,  // 71: syncstore.fsm.v1.MoveUpdate.from:type_name -> syncstore.fsm.v1.MovePhase
+	1,  // 72: syncstore.fsm.v1.MoveUpdate.to:type_name -> syncstore.fsm.v1.MovePhase
+	52, // 73: syncstore.fsm.v1.MoveStep.source:type_name -> syncstore.fsm.v1.MoveSource
+	57, // 74: syncstore.fsm.v1.MoveStep.import:type_name -> syncstore.fsm.v1.MoveImport
+	59, // 75: syncstore.fsm.v1.MoveStep.cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
+	65, // 76: syncstore.fsm.v1.MoveStep.export:type_name -> syncstore.fsm.v1.MoveExport
+	66, // 77: syncstore.fsm.v1.MoveStep.digest:type_name -> syncstore.fsm.v1.MoveRangeDigest
+	17, // 78: syncstore.fsm.v1.MoveStep.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	20, // 79: syncstore.fsm.v1.MoveExport.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 80: syncstore.fsm.v1.MoveExport.from:type_name -> syncstore.fsm.v1.MoveCursor
+	20, // 81: syncstore.fsm.v1.MoveRangeDigest.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	57, // 82: syncstore.fsm.v1.MoveStepResult.chunk:type_name -> syncstore.fsm.v1.MoveImport
+	58, // 83: syncstore.fsm.v1.MoveStepResult.import_state:type_name -> syncstore.fsm.v1.MoveImportState
+	2,  // 84: syncstore.fsm.v1.SetNodeState.state:type_name -> syncstore.fsm.v1.NodeState
+	2,  // 85: syncstore.fsm.v1.SetNodeState.expected_state:type_name -> syncstore.fsm.v1.NodeState
+	86, // [86:86] is the sub-list for method output_type
+	86, // [86:86] is the sub-list for method input_type
+	86, // [86:86] is the sub-list for extension type_name
+	86, // [86:86] is the sub-list for extension extendee
+	0,  // [0:86] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -5763,6 +5966,7 @@ func file_command_proto_init() {
 		(*Command_MovePlan)(nil),
 		(*Command_MoveUpdate)(nil),
 		(*Command_MoveSwitch)(nil),
+		(*Command_SetNodeState)(nil),
 	}
 	file_command_proto_msgTypes[59].OneofWrappers = []any{
 		(*MoveStep_Source)(nil),
@@ -5778,8 +5982,8 @@ func file_command_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   74,
+			NumEnums:      5,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -156,6 +156,7 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	}
 	peerClient := server.NewPeerClient()
 	cfg.Prober = peerClient.Probe
+	cfg.StatusFetcher = peerClient.Status
 	cfg.Deliverer = peerClient.Deliver
 	cfg.Copier = peerClient.Copy
 	cfg.DigestProber = peerClient.DigestAt
@@ -213,6 +214,17 @@ func (c *Cluster) Kill(i int) {
 	<-m.served
 	m.peerClient.Close()
 	m.Node, m.server, m.peerClient = nil, nil, nil
+}
+
+// Rejoin starts a stopped member again on its addresses with a fresh,
+// empty data dir and joins it to the cluster (a removed node coming back).
+func (c *Cluster) Rejoin(i int) {
+	c.t.Helper()
+	m := c.Members[i]
+	m.Dir = c.t.TempDir()
+	c.start(m, false)
+	c.join(m)
+	c.waitRegistered(10 * time.Second)
 }
 
 // Restart starts a stopped member again on its addresses and data.

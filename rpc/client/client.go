@@ -399,7 +399,7 @@ func routesFrom(resp *syncv1.ShardMapResponse) (*routes, error) {
 func ShardMap(resp *syncv1.ShardMapResponse) (*shard.Map, error) {
 	groups := make([]shard.Group, 0, len(resp.GetGroups()))
 	for _, g := range resp.GetGroups() {
-		sg := shard.Group{ID: shard.GroupID(g.GetId()), Replicas: g.GetReplicas()}
+		sg := shard.Group{ID: shard.GroupID(g.GetId()), Replicas: g.GetReplicas(), Pinned: g.GetPinned()}
 		for _, r := range g.GetRanges() {
 			sg.Ranges = append(sg.Ranges, shard.Range{Start: r.GetStart(), End: r.GetEnd()})
 		}

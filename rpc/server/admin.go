@@ -138,7 +138,7 @@ func (s *Server) ShardMap(ctx context.Context, _ *syncv1.ShardMapRequest) (*sync
 	}
 	out := &syncv1.ShardMapResponse{Version: m.Version, NodeAddrs: map[string]string{}}
 	for _, g := range m.Groups {
-		info := &syncv1.ShardGroupInfo{Id: uint64(g.ID), Replicas: g.Replicas}
+		info := &syncv1.ShardGroupInfo{Id: uint64(g.ID), Replicas: g.Replicas, Pinned: g.Pinned}
 		for _, r := range g.Ranges {
 			info.Ranges = append(info.Ranges, &syncv1.SlotRange{Start: r.Start, End: r.End})
 		}

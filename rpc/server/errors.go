@@ -18,6 +18,9 @@ var errorCodes = []struct {
 	err  error
 	code codes.Code
 }{
+	// The shard map changed under an operator's compare-and-set too often:
+	// retry.
+	{fsm.ErrVersionConflict, codes.Aborted},
 	{fsm.ErrInvalidArgument, codes.InvalidArgument},
 	{fsm.ErrMalformedCommand, codes.InvalidArgument},
 	{fsm.ErrNodeConflict, codes.FailedPrecondition},
@@ -43,6 +46,16 @@ var errorCodes = []struct {
 	// A fenced replica serves nothing; another replica of the group does.
 	{node.ErrFenced, codes.Unavailable},
 	{node.ErrUnknownGroup, codes.NotFound},
+	// Node removal and operator moves: an unknown node is NOT_FOUND; a
+	// request the cluster's shape refuses is FAILED_PRECONDITION, its
+	// message naming what (the groups that would lose their quorum).
+	{node.ErrUnknownNode, codes.NotFound},
+	{fsm.ErrNodeState, codes.FailedPrecondition},
+	{node.ErrLastActiveNode, codes.FailedPrecondition},
+	{node.ErrWouldLoseQuorum, codes.FailedPrecondition},
+	{node.ErrNodeNotActive, codes.FailedPrecondition},
+	{node.ErrBadMove, codes.FailedPrecondition},
+	{node.ErrRemoved, codes.FailedPrecondition},
 	{node.ErrNotLeader, codes.Unavailable},
 	{node.ErrLeaderNotReady, codes.Unavailable},
 	{node.ErrOutcomeUnknown, codes.Unavailable},

@@ -30,6 +30,13 @@ func TestToStatus(t *testing.T) {
 		{"deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), codes.DeadlineExceeded, "-"},
 		{"canceled", context.Canceled, codes.Canceled, "-"},
 		{"anything else", errors.New("disk on fire"), codes.Internal, "-"},
+		{"unknown node", fmt.Errorf("%w: n9 is not registered", node.ErrUnknownNode), codes.NotFound, "-"},
+		{"unknown node in a refused state change", fmt.Errorf("%w: %w: n9", fsm.ErrNodeState, fsm.ErrUnknownNode), codes.NotFound, "-"},
+		{"node state refused", fmt.Errorf("%w: n1 is removed", fsm.ErrNodeState), codes.FailedPrecondition, "-"},
+		{"would lose quorum", fmt.Errorf("%w: group 3", node.ErrWouldLoseQuorum), codes.FailedPrecondition, "-"},
+		{"last active node", node.ErrLastActiveNode, codes.FailedPrecondition, "-"},
+		{"bad move", node.ErrBadMove, codes.FailedPrecondition, "-"},
+		{"map changed meanwhile", fsm.ErrVersionConflict, codes.Aborted, "-"},
 		{"already a status", status.Error(codes.NotFound, "x"), codes.NotFound, "-"},
 	}
 	for _, tc := range cases {

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/internal/testcluster"
 	"github.com/syncstore/syncstore/internal/testutil"
 	"github.com/syncstore/syncstore/node"
@@ -66,11 +67,24 @@ var seedRequests = map[string]proto.Message{
 	"/syncstore.v1.Sync/Subscribe": &syncv1.SubscribeRequest{
 		Add: []*syncv1.SubscribeFrom{{Timeline: proto.String("fuzz")}, {Timeline: proto.String("bob"), AfterSeq: proto.Uint64(1)}},
 	},
-	"/syncstore.v1.Admin/Join":          &syncv1.JoinRequest{NodeId: "n9", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:1", GossipAddr: "127.0.0.1:1"},
-	"/syncstore.v1.Admin/NodeStatus":    &syncv1.NodeStatusRequest{},
-	"/syncstore.v1.Admin/ClusterStatus": &syncv1.ClusterStatusRequest{},
-	"/syncstore.v1.Admin/ShardMap":      &syncv1.ShardMapRequest{},
-	"/syncstore.v1.Admin/Digests":       &syncv1.DigestsRequest{},
+	"/syncstore.v1.Admin/Join":           &syncv1.JoinRequest{NodeId: "n9", RaftAddr: "127.0.0.1:1", GrpcAddr: "127.0.0.1:1", GossipAddr: "127.0.0.1:1"},
+	"/syncstore.v1.Admin/NodeStatus":     &syncv1.NodeStatusRequest{},
+	"/syncstore.v1.Admin/ClusterStatus":  &syncv1.ClusterStatusRequest{},
+	"/syncstore.v1.Admin/ShardMap":       &syncv1.ShardMapRequest{},
+	"/syncstore.v1.Admin/Digests":        &syncv1.DigestsRequest{},
+	"/syncstore.v1.Admin/ListNodes":      &syncv1.ListNodesRequest{},
+	"/syncstore.v1.Admin/RemoveNode":     &syncv1.RemoveNodeRequest{NodeId: "n9"},
+	"/syncstore.v1.Admin/TransferLeader": &syncv1.TransferLeaderRequest{GroupId: 1, To: "n1"},
+	"/syncstore.v1.Admin/MoveReplica":    &syncv1.MoveReplicaRequest{GroupId: 1, From: "n1", To: "n9"},
+	// Moves and new groups that are refused: a run that moved slots or made
+	// groups would spend its time on them.
+	"/syncstore.v1.Admin/MoveSlots":      &syncv1.MoveSlotsRequest{Ranges: []*syncv1.SlotRange{{Start: 0, End: 16}}, TargetGroup: 99},
+	"/syncstore.v1.Admin/AbortMove":      &syncv1.AbortMoveRequest{MoveId: 99},
+	"/syncstore.v1.Admin/ListMoves":      &syncv1.ListMovesRequest{},
+	"/syncstore.v1.Admin/AddGroups":      &syncv1.AddGroupsRequest{Count: 0},
+	"/syncstore.v1.Admin/SplitGroup":     &syncv1.SplitGroupRequest{GroupId: 99},
+	"/syncstore.v1.Admin/RebalanceSlots": &syncv1.RebalanceSlotsRequest{},
+	"/syncstore.v1.Peer/Move":            &syncv1.MoveRequest{GroupId: 4, Step: mustMarshal(&fsmpb.MoveStep{Step: &fsmpb.MoveStep_ImportState{ImportState: 99}})},
 	// Of the 8 groups of a new cluster, group 4 owns bob's slot.
 	"/syncstore.v1.Peer/Deliver": &syncv1.DeliverRequest{GroupId: proto.Uint64(4), Items: []*syncv1.DeliveryItem{
 		{Timeline: proto.String("bob"), Conversation: proto.String("room"), ConversationSeq: proto.Uint64(1), Sender: proto.String("alice"), Payload: []byte("hi"), DeliverySeq: proto.Uint64(1)},
@@ -375,4 +389,12 @@ func diffStates(before, after map[shard.GroupID]node.GroupState) string {
 		}
 	}
 	return strings.Join(diffs, ", ")
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

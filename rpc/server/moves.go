@@ -11,6 +11,7 @@ import (
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/node"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 	"github.com/syncstore/syncstore/shard"
 )
@@ -106,8 +107,8 @@ func (s *Server) ListMoves(ctx context.Context, _ *syncv1.ListMovesRequest) (*sy
 
 // AddGroups creates groups at the meta leader and evens the slots out.
 func (s *Server) AddGroups(ctx context.Context, req *syncv1.AddGroupsRequest) (*syncv1.AddGroupsResponse, error) {
-	if req.GetCount() == 0 || req.GetCount() > shard.SlotCount {
-		return nil, status.Errorf(codes.InvalidArgument, "add %d groups: want 1..%d", req.GetCount(), shard.SlotCount)
+	if req.GetCount() == 0 || req.GetCount() > node.MaxAddGroups {
+		return nil, status.Errorf(codes.InvalidArgument, "add %d groups: want 1..%d at a time", req.GetCount(), node.MaxAddGroups)
 	}
 	ids, err := s.node.AddGroups(ctx, int(req.GetCount()))
 	if err != nil {

@@ -921,7 +921,9 @@ type ShardGroupInfo struct {
 	Id     uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	Ranges []*SlotRange           `protobuf:"bytes,2,rep,name=ranges,proto3" json:"ranges,omitempty"`
 	// replicas[0] is the preferred leader.
-	Replicas      []string `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	Replicas []string `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// pinned: an operator placed these replicas; placement keeps them.
+	Pinned        bool `protobuf:"varint,4,opt,name=pinned,proto3" json:"pinned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -975,6 +977,13 @@ func (x *ShardGroupInfo) GetReplicas() []string {
 		return x.Replicas
 	}
 	return nil
+}
+
+func (x *ShardGroupInfo) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
 }
 
 // SlotRange is the half-open range [start, end) of hash slots: CRC-32C of
@@ -1788,6 +1797,488 @@ func (x *ClusterStatusResponse) GetServedBy() string {
 	return ""
 }
 
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+type ListNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*NodeInfo            `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// The node that answered, and the meta leader it knows.
+	ServedBy      string `protobuf:"bytes,2,opt,name=served_by,json=servedBy,proto3" json:"served_by,omitempty"`
+	LeaderId      string `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListNodesResponse) GetNodes() []*NodeInfo {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ListNodesResponse) GetServedBy() string {
+	if x != nil {
+		return x.ServedBy
+	}
+	return ""
+}
+
+func (x *ListNodesResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+type NodeInfo struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr   string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr   string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	GossipAddr string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	// active, draining or removed
+	State string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	// dead: removed with --dead (or by the dead node timeout).
+	Dead          bool  `protobuf:"varint,6,opt,name=dead,proto3" json:"dead,omitempty"`
+	StateSinceMs  int64 `protobuf:"varint,7,opt,name=state_since_ms,json=stateSinceMs,proto3" json:"state_since_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInfo) Reset() {
+	*x = NodeInfo{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInfo) ProtoMessage() {}
+
+func (x *NodeInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
+func (*NodeInfo) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *NodeInfo) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *NodeInfo) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
+func (x *NodeInfo) GetStateSinceMs() int64 {
+	if x != nil {
+		return x.StateSinceMs
+	}
+	return 0
+}
+
+type RemoveNodeRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// dead: the node is gone for good; refused (FAILED_PRECONDITION, naming
+	// the groups) when a group would lose its quorum or its last copy.
+	Dead          bool `protobuf:"varint,2,opt,name=dead,proto3" json:"dead,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RemoveNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RemoveNodeRequest) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
+type RemoveNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's state after the call: draining (the removal is under way)
+	// or removed.
+	State string `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	Dead  bool   `protobuf:"varint,2,opt,name=dead,proto3" json:"dead,omitempty"`
+	// already: the node was draining or removed before this call.
+	Already       bool `protobuf:"varint,3,opt,name=already,proto3" json:"already,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RemoveNodeResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *RemoveNodeResponse) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
+func (x *RemoveNodeResponse) GetAlready() bool {
+	if x != nil {
+		return x.Already
+	}
+	return false
+}
+
+type TransferLeaderRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferLeaderRequest) Reset() {
+	*x = TransferLeaderRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferLeaderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferLeaderRequest) ProtoMessage() {}
+
+func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
+func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TransferLeaderRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *TransferLeaderRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+type MoveReplicaRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To            string                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveReplicaRequest) Reset() {
+	*x = MoveReplicaRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveReplicaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveReplicaRequest) ProtoMessage() {}
+
+func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveReplicaRequest.ProtoReflect.Descriptor instead.
+func (*MoveReplicaRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *MoveReplicaRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *MoveReplicaRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *MoveReplicaRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+// ShardChangeResponse is the shard map an operator change wrote (or found
+// already matching: changed is false).
+type ShardChangeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MapVersion    uint64                 `protobuf:"varint,1,opt,name=map_version,json=mapVersion,proto3" json:"map_version,omitempty"`
+	Replicas      []string               `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	Changed       bool                   `protobuf:"varint,3,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardChangeResponse) Reset() {
+	*x = ShardChangeResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardChangeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardChangeResponse) ProtoMessage() {}
+
+func (x *ShardChangeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardChangeResponse.ProtoReflect.Descriptor instead.
+func (*ShardChangeResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ShardChangeResponse) GetMapVersion() uint64 {
+	if x != nil {
+		return x.MapVersion
+	}
+	return 0
+}
+
+func (x *ShardChangeResponse) GetReplicas() []string {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *ShardChangeResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
 var File_syncstore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_admin_proto_rawDesc = "" +
@@ -1860,11 +2351,12 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"node_addrs\x18\x03 \x03(\v2-.syncstore.v1.ShardMapResponse.NodeAddrsEntryR\tnodeAddrs\x1a<\n" +
 	"\x0eNodeAddrsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"m\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x01\n" +
 	"\x0eShardGroupInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
 	"\x06ranges\x18\x02 \x03(\v2\x17.syncstore.v1.SlotRangeR\x06ranges\x12\x1a\n" +
-	"\breplicas\x18\x03 \x03(\tR\breplicas\"3\n" +
+	"\breplicas\x18\x03 \x03(\tR\breplicas\x12\x16\n" +
+	"\x06pinned\x18\x04 \x01(\bR\x06pinned\"3\n" +
 	"\tSlotRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
 	"\x03end\x18\x02 \x01(\rR\x03end\"\x81\x01\n" +
@@ -1930,7 +2422,40 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\tserved_by\x18\x04 \x01(\tR\bservedBy\x1a>\n" +
 	"\x10UnreachableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xea\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x12\n" +
+	"\x10ListNodesRequest\"{\n" +
+	"\x11ListNodesResponse\x12,\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x16.syncstore.v1.NodeInfoR\x05nodes\x12\x1b\n" +
+	"\tserved_by\x18\x02 \x01(\tR\bservedBy\x12\x1b\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xce\x01\n" +
+	"\bNodeInfo\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
+	"\vgossip_addr\x18\x04 \x01(\tR\n" +
+	"gossipAddr\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x12\n" +
+	"\x04dead\x18\x06 \x01(\bR\x04dead\x12$\n" +
+	"\x0estate_since_ms\x18\a \x01(\x03R\fstateSinceMs\"@\n" +
+	"\x11RemoveNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
+	"\x04dead\x18\x02 \x01(\bR\x04dead\"X\n" +
+	"\x12RemoveNodeResponse\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x12\n" +
+	"\x04dead\x18\x02 \x01(\bR\x04dead\x12\x18\n" +
+	"\aalready\x18\x03 \x01(\bR\aalready\"B\n" +
+	"\x15TransferLeaderRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\"S\n" +
+	"\x12MoveReplicaRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\"l\n" +
+	"\x13ShardChangeResponse\x12\x1f\n" +
+	"\vmap_version\x18\x01 \x01(\x04R\n" +
+	"mapVersion\x12\x1a\n" +
+	"\breplicas\x18\x02 \x03(\tR\breplicas\x12\x18\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged2\xb7\t\n" +
 	"\x05Admin\x12=\n" +
 	"\x04Join\x12\x19.syncstore.v1.JoinRequest\x1a\x1a.syncstore.v1.JoinResponse\x12O\n" +
 	"\n" +
@@ -1944,7 +2469,12 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\tAddGroups\x12\x1e.syncstore.v1.AddGroupsRequest\x1a\x1f.syncstore.v1.AddGroupsResponse\x12O\n" +
 	"\n" +
 	"SplitGroup\x12\x1f.syncstore.v1.SplitGroupRequest\x1a .syncstore.v1.SplitGroupResponse\x12[\n" +
-	"\x0eRebalanceSlots\x12#.syncstore.v1.RebalanceSlotsRequest\x1a$.syncstore.v1.RebalanceSlotsResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\x0eRebalanceSlots\x12#.syncstore.v1.RebalanceSlotsRequest\x1a$.syncstore.v1.RebalanceSlotsResponse\x12L\n" +
+	"\tListNodes\x12\x1e.syncstore.v1.ListNodesRequest\x1a\x1f.syncstore.v1.ListNodesResponse\x12O\n" +
+	"\n" +
+	"RemoveNode\x12\x1f.syncstore.v1.RemoveNodeRequest\x1a .syncstore.v1.RemoveNodeResponse\x12X\n" +
+	"\x0eTransferLeader\x12#.syncstore.v1.TransferLeaderRequest\x1a!.syncstore.v1.ShardChangeResponse\x12R\n" +
+	"\vMoveReplica\x12 .syncstore.v1.MoveReplicaRequest\x1a!.syncstore.v1.ShardChangeResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_admin_proto_rawDescOnce sync.Once
@@ -1958,7 +2488,7 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_syncstore_v1_admin_proto_goTypes = []any{
 	(*AddGroupsRequest)(nil),       // 0: syncstore.v1.AddGroupsRequest
 	(*AddGroupsResponse)(nil),      // 1: syncstore.v1.AddGroupsResponse
@@ -1989,21 +2519,29 @@ var file_syncstore_v1_admin_proto_goTypes = []any{
 	(*Member)(nil),                 // 26: syncstore.v1.Member
 	(*ClusterStatusRequest)(nil),   // 27: syncstore.v1.ClusterStatusRequest
 	(*ClusterStatusResponse)(nil),  // 28: syncstore.v1.ClusterStatusResponse
-	nil,                            // 29: syncstore.v1.DigestsResponse.DigestsEntry
-	nil,                            // 30: syncstore.v1.DigestsResponse.AppliedEntry
-	nil,                            // 31: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	nil,                            // 32: syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	nil,                            // 33: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	(*ListNodesRequest)(nil),       // 29: syncstore.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),      // 30: syncstore.v1.ListNodesResponse
+	(*NodeInfo)(nil),               // 31: syncstore.v1.NodeInfo
+	(*RemoveNodeRequest)(nil),      // 32: syncstore.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),     // 33: syncstore.v1.RemoveNodeResponse
+	(*TransferLeaderRequest)(nil),  // 34: syncstore.v1.TransferLeaderRequest
+	(*MoveReplicaRequest)(nil),     // 35: syncstore.v1.MoveReplicaRequest
+	(*ShardChangeResponse)(nil),    // 36: syncstore.v1.ShardChangeResponse
+	nil,                            // 37: syncstore.v1.DigestsResponse.DigestsEntry
+	nil,                            // 38: syncstore.v1.DigestsResponse.AppliedEntry
+	nil,                            // 39: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	nil,                            // 40: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                            // 41: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
 	18, // 0: syncstore.v1.MoveSlotsRequest.ranges:type_name -> syncstore.v1.SlotRange
 	12, // 1: syncstore.v1.ListMovesResponse.moves:type_name -> syncstore.v1.MoveInfo
 	18, // 2: syncstore.v1.MoveInfo.ranges:type_name -> syncstore.v1.SlotRange
-	29, // 3: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
-	30, // 4: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
-	31, // 5: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	37, // 3: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
+	38, // 4: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
+	39, // 5: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
 	17, // 6: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
-	32, // 7: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	40, // 7: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
 	18, // 8: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
 	26, // 9: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
 	25, // 10: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
@@ -2011,34 +2549,43 @@ var file_syncstore_v1_admin_proto_depIdxs = []int32{
 	23, // 12: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
 	26, // 13: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
 	22, // 14: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	33, // 15: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	19, // 16: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	21, // 17: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	27, // 18: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	15, // 19: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
-	13, // 20: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
-	6,  // 21: syncstore.v1.Admin.MoveSlots:input_type -> syncstore.v1.MoveSlotsRequest
-	8,  // 22: syncstore.v1.Admin.AbortMove:input_type -> syncstore.v1.AbortMoveRequest
-	10, // 23: syncstore.v1.Admin.ListMoves:input_type -> syncstore.v1.ListMovesRequest
-	0,  // 24: syncstore.v1.Admin.AddGroups:input_type -> syncstore.v1.AddGroupsRequest
-	2,  // 25: syncstore.v1.Admin.SplitGroup:input_type -> syncstore.v1.SplitGroupRequest
-	4,  // 26: syncstore.v1.Admin.RebalanceSlots:input_type -> syncstore.v1.RebalanceSlotsRequest
-	20, // 27: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	22, // 28: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	28, // 29: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	16, // 30: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
-	14, // 31: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
-	7,  // 32: syncstore.v1.Admin.MoveSlots:output_type -> syncstore.v1.MoveSlotsResponse
-	9,  // 33: syncstore.v1.Admin.AbortMove:output_type -> syncstore.v1.AbortMoveResponse
-	11, // 34: syncstore.v1.Admin.ListMoves:output_type -> syncstore.v1.ListMovesResponse
-	1,  // 35: syncstore.v1.Admin.AddGroups:output_type -> syncstore.v1.AddGroupsResponse
-	3,  // 36: syncstore.v1.Admin.SplitGroup:output_type -> syncstore.v1.SplitGroupResponse
-	5,  // 37: syncstore.v1.Admin.RebalanceSlots:output_type -> syncstore.v1.RebalanceSlotsResponse
-	27, // [27:38] is the sub-list for method output_type
-	16, // [16:27] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	41, // 15: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	31, // 16: syncstore.v1.ListNodesResponse.nodes:type_name -> syncstore.v1.NodeInfo
+	19, // 17: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	21, // 18: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	27, // 19: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	15, // 20: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	13, // 21: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
+	6,  // 22: syncstore.v1.Admin.MoveSlots:input_type -> syncstore.v1.MoveSlotsRequest
+	8,  // 23: syncstore.v1.Admin.AbortMove:input_type -> syncstore.v1.AbortMoveRequest
+	10, // 24: syncstore.v1.Admin.ListMoves:input_type -> syncstore.v1.ListMovesRequest
+	0,  // 25: syncstore.v1.Admin.AddGroups:input_type -> syncstore.v1.AddGroupsRequest
+	2,  // 26: syncstore.v1.Admin.SplitGroup:input_type -> syncstore.v1.SplitGroupRequest
+	4,  // 27: syncstore.v1.Admin.RebalanceSlots:input_type -> syncstore.v1.RebalanceSlotsRequest
+	29, // 28: syncstore.v1.Admin.ListNodes:input_type -> syncstore.v1.ListNodesRequest
+	32, // 29: syncstore.v1.Admin.RemoveNode:input_type -> syncstore.v1.RemoveNodeRequest
+	34, // 30: syncstore.v1.Admin.TransferLeader:input_type -> syncstore.v1.TransferLeaderRequest
+	35, // 31: syncstore.v1.Admin.MoveReplica:input_type -> syncstore.v1.MoveReplicaRequest
+	20, // 32: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	22, // 33: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	28, // 34: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	16, // 35: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	14, // 36: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
+	7,  // 37: syncstore.v1.Admin.MoveSlots:output_type -> syncstore.v1.MoveSlotsResponse
+	9,  // 38: syncstore.v1.Admin.AbortMove:output_type -> syncstore.v1.AbortMoveResponse
+	11, // 39: syncstore.v1.Admin.ListMoves:output_type -> syncstore.v1.ListMovesResponse
+	1,  // 40: syncstore.v1.Admin.AddGroups:output_type -> syncstore.v1.AddGroupsResponse
+	3,  // 41: syncstore.v1.Admin.SplitGroup:output_type -> syncstore.v1.SplitGroupResponse
+	5,  // 42: syncstore.v1.Admin.RebalanceSlots:output_type -> syncstore.v1.RebalanceSlotsResponse
+	30, // 43: syncstore.v1.Admin.ListNodes:output_type -> syncstore.v1.ListNodesResponse
+	33, // 44: syncstore.v1.Admin.RemoveNode:output_type -> syncstore.v1.RemoveNodeResponse
+	36, // 45: syncstore.v1.Admin.TransferLeader:output_type -> syncstore.v1.ShardChangeResponse
+	36, // 46: syncstore.v1.Admin.MoveReplica:output_type -> syncstore.v1.ShardChangeResponse
+	32, // [32:47] is the sub-list for method output_type
+	17, // [17:32] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_syncstore_v1_admin_proto_init() }
@@ -2052,7 +2599,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

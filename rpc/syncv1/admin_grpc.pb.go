@@ -32,6 +32,10 @@ const (
 	Admin_AddGroups_FullMethodName      = "/syncstore.v1.Admin/AddGroups"
 	Admin_SplitGroup_FullMethodName     = "/syncstore.v1.Admin/SplitGroup"
 	Admin_RebalanceSlots_FullMethodName = "/syncstore.v1.Admin/RebalanceSlots"
+	Admin_ListNodes_FullMethodName      = "/syncstore.v1.Admin/ListNodes"
+	Admin_RemoveNode_FullMethodName     = "/syncstore.v1.Admin/RemoveNode"
+	Admin_TransferLeader_FullMethodName = "/syncstore.v1.Admin/TransferLeader"
+	Admin_MoveReplica_FullMethodName    = "/syncstore.v1.Admin/MoveReplica"
 )
 
 // AdminClient is the client API for Admin service.
@@ -65,6 +69,20 @@ type AdminClient interface {
 	SplitGroup(ctx context.Context, in *SplitGroupRequest, opts ...grpc.CallOption) (*SplitGroupResponse, error)
 	// RebalanceSlots moves slots until every group holds an even share.
 	RebalanceSlots(ctx context.Context, in *RebalanceSlotsRequest, opts ...grpc.CallOption) (*RebalanceSlotsResponse, error)
+	// ListNodes returns the node registry with each node's state.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// RemoveNode decommissions a node (dead: it is gone for good and its
+	// replicas are rebuilt from the others). Served by the meta leader; it
+	// records the decision and returns, the meta leader's reconciler carries
+	// it out. Repeating it answers the node's state.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// TransferLeader makes a node the preferred leader of a group (first in
+	// its replicas, pinned); the group's leader hands leadership to it.
+	TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*ShardChangeResponse, error)
+	// MoveReplica replaces one replica of a group with another node (pinned);
+	// the group's leader adds it, catches it up, promotes it and removes the
+	// old one.
+	MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*ShardChangeResponse, error)
 }
 
 type adminClient struct {
@@ -185,6 +203,46 @@ func (c *adminClient) RebalanceSlots(ctx context.Context, in *RebalanceSlotsRequ
 	return out, nil
 }
 
+func (c *adminClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, Admin_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) TransferLeader(ctx context.Context, in *TransferLeaderRequest, opts ...grpc.CallOption) (*ShardChangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardChangeResponse)
+	err := c.cc.Invoke(ctx, Admin_TransferLeader_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*ShardChangeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ShardChangeResponse)
+	err := c.cc.Invoke(ctx, Admin_MoveReplica_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -216,6 +274,20 @@ type AdminServer interface {
 	SplitGroup(context.Context, *SplitGroupRequest) (*SplitGroupResponse, error)
 	// RebalanceSlots moves slots until every group holds an even share.
 	RebalanceSlots(context.Context, *RebalanceSlotsRequest) (*RebalanceSlotsResponse, error)
+	// ListNodes returns the node registry with each node's state.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// RemoveNode decommissions a node (dead: it is gone for good and its
+	// replicas are rebuilt from the others). Served by the meta leader; it
+	// records the decision and returns, the meta leader's reconciler carries
+	// it out. Repeating it answers the node's state.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// TransferLeader makes a node the preferred leader of a group (first in
+	// its replicas, pinned); the group's leader hands leadership to it.
+	TransferLeader(context.Context, *TransferLeaderRequest) (*ShardChangeResponse, error)
+	// MoveReplica replaces one replica of a group with another node (pinned);
+	// the group's leader adds it, catches it up, promotes it and removes the
+	// old one.
+	MoveReplica(context.Context, *MoveReplicaRequest) (*ShardChangeResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -258,6 +330,18 @@ func (UnimplementedAdminServer) SplitGroup(context.Context, *SplitGroupRequest) 
 }
 func (UnimplementedAdminServer) RebalanceSlots(context.Context, *RebalanceSlotsRequest) (*RebalanceSlotsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RebalanceSlots not implemented")
+}
+func (UnimplementedAdminServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedAdminServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveNode not implemented")
+}
+func (UnimplementedAdminServer) TransferLeader(context.Context, *TransferLeaderRequest) (*ShardChangeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferLeader not implemented")
+}
+func (UnimplementedAdminServer) MoveReplica(context.Context, *MoveReplicaRequest) (*ShardChangeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MoveReplica not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -478,6 +562,78 @@ func _Admin_RebalanceSlots_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_TransferLeader_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferLeaderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).TransferLeader(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_TransferLeader_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).TransferLeader(ctx, req.(*TransferLeaderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_MoveReplica_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveReplicaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).MoveReplica(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_MoveReplica_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).MoveReplica(ctx, req.(*MoveReplicaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -528,6 +684,22 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RebalanceSlots",
 			Handler:    _Admin_RebalanceSlots_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _Admin_ListNodes_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _Admin_RemoveNode_Handler,
+		},
+		{
+			MethodName: "TransferLeader",
+			Handler:    _Admin_TransferLeader_Handler,
+		},
+		{
+			MethodName: "MoveReplica",
+			Handler:    _Admin_MoveReplica_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
