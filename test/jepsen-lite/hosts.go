@@ -161,6 +161,13 @@ func (h *host) start(syncd string, first *host, shards int) error {
 
 func (h *host) running() bool { return h.cmd != nil }
 
+// wasRemoved reports whether the node marked its data dir removed (it
+// stopped itself after a node remove, and refuses that dir).
+func (h *host) wasRemoved() bool {
+	_, err := os.Stat(filepath.Join(h.dataDir, "REMOVED"))
+	return err == nil
+}
+
 // kill sends SIGKILL and waits for the process to go.
 func (h *host) kill() {
 	if h.cmd == nil {

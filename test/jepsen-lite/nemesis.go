@@ -26,7 +26,7 @@ const (
 	faultDamageState = "kill-damage-state"
 )
 
-var faultKinds = []string{faultMinority, faultIsolateBusy, faultIsolateMeta, faultBridge, faultKill, faultPause, faultRollingStart, faultDamageState, faultSlotMove, faultSplit}
+var faultKinds = []string{faultMinority, faultIsolateBusy, faultIsolateMeta, faultBridge, faultKill, faultPause, faultRollingStart, faultDamageState, faultSlotMove, faultSplit, faultNodeRemoveAdd, faultOperatorMove}
 
 // fault is one entry of the nemesis timeline.
 type fault struct {
@@ -58,6 +58,8 @@ type nemesis struct {
 	rng    *rand.Rand
 	admin  *client.Client
 	moves  int // slot moves planned by the nemesis
+	// operatorMoves counts replica moves and leader transfers.
+	operatorMoves int
 }
 
 // inject runs one fault for d, then heals it, and returns what it did.
@@ -113,6 +115,10 @@ func (nm *nemesis) inject(ctx context.Context, kind string, d time.Duration, rec
 		f.Nodes = ids(hosts)
 	case faultSlotMove, faultSplit:
 		f.Nodes, err = nm.reshape(ctx, kind)
+	case faultNodeRemoveAdd:
+		f.Nodes, err = nm.removeAndAdd(ctx, d)
+	case faultOperatorMove:
+		f.Nodes, err = nm.operatorMove(ctx)
 	}
 	if err != nil {
 		f.Error = err.Error()
@@ -135,7 +141,19 @@ func (nm *nemesis) healAll(ctx context.Context) error {
 	err := nm.net.heal(ctx)
 	for _, h := range nm.net.hosts {
 		if h.running() {
-			_ = h.resume()
+			select {
+			case werr := <-h.exited: // it stopped by itself: it was removed
+				h.exited <- werr
+				h.cmd = nil
+			default:
+				_ = h.resume()
+				continue
+			}
+		}
+		if h.wasRemoved() {
+			if serr := nm.restartRemoved(h); serr != nil && err == nil {
+				err = serr
+			}
 			continue
 		}
 		if serr := h.start(nm.syncd, nm.net.hosts[0], nm.shards); serr != nil && err == nil {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/syncstore/syncstore/rpc/client"
@@ -152,7 +155,94 @@ func printMoves(log io.Writer, moves []*syncv1.MoveInfo) {
 		if m.GetSwitchedMs() > 0 {
 			fenced = (time.Duration(m.GetSwitchedMs()-m.GetFencedMs()) * time.Millisecond).String()
 		}
-		fmt.Fprintf(log, "  move %d %d->%d %v: %s, %d records, fenced to switch %s, resumes %d, reason %s\n",
-			m.GetId(), m.GetSourceGroup(), m.GetTargetGroup(), m.GetRanges(), m.GetPhase(), m.GetRecords(), fenced, m.GetResumes(), m.GetReason())
+		var slots []string
+		for _, r := range m.GetRanges() {
+			slots = append(slots, fmt.Sprintf("%d-%d", r.GetStart(), r.GetEnd()-1))
+		}
+		fmt.Fprintf(log, "  move %d %d->%d slots %s: %s, %d records, fenced to switch %s, resumes %d, reason %s\n",
+			m.GetId(), m.GetSourceGroup(), m.GetTargetGroup(), strings.Join(slots, ","), m.GetPhase(), m.GetRecords(), fenced, m.GetResumes(), m.GetReason())
 	}
+}
+
+// More shape changes, through the operator's calls.
+const (
+	// faultNodeRemoveAdd removes a live node (never the first, which
+	// would bootstrap a new cluster from an empty dir), waits for it to
+	// stop itself, and brings it back under the same id from an empty data
+	// dir with --join.
+	faultNodeRemoveAdd = "node-remove-add"
+	// faultOperatorMove moves a replica of a random group to a node that
+	// lacks one, or, every other time, hands a group's leadership to
+	// another of its replicas.
+	faultOperatorMove = "replica-move-or-leader-transfer"
+)
+
+// removeAndAdd is faultNodeRemoveAdd; it gives up waiting for the node to
+// stop after d (healAll brings it back whenever it stops).
+func (nm *nemesis) removeAndAdd(ctx context.Context, d time.Duration) ([]string, error) {
+	h := nm.net.hosts[1+nm.rng.IntN(len(nm.net.hosts)-1)]
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := nm.admin.Admin(cctx, func(ctx context.Context, a syncv1.AdminClient) error {
+		_, err := a.RemoveNode(ctx, &syncv1.RemoveNodeRequest{NodeId: h.id})
+		return err
+	})
+	cancel()
+	what := []string{"remove " + h.id}
+	if err != nil {
+		return what, err
+	}
+	select {
+	case <-ctx.Done():
+		return what, ctx.Err()
+	case <-time.After(d):
+		return append(what, "still removing"), nil
+	case werr := <-h.exited:
+		h.exited <- werr // for whoever waits next
+	}
+	h.cmd = nil
+	return append(what, "re-add "+h.id), nm.restartRemoved(h)
+}
+
+// restartRemoved brings back a host that stopped itself after its removal:
+// its data dir says so and is refused, so it starts from an empty one.
+func (nm *nemesis) restartRemoved(h *host) error {
+	if err := os.RemoveAll(h.dataDir); err != nil {
+		return err
+	}
+	return h.start(nm.syncd, nm.net.hosts[0], nm.shards)
+}
+
+// operatorMove is faultOperatorMove.
+func (nm *nemesis) operatorMove(ctx context.Context) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	m, err := nm.shardMap(ctx)
+	if err != nil {
+		return nil, err
+	}
+	g := m.Groups[nm.rng.IntN(len(m.Groups))]
+	nm.operatorMoves++
+	if nm.operatorMoves%2 == 0 && len(g.Replicas) > 1 {
+		to := g.Replicas[1+nm.rng.IntN(len(g.Replicas)-1)]
+		err := nm.admin.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
+			_, err := a.TransferLeader(ctx, &syncv1.TransferLeaderRequest{GroupId: uint64(g.ID), To: to})
+			return err
+		})
+		return []string{fmt.Sprintf("group %d leader -> %s", g.ID, to)}, err
+	}
+	var spare []string
+	for _, h := range nm.net.hosts {
+		if !slices.Contains(g.Replicas, h.id) {
+			spare = append(spare, h.id)
+		}
+	}
+	if len(spare) == 0 {
+		return nil, fmt.Errorf("group %d is on every node: no replica to move", g.ID)
+	}
+	from, to := g.Replicas[nm.rng.IntN(len(g.Replicas))], spare[nm.rng.IntN(len(spare))]
+	err = nm.admin.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
+		_, err := a.MoveReplica(ctx, &syncv1.MoveReplicaRequest{GroupId: uint64(g.ID), From: from, To: to})
+		return err
+	})
+	return []string{fmt.Sprintf("group %d replica %s -> %s", g.ID, from, to)}, err
 }
