@@ -224,9 +224,11 @@ func (n *Node) SplitGroup(ctx context.Context, group shard.GroupID) (shard.Group
 	return ids[0], planned, err
 }
 
-// RebalanceSlots plans the moves that give every group an even share of
-// the slots, on the meta leader; with moves under way it plans nothing
-// (they would overlap what it computes).
+// RebalanceSlots evens the cluster out, on the meta leader: it unpins the
+// groups operators placed, so placement spreads replicas and preferred
+// leaders evenly again, and plans the moves that give every group an even
+// share of the slots. With moves under way it does nothing (they would
+// overlap what it computes).
 func (n *Node) RebalanceSlots(ctx context.Context, reason string) ([]uint64, error) {
 	if !n.meta.IsLeader() {
 		return nil, n.meta.notLeader()
@@ -244,5 +246,34 @@ func (n *Node) RebalanceSlots(ctx context.Context, reason string) ([]uint64, err
 	if err != nil || m == nil {
 		return nil, ErrNoShardMap
 	}
+	if err := n.unpinAll(ctx, m); err != nil {
+		return nil, err
+	}
 	return n.planMoves(ctx, shard.EvenPlan(m), reason)
+}
+
+// unpinAll lets placement even replicas and preferred leaders out again
+// over every group an operator pinned (a compare-and-set of the map; the
+// reconciler then moves what balance needs).
+func (n *Node) unpinAll(ctx context.Context, m *shard.Map) error {
+	groups := slices.Clone(m.Groups)
+	pinned := false
+	for i := range groups {
+		pinned = pinned || groups[i].Pinned
+		groups[i].Pinned = false
+	}
+	if !pinned {
+		return nil
+	}
+	next, err := shard.New(m.Version+1, groups)
+	if err != nil {
+		return err
+	}
+	if _, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_SetShardMap{SetShardMap: &fsmpb.SetShardMap{
+		ExpectedVersion: m.Version, Map: fsm.ShardMapToProto(next),
+	}}}); err != nil {
+		return fmt.Errorf("unpin groups: %w", err)
+	}
+	n.log.Info("unpinned every group: placement evens replicas and leaders again", "map_version", next.Version)
+	return nil
 }

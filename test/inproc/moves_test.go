@@ -532,3 +532,39 @@ func TestGrowThreeToFiveAndBack(t *testing.T) {
 	t.Logf("shrunk back to 3 nodes; acknowledged %d appends; writers saw %d errors", w.acked.Load(), w.errors.Load())
 	checkHistory(t, c, names, w.acks, w.attempted)
 }
+
+// TestRebalanceEvensSlotsAndUnpins: after an operator pinned a group and
+// moved slots unevenly, rebalance gives every group an even share again
+// and unpins the group, so placement evens leaders out again.
+func TestRebalanceEvensSlotsAndUnpins(t *testing.T) {
+	c := testcluster.New(t, shardedNodes, func(cfg *node.Config) { cfg.Shards = 2 })
+	l := c.WaitLeader(30 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m := c.Members[l].Node.ShardMap()
+	g1, _ := m.Group(1)
+	if _, _, _, err := c.Members[l].Node.TransferLeader(ctx, 1, g1.Replicas[len(g1.Replicas)-1]); err != nil {
+		t.Fatal(err)
+	}
+	id := planMove(t, c, []shard.Range{{Start: 0, End: 100}}, 2)
+	waitPhase(t, c, id, fsmpb.MovePhase_CLEANED, 60*time.Second)
+	var moves []uint64
+	testutil.Eventually(t, 30*time.Second, func() error {
+		var err error
+		moves, err = c.Members[c.WaitLeader(30*time.Second)].Node.RebalanceSlots(ctx, "test")
+		return err
+	})
+	if len(moves) != 1 {
+		t.Fatalf("rebalance planned moves %v, want one", moves)
+	}
+	waitPhase(t, c, moves[0], fsmpb.MovePhase_CLEANED, 60*time.Second)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		m := c.Members[c.WaitLeader(30*time.Second)].Node.ShardMap()
+		for _, g := range m.Groups {
+			if g.Pinned || shard.Slots(g.Ranges) != shard.SlotCount/2 {
+				return fmt.Errorf("group %d: pinned %v, %d slots", g.ID, g.Pinned, shard.Slots(g.Ranges))
+			}
+		}
+		return nil
+	})
+}
