@@ -41,7 +41,7 @@ func (f *FSM) ExportMove(id uint64, ranges []shard.Range, from *fsmpb.MoveCursor
 			return err
 		}
 		i := slices.IndexFunc(m.GetMoves(), func(mr *fsmpb.MovingRange) bool { return mr.GetMoveId() == id })
-		if i < 0 || !slices.Equal(rangesFromProto(m.Moves[i].GetRanges()), ranges) {
+		if i < 0 || !slices.Equal(RangesFromProto(m.Moves[i].GetRanges()), ranges) {
 			return fmt.Errorf("%w: move %d of %v is not tracked here", ErrMoveConflict, id, ranges)
 		}
 		logEnd, err := sealed{root.Bucket(bucketMoves)}.GetU64(movesKey(movesLogPrefix, id))
@@ -148,7 +148,7 @@ func ValidateMoveImport(c *fsmpb.MoveImport) error {
 	if err := validateMoveCursor(c.GetTo()); err != nil {
 		return err
 	}
-	ranges := rangesFromProto(c.GetRanges())
+	ranges := RangesFromProto(c.GetRanges())
 	for _, it := range c.GetItems() {
 		k := it.GetKey()
 		s, ok := slotOfKey(k)
@@ -178,23 +178,15 @@ func validateMoveCursor(c *fsmpb.MoveCursor) error {
 }
 
 func readImportState(root *bolt.Bucket, id uint64) (*fsmpb.MoveImportState, error) {
-	v, err := sealed{root.Bucket(bucketMoves)}.Get(movesKey(movesInPrefix, id))
-	if err != nil || v == nil {
-		return nil, err
-	}
 	st := &fsmpb.MoveImportState{}
-	if err := proto.Unmarshal(v, st); err != nil {
-		return nil, fmt.Errorf("decode move import state: %w", err)
+	if ok, err := getStored(sealed{root.Bucket(bucketMoves)}, movesKey(movesInPrefix, id), st); !ok {
+		return nil, err
 	}
 	return st, nil
 }
 
 func writeImportState(root *bolt.Bucket, st *fsmpb.MoveImportState) error {
-	v, err := stored.Marshal(st)
-	if err != nil {
-		return fmt.Errorf("encode move import state: %w", err)
-	}
-	return sealed{root.Bucket(bucketMoves)}.Put(movesKey(movesInPrefix, st.GetMoveId()), v)
+	return putStored(sealed{root.Bucket(bucketMoves)}, movesKey(movesInPrefix, st.GetMoveId()), st)
 }
 
 // checkNotOwned refuses a move step on a group that owns (or was never
@@ -218,7 +210,7 @@ func applyMoveImport(root *bolt.Bucket, c *fsmpb.MoveImport) (*fsmpb.MoveImportS
 	if err := ValidateMoveImport(c); err != nil {
 		return nil, reject(err)
 	}
-	ranges := rangesFromProto(c.GetRanges())
+	ranges := RangesFromProto(c.GetRanges())
 	if err := checkNotOwned(root, fmt.Sprintf("import of move %d", c.GetMoveId()), ranges); err != nil {
 		return nil, err
 	}
@@ -232,7 +224,7 @@ func applyMoveImport(root *bolt.Bucket, c *fsmpb.MoveImport) (*fsmpb.MoveImportS
 	switch {
 	case st.GetClosed():
 		return nil, reject(fmt.Errorf("%w: move %d was aborted here", ErrMoveConflict, c.GetMoveId()))
-	case !slices.Equal(rangesFromProto(st.GetRanges()), ranges):
+	case !slices.Equal(RangesFromProto(st.GetRanges()), ranges):
 		return nil, reject(fmt.Errorf("%w: move %d imports other ranges", ErrMoveConflict, c.GetMoveId()))
 	case !proto.Equal(st.GetCursor(), c.GetFrom()) && !(st.GetCursor() == nil && proto.Equal(c.GetFrom(), &fsmpb.MoveCursor{})):
 		return nil, reject(fmt.Errorf("%w: move %d chunk starts at %v, the import stands at %v", ErrMoveConflict, c.GetMoveId(), c.GetFrom(), st.GetCursor()))
@@ -326,7 +318,7 @@ func applyMoveCleanup(root *bolt.Bucket, c *fsmpb.MoveCleanup) (bool, error) {
 	if err := ValidateMoveCleanup(c); err != nil {
 		return false, reject(err)
 	}
-	ranges := rangesFromProto(c.GetRanges())
+	ranges := RangesFromProto(c.GetRanges())
 	what := fmt.Sprintf("cleanup of move %d", c.GetMoveId())
 	// A source that still owns the ranges (the move was aborted) keeps its
 	// keys and drops only the move log.

@@ -41,36 +41,24 @@ func ValidateMovePlan(c *fsmpb.MovePlan) error {
 }
 
 func readMoveRecord(root *bolt.Bucket, id uint64) (*fsmpb.MoveRecord, error) {
-	v, err := sealed{root.Bucket(bucketMoves)}.Get(movesKey(movesRecPrefix, id))
-	if err != nil || v == nil {
-		return nil, err
-	}
 	rec := &fsmpb.MoveRecord{}
-	if err := proto.Unmarshal(v, rec); err != nil {
-		return nil, fmt.Errorf("decode move record %d: %w", id, err)
+	if ok, err := getStored(sealed{root.Bucket(bucketMoves)}, movesKey(movesRecPrefix, id), rec); !ok {
+		return nil, err
 	}
 	return rec, nil
 }
 
 func writeMoveRecord(root *bolt.Bucket, rec *fsmpb.MoveRecord) error {
-	v, err := stored.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("encode move record: %w", err)
-	}
-	return sealed{root.Bucket(bucketMoves)}.Put(movesKey(movesRecPrefix, rec.GetId()), v)
+	return putStored(sealed{root.Bucket(bucketMoves)}, movesKey(movesRecPrefix, rec.GetId()), rec)
 }
 
 func readMoveRecords(root *bolt.Bucket) ([]*fsmpb.MoveRecord, error) {
 	var out []*fsmpb.MoveRecord
 	b := sealed{root.Bucket(bucketMoves)}
 	for _, k := range prefixedKeys(b, movesRecPrefix, 0, nil) {
-		v, err := b.Get(k)
-		if err != nil {
-			return nil, err
-		}
 		rec := &fsmpb.MoveRecord{}
-		if err := proto.Unmarshal(v, rec); err != nil {
-			return nil, fmt.Errorf("decode move record: %w", err)
+		if _, err := getStored(b, k, rec); err != nil {
+			return nil, err
 		}
 		out = append(out, rec)
 	}
@@ -120,7 +108,7 @@ func applyMovePlan(root *bolt.Bucket, nowMs int64, c *fsmpb.MovePlan) (uint64, e
 		return 0, reject(err)
 	}
 	target := shard.GroupID(c.GetTarget())
-	ranges := sortedRanges(rangesFromProto(c.GetRanges()))
+	ranges := sortedRanges(RangesFromProto(c.GetRanges()))
 	b := sealed{root.Bucket(bucketMoves)}
 	id, err := b.GetU64(movesKeyNextID)
 	if err != nil {
@@ -150,7 +138,7 @@ func CheckMovePlan(m *shard.Map, recs []*fsmpb.MoveRecord, c *fsmpb.MovePlan) (s
 	if !m.Has(target) {
 		return 0, fmt.Errorf("%w: target group %d is not in the shard map", ErrInvalidArgument, target)
 	}
-	ranges := sortedRanges(rangesFromProto(c.GetRanges()))
+	ranges := sortedRanges(RangesFromProto(c.GetRanges()))
 	source := m.GroupOf(shard.Slot(ranges[0].Start))
 	for _, r := range ranges {
 		for s := r.Start; s < r.End; s++ {
@@ -167,7 +155,7 @@ func CheckMovePlan(m *shard.Map, recs []*fsmpb.MoveRecord, c *fsmpb.MovePlan) (s
 	for _, r := range recs {
 		if !MoveFinal(r.GetPhase()) {
 			active++
-			busy.add(rangesFromProto(r.GetRanges()))
+			busy.add(RangesFromProto(r.GetRanges()))
 		}
 	}
 	if active >= MaxActiveMoves {
@@ -281,7 +269,7 @@ func switchedMap(m *shard.Map, rec *fsmpb.MoveRecord) (*shard.Map, error) {
 	if m == nil {
 		return nil, fmt.Errorf("%w: no shard map", ErrMoveConflict)
 	}
-	ranges := rangesFromProto(rec.GetRanges())
+	ranges := RangesFromProto(rec.GetRanges())
 	source, target := shard.GroupID(rec.GetSource()), shard.GroupID(rec.GetTarget())
 	groups := slices.Clone(m.Groups)
 	si := slices.IndexFunc(groups, func(g shard.Group) bool { return g.ID == source })

@@ -40,7 +40,8 @@ var moveBuckets = [][]byte{bucketTimelines, bucketOutbox, bucketCollections, buc
 // slotSet is a set of slots.
 type slotSet [shard.SlotCount]bool
 
-func rangesFromProto(pb []*fsmpb.SlotRange) []shard.Range {
+// RangesFromProto converts slot ranges of a command.
+func RangesFromProto(pb []*fsmpb.SlotRange) []shard.Range {
 	out := make([]shard.Range, 0, len(pb))
 	for _, r := range pb {
 		out = append(out, shard.Range{Start: r.GetStart(), End: r.GetEnd()})

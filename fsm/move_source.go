@@ -65,14 +65,32 @@ func ValidateMoveSource(c *fsmpb.MoveSource) error {
 	return validateSlotRanges("move source", c.GetRanges(), false)
 }
 
-func readMoving(root *bolt.Bucket) (*fsmpb.MovingRanges, error) {
-	v, err := sealed{root.Bucket(bucketRanges)}.Get(keyMoving)
-	m := &fsmpb.MovingRanges{}
+// getStored decodes the value at k into m and reports whether there was
+// one.
+func getStored(b sealed, k []byte, m proto.Message) (bool, error) {
+	v, err := b.Get(k)
 	if err != nil || v == nil {
-		return m, err
+		return false, err
 	}
 	if err := proto.Unmarshal(v, m); err != nil {
-		return nil, fmt.Errorf("decode moving ranges: %w", err)
+		return false, fmt.Errorf("decode %s at %q: %w", m.ProtoReflect().Descriptor().Name(), k, err)
+	}
+	return true, nil
+}
+
+// putStored encodes m at k.
+func putStored(b sealed, k []byte, m proto.Message) error {
+	v, err := stored.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", m.ProtoReflect().Descriptor().Name(), err)
+	}
+	return b.Put(k, v)
+}
+
+func readMoving(root *bolt.Bucket) (*fsmpb.MovingRanges, error) {
+	m := &fsmpb.MovingRanges{}
+	if _, err := getStored(sealed{root.Bucket(bucketRanges)}, keyMoving, m); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -82,11 +100,7 @@ func writeMoving(root *bolt.Bucket, m *fsmpb.MovingRanges) error {
 	if len(m.GetMoves()) == 0 {
 		return b.Delete(keyMoving)
 	}
-	v, err := stored.Marshal(m)
-	if err != nil {
-		return fmt.Errorf("encode moving ranges: %w", err)
-	}
-	return b.Put(keyMoving, v)
+	return putStored(b, keyMoving, m)
 }
 
 func applyMoveSource(root *bolt.Bucket, c *fsmpb.MoveSource) error {
@@ -101,9 +115,9 @@ func applyMoveSource(root *bolt.Bucket, c *fsmpb.MoveSource) error {
 	if err != nil {
 		return err
 	}
-	ranges := rangesFromProto(c.GetRanges())
+	ranges := RangesFromProto(c.GetRanges())
 	i := slices.IndexFunc(m.GetMoves(), func(mr *fsmpb.MovingRange) bool { return mr.GetMoveId() == c.GetMoveId() })
-	if i >= 0 && !slices.Equal(rangesFromProto(m.Moves[i].GetRanges()), ranges) {
+	if i >= 0 && !slices.Equal(RangesFromProto(m.Moves[i].GetRanges()), ranges) {
 		return reject(fmt.Errorf("%w: move %d is tracked with other ranges", ErrMoveConflict, c.GetMoveId()))
 	}
 	switch c.GetAction() {
@@ -116,7 +130,7 @@ func applyMoveSource(root *bolt.Bucket, c *fsmpb.MoveSource) error {
 		}
 		busy := &slotSet{}
 		for _, o := range m.GetMoves() {
-			busy.add(rangesFromProto(o.GetRanges()))
+			busy.add(RangesFromProto(o.GetRanges()))
 		}
 		if s, ok := busy.firstOf(ranges); ok {
 			return reject(fmt.Errorf("%w: move %d: slot %d is moving already", ErrMoveConflict, c.GetMoveId(), s))
@@ -220,7 +234,7 @@ func (t *moveTracker) reload() error {
 	t.unregister()
 	t.moves = nil
 	for _, mv := range m.GetMoves() {
-		t.moves = append(t.moves, trackedMove{id: mv.GetMoveId(), ranges: rangesFromProto(mv.GetRanges())})
+		t.moves = append(t.moves, trackedMove{id: mv.GetMoveId(), ranges: RangesFromProto(mv.GetRanges())})
 	}
 	if len(t.moves) == 0 {
 		return nil

@@ -44,7 +44,7 @@ func (o *ownedRanges) fencedSlot(s uint32) bool {
 		return false
 	}
 	for _, m := range o.moving {
-		if m.GetFenced() && inRanges(s, rangesFromProto(m.GetRanges())) {
+		if m.GetFenced() && inRanges(s, RangesFromProto(m.GetRanges())) {
 			return true
 		}
 	}

@@ -179,9 +179,7 @@ func (n *Node) AddGroups(ctx context.Context, count int) ([]shard.GroupID, error
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", fsm.ErrInvalidArgument, err)
 	}
-	if _, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_SetShardMap{SetShardMap: &fsmpb.SetShardMap{
-		ExpectedVersion: m.Version, Map: fsm.ShardMapToProto(next),
-	}}}); err != nil {
+	if err := n.casMap(ctx, m.Version, next); err != nil {
 		return nil, err
 	}
 	n.refreshShardMap()
@@ -269,9 +267,7 @@ func (n *Node) unpinAll(ctx context.Context, m *shard.Map) error {
 	if err != nil {
 		return err
 	}
-	if _, err := n.meta.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_SetShardMap{SetShardMap: &fsmpb.SetShardMap{
-		ExpectedVersion: m.Version, Map: fsm.ShardMapToProto(next),
-	}}}); err != nil {
+	if err := n.casMap(ctx, m.Version, next); err != nil {
 		return fmt.Errorf("unpin groups: %w", err)
 	}
 	n.log.Info("unpinned every group: placement evens replicas and leaders again", "map_version", next.Version)

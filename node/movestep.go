@@ -65,7 +65,7 @@ func (n *Node) MoveStep(ctx context.Context, group shard.GroupID, step *fsmpb.Mo
 		}
 		e := s.Export
 		maxBytes := min(int(e.GetMaxBytes()), n.cfg.MaxPayloadBytes)
-		chunk, err := g.fsm.ExportMove(e.GetMoveId(), rangesOf(e.GetRanges()), e.GetFrom(), max(maxBytes, 1))
+		chunk, err := g.fsm.ExportMove(e.GetMoveId(), fsm.RangesFromProto(e.GetRanges()), e.GetFrom(), max(maxBytes, 1))
 		if err != nil {
 			return nil, g.readResult(err)
 		}
@@ -80,19 +80,11 @@ func (n *Node) MoveStep(ctx context.Context, group shard.GroupID, step *fsmpb.Mo
 		if err := g.readBarrier(ctx, Linearizable); err != nil {
 			return nil, err
 		}
-		d, keys, err := g.fsm.RangeDigest(rangesOf(s.Digest.GetRanges()))
+		d, keys, err := g.fsm.RangeDigest(fsm.RangesFromProto(s.Digest.GetRanges()))
 		return &fsmpb.MoveStepResult{Digest: d, Keys: keys}, g.readResult(err)
 	default:
 		return nil, fmt.Errorf("%w: unknown move step", fsm.ErrInvalidArgument)
 	}
-}
-
-func rangesOf(pb []*fsmpb.SlotRange) []shard.Range {
-	out := make([]shard.Range, 0, len(pb))
-	for _, r := range pb {
-		out = append(out, shard.Range{Start: r.GetStart(), End: r.GetEnd()})
-	}
-	return out
 }
 
 // moveStepAt runs a step at the group's leader: here if this node leads
