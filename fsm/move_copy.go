@@ -170,6 +170,17 @@ func ValidateMoveImport(c *fsmpb.MoveImport) error {
 	return nil
 }
 
+// sameCursor compares cursors, an absent one being the start.
+func sameCursor(a, b *fsmpb.MoveCursor) bool {
+	if a == nil {
+		a = &fsmpb.MoveCursor{}
+	}
+	if b == nil {
+		b = &fsmpb.MoveCursor{}
+	}
+	return proto.Equal(a, b)
+}
+
 func validateMoveCursor(c *fsmpb.MoveCursor) error {
 	if c.GetBucket() > uint32(len(moveBuckets)) || len(c.GetAfterKey()) > maxBoltKey {
 		return fmt.Errorf("%w: move cursor", ErrInvalidArgument)
@@ -220,13 +231,16 @@ func applyMoveImport(root *bolt.Bucket, c *fsmpb.MoveImport) (*fsmpb.MoveImportS
 	}
 	if st == nil {
 		st = &fsmpb.MoveImportState{MoveId: c.GetMoveId(), Ranges: c.GetRanges(), Cursor: &fsmpb.MoveCursor{}}
+		if err := setImporting(root, c.GetMoveId(), c.GetRanges(), true); err != nil {
+			return nil, err
+		}
 	}
 	switch {
 	case st.GetClosed():
 		return nil, reject(fmt.Errorf("%w: move %d was aborted here", ErrMoveConflict, c.GetMoveId()))
 	case !slices.Equal(RangesFromProto(st.GetRanges()), ranges):
 		return nil, reject(fmt.Errorf("%w: move %d imports other ranges", ErrMoveConflict, c.GetMoveId()))
-	case !proto.Equal(st.GetCursor(), c.GetFrom()) && !(st.GetCursor() == nil && proto.Equal(c.GetFrom(), &fsmpb.MoveCursor{})):
+	case !sameCursor(st.GetCursor(), c.GetFrom()):
 		return nil, reject(fmt.Errorf("%w: move %d chunk starts at %v, the import stands at %v", ErrMoveConflict, c.GetMoveId(), c.GetFrom(), st.GetCursor()))
 	}
 	for _, it := range c.GetItems() {
@@ -371,6 +385,9 @@ func applyMoveCleanup(root *bolt.Bucket, c *fsmpb.MoveCleanup) (bool, error) {
 	}
 	if c.GetSide() == fsmpb.MoveCleanup_TARGET {
 		st.Closed = true
+		if err := setImporting(root, c.GetMoveId(), nil, false); err != nil {
+			return false, err
+		}
 		return true, writeImportState(root, st)
 	}
 	logb := sealed{root.Bucket(bucketMoveLog)}

@@ -28,8 +28,12 @@ import (
 // and a pass that reaches the end of the log leaves the target holding
 // exactly what the source holds.
 
-// keyMoving is the source's moves in bucketRanges (fsmpb.MovingRanges).
-var keyMoving = []byte("moving")
+// keyMoving is the source's moves in bucketRanges (fsmpb.MovingRanges);
+// keyImporting the target's, until activated.
+var (
+	keyMoving    = []byte("moving")
+	keyImporting = []byte("importing")
+)
 
 // Keys of bucketMoves.
 var (
@@ -87,25 +91,65 @@ func putStored(b sealed, k []byte, m proto.Message) error {
 	return b.Put(k, v)
 }
 
-func readMoving(root *bolt.Bucket) (*fsmpb.MovingRanges, error) {
+func readMoving(root *bolt.Bucket) (*fsmpb.MovingRanges, error) { return readMovesAt(root, keyMoving) }
+
+func writeMoving(root *bolt.Bucket, m *fsmpb.MovingRanges) error {
+	return writeMovesAt(root, keyMoving, m)
+}
+
+func readMovesAt(root *bolt.Bucket, key []byte) (*fsmpb.MovingRanges, error) {
 	m := &fsmpb.MovingRanges{}
-	if _, err := getStored(sealed{root.Bucket(bucketRanges)}, keyMoving, m); err != nil {
+	if _, err := getStored(sealed{root.Bucket(bucketRanges)}, key, m); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-func writeMoving(root *bolt.Bucket, m *fsmpb.MovingRanges) error {
+func writeMovesAt(root *bolt.Bucket, key []byte, m *fsmpb.MovingRanges) error {
 	b := sealed{root.Bucket(bucketRanges)}
 	if len(m.GetMoves()) == 0 {
-		return b.Delete(keyMoving)
+		return b.Delete(key)
 	}
-	return putStored(b, keyMoving, m)
+	return putStored(b, key, m)
+}
+
+// setImporting adds (or, with add false, removes) a move to the target's
+// importing ranges.
+func setImporting(root *bolt.Bucket, id uint64, ranges []*fsmpb.SlotRange, add bool) error {
+	m, err := readMovesAt(root, keyImporting)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(m.GetMoves(), func(mr *fsmpb.MovingRange) bool { return mr.GetMoveId() == id })
+	switch {
+	case add && i < 0:
+		m.Moves = append(m.Moves, &fsmpb.MovingRange{MoveId: id, Ranges: ranges})
+	case !add && i >= 0:
+		m.Moves = slices.Delete(m.Moves, i, i+1)
+	default:
+		return nil
+	}
+	return writeMovesAt(root, keyImporting, m)
+}
+
+// applyActivate ends a target's import: the ranges serve from now on.
+func applyActivate(root *bolt.Bucket, c *fsmpb.MoveSource) error {
+	st, err := readImportState(root, c.GetMoveId())
+	if err != nil {
+		return err
+	}
+	if st == nil || st.GetClosed() {
+		return reject(fmt.Errorf("%w: move %d has no open import here", ErrMoveConflict, c.GetMoveId()))
+	}
+	return setImporting(root, c.GetMoveId(), nil, false)
 }
 
 func applyMoveSource(root *bolt.Bucket, c *fsmpb.MoveSource) error {
 	if err := ValidateMoveSource(c); err != nil {
 		return reject(err)
+	}
+	if c.GetAction() == fsmpb.MoveSource_ACTIVATE {
+		return applyActivate(root, c)
 	}
 	owned, err := readRanges(root)
 	if err != nil {

@@ -149,6 +149,21 @@ func TestMoveCopiesExactlyUnderWrites(t *testing.T) {
 			if r := src.apply(appendCmd(fencedTL, "x", "", w.now))[0]; !errors.Is(r.Err, ErrWrongGroup) {
 				t.Fatalf("append at the source after the switch (and a stale SetRanges): %v, want ErrWrongGroup", r.Err)
 			}
+			// Until activated the target serves nothing of the range, though
+			// it owns it by the map: the source may still answer a read.
+			if r := dst.apply(appendCmd(fencedTL, "x", "", w.now))[0]; !errors.Is(r.Err, ErrMoving) {
+				t.Fatalf("append at the target before activation: %v, want ErrMoving", r.Err)
+			}
+			if ok, _ := dst.f.Serves(fencedTL); ok {
+				t.Fatal("the target serves reads before activation")
+			}
+			if ok, _ := src.f.Serves(fencedTL); ok {
+				t.Fatal("the source serves reads after disowning")
+			}
+			dst.mustOK(moveSourceCmd(1, fsmpb.MoveSource_ACTIVATE, moved))
+			if ok, _ := dst.f.Serves(fencedTL); !ok {
+				t.Fatal("the target does not serve reads once activated")
+			}
 			// A stale chunk is refused by the target that owns the range.
 			if r := dst.apply(&fsmpb.Command{Op: &fsmpb.Command_MoveImport{MoveImport: &fsmpb.MoveImport{MoveId: 1, Ranges: RangesToProto([]shard.Range{moved}), From: cursor}}})[0]; !errors.Is(r.Err, ErrMoveConflict) {
 				t.Fatalf("stale import after the switch: %v", r.Err)

@@ -28,20 +28,47 @@ type ownedRanges struct {
 	ranges     []shard.Range
 	// moving are the ranges this group is moving out (move_source.go).
 	moving []*fsmpb.MovingRange
+	// importing are the ranges moving in, not yet activated: the group
+	// may own them by the map already but serves them only once the
+	// source has given them up.
+	importing []*fsmpb.MovingRange
+}
+
+// importingSlot reports whether a slot is being imported and not yet
+// activated.
+func (o *ownedRanges) importingSlot(s uint32) bool {
+	if o == nil {
+		return false
+	}
+	for _, m := range o.importing {
+		if inRanges(s, RangesFromProto(m.GetRanges())) {
+			return true
+		}
+	}
+	return false
+}
+
+// serves reports whether reads of id may be served here.
+func (o *ownedRanges) serves(id string) bool {
+	return o.owns(id) && !o.importingSlot(uint32(shard.SlotOf(id)))
 }
 
 // fenced reports whether a timeline's slot is fenced by a move.
 func (o *ownedRanges) fenced(timeline string) bool {
-	if o == nil || len(o.moving) == 0 {
+	if o == nil || len(o.moving)+len(o.importing) == 0 {
 		return false
 	}
 	return o.fencedSlot(uint32(shard.SlotOf(timeline)))
 }
 
-// fencedSlot reports whether a slot is fenced by a move.
+// fencedSlot reports whether a slot takes no writes for a move: fenced
+// at its source, or imported here and not yet activated.
 func (o *ownedRanges) fencedSlot(s uint32) bool {
 	if o == nil {
 		return false
+	}
+	if o.importingSlot(s) {
+		return true
 	}
 	for _, m := range o.moving {
 		if m.GetFenced() && inRanges(s, RangesFromProto(m.GetRanges())) {
@@ -80,13 +107,19 @@ func readRanges(root *bolt.Bucket) (*ownedRanges, error) {
 		return nil, err
 	}
 	mv, err := b.Get(keyMoving)
-	if err != nil || (v == nil && mv == nil) {
+	if err != nil {
 		return nil, err
 	}
-	// Cached by both records' bytes, length-prefixed so that no two pairs
+	iv, err := b.Get(keyImporting)
+	if err != nil || (v == nil && mv == nil && iv == nil) {
+		return nil, err
+	}
+	// Cached by the records' bytes, length-prefixed so that no two triples
 	// share a key.
 	raw := binary.BigEndian.AppendUint32(nil, uint32(len(v)))
-	raw = append(append(raw, v...), mv...)
+	raw = append(raw, v...)
+	raw = binary.BigEndian.AppendUint32(raw, uint32(len(mv)))
+	raw = append(append(raw, mv...), iv...)
 	if o, ok := decodedRanges.get(raw); ok {
 		return o, nil
 	}
@@ -100,6 +133,13 @@ func readRanges(root *bolt.Bucket) (*ownedRanges, error) {
 			return nil, fmt.Errorf("decode moving ranges: %w", err)
 		}
 		o.moving = m.GetMoves()
+	}
+	if iv != nil {
+		var m fsmpb.MovingRanges
+		if err := proto.Unmarshal(iv, &m); err != nil {
+			return nil, fmt.Errorf("decode importing ranges: %w", err)
+		}
+		o.importing = m.GetMoves()
 	}
 	decodedRanges.put(raw, o)
 	return o, nil
@@ -176,4 +216,18 @@ func (f *FSM) OwnedRanges() (ranges []shard.Range, mapVersion uint64, ok bool, e
 		return nil, 0, false, err
 	}
 	return slices.Clone(o.ranges), o.mapVersion, true, nil
+}
+
+// Serves reports whether the group serves reads of id: it owns id's slot
+// and is not still importing it. Reads check it after reading, so that a
+// read served by a group that has just given a range up is refused rather
+// than answered from a copy the new owner has moved past.
+func (f *FSM) Serves(id string) (bool, error) {
+	var ok bool
+	err := f.view(func(root *bolt.Bucket) error {
+		o, err := readRanges(root)
+		ok = o.serves(id)
+		return err
+	})
+	return ok, err
 }

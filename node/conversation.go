@@ -101,7 +101,7 @@ func (n *Node) History(ctx context.Context, timeline string, before uint64, limi
 		return fsm.HistoryResult{}, err
 	}
 	res, err := g.fsm.History(timeline, before, limit, n.cfg.MaxPageBytes)
-	return res, g.readResult(err)
+	return res, g.afterRead(timeline, err)
 }
 
 // dataGroup is the local replica of a data group named by a peer's request

@@ -101,7 +101,7 @@ func (n *Node) ValidateSession(ctx context.Context, user, sessionID string, c Co
 	if err == nil && state == fsm.SessionValid {
 		g.touches.seen(user, s.DeviceID, n.cfg.Clock())
 	}
-	return state, s, g.readResult(err)
+	return state, s, g.afterRead(user, err)
 }
 
 // Cursors reads a device's cursors, with the heads they lag behind. It
@@ -118,7 +118,7 @@ func (n *Node) Cursors(ctx context.Context, user, device string, c Consistency) 
 	if err == nil {
 		g.touches.seen(user, device, n.cfg.Clock())
 	}
-	return cs, g.readResult(err)
+	return cs, g.afterRead(user, err)
 }
 
 // Devices reads a user's sessions with their cursors.
@@ -128,7 +128,7 @@ func (n *Node) Devices(ctx context.Context, user string, c Consistency) (fsm.Use
 		return fsm.UserDevices{}, err
 	}
 	d, err := g.fsm.Devices(user)
-	return d, g.readResult(err)
+	return d, g.afterRead(user, err)
 }
 
 // Conversations reads a page of a user's conversation list.
@@ -141,7 +141,7 @@ func (n *Node) Conversations(ctx context.Context, user, afterKey string, limit i
 		return fsm.ConversationList{}, err
 	}
 	l, err := g.fsm.Conversations(user, afterKey, limit)
-	return l, g.readResult(err)
+	return l, g.afterRead(user, err)
 }
 
 type deviceKey struct{ user, device string }

@@ -25,7 +25,7 @@ func (n *Node) Pull(ctx context.Context, timeline string, after uint64, limit in
 		return fsm.PullResult{}, err
 	}
 	res, err := g.fsm.Pull(timeline, after, limit, n.cfg.MaxPageBytes)
-	return res, g.readResult(err)
+	return res, g.afterRead(timeline, err)
 }
 
 // pageGroup checks a page request (Pull, History) and returns the local
@@ -63,7 +63,7 @@ func (n *Node) Head(ctx context.Context, timeline string, c Consistency) (uint64
 		return 0, err
 	}
 	head, err := g.fsm.Head(timeline)
-	return head, g.readResult(err)
+	return head, g.afterRead(timeline, err)
 }
 
 func (n *Node) routeRead(timeline string) (*Group, error) {
@@ -102,6 +102,27 @@ func (g *Group) readBarrier(ctx context.Context, c Consistency) (err error) {
 	// Leadership may have moved to a newer term and back while we waited.
 	if !g.isReadyLeader() {
 		return ErrLeaderNotReady
+	}
+	return nil
+}
+
+// afterRead finishes a read of id: a damaged value fences the replica
+// (readResult), and a read the group no longer serves, because a move
+// took id's slot away while the read ran, is refused as routed with an
+// old map (checked after reading: a group that still serves id once the
+// read is done served it throughout, since a source gives a range up
+// before its target serves it).
+func (g *Group) afterRead(id string, err error) error {
+	if err != nil {
+		return g.readResult(err)
+	}
+	ok, err := g.fsm.Serves(id)
+	if err != nil {
+		return g.readResult(err)
+	}
+	if !ok {
+		g.node.refreshShardMap()
+		return fmt.Errorf("%w: %q is served by another group now", fsm.ErrWrongGroup, id)
 	}
 	return nil
 }

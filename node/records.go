@@ -93,7 +93,7 @@ func (n *Node) GetRecords(ctx context.Context, collection string, keys []string,
 	} else {
 		res, err = g.fsm.ListRecords(collection, afterKey, limit, n.cfg.MaxPageBytes)
 	}
-	return res, g.readResult(err)
+	return res, g.afterRead(collection, err)
 }
 
 // SyncRecords returns a page of the records changed after since.
@@ -106,7 +106,7 @@ func (n *Node) SyncRecords(ctx context.Context, collection string, since uint64,
 		return fsm.SyncResult{}, err
 	}
 	res, err := g.fsm.SyncRecords(collection, since, limit, n.cfg.MaxPageBytes)
-	return res, g.readResult(err)
+	return res, g.afterRead(collection, err)
 }
 
 // SyncRequest is one collection of a SyncMany.
@@ -177,7 +177,7 @@ func (n *Node) SyncMany(ctx context.Context, reqs []SyncRequest) ([]SyncOutcome,
 				continue
 			}
 			res, rerr := g.fsm.SyncRecords(reqs[i].Collection, reqs[i].Since, reqs[i].Limit, n.cfg.MaxPageBytes)
-			out[i] = SyncOutcome{Result: res, Err: g.readResult(rerr)}
+			out[i] = SyncOutcome{Result: res, Err: g.afterRead(reqs[i].Collection, rerr)}
 		}
 	}
 	return out, nil

@@ -197,6 +197,9 @@ const (
 	MoveSource_TRACK              MoveSource_Action = 1
 	MoveSource_FENCE              MoveSource_Action = 2
 	MoveSource_RELEASE            MoveSource_Action = 3
+	// ACTIVATE, at the target once the source has disowned the ranges:
+	// the imported ranges serve requests from now on.
+	MoveSource_ACTIVATE MoveSource_Action = 4
 )
 
 // Enum value maps for MoveSource_Action.
@@ -206,12 +209,14 @@ var (
 		1: "TRACK",
 		2: "FENCE",
 		3: "RELEASE",
+		4: "ACTIVATE",
 	}
 	MoveSource_Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED": 0,
 		"TRACK":              1,
 		"FENCE":              2,
 		"RELEASE":            3,
+		"ACTIVATE":           4,
 	}
 )
 
@@ -5602,7 +5607,7 @@ const file_command_proto_rawDesc = "" +
 	"\n" +
 	"last_ts_ms\x18\x03 \x01(\x03R\blastTsMs\x12\x16\n" +
 	"\x06unread\x18\x04 \x01(\x04R\x06unread\x12\x19\n" +
-	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\"\x95\x02\n" +
+	"\bread_seq\x18\x05 \x01(\x04R\areadSeq\"\xa3\x02\n" +
 	"\n" +
 	"MoveSource\x12\x17\n" +
 	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x123\n" +
@@ -5610,12 +5615,13 @@ const file_command_proto_rawDesc = "" +
 	"\x06action\x18\x03 \x01(\x0e2#.syncstore.fsm.v1.MoveSource.ActionR\x06action\x12\x16\n" +
 	"\x06disown\x18\x04 \x01(\bR\x06disown\x12\x1f\n" +
 	"\vmap_version\x18\x05 \x01(\x04R\n" +
-	"mapVersion\"C\n" +
+	"mapVersion\"Q\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05TRACK\x10\x01\x12\t\n" +
 	"\x05FENCE\x10\x02\x12\v\n" +
-	"\aRELEASE\x10\x03\"C\n" +
+	"\aRELEASE\x10\x03\x12\f\n" +
+	"\bACTIVATE\x10\x04\"C\n" +
 	"\fMovingRanges\x123\n" +
 	"\x05moves\x18\x01 \x03(\v2\x1d.syncstore.fsm.v1.MovingRangeR\x05moves\"s\n" +
 	"\vMovingRange\x12\x17\n" +

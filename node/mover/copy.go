@@ -25,7 +25,7 @@ func (m *Mover) copy(ctx context.Context, rec *fsmpb.MoveRecord, fenced bool) (*
 		cursor = &fsmpb.MoveCursor{}
 	}
 	lastProgress, passStart := time.Now(), uint64(0)
-	passes := 0
+	passes, refused := 0, 0
 	for {
 		if !m.c.MetaLeader() {
 			return nil, errNotLeader
@@ -55,13 +55,16 @@ func (m *Mover) copy(ctx context.Context, rec *fsmpb.MoveRecord, fenced bool) (*
 			// outcome, another leader's copy) wrote nothing: go on from
 			// where the target stands.
 			m.log.Info("import refused: resuming from the target's cursor", "id", rec.GetId(), "err", err)
+			if refused++; refused >= maxRefusedImports {
+				return nil, fmt.Errorf("import into group %d refused %d times in a row: %w", dst, refused, err)
+			}
 			if st, err = m.importState(ctx, rec); err != nil {
 				return nil, err
 			}
 			cursor = st.GetCursor()
 			continue
 		}
-		st = imp.GetImportState()
+		st, refused = imp.GetImportState(), 0
 		cursor = st.GetCursor()
 		if m.cfg.OnChunk != nil {
 			m.cfg.OnChunk(rec.GetId(), fenced, st)
@@ -82,6 +85,11 @@ func (m *Mover) copy(ctx context.Context, rec *fsmpb.MoveRecord, fenced bool) (*
 		}
 	}
 }
+
+// maxRefusedImports: after this many refused chunks in a row the copy
+// stops and the move is retried after a pause (a target that refuses
+// every chunk, e.g. not yet told its ranges, is not spun on).
+const maxRefusedImports = 3
 
 func (m *Mover) importState(ctx context.Context, rec *fsmpb.MoveRecord) (*fsmpb.MoveImportState, error) {
 	res, err := m.c.Step(ctx, shard.GroupID(rec.GetTarget()), &fsmpb.MoveStep{Step: &fsmpb.MoveStep_ImportState{ImportState: rec.GetId()}})

@@ -247,11 +247,17 @@ func (m *Mover) advance(ctx context.Context, rec *fsmpb.MoveRecord) error {
 	return fmt.Errorf("move %d in phase %v", rec.GetId(), rec.GetPhase())
 }
 
-// finish hands the switched ranges to the target at once (the reconciler
-// would too, a round later), makes the source give them up and deletes
-// them there.
+// finish makes the source give the switched ranges up, then hands them to
+// the target at once (the reconciler would too, a round later) and
+// activates them there, and deletes them at the source. The order is what
+// keeps reads linearizable: the target serves nothing of the ranges until
+// the source has stopped serving them.
 func (m *Mover) finish(ctx context.Context, rec *fsmpb.MoveRecord) error {
 	dst := shard.GroupID(rec.GetTarget())
+	release := &fsmpb.MoveSource{MoveId: rec.GetId(), Ranges: rec.GetRanges(), Action: fsmpb.MoveSource_RELEASE, Disown: true, MapVersion: rec.GetSwitchedMapVersion()}
+	if _, err := m.c.Step(ctx, shard.GroupID(rec.GetSource()), &fsmpb.MoveStep{Step: &fsmpb.MoveStep_Source{Source: release}}); err != nil {
+		return fmt.Errorf("release the source: %w", err)
+	}
 	ranges, version, ok := m.c.Ranges(dst)
 	if !ok || version < rec.GetSwitchedMapVersion() {
 		return fmt.Errorf("the shard map here is older than the switch (v%d)", rec.GetSwitchedMapVersion())
@@ -259,12 +265,12 @@ func (m *Mover) finish(ctx context.Context, rec *fsmpb.MoveRecord) error {
 	if _, err := m.c.Step(ctx, dst, &fsmpb.MoveStep{Step: &fsmpb.MoveStep_SetRanges{SetRanges: &fsmpb.SetRanges{MapVersion: version, Ranges: fsm.RangesToProto(ranges)}}}); err != nil {
 		return fmt.Errorf("give the target its ranges: %w", err)
 	}
+	activate := &fsmpb.MoveSource{MoveId: rec.GetId(), Ranges: rec.GetRanges(), Action: fsmpb.MoveSource_ACTIVATE}
+	if _, err := m.c.Step(ctx, dst, &fsmpb.MoveStep{Step: &fsmpb.MoveStep_Source{Source: activate}}); err != nil {
+		return fmt.Errorf("activate the target: %w", err)
+	}
 	if rec.GetFencedMs() > 0 && m.cfg.Observe != nil {
 		m.cfg.Observe(rec.GetId(), time.Duration(rec.GetSwitchedMs()-rec.GetFencedMs())*time.Millisecond)
-	}
-	release := &fsmpb.MoveSource{MoveId: rec.GetId(), Ranges: rec.GetRanges(), Action: fsmpb.MoveSource_RELEASE, Disown: true, MapVersion: rec.GetSwitchedMapVersion()}
-	if _, err := m.c.Step(ctx, shard.GroupID(rec.GetSource()), &fsmpb.MoveStep{Step: &fsmpb.MoveStep_Source{Source: release}}); err != nil {
-		return fmt.Errorf("release the source: %w", err)
 	}
 	if err := m.cleanup(ctx, rec, fsmpb.MoveCleanup_SOURCE); err != nil {
 		return err
