@@ -221,20 +221,21 @@ func (nm *nemesis) operatorMove(ctx context.Context) ([]string, error) {
 		return nil, err
 	}
 	g := m.Groups[nm.rng.IntN(len(m.Groups))]
+	var spare []string
+	for _, h := range nm.net.hosts {
+		if !slices.Contains(g.Replicas, h.id) {
+			spare = append(spare, h.id)
+		}
+	}
 	nm.operatorMoves++
-	if nm.operatorMoves%2 == 0 && len(g.Replicas) > 1 {
+	// A group on every node has no replica to move: its leadership moves.
+	if (nm.operatorMoves%2 == 0 || len(spare) == 0) && len(g.Replicas) > 1 {
 		to := g.Replicas[1+nm.rng.IntN(len(g.Replicas)-1)]
 		err := nm.admin.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
 			_, err := a.TransferLeader(ctx, &syncv1.TransferLeaderRequest{GroupId: uint64(g.ID), To: to})
 			return err
 		})
 		return []string{fmt.Sprintf("group %d leader -> %s", g.ID, to)}, err
-	}
-	var spare []string
-	for _, h := range nm.net.hosts {
-		if !slices.Contains(g.Replicas, h.id) {
-			spare = append(spare, h.id)
-		}
 	}
 	if len(spare) == 0 {
 		return nil, fmt.Errorf("group %d is on every node: no replica to move", g.ID)
