@@ -108,7 +108,7 @@ func TestSlotMoveUnderLoadWithSourceLeaderKilled(t *testing.T) {
 	probeClient := c.ClientWith(client.Options{AttemptTimeout: 200 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	probeTL := timelineIn(smap, src, "probe")
 	probe := startWorkload(t, probeClient, "probe", 1, []string{probeTL}, 10*time.Second)
-	w.progress(t, 5000)
+	w.progress(t, 3000)
 
 	sg, _ := smap.Group(src)
 	start := time.Now()
@@ -124,7 +124,7 @@ func TestSlotMoveUnderLoadWithSourceLeaderKilled(t *testing.T) {
 	rec := waitPhase(t, c, id, fsmpb.MovePhase_CLEANED, 120*time.Second)
 	done := time.Now()
 	c.Restart(victim)
-	w.progress(t, 2000)
+	w.progress(t, 1000)
 	probe.progress(t, 20)
 	w.finish()
 	probe.finish()
@@ -355,7 +355,7 @@ func TestSplitUnderLoad(t *testing.T) {
 		names = append(names, fmt.Sprintf("sp-%d", i))
 	}
 	w := startWorkload(t, c.Client(), "split", 8, names, 5*time.Second)
-	w.progress(t, 2000)
+	w.progress(t, 1000)
 	var created shard.GroupID
 	var moves []uint64
 	testutil.Eventually(t, 30*time.Second, func() error {
@@ -369,7 +369,7 @@ func TestSplitUnderLoad(t *testing.T) {
 	for _, id := range moves {
 		waitPhase(t, c, id, fsmpb.MovePhase_CLEANED, 120*time.Second)
 	}
-	w.progress(t, 2000)
+	w.progress(t, 1000)
 	w.finish()
 	c.WaitConverged(60 * time.Second)
 	m := c.Members[0].Node.ShardMap()
@@ -412,7 +412,7 @@ func TestMoveResumesAfterMetaLeaderKillAndAborts(t *testing.T) {
 		names = append(names, fmt.Sprintf("rs-%d", i))
 	}
 	w := startWorkload(t, c.Client(), "resume", 8, names, 5*time.Second)
-	w.progress(t, 4000)
+	w.progress(t, 2500)
 	smap := c.Members[0].Node.ShardMap()
 	waitReached := func(id uint64) {
 		t.Helper()
