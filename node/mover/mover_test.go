@@ -88,7 +88,7 @@ func newFakeCluster(t *testing.T) *fakeCluster {
 	return c
 }
 
-func (c *fakeCluster) MetaLeader() bool                     { return true }
+func (c *fakeCluster) MetaLeader() bool                    { return true }
 func (c *fakeCluster) Moves() ([]*fsmpb.MoveRecord, error) { return c.meta.f.Moves() }
 func (c *fakeCluster) ProposeMeta(_ context.Context, cmd *fsmpb.Command) (*fsm.Result, error) {
 	return c.meta.apply(c.t, cmd)
