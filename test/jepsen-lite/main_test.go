@@ -39,12 +39,12 @@ func TestShortRun(t *testing.T) {
 	o := options{
 		repo:       "../..",
 		nodes:      3,
-		duration:   time.Duration(len(faultKinds)) * 12 * time.Second,
+		duration:   time.Duration(len(faultKinds)) * 9 * time.Second,
 		seed:       1,
 		out:        t.TempDir(),
 		shards:     4,
 		workers:    8,
-		faultEvery: 12 * time.Second,
+		faultEvery: 9 * time.Second, // every kind once; each fault lasts 4.5 s, longer than an election
 		settle:     90 * time.Second,
 	}
 	summary, err := runTest(context.Background(), o, testLog{t})
