@@ -317,11 +317,12 @@ func applyCompactTombstones(root *bolt.Bucket, c *fsmpb.CompactTombstones) error
 		return reject(err)
 	}
 	cb := sealed{root.Bucket(bucketCollections)}
+	owned, err := readRanges(root)
+	if err != nil {
+		return err
+	}
 	for _, it := range c.GetItems() {
-		if ok, err := upkeepAllowed(root, it.GetCollection()); err != nil || !ok {
-			if err != nil {
-				return err
-			}
+		if !owned.upkeepAllowed(it.GetCollection()) {
 			continue
 		}
 		if err := compactCollection(cb, it.GetCollection(), it.GetCutoffVersion()); err != nil {

@@ -200,14 +200,14 @@ func applyMoveUpdate(root *bolt.Bucket, nowMs int64, c *fsmpb.MoveUpdate) error 
 	switch {
 	case c.GetAbort():
 		if MoveFinal(rec.GetPhase()) || rec.GetPhase() == fsmpb.MovePhase_SWITCHED {
-			return reject(fmt.Errorf("%w: move %d is %s; only a move before its switch can be aborted", ErrMoveConflict, rec.GetId(), phaseName(rec.GetPhase())))
+			return reject(fmt.Errorf("%w: move %d is %s; only a move before its switch can be aborted", ErrMoveConflict, rec.GetId(), PhaseName(rec.GetPhase())))
 		}
 		rec.AbortRequested = true
 	case rec.GetPhase() != c.GetFrom():
-		return reject(fmt.Errorf("%w: move %d is %s, not %s", ErrMoveConflict, rec.GetId(), phaseName(rec.GetPhase()), phaseName(c.GetFrom())))
+		return reject(fmt.Errorf("%w: move %d is %s, not %s", ErrMoveConflict, rec.GetId(), PhaseName(rec.GetPhase()), PhaseName(c.GetFrom())))
 	case c.GetTo() == c.GetFrom(): // progress only
 	case !slices.Contains(moveSteps[rec.GetPhase()], c.GetTo()):
-		return reject(fmt.Errorf("%w: move %d cannot go from %s to %s", ErrMoveConflict, rec.GetId(), phaseName(rec.GetPhase()), phaseName(c.GetTo())))
+		return reject(fmt.Errorf("%w: move %d cannot go from %s to %s", ErrMoveConflict, rec.GetId(), PhaseName(rec.GetPhase()), PhaseName(c.GetTo())))
 	case c.GetTo() == fsmpb.MovePhase_ABORTED && !rec.GetAbortRequested():
 		return reject(fmt.Errorf("%w: move %d: no abort was asked for", ErrMoveConflict, rec.GetId()))
 	case c.GetTo() == fsmpb.MovePhase_FENCED && rec.GetAbortRequested():
@@ -242,7 +242,7 @@ func applyMoveSwitch(root *bolt.Bucket, nowMs int64, c *fsmpb.MoveSwitch) error 
 	case rec.GetPhase() == fsmpb.MovePhase_SWITCHED || rec.GetPhase() == fsmpb.MovePhase_CLEANED:
 		return nil // a retry
 	case rec.GetPhase() != fsmpb.MovePhase_COPIED || rec.GetAbortRequested():
-		return reject(fmt.Errorf("%w: move %d is %s (abort asked: %t); only a copied move switches", ErrMoveConflict, rec.GetId(), phaseName(rec.GetPhase()), rec.GetAbortRequested()))
+		return reject(fmt.Errorf("%w: move %d is %s (abort asked: %t); only a copied move switches", ErrMoveConflict, rec.GetId(), PhaseName(rec.GetPhase()), rec.GetAbortRequested()))
 	}
 	m, err := readStoredShardMap(root)
 	if err != nil {
@@ -288,12 +288,11 @@ func switchedMap(m *shard.Map, rec *fsmpb.MoveRecord) (*shard.Map, error) {
 	return shard.New(m.Version+1, groups)
 }
 
-func phaseName(p fsmpb.MovePhase) string {
-	return map[fsmpb.MovePhase]string{
-		fsmpb.MovePhase_PLANNED: "planned", fsmpb.MovePhase_FENCED: "fenced", fsmpb.MovePhase_COPIED: "copied",
-		fsmpb.MovePhase_SWITCHED: "switched", fsmpb.MovePhase_CLEANED: "cleaned", fsmpb.MovePhase_ABORTED: "aborted",
-	}[p]
+// phaseNames name the move phases as syncctl prints them.
+var phaseNames = map[fsmpb.MovePhase]string{
+	fsmpb.MovePhase_PLANNED: "planned", fsmpb.MovePhase_FENCED: "fenced", fsmpb.MovePhase_COPIED: "copied",
+	fsmpb.MovePhase_SWITCHED: "switched", fsmpb.MovePhase_CLEANED: "cleaned", fsmpb.MovePhase_ABORTED: "aborted",
 }
 
 // PhaseName names a move phase as syncctl prints it.
-func PhaseName(p fsmpb.MovePhase) string { return phaseName(p) }
+func PhaseName(p fsmpb.MovePhase) string { return phaseNames[p] }

@@ -54,11 +54,12 @@ func applyTrim(root *bolt.Bucket, t *fsmpb.Trim) error {
 		return reject(err)
 	}
 	tlb := sealed{root.Bucket(bucketTimelines)}
+	owned, err := readRanges(root)
+	if err != nil {
+		return err
+	}
 	for _, it := range t.GetItems() {
-		if ok, err := upkeepAllowed(root, it.GetTimeline()); err != nil || !ok {
-			if err != nil {
-				return err
-			}
+		if !owned.upkeepAllowed(it.GetTimeline()) {
 			continue
 		}
 		tl := timelineKey(it.GetTimeline())

@@ -93,13 +93,7 @@ func checkOwned(root *bolt.Bucket, timeline string) error {
 // id: the group owns it and no move fences it. Upkeep skips the others:
 // they are another group's to keep, or will be once the move switches, and
 // a fenced range must not change after its last copy.
-func upkeepAllowed(root *bolt.Bucket, id string) (bool, error) {
-	owned, err := readRanges(root)
-	if err != nil {
-		return false, err
-	}
-	return owned.owns(id) && !owned.fenced(id), nil
-}
+func (o *ownedRanges) upkeepAllowed(id string) bool { return o.owns(id) && !o.fenced(id) }
 
 // appendEntry allocates the timeline's next seq and stores se under it.
 func appendEntry(root *bolt.Bucket, ch *Changes, timeline string, nowMs int64, se *fsmpb.StoredEntry) (seq uint64, tsMs int64, err error) {

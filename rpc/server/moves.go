@@ -120,8 +120,11 @@ func (s *Server) AddGroups(ctx context.Context, req *syncv1.AddGroupsRequest) (*
 	for _, id := range ids {
 		out.GroupIds = append(out.GroupIds, uint64(id))
 	}
-	out.MoveIds, err = s.node.RebalanceSlots(ctx, fmt.Sprintf("%d groups added", len(ids)))
-	return out, toStatus(err)
+	if out.MoveIds, err = s.node.RebalanceSlots(ctx, fmt.Sprintf("%d groups added", len(ids))); err != nil {
+		// gRPC drops the answer of a failed call: say what was done.
+		return nil, toStatus(fmt.Errorf("created groups %v and planned moves %v, then: %w", out.GroupIds, out.MoveIds, err))
+	}
+	return out, nil
 }
 
 // SplitGroup splits a group at the meta leader.
@@ -132,7 +135,10 @@ func (s *Server) SplitGroup(ctx context.Context, req *syncv1.SplitGroupRequest) 
 			return syncv1.NewAdminClient(conn).SplitGroup(ctx, req)
 		})
 	}
-	return &syncv1.SplitGroupResponse{GroupId: uint64(id), MoveIds: moves}, toStatus(err)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("created group %d and planned moves %v, then: %w", id, moves, err))
+	}
+	return &syncv1.SplitGroupResponse{GroupId: uint64(id), MoveIds: moves}, nil
 }
 
 // RebalanceSlots evens the slots out at the meta leader.
@@ -143,5 +149,8 @@ func (s *Server) RebalanceSlots(ctx context.Context, req *syncv1.RebalanceSlotsR
 			return syncv1.NewAdminClient(conn).RebalanceSlots(ctx, req)
 		})
 	}
-	return &syncv1.RebalanceSlotsResponse{MoveIds: moves}, toStatus(err)
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("planned moves %v, then: %w", moves, err))
+	}
+	return &syncv1.RebalanceSlotsResponse{MoveIds: moves}, nil
 }
