@@ -2,8 +2,6 @@ package fsm
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
 
@@ -410,30 +408,4 @@ func keysInRange(b sealed, r shard.Range, limit int) [][]byte {
 		out = append(out, bytes.Clone(k))
 	}
 	return out
-}
-
-// RangeDigest hashes every key of the move buckets in ranges: a source and
-// its target hold the same ranges exactly when their digests agree.
-func (f *FSM) RangeDigest(ranges []shard.Range) (string, uint64, error) {
-	h := sha256.New()
-	var keys uint64
-	err := f.view(func(root *bolt.Bucket) error {
-		for _, name := range moveBuckets {
-			h.Write(name)
-			c := root.Bucket(name).Cursor()
-			for _, r := range sortedRanges(ranges) {
-				end := slotPrefix(r.End)
-				for k, v := c.Seek(slotPrefix(r.Start)); k != nil && bytes.Compare(k, end) < 0; k, v = c.Next() {
-					writeLenPrefixed(h, k)
-					writeLenPrefixed(h, v)
-					keys++
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return "", 0, fmt.Errorf("fsm: range digest: %w", err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), keys, nil
 }

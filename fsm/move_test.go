@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/shard"
@@ -138,6 +141,17 @@ func TestMoveCopiesExactlyUnderWrites(t *testing.T) {
 			if got, _ := rangeDigest(t, dst, []shard.Range{moved}); got != want || n == 0 {
 				t.Fatalf("target range digest %s, source %s (%d keys)", got, want, n)
 			}
+			for s := moved.Start; s < moved.End; s += MaxDigestSlots {
+				piece := []shard.Range{{Start: s, End: min(moved.End, s+MaxDigestSlots)}}
+				want, _, err1 := src.f.SlotDigests(1, piece)
+				got, _, err2 := dst.f.SlotDigests(0, piece)
+				if err := errors.Join(err1, err2); err != nil {
+					t.Fatal(err)
+				}
+				if !slices.EqualFunc(got, want, func(a, b *fsmpb.SlotDigest) bool { return proto.Equal(a, b) }) {
+					t.Fatalf("slot digests of %v differ: target %v, source %v", piece, got, want)
+				}
+			}
 
 			// The switch: the target owns the range, the source gives it up.
 			dst.mustOK(setRangesCmd(2, moved))
@@ -220,5 +234,75 @@ func idInRange(r shard.Range) string {
 		if inRanges(uint32(shard.SlotOf(id)), []shard.Range{r}) {
 			return id
 		}
+	}
+}
+
+// TestMoveLogSlots: the slots a move's log names from a position on are
+// those written since, and a read stopped short says so.
+func TestMoveLogSlots(t *testing.T) {
+	h := newHarness(t)
+	all, moved, kept := shard.Range{Start: 0, End: shard.SlotCount}, shard.Range{Start: 0, End: 2048}, shard.Range{Start: 2048, End: shard.SlotCount}
+	h.mustOK(setRangesCmd(1, all))
+	h.mustOK(moveSourceCmd(1, fsmpb.MoveSource_TRACK, moved))
+	a, b := idInRange(shard.Range{Start: 0, End: 1024}), idInRange(shard.Range{Start: 1024, End: 2048})
+	slotA, slotB := uint32(shard.SlotOf(a)), uint32(shard.SlotOf(b))
+	logEnd := func() uint64 {
+		_, end, err := h.f.SlotDigests(1, []shard.Range{{Start: 0, End: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return end
+	}
+	if end := logEnd(); end != 0 {
+		t.Fatalf("log end %d before any write", end)
+	}
+	h.mustOK(appendCmd(a, "x", "k1", 1))
+	afterA := logEnd()
+	h.mustOK(appendCmd(b, "x", "k2", 2), appendCmd(idInRange(kept), "x", "", 3))
+	cases := []struct {
+		name          string
+		id, since     uint64
+		max           int
+		want          []uint32
+		wantTruncated bool
+	}{
+		{"the whole log", 1, 0, 1000, []uint32{slotA, slotB}, false},
+		{"since the first write", 1, afterA, 1000, []uint32{slotB}, false},
+		{"since the end", 1, logEnd(), 1000, nil, false},
+		{"stopped short", 1, 0, 1, []uint32{slotA}, true},
+		{"another move's log", 2, 0, 1000, nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, truncated, err := h.f.MoveLogSlots(tc.id, tc.since, tc.max)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) || truncated != tc.wantTruncated {
+				t.Fatalf("MoveLogSlots = %v, truncated %v; want %v, %v", got, truncated, tc.want, tc.wantTruncated)
+			}
+		})
+	}
+}
+
+func TestValidateMoveDigest(t *testing.T) {
+	cases := []struct {
+		name   string
+		ranges []*fsmpb.SlotRange
+		ok     bool
+	}{
+		{"one piece", RangesToProto([]shard.Range{{Start: 0, End: MaxDigestSlots}}), true},
+		{"too many slots", RangesToProto([]shard.Range{{Start: 0, End: MaxDigestSlots + 1}}), false},
+		{"empty range", []*fsmpb.SlotRange{{Start: 5, End: 5}}, false},
+		{"past the last slot", []*fsmpb.SlotRange{{Start: shard.SlotCount - 1, End: shard.SlotCount + 1}}, false},
+		{"no ranges", nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ValidateMoveDigest(&fsmpb.MoveRangeDigest{Ranges: tc.ranges})
+			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalidArgument)) {
+				t.Fatalf("ValidateMoveDigest: %v, want ok=%v", err, tc.ok)
+			}
+		})
 	}
 }

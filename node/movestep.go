@@ -80,8 +80,18 @@ func (n *Node) MoveStep(ctx context.Context, group shard.GroupID, step *fsmpb.Mo
 		if err := g.readBarrier(ctx, Linearizable); err != nil {
 			return nil, err
 		}
-		d, keys, err := g.fsm.RangeDigest(fsm.RangesFromProto(s.Digest.GetRanges()))
-		return &fsmpb.MoveStepResult{Digest: d, Keys: keys}, g.readResult(err)
+		if err := fsm.ValidateMoveDigest(s.Digest); err != nil {
+			return nil, err
+		}
+		d, logEnd, err := g.fsm.SlotDigests(s.Digest.GetMoveId(), fsm.RangesFromProto(s.Digest.GetRanges()))
+		return &fsmpb.MoveStepResult{SlotDigests: d, LogEnd: logEnd}, g.readResult(err)
+	case *fsmpb.MoveStep_LogSlots:
+		if err := g.readBarrier(ctx, Linearizable); err != nil {
+			return nil, err
+		}
+		ls := s.LogSlots
+		slots, truncated, err := g.fsm.MoveLogSlots(ls.GetMoveId(), ls.GetSince(), min(int(ls.GetMaxEntries()), fsm.MaxMoveLogSlotsEntries))
+		return &fsmpb.MoveStepResult{LogSlots: slots, LogTruncated: truncated}, g.readResult(err)
 	default:
 		return nil, fmt.Errorf("%w: unknown move step", fsm.ErrInvalidArgument)
 	}

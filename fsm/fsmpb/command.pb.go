@@ -4858,6 +4858,7 @@ type MoveStep struct {
 	//	*MoveStep_ImportState
 	//	*MoveStep_Digest
 	//	*MoveStep_SetRanges
+	//	*MoveStep_LogSlots
 	Step          isMoveStep_Step `protobuf_oneof:"step"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4963,6 +4964,15 @@ func (x *MoveStep) GetSetRanges() *SetRanges {
 	return nil
 }
 
+func (x *MoveStep) GetLogSlots() *MoveLogSlots {
+	if x != nil {
+		if x, ok := x.Step.(*MoveStep_LogSlots); ok {
+			return x.LogSlots
+		}
+	}
+	return nil
+}
+
 type isMoveStep_Step interface {
 	isMoveStep_Step()
 }
@@ -4996,6 +5006,10 @@ type MoveStep_SetRanges struct {
 	SetRanges *SetRanges `protobuf:"bytes,7,opt,name=set_ranges,json=setRanges,proto3,oneof"`
 }
 
+type MoveStep_LogSlots struct {
+	LogSlots *MoveLogSlots `protobuf:"bytes,8,opt,name=log_slots,json=logSlots,proto3,oneof"`
+}
+
 func (*MoveStep_Source) isMoveStep_Step() {}
 
 func (*MoveStep_Import) isMoveStep_Step() {}
@@ -5009,6 +5023,8 @@ func (*MoveStep_ImportState) isMoveStep_Step() {}
 func (*MoveStep_Digest) isMoveStep_Step() {}
 
 func (*MoveStep_SetRanges) isMoveStep_Step() {}
+
+func (*MoveStep_LogSlots) isMoveStep_Step() {}
 
 // MoveExport asks a source leader for the next chunk of a move after from.
 type MoveExport struct {
@@ -5079,10 +5095,14 @@ func (x *MoveExport) GetMaxBytes() uint32 {
 	return 0
 }
 
-// MoveRangeDigest asks for the digest of the keys in ranges.
+// MoveRangeDigest asks for a digest of each slot's keys in ranges, read in
+// one transaction with the end of move move_id's log when it is tracked
+// there (a source): the copy is checked slot by slot, and a slot the log
+// does not name after that end has not changed since.
 type MoveRangeDigest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ranges        []*SlotRange           `protobuf:"bytes,1,rep,name=ranges,proto3" json:"ranges,omitempty"`
+	MoveId        uint64                 `protobuf:"varint,2,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -5124,6 +5144,137 @@ func (x *MoveRangeDigest) GetRanges() []*SlotRange {
 	return nil
 }
 
+func (x *MoveRangeDigest) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+// MoveLogSlots asks a source for the slots its move log names from position
+// since on, reading at most max_entries entries.
+type MoveLogSlots struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MoveId        uint64                 `protobuf:"varint,1,opt,name=move_id,json=moveId,proto3" json:"move_id,omitempty"`
+	Since         uint64                 `protobuf:"varint,2,opt,name=since,proto3" json:"since,omitempty"`
+	MaxEntries    uint32                 `protobuf:"varint,3,opt,name=max_entries,json=maxEntries,proto3" json:"max_entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveLogSlots) Reset() {
+	*x = MoveLogSlots{}
+	mi := &file_command_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveLogSlots) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveLogSlots) ProtoMessage() {}
+
+func (x *MoveLogSlots) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveLogSlots.ProtoReflect.Descriptor instead.
+func (*MoveLogSlots) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *MoveLogSlots) GetMoveId() uint64 {
+	if x != nil {
+		return x.MoveId
+	}
+	return 0
+}
+
+func (x *MoveLogSlots) GetSince() uint64 {
+	if x != nil {
+		return x.Since
+	}
+	return 0
+}
+
+func (x *MoveLogSlots) GetMaxEntries() uint32 {
+	if x != nil {
+		return x.MaxEntries
+	}
+	return 0
+}
+
+// SlotDigest is the digest of one slot's keys (a slot with none has no
+// SlotDigest).
+type SlotDigest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Slot          uint32                 `protobuf:"varint,1,opt,name=slot,proto3" json:"slot,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	Keys          uint64                 `protobuf:"varint,3,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlotDigest) Reset() {
+	*x = SlotDigest{}
+	mi := &file_command_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlotDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlotDigest) ProtoMessage() {}
+
+func (x *SlotDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlotDigest.ProtoReflect.Descriptor instead.
+func (*SlotDigest) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *SlotDigest) GetSlot() uint32 {
+	if x != nil {
+		return x.Slot
+	}
+	return 0
+}
+
+func (x *SlotDigest) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *SlotDigest) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
 type MoveStepResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// export: the chunk and the end of the source's move log.
@@ -5132,16 +5283,20 @@ type MoveStepResult struct {
 	// import and import_state: the target's state of the move.
 	ImportState *MoveImportState `protobuf:"bytes,3,opt,name=import_state,json=importState,proto3" json:"import_state,omitempty"`
 	CleanupDone bool             `protobuf:"varint,4,opt,name=cleanup_done,json=cleanupDone,proto3" json:"cleanup_done,omitempty"`
-	// digest: of the ranges, and how many keys it covered.
-	Digest        string `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
-	Keys          uint64 `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`
+	// digest: each slot's digest; log_end above is the move log's end read
+	// with them (0 where the move is not tracked).
+	SlotDigests []*SlotDigest `protobuf:"bytes,7,rep,name=slot_digests,json=slotDigests,proto3" json:"slot_digests,omitempty"`
+	// log_slots: the slots named, and whether the log went on past
+	// max_entries (then the slots are not all of them).
+	LogSlots      []uint32 `protobuf:"varint,8,rep,packed,name=log_slots,json=logSlots,proto3" json:"log_slots,omitempty"`
+	LogTruncated  bool     `protobuf:"varint,9,opt,name=log_truncated,json=logTruncated,proto3" json:"log_truncated,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MoveStepResult) Reset() {
 	*x = MoveStepResult{}
-	mi := &file_command_proto_msgTypes[62]
+	mi := &file_command_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5153,7 +5308,7 @@ func (x *MoveStepResult) String() string {
 func (*MoveStepResult) ProtoMessage() {}
 
 func (x *MoveStepResult) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[62]
+	mi := &file_command_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5166,7 +5321,7 @@ func (x *MoveStepResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveStepResult.ProtoReflect.Descriptor instead.
 func (*MoveStepResult) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{62}
+	return file_command_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *MoveStepResult) GetChunk() *MoveImport {
@@ -5197,18 +5352,25 @@ func (x *MoveStepResult) GetCleanupDone() bool {
 	return false
 }
 
-func (x *MoveStepResult) GetDigest() string {
+func (x *MoveStepResult) GetSlotDigests() []*SlotDigest {
 	if x != nil {
-		return x.Digest
+		return x.SlotDigests
 	}
-	return ""
+	return nil
 }
 
-func (x *MoveStepResult) GetKeys() uint64 {
+func (x *MoveStepResult) GetLogSlots() []uint32 {
 	if x != nil {
-		return x.Keys
+		return x.LogSlots
 	}
-	return 0
+	return nil
+}
+
+func (x *MoveStepResult) GetLogTruncated() bool {
+	if x != nil {
+		return x.LogTruncated
+	}
+	return false
 }
 
 // SetNodeState moves a registered node along active -> draining -> removed
@@ -5230,7 +5392,7 @@ type SetNodeState struct {
 
 func (x *SetNodeState) Reset() {
 	*x = SetNodeState{}
-	mi := &file_command_proto_msgTypes[63]
+	mi := &file_command_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5242,7 +5404,7 @@ func (x *SetNodeState) String() string {
 func (*SetNodeState) ProtoMessage() {}
 
 func (x *SetNodeState) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[63]
+	mi := &file_command_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5255,7 +5417,7 @@ func (x *SetNodeState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetNodeState.ProtoReflect.Descriptor instead.
 func (*SetNodeState) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{63}
+	return file_command_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *SetNodeState) GetNodeId() string {
@@ -5702,7 +5864,7 @@ const file_command_proto_rawDesc = "" +
 	"\aresumed\x18\b \x01(\bR\aresumed\"\x1c\n" +
 	"\n" +
 	"MoveSwitch\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\"\x95\x03\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"\xd4\x03\n" +
 	"\bMoveStep\x126\n" +
 	"\x06source\x18\x01 \x01(\v2\x1c.syncstore.fsm.v1.MoveSourceH\x00R\x06source\x126\n" +
 	"\x06import\x18\x02 \x01(\v2\x1c.syncstore.fsm.v1.MoveImportH\x00R\x06import\x129\n" +
@@ -5711,23 +5873,36 @@ const file_command_proto_rawDesc = "" +
 	"\fimport_state\x18\x05 \x01(\x04H\x00R\vimportState\x12;\n" +
 	"\x06digest\x18\x06 \x01(\v2!.syncstore.fsm.v1.MoveRangeDigestH\x00R\x06digest\x12<\n" +
 	"\n" +
-	"set_ranges\x18\a \x01(\v2\x1b.syncstore.fsm.v1.SetRangesH\x00R\tsetRangesB\x06\n" +
+	"set_ranges\x18\a \x01(\v2\x1b.syncstore.fsm.v1.SetRangesH\x00R\tsetRanges\x12=\n" +
+	"\tlog_slots\x18\b \x01(\v2\x1e.syncstore.fsm.v1.MoveLogSlotsH\x00R\blogSlotsB\x06\n" +
 	"\x04step\"\xa9\x01\n" +
 	"\n" +
 	"MoveExport\x12\x17\n" +
 	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x123\n" +
 	"\x06ranges\x18\x02 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x120\n" +
 	"\x04from\x18\x03 \x01(\v2\x1c.syncstore.fsm.v1.MoveCursorR\x04from\x12\x1b\n" +
-	"\tmax_bytes\x18\x04 \x01(\rR\bmaxBytes\"F\n" +
+	"\tmax_bytes\x18\x04 \x01(\rR\bmaxBytes\"_\n" +
 	"\x0fMoveRangeDigest\x123\n" +
-	"\x06ranges\x18\x01 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\"\xf2\x01\n" +
+	"\x06ranges\x18\x01 \x03(\v2\x1b.syncstore.fsm.v1.SlotRangeR\x06ranges\x12\x17\n" +
+	"\amove_id\x18\x02 \x01(\x04R\x06moveId\"^\n" +
+	"\fMoveLogSlots\x12\x17\n" +
+	"\amove_id\x18\x01 \x01(\x04R\x06moveId\x12\x14\n" +
+	"\x05since\x18\x02 \x01(\x04R\x05since\x12\x1f\n" +
+	"\vmax_entries\x18\x03 \x01(\rR\n" +
+	"maxEntries\"L\n" +
+	"\n" +
+	"SlotDigest\x12\x12\n" +
+	"\x04slot\x18\x01 \x01(\rR\x04slot\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\fR\x06digest\x12\x12\n" +
+	"\x04keys\x18\x03 \x01(\x04R\x04keys\"\xd5\x02\n" +
 	"\x0eMoveStepResult\x122\n" +
 	"\x05chunk\x18\x01 \x01(\v2\x1c.syncstore.fsm.v1.MoveImportR\x05chunk\x12\x17\n" +
 	"\alog_end\x18\x02 \x01(\x04R\x06logEnd\x12D\n" +
 	"\fimport_state\x18\x03 \x01(\v2!.syncstore.fsm.v1.MoveImportStateR\vimportState\x12!\n" +
-	"\fcleanup_done\x18\x04 \x01(\bR\vcleanupDone\x12\x16\n" +
-	"\x06digest\x18\x05 \x01(\tR\x06digest\x12\x12\n" +
-	"\x04keys\x18\x06 \x01(\x04R\x04keys\"\xb2\x01\n" +
+	"\fcleanup_done\x18\x04 \x01(\bR\vcleanupDone\x12?\n" +
+	"\fslot_digests\x18\a \x03(\v2\x1c.syncstore.fsm.v1.SlotDigestR\vslotDigests\x12\x1b\n" +
+	"\tlog_slots\x18\b \x03(\rR\blogSlots\x12#\n" +
+	"\rlog_truncated\x18\t \x01(\bR\flogTruncatedJ\x04\b\x05\x10\x06J\x04\b\x06\x10\a\"\xb2\x01\n" +
 	"\fSetNodeState\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x121\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\x05state\x12\x12\n" +
@@ -5764,7 +5939,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),          // 0: syncstore.fsm.v1.TimelineClass
 	(MovePhase)(0),              // 1: syncstore.fsm.v1.MovePhase
@@ -5833,19 +6008,21 @@ var file_command_proto_goTypes = []any{
 	(*MoveStep)(nil),            // 64: syncstore.fsm.v1.MoveStep
 	(*MoveExport)(nil),          // 65: syncstore.fsm.v1.MoveExport
 	(*MoveRangeDigest)(nil),     // 66: syncstore.fsm.v1.MoveRangeDigest
-	(*MoveStepResult)(nil),      // 67: syncstore.fsm.v1.MoveStepResult
-	(*SetNodeState)(nil),        // 68: syncstore.fsm.v1.SetNodeState
-	nil,                         // 69: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                         // 70: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                         // 71: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                         // 72: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                         // 73: syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	nil,                         // 74: syncstore.fsm.v1.CopyItem.MetadataEntry
-	nil,                         // 75: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                         // 76: syncstore.fsm.v1.StoredRecord.MetadataEntry
-	nil,                         // 77: syncstore.fsm.v1.Login.MetadataEntry
-	nil,                         // 78: syncstore.fsm.v1.Session.MetadataEntry
-	nil,                         // 79: syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	(*MoveLogSlots)(nil),        // 67: syncstore.fsm.v1.MoveLogSlots
+	(*SlotDigest)(nil),          // 68: syncstore.fsm.v1.SlotDigest
+	(*MoveStepResult)(nil),      // 69: syncstore.fsm.v1.MoveStepResult
+	(*SetNodeState)(nil),        // 70: syncstore.fsm.v1.SetNodeState
+	nil,                         // 71: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                         // 72: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                         // 73: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                         // 74: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                         // 75: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                         // 76: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                         // 77: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                         // 78: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	nil,                         // 79: syncstore.fsm.v1.Login.MetadataEntry
+	nil,                         // 80: syncstore.fsm.v1.Session.MetadataEntry
+	nil,                         // 81: syncstore.fsm.v1.DeviceRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	13, // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
@@ -5873,37 +6050,37 @@ var file_command_proto_depIdxs = []int32{
 	61, // 22: syncstore.fsm.v1.Command.move_plan:type_name -> syncstore.fsm.v1.MovePlan
 	62, // 23: syncstore.fsm.v1.Command.move_update:type_name -> syncstore.fsm.v1.MoveUpdate
 	63, // 24: syncstore.fsm.v1.Command.move_switch:type_name -> syncstore.fsm.v1.MoveSwitch
-	68, // 25: syncstore.fsm.v1.Command.set_node_state:type_name -> syncstore.fsm.v1.SetNodeState
-	69, // 26: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	70, // 25: syncstore.fsm.v1.Command.set_node_state:type_name -> syncstore.fsm.v1.SetNodeState
+	71, // 26: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
 	9,  // 27: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	70, // 28: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	72, // 28: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
 	12, // 29: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	71, // 30: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	73, // 30: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
 	13, // 31: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
 	18, // 32: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
 	20, // 33: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
 	19, // 34: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
 	20, // 35: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	72, // 36: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	74, // 36: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
 	0,  // 37: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
 	2,  // 38: syncstore.fsm.v1.NodeRecord.state:type_name -> syncstore.fsm.v1.NodeState
 	33, // 39: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
 	34, // 40: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
 	27, // 41: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
 	29, // 42: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
-	73, // 43: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	75, // 43: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
 	31, // 44: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
-	74, // 45: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
-	75, // 46: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	76, // 45: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	77, // 46: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
 	36, // 47: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	76, // 48: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	78, // 48: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
 	41, // 49: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
-	77, // 50: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
+	79, // 50: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
 	40, // 51: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
 	45, // 52: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
 	49, // 53: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
-	78, // 54: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
-	79, // 55: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	80, // 54: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
+	81, // 55: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
 	20, // 56: syncstore.fsm.v1.MoveSource.ranges:type_name -> syncstore.fsm.v1.SlotRange
 	3,  // 57: syncstore.fsm.v1.MoveSource.action:type_name -> syncstore.fsm.v1.MoveSource.Action
 	54, // 58: syncstore.fsm.v1.MovingRanges.moves:type_name -> syncstore.fsm.v1.MovingRange
@@ -5927,18 +6104,20 @@ var file_command_proto_depIdxs = []int32{
 	65, // 76: syncstore.fsm.v1.MoveStep.export:type_name -> syncstore.fsm.v1.MoveExport
 	66, // 77: syncstore.fsm.v1.MoveStep.digest:type_name -> syncstore.fsm.v1.MoveRangeDigest
 	17, // 78: syncstore.fsm.v1.MoveStep.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
-	20, // 79: syncstore.fsm.v1.MoveExport.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	55, // 80: syncstore.fsm.v1.MoveExport.from:type_name -> syncstore.fsm.v1.MoveCursor
-	20, // 81: syncstore.fsm.v1.MoveRangeDigest.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	57, // 82: syncstore.fsm.v1.MoveStepResult.chunk:type_name -> syncstore.fsm.v1.MoveImport
-	58, // 83: syncstore.fsm.v1.MoveStepResult.import_state:type_name -> syncstore.fsm.v1.MoveImportState
-	2,  // 84: syncstore.fsm.v1.SetNodeState.state:type_name -> syncstore.fsm.v1.NodeState
-	2,  // 85: syncstore.fsm.v1.SetNodeState.expected_state:type_name -> syncstore.fsm.v1.NodeState
-	86, // [86:86] is the sub-list for method output_type
-	86, // [86:86] is the sub-list for method input_type
-	86, // [86:86] is the sub-list for extension type_name
-	86, // [86:86] is the sub-list for extension extendee
-	0,  // [0:86] is the sub-list for field type_name
+	67, // 79: syncstore.fsm.v1.MoveStep.log_slots:type_name -> syncstore.fsm.v1.MoveLogSlots
+	20, // 80: syncstore.fsm.v1.MoveExport.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 81: syncstore.fsm.v1.MoveExport.from:type_name -> syncstore.fsm.v1.MoveCursor
+	20, // 82: syncstore.fsm.v1.MoveRangeDigest.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	57, // 83: syncstore.fsm.v1.MoveStepResult.chunk:type_name -> syncstore.fsm.v1.MoveImport
+	58, // 84: syncstore.fsm.v1.MoveStepResult.import_state:type_name -> syncstore.fsm.v1.MoveImportState
+	68, // 85: syncstore.fsm.v1.MoveStepResult.slot_digests:type_name -> syncstore.fsm.v1.SlotDigest
+	2,  // 86: syncstore.fsm.v1.SetNodeState.state:type_name -> syncstore.fsm.v1.NodeState
+	2,  // 87: syncstore.fsm.v1.SetNodeState.expected_state:type_name -> syncstore.fsm.v1.NodeState
+	88, // [88:88] is the sub-list for method output_type
+	88, // [88:88] is the sub-list for method input_type
+	88, // [88:88] is the sub-list for extension type_name
+	88, // [88:88] is the sub-list for extension extendee
+	0,  // [0:88] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -5982,6 +6161,7 @@ func file_command_proto_init() {
 		(*MoveStep_ImportState)(nil),
 		(*MoveStep_Digest)(nil),
 		(*MoveStep_SetRanges)(nil),
+		(*MoveStep_LogSlots)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -5989,7 +6169,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   75,
+			NumMessages:   77,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

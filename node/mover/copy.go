@@ -13,8 +13,9 @@ import (
 // target's log, from where the target stands, until the target has caught
 // up with the source's move log: to within FenceLag entries (or after
 // MaxPasses passes over the log) while the source takes writes, exactly
-// once it is fenced.
-func (m *Mover) copy(ctx context.Context, rec *fsmpb.MoveRecord, fenced bool) (*fsmpb.MoveImportState, error) {
+// once it is fenced; and, before the fence, at least to log position
+// atLeast.
+func (m *Mover) copy(ctx context.Context, rec *fsmpb.MoveRecord, fenced bool, atLeast uint64) (*fsmpb.MoveImportState, error) {
 	src, dst := shard.GroupID(rec.GetSource()), shard.GroupID(rec.GetTarget())
 	st, err := m.importState(ctx, rec)
 	if err != nil {
@@ -80,7 +81,7 @@ func (m *Mover) copy(ctx context.Context, rec *fsmpb.MoveRecord, fenced bool) (*
 			passes++
 			passStart = res.GetLogEnd()
 		}
-		if !fenced && (lag <= m.cfg.FenceLag || passes >= m.cfg.MaxPasses) {
+		if !fenced && cursor.GetLogPos() >= atLeast && (lag <= m.cfg.FenceLag || passes >= m.cfg.MaxPasses) {
 			return st, nil
 		}
 	}

@@ -40,14 +40,22 @@ func (g *group) apply(t *testing.T, cmd *fsmpb.Command) (*fsm.Result, error) {
 }
 
 // fakeCluster is a meta group and two data groups in one process; failAt,
-// when set, fails the step of that kind once.
+// when set, fails the step of that kind once; beforeStep, when set, runs
+// before each step; dropImports drops the last item of that many import
+// chunks (a copy that loses a key).
 type fakeCluster struct {
-	t      *testing.T
-	meta   *group
-	groups map[shard.GroupID]*group
-	mu     sync.Mutex
-	failAt map[string]bool
-	steps  map[string]int
+	t           *testing.T
+	meta        *group
+	groups      map[shard.GroupID]*group
+	mu          sync.Mutex
+	failAt      map[string]bool
+	steps       map[string]int
+	beforeStep  func(step *fsmpb.MoveStep)
+	dropImports int
+	// fenced is set by a FENCE step; fencedDigestSlots counts the slots
+	// digests read after it.
+	fenced            bool
+	fencedDigestSlots int
 }
 
 func newFakeCluster(t *testing.T) *fakeCluster {
@@ -113,12 +121,22 @@ func (c *fakeCluster) Step(_ context.Context, id shard.GroupID, step *fsmpb.Move
 	if fail {
 		return nil, fmt.Errorf("injected failure of %s", kind)
 	}
+	if c.beforeStep != nil {
+		c.beforeStep(step)
+	}
 	g := c.groups[id]
 	switch s := step.GetStep().(type) {
 	case *fsmpb.MoveStep_Source:
 		_, err := g.apply(c.t, &fsmpb.Command{Op: &fsmpb.Command_MoveSource{MoveSource: s.Source}})
+		if err == nil {
+			c.fenced = s.Source.GetAction() == fsmpb.MoveSource_FENCE
+		}
 		return &fsmpb.MoveStepResult{}, err
 	case *fsmpb.MoveStep_Import:
+		if n := len(s.Import.GetItems()); c.dropImports > 0 && n > 0 {
+			c.dropImports--
+			s.Import.Items = s.Import.Items[:n-1]
+		}
 		res, err := g.apply(c.t, &fsmpb.Command{Op: &fsmpb.Command_MoveImport{MoveImport: s.Import}})
 		if err != nil {
 			return nil, err
@@ -144,8 +162,18 @@ func (c *fakeCluster) Step(_ context.Context, id shard.GroupID, step *fsmpb.Move
 		st, err := g.f.ImportState(s.ImportState)
 		return &fsmpb.MoveStepResult{ImportState: st}, err
 	case *fsmpb.MoveStep_Digest:
-		d, keys, err := g.f.RangeDigest(fsm.RangesFromProto(s.Digest.GetRanges()))
-		return &fsmpb.MoveStepResult{Digest: d, Keys: keys}, err
+		if err := fsm.ValidateMoveDigest(s.Digest); err != nil {
+			return nil, err
+		}
+		ranges := fsm.RangesFromProto(s.Digest.GetRanges())
+		if c.fenced {
+			c.fencedDigestSlots += slotCount(ranges)
+		}
+		d, end, err := g.f.SlotDigests(s.Digest.GetMoveId(), ranges)
+		return &fsmpb.MoveStepResult{SlotDigests: d, LogEnd: end}, err
+	case *fsmpb.MoveStep_LogSlots:
+		slots, truncated, err := g.f.MoveLogSlots(s.LogSlots.GetMoveId(), s.LogSlots.GetSince(), int(s.LogSlots.GetMaxEntries()))
+		return &fsmpb.MoveStepResult{LogSlots: slots, LogTruncated: truncated}, err
 	}
 	return nil, fmt.Errorf("unknown step %s", kind)
 }
@@ -281,5 +309,64 @@ func TestAbortUndoesTheCopy(t *testing.T) {
 	c.appendTo(t, 1, u, 6) // 5 retried (deduplicated), one new
 	if head, _ := c.groups[1].f.Head(u); head != 6 {
 		t.Fatalf("%s at the source has head %d, want 6", u, head)
+	}
+}
+
+// TestCheckAbortsACopyThatDiffers: a key lost by the copy aborts the move,
+// whether the loss is in a slot the source did not change after the check
+// before the fence (found then) or in one it changed after it (found by the
+// check while fenced, which reads only such slots); a copy that lost
+// nothing reads, while fenced, only the slots changed since.
+func TestCheckAbortsACopyThatDiffers(t *testing.T) {
+	late := users(41)[40] // a timeline first written after the check before the fence
+	cases := []struct {
+		name      string
+		lostEarly bool // a key of the bulk copy is lost
+		lostLate  bool // the late write's key is lost
+		wantPhase fsmpb.MovePhase
+		maxFenced int // slots the check while fenced may read
+	}{
+		{"nothing lost", false, false, fsmpb.MovePhase_CLEANED, 1},
+		{"lost before the check", true, false, fsmpb.MovePhase_ABORTED, 2},
+		{"lost after the check", false, true, fsmpb.MovePhase_ABORTED, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newFakeCluster(t)
+			for _, u := range users(40) {
+				c.appendTo(t, 1, u, 5)
+			}
+			id := plan(t, c, movedSlots, 2)
+			if tc.lostEarly {
+				c.dropImports = 1
+			}
+			targetDigests, written := 0, false
+			c.beforeStep = func(step *fsmpb.MoveStep) {
+				d := step.GetDigest()
+				if d == nil || d.GetMoveId() != 0 || c.fenced {
+					return
+				}
+				// The last of the target's digests before the fence: the
+				// source takes a write (to a slot checked already).
+				if targetDigests++; targetDigests == len(pieces([]shard.Range{movedSlots}, testConfig().VerifySlots)) && !written {
+					written = true
+					c.appendTo(t, 1, late, 1)
+					if tc.lostLate {
+						c.dropImports = 1
+					}
+				}
+			}
+			New(c, testConfig()).driveAll(context.Background())
+			New(c, testConfig()).driveAll(context.Background())
+			if !written {
+				t.Fatal("the test's write after the check before the fence did not happen")
+			}
+			if p := phase(t, c, id); p != tc.wantPhase {
+				t.Fatalf("the move is %s, want %s", fsm.PhaseName(p), fsm.PhaseName(tc.wantPhase))
+			}
+			if c.fencedDigestSlots > 2*tc.maxFenced {
+				t.Fatalf("the check while fenced read %d slots (source and target), want at most %d", c.fencedDigestSlots, 2*tc.maxFenced)
+			}
+		})
 	}
 }
