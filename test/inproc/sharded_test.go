@@ -125,7 +125,7 @@ func TestShardedClusterSurvivesLosingTheBusiestNode(t *testing.T) {
 	slices.Sort(all)
 	var normal time.Duration // the longest gap in the 5 s before the kill, for scale
 	for _, p := range probes {
-		normal = max(normal, p.longestGap(killedAt.Add(-5*time.Second), killedAt))
+		normal = max(normal, p.longestGapWithin(killedAt.Add(-5*time.Second), killedAt))
 	}
 	t.Logf("unavailability per group after the kill: %v (median %v, max %v); groups the victim led: %v; longest gap before the kill: %v",
 		gaps, all[len(all)/2], all[len(all)-1], led[victim], normal)

@@ -117,10 +117,21 @@ func (w *workload) lastAck() time.Time {
 	return last
 }
 
-// longestGap is the longest time between two consecutive acknowledgements
-// where the later one came within (from, to]: around a fault at from, how
-// long the workload's timelines were unavailable.
+// longestGap is the longest time without an acknowledgement that
+// overlaps [from, to], counting the gaps that straddle its ends: around a
+// fault at from, how long the workload's timelines were unavailable (a
+// window with no acknowledgement at all is one gap, not none).
 func (w *workload) longestGap(from, to time.Time) time.Duration {
+	return w.gap(from, to, true)
+}
+
+// longestGapWithin is the longest gap between two acknowledgements that
+// both came within [from, to]: the normal pace, for scale.
+func (w *workload) longestGapWithin(from, to time.Time) time.Duration {
+	return w.gap(from, to, false)
+}
+
+func (w *workload) gap(from, to time.Time, straddle bool) time.Duration {
 	w.mu.Lock()
 	var ts []time.Time
 	for _, a := range w.acks {
@@ -130,7 +141,11 @@ func (w *workload) longestGap(from, to time.Time) time.Duration {
 	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
 	var gap time.Duration
 	for i := 1; i < len(ts); i++ {
-		if ts[i].After(from) && !ts[i].After(to) {
+		in := !ts[i-1].Before(from) && !ts[i].After(to)
+		if straddle {
+			in = ts[i].After(from) && ts[i-1].Before(to)
+		}
+		if in {
 			gap = max(gap, ts[i].Sub(ts[i-1]))
 		}
 	}

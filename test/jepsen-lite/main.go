@@ -216,7 +216,7 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 		return "", fmt.Errorf("chart: %w", err)
 	}
 	printStats(log, ops, faults, subs)
-	printMoves(log, moves)
+	printMoves(log, moves, ops, rec.start)
 	for _, v := range verdicts {
 		fmt.Fprintf(log, "checker %-13s valid=%v %s\n", v.Checker, v.Valid, strings.Join(v.Problems, "; "))
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 	"github.com/syncstore/syncstore/shard"
+	"github.com/syncstore/syncstore/test/jepsen-lite/history"
 )
 
 // Faults that change the cluster's shape: they start and return, and the
@@ -134,9 +135,11 @@ func waitMovesDone(ctx context.Context, admin *client.Client, d time.Duration) (
 }
 
 // printMoves reports the moves: how many completed, were aborted or were
-// taken over by another meta leader, and each one's fenced time (its
-// slots' unavailability from the fence to the switch).
-func printMoves(log io.Writer, moves []*syncv1.MoveInfo) {
+// taken over by another meta leader, and for each switched one the time
+// from its fence to its switch and the longest time without an
+// acknowledged append to its slots around that window (the workload's
+// appends; start is the history's time zero).
+func printMoves(log io.Writer, moves []*syncv1.MoveInfo, ops []history.Op, start time.Time) {
 	done, aborted, resumed := 0, 0, 0
 	for _, m := range moves {
 		switch m.GetPhase() {
@@ -151,17 +154,44 @@ func printMoves(log io.Writer, moves []*syncv1.MoveInfo) {
 	}
 	fmt.Fprintf(log, "moves: %d done, %d aborted, %d taken over by another meta leader\n", done, aborted, resumed)
 	for _, m := range moves {
-		fenced := "-"
+		fenced, gap := "-", "-"
 		if m.GetSwitchedMs() > 0 {
 			fenced = (time.Duration(m.GetSwitchedMs()-m.GetFencedMs()) * time.Millisecond).String()
+			from := time.UnixMilli(m.GetFencedMs()).Sub(start).Nanoseconds()
+			to := time.UnixMilli(m.GetSwitchedMs()).Sub(start).Nanoseconds()
+			gap = time.Duration(appendGap(ops, m.GetRanges(), from, to)).Round(time.Millisecond).String()
 		}
 		var slots []string
 		for _, r := range m.GetRanges() {
 			slots = append(slots, fmt.Sprintf("%d-%d", r.GetStart(), r.GetEnd()-1))
 		}
-		fmt.Fprintf(log, "  move %d %d->%d slots %s: %s, %d records, fenced to switch %s, resumes %d, reason %s\n",
-			m.GetId(), m.GetSourceGroup(), m.GetTargetGroup(), strings.Join(slots, ","), m.GetPhase(), m.GetRecords(), fenced, m.GetResumes(), m.GetReason())
+		fmt.Fprintf(log, "  move %d %d->%d slots %s: %s, %d records, fenced to switch %s, longest gap of appends to its slots %s, resumes %d, reason %s\n",
+			m.GetId(), m.GetSourceGroup(), m.GetTargetGroup(), strings.Join(slots, ","), m.GetPhase(), m.GetRecords(), fenced, gap, m.GetResumes(), m.GetReason())
 	}
+}
+
+// appendGap is the longest time between two consecutive acknowledged
+// appends to timelines in ranges that overlaps [from, to] (ns since the
+// history's start), the gaps straddling its ends included.
+func appendGap(ops []history.Op, ranges []*syncv1.SlotRange, from, to int64) int64 {
+	in := func(tl string) bool {
+		s := uint32(shard.SlotOf(tl))
+		return slices.ContainsFunc(ranges, func(r *syncv1.SlotRange) bool { return s >= r.GetStart() && s < r.GetEnd() })
+	}
+	var acks []int64
+	for _, op := range ops {
+		if op.Kind == history.Append && op.Outcome == history.OK && in(op.Timeline) {
+			acks = append(acks, op.Complete)
+		}
+	}
+	slices.Sort(acks)
+	var gap int64
+	for i := 1; i < len(acks); i++ {
+		if acks[i] > from && acks[i-1] < to {
+			gap = max(gap, acks[i]-acks[i-1])
+		}
+	}
+	return gap
 }
 
 // More shape changes, through the operator's calls.
