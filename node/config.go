@@ -141,7 +141,11 @@ type Config struct {
 	DeviceTouchEvery time.Duration
 	// StateMmapBytes is the initial mmap size of the node's state file
 	// (address space, not memory): a snapshot's long read blocks the
-	// node's writes only when the file outgrows it.
+	// node's writes only when the file outgrows it (bbolt remaps under a
+	// lock that waits for every open read). Like etcd's 10 GiB, it is far
+	// above the data: a slot move holds a range twice on a node for a
+	// while, and a 1 GiB move under a 1 GiB map stalled every group of a
+	// node for seconds (scripts/bench-move.sh).
 	StateMmapBytes int
 	// StateCheckpointInterval is how often the state file, which is not
 	// fsynced per commit, is fsynced and marked clean.
@@ -216,7 +220,7 @@ func DefaultConfig() Config {
 		Shards:                DefaultShards,
 		ReconcileInterval:     500 * time.Millisecond,
 		CatchUpLag:            256,
-		StateMmapBytes:        1 << 30,
+		StateMmapBytes:        16 << 30,
 		DiskReserveBytes:      DefaultDiskReserveBytes,
 		MaxPageSize:           DefaultMaxPageSize,
 		MaxPageBytes:          DefaultMaxPageBytes,

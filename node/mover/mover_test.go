@@ -41,7 +41,7 @@ func (g *group) apply(t *testing.T, cmd *fsmpb.Command) (*fsm.Result, error) {
 
 // fakeCluster is a meta group and two data groups in one process; failAt,
 // when set, fails the step of that kind once; beforeStep, when set, runs
-// before each step; dropImports drops the last item of that many import
+// before each step (holding mu); dropImports drops the last item of that many import
 // chunks (a copy that loses a key).
 type fakeCluster struct {
 	t           *testing.T
@@ -121,22 +121,28 @@ func (c *fakeCluster) Step(_ context.Context, id shard.GroupID, step *fsmpb.Move
 	if fail {
 		return nil, fmt.Errorf("injected failure of %s", kind)
 	}
+	c.mu.Lock()
 	if c.beforeStep != nil {
 		c.beforeStep(step)
 	}
+	c.mu.Unlock()
 	g := c.groups[id]
 	switch s := step.GetStep().(type) {
 	case *fsmpb.MoveStep_Source:
 		_, err := g.apply(c.t, &fsmpb.Command{Op: &fsmpb.Command_MoveSource{MoveSource: s.Source}})
 		if err == nil {
+			c.mu.Lock()
 			c.fenced = s.Source.GetAction() == fsmpb.MoveSource_FENCE
+			c.mu.Unlock()
 		}
 		return &fsmpb.MoveStepResult{}, err
 	case *fsmpb.MoveStep_Import:
+		c.mu.Lock()
 		if n := len(s.Import.GetItems()); c.dropImports > 0 && n > 0 {
 			c.dropImports--
 			s.Import.Items = s.Import.Items[:n-1]
 		}
+		c.mu.Unlock()
 		res, err := g.apply(c.t, &fsmpb.Command{Op: &fsmpb.Command_MoveImport{MoveImport: s.Import}})
 		if err != nil {
 			return nil, err
@@ -166,9 +172,11 @@ func (c *fakeCluster) Step(_ context.Context, id shard.GroupID, step *fsmpb.Move
 			return nil, err
 		}
 		ranges := fsm.RangesFromProto(s.Digest.GetRanges())
+		c.mu.Lock()
 		if c.fenced {
 			c.fencedDigestSlots += slotCount(ranges)
 		}
+		c.mu.Unlock()
 		d, end, err := g.f.SlotDigests(s.Digest.GetMoveId(), ranges)
 		return &fsmpb.MoveStepResult{SlotDigests: d, LogEnd: end}, err
 	case *fsmpb.MoveStep_LogSlots:

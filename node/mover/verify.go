@@ -3,6 +3,7 @@ package mover
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -44,15 +45,18 @@ func (m *Mover) checkBeforeFence(ctx context.Context, rec *fsmpb.MoveRecord) (*p
 	if err != nil {
 		return nil, err
 	}
+	sourceRead := time.Now()
 	if _, err := m.copy(ctx, rec, false, upTo); err != nil {
 		return nil, err
 	}
+	caughtUp := time.Now()
 	dst, _, _, err := m.slotDigests(ctx, shard.GroupID(rec.GetTarget()), 0, ranges)
 	if err != nil {
 		return nil, err
 	}
 	pre := &preCheck{since: since, differ: differing(src, dst), slots: len(src)}
-	m.log.Info("move checked before its fence", "id", rec.GetId(), "slots", pre.slots, "differing", len(pre.differ), "took", time.Since(start))
+	m.log.Info("move checked before its fence", "id", rec.GetId(), "slots", pre.slots, "differing", len(pre.differ),
+		"source", sourceRead.Sub(start), "catch_up", caughtUp.Sub(sourceRead), "target", time.Since(caughtUp))
 	return pre, nil
 }
 
@@ -75,12 +79,17 @@ func (m *Mover) checkWhileFenced(ctx context.Context, rec *fsmpb.MoveRecord, pre
 	if len(ranges) == 0 {
 		return nil
 	}
-	src, _, _, err := m.slotDigests(ctx, shard.GroupID(rec.GetSource()), 0, ranges)
-	if err != nil {
-		return err
-	}
+	// Both sides at once: this is the part of the check that the fence
+	// waits for.
+	var src map[uint32]*fsmpb.SlotDigest
+	srcErr := make(chan error, 1)
+	go func() {
+		var err error
+		src, _, _, err = m.slotDigests(ctx, shard.GroupID(rec.GetSource()), 0, ranges)
+		srcErr <- err
+	}()
 	dst, _, _, err := m.slotDigests(ctx, shard.GroupID(rec.GetTarget()), 0, ranges)
-	if err != nil {
+	if err := errors.Join(<-srcErr, err); err != nil {
 		return err
 	}
 	differ := differing(src, dst)
