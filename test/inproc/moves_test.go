@@ -462,3 +462,98 @@ func TestMoveResumesAfterMetaLeaderKillAndAborts(t *testing.T) {
 	checkSourceEmpty(t, c, 2, g1.Ranges) // the target kept nothing of the aborted range
 	checkHistory(t, c, names, w.acks, w.attempted)
 }
+
+// TestGrowThreeToFiveAndBack is the oxia#845 scenario: three nodes grow to
+// five (two join, two groups are added and slots move to them), then
+// shrink back to three (the two newest are removed), with writers running
+// throughout. Every acknowledged write is on every replica at the end.
+func TestGrowThreeToFiveAndBack(t *testing.T) {
+	c := testcluster.New(t, shardedNodes, func(cfg *node.Config) { cfg.Shards = moveGroups })
+	var names []string
+	for i := range 300 {
+		names = append(names, fmt.Sprintf("grow-%d", i))
+	}
+	w := startWorkload(t, c.Client(), "grow", 8, names, 5*time.Second)
+	w.progress(t, 1000)
+
+	n4, n5 := c.AddMember(), c.AddMember()
+	c.WaitPlaced(90 * time.Second)
+	var moves []uint64
+	testutil.Eventually(t, 30*time.Second, func() error {
+		l := c.WaitLeader(30 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := c.Members[l].Node.AddGroups(ctx, 2); err != nil {
+			return err
+		}
+		var err error
+		moves, err = c.Members[l].Node.RebalanceSlots(ctx, "grow")
+		return err
+	})
+	for _, id := range moves {
+		waitPhase(t, c, id, fsmpb.MovePhase_CLEANED, 120*time.Second)
+	}
+	m := c.Members[0].Node.ShardMap()
+	for _, g := range m.Groups {
+		if n := shard.Slots(g.Ranges); n < shard.SlotCount/6 || n > shard.SlotCount/6+1 {
+			t.Fatalf("after growing, group %d owns %d slots: %v", g.ID, n, m.Groups)
+		}
+	}
+	if len(m.GroupsOn(n4.ID)) == 0 || len(m.GroupsOn(n5.ID)) == 0 {
+		t.Fatalf("the new nodes hold no replica: %v", m.Groups)
+	}
+	w.progress(t, 1000)
+	t.Logf("grown to 5 nodes and %d groups by moves %v; %d appends acknowledged", len(m.Groups), moves, w.acked.Load())
+
+	for _, i := range []int{4, 3} {
+		id := c.Members[i].ID
+		if _, err := removeNode(t, c, id, false); err != nil {
+			t.Fatal(err)
+		}
+		waitStoppedItself(t, c.Members[i], removeTimeout)
+		waitRemovedEverywhere(t, c, id, removeTimeout)
+		c.Stop(i)
+		w.progress(t, 500)
+	}
+	w.finish()
+	c.WaitConverged(60 * time.Second)
+	checkGroupsOnLive(t, c, 60*time.Second)
+	t.Logf("shrunk back to 3 nodes; acknowledged %d appends; writers saw %d errors", w.acked.Load(), w.errors.Load())
+	checkHistory(t, c, names, w.acks, w.attempted)
+}
+
+// TestRebalanceEvensSlotsAndUnpins: after an operator pinned a group and
+// moved slots unevenly, rebalance gives every group an even share again
+// and unpins the group, so placement evens leaders out again.
+func TestRebalanceEvensSlotsAndUnpins(t *testing.T) {
+	c := testcluster.New(t, shardedNodes, func(cfg *node.Config) { cfg.Shards = 2 })
+	l := c.WaitLeader(30 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	m := c.Members[l].Node.ShardMap()
+	g1, _ := m.Group(1)
+	if _, _, _, err := c.Members[l].Node.TransferLeader(ctx, 1, g1.Replicas[len(g1.Replicas)-1]); err != nil {
+		t.Fatal(err)
+	}
+	id := planMove(t, c, []shard.Range{{Start: 0, End: 100}}, 2)
+	waitPhase(t, c, id, fsmpb.MovePhase_CLEANED, 60*time.Second)
+	var moves []uint64
+	testutil.Eventually(t, 30*time.Second, func() error {
+		var err error
+		moves, err = c.Members[c.WaitLeader(30*time.Second)].Node.RebalanceSlots(ctx, "test")
+		return err
+	})
+	if len(moves) != 1 {
+		t.Fatalf("rebalance planned moves %v, want one", moves)
+	}
+	waitPhase(t, c, moves[0], fsmpb.MovePhase_CLEANED, 60*time.Second)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		m := c.Members[c.WaitLeader(30*time.Second)].Node.ShardMap()
+		for _, g := range m.Groups {
+			if g.Pinned || shard.Slots(g.Ranges) != shard.SlotCount/2 {
+				return fmt.Errorf("group %d: pinned %v, %d slots", g.ID, g.Pinned, shard.Slots(g.Ranges))
+			}
+		}
+		return nil
+	})
+}
