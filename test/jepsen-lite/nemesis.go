@@ -263,6 +263,12 @@ func quorate(resp *syncv1.ClusterStatusResponse) bool {
 	return len(hosted) > 0 && len(led) == len(hosted)
 }
 
+// describe is a fault's log line; a step the nemesis was refused (an abort
+// that came after the switch, say) is said there, not only in nemesis.json.
 func describe(f fault) string {
-	return fmt.Sprintf("%s %v (%.1fs..%.1fs)", f.Kind, f.Nodes, float64(f.Start)/1e9, float64(f.End)/1e9)
+	s := fmt.Sprintf("%s %v (%.1fs..%.1fs)", f.Kind, f.Nodes, float64(f.Start)/1e9, float64(f.End)/1e9)
+	if f.Error != "" {
+		s += ": " + f.Error
+	}
+	return s
 }
