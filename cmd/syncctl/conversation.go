@@ -22,10 +22,10 @@ func newSendCmd(g *globals) *cobra.Command {
 			if from == "" {
 				return usageError{fmt.Errorf("--from is required")}
 			}
-			var recipients []string
-			if to != "" {
-				recipients = strings.Split(to, ",")
+			if to == "" {
+				return usageError{fmt.Errorf("--to is required (the members the message is delivered to)")}
 			}
+			recipients := strings.Split(to, ",")
 			var resp *syncv1.SendResponse
 			err := g.call(func(ctx context.Context, cl *client.Client) (err error) {
 				resp, err = cl.Send(ctx, args[0], from, recipients, []byte(args[1]), client.AppendOptions{IdempotencyKey: key})

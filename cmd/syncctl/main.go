@@ -56,12 +56,51 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.addr, "addr", "127.0.0.1:7400", "gRPC address of any node (comma-separated for several)")
+	pf.StringVar(&g.addr, "addr", defaultAddr(), "gRPC address of any node (comma-separated for several; default from $"+addrEnv+")")
 	pf.BoolVar(&g.json, "json", false, "print JSON")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of one command (bench: of each append)")
 	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newSendCmd(g), newHistoryCmd(g), newWatchCmd(g), newStatusCmd(g), newBenchCmd(g), newCollectionCmd(g),
 		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g), newNodeCmd(g), newGroupCmd(g), newReplicaCmd(g), newSlotsCmd(g), newMoveCmd(g), newRebalanceCmd(g))
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// addrEnv sets --addr's default, as ETCDCTL_ENDPOINTS does etcdctl's.
+const addrEnv = "SYNCCTL_ADDR"
+
+func defaultAddr() string {
+	if a := os.Getenv(addrEnv); a != "" {
+		return a
+	}
+	return "127.0.0.1:7400"
+}
+
+// refuseUnknownSubcommands makes a word that names no subcommand a usage
+// error (exit 2) at every level: cobra returns a plain error for the root
+// and prints help with success for a command that only groups others.
+// Such a command given no word still prints its help.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	if !cmd.HasSubCommands() {
+		return
+	}
+	if cmd.Args == nil {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+			if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+			}
+			return usageError{errors.New(msg)}
+		}
+	}
+	if cmd.Run == nil && cmd.RunE == nil {
+		cmd.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
+	}
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
 }
 
 type usageError struct{ error }

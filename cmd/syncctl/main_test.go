@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -168,6 +169,11 @@ func TestUsageErrors(t *testing.T) {
 		{"status", "extra"},
 		{"pull", "x", "--limit", "not-a-number"},
 		{"send", "room", "text"}, // no --from
+		{"send", "room", "hi", "--from", "bob"}, // no --to
+		{"frobnicate"},
+		{"node", "frobnicate"},
+		{"group", "split-brain", "1"},
+		{"move", "abort", "not-an-id"},
 		{"watch"},
 		{"device", "login", "alice", "p1"}, // no --class
 		{"device", "ack", "alice", "p1", "alice", "x"},
@@ -180,5 +186,28 @@ func TestUsageErrors(t *testing.T) {
 		if !errors.As(err, &ue) {
 			t.Errorf("%v: got %v, want a usage error", args, err)
 		}
+	}
+}
+
+// TestGroupingCommandsPrintHelp: a command that only groups others,
+// given no subcommand, prints its help and succeeds.
+func TestGroupingCommandsPrintHelp(t *testing.T) {
+	for _, args := range [][]string{{}, {"node"}, {"group"}, {"move"}} {
+		out, err := run(t, "127.0.0.1:1", args...)
+		if err != nil || !strings.Contains(out, "Available Commands:") {
+			t.Errorf("%v: %v, output %q", args, err, out)
+		}
+	}
+}
+
+func TestAddrFromEnvironment(t *testing.T) {
+	t.Setenv(addrEnv, "10.0.0.1:7400,10.0.0.2:7400")
+	root := newRoot(&globals{out: io.Discard})
+	if got := root.PersistentFlags().Lookup("addr").DefValue; got != "10.0.0.1:7400,10.0.0.2:7400" {
+		t.Fatalf("--addr defaults to %q with %s set", got, addrEnv)
+	}
+	t.Setenv(addrEnv, "")
+	if got := newRoot(&globals{out: io.Discard}).PersistentFlags().Lookup("addr").DefValue; got != "127.0.0.1:7400" {
+		t.Fatalf("--addr defaults to %q without %s", got, addrEnv)
 	}
 }

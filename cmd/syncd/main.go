@@ -30,12 +30,27 @@ const joinTimeout = 2 * time.Minute
 // leadership to move elsewhere.
 const drainTimeout = 10 * time.Second
 
+// Exit codes: 0 a clean stop (or --help), 1 the node failed, 2 bad usage.
+const (
+	exitFailed = 1
+	exitUsage  = 2
+)
+
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	err := run(os.Args[1:])
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp): // the flag package printed the help
+	case errors.As(err, new(usageError)):
 		fmt.Fprintln(os.Stderr, "syncd:", err)
-		os.Exit(1)
+		os.Exit(exitUsage)
+	default:
+		fmt.Fprintln(os.Stderr, "syncd:", err)
+		os.Exit(exitFailed)
 	}
 }
+
+// usageError is a command line syncd cannot run with.
+type usageError struct{ error }
 
 func run(args []string) error {
 	cfg := node.DefaultConfig()
@@ -76,12 +91,19 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	debugAddr := fs.String("debug-addr", "", "serve /metrics (Prometheus) and /debug/pprof here; off when empty")
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err} // the flag package printed it with the usage
+	}
+	if fs.NArg() > 0 {
+		// "syncd version" must not bootstrap a node in ./syncd-data.
+		return usageError{fmt.Errorf("unexpected argument %q: syncd takes flags only (see syncd --help)", fs.Arg(0))}
 	}
 	cfg.DeviceClasses = strings.Split(*deviceClasses, ",")
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+		return usageError{fmt.Errorf("--log-level: %w", err)}
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Bootstrap = *bootstrap && *join == ""

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +19,47 @@ import (
 
 	"github.com/syncstore/syncstore/rpc/client"
 )
+
+// TestCommandLine: --help succeeds, and stray words and bad flags are
+// usage errors (exit 2) before anything starts. Each case gives an address
+// that cannot be listened on first, so a command line that is wrongly
+// taken fails at the listen instead of running a node.
+func TestCommandLine(t *testing.T) {
+	bad := []string{"--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:99999"}
+	cases := []struct {
+		args      []string
+		wantHelp  bool
+		wantUsage string
+	}{
+		{args: []string{"--help"}, wantHelp: true},
+		{args: []string{"-h"}, wantHelp: true},
+		{args: []string{"version"}, wantUsage: `unexpected argument "version"`},
+		{args: []string{"--join", "127.0.0.1:7400", "extra"}, wantUsage: `unexpected argument "extra"`},
+		{args: []string{"--no-such-flag"}, wantUsage: "flag provided but not defined"},
+		{args: []string{"--shards", "many"}, wantUsage: "invalid value"},
+		{args: []string{"--log-level", "loud"}, wantUsage: "--log-level"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			stderr := os.Stderr
+			devnull, err := os.Open(os.DevNull)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer devnull.Close()
+			os.Stderr = devnull // the flag package's usage text
+			err = run(append(append([]string{}, bad...), tc.args...))
+			os.Stderr = stderr
+			var ue usageError
+			switch {
+			case tc.wantHelp && !errors.Is(err, flag.ErrHelp):
+				t.Fatalf("got %v, want the help", err)
+			case tc.wantUsage != "" && (!errors.As(err, &ue) || !strings.Contains(err.Error(), tc.wantUsage)):
+				t.Fatalf("got %v, want a usage error saying %q", err, tc.wantUsage)
+			}
+		})
+	}
+}
 
 // proc is a syncd process started by a test.
 type proc struct {
