@@ -168,7 +168,7 @@ func TestUsageErrors(t *testing.T) {
 		{"pull"},
 		{"status", "extra"},
 		{"pull", "x", "--limit", "not-a-number"},
-		{"send", "room", "text"}, // no --from
+		{"send", "room", "text"},                // no --from
 		{"send", "room", "hi", "--from", "bob"}, // no --to
 		{"frobnicate"},
 		{"node", "frobnicate"},
