@@ -12,13 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
+	"github.com/syncstore/syncstore/internal/logbridge"
 	"github.com/syncstore/syncstore/node/batch"
 	"github.com/syncstore/syncstore/node/commitclamp"
 	"github.com/syncstore/syncstore/node/copier"
@@ -198,7 +198,7 @@ func (g *Group) open(bootstrap bool) error {
 		logStore, stable = l, l
 		g.snapTuner = &snapshotTuner{floor: cfg.SnapshotThreshold, entryBytes: l.RecentEntryBytes}
 	}
-	hlog := hclog.FromStandardLogger(slog.NewLogLogger(g.log.Handler(), slog.LevelInfo), &hclog.LoggerOptions{Name: "raft", Level: hclog.Info})
+	hlog := logbridge.Hclog(g.log, "raft")
 	fileSnaps, err := raft.NewFileSnapshotStoreWithLogger(g.dir, snapshotsRetained, hlog)
 	if err != nil {
 		return fmt.Errorf("snapshot store: %w", err)

@@ -38,6 +38,7 @@ func TestCommandLine(t *testing.T) {
 		{args: []string{"--no-such-flag"}, wantUsage: "flag provided but not defined"},
 		{args: []string{"--shards", "many"}, wantUsage: "invalid value"},
 		{args: []string{"--log-level", "loud"}, wantUsage: "--log-level"},
+		{args: []string{"--log-format", "xml"}, wantUsage: "--log-format"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

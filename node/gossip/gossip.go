@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"slices"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/syncstore/syncstore/internal/logbridge"
 	"github.com/syncstore/syncstore/shard"
 )
 
@@ -200,7 +202,7 @@ func Start(cfg Config, log *slog.Logger) (*Gossip, error) {
 	mc.Delegate = g
 	mc.Events = g
 	mc.Ping = g
-	mc.Logger = slog.NewLogLogger(log.With("component", "memberlist").Handler(), slog.LevelDebug)
+	mc.Logger = stdlog.New(logbridge.Writer(log.With("component", "memberlist"), slog.LevelDebug), "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: on %s: %w", cfg.BindAddr, err)
