@@ -25,6 +25,9 @@ const (
 	DefaultDigestCheckInterval = 10 * time.Minute
 	// DefaultMaxPageSize is the largest limit a Pull may ask for.
 	DefaultMaxPageSize = 1000
+	// DefaultPageSize is the page a read with limit 0 gets (proto3's unset
+	// field), at most the node's max page size.
+	DefaultPageSize = 100
 	// DefaultMaxPageBytes bounds the payload bytes of one Pull page (a page
 	// always holds at least one entry).
 	DefaultMaxPageBytes = 4 << 20

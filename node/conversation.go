@@ -96,7 +96,7 @@ func (n *Node) Deliver(ctx context.Context, group shard.GroupID, items []Deliver
 
 // History reads a page of a timeline backwards (see fsm.FSM.History).
 func (n *Node) History(ctx context.Context, timeline string, before uint64, limit int, c Consistency) (fsm.HistoryResult, error) {
-	g, err := n.pageGroup(ctx, timeline, limit, c)
+	g, err := n.pageGroup(ctx, timeline, &limit, c)
 	if err != nil {
 		return fsm.HistoryResult{}, err
 	}

@@ -133,7 +133,7 @@ func (n *Node) Devices(ctx context.Context, user string, c Consistency) (fsm.Use
 
 // Conversations reads a page of a user's conversation list.
 func (n *Node) Conversations(ctx context.Context, user, afterKey string, limit int, c Consistency) (fsm.ConversationList, error) {
-	if err := n.checkLimit(limit); err != nil {
+	if err := n.pageLimit(&limit); err != nil {
 		return fsm.ConversationList{}, err
 	}
 	g, err := n.userGroup(ctx, user, c)

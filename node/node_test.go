@@ -264,3 +264,40 @@ func timelineIn(m *shard.Map, g shard.GroupID) string {
 		}
 	}
 }
+
+// TestLimitZeroIsTheDefaultPage: a read with limit 0 (proto3's unset
+// field) gets DefaultPageSize entries, capped by the node's max page size;
+// a limit past that is refused.
+func TestLimitZeroIsTheDefaultPage(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Bootstrap = true
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n := startReady(t, cfg)
+	defer n.Close()
+	for i := range DefaultPageSize + 1 {
+		if _, err := n.Write(ctx, WriteRequest{Collection: "c", Ops: []RecordOp{{Key: fmt.Sprintf("k%03d", i), Value: []byte("v")}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range DefaultPageSize + 1 {
+		if _, err := n.Append(ctx, AppendRequest{Timeline: "a", Payload: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pull, err := n.Pull(ctx, "a", 0, 0, Linearizable)
+	if err != nil || len(pull.Entries) != DefaultPageSize {
+		t.Fatalf("pull with limit 0: %d entries, %v; want %d", len(pull.Entries), err, DefaultPageSize)
+	}
+	hist, err := n.History(ctx, "a", 0, 0, Linearizable)
+	if err != nil || len(hist.Entries) != DefaultPageSize {
+		t.Fatalf("history with limit 0: %d entries, %v; want %d", len(hist.Entries), err, DefaultPageSize)
+	}
+	sync, err := n.SyncRecords(ctx, "c", 0, 0, Linearizable)
+	if err != nil || len(sync.Changes) != DefaultPageSize {
+		t.Fatalf("sync with limit 0: %d changes, %v; want %d", len(sync.Changes), err, DefaultPageSize)
+	}
+	if _, err := n.Pull(ctx, "a", 0, cfg.MaxPageSize+1, Linearizable); !errors.Is(err, fsm.ErrInvalidArgument) {
+		t.Fatalf("pull past the max page size: %v", err)
+	}
+}

@@ -20,7 +20,7 @@ const (
 
 // Pull reads a page of a timeline.
 func (n *Node) Pull(ctx context.Context, timeline string, after uint64, limit int, c Consistency) (fsm.PullResult, error) {
-	g, err := n.pageGroup(ctx, timeline, limit, c)
+	g, err := n.pageGroup(ctx, timeline, &limit, c)
 	if err != nil {
 		return fsm.PullResult{}, err
 	}
@@ -30,8 +30,8 @@ func (n *Node) Pull(ctx context.Context, timeline string, after uint64, limit in
 
 // pageGroup checks a page request (Pull, History) and returns the local
 // replica to read it from, once it may be read with consistency c.
-func (n *Node) pageGroup(ctx context.Context, timeline string, limit int, c Consistency) (*Group, error) {
-	if err := n.checkLimit(limit); err != nil {
+func (n *Node) pageGroup(ctx context.Context, timeline string, limit *int, c Consistency) (*Group, error) {
+	if err := n.pageLimit(limit); err != nil {
 		return nil, err
 	}
 	return n.readGroup(ctx, timeline, fsm.ValidateTimelineID, c)

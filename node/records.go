@@ -79,7 +79,7 @@ func (n *Node) GetRecords(ctx context.Context, collection string, keys []string,
 		return fsm.GetResult{}, fmt.Errorf("%w: %d keys; at most %d per Get", fsm.ErrInvalidArgument, len(keys), n.cfg.MaxPageSize)
 	}
 	if len(keys) == 0 {
-		if err := n.checkLimit(limit); err != nil {
+		if err := n.pageLimit(&limit); err != nil {
 			return fsm.GetResult{}, err
 		}
 	}
@@ -98,7 +98,7 @@ func (n *Node) GetRecords(ctx context.Context, collection string, keys []string,
 
 // SyncRecords returns a page of the records changed after since.
 func (n *Node) SyncRecords(ctx context.Context, collection string, since uint64, limit int, c Consistency) (fsm.SyncResult, error) {
-	if err := n.checkLimit(limit); err != nil {
+	if err := n.pageLimit(&limit); err != nil {
 		return fsm.SyncResult{}, err
 	}
 	g, err := n.collectionGroup(ctx, collection, c)
@@ -144,7 +144,7 @@ func (n *Node) SyncMany(ctx context.Context, reqs []SyncRequest) ([]SyncOutcome,
 			out[i].Err = err
 			continue
 		}
-		if err := n.checkLimit(r.Limit); err != nil {
+		if err := n.pageLimit(&reqs[i].Limit); err != nil {
 			out[i].Err = err
 			continue
 		}
@@ -189,9 +189,14 @@ func (n *Node) collectionGroup(ctx context.Context, collection string, c Consist
 	return n.readGroup(ctx, collection, fsm.ValidateCollectionID, c)
 }
 
-func (n *Node) checkLimit(limit int) error {
-	if limit < 1 || limit > n.cfg.MaxPageSize {
-		return fmt.Errorf("%w: limit %d must be within 1..%d", fsm.ErrInvalidArgument, limit, n.cfg.MaxPageSize)
+// pageLimit checks a read's page limit and sets 0 (unset) to the default
+// page size.
+func (n *Node) pageLimit(limit *int) error {
+	if *limit == 0 {
+		*limit = min(DefaultPageSize, n.cfg.MaxPageSize)
+	}
+	if *limit < 1 || *limit > n.cfg.MaxPageSize {
+		return fmt.Errorf("%w: limit %d must be within 1..%d (0: %d)", fsm.ErrInvalidArgument, *limit, n.cfg.MaxPageSize, min(DefaultPageSize, n.cfg.MaxPageSize))
 	}
 	return nil
 }

@@ -67,10 +67,6 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 			_, err := sync.Append(ctx, &syncv1.AppendRequest{Timeline: tl("ok"), Payload: make([]byte, maxPayload+1)})
 			return err
 		}, "payload is 65537 bytes; the limit is 65536"},
-		{"pull with limit 0", func() error {
-			_, err := sync.Pull(ctx, &syncv1.PullRequest{Timeline: tl("ok"), Limit: proto.Uint32(0)})
-			return err
-		}, "limit 0 must be within 1..1000"},
 		{"pull with limit over the page size", func() error {
 			_, err := sync.Pull(ctx, &syncv1.PullRequest{Timeline: tl("ok"), Limit: proto.Uint32(1001)})
 			return err
@@ -115,10 +111,10 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 			_, err := records.Write(ctx, &syncv1.WriteRequest{Collection: tl("c"), Ops: []*syncv1.RecordOp{client.Put("a", make([]byte, 64<<10+1))}})
 			return err
 		}, "the value of \"a\" is 65537 bytes; the limit is 65536"},
-		{"sync with limit 0", func() error {
-			_, err := records.Sync(ctx, &syncv1.RecordSyncRequest{Collection: tl("c"), Limit: proto.Uint32(0)})
+		{"sync with limit over the page size", func() error {
+			_, err := records.Sync(ctx, &syncv1.RecordSyncRequest{Collection: tl("c"), Limit: proto.Uint32(1001)})
 			return err
-		}, "limit 0 must be within 1..1000"},
+		}, "limit 1001 must be within 1..1000"},
 		{"get of a collection not in UTF-8", func() error {
 			_, err := records.Get(ctx, &syncv1.GetRequest{Collection: tl("\xfe"), Limit: proto.Uint32(1)})
 			return err

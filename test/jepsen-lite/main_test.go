@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ func TestShortRun(t *testing.T) {
 		nodes:      3,
 		duration:   time.Duration(len(faultKinds)) * 9 * time.Second,
 		seed:       1,
-		out:        t.TempDir(),
+		out:        keptOnFailure(t),
 		shards:     4,
 		workers:    8,
 		faultEvery: 9 * time.Second, // every kind once; each fault lasts 4.5 s, longer than an election
@@ -57,4 +58,22 @@ func TestShortRun(t *testing.T) {
 	if summary != "jepsen-lite: VALID" {
 		t.Fatalf("%s (run dir %s)", summary, o.out)
 	}
+}
+
+// keptOnFailure is a run directory that is removed when the test passes
+// and kept (logs, history, state) when it fails, so that a CI failure can
+// be read afterwards.
+func keptOnFailure(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "jepsen-lite-short-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("run dir kept: %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
 }
