@@ -502,10 +502,23 @@ func TestSyncManyAndConditionsOverGRPC(t *testing.T) {
 		t.Fatalf("the collections cover %d groups, want all 4", len(groups))
 	}
 	reqs = append(reqs, &syncv1.RecordSyncRequest{Collection: proto.String(""), Limit: proto.Uint32(10)})
-	resp, err := syncv1.NewRecordsClient(dialRaw(t, c.Members[0].GRPCAddr)).SyncMany(ctx, &syncv1.SyncManyRequest{Collections: reqs})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A collection whose group is changing leader (placement evens leaders
+	// after the cluster forms) is answered UNAVAILABLE, which a caller
+	// retries: so does the test, until every answer is final.
+	raw := syncv1.NewRecordsClient(dialRaw(t, c.Members[0].GRPCAddr))
+	var resp *syncv1.SyncManyResponse
+	testutil.Eventually(t, 20*time.Second, func() error {
+		var err error
+		if resp, err = raw.SyncMany(ctx, &syncv1.SyncManyRequest{Collections: reqs}); err != nil {
+			return err
+		}
+		for _, r := range resp.GetResults() {
+			if codes.Code(r.GetErrorCode()) == codes.Unavailable {
+				return fmt.Errorf("%s: %s", r.GetCollection(), r.GetErrorMessage())
+			}
+		}
+		return nil
+	})
 	if len(resp.GetResults()) != len(reqs) {
 		t.Fatalf("%d results for %d collections", len(resp.GetResults()), len(reqs))
 	}
@@ -522,7 +535,7 @@ func TestSyncManyAndConditionsOverGRPC(t *testing.T) {
 		t.Fatalf("the bad collection got %v", last)
 	}
 
-	_, err = cl.Write(ctx, "members/g2", []*syncv1.RecordOp{client.Put("u0", []byte("y"))}, client.WriteOptions{Conditions: []*syncv1.RecordCondition{client.IfVersion("u0", 7)}})
+	_, err := cl.Write(ctx, "members/g2", []*syncv1.RecordOp{client.Put("u0", []byte("y"))}, client.WriteOptions{Conditions: []*syncv1.RecordCondition{client.IfVersion("u0", 7)}})
 	st := status.Convert(err)
 	var detail *syncv1.ConditionFailed
 	for _, d := range st.Details() {
