@@ -9,9 +9,11 @@ package logbridge
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -63,7 +65,28 @@ func (h *hclogger) Log(level hclog.Level, msg string, args ...any) {
 	if h.name != "" {
 		msg = h.name + ": " + msg
 	}
-	h.l.Log(context.Background(), toSlog(level), msg, args...)
+	h.l.Log(context.Background(), toSlog(level), msg, formatted(args)...)
+}
+
+// formatted renders the hclog.Fmt values among args (Raft logs its
+// configurations so) as hclog would, instead of as a slice.
+func formatted(args []any) []any {
+	cloned := false
+	for i, a := range args {
+		f, ok := a.(hclog.Format)
+		if !ok || len(f) == 0 {
+			continue
+		}
+		if !cloned { // the caller's slice stays as it was
+			args, cloned = slices.Clone(args), true
+		}
+		if layout, ok := f[0].(string); ok {
+			args[i] = fmt.Sprintf(layout, f[1:]...)
+		} else {
+			args[i] = fmt.Sprint(f...)
+		}
+	}
+	return args
 }
 
 func (h *hclogger) Trace(msg string, args ...any) { h.Log(hclog.Trace, msg, args...) }

@@ -41,6 +41,7 @@ func TestHclogLevels(t *testing.T) {
 		{slog.LevelDebug, func(l hclog.Logger) { l.Trace("noise") }, ``},
 		{slog.LevelInfo, func(l hclog.Logger) { l.With("group", 3).Named("snap").Warn("slow") }, `level=WARN msg="raft.snap: slow" group=3`},
 		{slog.LevelInfo, func(l hclog.Logger) { l.SetLevel(hclog.Error); l.Warn("slow") }, ``},
+		{slog.LevelInfo, func(l hclog.Logger) { l.Info("initial configuration", "servers", hclog.Fmt("%+v", []int{1, 2})) }, `level=INFO msg="raft: initial configuration" servers="[1 2]"`},
 		{slog.LevelInfo, func(l hclog.Logger) { l.StandardLogger(nil).Print("[WARN] from a standard logger") }, `level=WARN msg="from a standard logger"`},
 	}
 	for _, tc := range cases {
