@@ -143,7 +143,7 @@ func applyMarkRead(root *bolt.Bucket, ch *Changes, nowMs int64, mr *fsmpb.MarkRe
 	if k == nil {
 		k, v = c.Last()
 	} else {
-		k, v = c.Prev()
+		k, v = prevKey(c, k) // not c.Prev: see prevKey
 	}
 	if k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8 && binary.BigEndian.Uint64(k[len(prefix):]) > m.readSeq {
 		raw, err := unseal(k, v)

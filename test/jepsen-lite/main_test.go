@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +59,7 @@ func TestShortRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	if summary != "jepsen-lite: VALID" {
+		logRecoveries(t, o.out, o.nodes)
 		t.Fatalf("%s (run dir %s)", summary, o.out)
 	}
 }
@@ -76,4 +80,27 @@ func keptOnFailure(t *testing.T) string {
 		os.RemoveAll(dir)
 	})
 	return dir
+}
+
+// recoveryLine marks the log lines that say how a node rebuilt or repaired
+// its state: what a failed run's CI output must show, since its run
+// directory stays on a machine nobody can read afterwards.
+var recoveryLine = regexp.MustCompile(`storage: |the state|restored|replaying|fenced|rebuil|damaged|diverge|level=ERROR msg="(fsm|node)`)
+
+// logRecoveries prints each node's recovery lines (at most 40 per node).
+func logRecoveries(t *testing.T, dir string, nodes int) {
+	for i := 1; i <= nodes; i++ {
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("n%d.log", i)))
+		if err != nil {
+			t.Logf("n%d's log: %v", i, err)
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if recoveryLine.MatchString(l) {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("n%d: %d recovery lines (the last 40):\n%s", i, len(lines), strings.Join(lines[max(0, len(lines)-40):], "\n"))
+	}
 }
