@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,6 +25,9 @@ type harness struct {
 	eng  *storage.Engine
 	dir  string
 	next uint64
+	// applied is every command applied, in order, for a replay in other
+	// batches (replayInBatches).
+	applied []*fsmpb.Command
 }
 
 func newHarness(t *testing.T) *harness {
@@ -67,7 +71,21 @@ func (h *harness) apply(cmds ...*fsmpb.Command) []*Result {
 	for i, c := range cmds {
 		logs[i] = h.log(c)
 	}
+	h.applied = append(h.applied, cmds...)
 	return results(h.f.ApplyBatch(logs))
+}
+
+// replayInBatches applies the commands h applied to a fresh state machine,
+// n per batch (one transaction each), and returns its digest: batching
+// must not change what the commands do (a replica replaying its log
+// batches them otherwise than it did live).
+func (h *harness) replayInBatches(n int) string {
+	h.t.Helper()
+	r := newHarness(h.t)
+	for cmds := range slices.Chunk(h.applied, n) {
+		r.apply(cmds...)
+	}
+	return r.digest()
 }
 
 func results(out []interface{}) []*Result {

@@ -116,6 +116,12 @@ func TestUnreadCountsEqualTheModel(t *testing.T) {
 				}
 				checkUnread(t, h, m, users, convs, step)
 			}
+			want := h.digest()
+			for _, n := range []int{1, 7, 40} {
+				if got := h.replayInBatches(n); got != want {
+					t.Fatalf("replayed %d commands per batch, the state differs from the one applied live", n)
+				}
+			}
 		})
 	}
 }
@@ -171,5 +177,43 @@ func TestMarkReadNeverRewindsAndChecksInput(t *testing.T) {
 	}
 	if h.digest() != before {
 		t.Error("a refused MarkRead changed the state")
+	}
+}
+
+// TestMarkReadAfterDeletesInItsTransaction: a MarkRead that walks back
+// over leaves emptied earlier in the same transaction (another
+// conversation's spent unread keys, deleted by a MarkRead in the same
+// batch) still finds its unread-index key. bbolt's Cursor.Prev returned
+// nil there, so a replica that batched the two (replaying its log) kept
+// the message unread while the others read it.
+func TestMarkReadAfterDeletesInItsTransaction(t *testing.T) {
+	h := newHarness(t)
+	const many = 300 // unread keys of conversation b: several leaves
+	d := func(conv string, convSeq, deliverySeq uint64) *fsmpb.DeliveryItem {
+		return &fsmpb.DeliveryItem{Timeline: "u1", Conversation: conv, ConversationSeq: convSeq, DeliverySeq: deliverySeq, Sender: "u2"}
+	}
+	items := []*fsmpb.DeliveryItem{d("a", 1, 1)}
+	for i := range uint64(many) {
+		items = append(items, d("b", i+1, i+1))
+	}
+	res := h.apply(deliverCmd(1000, items...), appendCmd("zz", "after u1's keys", "", 1000))
+	if res[0].Err != nil || res[1].Err != nil {
+		t.Fatal(res[0].Err, res[1].Err)
+	}
+	h.digest() // commits: the next batch starts from a committed tree
+	res = h.apply(markReadCmd("u1", "b", many, 1001), markReadCmd("u1", "a", 1, 1001))
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
+	list, err := h.f.Conversations("u1", "", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list.Conversations {
+		if s.Unread != 0 {
+			t.Errorf("%s: %d unread after reading it all (marker %d)", s.Conversation, s.Unread, s.ReadSeq)
+		}
 	}
 }
