@@ -9,6 +9,7 @@ import (
 
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
 	"github.com/syncstore/syncstore/test/jepsen-lite/history"
 )
 
@@ -46,7 +47,7 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 	defer tick.Stop()
 	for {
 		digests, applied, pending, err := allDigests(ctx, perNode)
-		if err == nil && converged(applied) && len(pending) == 0 {
+		if err == nil && converged(applied, m) && len(pending) == 0 {
 			final.Digests = digests
 			break
 		}
@@ -122,7 +123,17 @@ func allDigests(ctx context.Context, perNode map[string]*client.Client) (map[uin
 	return digests, applied, pending, nil
 }
 
-func converged(applied map[uint64]map[string]uint64) bool {
+// converged: every replica the shard map names reports its group (a node
+// just restarted has not opened its groups yet, and the others alone
+// would agree while it replays), all at one applied index per group.
+func converged(applied map[uint64]map[string]uint64, m *shard.Map) bool {
+	for _, g := range m.Groups {
+		for _, r := range g.Replicas {
+			if _, ok := applied[uint64(g.ID)][r]; !ok {
+				return false
+			}
+		}
+	}
 	for _, byNode := range applied {
 		var first uint64
 		n := 0
