@@ -33,6 +33,11 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// MaxRecvBytes bounds one response (a Pull page).
 	MaxRecvBytes int
+	// Pinned sends every call to the first address, whatever the shard map
+	// says: with Stale reads, what that node's own replica holds (a checker
+	// comparing replicas, an operator looking at one node). Writes and
+	// linearizable reads are forwarded by that node to the leader.
+	Pinned bool
 }
 
 // DefaultOptions are the Options New uses for zero fields.
@@ -260,6 +265,10 @@ func leaderHint(st *status.Status) *syncv1.NotLeader {
 func (c *Client) target(timeline string) (addr string, group uint64, conn *grpc.ClientConn, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.opts.Pinned {
+		conn, err = c.connLocked(c.seeds[0])
+		return c.seeds[0], 0, conn, err
+	}
 	if timeline != "" && c.routes != nil {
 		group = uint64(c.routes.m.GroupFor(timeline))
 		addr = c.leaders[group]

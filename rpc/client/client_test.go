@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -135,5 +136,31 @@ func TestGivesUpWhenTheContextEnds(t *testing.T) {
 func TestNewNeedsAddresses(t *testing.T) {
 	if _, err := New(nil, Options{}); !errors.Is(err, ErrNoAddresses) {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestPinnedSendsEveryCallToItsNode: a pinned client ignores the shard
+// map and leader hints (a checker reading each replica's own copy).
+func TestPinnedSendsEveryCallToItsNode(t *testing.T) {
+	m, err := shard.New(1, []shard.Group{{ID: 1, Ranges: []shard.Range{{Start: 0, End: shard.SlotCount}}, Replicas: []string{"n2"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pinned := range []bool{false, true} {
+		c, err := New([]string{"127.0.0.1:1"}, Options{Pinned: pinned})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.routes = &routes{m: m, addrs: map[string]string{"n2": "127.0.0.1:2"}}
+		c.leaders[1] = "127.0.0.1:3"
+		addr, _, _, err := c.target("alice")
+		c.Close()
+		want := "127.0.0.1:3" // the group's leader
+		if pinned {
+			want = "127.0.0.1:1"
+		}
+		if err != nil || addr != want {
+			t.Errorf("pinned %t: a call goes to %s (%v), want %s", pinned, addr, err, want)
+		}
 	}
 }

@@ -33,7 +33,9 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 
 	perNode := map[string]*client.Client{}
 	for _, h := range net.hosts {
-		cl, err := client.New([]string{h.grpcAddr()}, client.Options{AttemptTimeout: 3 * time.Second})
+		// Pinned: each node's reads are its own replica's copy (a routing
+		// client would read every group's leader under every node's name).
+		cl, err := client.New([]string{h.grpcAddr()}, client.Options{AttemptTimeout: 3 * time.Second, Pinned: true})
 		if err != nil {
 			return final, err
 		}
