@@ -28,18 +28,12 @@ func (f *FSM) RangeDigest(ranges []shard.Range) (string, uint64, error) {
 	h := sha256.New()
 	var keys uint64
 	err := f.view(func(root *bolt.Bucket) error {
-		for _, name := range moveBuckets {
-			h.Write(name)
-			c := root.Bucket(name).Cursor()
-			for _, r := range sortedRanges(ranges) {
-				end := slotPrefix(r.End)
-				for k, v := c.Seek(slotPrefix(r.Start)); k != nil && bytes.Compare(k, end) < 0; k, v = c.Next() {
-					writeLenPrefixed(h, k)
-					writeLenPrefixed(h, v)
-					keys++
-				}
-			}
-		}
+		walkMoveKeys(root, ranges, func(bucket, k, v []byte) {
+			h.Write(bucket)
+			writeLenPrefixed(h, k)
+			writeLenPrefixed(h, v)
+			keys++
+		})
 		return nil
 	})
 	if err != nil {
@@ -54,7 +48,7 @@ func ValidateMoveDigest(c *fsmpb.MoveRangeDigest) error {
 	if err := validateSlotRanges("move digest", c.GetRanges(), false); err != nil {
 		return err
 	}
-	if n := slotCount(RangesFromProto(c.GetRanges())); n > MaxDigestSlots {
+	if n := shard.Slots(RangesFromProto(c.GetRanges())); n > MaxDigestSlots {
 		return fmt.Errorf("%w: a digest of %d slots (at most %d)", ErrInvalidArgument, n, MaxDigestSlots)
 	}
 	return nil
@@ -79,24 +73,18 @@ func (f *FSM) SlotDigests(id uint64, ranges []shard.Range) ([]*fsmpb.SlotDigest,
 			}
 			logEnd = end
 		}
-		for _, name := range moveBuckets {
-			c := root.Bucket(name).Cursor()
-			for _, r := range sortedRanges(ranges) {
-				end := slotPrefix(r.End)
-				for k, v := c.Seek(slotPrefix(r.Start)); k != nil && bytes.Compare(k, end) < 0; k, v = c.Next() {
-					slot, _ := slotOfKey(k)
-					sh := hashes[slot]
-					if sh == nil {
-						sh = &slotHash{h: sha256.New()}
-						hashes[slot] = sh
-					}
-					sh.h.Write(name)
-					writeLenPrefixed(sh.h, k)
-					writeLenPrefixed(sh.h, v)
-					sh.keys++
-				}
+		walkMoveKeys(root, ranges, func(bucket, k, v []byte) {
+			slot, _ := slotOfKey(k)
+			sh := hashes[slot]
+			if sh == nil {
+				sh = &slotHash{h: sha256.New()}
+				hashes[slot] = sh
 			}
-		}
+			sh.h.Write(bucket)
+			writeLenPrefixed(sh.h, k)
+			writeLenPrefixed(sh.h, v)
+			sh.keys++
+		})
 		return nil
 	})
 	if err != nil {
@@ -147,10 +135,16 @@ func (f *FSM) MoveLogSlots(id, since uint64, maxEntries int) (slots []uint32, tr
 	return slots, truncated, nil
 }
 
-func slotCount(ranges []shard.Range) int {
-	n := 0
-	for _, r := range ranges {
-		n += int(r.End) - int(r.Start)
+// walkMoveKeys calls fn with every key of the move buckets in ranges, bucket
+// by bucket, in key order within each.
+func walkMoveKeys(root *bolt.Bucket, ranges []shard.Range, fn func(bucket, k, v []byte)) {
+	for _, name := range moveBuckets {
+		c := root.Bucket(name).Cursor()
+		for _, r := range sortedRanges(ranges) {
+			end := slotPrefix(r.End)
+			for k, v := c.Seek(slotPrefix(r.Start)); k != nil && bytes.Compare(k, end) < 0; k, v = c.Next() {
+				fn(name, k, v)
+			}
+		}
 	}
-	return n
 }

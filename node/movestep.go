@@ -77,10 +77,10 @@ func (n *Node) MoveStep(ctx context.Context, group shard.GroupID, step *fsmpb.Mo
 		st, err := g.fsm.ImportState(s.ImportState)
 		return &fsmpb.MoveStepResult{ImportState: st}, g.readResult(err)
 	case *fsmpb.MoveStep_Digest:
-		if err := g.readBarrier(ctx, Linearizable); err != nil {
+		if err := fsm.ValidateMoveDigest(s.Digest); err != nil {
 			return nil, err
 		}
-		if err := fsm.ValidateMoveDigest(s.Digest); err != nil {
+		if err := g.readBarrier(ctx, Linearizable); err != nil {
 			return nil, err
 		}
 		d, logEnd, err := g.fsm.SlotDigests(s.Digest.GetMoveId(), fsm.RangesFromProto(s.Digest.GetRanges()))

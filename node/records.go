@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/syncstore/syncstore/fsm"
@@ -132,6 +133,7 @@ func (n *Node) SyncMany(ctx context.Context, reqs []SyncRequest) ([]SyncOutcome,
 	if len(reqs) > MaxSyncManyCollections {
 		return nil, fmt.Errorf("%w: %d collections; at most %d per SyncMany", fsm.ErrInvalidArgument, len(reqs), MaxSyncManyCollections)
 	}
+	reqs = slices.Clone(reqs) // pageLimit sets unset limits: not in the caller's slice
 	out := make([]SyncOutcome, len(reqs))
 	type groupKey struct {
 		id    shard.GroupID
@@ -192,11 +194,12 @@ func (n *Node) collectionGroup(ctx context.Context, collection string, c Consist
 // pageLimit checks a read's page limit and sets 0 (unset) to the default
 // page size.
 func (n *Node) pageLimit(limit *int) error {
+	def := min(DefaultPageSize, n.cfg.MaxPageSize)
 	if *limit == 0 {
-		*limit = min(DefaultPageSize, n.cfg.MaxPageSize)
+		*limit = def
 	}
 	if *limit < 1 || *limit > n.cfg.MaxPageSize {
-		return fmt.Errorf("%w: limit %d must be within 1..%d (0: %d)", fsm.ErrInvalidArgument, *limit, n.cfg.MaxPageSize, min(DefaultPageSize, n.cfg.MaxPageSize))
+		return fmt.Errorf("%w: limit %d must be within 1..%d (0: %d)", fsm.ErrInvalidArgument, *limit, n.cfg.MaxPageSize, def)
 	}
 	return nil
 }

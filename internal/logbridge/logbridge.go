@@ -42,20 +42,20 @@ func toSlog(l hclog.Level) slog.Level {
 // Hclog is an hclog.Logger writing to l, its messages prefixed with name
 // ("raft: ...") as hclog does.
 func Hclog(l *slog.Logger, name string) hclog.Logger {
-	min := new(atomic.Int32)
-	min.Store(int32(hclog.Trace))
-	return &hclogger{l: l, name: name, min: min}
+	least := new(atomic.Int32)
+	least.Store(int32(hclog.Trace))
+	return &hclogger{l: l, name: name, least: least}
 }
 
 type hclogger struct {
 	l       *slog.Logger
 	name    string
 	implied []any
-	min     *atomic.Int32 // hclog's SetLevel, shared by With and Named copies
+	least   *atomic.Int32 // hclog's SetLevel, shared by With and Named copies
 }
 
 func (h *hclogger) enabled(level hclog.Level) bool {
-	return level >= hclog.Level(h.min.Load()) && h.l.Enabled(context.Background(), toSlog(level))
+	return level >= hclog.Level(h.least.Load()) && h.l.Enabled(context.Background(), toSlog(level))
 }
 
 func (h *hclogger) Log(level hclog.Level, msg string, args ...any) {
@@ -101,8 +101,8 @@ func (h *hclogger) IsWarn() bool                  { return h.enabled(hclog.Warn)
 func (h *hclogger) IsError() bool                 { return h.enabled(hclog.Error) }
 func (h *hclogger) ImpliedArgs() []any            { return h.implied }
 func (h *hclogger) Name() string                  { return h.name }
-func (h *hclogger) SetLevel(level hclog.Level)    { h.min.Store(int32(level)) }
-func (h *hclogger) GetLevel() hclog.Level         { return hclog.Level(h.min.Load()) }
+func (h *hclogger) SetLevel(level hclog.Level)    { h.least.Store(int32(level)) }
+func (h *hclogger) GetLevel() hclog.Level         { return hclog.Level(h.least.Load()) }
 
 func (h *hclogger) With(args ...any) hclog.Logger {
 	c := *h

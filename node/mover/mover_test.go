@@ -174,7 +174,7 @@ func (c *fakeCluster) Step(_ context.Context, id shard.GroupID, step *fsmpb.Move
 		ranges := fsm.RangesFromProto(s.Digest.GetRanges())
 		c.mu.Lock()
 		if c.fenced {
-			c.fencedDigestSlots += slotCount(ranges)
+			c.fencedDigestSlots += shard.Slots(ranges)
 		}
 		c.mu.Unlock()
 		d, end, err := g.f.SlotDigests(s.Digest.GetMoveId(), ranges)

@@ -93,7 +93,7 @@ func (m *Mover) checkWhileFenced(ctx context.Context, rec *fsmpb.MoveRecord, pre
 		return err
 	}
 	differ := differing(src, dst)
-	m.log.Info("move checked while fenced", "id", rec.GetId(), "slots", slotCount(ranges), "differing", len(differ))
+	m.log.Info("move checked while fenced", "id", rec.GetId(), "slots", shard.Slots(ranges), "differing", len(differ))
 	if len(differ) == 0 {
 		return nil
 	}
@@ -187,12 +187,4 @@ func intersect(a, ranges []shard.Range) []shard.Range {
 		}
 	}
 	return out
-}
-
-func slotCount(ranges []shard.Range) int {
-	n := 0
-	for _, r := range ranges {
-		n += int(r.End - r.Start)
-	}
-	return n
 }

@@ -32,10 +32,7 @@ func TestAppendsSurviveLeaderRestarts(t *testing.T) {
 	})
 	cl := c.Client()
 
-	var names []string
-	for i := range timelines {
-		names = append(names, fmt.Sprintf("tl-%02d", i))
-	}
+	names := numbered("tl-%02d", timelines)
 	w := startWorkload(t, cl, "main", writers, names, time.Second)
 	w.progress(t, 200)
 	for r := range restarts {

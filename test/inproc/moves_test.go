@@ -99,10 +99,7 @@ func TestSlotMoveUnderLoadWithSourceLeaderKilled(t *testing.T) {
 	})
 	src, dst := shard.GroupID(1), shard.GroupID(2)
 	smap := c.Members[0].Node.ShardMap()
-	var names []string
-	for i := range 500 {
-		names = append(names, fmt.Sprintf("mv-%d", i))
-	}
+	names := numbered("mv-%d", 500)
 	before := moveFixture(t, c, smap, src)
 	consumers := []*consumer{startConsumer(t, c, names), startConsumer(t, c, names)}
 	w := startWorkload(t, c.Client(), "move", 16, names, 5*time.Second)
@@ -351,10 +348,7 @@ func checkSourceEmpty(t *testing.T, c *testcluster.Cluster, src shard.GroupID, r
 // head+1 (every timeline is 1..head).
 func TestSplitUnderLoad(t *testing.T) {
 	c := testcluster.New(t, shardedNodes, func(cfg *node.Config) { cfg.Shards = 2 })
-	var names []string
-	for i := range 300 {
-		names = append(names, fmt.Sprintf("sp-%d", i))
-	}
+	names := numbered("sp-%d", 300)
 	w := startWorkload(t, c.Client(), "split", 8, names, 5*time.Second)
 	w.progress(t, 1000)
 	var created shard.GroupID
@@ -408,10 +402,7 @@ func TestMoveResumesAfterMetaLeaderKillAndAborts(t *testing.T) {
 			}
 		}
 	})
-	var names []string
-	for i := range 200 {
-		names = append(names, fmt.Sprintf("rs-%d", i))
-	}
+	names := numbered("rs-%d", 200)
 	w := startWorkload(t, c.Client(), "resume", 8, names, 5*time.Second)
 	w.progress(t, 2500)
 	smap := c.Members[0].Node.ShardMap()
@@ -469,10 +460,7 @@ func TestMoveResumesAfterMetaLeaderKillAndAborts(t *testing.T) {
 // throughout. Every acknowledged write is on every replica at the end.
 func TestGrowThreeToFiveAndBack(t *testing.T) {
 	c := testcluster.New(t, shardedNodes, func(cfg *node.Config) { cfg.Shards = moveGroups })
-	var names []string
-	for i := range 300 {
-		names = append(names, fmt.Sprintf("grow-%d", i))
-	}
+	names := numbered("grow-%d", 300)
 	w := startWorkload(t, c.Client(), "grow", 8, names, 5*time.Second)
 	w.progress(t, 1000)
 

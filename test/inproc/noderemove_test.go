@@ -150,10 +150,7 @@ func checkGroupsOnLive(t *testing.T, c *testcluster.Cluster, timeout time.Durati
 // present once on every replica.
 func TestRemoveLiveNodeUnderLoad(t *testing.T) {
 	c := testcluster.New(t, 4, func(cfg *node.Config) { cfg.Shards = shardedGroups })
-	var names []string
-	for i := range 200 {
-		names = append(names, fmt.Sprintf("rm-%d", i))
-	}
+	names := numbered("rm-%d", 200)
 	w := startWorkload(t, c.Client(), "rm", 8, names, 5*time.Second)
 	w.progress(t, 300)
 

@@ -261,10 +261,7 @@ func TestRecordsSurviveLeaderKill(t *testing.T) {
 	})
 	c.WaitPlaced(30 * time.Second)
 	cl := c.Client()
-	var names []string
-	for i := range collections {
-		names = append(names, fmt.Sprintf("members/g%04d", i))
-	}
+	names := numbered("members/g%04d", collections)
 	w := startRecordsWorkload(t, cl, writers, names)
 
 	// Devices follow a few collections each while the cluster fails over.

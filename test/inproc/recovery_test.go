@@ -118,10 +118,7 @@ func TestFollowerStateRecovery(t *testing.T) {
 				cfg.Logger = slog.New(slog.NewTextHandler(logs.writer(cfg.NodeID), nil))
 			})
 			cl := c.Client()
-			var names []string
-			for i := range 20 {
-				names = append(names, fmt.Sprintf("tl-%02d", i))
-			}
+			names := numbered("tl-%02d", 20)
 			w := startWorkload(t, cl, "recovery", 8, names, time.Second)
 			w.progress(t, 200)
 

@@ -183,10 +183,7 @@ func timelineIn(m *shard.Map, g shard.GroupID, prefix string) string {
 // to it (non-voter, catch-up, voter, then removal from the old node).
 func TestAFourthNodeTakesItsShareAndDataStays(t *testing.T) {
 	c := testcluster.New(t, shardedNodes, func(cfg *node.Config) { cfg.Shards = shardedGroups })
-	var names []string
-	for i := range 200 {
-		names = append(names, fmt.Sprintf("t4-%d", i))
-	}
+	names := numbered("t4-%d", 200)
 	w := startWorkload(t, c.Client(), "before", 8, names, 5*time.Second)
 	w.progress(t, 500)
 	w.finish()
@@ -213,10 +210,7 @@ func TestAFourthNodeTakesItsShareAndDataStays(t *testing.T) {
 // until the group's new replicas have caught up and it has been removed.
 func TestGroupsMoveOffTheirOnlyReplica(t *testing.T) {
 	c := testcluster.New(t, 1, func(cfg *node.Config) { cfg.Shards = shardedGroups })
-	var names []string
-	for i := range 100 {
-		names = append(names, fmt.Sprintf("m-%d", i))
-	}
+	names := numbered("m-%d", 100)
 	w := startWorkload(t, c.Client(), "before", 4, names, 5*time.Second)
 	w.progress(t, 300)
 	w.finish()

@@ -38,6 +38,15 @@ type workload struct {
 
 // startWorkload starts writers; each call is bounded by callTimeout so the
 // writers see failovers as errors and retry. Idempotency keys start with
+// numbered is n timeline (or collection) ids: format applied to 0..n-1.
+func numbered(format string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf(format, i)
+	}
+	return out
+}
+
 // name, which must be unique among the workloads of a test.
 func startWorkload(t *testing.T, cl *client.Client, name string, writers int, timelines []string, callTimeout time.Duration) *workload {
 	w := &workload{acks: map[string]ack{}, attempted: map[string]string{}, stop: make(chan struct{})}
@@ -141,9 +150,11 @@ func (w *workload) gap(from, to time.Time, straddle bool) time.Duration {
 	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
 	var gap time.Duration
 	for i := 1; i < len(ts); i++ {
-		in := !ts[i-1].Before(from) && !ts[i].After(to)
-		if straddle {
+		var in bool
+		if straddle { // the gap overlaps the window
 			in = ts[i].After(from) && ts[i-1].Before(to)
+		} else { // the gap lies inside it
+			in = !ts[i-1].Before(from) && !ts[i].After(to)
 		}
 		if in {
 			gap = max(gap, ts[i].Sub(ts[i-1]))
