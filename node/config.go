@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -59,6 +60,13 @@ const (
 	DefaultDeviceTouchEvery = time.Minute
 )
 
+// PeerTLS is the TLS of the Raft port: Server for accepted connections,
+// Client for dialed ones (internal/certs builds both; they read reloaded
+// certificates at each handshake).
+type PeerTLS struct {
+	Server, Client *tls.Config
+}
+
 // Config configures one node.
 type Config struct {
 	// NodeID names this node in the Raft configuration; stable across restarts.
@@ -76,6 +84,12 @@ type Config struct {
 	GossipAddr string
 	// GossipProbeInterval is memberlist's failure-detection probe interval.
 	GossipProbeInterval time.Duration
+	// GossipKeys encrypt and authenticate gossip (AES keys of 16, 24 or 32
+	// bytes): the first encrypts, every one decrypts, so a new key can be
+	// rolled in (see SetGossipKeys). Empty: plaintext gossip.
+	GossipKeys [][]byte
+	// PeerTLS makes the Raft port mutual TLS; nil: plaintext.
+	PeerTLS *PeerTLS
 	// Bootstrap starts a new cluster with this node as its only voter when the
 	// data dir holds no Raft state yet; ignored otherwise.
 	Bootstrap bool

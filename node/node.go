@@ -127,7 +127,11 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	if n.mux, err = raftmux.Listen(cfg.RaftAddr, cfg.NodeID, n.log); err != nil {
+	var muxOpts []raftmux.Option
+	if cfg.PeerTLS != nil {
+		muxOpts = append(muxOpts, raftmux.WithTLS(cfg.PeerTLS.Server, cfg.PeerTLS.Client))
+	}
+	if n.mux, err = raftmux.Listen(cfg.RaftAddr, cfg.NodeID, n.log, muxOpts...); err != nil {
 		n.storage.Close()
 		return nil, err
 	}
@@ -143,7 +147,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.gossip, err = gossip.Start(gossip.Config{ // after the Raft address is resolved
 		NodeID: n.cfg.NodeID, BindAddr: n.cfg.GossipAddr, GRPCAddr: n.cfg.GRPCAddr, RaftAddr: n.cfg.RaftAddr,
-		ProbeInterval: n.cfg.GossipProbeInterval,
+		ProbeInterval: n.cfg.GossipProbeInterval, Keys: n.cfg.GossipKeys,
 	}, n.log)
 	if err != nil {
 		n.closeHeartbeats()

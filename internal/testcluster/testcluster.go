@@ -154,7 +154,7 @@ func (c *Cluster) start(m *Member, bootstrap bool) {
 	if m.GossipAddr != "" {
 		cfg.GossipAddr = m.GossipAddr // a restart keeps its address
 	}
-	peerClient := server.NewPeerClient()
+	peerClient := server.NewPeerClient(nil)
 	cfg.Prober = peerClient.Probe
 	cfg.StatusFetcher = peerClient.Status
 	cfg.Deliverer = peerClient.Deliver

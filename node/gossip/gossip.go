@@ -52,11 +52,13 @@ type Member struct {
 // callbacks: it keeps its own view, fed by the event and ping delegates
 // (the exported memberlist methods below).
 type Gossip struct {
-	ml   *memberlist.Memberlist
-	log  *slog.Logger
-	self string
-	host string // the bind host
-	port int    // the bound port (memberlist picks one for port 0)
+	ml *memberlist.Memberlist
+	// keyring is nil when gossip is plaintext.
+	keyring *memberlist.Keyring
+	log     *slog.Logger
+	self    string
+	host    string // the bind host
+	port    int    // the bound port (memberlist picks one for port 0)
 	// suspectAfter: a peer this node has not managed to probe for this long
 	// is reported suspect (memberlist declares it dead later, by itself).
 	suspectAfter time.Duration
@@ -172,6 +174,8 @@ type Config struct {
 	BindAddr           string
 	GRPCAddr, RaftAddr string
 	ProbeInterval      time.Duration
+	// Keys encrypt gossip: the first encrypts, all decrypt. Empty: none.
+	Keys [][]byte
 }
 
 // Start binds memberlist to cfg.BindAddr.
@@ -202,6 +206,16 @@ func Start(cfg Config, log *slog.Logger) (*Gossip, error) {
 	mc.Delegate = g
 	mc.Events = g
 	mc.Ping = g
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip: keys: %w", err)
+		}
+		mc.Keyring, g.keyring = kr, kr
+		// Refuse plaintext both ways: a node without the key cannot join or
+		// inject state, and cannot read the member list.
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	mc.Logger = stdlog.New(logbridge.Writer(log.With("component", "memberlist"), slog.LevelDebug), "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -209,6 +223,40 @@ func Start(cfg Config, log *slog.Logger) (*Gossip, error) {
 	}
 	g.ml, g.port = ml, mc.BindPort
 	return g, nil
+}
+
+// SetKeys replaces the gossip keys: keys[0] encrypts from now on and the
+// others still decrypt, so a rotation is: add the new key second on every
+// node, then make it first everywhere, then drop the old one. Refused
+// (nothing changes) when gossip was started without keys.
+func (g *Gossip) SetKeys(keys [][]byte) error {
+	kr := g.keyring
+	if kr == nil {
+		return errors.New("gossip: started without encryption; restart with a key to turn it on")
+	}
+	if len(keys) == 0 {
+		return errors.New("gossip: no keys: turning encryption off needs a restart")
+	}
+	for _, k := range keys {
+		if err := kr.AddKey(k); err != nil {
+			return fmt.Errorf("gossip: add key: %w", err)
+		}
+	}
+	if err := kr.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("gossip: use key: %w", err)
+	}
+	keep := map[string]bool{}
+	for _, k := range keys {
+		keep[string(k)] = true
+	}
+	for _, k := range kr.GetKeys() {
+		if !keep[string(k)] {
+			if err := kr.RemoveKey(k); err != nil {
+				return fmt.Errorf("gossip: remove key: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // Addr is the address memberlist listens on and advertises (the port

@@ -7,6 +7,7 @@ package raftmux
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -68,12 +70,17 @@ var (
 	// ErrProbeTimeout: no answer before the deadline (the caller's or
 	// the probe's own cap). The error also wraps context.DeadlineExceeded.
 	ErrProbeTimeout = errors.New("raft identity probe timed out")
+	// ErrPeerTLS: the TLS handshake failed (a certificate from another
+	// CA, or TLS against a plaintext port or the reverse).
+	ErrPeerTLS = errors.New("peer TLS handshake failed")
 )
 
 // Mux is the shared Raft listener of a node.
 type Mux struct {
 	ln  net.Listener
 	log *slog.Logger
+	// serverTLS and clientTLS are nil for plaintext.
+	serverTLS, clientTLS *tls.Config
 	// probeReply is the whole answer to an identity probe, built once.
 	probeReply []byte
 
@@ -87,9 +94,20 @@ type Mux struct {
 	handshakes atomic.Int64
 }
 
+// Option changes a Mux made by Listen.
+type Option func(*Mux)
+
+// WithTLS makes every connection mutual TLS: server is the config of
+// accepted connections, client of dialed ones (internal/certs' PeerServer
+// and PeerClient). The TLS handshake runs before the mux header, under the
+// same deadlines.
+func WithTLS(server, client *tls.Config) Option {
+	return func(m *Mux) { m.serverTLS, m.clientTLS = server, client }
+}
+
 // Listen listens on addr for the Raft traffic of all groups and answers
 // identity probes with nodeID (at most MaxNodeIDBytes bytes).
-func Listen(addr, nodeID string, log *slog.Logger) (*Mux, error) {
+func Listen(addr, nodeID string, log *slog.Logger, opts ...Option) (*Mux, error) {
 	reply, err := appendProbeReply(nil, nodeID)
 	if err != nil {
 		return nil, fmt.Errorf("raftmux: listener on %s: %w", addr, err)
@@ -99,6 +117,12 @@ func Listen(addr, nodeID string, log *slog.Logger) (*Mux, error) {
 		return nil, fmt.Errorf("raftmux: listener on %s: %w", addr, err)
 	}
 	m := &Mux{ln: ln, log: log, probeReply: reply, layers: map[uint64]*muxLayer{}, shake: newConnSet(), done: make(chan struct{})}
+	for _, o := range opts {
+		o(m)
+	}
+	if m.serverTLS != nil {
+		m.ln = tls.NewListener(ln, m.serverTLS)
+	}
 	m.wg.Add(1)
 	go m.acceptLoop()
 	return m, nil
@@ -322,7 +346,8 @@ func answerSoFar(err error) string {
 // empty one. Errors wrap ErrUnreachable, ErrNotRaftPort or
 // ErrProbeTimeout (and context.DeadlineExceeded); a cancelled ctx gives
 // an error wrapping context.Canceled.
-func ProbeIdentity(ctx context.Context, addr string) (nodeID string, err error) {
+// With clientTLS (peer TLS) the probe runs over TLS.
+func ProbeIdentity(ctx context.Context, addr string, clientTLS *tls.Config) (nodeID string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, muxProbeMaxWait)
 	defer cancel()
 	defer func() {
@@ -330,8 +355,7 @@ func ProbeIdentity(ctx context.Context, addr string) (nodeID string, err error) 
 			err = fmt.Errorf("raftmux: identity probe of %s: %w", addr, err)
 		}
 	}()
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := dial(ctx, addr, clientTLS)
 	if err != nil {
 		return "", classifyProbeErr(ctx, err, true)
 	}
@@ -364,6 +388,8 @@ func classifyProbeErr(ctx context.Context, err error, dialing bool) error {
 	case ctx.Err() != nil, errors.Is(err, os.ErrDeadlineExceeded):
 		// The connection's deadline is ctx's: either may be seen first.
 		return fmt.Errorf("%w: %w", ErrProbeTimeout, context.DeadlineExceeded)
+	case isTLSError(err):
+		return fmt.Errorf("%w: %w", ErrPeerTLS, err)
 	case dialing:
 		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
@@ -371,6 +397,14 @@ func classifyProbeErr(ctx context.Context, err error, dialing bool) error {
 		return fmt.Errorf("%w: %w", ErrNotRaftPort, err)
 	}
 	return err
+}
+
+// isTLSError reports whether err came from a TLS handshake.
+func isTLSError(err error) bool {
+	var rh tls.RecordHeaderError
+	var alert tls.AlertError
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &rh) || errors.As(err, &alert) || errors.As(err, &verify) || strings.Contains(err.Error(), "tls: ")
 }
 
 func (m *Mux) remove(group uint64, l *muxLayer) {
@@ -413,7 +447,9 @@ func (l *muxLayer) Accept() (net.Conn, error) {
 }
 
 func (l *muxLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", string(addr), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := dial(ctx, string(addr), l.mux.clientTLS)
 	if err != nil {
 		return nil, err
 	}
@@ -433,6 +469,16 @@ func (l *muxLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 		return nil, errMuxClosed
 	}
 	return &trackedConn{Conn: c, set: l.conns}, nil
+}
+
+// dial connects to a Mux, with its TLS handshake done when clientTLS is set.
+func dial(ctx context.Context, addr string, clientTLS *tls.Config) (net.Conn, error) {
+	if clientTLS == nil {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr)
+	}
+	d := tls.Dialer{Config: clientTLS}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 func (l *muxLayer) Addr() net.Addr { return l.mux.Addr() }

@@ -75,7 +75,7 @@ func TestMuxRoutesConnectionsByGroup(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Probes in between do not disturb group traffic.
-		if id, err := ProbeIdentity(context.Background(), addr); err != nil || id != "node-b" {
+		if id, err := ProbeIdentity(context.Background(), addr, nil); err != nil || id != "node-b" {
 			t.Fatalf("probe between group connections: %q, %v", id, err)
 		}
 		msg := []byte{byte(g), 42}
@@ -262,7 +262,7 @@ func TestMuxProbeRaftIdentity(t *testing.T) {
 				defer stop.Stop()
 			}
 			start := time.Now()
-			id, err := ProbeIdentity(ctx, addr)
+			id, err := ProbeIdentity(ctx, addr, nil)
 			took := time.Since(start)
 			if took > tc.within {
 				t.Errorf("probe took %s, want under %s", took, tc.within)
@@ -314,7 +314,7 @@ func TestMuxNeverBlocksOnProbersThatDoNotRead(t *testing.T) {
 		}
 	}
 	waitHandshakesDone(t, m)
-	if id, err := ProbeIdentity(context.Background(), m.Addr().String()); err != nil || id != "n1" {
+	if id, err := ProbeIdentity(context.Background(), m.Addr().String(), nil); err != nil || id != "n1" {
 		t.Fatalf("probe after the silent ones: %q, %v", id, err)
 	}
 	// The silent probers were answered and closed.

@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/syncstore/syncstore/fsm"
@@ -46,7 +45,7 @@ func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.Joi
 	if err := s.node.CheckJoin(nd); err != nil {
 		return forwardOr(s, ctx, err, forward)
 	}
-	if err := verifyJoiner(ctx, nd); err != nil {
+	if err := verifyJoiner(ctx, nd, s.peers); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "join %s refused: %v", nd.ID, err)
 	}
 	target, voter, err := s.node.AddLearner(ctx, nd)
@@ -82,10 +81,10 @@ func validateJoin(nd fsm.Node) error {
 // that it answers there with the id it claims, within joinVerifyTimeout.
 // The gRPC connection is not cached: a refused address must leave nothing
 // behind.
-func verifyJoiner(ctx context.Context, nd fsm.Node) error {
+func verifyJoiner(ctx context.Context, nd fsm.Node, p *peers) error {
 	ctx, cancel := context.WithTimeout(ctx, joinVerifyTimeout)
 	defer cancel()
-	conn, err := grpc.NewClient(nd.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(nd.GRPCAddr, grpc.WithTransportCredentials(p.creds))
 	if err != nil {
 		return fmt.Errorf("gRPC address %s: %w", nd.GRPCAddr, err)
 	}
@@ -97,7 +96,7 @@ func verifyJoiner(ctx context.Context, nd fsm.Node) error {
 	if st.GetNodeId() != nd.ID || st.GetRaftAddr() != nd.RaftAddr {
 		return fmt.Errorf("the node at gRPC address %s is %s with raft address %s, not %s at %s", nd.GRPCAddr, st.GetNodeId(), st.GetRaftAddr(), nd.ID, nd.RaftAddr)
 	}
-	id, err := raftmux.ProbeIdentity(ctx, nd.RaftAddr)
+	id, err := raftmux.ProbeIdentity(ctx, nd.RaftAddr, p.tls)
 	if err != nil {
 		return fmt.Errorf("raft address %s: %w", nd.RaftAddr, err)
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 
 	"github.com/syncstore/syncstore/fsm"
@@ -18,8 +19,9 @@ type PeerClient struct {
 	peers *peers
 }
 
-// NewPeerClient returns a PeerClient; Close it when the node is closed.
-func NewPeerClient() *PeerClient { return &PeerClient{peers: newPeers()} }
+// NewPeerClient returns a PeerClient that dials with peer TLS (nil:
+// plaintext); Close it when the node is closed.
+func NewPeerClient(peerTLS *tls.Config) *PeerClient { return &PeerClient{peers: newPeers(peerTLS)} }
 
 // Probe returns the Raft applied index of the group's replica at addr.
 func (p *PeerClient) Probe(ctx context.Context, addr string, group shard.GroupID) (uint64, error) {
