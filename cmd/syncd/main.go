@@ -125,7 +125,7 @@ func run(args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	cfg.GRPCAddr = lis.Addr().String() // resolves a ":0" port
-	peerClient := server.NewPeerClient()
+	peerClient := server.NewPeerClient(nil)
 	defer peerClient.Close()
 	cfg.Prober = peerClient.Probe
 	cfg.StatusFetcher = peerClient.Status
