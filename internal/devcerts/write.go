@@ -57,7 +57,7 @@ func (b *Bundle) Write(dir string, overwrite bool) ([]File, error) {
 		for _, f := range files {
 			p := filepath.Join(dir, f.Name)
 			if _, err := os.Lstat(p); err == nil {
-				return nil, fmt.Errorf("devcerts: %s: %w (use an empty directory, or overwrite)", p, ErrExists)
+				return nil, fmt.Errorf("devcerts: %s: %w (use an empty directory, or overwrite: dev-certs -force)", p, ErrExists)
 			} else if !errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("devcerts: %w", err)
 			}
