@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the syncstore image FROM scratch around static syncd and syncctl
+# binaries compiled here (no base image is pulled):
+#   scripts/docker-build.sh                 tags syncstore:dev
+#   scripts/docker-build.sh -t syncstore:x  another tag (any docker build flags)
+# VERSION=v1.2.3 stamps the binaries' --version (internal/version).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+ctx="$(mktemp -d)"
+trap 'rm -rf "$ctx"' EXIT
+
+ldflags="-s -w"
+if [ -n "${VERSION:-}" ]; then
+  ldflags+=" -X github.com/syncstore/syncstore/internal/version.Version=$VERSION"
+fi
+for cmd in syncd syncctl; do
+  CGO_ENABLED=0 go build -C "$root" -trimpath -ldflags "$ldflags" -o "$ctx/$cmd" "./cmd/$cmd"
+done
+mkdir -m 0700 "$ctx/data"
+cp "$root/Dockerfile" "$ctx/Dockerfile"
+
+tag=()
+case " $* " in
+  *" -t "*|*" --tag "*|*" --tag="*) ;;
+  *) tag=(-t syncstore:dev) ;;
+esac
+docker build "${tag[@]}" "$@" "$ctx"
