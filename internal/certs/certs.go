@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync/atomic"
 )
 
@@ -147,6 +148,21 @@ func (s *Source) verifyChain(chain []*x509.Certificate, usage x509.ExtKeyUsage) 
 	_, err := chain[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
 	if err != nil {
 		return fmt.Errorf("certs: certificate of %q: %w", chain[0].Subject.CommonName, err)
+	}
+	return nil
+}
+
+// verifyPeer checks a node's chain: from the peer CA, and a node
+// certificate, which serves as well as dials (both extended key usages).
+// Client certificates carry clientAuth alone, so where one CA signs both
+// (scripts/dev-certs.sh), an app's certificate still cannot pass as a node.
+func (s *Source) verifyPeer(chain []*x509.Certificate, usage x509.ExtKeyUsage) error {
+	if err := s.verifyChain(chain, usage); err != nil {
+		return err
+	}
+	leaf := chain[0]
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) || !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return fmt.Errorf("certs: certificate of %q is no node certificate: a peer's needs both the serverAuth and clientAuth extended key usages", leaf.Subject.CommonName)
 	}
 	return nil
 }

@@ -93,7 +93,7 @@ func (n *Node) peerServer(protos []string) *tls.Config {
 		ClientAuth:             tls.RequireAnyClientCert,
 		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return n.Peer.verifyChain(cs.PeerCertificates, x509.ExtKeyUsageClientAuth)
+			return n.Peer.verifyPeer(cs.PeerCertificates, x509.ExtKeyUsageClientAuth)
 		},
 	}
 }
@@ -133,7 +133,7 @@ func (n *Node) PeerClient() *tls.Config {
 		InsecureSkipVerify:   true,
 		GetClientCertificate: n.Peer.getClientCertificate,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return n.Peer.verifyChain(cs.PeerCertificates, x509.ExtKeyUsageServerAuth)
+			return n.Peer.verifyPeer(cs.PeerCertificates, x509.ExtKeyUsageServerAuth)
 		},
 	}
 }
