@@ -388,6 +388,8 @@ func classifyProbeErr(ctx context.Context, err error, dialing bool) error {
 	case ctx.Err() != nil, errors.Is(err, os.ErrDeadlineExceeded):
 		// The connection's deadline is ctx's: either may be seen first.
 		return fmt.Errorf("%w: %w", ErrProbeTimeout, context.DeadlineExceeded)
+	case errors.Is(err, ErrPeerTLS):
+		return err
 	case isTLSError(err):
 		return fmt.Errorf("%w: %w", ErrPeerTLS, err)
 	case dialing:
@@ -471,14 +473,20 @@ func (l *muxLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 	return &trackedConn{Conn: c, set: l.conns}, nil
 }
 
-// dial connects to a Mux, with its TLS handshake done when clientTLS is set.
+// dial connects to a Mux, with its TLS handshake done when clientTLS is
+// set; a failed handshake wraps ErrPeerTLS.
 func dial(ctx context.Context, addr string, clientTLS *tls.Config) (net.Conn, error) {
-	if clientTLS == nil {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", addr)
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil || clientTLS == nil {
+		return c, err
 	}
-	d := tls.Dialer{Config: clientTLS}
-	return d.DialContext(ctx, "tcp", addr)
+	tc := tls.Client(c, clientTLS)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("%w with %s: %w", ErrPeerTLS, addr, err)
+	}
+	return tc, nil
 }
 
 func (l *muxLayer) Addr() net.Addr { return l.mux.Addr() }
