@@ -46,6 +46,8 @@ type Group struct {
 	node *Node
 	log  *slog.Logger
 	dir  string
+	// hadState: the replica found Raft state when it opened (a restart).
+	hadState bool
 
 	fsm  *fsm.FSM
 	raft *raft.Raft
@@ -261,11 +263,12 @@ func (g *Group) open(bootstrap bool) error {
 	rc.NotifyCh = g.notifyCh
 	rc.Logger = hlog
 
+	existing, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return fmt.Errorf("check existing state: %w", err)
+	}
+	g.hadState = existing
 	if bootstrap {
-		existing, err := raft.HasExistingState(logs, stable, snaps)
-		if err != nil {
-			return fmt.Errorf("check existing state: %w", err)
-		}
 		if !existing {
 			err := raft.BootstrapCluster(rc, logs, stable, snaps, g.transport, raft.Configuration{Servers: []raft.Server{
 				{ID: rc.LocalID, Address: g.transport.LocalAddr(), Suffrage: raft.Voter},

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,15 +17,26 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/syncstore/syncstore/internal/version"
 	"github.com/syncstore/syncstore/node"
-	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/server"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 	"github.com/syncstore/syncstore/storage"
 )
 
-// joinTimeout bounds how long a new node keeps trying to join.
-const joinTimeout = 2 * time.Minute
+// joinTimeout bounds how long a new node keeps trying to join, and
+// joinRetryMin and joinRetryMax its waits between attempts.
+const (
+	joinTimeout  = 2 * time.Minute
+	joinRetryMin = 100 * time.Millisecond
+	joinRetryMax = 2 * time.Second
+)
 
 // drainTimeout bounds how long a stopping node waits for its groups'
 // leadership to move elsewhere.
@@ -88,6 +100,9 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.DigestCheckInterval, "digest-check-interval", cfg.DigestCheckInterval, "how often each group's leader compares its replicas' state digests at one log index (0: never; each check reads every replica's whole state)")
 	fs.DurationVar(&cfg.StateLinger, "state-linger", storage.DefaultStateLinger, "how long the state's transaction of applies gathers more before its (unsynced) commit; reads commit it at once")
 	fs.Int64Var(&cfg.WALSegmentBytes, "wal-segment-bytes", storage.DefaultWALSegmentBytes, "size of the storage engine's preallocated log segments")
+	var sec securityFlags
+	sec.define(fs)
+	showVersion := fs.Bool("version", false, "print the build's version and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text (logfmt) or json")
 	debugAddr := fs.String("debug-addr", "", "serve /metrics (Prometheus) and /debug/pprof here; off when empty")
@@ -100,6 +115,10 @@ func run(args []string) error {
 	if fs.NArg() > 0 {
 		// "syncd version" must not bootstrap a node in ./syncd-data.
 		return usageError{fmt.Errorf("unexpected argument %q: syncd takes flags only (see syncd --help)", fs.Arg(0))}
+	}
+	if *showVersion {
+		fmt.Println(version.Get().String("syncd"))
+		return nil
 	}
 	cfg.DeviceClasses = strings.Split(*deviceClasses, ",")
 	var level slog.Level
@@ -116,6 +135,18 @@ func run(args []string) error {
 		return usageError{fmt.Errorf("--log-format %q: text or json", *logFormat)}
 	}
 	cfg.Bootstrap = *bootstrap && *join == ""
+	security, err := sec.load()
+	if err != nil {
+		return err
+	}
+	if err := security.exposure(map[string]string{"grpc-addr": cfg.GRPCAddr, "raft-addr": cfg.RaftAddr, "gossip-addr": cfg.GossipAddr, "debug-addr": *debugAddr}); err != nil {
+		return err
+	}
+	if !security.secure() && sec.insecure {
+		cfg.Logger.Warn("running with --insecure: without TLS and authentication anyone who reaches this node's ports can read, write and join")
+	}
+	cfg.PeerTLS = security.peerTLS()
+	cfg.GossipKeys = security.gossipKeys
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -125,7 +156,11 @@ func run(args []string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	cfg.GRPCAddr = lis.Addr().String() // resolves a ":0" port
-	peerClient := server.NewPeerClient(nil)
+	var peerClientTLS *tls.Config
+	if security.certs != nil {
+		peerClientTLS = security.certs.PeerClient()
+	}
+	peerClient := server.NewPeerClient(peerClientTLS)
 	defer peerClient.Close()
 	cfg.Prober = peerClient.Probe
 	cfg.StatusFetcher = peerClient.Status
@@ -139,11 +174,16 @@ func run(args []string) error {
 		lis.Close()
 		return err
 	}
-	srv := server.New(nd, cfg.Logger)
+	authz := security.authorizer()
+	srvOpts := []server.Option{server.WithAuthorizer(authz)}
+	if security.certs != nil {
+		srvOpts = append(srvOpts, server.WithTLS(security.certs))
+	}
+	srv := server.New(nd, cfg.Logger, srvOpts...)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	if *debugAddr != "" {
-		dbg, err := startDebug(*debugAddr, nd, srv, cfg.Logger)
+		dbg, err := startDebug(*debugAddr, nd, srv, authz, cfg.Logger)
 		if err != nil {
 			srv.Stop()
 			return errors.Join(err, nd.Close())
@@ -151,10 +191,34 @@ func run(args []string) error {
 		defer dbg.Close()
 	}
 	cfg.Logger.Info("syncd listening", "node", cfg.NodeID, "grpc", lis.Addr().String(),
-		"raft", nd.Config().RaftAddr, "gossip", nd.Config().GossipAddr, "data_dir", cfg.DataDir, "bootstrap", cfg.Bootstrap)
+		"raft", nd.Config().RaftAddr, "gossip", nd.Config().GossipAddr, "data_dir", cfg.DataDir, "bootstrap", cfg.Bootstrap,
+		"tls", security.certs != nil, "auth", authz.ClientAuth(), "gossip_encrypted", len(cfg.GossipKeys) > 0)
 
-	if *join != "" {
-		if err := joinCluster(ctx, *join, nd); err != nil {
+	// SIGHUP reloads certificates, tokens and the gossip key file.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reloading := make(chan struct{})
+	defer func() { <-reloading }()
+	stopReload := make(chan struct{})
+	defer close(stopReload)
+	go func() {
+		defer close(reloading)
+		for {
+			select {
+			case <-hup:
+				security.reload(nd, cfg.Logger)
+			case <-stopReload:
+				return
+			}
+		}
+	}()
+
+	switch {
+	case *join != "" && nd.Restarted():
+		cfg.Logger.Info("restarted from the data dir's state: --join ignored, the node rejoins its cluster by itself", "join", *join)
+	case *join != "":
+		if err := joinCluster(ctx, *join, nd, peerClientTLS); err != nil {
 			cfg.Logger.Error("join failed", "err", err)
 			srv.Stop()
 			return errors.Join(err, nd.Close())
@@ -184,19 +248,39 @@ func run(args []string) error {
 	return nil
 }
 
-// joinCluster asks the cluster (through any member) to add this node, and
-// retries until it is a voter or joinTimeout passes.
-func joinCluster(ctx context.Context, through string, nd *node.Node) error {
-	cl, err := client.New([]string{through}, client.Options{AttemptTimeout: joinTimeout})
-	if err != nil {
-		return err
+// joinCluster asks the cluster (through any member, which forwards to the
+// meta leader) to add this node, retrying transient failures until it is a
+// voter or joinTimeout passes. A join is a peer's call: with peer TLS it
+// presents this node's peer certificate.
+func joinCluster(ctx context.Context, through string, nd *node.Node, peerTLS *tls.Config) error {
+	creds := insecure.NewCredentials()
+	if peerTLS != nil {
+		creds = credentials.NewTLS(peerTLS)
 	}
-	defer cl.Close()
+	conn, err := grpc.NewClient(through, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return fmt.Errorf("join through %s: %w", through, err)
+	}
+	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
 	defer cancel()
 	cfg := nd.Config()
-	return cl.Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
-		_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: cfg.NodeID, RaftAddr: cfg.RaftAddr, GrpcAddr: cfg.GRPCAddr, GossipAddr: cfg.GossipAddr})
-		return err
-	})
+	req := &syncv1.JoinRequest{NodeId: cfg.NodeID, RaftAddr: cfg.RaftAddr, GrpcAddr: cfg.GRPCAddr, GossipAddr: cfg.GossipAddr}
+	wait := joinRetryMin
+	for {
+		_, err := syncv1.NewAdminClient(conn).Join(ctx, req)
+		switch status.Code(err) {
+		case codes.OK:
+			return nil
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
+		default:
+			return fmt.Errorf("join through %s: %w", through, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join through %s: gave up after %v: %w", through, joinTimeout, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, joinRetryMax)
+	}
 }
