@@ -273,6 +273,10 @@ func joinCluster(ctx context.Context, through string, nd *node.Node, peerTLS *tl
 		case codes.OK:
 			return nil
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
+			if st, _ := status.FromError(err); certificateRefused(st.Message()) {
+				// Certificates do not get better by waiting.
+				return fmt.Errorf("join through %s: TLS handshake refused (is this node's certificate from the cluster's peer CA, and the peer CA the one that signed the cluster's?): %w", through, err)
+			}
 		default:
 			return fmt.Errorf("join through %s: %w", through, err)
 		}
@@ -283,4 +287,12 @@ func joinCluster(ctx context.Context, through string, nd *node.Node, peerTLS *tl
 		}
 		wait = min(2*wait, joinRetryMax)
 	}
+}
+
+// certificateRefused reports whether a call failed on the other side's
+// verdict on a certificate (or this side's on its), not on a transient
+// outage: "remote error: tls: bad certificate", "x509: certificate signed
+// by unknown authority".
+func certificateRefused(msg string) bool {
+	return strings.Contains(msg, "tls: ") || strings.Contains(msg, "x509: ") || strings.Contains(msg, "certs: ")
 }
