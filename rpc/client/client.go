@@ -8,6 +8,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,7 +17,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -38,6 +38,17 @@ type Options struct {
 	// comparing replicas, an operator looking at one node). Writes and
 	// linearizable reads are forwarded by that node to the leader.
 	Pinned bool
+
+	// TLS, when set, is the TLS config of every connection (LoadTLS builds
+	// one from PEM files); nil dials plaintext.
+	TLS *tls.Config
+	// Token, when set, is sent on every call as the metadata
+	// "authorization: Bearer <token>". It needs TLS: New refuses a Token
+	// without it, so that a token never crosses the network in the clear.
+	Token string
+	// DialOptions are appended to the client's own (transport credentials
+	// from TLS, the token, MaxRecvBytes), so they may override them.
+	DialOptions []grpc.DialOption
 }
 
 // DefaultOptions are the Options New uses for zero fields.
@@ -53,7 +64,8 @@ func DefaultOptions() Options {
 // routesRetry is how often a client without a shard map asks for one.
 const routesRetry = time.Second
 
-// ErrNoAddresses is returned by New without any address.
+// ErrNoAddresses is returned by New without any address (it matches
+// ErrInvalidArgument too).
 var ErrNoAddresses = errors.New("client: no node addresses")
 
 // Client talks to one syncstore cluster. It is safe for concurrent use.
@@ -84,7 +96,10 @@ type routes struct {
 // lazily: New does no network I/O.
 func New(addrs []string, opts Options) (*Client, error) {
 	if len(addrs) == 0 {
-		return nil, ErrNoAddresses
+		return nil, &Error{st: status.New(codes.InvalidArgument, ErrNoAddresses.Error()), err: ErrNoAddresses}
+	}
+	if err := checkSecurity(opts); err != nil {
+		return nil, err
 	}
 	def := DefaultOptions()
 	if opts.AttemptTimeout <= 0 {
@@ -304,10 +319,7 @@ func (c *Client) connLocked(addr string) (*grpc.ClientConn, error) {
 	if conn, ok := c.conns[addr]; ok {
 		return conn, nil
 	}
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.opts.MaxRecvBytes)),
-	)
+	conn, err := grpc.NewClient(addr, c.opts.dialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
