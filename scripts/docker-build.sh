@@ -4,10 +4,17 @@
 #   scripts/docker-build.sh                 tags syncstore:dev
 #   scripts/docker-build.sh -t syncstore:x  another tag (any docker build flags)
 # VERSION=v1.2.3 stamps the binaries' --version (internal/version).
+# BUILD_DIR=DIR builds the context in DIR (new or empty) and keeps it, with
+# the binaries (test/docker runs that syncctl on the host).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-ctx="$(mktemp -d)"
-trap 'rm -rf "$ctx"' EXIT
+if [ -n "${BUILD_DIR:-}" ]; then
+  ctx="$BUILD_DIR"
+  mkdir -p "$ctx"
+else
+  ctx="$(mktemp -d)"
+  trap 'rm -rf "$ctx"' EXIT
+fi
 
 ldflags="-s -w"
 if [ -n "${VERSION:-}" ]; then
@@ -16,7 +23,7 @@ fi
 for cmd in syncd syncctl; do
   CGO_ENABLED=0 go build -C "$root" -trimpath -ldflags "$ldflags" -o "$ctx/$cmd" "./cmd/$cmd"
 done
-mkdir -m 0700 "$ctx/data"
+mkdir -p -m 0700 "$ctx/data"
 cp "$root/Dockerfile" "$ctx/Dockerfile"
 
 tag=()
