@@ -221,7 +221,7 @@ func (c *Client) do(ctx context.Context, timeline string, call func(context.Cont
 		}
 		st := status.Convert(err)
 		if !retryable(st.Code()) {
-			return err
+			return typed(err)
 		}
 		if lastErr == nil || st.Code() != codes.DeadlineExceeded {
 			lastErr = err
@@ -251,10 +251,10 @@ func (c *Client) do(ctx context.Context, timeline string, call func(context.Cont
 	}
 }
 
-// giveUp wraps both the context's error (for errors.Is) and the last answer
-// from the cluster (for status.Code).
+// giveUp wraps both the context's error and the last answer from the
+// cluster (for errors.Is with either, and status.Code).
 func giveUp(ctx context.Context, last error) error {
-	return fmt.Errorf("client: %w; last error: %w", ctx.Err(), last)
+	return fmt.Errorf("client: %w; last error: %w", ctx.Err(), typed(last))
 }
 
 func retryable(code codes.Code) bool {

@@ -112,13 +112,13 @@ func typed(err error) error {
 	return &Error{st: st, err: err}
 }
 
-// newError is an error of the client's own with a code, wrapping cause
-// (may be nil) for errors.Is.
+// newError is an error of the client's own with a code; a cause (may be
+// nil) comes first in the message and is wrapped for errors.Is.
 func newError(code codes.Code, cause error, format string, args ...any) *Error {
 	msg := fmt.Sprintf(format, args...)
 	err := errors.New(msg)
 	if cause != nil {
-		err = fmt.Errorf("%s: %w", msg, cause)
+		err = fmt.Errorf("%w: %s", cause, msg)
 	}
 	return &Error{st: status.New(code, err.Error()), err: err}
 }

@@ -437,7 +437,7 @@ func (l *loop) caughtUp(r catchUp) {
 	}
 	if r.err != nil {
 		if l.ctx.Err() == nil && fatal(r.err) {
-			l.s.cancel(fmt.Errorf("client: subscribe: catching up %q: %w", r.timeline, r.err))
+			l.s.cancel(fmt.Errorf("client: subscribe: catching up %q: %w", r.timeline, typed(r.err)))
 			return
 		}
 		l.schedule(r.timeline, f, toCatchUp, true)

@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/syncstore/syncstore/rpc/syncv1"
 )
 
@@ -73,7 +75,7 @@ type Event struct {
 }
 
 // ErrInvalidTimeline is returned by Subscription.Add for an id the server
-// would refuse.
+// would refuse (it matches ErrInvalidArgument too).
 var ErrInvalidTimeline = errors.New("client: invalid timeline id")
 
 // ErrSubscriptionEnded is returned by Subscription.Add after Close, after
@@ -194,14 +196,16 @@ func (s *Subscription) Close() error {
 	return nil
 }
 
+// validTimeline refuses what the server would, as InvalidArgument (which
+// ErrInvalidTimeline is a kind of).
 func validTimeline(id string) error {
 	switch {
 	case id == "":
-		return fmt.Errorf("%w: empty", ErrInvalidTimeline)
+		return newError(codes.InvalidArgument, ErrInvalidTimeline, "empty")
 	case len(id) > maxTimelineBytes:
-		return fmt.Errorf("%w: %d bytes; the limit is %d", ErrInvalidTimeline, len(id), maxTimelineBytes)
+		return newError(codes.InvalidArgument, ErrInvalidTimeline, "%d bytes; the limit is %d", len(id), maxTimelineBytes)
 	case !utf8.ValidString(id):
-		return fmt.Errorf("%w: %q is not valid UTF-8", ErrInvalidTimeline, id)
+		return newError(codes.InvalidArgument, ErrInvalidTimeline, "%q is not valid UTF-8", id)
 	}
 	return nil
 }

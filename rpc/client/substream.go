@@ -117,7 +117,7 @@ func (st *stream) run(wg *sync.WaitGroup, conn *grpc.ClientConn, notifyOnly bool
 		if st.ctx.Err() != nil {
 			err = context.Cause(st.ctx) // ours (too slow, closed) says more
 		} else {
-			err = fmt.Errorf("client: subscribe at %s: %w", st.addr, err)
+			err = fmt.Errorf("client: subscribe at %s: %w", st.addr, typed(err))
 		}
 		st.report(in, err)
 		return
@@ -173,7 +173,7 @@ func (st *stream) read(wg *sync.WaitGroup, cl grpc.BidiStreamingClient[syncv1.Su
 			if st.ctx.Err() != nil {
 				err = context.Cause(st.ctx) // ours (silence, send) says more than Canceled
 			} else {
-				err = fmt.Errorf("client: subscribe at %s: %w", st.addr, err)
+				err = fmt.Errorf("client: subscribe at %s: %w", st.addr, typed(err))
 			}
 			st.report(in, err)
 			return

@@ -33,7 +33,9 @@ const watchPage = 500
 // collection's group, whose pages are applied only when they start at the
 // version held. Pull is the guarantee: whenever the stream cannot go on
 // (dropped, a jump, a lost stream), the watch Syncs from the version held
-// (a full read after RESET) and subscribes again.
+// (a full read after RESET) and subscribes again. It returns fn's error, the
+// context's, or an answer that retrying would repeat (InvalidArgument,
+// PermissionDenied, Unauthenticated, ResourceExhausted, Unimplemented).
 func (c *Client) WatchCollection(ctx context.Context, collection string, since uint64, fn func(CollectionUpdate) error) error {
 	version := since
 	backoff := c.opts.MinBackoff
@@ -49,6 +51,9 @@ func (c *Client) WatchCollection(ctx context.Context, collection string, since u
 		var fnErr callbackError
 		if errors.As(err, &fnErr) {
 			return fnErr.err
+		}
+		if fatal(err) { // a caller error (a bad id, a refused credential): retrying repeats it
+			return typed(err)
 		}
 		select {
 		case <-ctx.Done():
