@@ -41,7 +41,7 @@ func (b *Bundle) Files() []File {
 		// No trailing newline: the file is the secret, byte for byte.
 		out = append(out, File{"token-" + t.Name, 0o600, "secret of token " + t.Name + ", role " + t.Role + " (syncctl --token-file)", []byte(t.Secret)})
 	}
-	out = append(out, File{"gossip.key", 0o600, "gossip key, base64 (--gossip-key \"$(cat gossip.key)\")", []byte(b.GossipKeyBase64())})
+	out = append(out, File{"gossip.key", 0o600, "gossip key, base64 (--gossip-key-file, or --gossip-key \"$(cat gossip.key)\")", []byte(b.GossipKeyBase64())})
 	return out
 }
 

@@ -93,17 +93,18 @@ func examples(w io.Writer, dir string, nodes []string) {
 		fmt.Fprintf(w, "syncd --node-id %s --data-dir %s --grpc-addr %s --raft-addr 127.0.0.1:%d --gossip-addr 127.0.0.1:%d \\\n", n, n, grpc, base+1, base+2)
 		fmt.Fprintf(w, "  --tls-cert %s --tls-key %s --client-ca %s \\\n", p(n+".pem"), p(n+"-key.pem"), p("ca.pem"))
 		fmt.Fprintf(w, "  --peer-cert %s --peer-key %s --peer-ca %s \\\n", p(n+".pem"), p(n+"-key.pem"), p("ca.pem"))
-		fmt.Fprintf(w, "  --gossip-key \"$(cat %s)\" --token-file %s%s &\n", p("gossip.key"), p("tokens.txt"), join)
+		fmt.Fprintf(w, "  --gossip-key-file %s --token-file %s%s &\n", p("gossip.key"), p("tokens.txt"), join)
 	}
 	fmt.Fprintf(w, "\nsyncctl --addr %s --ca %s --token-file %s append alice hello\n", first, p("ca.pem"), p("token-app"))
 	fmt.Fprintf(w, "syncctl --addr %s --ca %s --cert %s --key %s status\n", first, p("ca.pem"), p("client-admin.pem"), p("client-admin-key.pem"))
 	fmt.Fprintf(w, "export SYNCCTL_ADDR=%s SYNCCTL_CA=%s SYNCCTL_TOKEN=\"$(cat %s)\"   # a reader, from the environment\n", first, p("ca.pem"), p("token-reader"))
-	fmt.Fprintf(w, "\nOne CA signs peers and clients here, so a client certificate would also pass as a peer: use separate CAs in production.\n")
-	keys := make([]string, len(nodes))
-	for i, n := range nodes {
-		keys[i] = p(n + "-key.pem")
+	fmt.Fprintf(w, "\nOne CA signs nodes and clients here (syncd takes as peers only certificates for both serverAuth and clientAuth); in production give peers a CA of their own.\n")
+	keys := make([]string, 0, len(nodes)+1)
+	for _, n := range nodes {
+		keys = append(keys, p(n+"-key.pem"))
 	}
-	fmt.Fprintf(w, "deploy/compose.yaml runs syncd as uid 10001: make the node keys readable to it: sudo chown 10001:10001 %s\n", strings.Join(keys, " "))
+	keys = append(keys, p("gossip.key"))
+	fmt.Fprintf(w, "deploy/compose.yaml runs syncd as uid 10001, which must read the node keys and gossip key: sudo chown 10001:10001 %s\n", strings.Join(keys, " "))
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.
