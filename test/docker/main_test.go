@@ -6,6 +6,9 @@
 package docker
 
 import (
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -13,4 +16,18 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
+}
+
+// repoRoot is the module root, two levels above this file.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("no caller information")
+	}
+	root := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	if _, err := os.Stat(filepath.Join(root, "deploy", "compose.yaml")); err != nil {
+		t.Fatalf("repository root: %v", err)
+	}
+	return root
 }
