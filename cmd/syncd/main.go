@@ -49,7 +49,7 @@ const (
 )
 
 func main() {
-	err := run(os.Args[1:])
+	err := run(os.Args[1:], os.Environ())
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp): // the flag package printed the help
 	case errors.As(err, new(usageError)):
@@ -64,7 +64,8 @@ func main() {
 // usageError is a command line syncd cannot run with.
 type usageError struct{ error }
 
-func run(args []string) error {
+// run is syncd with its command line and environment (SYNCD_* variables).
+func run(args, environ []string) error {
 	cfg := node.DefaultConfig()
 	fs := flag.NewFlagSet("syncd", flag.ContinueOnError)
 	fs.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "this node's id, stable across restarts")
@@ -106,11 +107,11 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text (logfmt) or json")
 	debugAddr := fs.String("debug-addr", "", "serve /metrics (Prometheus) and /debug/pprof here; off when empty")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err} // the flag package printed it with the usage
+	printCfg := addConfigFlags(fs)
+	// Flags, then SYNCD_* variables, then --config's file, then defaults.
+	settings, err := loadSettings(fs, args, environ, secretFlags)
+	if err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		// "syncd version" must not bootstrap a node in ./syncd-data.
@@ -119,6 +120,9 @@ func run(args []string) error {
 	if *showVersion {
 		fmt.Println(version.Get().String("syncd"))
 		return nil
+	}
+	if *printCfg {
+		return printConfig(os.Stdout, fs, secretFlags, settings.source)
 	}
 	cfg.DeviceClasses = strings.Split(*deviceClasses, ",")
 	var level slog.Level
@@ -133,6 +137,12 @@ func run(args []string) error {
 		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	default:
 		return usageError{fmt.Errorf("--log-format %q: text or json", *logFormat)}
+	}
+	for _, w := range settings.warnings {
+		cfg.Logger.Warn("config: " + w)
+	}
+	if settings.configPath != "" {
+		cfg.Logger.Info("config file read", "path", settings.configPath)
 	}
 	cfg.Bootstrap = *bootstrap && *join == ""
 	security, err := sec.load()

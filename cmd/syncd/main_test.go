@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/syncstore/syncstore/internal/devcerts"
 	"github.com/syncstore/syncstore/rpc/client"
 )
 
@@ -26,10 +27,20 @@ import (
 // taken fails at the listen instead of running a node.
 func TestCommandLine(t *testing.T) {
 	bad := []string{"--data-dir", t.TempDir(), "--grpc-addr", "127.0.0.1:99999"}
+	tokens := filepath.Join(t.TempDir(), "tokens.txt")
+	if err := os.WriteFile(tokens, []byte("app1 app "+strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	certDir := t.TempDir()
+	if err := devcerts.Generate(certDir, devcerts.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	peerFlags := []string{"--peer-cert", filepath.Join(certDir, "n1.pem"), "--peer-key", filepath.Join(certDir, "n1-key.pem"), "--peer-ca", filepath.Join(certDir, "ca.pem")}
 	cases := []struct {
 		args      []string
 		wantHelp  bool
 		wantUsage string
+		wantErr   string // a failure that is not bad usage
 	}{
 		{args: []string{"--help"}, wantHelp: true},
 		{args: []string{"-h"}, wantHelp: true},
@@ -39,6 +50,19 @@ func TestCommandLine(t *testing.T) {
 		{args: []string{"--shards", "many"}, wantUsage: "invalid value"},
 		{args: []string{"--log-level", "loud"}, wantUsage: "--log-level"},
 		{args: []string{"--log-format", "xml"}, wantUsage: "--log-format"},
+		{args: []string{"--grpc-addr", "0.0.0.0:99999"}, wantUsage: "refusing to listen on --grpc-addr 0.0.0.0:99999 without TLS"},
+		{args: []string{"--grpc-addr", ":99999"}, wantUsage: "refusing to listen on --grpc-addr :99999"},
+		{args: []string{"--raft-addr", "10.1.2.3:0"}, wantUsage: "refusing to listen on --raft-addr 10.1.2.3:0"},
+		{args: []string{"--debug-addr", "0.0.0.0:0"}, wantUsage: "without TLS (--peer-cert"},
+		{args: append([]string{"--grpc-addr", "0.0.0.0:99999"}, peerFlags...), wantUsage: "without authentication (--token-file or --client-ca)"},
+		{args: []string{"--grpc-addr", "0.0.0.0:99999", "--insecure"}, wantErr: "listen"},
+		{args: append([]string{"--grpc-addr", "0.0.0.0:99999", "--token-file", tokens}, peerFlags...), wantErr: "listen"},
+		{args: []string{"--token-file", tokens}, wantUsage: "need TLS"},
+		{args: []string{"--tls-cert", filepath.Join(certDir, "n1.pem"), "--tls-key", filepath.Join(certDir, "n1-key.pem")}, wantUsage: "needs peer TLS too"},
+		{args: []string{"--peer-cert", filepath.Join(certDir, "n1.pem")}, wantUsage: "peer TLS needs --peer-cert, --peer-key and --peer-ca"},
+		{args: []string{"--gossip-key", "not base64!"}, wantUsage: "--gossip-key: key 1 is not base64"},
+		{args: []string{"--gossip-key", "c2hvcnQ="}, wantUsage: "has 5 bytes"},
+		{args: []string{"--token-file", filepath.Join(certDir, "ca.pem")}, wantUsage: "bad token file"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -49,7 +73,7 @@ func TestCommandLine(t *testing.T) {
 			}
 			defer devnull.Close()
 			os.Stderr = devnull // the flag package's usage text
-			err = run(append(append([]string{}, bad...), tc.args...))
+			err = run(append(append([]string{}, bad...), tc.args...), nil)
 			os.Stderr = stderr
 			var ue usageError
 			switch {
@@ -57,6 +81,8 @@ func TestCommandLine(t *testing.T) {
 				t.Fatalf("got %v, want the help", err)
 			case tc.wantUsage != "" && (!errors.As(err, &ue) || !strings.Contains(err.Error(), tc.wantUsage)):
 				t.Fatalf("got %v, want a usage error saying %q", err, tc.wantUsage)
+			case tc.wantErr != "" && (err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("got %v, want a failure (not bad usage) saying %q", err, tc.wantErr)
 			}
 		})
 	}

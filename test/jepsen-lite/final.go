@@ -35,7 +35,11 @@ func readFinal(ctx context.Context, net *network, admin *client.Client, timeline
 	for _, h := range net.hosts {
 		// Pinned: each node's reads are its own replica's copy (a routing
 		// client would read every group's leader under every node's name).
-		cl, err := client.New([]string{h.grpcAddr()}, client.Options{AttemptTimeout: 3 * time.Second, Pinned: true})
+		opts, err := net.sec.options("admin", client.Options{AttemptTimeout: 3 * time.Second, Pinned: true})
+		if err != nil {
+			return final, err
+		}
+		cl, err := client.New([]string{h.grpcAddr()}, opts)
 		if err != nil {
 			return final, err
 		}

@@ -64,6 +64,8 @@ type host struct {
 	exited  chan error
 	// olderState is the state file as an earlier kill left it.
 	olderState []byte
+	// secArgs are syncd's TLS, token and gossip key flags.
+	secArgs []string
 }
 
 func (h *host) grpcAddr() string { return fmt.Sprintf("%s:%d", h.ip, grpcPort) }
@@ -71,6 +73,7 @@ func (h *host) grpcAddr() string { return fmt.Sprintf("%s:%d", h.ip, grpcPort) }
 // network is the bridge and the hosts.
 type network struct {
 	hosts []*host
+	sec   *runSecurity
 }
 
 // setupNetwork removes leftovers of an earlier run and makes n hosts.
@@ -138,6 +141,7 @@ func (h *host) start(syncd string, first *host, shards int) error {
 		// Compact collection tombstones hard, so devices meet RESET.
 		"--tombstone-keep", "2", "--tombstone-compact-every", "1s",
 	}
+	args = append(args, h.secArgs...)
 	if h != first {
 		args = append(args, "--join", first.grpcAddr())
 	}

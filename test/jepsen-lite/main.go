@@ -54,6 +54,7 @@ type options struct {
 	workers    int
 	faultEvery time.Duration
 	settle     time.Duration
+	insecure   bool // plaintext, no tokens, no gossip key
 }
 
 func main() {
@@ -66,6 +67,7 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 8, "concurrent clients")
 	flag.DurationVar(&o.faultEvery, "fault-every", 12*time.Second, "one fault per period: half quiet, half faulty")
 	flag.DurationVar(&o.settle, "settle", 90*time.Second, "how long the healed cluster may take to converge")
+	flag.BoolVar(&o.insecure, "insecure", false, "run syncd without TLS, tokens and gossip encryption (--insecure)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -115,11 +117,19 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 		teardownNetwork(context.Background(), o.nodes)
 	}()
 
+	if net.sec, err = newRunSecurity(filepath.Join(o.out, "certs"), net.hosts, o.insecure); err != nil {
+		return "", err
+	}
 	var addrs []string
 	for _, h := range net.hosts {
 		addrs = append(addrs, h.grpcAddr())
+		h.secArgs = net.sec.nodeArgs(h.id)
 	}
-	admin, err := client.New(addrs, client.Options{AttemptTimeout: 3 * time.Second})
+	adminOpts, err := net.sec.options("admin", client.Options{AttemptTimeout: 3 * time.Second})
+	if err != nil {
+		return "", err
+	}
+	admin, err := client.New(addrs, adminOpts)
 	if err != nil {
 		return "", err
 	}
@@ -137,7 +147,11 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 	}
 
 	rec := newRecorder()
-	cl, err := client.New(addrs, client.Options{AttemptTimeout: 2 * time.Second})
+	appOpts, err := net.sec.options("app", client.Options{AttemptTimeout: 2 * time.Second})
+	if err != nil {
+		return "", err
+	}
+	cl, err := client.New(addrs, appOpts)
 	if err != nil {
 		return "", err
 	}
