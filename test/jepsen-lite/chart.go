@@ -37,7 +37,55 @@ var faultColors = map[string]color.RGBA{
 	faultPause:        {200, 255, 200, 255},
 	faultRollingStart: {230, 230, 160, 255},
 	faultDamageState:  {200, 160, 120, 255},
+	// The reshaping kinds: an unlisted kind drew transparent black.
+	faultSlotMove:      {180, 240, 240, 255},
+	faultSplit:         {220, 240, 180, 255},
+	faultNodeRemoveAdd: {250, 210, 230, 255},
+	faultOperatorMove:  {210, 210, 210, 255},
 }
+
+// Axis labels: basicfont's glyphs are glyphW pixels wide; labels stand at
+// least minLabelGap pixels apart.
+const (
+	glyphW      = 7
+	minLabelGap = 3 * glyphW
+)
+
+// axisEnd is where the time axis ends: the last operation or fault, not
+// when the chart is drawn (runEnd), which comes after the heal, the
+// settling and the final reads, minutes after the workload on a long run.
+func axisEnd(ops []history.Op, faults []fault, runEnd int64) int64 {
+	var end int64
+	for _, op := range ops {
+		end = max(end, op.Invoke, op.Complete)
+	}
+	for _, f := range faults {
+		end = max(end, f.End, f.Start)
+	}
+	if end <= 0 || end > runEnd {
+		return runEnd
+	}
+	return end
+}
+
+// tickStep is the interval, in seconds, of the time axis labels of a span
+// of spanSec seconds drawn over width pixels: the smallest "nice" step,
+// 1, 2 or 5 × 10^k s, at which labels, the widest included, stand
+// minLabelGap apart.
+func tickStep(spanSec int64, width int) int64 {
+	spanSec = max(spanSec, 1)
+	for k := int64(1); ; k *= 10 {
+		for _, m := range []int64{1, 2, 5} {
+			step := m * k
+			widest := len(tickLabel(spanSec/step*step)) * glyphW
+			if step*int64(width) >= int64(widest+minLabelGap)*spanSec || step >= spanSec {
+				return step
+			}
+		}
+	}
+}
+
+func tickLabel(sec int64) string { return fmt.Sprintf("%ds", sec) }
 
 // second is one second of the run: successful operations and their
 // latencies.
@@ -49,7 +97,8 @@ type second struct {
 // writeChart draws throughput (ok operations per second) and p99 latency
 // per second, with the fault windows shaded, as Jepsen's charts do.
 func writeChart(path string, ops []history.Op, faults []fault, runEnd int64) error {
-	secs := make([]second, runEnd/1e9+1)
+	end := axisEnd(ops, faults, runEnd)
+	secs := make([]second, end/1e9+1)
 	for _, op := range ops {
 		if op.Outcome != history.OK || op.Complete <= 0 {
 			continue
@@ -61,7 +110,7 @@ func writeChart(path string, ops []history.Op, faults []fault, runEnd int64) err
 	img := image.NewRGBA(image.Rect(0, 0, chartW, chartH))
 	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
 	plotW := chartW - marginL - marginR
-	x := func(ns int64) int { return marginL + int(float64(ns)/float64(max(runEnd, 1))*float64(plotW)) }
+	x := func(ns int64) int { return marginL + int(float64(min(ns, end))/float64(max(end, 1))*float64(plotW)) }
 	top2 := panelTop1 + panelH + panelGap
 
 	for _, f := range faults {
@@ -103,14 +152,23 @@ func writeChart(path string, ops []history.Op, faults []fault, runEnd int64) err
 	}
 	label(img, marginL, panelTop1-8, fmt.Sprintf("ok operations per second (max %d)", maxOK), black)
 	label(img, marginL, top2-8, fmt.Sprintf("p99 latency per second, log scale from 1 ms (max %s)", maxLat.Round(time.Millisecond)), black)
-	for s := int64(0); s <= runEnd/1e9; s += 10 {
-		label(img, x(s*1e9), top2+panelH+14, fmt.Sprintf("%ds", s), black)
+	step := tickStep(end/1e9, plotW)
+	for s := int64(0); s <= end/1e9; s += step {
+		tx := x(s * 1e9)
+		line(img, tx, top2+panelH, tx, top2+panelH+4, black)
+		text := tickLabel(s)
+		label(img, tx-len(text)*glyphW/2, top2+panelH+16, text, black) // centred on its tick
 	}
-	lx := marginL
+	// The legend wraps: twelve kinds do not fit on one line.
+	lx, ly := marginL, chartH-36
 	for _, k := range faultKinds {
-		draw.Draw(img, image.Rect(lx, chartH-22, lx+12, chartH-10), &image.Uniform{faultColors[k]}, image.Point{}, draw.Src)
-		label(img, lx+16, chartH-11, k, black)
-		lx += 16 + 7*len(k) + 14
+		w := 16 + glyphW*len(k) + 14
+		if lx+w > chartW-marginR {
+			lx, ly = marginL, ly+16
+		}
+		draw.Draw(img, image.Rect(lx, ly-11, lx+12, ly+1), &image.Uniform{faultColors[k]}, image.Point{}, draw.Src)
+		label(img, lx+16, ly, k, black)
+		lx += w
 	}
 	f, err := os.Create(path)
 	if err != nil {
