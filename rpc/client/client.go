@@ -46,6 +46,14 @@ type Options struct {
 	// "authorization: Bearer <token>". It needs TLS: New refuses a Token
 	// without it, so that a token never crosses the network in the clear.
 	Token string
+	// FailFast gives a call up as soon as every address it could go to has
+	// refused the connection (or failed its name lookup or TLS handshake)
+	// since a node last answered it, with an error that names them and
+	// matches ErrUnreachable. Without it, such a call is retried until its
+	// context ends, which rides out a restart of the whole cluster. For
+	// interactive tools (syncctl sets it), not for servers. A Subscription
+	// and WatchCollection end on the same condition.
+	FailFast bool
 	// DialOptions are appended to the client's own (transport credentials
 	// from TLS, the token, MaxRecvBytes), so they may override them.
 	DialOptions []grpc.DialOption
@@ -113,6 +121,11 @@ func New(addrs []string, opts Options) (*Client, error) {
 	}
 	if opts.MaxRecvBytes <= 0 {
 		opts.MaxRecvBytes = def.MaxRecvBytes
+	}
+	for _, a := range addrs {
+		if err := checkAddr(a); err != nil {
+			return nil, err
+		}
 	}
 	return &Client{
 		opts:    opts,
@@ -202,8 +215,9 @@ func (c *Client) Admin(ctx context.Context, fn func(context.Context, syncv1.Admi
 // node believed to lead the meta group.
 func (c *Client) do(ctx context.Context, timeline string, call func(context.Context, *grpc.ClientConn) error) error {
 	backoff := c.opts.MinBackoff
-	followed := false // a leader hint is followed at once, but not twice running
-	var lastErr error // the most telling failure so far, for the caller
+	followed := false              // a leader hint is followed at once, but not twice running
+	var lastErr error              // the most telling failure so far, for the caller
+	refused := map[string]string{} // addresses that refused a connection since a node last answered, and why
 	for {
 		if timeline != "" {
 			c.fetchRoutes(ctx)
@@ -222,6 +236,15 @@ func (c *Client) do(ctx context.Context, timeline string, call func(context.Cont
 		st := status.Convert(err)
 		if !retryable(st.Code()) {
 			return typed(err)
+		}
+		if cause, ok := unreachableCause(conn, err); ok {
+			refused[addr] = cause
+			err = unreachableError(map[string]string{addr: cause})
+			if c.opts.FailFast && c.allRefused(timeline, refused) {
+				return unreachableError(refused)
+			}
+		} else {
+			clear(refused) // a node answered: the cluster is there, keep trying
 		}
 		if lastErr == nil || st.Code() != codes.DeadlineExceeded {
 			lastErr = err
@@ -285,22 +308,14 @@ func (c *Client) target(timeline string) (addr string, group uint64, conn *grpc.
 		return c.seeds[0], 0, conn, err
 	}
 	if timeline != "" && c.routes != nil {
-		group = uint64(c.routes.m.GroupFor(timeline))
+		var candidates []string
+		group, candidates = c.replicasLocked(timeline)
 		addr = c.leaders[group]
-		if addr == "" {
-			sg, _ := c.routes.m.Group(shard.GroupID(group))
-			var candidates []string
-			for _, id := range sg.Replicas {
-				if a := c.routes.addrs[id]; a != "" {
-					candidates = append(candidates, a)
-				}
-			}
-			// replicas[0] is the preferred leader, which the cluster hands
-			// leadership to: try it first (a follower would forward, at
-			// the cost of a hop on every call), the others after failures.
-			if len(candidates) > 0 {
-				addr = candidates[c.turn[group]%len(candidates)]
-			}
+		// replicas[0] is the preferred leader, which the cluster hands
+		// leadership to: try it first (a follower would forward, at the
+		// cost of a hop on every call), the others after failures.
+		if addr == "" && len(candidates) > 0 {
+			addr = candidates[c.turn[group]%len(candidates)]
 		}
 	}
 	if addr == "" {
@@ -313,6 +328,19 @@ func (c *Client) target(timeline string) (addr string, group uint64, conn *grpc.
 	}
 	conn, err = c.connLocked(addr)
 	return addr, group, conn, err
+}
+
+// replicasLocked is the group of timeline in the shard map and the
+// addresses of its replicas, preferred leader first.
+func (c *Client) replicasLocked(timeline string) (group uint64, addrs []string) {
+	group = uint64(c.routes.m.GroupFor(timeline))
+	sg, _ := c.routes.m.Group(shard.GroupID(group))
+	for _, id := range sg.Replicas {
+		if a := c.routes.addrs[id]; a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return group, addrs
 }
 
 func (c *Client) connLocked(addr string) (*grpc.ClientConn, error) {

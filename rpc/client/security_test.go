@@ -136,11 +136,11 @@ func TestLoadTLS(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		c, err := New([]string{tc.addr}, quickOptions(Options{TLS: cfg}))
+		c, err := New([]string{tc.addr}, quickOptions(Options{TLS: cfg, FailFast: true}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = appendWithin(c, 2*time.Second)
+		err = appendWithin(c, 10*time.Second)
 		c.Close()
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: got %v, want success %t", tc.name, err, tc.ok)

@@ -77,6 +77,9 @@ type loop struct {
 	gen      uint64
 	fetching bool          // a shard map fetch is under way
 	fetched  chan struct{} // it ended
+	// With FailFast: the nodes whose streams could not connect since a node
+	// last answered, and why.
+	refused map[string]string
 }
 
 func newLoop(s *Subscription) *loop {
@@ -93,7 +96,19 @@ func newLoop(s *Subscription) *loop {
 		caught:  make(chan catchUp),
 		wake:    wake,
 		fetched: make(chan struct{}),
+		refused: map[string]string{},
 	}
+}
+
+// allRefused says whether every address a followed timeline can go to
+// refused its stream.
+func (l *loop) allRefused() bool {
+	for tl := range l.follows {
+		if !l.c.allRefused(tl, l.refused) {
+			return false
+		}
+	}
+	return len(l.follows) > 0
 }
 
 func (l *loop) run() {
@@ -155,6 +170,7 @@ func (l *loop) commands() {
 // event handles one event of stream st. Events about a timeline st does
 // not follow (any more) are stale, from before a remove, a Moved or a Gap.
 func (l *loop) event(st *stream, ev *syncv1.SubscribeEvent) {
+	clear(l.refused) // a node answered
 	tl := eventTimeline(ev)
 	f := l.follows[tl]
 	if f == nil || f.on != st {
@@ -230,6 +246,13 @@ func (l *loop) ended(st *stream, err error) {
 	if fatal(err) {
 		l.s.cancel(err) // it says which node and stream already
 		return
+	}
+	if cause, ok := l.c.unreachable(st.addr, err); ok && l.c.opts.FailFast {
+		l.refused[st.addr] = cause
+		if l.allRefused() {
+			l.s.cancel(unreachableError(l.refused))
+			return
+		}
 	}
 	l.c.nodeFailed(st.addr)
 	for tl := range st.timelines {
@@ -436,13 +459,16 @@ func (l *loop) caughtUp(r catchUp) {
 		return // removed or added again meanwhile
 	}
 	if r.err != nil {
-		if l.ctx.Err() == nil && fatal(r.err) {
+		// With FailFast, an unreachable error says the catch-up found every
+		// address refused.
+		if l.ctx.Err() == nil && (fatal(r.err) || l.c.failedFast(r.err)) {
 			l.s.cancel(fmt.Errorf("client: subscribe: catching up %q: %w", r.timeline, typed(r.err)))
 			return
 		}
 		l.schedule(r.timeline, f, toCatchUp, true)
 		return
 	}
+	clear(l.refused)
 	if l.s.opts.NotifyOnly {
 		if r.head > f.last && l.deliver(Event{Timeline: r.timeline, Head: r.head}) {
 			f.last = r.head

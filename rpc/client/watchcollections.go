@@ -35,7 +35,8 @@ const watchPage = 500
 // (dropped, a jump, a lost stream), the watch Syncs from the version held
 // (a full read after RESET) and subscribes again. It returns fn's error, the
 // context's, or an answer that retrying would repeat (InvalidArgument,
-// PermissionDenied, Unauthenticated, ResourceExhausted, Unimplemented).
+// PermissionDenied, Unauthenticated, ResourceExhausted, Unimplemented), and
+// with FailFast, ErrUnreachable.
 func (c *Client) WatchCollection(ctx context.Context, collection string, since uint64, fn func(CollectionUpdate) error) error {
 	version := since
 	backoff := c.opts.MinBackoff
@@ -52,7 +53,7 @@ func (c *Client) WatchCollection(ctx context.Context, collection string, since u
 		if errors.As(err, &fnErr) {
 			return fnErr.err
 		}
-		if fatal(err) { // a caller error (a bad id, a refused credential): retrying repeats it
+		if fatal(err) || c.failedFast(err) { // a caller error (a bad id, a refused credential) would be repeated
 			return typed(err)
 		}
 		select {
