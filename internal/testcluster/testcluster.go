@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -240,10 +241,13 @@ func (c *Cluster) StopAll() {
 	}
 }
 
-// Addrs lists every member's gRPC address.
+// Addrs lists the gRPC address of every member that has started.
 func (c *Cluster) Addrs() []string {
 	var out []string
 	for _, m := range c.Members {
+		if strings.HasSuffix(m.GRPCAddr, ":0") {
+			continue // not started yet: no port to dial
+		}
 		out = append(out, m.GRPCAddr)
 	}
 	return out

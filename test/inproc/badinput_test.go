@@ -142,12 +142,7 @@ func TestBadInputIsRejectedAndChangesNothing(t *testing.T) {
 
 func TestHealthServiceReportsServing(t *testing.T) {
 	c := testcluster.New(t, 1, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := healthpb.NewHealthClient(dialRaw(t, c.Members[0].GRPCAddr)).Check(ctx, &healthpb.HealthCheckRequest{Service: "syncstore.v1.Sync"})
-	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("health: %v %v", resp.GetStatus(), err)
-	}
+	waitHealth(t, c, 0, healthpb.HealthCheckResponse_SERVING, 10*time.Second)
 }
 
 // TestReflectionListsTheServices: what grpcurl relies on.
