@@ -1,8 +1,3 @@
-// Package client is the Go client of syncstore. It sends each request to the
-// node it believes leads, follows NotLeader answers to the leader, and
-// retries transient failures (with backoff) until the caller's context ends.
-// Appends are retried with the same idempotency key, so a retry never adds a
-// second entry.
 package client
 
 import (
@@ -25,13 +20,16 @@ import (
 )
 
 // Options tune a Client.
+// Zero fields take the DefaultOptions.
 type Options struct {
-	// AttemptTimeout bounds one attempt, so a hung node costs one attempt and
-	// not the whole call.
+	// AttemptTimeout bounds one attempt (default 3s), so a hung node costs
+	// one attempt and not the whole call; the call's deadline is the
+	// context's.
 	AttemptTimeout time.Duration
-	// MinBackoff and MaxBackoff bound the wait between attempts.
+	// MinBackoff and MaxBackoff bound the wait between attempts (default
+	// 10ms, doubling up to 500ms).
 	MinBackoff, MaxBackoff time.Duration
-	// MaxRecvBytes bounds one response (a Pull page).
+	// MaxRecvBytes bounds one response, such as a Pull page (default 64 MiB).
 	MaxRecvBytes int
 	// Pinned sends every call to the first address, whatever the shard map
 	// says: with Stale reads, what that node's own replica holds (a checker
