@@ -222,3 +222,58 @@ func TestSyncdBinary(t *testing.T) {
 	n1.stop(t)
 	n2.stop(t)
 }
+
+// captureStdout runs fn with os.Stdout sent to a file and returns what it
+// printed.
+func captureStdout(t *testing.T, fn func() error) (string, error) {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	old := os.Stdout
+	os.Stdout = f
+	err = fn()
+	os.Stdout = old
+	b, rerr := os.ReadFile(f.Name())
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	return string(b), err
+}
+
+// TestPrintConfigOfSyncd: syncd's own flags from all four sources, the
+// secret redacted, and --version.
+func TestPrintConfigOfSyncd(t *testing.T) {
+	cfgFile := filepath.Join(t.TempDir(), "syncd.toml")
+	if err := os.WriteFile(cfgFile, []byte("shards = 3\ngrpc-addr = \"127.0.0.1:7999\"\nlog-level = \"error\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := "c2VjcmV0LWdvc3NpcC1rZXktb2YtMzItYnl0ZXMhISE=" // 32 bytes
+	env := []string{"SYNCD_SHARDS=5", "SYNCD_LOG_LEVEL=warn", "SYNCD_GOSSIP_KEY=" + key}
+	out, err := captureStdout(t, func() error {
+		return run([]string{"--config", cfgFile, "--shards", "7", "--print-config"}, env)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`(?m)^shards = 7\b.*from: flag`),
+		regexp.MustCompile(`(?m)^log-level = "warn".*from: env SYNCD_LOG_LEVEL`),
+		regexp.MustCompile(`(?m)^grpc-addr = "127.0.0.1:7999".*from: file`),
+		regexp.MustCompile(`(?m)^gossip-key = "<redacted>"`),
+		regexp.MustCompile(`(?m)^dedupe-window = "24h0m0s".*from: default`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("--print-config lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, key) {
+		t.Fatal("--print-config printed the gossip key")
+	}
+	out, err = captureStdout(t, func() error { return run([]string{"--version"}, nil) })
+	if err != nil || !strings.HasPrefix(out, "syncd ") || !strings.Contains(out, "go1.") {
+		t.Fatalf("--version: %q, %v", out, err)
+	}
+}
