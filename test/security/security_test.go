@@ -6,6 +6,7 @@ package security
 
 import (
 	"context"
+	"encoding/base64"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -68,7 +69,7 @@ func startCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	c.bundle = b
-	key := "--gossip-key=" + b.GossipKeyBase64()
+	key := "--gossip-key-file=" + filepath.Join(c.certs, "gossip.key")
 	for i, name := range c.names {
 		args := append(nodeFlags(t.TempDir(), c.certs, name), key)
 		if i > 0 {
@@ -407,10 +408,16 @@ func testReload(t *testing.T, c *cluster) {
 	if err := os.WriteFile(filepath.Join(c.certs, "tokens.txt"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A gossip key rotation's first step: a new key that decrypts too.
+	newKey := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
+	if err := os.WriteFile(filepath.Join(c.certs, "gossip.key"), []byte(c.bundle.GossipKeyBase64()+"\n"+newKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range c.names {
 		mark := c.procs[name].Lines()
 		c.procs[name].Signal(t, syscall.SIGHUP)
 		c.procs[name].WaitLine(t, mark, regexp.MustCompile(`msg="reloaded tokens"`), 10*time.Second)
+		c.procs[name].WaitLine(t, mark, regexp.MustCompile(`msg="reloaded gossip keys" keys=2`), 10*time.Second)
 	}
 	if got := c.servedSerial(t, "n1"); got == oldSerial {
 		t.Fatalf("n1 serves its old certificate (serial %s) after SIGHUP", got)
