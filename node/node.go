@@ -70,6 +70,8 @@ type Node struct {
 	mover     *mover.Mover
 	rounds    atomic.Uint64 // reconcile rounds done (for tests)
 	draining  atomic.Bool   // Drain was called: the node is stopping
+	// peers: which peers this node cannot reach (peerwatch.go).
+	peers *peerWatch
 	// ops: the meta leader's memory of node removals (reconcile goroutine
 	// only); removed is closed once this node finds itself removed.
 	ops         *nodeOps
@@ -105,6 +107,7 @@ func Start(cfg Config) (*Node, error) {
 		hub:         hub.New(),
 		groups:      map[shard.GroupID]*Group{},
 		transfers:   map[shard.GroupID]transferState{},
+		peers:       newPeerWatch(),
 		stop:        make(chan struct{}),
 		removed:     make(chan struct{}),
 	}
@@ -296,6 +299,7 @@ func (n *Node) gossipLoop() {
 	defer tick.Stop()
 	for {
 		n.publishGroups()
+		n.checkPeers()
 		if nodes, err := n.meta.fsm.Nodes(); err == nil {
 			var addrs []string
 			for _, nd := range nodes {

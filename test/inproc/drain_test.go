@@ -82,3 +82,70 @@ func TestDrainHandsLeadershipOver(t *testing.T) {
 	})
 	c.Stop(busiest)
 }
+
+// TestDrainAfterAPeerStopped: a rolling stop. n1 stops, then n2 drains. n2
+// hands every group it leads to n3, the one live voter, and finishes well
+// within syncd's 10 s drain deadline. An untargeted transfer goes to the
+// voter with the highest match index, the stopped n1, fails, and the drain
+// waits out its deadline still leading them.
+func TestDrainAfterAPeerStopped(t *testing.T) {
+	c := testcluster.New(t, 3, func(cfg *node.Config) { cfg.Shards = shardedGroups })
+	c.Stop(0)
+	n2, n3 := c.Members[1].Node, c.Members[2].Node
+	// Wait until every group is led again (n1's groups elect n2 or n3) and
+	// n2 leads some: a drain with nothing to hand over proves nothing.
+	var led []*node.Group
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if c.Leader() < 0 {
+			return fmt.Errorf("the meta group has no leader")
+		}
+		if got := len(c.GroupLeaders()); got != shardedGroups {
+			return fmt.Errorf("%d of %d groups have a leader", got, shardedGroups)
+		}
+		led = nil
+		for _, g := range append([]*node.Group{n2.MetaGroup()}, n2.Groups()...) {
+			if g.IsLeader() {
+				led = append(led, g)
+			}
+		}
+		if len(led) == 0 {
+			return fmt.Errorf("n2 leads no group yet")
+		}
+		return nil
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // syncd's drain deadline
+	defer cancel()
+	start := time.Now()
+	if err := n2.Drain(ctx); err != nil {
+		t.Fatalf("drain after n1 stopped: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("n2 handed over %d groups in %s", len(led), took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("the drain took %s: a hand-over waited for the stopped node", took)
+	}
+	// Every group n2 led has n3, a live voter: n2 leads none of them, and
+	// n3 wins the election the hand-over started in each.
+	for _, g := range append([]*node.Group{n2.MetaGroup()}, n2.Groups()...) {
+		if g.IsLeader() {
+			t.Errorf("n2 still leads group %d after its drain", g.ID())
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, func() error {
+		for _, g := range led {
+			on := n3.Group(g.ID())
+			if g == n2.MetaGroup() {
+				on = n3.MetaGroup()
+			}
+			if on == nil || !on.IsLeader() {
+				lid, _ := g.Leader()
+				return fmt.Errorf("group %d: n3 does not lead it after n2's drain (n2 sees leader %q)", g.ID(), lid)
+			}
+			if g.IsLeader() {
+				return fmt.Errorf("group %d: n2 leads it again", g.ID())
+			}
+		}
+		return nil
+	})
+}
