@@ -160,7 +160,7 @@ func (n *Node) handOverTargets(ctx context.Context, g *Group) (targets []string,
 		}
 		applied, known, err := n.probeApplied(ctx, g, id)
 		if err != nil {
-			reasons = append(reasons, fmt.Sprintf("%s: probe: %v", id, err))
+			reasons = append(reasons, fmt.Sprintf("%s: %v", id, err)) // the Prober says "probe ADDR: ..."
 			continue
 		}
 		live = true

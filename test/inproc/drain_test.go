@@ -3,6 +3,7 @@ package inproc
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,4 +149,69 @@ func TestDrainAfterAPeerStopped(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestDrainWithNoLiveVoter: the last node of a rolling stop. n3 is
+// stopped and n1 has drained, handing everything to n2; n2's drain then
+// has no live voter for any group (n1 refuses, draining; n3 is down). It
+// does not wait out its deadline, and its log names each group it keeps
+// and why.
+func TestDrainWithNoLiveVoter(t *testing.T) {
+	rec := &logRecorder{}
+	c := testcluster.New(t, 3, func(cfg *node.Config) {
+		cfg.Shards = shardedGroups
+		if cfg.NodeID == "n2" {
+			cfg.Logger = rec.logger()
+		}
+	})
+	c.Stop(2)
+	n1, n2 := c.Members[0].Node, c.Members[1].Node
+	// n3's groups elect again first: a drained node still wins elections.
+	testutil.Eventually(t, 30*time.Second, func() error {
+		if c.Leader() < 0 {
+			return fmt.Errorf("the meta group has no leader")
+		}
+		if got := len(c.GroupLeaders()); got != shardedGroups {
+			return fmt.Errorf("%d of %d groups have a leader", got, shardedGroups)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n1.Drain(ctx); err != nil {
+		t.Fatalf("n1's drain: %v", err)
+	}
+	var led []*node.Group
+	testutil.Eventually(t, 10*time.Second, func() error {
+		led = nil
+		for _, g := range append([]*node.Group{n2.MetaGroup()}, n2.Groups()...) {
+			if !g.IsLeader() {
+				return fmt.Errorf("n2 does not lead group %d yet", g.ID())
+			}
+			led = append(led, g)
+		}
+		return nil
+	})
+
+	start := time.Now()
+	if err := n2.Drain(ctx); err != nil {
+		t.Fatalf("n2's drain with no live voter: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("n2's drain took %s, with no voter to wait for", took)
+	}
+	for _, g := range led {
+		id := fmt.Sprint(uint64(g.ID()))
+		said := rec.matching(start, func(l logLine) bool {
+			return strings.HasPrefix(l.msg, "drain: no live voter") && l.attrs["group"] == id
+		})
+		if len(said) != 1 {
+			t.Errorf("group %d: %d lines say no live voter can take it, want 1", g.ID(), len(said))
+			continue
+		}
+		if v := said[0].attrs["voters"]; !strings.Contains(v, "n1: ") || !strings.Contains(v, "n3: ") {
+			t.Errorf("group %d: the line does not say why n1 and n3 cannot take it: %v", g.ID(), said[0])
+		}
+	}
+	t.Log(rec.matching(start, func(l logLine) bool { return strings.HasPrefix(l.msg, "drain") }))
 }
