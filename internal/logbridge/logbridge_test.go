@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"log"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"go.uber.org/goleak"
@@ -81,5 +83,110 @@ func TestWriterTags(t *testing.T) {
 		if got := strings.TrimSpace(buf.String()); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.line, got, tc.want)
 		}
+	}
+}
+
+// clock is a settable time for the repeat tests.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func lines(buf *bytes.Buffer) []string {
+	out := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(out) == 1 && out[0] == "" {
+		return nil
+	}
+	return out
+}
+
+// TestHclogRepeats: Raft's line for each failed heartbeat goes out once
+// per interval per peer and error, whatever its backoff says, with the
+// count held back on the next one; other lines are not held back by it.
+func TestHclogRepeats(t *testing.T) {
+	failed := func(l hclog.Logger, peer string, i int) {
+		l.Error("failed to heartbeat to", "peer", peer, "backoff time", time.Duration(i)*time.Millisecond, "error", "connection refused")
+	}
+	cases := []struct {
+		name string
+		opts []Option
+		log  func(l hclog.Logger, c *clock)
+		want []string
+	}{
+		{"repeats within an interval", nil, func(l hclog.Logger, c *clock) {
+			for i := range 50 {
+				failed(l, "n3", i)
+				c.t = c.t.Add(50 * time.Millisecond) // 2.5 s in all
+			}
+		}, []string{`level=ERROR msg="raft: failed to heartbeat to" peer=n3 "backoff time"=0s error="connection refused"`}},
+		{"the next interval carries the count", nil, func(l hclog.Logger, c *clock) {
+			for i := range 30 {
+				failed(l, "n3", i)
+				c.t = c.t.Add(500 * time.Millisecond) // 15 s: two intervals begin
+			}
+		}, []string{
+			`level=ERROR msg="raft: failed to heartbeat to" peer=n3 "backoff time"=0s error="connection refused"`,
+			`level=ERROR msg="raft: failed to heartbeat to" peer=n3 "backoff time"=20ms error="connection refused" suppressed=19`,
+		}},
+		{"each peer and each error has its own", nil, func(l hclog.Logger, c *clock) {
+			for i := range 10 {
+				failed(l, "n3", i)
+				failed(l, "n2", i)
+				l.Error("failed to heartbeat to", "peer", "n3", "error", "i/o timeout")
+			}
+		}, []string{
+			`level=ERROR msg="raft: failed to heartbeat to" peer=n3 "backoff time"=0s error="connection refused"`,
+			`level=ERROR msg="raft: failed to heartbeat to" peer=n2 "backoff time"=0s error="connection refused"`,
+			`level=ERROR msg="raft: failed to heartbeat to" peer=n3 error="i/o timeout"`,
+		}},
+		{"With and Named copies share the memory", nil, func(l hclog.Logger, c *clock) {
+			g3 := l.With("group", 3)
+			g3.Warn("failed to contact", "peer", "n3")
+			l.With("group", 3).Warn("failed to contact", "peer", "n3")
+			l.With("group", 4).Warn("failed to contact", "peer", "n3")
+			g3.Named("snap").Warn("failed to contact", "peer", "n3")
+			g3.Named("snap").Warn("failed to contact", "peer", "n3")
+		}, []string{
+			`level=WARN msg="raft: failed to contact" group=3 peer=n3`,
+			`level=WARN msg="raft: failed to contact" group=4 peer=n3`,
+			`level=WARN msg="raft.snap: failed to contact" group=3 peer=n3`,
+		}},
+		{"turned off", []Option{RepeatEvery(0)}, func(l hclog.Logger, c *clock) {
+			for i := range 3 {
+				failed(l, "n3", i)
+			}
+		}, []string{
+			`level=ERROR msg="raft: failed to heartbeat to" peer=n3 "backoff time"=0s error="connection refused"`,
+			`level=ERROR msg="raft: failed to heartbeat to" peer=n3 "backoff time"=1ms error="connection refused"`,
+			`level=ERROR msg="raft: failed to heartbeat to" peer=n3 "backoff time"=2ms error="connection refused"`,
+		}},
+	}
+	for _, tc := range cases {
+		sl, buf := captured(slog.LevelDebug)
+		c := &clock{t: time.Unix(1e9, 0)}
+		l := Hclog(sl, "raft", append([]Option{withClock(c.now)}, tc.opts...)...)
+		tc.log(l, c)
+		if got := lines(buf); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got\n%s\nwant\n%s", tc.name, strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+		}
+	}
+}
+
+// TestWriterRepeats: memberlist's repeated lines are held back the same
+// way; one below the level shown holds nothing back.
+func TestWriterRepeats(t *testing.T) {
+	sl, buf := captured(slog.LevelInfo)
+	c := &clock{t: time.Unix(1e9, 0)}
+	l := log.New(Writer(sl, slog.LevelDebug, withClock(c.now)), "", 0)
+	for range 20 {
+		l.Print("[ERR] memberlist: Failed to send ping: connection refused")
+		l.Print("[DEBUG] memberlist: Stream connection")
+		c.t = c.t.Add(time.Second)
+	}
+	want := []string{
+		`level=ERROR msg="memberlist: Failed to send ping: connection refused"`,
+		`level=ERROR msg="memberlist: Failed to send ping: connection refused" suppressed=9`,
+	}
+	if got := lines(buf); !slices.Equal(got, want) {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
