@@ -123,8 +123,14 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
+// client is a client for --addr. It fails fast: a command gives up as soon
+// as every address refused the connection, rather than at --timeout.
 func (g *globals) client() (*client.Client, error) {
-	return client.New(strings.Split(g.addr, ","), client.Options{})
+	cl, err := client.New(strings.Split(g.addr, ","), client.Options{FailFast: true})
+	if errors.Is(err, client.ErrInvalidArgument) {
+		return nil, usageError{fmt.Errorf("--addr: %w", err)} // a bad flag value
+	}
+	return cl, err
 }
 
 // call runs fn with a client for --addr and the --timeout deadline.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,22 @@ func run(t *testing.T, addr string, args ...string) (string, error) {
 	root.SetErr(&out)
 	err := root.Execute()
 	return out.String(), err
+}
+
+// runIO runs syncctl with args (no --addr added) under ctx, with stdin,
+// and returns its stdout and stderr apart.
+func runIO(t *testing.T, ctx context.Context, stdin io.Reader, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	root := newRoot(&globals{out: &out})
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(&errOut)
+	if stdin != nil {
+		root.SetIn(stdin)
+	}
+	err = root.ExecuteContext(ctx)
+	return out.String(), errOut.String(), err
 }
 
 func TestCommandsAgainstACluster(t *testing.T) {
