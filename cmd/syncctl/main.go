@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc/status"
 
 	"github.com/syncstore/syncstore/rpc/client"
@@ -32,7 +33,16 @@ type globals struct {
 	json    bool
 	timeout time.Duration
 	stale   bool
+	sec     security
 	out     io.Writer
+}
+
+// security is how syncctl connects: TLS files and a bearer token.
+type security struct {
+	tls                       bool
+	ca, cert, key, serverName string
+	token, tokenFile          string
+	flags                     *pflag.FlagSet // to tell a --token given from the environment's
 }
 
 func main() {
@@ -59,6 +69,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.addr, "addr", defaultAddr(), "gRPC address of any node (comma-separated for several; default from $"+addrEnv+")")
 	pf.BoolVar(&g.json, "json", false, "print JSON")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of one command (bench: of each append)")
+	g.sec.register(pf)
 	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newSendCmd(g), newHistoryCmd(g), newWatchCmd(g), newStatusCmd(g), newBenchCmd(g), newCollectionCmd(g),
 		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g), newNodeCmd(g), newGroupCmd(g), newReplicaCmd(g), newSlotsCmd(g), newMoveCmd(g), newRebalanceCmd(g))
 	refuseUnknownSubcommands(root)
@@ -126,9 +137,14 @@ func exactArgs(n int) cobra.PositionalArgs {
 // client is a client for --addr. It fails fast: a command gives up as soon
 // as every address refused the connection, rather than at --timeout.
 func (g *globals) client() (*client.Client, error) {
-	cl, err := client.New(strings.Split(g.addr, ","), client.Options{FailFast: true})
+	opts, err := g.sec.options()
+	if err != nil {
+		return nil, err
+	}
+	opts.FailFast = true
+	cl, err := client.New(strings.Split(g.addr, ","), opts)
 	if errors.Is(err, client.ErrInvalidArgument) {
-		return nil, usageError{fmt.Errorf("--addr: %w", err)} // a bad flag value
+		return nil, usageError{err} // a bad --addr or --token
 	}
 	return cl, err
 }
