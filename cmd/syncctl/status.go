@@ -16,11 +16,38 @@ import (
 	"github.com/syncstore/syncstore/rpc/syncv1"
 )
 
+// Exit codes of syncctl status, after it printed the cluster, beyond the
+// 0, 1 and 2 of every command.
+const (
+	// exitDegraded: some group, or the meta group, has no leader or no
+	// quorum (or no replica answered for it).
+	exitDegraded = 3
+	// exitNoCluster: the node that answered has not joined a cluster, or
+	// the cluster has no shard map yet.
+	exitNoCluster = 4
+)
+
+// exitError fails a command with an exit code of its own; main exits with
+// ExitCode() instead of 1.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+func (e exitError) ExitCode() int { return e.code }
+
 func newStatusCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "status",
 		Short: "Show the whole cluster: nodes, groups, leaders, lagging replicas, quorum",
-		Args:  exactArgs(0),
+		Long: `Show the whole cluster: nodes, groups, leaders, lagging replicas, quorum.
+
+Exit codes: 0 every group (the meta group included) has a leader and a
+quorum; 3 some group has no leader or no quorum (degraded); 4 the node that
+answered has not joined a cluster, or the cluster has no shard map yet;
+1 and 2 as for every command. The status is printed in every case.`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var resp *syncv1.ClusterStatusResponse
 			err := g.call(func(ctx context.Context, cl *client.Client) error {
@@ -33,9 +60,23 @@ func newStatusCmd(g *globals) *cobra.Command {
 				return err
 			}
 			v := statusView(resp)
-			return g.print(v, func(w io.Writer) { printStatus(w, v) })
+			if err := g.print(v, func(w io.Writer) { printStatus(w, v) }); err != nil {
+				return err
+			}
+			return v.exitErr()
 		},
 	}
+}
+
+// exitErr is the error status ends with: nil for a whole cluster.
+func (v clusterView) exitErr() error {
+	switch {
+	case v.NoCluster != "":
+		return exitError{exitNoCluster, v.NoCluster}
+	case len(v.Degraded) > 0:
+		return exitError{exitDegraded, "cluster degraded: " + strings.Join(v.Degraded, "; ")}
+	}
+	return nil
 }
 
 type nodeView struct {
@@ -64,27 +105,51 @@ type groupView struct {
 	Nonvoters []string          `json:"nonvoters,omitempty"`
 	LastIndex uint64            `json:"last_index"`
 	Lag       map[string]uint64 `json:"lag"` // follower -> entries behind the leader's commit index
-	Quorum    bool              `json:"quorum"`
+	// CatchingUp: followers whose lag is not known yet (see statusView).
+	CatchingUp []string `json:"catching_up,omitempty"`
+	Quorum     bool     `json:"quorum"`
 }
 
 type clusterView struct {
-	ServedBy   string      `json:"served_by"`
-	MetaLeader string      `json:"meta_leader"`
-	MetaTerm   uint64      `json:"meta_term"`
-	MapVersion uint64      `json:"shard_map_version"`
-	AllQuorum  bool        `json:"all_groups_have_quorum"`
-	Nodes      []nodeView  `json:"nodes"`
-	Groups     []groupView `json:"groups"`
+	ServedBy   string `json:"served_by"`
+	MetaLeader string `json:"meta_leader"`
+	MetaTerm   uint64 `json:"meta_term"`
+	MapVersion uint64 `json:"shard_map_version"`
+	AllQuorum  bool   `json:"all_groups_have_quorum"`
+	// Degraded says what is missing (exit 3): a meta leader, a group's
+	// leader or quorum.
+	Degraded []string `json:"degraded,omitempty"`
+	// NoCluster says why there is no cluster to show (exit 4).
+	NoCluster string      `json:"no_cluster,omitempty"`
+	Nodes     []nodeView  `json:"nodes"`
+	Groups    []groupView `json:"groups"`
 }
 
+// statusView sums up what every node reported.
+//
+// A follower's lag is the leader's commit index less the follower's Raft
+// applied index. Raft restarts a replica's commit index at 0 and its
+// applied index at its newest snapshot (0 without one), and learns the
+// commit index from the leader's next append, which comes only after the
+// leader's backoff for a peer that was down (seconds): until then the
+// difference is the whole log, however little the replica missed. Such a
+// follower (commit index 0) is listed as catching up, its lag unknown.
 func statusView(resp *syncv1.ClusterStatusResponse) clusterView {
 	v := clusterView{ServedBy: resp.GetServedBy(), MetaLeader: resp.GetLeaderId(), AllQuorum: true}
 	suffrage := map[string]string{}
 	health := map[string]string{}
+	// hosted: every group gossip says some node hosts, so that a group no
+	// replica answered for is not left out.
+	hosted := map[uint64]bool{}
+	var self *syncv1.NodeStatusResponse
 	for _, n := range resp.GetNodes() {
 		if n.GetNodeId() == resp.GetServedBy() {
+			self = n
 			for _, m := range n.GetGossip() {
 				health[m.GetNodeId()] = m.GetHealth()
+				for _, id := range m.GetHosts() {
+					hosted[id] = true
+				}
 			}
 		}
 	}
@@ -149,18 +214,51 @@ func statusView(resp *syncv1.ClusterStatusResponse) clusterView {
 					continue
 				}
 				inTerm++
-				if r.node != gv.Leader && leader.GetCommitIndex() > r.st.GetAppliedIndex() {
+				switch {
+				case r.node == gv.Leader:
+				case r.st.GetCommitIndex() == 0 && leader.GetCommitIndex() > 0:
+					gv.CatchingUp = append(gv.CatchingUp, r.node)
+				case leader.GetCommitIndex() > r.st.GetAppliedIndex():
 					gv.Lag[r.node] = leader.GetCommitIndex() - r.st.GetAppliedIndex()
-				} else if r.node != gv.Leader {
+				default:
 					gv.Lag[r.node] = 0
 				}
 			}
+			slices.Sort(gv.CatchingUp)
 			gv.Quorum = inTerm > len(gv.Voters)/2
+		}
+		switch {
+		case leader == nil:
+			v.Degraded = append(v.Degraded, fmt.Sprintf("group %d has no leader", id))
+		case !gv.Quorum:
+			v.Degraded = append(v.Degraded, fmt.Sprintf("group %d has no quorum", id))
 		}
 		v.AllQuorum = v.AllQuorum && gv.Quorum
 		v.Groups = append(v.Groups, gv)
 	}
+	for id := range hosted {
+		if _, ok := byGroup[id]; !ok {
+			v.Groups = append(v.Groups, groupView{ID: id, Lag: map[string]uint64{}})
+			v.Degraded = append(v.Degraded, fmt.Sprintf("group %d: no replica answered", id))
+			v.AllQuorum = false
+		}
+	}
 	sort.Slice(v.Groups, func(i, j int) bool { return v.Groups[i].ID < v.Groups[j].ID })
+	slices.Sort(v.Degraded)
+	if v.MetaLeader == "" {
+		v.Degraded = append([]string{"the meta group has no leader"}, v.Degraded...)
+	}
+	switch {
+	case self == nil || len(self.GetMembers()) == 0:
+		// A node outside any meta configuration: started to join and not
+		// (yet) let in. Its view has no nodes or groups to speak of.
+		v.NoCluster = fmt.Sprintf("%s has not joined a cluster: it is in no meta group configuration and has no shard map (is the address it joins through reachable? see its log)", v.ServedBy)
+	case v.MapVersion == 0:
+		v.NoCluster = fmt.Sprintf("the cluster %s belongs to has no shard map yet (its meta leader writes the first one once elected)", v.ServedBy)
+	}
+	if v.NoCluster != "" {
+		v.Degraded, v.AllQuorum = nil, false
+	}
 	return v
 }
 
@@ -187,17 +285,15 @@ func printStatus(w io.Writer, v clusterView) {
 	if meta == "" {
 		meta = "none (election under way?)"
 	}
-	fmt.Fprintf(w, "meta leader %s (term %d), shard map v%d, %d nodes, %d groups (gossip as seen by %s)\n", meta, v.MetaTerm, v.MapVersion, len(v.Nodes), len(v.Groups), v.ServedBy)
-	if v.AllQuorum {
+	switch {
+	case v.NoCluster != "":
+		fmt.Fprintln(w, v.NoCluster)
+	case len(v.Degraded) == 0:
+		fmt.Fprintf(w, "meta leader %s (term %d), shard map v%d, %d nodes, %d groups (gossip as seen by %s)\n", meta, v.MetaTerm, v.MapVersion, len(v.Nodes), len(v.Groups), v.ServedBy)
 		fmt.Fprintln(w, "quorum: every group has one")
-	} else {
-		var missing []string
-		for _, g := range v.Groups {
-			if !g.Quorum {
-				missing = append(missing, fmt.Sprint(g.ID))
-			}
-		}
-		fmt.Fprintf(w, "quorum: MISSING in group(s) %s\n", strings.Join(missing, ", "))
+	default:
+		fmt.Fprintf(w, "meta leader %s (term %d), shard map v%d, %d nodes, %d groups (gossip as seen by %s)\n", meta, v.MetaTerm, v.MapVersion, len(v.Nodes), len(v.Groups), v.ServedBy)
+		fmt.Fprintf(w, "quorum: MISSING: %s\n", strings.Join(v.Degraded, "; "))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -210,6 +306,9 @@ func printStatus(w io.Writer, v clusterView) {
 		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\tv%d\t%d\t%d\t%s\n", n.ID, n.Gossip, n.MetaState, strings.ToLower(n.Suffrage), n.RaftAddr, n.GRPCAddr, n.MapVersion, n.GroupsHosted, n.GroupsLed, n.Disk)
 	}
 	tw.Flush()
+	if len(v.Groups) == 0 {
+		return
+	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "GROUP\tLEADER\tTERM\tVOTERS\tLAST INDEX\tFOLLOWER LAG\tQUORUM")
@@ -218,9 +317,16 @@ func printStatus(w io.Writer, v clusterView) {
 		if leader == "" {
 			leader = "-"
 		}
+		lags := map[string]string{}
+		for id, n := range g.Lag {
+			lags[id] = fmt.Sprint(n)
+		}
+		for _, id := range g.CatchingUp {
+			lags[id] = "catching up"
+		}
 		var lag []string
-		for _, id := range slices.Sorted(maps.Keys(g.Lag)) {
-			lag = append(lag, fmt.Sprintf("%s:%d", id, g.Lag[id]))
+		for _, id := range slices.Sorted(maps.Keys(lags)) {
+			lag = append(lag, id+":"+lags[id])
 		}
 		voters := strings.Join(g.Voters, ",")
 		if len(g.Nonvoters) > 0 {

@@ -32,12 +32,15 @@ func (s *Server) ClusterStatus(ctx context.Context, _ *syncv1.ClusterStatusReque
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out := &syncv1.ClusterStatusResponse{LeaderId: self.Meta.LeaderID, Unreachable: map[string]string{}, ServedBy: self.ID}
+	// This node is listed even when it is in no meta configuration (not
+	// joined yet): the caller then sees who answered and that it has no
+	// cluster, rather than an empty one.
+	out := &syncv1.ClusterStatusResponse{LeaderId: self.Meta.LeaderID, Unreachable: map[string]string{}, ServedBy: self.ID,
+		Nodes: []*syncv1.NodeStatusResponse{nodeStatusProto(self)}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, m := range self.Meta.Members {
 		if m.ID == self.ID {
-			out.Nodes = append(out.Nodes, nodeStatusProto(self))
 			continue
 		}
 		if m.GRPCAddr == "" {
