@@ -13,14 +13,19 @@ import (
 
 func newAppendCmd(g *globals) *cobra.Command {
 	var key string
+	payload := payloadInput{what: "payload"}
 	cmd := &cobra.Command{
-		Use:   "append TIMELINE TEXT",
-		Short: "Append TEXT to a timeline and print the seq it got",
-		Args:  exactArgs(2),
+		Use:   "append TIMELINE (TEXT | - | --file PATH)",
+		Short: "Append TEXT (or stdin, or a file's bytes) to a timeline and print the seq it got",
+		Args:  rangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := payload.read(cmd, args, 1)
+			if err != nil {
+				return err
+			}
 			var resp *syncv1.AppendResponse
-			err := g.call(func(ctx context.Context, cl *client.Client) (err error) {
-				resp, err = cl.Append(ctx, args[0], []byte(args[1]), client.AppendOptions{IdempotencyKey: key})
+			err = g.call(func(ctx context.Context, cl *client.Client) (err error) {
+				resp, err = cl.Append(ctx, args[0], data, client.AppendOptions{IdempotencyKey: key})
 				return err
 			})
 			if err != nil {
@@ -42,5 +47,6 @@ func newAppendCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&key, "key", "", "idempotency key (a retry with the same key appends nothing)")
+	payload.register(cmd)
 	return cmd
 }

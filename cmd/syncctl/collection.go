@@ -29,18 +29,23 @@ func newCollectionWriteCmd(g *globals, isDelete bool) *cobra.Command {
 		ifVersion int64
 		key       string
 	)
-	use, short, nargs := "put COLLECTION KEY VALUE", "Set a record and print the collection version the write produced", 3
+	value := payloadInput{what: "value"}
+	use, short, nargs := "put COLLECTION KEY (VALUE | - | --file PATH)", "Set a record (the value from the argument, stdin or a file) and print the collection version the write produced", rangeArgs(2, 3)
 	if isDelete {
-		use, short, nargs = "delete COLLECTION KEY", "Delete a record (leaving a tombstone) and print the version the write produced", 2
+		use, short, nargs = "delete COLLECTION KEY", "Delete a record (leaving a tombstone) and print the version the write produced", exactArgs(2)
 	}
 	cmd := &cobra.Command{
 		Use:   use,
 		Short: short,
-		Args:  exactArgs(nargs),
+		Args:  nargs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			op := client.Delete(args[1])
 			if !isDelete {
-				op = client.Put(args[1], []byte(args[2]))
+				data, err := value.read(cmd, args, 2)
+				if err != nil {
+					return err
+				}
+				op = client.Put(args[1], data)
 			}
 			o := client.WriteOptions{IdempotencyKey: key}
 			if ifVersion >= 0 {
@@ -70,6 +75,9 @@ func newCollectionWriteCmd(g *globals, isDelete bool) *cobra.Command {
 	}
 	cmd.Flags().Int64Var(&ifVersion, "if-version", -1, "write only if the record is at this version (0: only if it does not exist)")
 	cmd.Flags().StringVar(&key, "key", "", "idempotency key (a retry with the same key writes nothing)")
+	if !isDelete {
+		value.register(cmd)
+	}
 	return cmd
 }
 

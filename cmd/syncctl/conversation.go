@@ -14,10 +14,11 @@ import (
 
 func newSendCmd(g *globals) *cobra.Command {
 	var from, to, key string
+	payload := payloadInput{what: "message"}
 	cmd := &cobra.Command{
-		Use:   "send CONVERSATION TEXT --from USER --to USER,USER,...",
-		Short: "Post TEXT to a conversation; it is delivered to every member's timeline and the sender's",
-		Args:  exactArgs(2),
+		Use:   "send CONVERSATION (TEXT | - | --file PATH) --from USER --to USER,USER,...",
+		Short: "Post TEXT (or stdin, or a file's bytes) to a conversation; it is delivered to every member's timeline and the sender's",
+		Args:  rangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if from == "" {
 				return usageError{fmt.Errorf("--from is required")}
@@ -26,9 +27,13 @@ func newSendCmd(g *globals) *cobra.Command {
 				return usageError{fmt.Errorf("--to is required (the members the message is delivered to)")}
 			}
 			recipients := strings.Split(to, ",")
+			data, err := payload.read(cmd, args, 1)
+			if err != nil {
+				return err
+			}
 			var resp *syncv1.SendResponse
-			err := g.call(func(ctx context.Context, cl *client.Client) (err error) {
-				resp, err = cl.Send(ctx, args[0], from, recipients, []byte(args[1]), client.AppendOptions{IdempotencyKey: key})
+			err = g.call(func(ctx context.Context, cl *client.Client) (err error) {
+				resp, err = cl.Send(ctx, args[0], from, recipients, data, client.AppendOptions{IdempotencyKey: key})
 				return err
 			})
 			if err != nil {
@@ -57,6 +62,7 @@ func newSendCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&from, "from", "", "the sender's user timeline (it gets the message too)")
 	cmd.Flags().StringVar(&to, "to", "", "comma-separated member timelines")
 	cmd.Flags().StringVar(&key, "key", "", "idempotency key (a retry with the same key sends nothing)")
+	payload.register(cmd)
 	return cmd
 }
 
