@@ -81,22 +81,23 @@ func newCollectionWriteCmd(g *globals, isDelete bool) *cobra.Command {
 	return cmd
 }
 
-// recordJSON is a record as syncctl prints it.
-// A live record has "value" (even when empty), a tombstone "deleted": true.
+// recordJSON is a record as syncctl prints it. A live record has "value"
+// (its bytes as text, even when empty) or, when they are not UTF-8 or with
+// --base64, "value_base64"; a tombstone has "deleted": true.
 type recordJSON struct {
-	Key     string  `json:"key"`
-	Version uint64  `json:"version"`
-	Value   *string `json:"value,omitempty"`
-	Deleted bool    `json:"deleted,omitempty"`
+	Key         string  `json:"key"`
+	Version     uint64  `json:"version"`
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 *string `json:"value_base64,omitempty"`
+	Deleted     bool    `json:"deleted,omitempty"`
 }
 
-func recordsJSON(recs []*syncv1.Record) []recordJSON {
+func (g *globals) recordsJSON(recs []*syncv1.Record) []recordJSON {
 	out := make([]recordJSON, 0, len(recs))
 	for _, r := range recs {
 		j := recordJSON{Key: r.GetKey(), Version: r.GetVersion(), Deleted: r.GetDeleted()}
 		if !j.Deleted {
-			v := string(r.GetValue())
-			j.Value = &v
+			j.Value, j.ValueBase64 = g.bytesView(r.GetValue())
 		}
 		out = append(out, j)
 	}
@@ -105,9 +106,12 @@ func recordsJSON(recs []*syncv1.Record) []recordJSON {
 
 func printRecords(w io.Writer, recs []recordJSON) {
 	for _, r := range recs {
-		if r.Deleted {
+		switch {
+		case r.Deleted:
 			fmt.Fprintf(w, "  %s @%d deleted\n", r.Key, r.Version)
-		} else {
+		case r.ValueBase64 != nil:
+			fmt.Fprintf(w, "  %s @%d = base64:%s\n", r.Key, r.Version, *r.ValueBase64)
+		default:
 			fmt.Fprintf(w, "  %s @%d = %q\n", r.Key, r.Version, *r.Value)
 		}
 	}
@@ -140,7 +144,7 @@ func newCollectionGetCmd(g *globals) *cobra.Command {
 					if first { // a full read is as of its first page (then sync from there)
 						out.Version, out.Digest = resp.GetVersion(), resp.GetDigest()
 					}
-					out.Records = append(out.Records, recordsJSON(resp.GetRecords())...)
+					out.Records = append(out.Records, g.recordsJSON(resp.GetRecords())...)
 					if !resp.GetMore() {
 						return nil
 					}
@@ -186,7 +190,7 @@ func newCollectionSyncCmd(g *globals) *cobra.Command {
 				Version uint64       `json:"version"`
 				Digest  string       `json:"digest"`
 				Changes []recordJSON `json:"changes"`
-			}{syncStatusName(resp.GetStatus()), resp.GetVersion(), resp.GetDigest(), recordsJSON(resp.GetChanges())}
+			}{syncStatusName(resp.GetStatus()), resp.GetVersion(), resp.GetDigest(), g.recordsJSON(resp.GetChanges())}
 			return g.print(out, func(w io.Writer) {
 				fmt.Fprintf(w, "%s: %s at version %d, %d changes, digest %s\n", args[0], out.Status, out.Version, len(out.Changes), out.Digest)
 				printRecords(w, out.Changes)
@@ -242,7 +246,7 @@ func newCollectionWatchCmd(g *globals) *cobra.Command {
 							Replace     bool         `json:"replace,omitempty"`
 							Digest      string       `json:"digest"`
 							Changes     []recordJSON `json:"changes"`
-						}{u.Collection, u.FromVersion, u.Version, u.Replace, u.Digest, recordsJSON(u.Changes)}
+						}{u.Collection, u.FromVersion, u.Version, u.Replace, u.Digest, g.recordsJSON(u.Changes)}
 						return g.print(out, func(w io.Writer) {
 							what := fmt.Sprintf("%d -> %d", out.FromVersion, out.Version)
 							if out.Replace {

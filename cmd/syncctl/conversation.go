@@ -87,7 +87,7 @@ func newHistoryCmd(g *globals) *cobra.Command {
 				Status:   strings.TrimPrefix(resp.GetStatus().String(), "HISTORY_STATUS_"),
 				HeadSeq:  resp.GetHeadSeq(),
 				Oldest:   resp.GetOldestSeq(),
-				Entries:  entryViews(resp.GetEntries()),
+				Entries:  g.entryViews(resp.GetEntries()),
 			}
 			return g.print(out, out.print)
 		},

@@ -31,6 +31,7 @@ const (
 type globals struct {
 	addr    string
 	json    bool
+	base64  bool
 	timeout time.Duration
 	stale   bool
 	sec     security
@@ -68,6 +69,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.addr, "addr", defaultAddr(), "gRPC address of any node (comma-separated for several; default from $"+addrEnv+")")
 	pf.BoolVar(&g.json, "json", false, "print JSON")
+	pf.BoolVar(&g.base64, "base64", false, "print payloads and record values as base64 (payload_base64, value_base64), not only those that are not UTF-8")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of one command (bench: of each append)")
 	g.sec.register(pf)
 	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newSendCmd(g), newHistoryCmd(g), newWatchCmd(g), newStatusCmd(g), newBenchCmd(g), newCollectionCmd(g),

@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -53,6 +57,28 @@ func (p *payloadSink) Send(_ context.Context, req *syncv1.SendRequest) (*syncv1.
 func (p *payloadSink) Write(_ context.Context, req *syncv1.WriteRequest) (*syncv1.WriteResponse, error) {
 	p.keep(req.GetOps()[0].GetValue())
 	return &syncv1.WriteResponse{Version: 1}, nil
+}
+
+// Pull returns every payload kept, as entries 1, 2, ...
+func (p *payloadSink) Pull(context.Context, *syncv1.PullRequest) (*syncv1.PullResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	resp := &syncv1.PullResponse{HeadSeq: uint64(len(p.got))}
+	for i, b := range p.got {
+		resp.Entries = append(resp.Entries, &syncv1.Entry{Seq: uint64(i + 1), Payload: b})
+	}
+	return resp, nil
+}
+
+// Get returns every value kept, as records k1, k2, ...
+func (p *payloadSink) Get(context.Context, *syncv1.GetRequest) (*syncv1.GetResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	resp := &syncv1.GetResponse{Version: uint64(len(p.got))}
+	for i, b := range p.got {
+		resp.Records = append(resp.Records, &syncv1.Record{Key: fmt.Sprintf("k%d", i+1), Version: uint64(i + 1), Value: b})
+	}
+	return resp, nil
 }
 
 func servePayloadSink(t *testing.T) (*payloadSink, string) {
@@ -141,5 +167,57 @@ func TestPayloadInputUsage(t *testing.T) {
 	}
 	if maxPayloadRead != fsm.MaxPayloadBytes {
 		t.Errorf("maxPayloadRead is %d, fsm.MaxPayloadBytes %d", maxPayloadRead, fsm.MaxPayloadBytes)
+	}
+}
+
+// TestJSONPayloads: --json prints a payload or record value that is UTF-8
+// as text ("payload", "value") and any other as base64 ("payload_base64",
+// "value_base64"), which --base64 forces; people read "base64:...".
+func TestJSONPayloads(t *testing.T) {
+	sink, addr := servePayloadSink(t)
+	binary := []byte{0xff, 0x00, 0xfe, 'x'}
+	sink.keep([]byte("héllo"))
+	sink.keep(binary)
+	sink.keep(nil)
+	type entry struct {
+		Payload       *string `json:"payload"`
+		PayloadBase64 *string `json:"payload_base64"`
+	}
+	type record struct {
+		Value       *string `json:"value"`
+		ValueBase64 *string `json:"value_base64"`
+	}
+	b64 := func(b []byte) *string { s := base64.StdEncoding.EncodeToString(b); return &s }
+	text := func(s string) *string { return &s }
+	for _, force := range []bool{false, true} {
+		flags := []string{"--addr", addr, "--json"}
+		want := []entry{{Payload: text("héllo")}, {PayloadBase64: b64(binary)}, {Payload: text("")}}
+		if force {
+			flags = append(flags, "--base64")
+			want = []entry{{PayloadBase64: b64([]byte("héllo"))}, {PayloadBase64: b64(binary)}, {PayloadBase64: b64(nil)}}
+		}
+		out, _, err := runIO(t, context.Background(), nil, append(flags, "pull", "t")...)
+		var page struct{ Entries []entry }
+		if err != nil || json.Unmarshal([]byte(out), &page) != nil || !reflect.DeepEqual(page.Entries, want) {
+			t.Errorf("--base64 %t: pull --json: %v\n%s", force, err, out)
+		}
+		out, _, err = runIO(t, context.Background(), nil, append(flags, "collection", "get", "c")...)
+		var coll struct{ Records []record }
+		if err != nil || json.Unmarshal([]byte(out), &coll) != nil || len(coll.Records) != 3 {
+			t.Fatalf("--base64 %t: collection get --json: %v\n%s", force, err, out)
+		}
+		for i, r := range coll.Records {
+			if !reflect.DeepEqual(entry{r.Value, r.ValueBase64}, want[i]) {
+				t.Errorf("--base64 %t: record %d is %+v, want %+v", force, i, r, want[i])
+			}
+		}
+	}
+	out, _, err := runIO(t, context.Background(), nil, "--addr", addr, "pull", "t")
+	if err != nil || !strings.Contains(out, "base64:"+*b64(binary)) || !strings.Contains(out, "héllo") {
+		t.Errorf("pull: %v\n%s", err, out)
+	}
+	out, _, err = runIO(t, context.Background(), nil, "--addr", addr, "collection", "get", "c")
+	if err != nil || !strings.Contains(out, "k2 @2 = base64:"+*b64(binary)) || !strings.Contains(out, `k1 @1 = "héllo"`) {
+		t.Errorf("collection get: %v\n%s", err, out)
 	}
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -34,7 +36,7 @@ func newPullCmd(g *globals) *cobra.Command {
 				Status:   strings.TrimPrefix(resp.GetStatus().String(), "PULL_STATUS_"),
 				HeadSeq:  resp.GetHeadSeq(),
 				Oldest:   resp.GetOldestSeq(),
-				Entries:  entryViews(resp.GetEntries()),
+				Entries:  g.entryViews(resp.GetEntries()),
 			}
 			return g.print(out, out.print)
 		},
@@ -61,11 +63,15 @@ func (p page) print(w io.Writer) {
 	fmt.Fprintf(w, "%s: head %d, oldest %d\n", p.Status, p.HeadSeq, p.Oldest)
 }
 
+// entryView is an entry as syncctl prints it. Exactly one of payload (the
+// bytes as text, when they are UTF-8) and payload_base64 (standard base64:
+// other bytes, or with --base64) is set.
 type entryView struct {
 	Timeline        string            `json:"timeline,omitempty"`
 	Seq             uint64            `json:"seq"`
 	TsMs            int64             `json:"ts_ms"`
-	Payload         string            `json:"payload"`
+	Payload         *string           `json:"payload,omitempty"`
+	PayloadBase64   *string           `json:"payload_base64,omitempty"`
 	Key             string            `json:"idempotency_key,omitempty"`
 	Metadata        map[string]string `json:"metadata,omitempty"`
 	Sender          string            `json:"sender,omitempty"`
@@ -74,15 +80,38 @@ type entryView struct {
 	Light           bool              `json:"light,omitempty"`
 }
 
-func entryViews(es []*syncv1.Entry) []entryView {
+func (g *globals) entryViews(es []*syncv1.Entry) []entryView {
 	out := make([]entryView, len(es))
 	for i, e := range es {
 		out[i] = entryView{
-			Seq: e.GetSeq(), TsMs: e.GetTsMs(), Payload: string(e.GetPayload()), Key: e.GetIdempotencyKey(), Metadata: e.GetMetadata(),
+			Seq: e.GetSeq(), TsMs: e.GetTsMs(), Key: e.GetIdempotencyKey(), Metadata: e.GetMetadata(),
 			Sender: e.GetSender(), Conversation: e.GetConversation(), ConversationSeq: e.GetConversationSeq(), Light: e.GetLight(),
 		}
+		out[i].Payload, out[i].PayloadBase64 = g.bytesView(e.GetPayload())
 	}
 	return out
+}
+
+// bytesView renders bytes as text when they are UTF-8, else (or with
+// --base64) as standard base64: JSON strings cannot carry other bytes.
+func (g *globals) bytesView(b []byte) (text, b64 *string) {
+	if g.base64 || !utf8.Valid(b) {
+		s := base64.StdEncoding.EncodeToString(b)
+		return nil, &s
+	}
+	s := string(b)
+	return &s, nil
+}
+
+// bytesText is how a bytesView reads for people.
+func bytesText(text, b64 *string) string {
+	if b64 != nil {
+		return "base64:" + *b64
+	}
+	if text != nil {
+		return *text
+	}
+	return ""
 }
 
 func (e entryView) print(w io.Writer) {
@@ -90,7 +119,7 @@ func (e entryView) print(w io.Writer) {
 	if e.Sender != "" {
 		from = e.Sender + ": "
 	}
-	text := e.Payload
+	text := bytesText(e.Payload, e.PayloadBase64)
 	if e.Light {
 		text = "(light entry: read the conversation)"
 	}

@@ -74,7 +74,7 @@ func watch(ctx context.Context, g *globals, cl *client.Client, timelines []strin
 				fmt.Fprintf(g.out, "%s  reset: entries before %d were trimmed\n", ev.Timeline, ev.OldestSeq)
 			}
 		case ev.Entry != nil:
-			v := entryViews([]*syncv1.Entry{ev.Entry})[0]
+			v := g.entryViews([]*syncv1.Entry{ev.Entry})[0]
 			v.Timeline = ev.Timeline
 			if g.json {
 				_ = enc.Encode(v)
