@@ -14,9 +14,9 @@ COPY syncd syncctl /usr/local/bin/
 COPY --chown=10001:10001 data /data
 USER 10001:10001
 WORKDIR /data
+# syncd's --data-dir, unless a flag or --config says otherwise.
 ENV SYNCD_DATA_DIR=/data
 VOLUME ["/data"]
 # gRPC (clients, and Admin and Peer calls between nodes), Raft, gossip.
 EXPOSE 7400/tcp 7401/tcp 7402/tcp 7402/udp
 ENTRYPOINT ["/usr/local/bin/syncd"]
-CMD ["--data-dir", "/data"]

@@ -3,7 +3,8 @@
 # binaries compiled here (no base image is pulled):
 #   scripts/docker-build.sh                 tags syncstore:dev
 #   scripts/docker-build.sh -t syncstore:x  another tag (any docker build flags)
-# VERSION=v1.2.3 stamps the binaries' --version (internal/version).
+# VERSION=v1.2.3 stamps the binaries' --version (internal/version); by
+# default it is `git describe --always --dirty` of the checkout.
 # BUILD_DIR=DIR builds the context in DIR (new or empty) and keeps it, with
 # the binaries (test/docker runs that syncctl on the host).
 set -euo pipefail
@@ -17,7 +18,8 @@ else
 fi
 
 ldflags="-s -w"
-if [ -n "${VERSION:-}" ]; then
+VERSION="${VERSION:-$(git -C "$root" describe --always --dirty 2>/dev/null || true)}"
+if [ -n "$VERSION" ]; then
   ldflags+=" -X github.com/syncstore/syncstore/internal/version.Version=$VERSION"
 fi
 for cmd in syncd syncctl; do
