@@ -170,7 +170,9 @@ func (l *loop) commands() {
 // event handles one event of stream st. Events about a timeline st does
 // not follow (any more) are stale, from before a remove, a Moved or a Gap.
 func (l *loop) event(st *stream, ev *syncv1.SubscribeEvent) {
-	clear(l.refused) // a node answered
+	if len(l.refused) > 0 {
+		clear(l.refused) // a node answered
+	}
 	tl := eventTimeline(ev)
 	f := l.follows[tl]
 	if f == nil || f.on != st {
@@ -468,7 +470,9 @@ func (l *loop) caughtUp(r catchUp) {
 		l.schedule(r.timeline, f, toCatchUp, true)
 		return
 	}
-	clear(l.refused)
+	if len(l.refused) > 0 {
+		clear(l.refused) // a node answered
+	}
 	if l.s.opts.NotifyOnly {
 		if r.head > f.last && l.deliver(Event{Timeline: r.timeline, Head: r.head}) {
 			f.last = r.head
