@@ -10,7 +10,7 @@
 FROM scratch
 COPY syncd syncctl /usr/local/bin/
 # A named volume mounted here starts as a copy of this directory: owned by
-# the syncd user, mode 0700.
+# the syncd user (syncd makes what it writes there 0700).
 COPY --chown=10001:10001 data /data
 USER 10001:10001
 WORKDIR /data
