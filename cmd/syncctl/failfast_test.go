@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -45,6 +46,29 @@ func TestRefusedAddressFailsFast(t *testing.T) {
 		_, err := run(t, bad, "head", "x")
 		if !errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "is not host:port") {
 			t.Errorf("--addr %s: got %v; want a usage error", bad, err)
+		}
+	}
+}
+
+type codedError int
+
+func (c codedError) Error() string { return "coded" }
+func (c codedError) ExitCode() int { return int(c) }
+
+// TestExitStatus: main exits 2 for bad usage, with an error's own code
+// when it has one, else 1.
+func TestExitStatus(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{usageError{errors.New("bad flag")}, exitUsage},
+		{codedError(3), 3},
+		{fmt.Errorf("status: %w", codedError(4)), 4},
+		{errors.New("refused"), exitFailed},
+	} {
+		if got := exitStatus(tc.err); got != tc.want {
+			t.Errorf("%v: exit %d, want %d", tc.err, got, tc.want)
 		}
 	}
 }

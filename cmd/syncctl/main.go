@@ -51,11 +51,21 @@ func main() {
 	root := newRoot(g)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "syncctl:", describe(err))
-		if errors.As(err, new(usageError)) {
-			os.Exit(exitUsage)
-		}
-		os.Exit(exitFailed)
+		os.Exit(exitStatus(err))
 	}
+}
+
+// exitStatus is the exit code of a command's error: 2 for bad usage, an
+// error's own ExitCode (status: 3 degraded, 4 no cluster), else 1.
+func exitStatus(err error) int {
+	var ec interface{ ExitCode() int }
+	switch {
+	case errors.As(err, new(usageError)):
+		return exitUsage
+	case errors.As(err, &ec):
+		return ec.ExitCode()
+	}
+	return exitFailed
 }
 
 func newRoot(g *globals) *cobra.Command {
