@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/syncstore/syncstore/internal/devcerts"
+	"github.com/syncstore/syncstore/internal/testutil"
 	"github.com/syncstore/syncstore/rpc/client"
 )
 
@@ -147,6 +149,13 @@ func (p *proc) addr(t *testing.T) (grpcAddr, raftAddr string) {
 	return "", ""
 }
 
+// logged reports whether any line the process logged holds s.
+func (p *proc) logged(s string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.ContainsFunc(p.log, func(l string) bool { return strings.Contains(l, s) })
+}
+
 // logs returns the last lines the process logged.
 func (p *proc) logs() string {
 	p.mu.Lock()
@@ -213,12 +222,19 @@ func TestSyncdBinary(t *testing.T) {
 	// n1's default --bootstrap is ignored since its data dir has state.
 	n1 = startSyncd(t, bin, "--node-id", "n1", "--data-dir", d1, "--grpc-addr", a1, "--raft-addr", r1, "--gossip-addr", "127.0.0.1:0")
 	n1.addr(t)
-	n2 = startSyncd(t, bin, "--node-id", "n2", "--data-dir", filepath.Join(dir, "n2"), "--grpc-addr", a2, "--raft-addr", r2, "--gossip-addr", "127.0.0.1:0")
+	// --join is ignored on a restart, and the node says so (not "joined").
+	n2 = startSyncd(t, bin, "--node-id", "n2", "--data-dir", filepath.Join(dir, "n2"), "--grpc-addr", a2, "--raft-addr", r2, "--gossip-addr", "127.0.0.1:0", "--join", a1)
 	n2.addr(t)
 	head, err := cl.Head(ctx, "alice", client.Linearizable)
 	if err != nil || head != 3 {
 		t.Fatalf("head after restart: %d, %v\n%s\n%s", head, err, n1.logs(), n2.logs())
 	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if !n2.logged("--join ignored") || n2.logged("joined the cluster") {
+			return fmt.Errorf("restarted n2 logged:\n%s", n2.logs())
+		}
+		return nil
+	})
 	n1.stop(t)
 	n2.stop(t)
 }
