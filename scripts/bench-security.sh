@@ -46,24 +46,9 @@ cluster() {
     local join=""
     [ "$i" -gt 1 ] && join=127.0.0.1:$first
     start_syncd "$dir/n$i" $((first + (i - 1) * 10)) "$groups" $join
-    if [ "$i" = 1 ]; then SYNCCTL_FLAGS="${ctl[*]}" settled_with 127.0.0.1:"$first" 1; fi
+    if [ "$i" = 1 ]; then SYNCCTL_FLAGS="${ctl[*]}" settled 127.0.0.1:"$first" 1; fi
   done
-  SYNCCTL_FLAGS="${ctl[*]}" settled_with "127.0.0.1:$first,127.0.0.1:$((first + 10)),127.0.0.1:$((first + 20))" 3
-}
-
-# settled_with ADDRS NODES: settled, with $SYNCCTL_FLAGS given to syncctl.
-settled_with() {
-  # shellcheck disable=SC2086 # word splitting wanted
-  for _ in $(seq 1 600); do
-    if "$work/syncctl" $SYNCCTL_FLAGS --addr "$1" --timeout 2s status --json 2>/dev/null | python3 -c '
-import json, sys
-v = json.load(sys.stdin)
-ok = v["all_groups_have_quorum"] and v["groups"] and sum(n.get("error") is None for n in v["nodes"]) == int(sys.argv[1])
-ok = ok and all(len(g["voters"]) == min(3, int(sys.argv[1])) and not g.get("nonvoters") for g in v["groups"])
-sys.exit(0 if ok else 1)' "$2"; then return 0; fi
-    sleep 0.2
-  done
-  echo "cluster at $1 did not settle" >&2; exit 1
+  SYNCCTL_FLAGS="${ctl[*]}" settled "127.0.0.1:$first,127.0.0.1:$((first + 10)),127.0.0.1:$((first + 20))" 3
 }
 
 cluster plain 7600 no

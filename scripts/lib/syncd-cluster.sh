@@ -22,10 +22,12 @@ start_syncd() {
 }
 
 # settled ADDRS NODES waits until every group has a quorum, as many voters
-# as it can have and no non-voter, and all NODES answer.
+# as it can have and no non-voter, and all NODES answer. Words in
+# $SYNCCTL_FLAGS go to syncctl (--ca, --token-file of a TLS cluster).
 settled() {
   for _ in $(seq 1 600); do
-    if "$work/syncctl" --addr "$1" --timeout 2s status --json 2>/dev/null | python3 -c '
+    # shellcheck disable=SC2086 # word splitting wanted
+    if "$work/syncctl" ${SYNCCTL_FLAGS:-} --addr "$1" --timeout 2s status --json 2>/dev/null | python3 -c '
 import json, sys
 v = json.load(sys.stdin)
 ok = v["all_groups_have_quorum"] and v["groups"] and sum(n.get("error") is None for n in v["nodes"]) == int(sys.argv[1])
