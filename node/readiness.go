@@ -24,7 +24,6 @@ func (n *Node) Readiness() (ready bool, reason string) {
 	return true, ""
 }
 
-
 // Restarted reports whether this node started from a data dir that already
 // held its meta group's Raft state: it belongs to a cluster, and --join and
 // --bootstrap do not apply.
