@@ -113,6 +113,7 @@ var methods = map[string]access{
 	"/syncstore.v1.Admin/RemoveNode":     admin,
 	"/syncstore.v1.Admin/TransferLeader": admin,
 	"/syncstore.v1.Admin/MoveReplica":    admin,
+	"/syncstore.v1.Admin/BackupGroup":    admin,
 	// A node joins with its peer certificate: "a node without a
 	// certificate from the peer CA cannot join".
 	"/syncstore.v1.Admin/Join": peerOnly,

@@ -23,6 +23,131 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type BackupGroupRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0 is the meta group.
+	GroupId       uint64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupGroupRequest) Reset() {
+	*x = BackupGroupRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupGroupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupGroupRequest) ProtoMessage() {}
+
+func (x *BackupGroupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupGroupRequest.ProtoReflect.Descriptor instead.
+func (*BackupGroupRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BackupGroupRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+type BackupChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set in the first message only.
+	GroupId      uint64 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// The digest of the group's data buckets at applied_index (as Digests).
+	Digest    string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	ClusterId string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The next bytes of the snapshot stream (fsm's format, with its own
+	// trailer checksum).
+	Data          []byte `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupChunk) Reset() {
+	*x = BackupChunk{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupChunk) ProtoMessage() {}
+
+func (x *BackupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
+func (*BackupChunk) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BackupChunk) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *BackupChunk) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *BackupChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type AddGroupsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Count         uint32                 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
@@ -32,7 +157,7 @@ type AddGroupsRequest struct {
 
 func (x *AddGroupsRequest) Reset() {
 	*x = AddGroupsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +169,7 @@ func (x *AddGroupsRequest) String() string {
 func (*AddGroupsRequest) ProtoMessage() {}
 
 func (x *AddGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +182,7 @@ func (x *AddGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupsRequest.ProtoReflect.Descriptor instead.
 func (*AddGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AddGroupsRequest) GetCount() uint32 {
@@ -77,7 +202,7 @@ type AddGroupsResponse struct {
 
 func (x *AddGroupsResponse) Reset() {
 	*x = AddGroupsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -89,7 +214,7 @@ func (x *AddGroupsResponse) String() string {
 func (*AddGroupsResponse) ProtoMessage() {}
 
 func (x *AddGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -102,7 +227,7 @@ func (x *AddGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupsResponse.ProtoReflect.Descriptor instead.
 func (*AddGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AddGroupsResponse) GetGroupIds() []uint64 {
@@ -128,7 +253,7 @@ type SplitGroupRequest struct {
 
 func (x *SplitGroupRequest) Reset() {
 	*x = SplitGroupRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +265,7 @@ func (x *SplitGroupRequest) String() string {
 func (*SplitGroupRequest) ProtoMessage() {}
 
 func (x *SplitGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +278,7 @@ func (x *SplitGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitGroupRequest.ProtoReflect.Descriptor instead.
 func (*SplitGroupRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SplitGroupRequest) GetGroupId() uint64 {
@@ -173,7 +298,7 @@ type SplitGroupResponse struct {
 
 func (x *SplitGroupResponse) Reset() {
 	*x = SplitGroupResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -185,7 +310,7 @@ func (x *SplitGroupResponse) String() string {
 func (*SplitGroupResponse) ProtoMessage() {}
 
 func (x *SplitGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -198,7 +323,7 @@ func (x *SplitGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitGroupResponse.ProtoReflect.Descriptor instead.
 func (*SplitGroupResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SplitGroupResponse) GetGroupId() uint64 {
@@ -223,7 +348,7 @@ type RebalanceSlotsRequest struct {
 
 func (x *RebalanceSlotsRequest) Reset() {
 	*x = RebalanceSlotsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +360,7 @@ func (x *RebalanceSlotsRequest) String() string {
 func (*RebalanceSlotsRequest) ProtoMessage() {}
 
 func (x *RebalanceSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +373,7 @@ func (x *RebalanceSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceSlotsRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type RebalanceSlotsResponse struct {
@@ -260,7 +385,7 @@ type RebalanceSlotsResponse struct {
 
 func (x *RebalanceSlotsResponse) Reset() {
 	*x = RebalanceSlotsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +397,7 @@ func (x *RebalanceSlotsResponse) String() string {
 func (*RebalanceSlotsResponse) ProtoMessage() {}
 
 func (x *RebalanceSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +410,7 @@ func (x *RebalanceSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceSlotsResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RebalanceSlotsResponse) GetMoveIds() []uint64 {
@@ -306,7 +431,7 @@ type MoveSlotsRequest struct {
 
 func (x *MoveSlotsRequest) Reset() {
 	*x = MoveSlotsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +443,7 @@ func (x *MoveSlotsRequest) String() string {
 func (*MoveSlotsRequest) ProtoMessage() {}
 
 func (x *MoveSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +456,7 @@ func (x *MoveSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveSlotsRequest.ProtoReflect.Descriptor instead.
 func (*MoveSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MoveSlotsRequest) GetRanges() []*SlotRange {
@@ -364,7 +489,7 @@ type MoveSlotsResponse struct {
 
 func (x *MoveSlotsResponse) Reset() {
 	*x = MoveSlotsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +501,7 @@ func (x *MoveSlotsResponse) String() string {
 func (*MoveSlotsResponse) ProtoMessage() {}
 
 func (x *MoveSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +514,7 @@ func (x *MoveSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveSlotsResponse.ProtoReflect.Descriptor instead.
 func (*MoveSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MoveSlotsResponse) GetMoveId() uint64 {
@@ -408,7 +533,7 @@ type AbortMoveRequest struct {
 
 func (x *AbortMoveRequest) Reset() {
 	*x = AbortMoveRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +545,7 @@ func (x *AbortMoveRequest) String() string {
 func (*AbortMoveRequest) ProtoMessage() {}
 
 func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +558,7 @@ func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveRequest.ProtoReflect.Descriptor instead.
 func (*AbortMoveRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AbortMoveRequest) GetMoveId() uint64 {
@@ -451,7 +576,7 @@ type AbortMoveResponse struct {
 
 func (x *AbortMoveResponse) Reset() {
 	*x = AbortMoveResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -463,7 +588,7 @@ func (x *AbortMoveResponse) String() string {
 func (*AbortMoveResponse) ProtoMessage() {}
 
 func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -476,7 +601,7 @@ func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveResponse.ProtoReflect.Descriptor instead.
 func (*AbortMoveResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 type ListMovesRequest struct {
@@ -487,7 +612,7 @@ type ListMovesRequest struct {
 
 func (x *ListMovesRequest) Reset() {
 	*x = ListMovesRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +624,7 @@ func (x *ListMovesRequest) String() string {
 func (*ListMovesRequest) ProtoMessage() {}
 
 func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +637,7 @@ func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
 func (*ListMovesRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type ListMovesResponse struct {
@@ -524,7 +649,7 @@ type ListMovesResponse struct {
 
 func (x *ListMovesResponse) Reset() {
 	*x = ListMovesResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +661,7 @@ func (x *ListMovesResponse) String() string {
 func (*ListMovesResponse) ProtoMessage() {}
 
 func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +674,7 @@ func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
 func (*ListMovesResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListMovesResponse) GetMoves() []*MoveInfo {
@@ -584,7 +709,7 @@ type MoveInfo struct {
 
 func (x *MoveInfo) Reset() {
 	*x = MoveInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +721,7 @@ func (x *MoveInfo) String() string {
 func (*MoveInfo) ProtoMessage() {}
 
 func (x *MoveInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +734,7 @@ func (x *MoveInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInfo.ProtoReflect.Descriptor instead.
 func (*MoveInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MoveInfo) GetId() uint64 {
@@ -725,7 +850,7 @@ type DigestsRequest struct {
 
 func (x *DigestsRequest) Reset() {
 	*x = DigestsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +862,7 @@ func (x *DigestsRequest) String() string {
 func (*DigestsRequest) ProtoMessage() {}
 
 func (x *DigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +875,7 @@ func (x *DigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestsRequest.ProtoReflect.Descriptor instead.
 func (*DigestsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type DigestsResponse struct {
@@ -769,7 +894,7 @@ type DigestsResponse struct {
 
 func (x *DigestsResponse) Reset() {
 	*x = DigestsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +906,7 @@ func (x *DigestsResponse) String() string {
 func (*DigestsResponse) ProtoMessage() {}
 
 func (x *DigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +919,7 @@ func (x *DigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestsResponse.ProtoReflect.Descriptor instead.
 func (*DigestsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DigestsResponse) GetDigests() map[uint64]string {
@@ -826,7 +951,7 @@ type ShardMapRequest struct {
 
 func (x *ShardMapRequest) Reset() {
 	*x = ShardMapRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +963,7 @@ func (x *ShardMapRequest) String() string {
 func (*ShardMapRequest) ProtoMessage() {}
 
 func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +976,7 @@ func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapRequest.ProtoReflect.Descriptor instead.
 func (*ShardMapRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type ShardMapResponse struct {
@@ -867,7 +992,7 @@ type ShardMapResponse struct {
 
 func (x *ShardMapResponse) Reset() {
 	*x = ShardMapResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +1004,7 @@ func (x *ShardMapResponse) String() string {
 func (*ShardMapResponse) ProtoMessage() {}
 
 func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1017,7 @@ func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapResponse.ProtoReflect.Descriptor instead.
 func (*ShardMapResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ShardMapResponse) GetVersion() uint64 {
@@ -930,7 +1055,7 @@ type ShardGroupInfo struct {
 
 func (x *ShardGroupInfo) Reset() {
 	*x = ShardGroupInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1067,7 @@ func (x *ShardGroupInfo) String() string {
 func (*ShardGroupInfo) ProtoMessage() {}
 
 func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1080,7 @@ func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGroupInfo.ProtoReflect.Descriptor instead.
 func (*ShardGroupInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ShardGroupInfo) GetId() uint64 {
@@ -998,7 +1123,7 @@ type SlotRange struct {
 
 func (x *SlotRange) Reset() {
 	*x = SlotRange{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1135,7 @@ func (x *SlotRange) String() string {
 func (*SlotRange) ProtoMessage() {}
 
 func (x *SlotRange) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1148,7 @@ func (x *SlotRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
 func (*SlotRange) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SlotRange) GetStart() uint32 {
@@ -1041,18 +1166,21 @@ func (x *SlotRange) GetEnd() uint32 {
 }
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	GossipAddr    string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	NodeId     string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr   string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr   string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	GossipAddr string                 `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	// The cluster the joining node's data dir belongs to; "" for an empty
+	// one. A node of another cluster is refused.
+	ClusterId     string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1192,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1205,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1108,16 +1236,25 @@ func (x *JoinRequest) GetGossipAddr() string {
 	return ""
 }
 
+func (x *JoinRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 type JoinResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	LeaderId string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// The cluster the node joined.
+	ClusterId     string `protobuf:"bytes,2,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1129,7 +1266,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1142,12 +1279,19 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
 	if x != nil {
 		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
 	}
 	return ""
 }
@@ -1160,7 +1304,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1172,7 +1316,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1185,7 +1329,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 type NodeStatusResponse struct {
@@ -1208,14 +1352,16 @@ type NodeStatusResponse struct {
 	// What this node's gossip says of every node it has heard of.
 	Gossip []*GossipMember `protobuf:"bytes,13,rep,name=gossip,proto3" json:"gossip,omitempty"`
 	// This node's storage engine.
-	Storage       *StorageStatus `protobuf:"bytes,14,opt,name=storage,proto3" json:"storage,omitempty"`
+	Storage *StorageStatus `protobuf:"bytes,14,opt,name=storage,proto3" json:"storage,omitempty"`
+	// The cluster this node belongs to ("" before it has joined one).
+	ClusterId     string `protobuf:"bytes,15,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1373,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1386,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -1341,6 +1487,13 @@ func (x *NodeStatusResponse) GetStorage() *StorageStatus {
 	return nil
 }
 
+func (x *NodeStatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 // StorageStatus is a node's storage engine as it stands.
 type StorageStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1360,7 +1513,7 @@ type StorageStatus struct {
 
 func (x *StorageStatus) Reset() {
 	*x = StorageStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1525,7 @@ func (x *StorageStatus) String() string {
 func (*StorageStatus) ProtoMessage() {}
 
 func (x *StorageStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1538,7 @@ func (x *StorageStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageStatus.ProtoReflect.Descriptor instead.
 func (*StorageStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *StorageStatus) GetFreeBytes() uint64 {
@@ -1440,7 +1593,7 @@ type GossipMember struct {
 
 func (x *GossipMember) Reset() {
 	*x = GossipMember{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1605,7 @@ func (x *GossipMember) String() string {
 func (*GossipMember) ProtoMessage() {}
 
 func (x *GossipMember) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1618,7 @@ func (x *GossipMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
 func (*GossipMember) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GossipMember) GetNodeId() string {
@@ -1531,7 +1684,7 @@ type GroupStatus struct {
 
 func (x *GroupStatus) Reset() {
 	*x = GroupStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1696,7 @@ func (x *GroupStatus) String() string {
 func (*GroupStatus) ProtoMessage() {}
 
 func (x *GroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1709,7 @@ func (x *GroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStatus.ProtoReflect.Descriptor instead.
 func (*GroupStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GroupStatus) GetGroupId() uint64 {
@@ -1635,7 +1788,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1800,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1813,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Member) GetNodeId() string {
@@ -1699,7 +1852,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1864,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1877,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type ClusterStatusResponse struct {
@@ -1741,7 +1894,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1906,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1919,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClusterStatusResponse) GetLeaderId() string {
@@ -1805,7 +1958,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1970,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1983,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 type ListNodesResponse struct {
@@ -1845,7 +1998,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2010,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2023,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -1911,7 +2064,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2076,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2089,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -2000,7 +2153,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2165,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2178,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -2056,7 +2209,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2068,7 +2221,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2081,7 +2234,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RemoveNodeResponse) GetState() string {
@@ -2115,7 +2268,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2280,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2293,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TransferLeaderRequest) GetGroupId() uint64 {
@@ -2168,7 +2321,7 @@ type MoveReplicaRequest struct {
 
 func (x *MoveReplicaRequest) Reset() {
 	*x = MoveReplicaRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2333,7 @@ func (x *MoveReplicaRequest) String() string {
 func (*MoveReplicaRequest) ProtoMessage() {}
 
 func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2346,7 @@ func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*MoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *MoveReplicaRequest) GetGroupId() uint64 {
@@ -2230,7 +2383,7 @@ type ShardChangeResponse struct {
 
 func (x *ShardChangeResponse) Reset() {
 	*x = ShardChangeResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2395,7 @@ func (x *ShardChangeResponse) String() string {
 func (*ShardChangeResponse) ProtoMessage() {}
 
 func (x *ShardChangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2408,7 @@ func (x *ShardChangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardChangeResponse.ProtoReflect.Descriptor instead.
 func (*ShardChangeResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ShardChangeResponse) GetMapVersion() uint64 {
@@ -2283,7 +2436,16 @@ var File_syncstore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"(\n" +
+	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"/\n" +
+	"\x12BackupGroupRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"\x98\x01\n" +
+	"\vBackupChunk\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\"(\n" +
 	"\x10AddGroupsRequest\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\rR\x05count\"K\n" +
 	"\x11AddGroupsResponse\x12\x1b\n" +
@@ -2359,16 +2521,20 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\x06pinned\x18\x04 \x01(\bR\x06pinned\"3\n" +
 	"\tSlotRange\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\rR\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\rR\x03end\"\x81\x01\n" +
+	"\x03end\x18\x02 \x01(\rR\x03end\"\xa0\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddr\"+\n" +
+	"gossipAddr\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\"J\n" +
 	"\fJoinResponse\x12\x1b\n" +
-	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x13\n" +
-	"\x11NodeStatusRequest\"\x96\x04\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\x13\n" +
+	"\x11NodeStatusRequest\"\xb5\x04\n" +
 	"\x12NodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -2384,7 +2550,9 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\x06groups\x18\v \x03(\v2\x19.syncstore.v1.GroupStatusR\x06groups\x12*\n" +
 	"\x11shard_map_version\x18\f \x01(\x04R\x0fshardMapVersion\x122\n" +
 	"\x06gossip\x18\r \x03(\v2\x1a.syncstore.v1.GossipMemberR\x06gossip\x125\n" +
-	"\astorage\x18\x0e \x01(\v2\x1b.syncstore.v1.StorageStatusR\astorage\"\xa4\x01\n" +
+	"\astorage\x18\x0e \x01(\v2\x1b.syncstore.v1.StorageStatusR\astorage\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x0f \x01(\tR\tclusterId\"\xa4\x01\n" +
 	"\rStorageStatus\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\x01 \x01(\x04R\tfreeBytes\x12#\n" +
@@ -2455,7 +2623,8 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\vmap_version\x18\x01 \x01(\x04R\n" +
 	"mapVersion\x12\x1a\n" +
 	"\breplicas\x18\x02 \x03(\tR\breplicas\x12\x18\n" +
-	"\achanged\x18\x03 \x01(\bR\achanged2\xb7\t\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged2\x85\n" +
+	"\n" +
 	"\x05Admin\x12=\n" +
 	"\x04Join\x12\x19.syncstore.v1.JoinRequest\x1a\x1a.syncstore.v1.JoinResponse\x12O\n" +
 	"\n" +
@@ -2474,7 +2643,8 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"RemoveNode\x12\x1f.syncstore.v1.RemoveNodeRequest\x1a .syncstore.v1.RemoveNodeResponse\x12X\n" +
 	"\x0eTransferLeader\x12#.syncstore.v1.TransferLeaderRequest\x1a!.syncstore.v1.ShardChangeResponse\x12R\n" +
-	"\vMoveReplica\x12 .syncstore.v1.MoveReplicaRequest\x1a!.syncstore.v1.ShardChangeResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\vMoveReplica\x12 .syncstore.v1.MoveReplicaRequest\x1a!.syncstore.v1.ShardChangeResponse\x12L\n" +
+	"\vBackupGroup\x12 .syncstore.v1.BackupGroupRequest\x1a\x19.syncstore.v1.BackupChunk0\x01B+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_admin_proto_rawDescOnce sync.Once
@@ -2488,101 +2658,105 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_syncstore_v1_admin_proto_goTypes = []any{
-	(*AddGroupsRequest)(nil),       // 0: syncstore.v1.AddGroupsRequest
-	(*AddGroupsResponse)(nil),      // 1: syncstore.v1.AddGroupsResponse
-	(*SplitGroupRequest)(nil),      // 2: syncstore.v1.SplitGroupRequest
-	(*SplitGroupResponse)(nil),     // 3: syncstore.v1.SplitGroupResponse
-	(*RebalanceSlotsRequest)(nil),  // 4: syncstore.v1.RebalanceSlotsRequest
-	(*RebalanceSlotsResponse)(nil), // 5: syncstore.v1.RebalanceSlotsResponse
-	(*MoveSlotsRequest)(nil),       // 6: syncstore.v1.MoveSlotsRequest
-	(*MoveSlotsResponse)(nil),      // 7: syncstore.v1.MoveSlotsResponse
-	(*AbortMoveRequest)(nil),       // 8: syncstore.v1.AbortMoveRequest
-	(*AbortMoveResponse)(nil),      // 9: syncstore.v1.AbortMoveResponse
-	(*ListMovesRequest)(nil),       // 10: syncstore.v1.ListMovesRequest
-	(*ListMovesResponse)(nil),      // 11: syncstore.v1.ListMovesResponse
-	(*MoveInfo)(nil),               // 12: syncstore.v1.MoveInfo
-	(*DigestsRequest)(nil),         // 13: syncstore.v1.DigestsRequest
-	(*DigestsResponse)(nil),        // 14: syncstore.v1.DigestsResponse
-	(*ShardMapRequest)(nil),        // 15: syncstore.v1.ShardMapRequest
-	(*ShardMapResponse)(nil),       // 16: syncstore.v1.ShardMapResponse
-	(*ShardGroupInfo)(nil),         // 17: syncstore.v1.ShardGroupInfo
-	(*SlotRange)(nil),              // 18: syncstore.v1.SlotRange
-	(*JoinRequest)(nil),            // 19: syncstore.v1.JoinRequest
-	(*JoinResponse)(nil),           // 20: syncstore.v1.JoinResponse
-	(*NodeStatusRequest)(nil),      // 21: syncstore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),     // 22: syncstore.v1.NodeStatusResponse
-	(*StorageStatus)(nil),          // 23: syncstore.v1.StorageStatus
-	(*GossipMember)(nil),           // 24: syncstore.v1.GossipMember
-	(*GroupStatus)(nil),            // 25: syncstore.v1.GroupStatus
-	(*Member)(nil),                 // 26: syncstore.v1.Member
-	(*ClusterStatusRequest)(nil),   // 27: syncstore.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),  // 28: syncstore.v1.ClusterStatusResponse
-	(*ListNodesRequest)(nil),       // 29: syncstore.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),      // 30: syncstore.v1.ListNodesResponse
-	(*NodeInfo)(nil),               // 31: syncstore.v1.NodeInfo
-	(*RemoveNodeRequest)(nil),      // 32: syncstore.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),     // 33: syncstore.v1.RemoveNodeResponse
-	(*TransferLeaderRequest)(nil),  // 34: syncstore.v1.TransferLeaderRequest
-	(*MoveReplicaRequest)(nil),     // 35: syncstore.v1.MoveReplicaRequest
-	(*ShardChangeResponse)(nil),    // 36: syncstore.v1.ShardChangeResponse
-	nil,                            // 37: syncstore.v1.DigestsResponse.DigestsEntry
-	nil,                            // 38: syncstore.v1.DigestsResponse.AppliedEntry
-	nil,                            // 39: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	nil,                            // 40: syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	nil,                            // 41: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	(*BackupGroupRequest)(nil),     // 0: syncstore.v1.BackupGroupRequest
+	(*BackupChunk)(nil),            // 1: syncstore.v1.BackupChunk
+	(*AddGroupsRequest)(nil),       // 2: syncstore.v1.AddGroupsRequest
+	(*AddGroupsResponse)(nil),      // 3: syncstore.v1.AddGroupsResponse
+	(*SplitGroupRequest)(nil),      // 4: syncstore.v1.SplitGroupRequest
+	(*SplitGroupResponse)(nil),     // 5: syncstore.v1.SplitGroupResponse
+	(*RebalanceSlotsRequest)(nil),  // 6: syncstore.v1.RebalanceSlotsRequest
+	(*RebalanceSlotsResponse)(nil), // 7: syncstore.v1.RebalanceSlotsResponse
+	(*MoveSlotsRequest)(nil),       // 8: syncstore.v1.MoveSlotsRequest
+	(*MoveSlotsResponse)(nil),      // 9: syncstore.v1.MoveSlotsResponse
+	(*AbortMoveRequest)(nil),       // 10: syncstore.v1.AbortMoveRequest
+	(*AbortMoveResponse)(nil),      // 11: syncstore.v1.AbortMoveResponse
+	(*ListMovesRequest)(nil),       // 12: syncstore.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),      // 13: syncstore.v1.ListMovesResponse
+	(*MoveInfo)(nil),               // 14: syncstore.v1.MoveInfo
+	(*DigestsRequest)(nil),         // 15: syncstore.v1.DigestsRequest
+	(*DigestsResponse)(nil),        // 16: syncstore.v1.DigestsResponse
+	(*ShardMapRequest)(nil),        // 17: syncstore.v1.ShardMapRequest
+	(*ShardMapResponse)(nil),       // 18: syncstore.v1.ShardMapResponse
+	(*ShardGroupInfo)(nil),         // 19: syncstore.v1.ShardGroupInfo
+	(*SlotRange)(nil),              // 20: syncstore.v1.SlotRange
+	(*JoinRequest)(nil),            // 21: syncstore.v1.JoinRequest
+	(*JoinResponse)(nil),           // 22: syncstore.v1.JoinResponse
+	(*NodeStatusRequest)(nil),      // 23: syncstore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),     // 24: syncstore.v1.NodeStatusResponse
+	(*StorageStatus)(nil),          // 25: syncstore.v1.StorageStatus
+	(*GossipMember)(nil),           // 26: syncstore.v1.GossipMember
+	(*GroupStatus)(nil),            // 27: syncstore.v1.GroupStatus
+	(*Member)(nil),                 // 28: syncstore.v1.Member
+	(*ClusterStatusRequest)(nil),   // 29: syncstore.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),  // 30: syncstore.v1.ClusterStatusResponse
+	(*ListNodesRequest)(nil),       // 31: syncstore.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),      // 32: syncstore.v1.ListNodesResponse
+	(*NodeInfo)(nil),               // 33: syncstore.v1.NodeInfo
+	(*RemoveNodeRequest)(nil),      // 34: syncstore.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),     // 35: syncstore.v1.RemoveNodeResponse
+	(*TransferLeaderRequest)(nil),  // 36: syncstore.v1.TransferLeaderRequest
+	(*MoveReplicaRequest)(nil),     // 37: syncstore.v1.MoveReplicaRequest
+	(*ShardChangeResponse)(nil),    // 38: syncstore.v1.ShardChangeResponse
+	nil,                            // 39: syncstore.v1.DigestsResponse.DigestsEntry
+	nil,                            // 40: syncstore.v1.DigestsResponse.AppliedEntry
+	nil,                            // 41: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	nil,                            // 42: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                            // 43: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
-	18, // 0: syncstore.v1.MoveSlotsRequest.ranges:type_name -> syncstore.v1.SlotRange
-	12, // 1: syncstore.v1.ListMovesResponse.moves:type_name -> syncstore.v1.MoveInfo
-	18, // 2: syncstore.v1.MoveInfo.ranges:type_name -> syncstore.v1.SlotRange
-	37, // 3: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
-	38, // 4: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
-	39, // 5: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	17, // 6: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
-	40, // 7: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	18, // 8: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
-	26, // 9: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
-	25, // 10: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
-	24, // 11: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
-	23, // 12: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
-	26, // 13: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
-	22, // 14: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	41, // 15: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	31, // 16: syncstore.v1.ListNodesResponse.nodes:type_name -> syncstore.v1.NodeInfo
-	19, // 17: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	21, // 18: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	27, // 19: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	15, // 20: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
-	13, // 21: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
-	6,  // 22: syncstore.v1.Admin.MoveSlots:input_type -> syncstore.v1.MoveSlotsRequest
-	8,  // 23: syncstore.v1.Admin.AbortMove:input_type -> syncstore.v1.AbortMoveRequest
-	10, // 24: syncstore.v1.Admin.ListMoves:input_type -> syncstore.v1.ListMovesRequest
-	0,  // 25: syncstore.v1.Admin.AddGroups:input_type -> syncstore.v1.AddGroupsRequest
-	2,  // 26: syncstore.v1.Admin.SplitGroup:input_type -> syncstore.v1.SplitGroupRequest
-	4,  // 27: syncstore.v1.Admin.RebalanceSlots:input_type -> syncstore.v1.RebalanceSlotsRequest
-	29, // 28: syncstore.v1.Admin.ListNodes:input_type -> syncstore.v1.ListNodesRequest
-	32, // 29: syncstore.v1.Admin.RemoveNode:input_type -> syncstore.v1.RemoveNodeRequest
-	34, // 30: syncstore.v1.Admin.TransferLeader:input_type -> syncstore.v1.TransferLeaderRequest
-	35, // 31: syncstore.v1.Admin.MoveReplica:input_type -> syncstore.v1.MoveReplicaRequest
-	20, // 32: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	22, // 33: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	28, // 34: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	16, // 35: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
-	14, // 36: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
-	7,  // 37: syncstore.v1.Admin.MoveSlots:output_type -> syncstore.v1.MoveSlotsResponse
-	9,  // 38: syncstore.v1.Admin.AbortMove:output_type -> syncstore.v1.AbortMoveResponse
-	11, // 39: syncstore.v1.Admin.ListMoves:output_type -> syncstore.v1.ListMovesResponse
-	1,  // 40: syncstore.v1.Admin.AddGroups:output_type -> syncstore.v1.AddGroupsResponse
-	3,  // 41: syncstore.v1.Admin.SplitGroup:output_type -> syncstore.v1.SplitGroupResponse
-	5,  // 42: syncstore.v1.Admin.RebalanceSlots:output_type -> syncstore.v1.RebalanceSlotsResponse
-	30, // 43: syncstore.v1.Admin.ListNodes:output_type -> syncstore.v1.ListNodesResponse
-	33, // 44: syncstore.v1.Admin.RemoveNode:output_type -> syncstore.v1.RemoveNodeResponse
-	36, // 45: syncstore.v1.Admin.TransferLeader:output_type -> syncstore.v1.ShardChangeResponse
-	36, // 46: syncstore.v1.Admin.MoveReplica:output_type -> syncstore.v1.ShardChangeResponse
-	32, // [32:47] is the sub-list for method output_type
-	17, // [17:32] is the sub-list for method input_type
+	20, // 0: syncstore.v1.MoveSlotsRequest.ranges:type_name -> syncstore.v1.SlotRange
+	14, // 1: syncstore.v1.ListMovesResponse.moves:type_name -> syncstore.v1.MoveInfo
+	20, // 2: syncstore.v1.MoveInfo.ranges:type_name -> syncstore.v1.SlotRange
+	39, // 3: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
+	40, // 4: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
+	41, // 5: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	19, // 6: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
+	42, // 7: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	20, // 8: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
+	28, // 9: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
+	27, // 10: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
+	26, // 11: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
+	25, // 12: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
+	28, // 13: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
+	24, // 14: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
+	43, // 15: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	33, // 16: syncstore.v1.ListNodesResponse.nodes:type_name -> syncstore.v1.NodeInfo
+	21, // 17: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	23, // 18: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	29, // 19: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	17, // 20: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	15, // 21: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
+	8,  // 22: syncstore.v1.Admin.MoveSlots:input_type -> syncstore.v1.MoveSlotsRequest
+	10, // 23: syncstore.v1.Admin.AbortMove:input_type -> syncstore.v1.AbortMoveRequest
+	12, // 24: syncstore.v1.Admin.ListMoves:input_type -> syncstore.v1.ListMovesRequest
+	2,  // 25: syncstore.v1.Admin.AddGroups:input_type -> syncstore.v1.AddGroupsRequest
+	4,  // 26: syncstore.v1.Admin.SplitGroup:input_type -> syncstore.v1.SplitGroupRequest
+	6,  // 27: syncstore.v1.Admin.RebalanceSlots:input_type -> syncstore.v1.RebalanceSlotsRequest
+	31, // 28: syncstore.v1.Admin.ListNodes:input_type -> syncstore.v1.ListNodesRequest
+	34, // 29: syncstore.v1.Admin.RemoveNode:input_type -> syncstore.v1.RemoveNodeRequest
+	36, // 30: syncstore.v1.Admin.TransferLeader:input_type -> syncstore.v1.TransferLeaderRequest
+	37, // 31: syncstore.v1.Admin.MoveReplica:input_type -> syncstore.v1.MoveReplicaRequest
+	0,  // 32: syncstore.v1.Admin.BackupGroup:input_type -> syncstore.v1.BackupGroupRequest
+	22, // 33: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	24, // 34: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	30, // 35: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	18, // 36: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	16, // 37: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
+	9,  // 38: syncstore.v1.Admin.MoveSlots:output_type -> syncstore.v1.MoveSlotsResponse
+	11, // 39: syncstore.v1.Admin.AbortMove:output_type -> syncstore.v1.AbortMoveResponse
+	13, // 40: syncstore.v1.Admin.ListMoves:output_type -> syncstore.v1.ListMovesResponse
+	3,  // 41: syncstore.v1.Admin.AddGroups:output_type -> syncstore.v1.AddGroupsResponse
+	5,  // 42: syncstore.v1.Admin.SplitGroup:output_type -> syncstore.v1.SplitGroupResponse
+	7,  // 43: syncstore.v1.Admin.RebalanceSlots:output_type -> syncstore.v1.RebalanceSlotsResponse
+	32, // 44: syncstore.v1.Admin.ListNodes:output_type -> syncstore.v1.ListNodesResponse
+	35, // 45: syncstore.v1.Admin.RemoveNode:output_type -> syncstore.v1.RemoveNodeResponse
+	38, // 46: syncstore.v1.Admin.TransferLeader:output_type -> syncstore.v1.ShardChangeResponse
+	38, // 47: syncstore.v1.Admin.MoveReplica:output_type -> syncstore.v1.ShardChangeResponse
+	1,  // 48: syncstore.v1.Admin.BackupGroup:output_type -> syncstore.v1.BackupChunk
+	33, // [33:49] is the sub-list for method output_type
+	17, // [17:33] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2599,7 +2773,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

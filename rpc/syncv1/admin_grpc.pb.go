@@ -36,6 +36,7 @@ const (
 	Admin_RemoveNode_FullMethodName     = "/syncstore.v1.Admin/RemoveNode"
 	Admin_TransferLeader_FullMethodName = "/syncstore.v1.Admin/TransferLeader"
 	Admin_MoveReplica_FullMethodName    = "/syncstore.v1.Admin/MoveReplica"
+	Admin_BackupGroup_FullMethodName    = "/syncstore.v1.Admin/BackupGroup"
 )
 
 // AdminClient is the client API for Admin service.
@@ -83,6 +84,11 @@ type AdminClient interface {
 	// the group's leader adds it, catches it up, promotes it and removes the
 	// old one.
 	MoveReplica(ctx context.Context, in *MoveReplicaRequest, opts ...grpc.CallOption) (*ShardChangeResponse, error)
+	// BackupGroup streams this node's replica of a group (served by its
+	// leader, after a read barrier) as one snapshot stream cut at one
+	// applied index: the first message carries the index and the state's
+	// digest, the others the stream's bytes in order.
+	BackupGroup(ctx context.Context, in *BackupGroupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
 }
 
 type adminClient struct {
@@ -243,6 +249,25 @@ func (c *adminClient) MoveReplica(ctx context.Context, in *MoveReplicaRequest, o
 	return out, nil
 }
 
+func (c *adminClient) BackupGroup(ctx context.Context, in *BackupGroupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_BackupGroup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupGroupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_BackupGroupClient = grpc.ServerStreamingClient[BackupChunk]
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -288,6 +313,11 @@ type AdminServer interface {
 	// the group's leader adds it, catches it up, promotes it and removes the
 	// old one.
 	MoveReplica(context.Context, *MoveReplicaRequest) (*ShardChangeResponse, error)
+	// BackupGroup streams this node's replica of a group (served by its
+	// leader, after a read barrier) as one snapshot stream cut at one
+	// applied index: the first message carries the index and the state's
+	// digest, the others the stream's bytes in order.
+	BackupGroup(*BackupGroupRequest, grpc.ServerStreamingServer[BackupChunk]) error
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -342,6 +372,9 @@ func (UnimplementedAdminServer) TransferLeader(context.Context, *TransferLeaderR
 }
 func (UnimplementedAdminServer) MoveReplica(context.Context, *MoveReplicaRequest) (*ShardChangeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MoveReplica not implemented")
+}
+func (UnimplementedAdminServer) BackupGroup(*BackupGroupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method BackupGroup not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -634,6 +667,17 @@ func _Admin_MoveReplica_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_BackupGroup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupGroupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).BackupGroup(m, &grpc.GenericServerStream[BackupGroupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_BackupGroupServer = grpc.ServerStreamingServer[BackupChunk]
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -702,6 +746,12 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_MoveReplica_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "BackupGroup",
+			Handler:       _Admin_BackupGroup_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "syncstore/v1/admin.proto",
 }
