@@ -360,10 +360,13 @@ func TestPartsMatchManifest(t *testing.T) {
 			if err := w.Close(); err != nil || f.Close() != nil {
 				t.Fatal(err)
 			}
-			_, err = Verify(path)
+			m, err := Verify(path)
 			var pe *PartError
 			if !errors.Is(err, tc.want) || !errors.As(err, &pe) || pe.Part != tc.part {
 				t.Fatalf("Verify = %v, want %v naming %q", err, tc.want, tc.part)
+			}
+			if _, ok := m.Part(tc.part); !ok && tc.want == ErrMissingPart {
+				t.Errorf("Verify's manifest %+v does not list the missing part", m)
 			}
 			if want := `backup: part "` + tc.part + `"`; !strings.HasPrefix(err.Error(), want) {
 				t.Errorf("error %q does not start with %q", err, want)
@@ -439,5 +442,28 @@ func TestRanges(t *testing.T) {
 	}
 	if got[0].Shard() != in[0] || got[1].Shard() != in[2] {
 		t.Errorf("Shard() = %v %v, want %v %v", got[0].Shard(), got[1].Shard(), in[0], in[2])
+	}
+}
+
+// eofReaderAt returns io.EOF with a read that reaches the end, as
+// io.ReaderAt allows.
+type eofReaderAt struct{ *bytes.Reader }
+
+func (r eofReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	n, err := r.Reader.ReadAt(b, off)
+	if err == nil && off+int64(n) == r.Size() {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func TestReaderAtEOFAtEnd(t *testing.T) {
+	file := build(t, MaxFrame, metaPart(10), groupPart(1, 0)).Bytes()
+	r, err := Open(eofReaderAt{bytes.NewReader(file)}, int64(len(file)))
+	if err == nil {
+		err = r.Verify()
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -31,7 +31,7 @@ func Open(ra io.ReaderAt, size int64) (*Reader, error) {
 		return nil, fmt.Errorf("backup: %w: %d bytes, shorter than a header and a trailer", ErrTruncated, size)
 	}
 	hdr := make([]byte, headerLen)
-	if _, err := ra.ReadAt(hdr, 0); err != nil {
+	if err := readFull(ra, hdr, 0); err != nil {
 		return nil, fmt.Errorf("backup: read header: %w", err)
 	}
 	if !bytes.HasPrefix(hdr, []byte(fileMagic)) {
@@ -41,7 +41,7 @@ func Open(ra io.ReaderAt, size int64) (*Reader, error) {
 		return nil, fmt.Errorf("backup: header: %w: format version %d, this binary reads %d", ErrUnknownFormat, v, FormatVersion)
 	}
 	tr := make([]byte, trailerLen)
-	if _, err := ra.ReadAt(tr, size-trailerLen); err != nil {
+	if err := readFull(ra, tr, size-trailerLen); err != nil {
 		return nil, fmt.Errorf("backup: read trailer: %w", err)
 	}
 	if string(tr[40:]) != endMagic {
@@ -53,7 +53,7 @@ func Open(ra io.ReaderAt, size int64) (*Reader, error) {
 	}
 	dataEnd := size - trailerLen - int64(mlen)
 	raw := make([]byte, mlen)
-	if _, err := ra.ReadAt(raw, dataEnd); err != nil {
+	if err := readFull(ra, raw, dataEnd); err != nil {
 		return nil, fmt.Errorf("backup: read manifest: %w", err)
 	}
 	if sum := sha256.Sum256(raw); !bytes.Equal(sum[:], tr[8:40]) {
@@ -160,17 +160,16 @@ func (r *Reader) Verify() error {
 	return nil
 }
 
-// Verify opens and verifies the backup at path, and returns its manifest.
+// Verify opens and verifies the backup at path, and returns its manifest:
+// also with an error about a part, once the manifest itself checked out
+// (so a caller can show what the backup was meant to hold).
 func Verify(path string) (Manifest, error) {
 	r, err := OpenFile(path)
 	if err != nil {
 		return Manifest{}, err
 	}
 	defer r.Close()
-	if err := r.Verify(); err != nil {
-		return Manifest{}, err
-	}
-	return r.Manifest(), nil
+	return r.Manifest(), r.Verify()
 }
 
 // atOffset names the part whose begin record should be at pos, for damage
@@ -190,7 +189,7 @@ func (r *Reader) readAt(buf []byte, pos int64) error {
 	if pos < 0 || pos > r.dataEnd-int64(len(buf)) {
 		return fmt.Errorf("%w: record at offset %d runs past the parts", ErrCorrupt, pos)
 	}
-	if _, err := r.ra.ReadAt(buf, pos); err != nil {
+	if err := readFull(r.ra, buf, pos); err != nil {
 		return fmt.Errorf("read at offset %d: %w", pos, err)
 	}
 	return nil
@@ -202,6 +201,19 @@ func checkCRC(rec []byte, pos int64) error {
 		return fmt.Errorf("%w: record at offset %d", ErrChecksum, pos)
 	}
 	return nil
+}
+
+// readFull is ReadAt, taking the io.EOF a ReaderAt may return with a full
+// read at the end of its input as success.
+func readFull(ra io.ReaderAt, buf []byte, off int64) error {
+	n, err := ra.ReadAt(buf, off)
+	if n == len(buf) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // readBegin reads a part's begin record at pos: its name and where its
