@@ -99,7 +99,11 @@ func TestBootstrapMakesAClusterIDThatSurvivesRestarts(t *testing.T) {
 			if err := n.Close(); err != nil {
 				t.Fatal(err)
 			}
-			n = startReady(t, cfg)
+			// Known at once, from the data dir: before the meta group replays.
+			n, err := Start(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer n.Close()
 			if n.ClusterID() != id || n.mux.ClusterID() != id {
 				t.Fatalf("after a restart: cluster id %q, raft port %q, want %q", n.ClusterID(), n.mux.ClusterID(), id)
