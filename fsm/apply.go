@@ -164,6 +164,9 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 	case *fsmpb.Command_SetShardMap:
 		err := applySetShardMap(root, op.SetShardMap)
 		return &Result{Op: "set_shard_map", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_SetClusterId:
+		err := applySetClusterID(root, op.SetClusterId)
+		return &Result{Op: "set_cluster_id", Err: rejection(err)}, storageFailure(err)
 	default:
 		return &Result{Op: "malformed", Err: fmt.Errorf("%w: no operation", ErrMalformedCommand)}, nil
 	}

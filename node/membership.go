@@ -226,6 +226,7 @@ type GroupStatus struct {
 // group it hosts.
 type Status struct {
 	ID              string
+	ClusterID       string // "" before the node knows its cluster
 	RaftAddr        string
 	GRPCAddr        string
 	ShardMapVersion uint64
@@ -249,7 +250,7 @@ func (n *Node) Status() (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	st := Status{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta, Gossip: n.gossip.Members(),
+	st := Status{ID: n.cfg.NodeID, ClusterID: n.ClusterID(), RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta, Gossip: n.gossip.Members(),
 		Storage: StorageStatus{Space: n.storage.Space(), Rebuilt: n.storage.Rebuilt()}}
 	if m := n.shardMap(); m != nil {
 		st.ShardMapVersion = m.Version

@@ -78,6 +78,13 @@ type Node struct {
 	removed     chan struct{}
 	removedOnce sync.Once
 
+	// clusterMu guards clusterID, this node's cluster ("" until it knows
+	// it; clusterid.go); clusterWarned: a data dir and meta group that
+	// disagree were reported.
+	clusterMu     sync.Mutex
+	clusterID     string
+	clusterWarned atomic.Bool
+
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -117,6 +124,10 @@ func Start(cfg Config) (*Node, error) {
 	if err := checkLayout(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	waitsForJoin, err := n.initClusterID()
+	if err != nil {
+		return nil, err
+	}
 	n.storage, err = storage.Open(storage.Options{
 		Dir:                filepath.Join(cfg.DataDir, "storage"),
 		Logger:             n.log,
@@ -130,7 +141,10 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	var muxOpts []raftmux.Option
+	muxOpts := []raftmux.Option{raftmux.WithClusterID(n.clusterID)}
+	if waitsForJoin {
+		muxOpts = append(muxOpts, raftmux.WithAdoption(n.adoptFromRaft))
+	}
 	if cfg.PeerTLS != nil {
 		muxOpts = append(muxOpts, raftmux.WithTLS(cfg.PeerTLS.Server, cfg.PeerTLS.Client))
 	}
@@ -150,7 +164,7 @@ func Start(cfg Config) (*Node, error) {
 	}
 	n.gossip, err = gossip.Start(gossip.Config{ // after the Raft address is resolved
 		NodeID: n.cfg.NodeID, BindAddr: n.cfg.GossipAddr, GRPCAddr: n.cfg.GRPCAddr, RaftAddr: n.cfg.RaftAddr,
-		ProbeInterval: n.cfg.GossipProbeInterval, Keys: n.cfg.GossipKeys,
+		ProbeInterval: n.cfg.GossipProbeInterval, Keys: n.cfg.GossipKeys, ClusterID: n.ClusterID(),
 	}, n.log)
 	if err != nil {
 		n.closeHeartbeats()
@@ -298,6 +312,9 @@ func (n *Node) gossipLoop() {
 	tick := time.NewTicker(gossipEvery)
 	defer tick.Stop()
 	for {
+		if id := n.ClusterID(); id != "" {
+			n.gossip.SetClusterID(id) // a no-op once set; the Raft port may have adopted it
+		}
 		n.publishGroups()
 		n.checkPeers()
 		if nodes, err := n.meta.fsm.Nodes(); err == nil {

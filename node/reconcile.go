@@ -39,6 +39,7 @@ func (n *Node) reconcile() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
+	n.reconcileClusterID(ctx)
 	m, err := n.meta.fsm.ShardMap()
 	if err != nil {
 		n.log.Warn("read shard map", "err", err)

@@ -111,6 +111,9 @@ type groupView struct {
 }
 
 type clusterView struct {
+	// ClusterID is the cluster of the node that answered ("" for a cluster
+	// made before cluster ids, until its meta leader sets one).
+	ClusterID  string `json:"cluster_id"`
 	ServedBy   string `json:"served_by"`
 	MetaLeader string `json:"meta_leader"`
 	MetaTerm   uint64 `json:"meta_term"`
@@ -145,6 +148,7 @@ func statusView(resp *syncv1.ClusterStatusResponse) clusterView {
 	for _, n := range resp.GetNodes() {
 		if n.GetNodeId() == resp.GetServedBy() {
 			self = n
+			v.ClusterID = n.GetClusterId()
 			for _, m := range n.GetGossip() {
 				health[m.GetNodeId()] = m.GetHealth()
 				for _, id := range m.GetHosts() {
@@ -280,6 +284,13 @@ func diskState(s *syncv1.StorageStatus) string {
 	return strings.Join(out, "; ")
 }
 
+func printClusterID(w io.Writer, id string) {
+	if id == "" {
+		id = "(none yet: made before cluster ids)"
+	}
+	fmt.Fprintf(w, "cluster %s\n", id)
+}
+
 func printStatus(w io.Writer, v clusterView) {
 	meta := v.MetaLeader
 	if meta == "" {
@@ -289,9 +300,11 @@ func printStatus(w io.Writer, v clusterView) {
 	case v.NoCluster != "":
 		fmt.Fprintln(w, v.NoCluster)
 	case len(v.Degraded) == 0:
+		printClusterID(w, v.ClusterID)
 		fmt.Fprintf(w, "meta leader %s (term %d), shard map v%d, %d nodes, %d groups (gossip as seen by %s)\n", meta, v.MetaTerm, v.MapVersion, len(v.Nodes), len(v.Groups), v.ServedBy)
 		fmt.Fprintln(w, "quorum: every group has one")
 	default:
+		printClusterID(w, v.ClusterID)
 		fmt.Fprintf(w, "meta leader %s (term %d), shard map v%d, %d nodes, %d groups (gossip as seen by %s)\n", meta, v.MetaTerm, v.MapVersion, len(v.Nodes), len(v.Groups), v.ServedBy)
 		fmt.Fprintf(w, "quorum: MISSING: %s\n", strings.Join(v.Degraded, "; "))
 	}

@@ -335,6 +335,7 @@ type Command struct {
 	//	*Command_MoveUpdate
 	//	*Command_MoveSwitch
 	//	*Command_SetNodeState
+	//	*Command_SetClusterId
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -632,6 +633,15 @@ func (x *Command) GetSetNodeState() *SetNodeState {
 	return nil
 }
 
+func (x *Command) GetSetClusterId() *SetClusterID {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetClusterId); ok {
+			return x.SetClusterId
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -743,6 +753,11 @@ type Command_SetNodeState struct {
 	SetNodeState *SetNodeState `protobuf:"bytes,40,opt,name=set_node_state,json=setNodeState,proto3,oneof"`
 }
 
+type Command_SetClusterId struct {
+	// 50..59: cluster identity.
+	SetClusterId *SetClusterID `protobuf:"bytes,50,opt,name=set_cluster_id,json=setClusterId,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -794,6 +809,8 @@ func (*Command_MoveUpdate) isCommand_Op() {}
 func (*Command_MoveSwitch) isCommand_Op() {}
 
 func (*Command_SetNodeState) isCommand_Op() {}
+
+func (*Command_SetClusterId) isCommand_Op() {}
 
 // DigestPoint changes nothing. Every replica hashes its state as it stands
 // right after applying it, so replicas' digests are compared at exactly
@@ -5448,11 +5465,69 @@ func (x *SetNodeState) GetExpectedState() NodeState {
 	return NodeState_NODE_STATE_ACTIVE
 }
 
+// SetClusterID records the cluster's id (meta group only) if the stored id
+// is still expected ("" when none is stored): a compare-and-set, like
+// SetShardMap. The id is made outside Apply (random, by the bootstrapping
+// node or a restore) and only travels in the command, so every replica
+// stores the same bytes. Refused, changing nothing, when expected is stale
+// or the id is malformed (fsm.ValidateClusterID).
+type SetClusterID struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Expected      string                 `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterID) Reset() {
+	*x = SetClusterID{}
+	mi := &file_command_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterID) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterID) ProtoMessage() {}
+
+func (x *SetClusterID) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterID.ProtoReflect.Descriptor instead.
+func (*SetClusterID) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *SetClusterID) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *SetClusterID) GetExpected() string {
+	if x != nil {
+		return x.Expected
+	}
+	return ""
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xd3\r\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\x9b\x0e\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -5489,7 +5564,8 @@ const file_command_proto_rawDesc = "" +
 	"moveUpdate\x12?\n" +
 	"\vmove_switch\x18# \x01(\v2\x1c.syncstore.fsm.v1.MoveSwitchH\x00R\n" +
 	"moveSwitch\x12F\n" +
-	"\x0eset_node_state\x18( \x01(\v2\x1e.syncstore.fsm.v1.SetNodeStateH\x00R\fsetNodeStateB\x04\n" +
+	"\x0eset_node_state\x18( \x01(\v2\x1e.syncstore.fsm.v1.SetNodeStateH\x00R\fsetNodeState\x12F\n" +
+	"\x0eset_cluster_id\x182 \x01(\v2\x1e.syncstore.fsm.v1.SetClusterIDH\x00R\fsetClusterIdB\x04\n" +
 	"\x02op\"\r\n" +
 	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
@@ -5907,7 +5983,11 @@ const file_command_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x121\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\x05state\x12\x12\n" +
 	"\x04dead\x18\x03 \x01(\bR\x04dead\x12B\n" +
-	"\x0eexpected_state\x18\x04 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\rexpectedState*I\n" +
+	"\x0eexpected_state\x18\x04 \x01(\x0e2\x1b.syncstore.fsm.v1.NodeStateR\rexpectedState\"I\n" +
+	"\fSetClusterID\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1a\n" +
+	"\bexpected\x18\x02 \x01(\tR\bexpected*I\n" +
 	"\rTimelineClass\x12\x17\n" +
 	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
 	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01*t\n" +
@@ -5939,7 +6019,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 77)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),          // 0: syncstore.fsm.v1.TimelineClass
 	(MovePhase)(0),              // 1: syncstore.fsm.v1.MovePhase
@@ -6012,17 +6092,18 @@ var file_command_proto_goTypes = []any{
 	(*SlotDigest)(nil),          // 68: syncstore.fsm.v1.SlotDigest
 	(*MoveStepResult)(nil),      // 69: syncstore.fsm.v1.MoveStepResult
 	(*SetNodeState)(nil),        // 70: syncstore.fsm.v1.SetNodeState
-	nil,                         // 71: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                         // 72: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                         // 73: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                         // 74: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                         // 75: syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	nil,                         // 76: syncstore.fsm.v1.CopyItem.MetadataEntry
-	nil,                         // 77: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                         // 78: syncstore.fsm.v1.StoredRecord.MetadataEntry
-	nil,                         // 79: syncstore.fsm.v1.Login.MetadataEntry
-	nil,                         // 80: syncstore.fsm.v1.Session.MetadataEntry
-	nil,                         // 81: syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	(*SetClusterID)(nil),        // 71: syncstore.fsm.v1.SetClusterID
+	nil,                         // 72: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                         // 73: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                         // 74: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                         // 75: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                         // 76: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                         // 77: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                         // 78: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                         // 79: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	nil,                         // 80: syncstore.fsm.v1.Login.MetadataEntry
+	nil,                         // 81: syncstore.fsm.v1.Session.MetadataEntry
+	nil,                         // 82: syncstore.fsm.v1.DeviceRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	13, // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
@@ -6051,73 +6132,74 @@ var file_command_proto_depIdxs = []int32{
 	62, // 23: syncstore.fsm.v1.Command.move_update:type_name -> syncstore.fsm.v1.MoveUpdate
 	63, // 24: syncstore.fsm.v1.Command.move_switch:type_name -> syncstore.fsm.v1.MoveSwitch
 	70, // 25: syncstore.fsm.v1.Command.set_node_state:type_name -> syncstore.fsm.v1.SetNodeState
-	71, // 26: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	9,  // 27: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	72, // 28: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	12, // 29: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	73, // 30: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	13, // 31: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
-	18, // 32: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	20, // 33: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	19, // 34: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	20, // 35: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	74, // 36: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 37: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	2,  // 38: syncstore.fsm.v1.NodeRecord.state:type_name -> syncstore.fsm.v1.NodeState
-	33, // 39: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
-	34, // 40: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
-	27, // 41: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
-	29, // 42: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
-	75, // 43: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	31, // 44: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
-	76, // 45: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
-	77, // 46: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
-	36, // 47: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	78, // 48: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
-	41, // 49: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
-	79, // 50: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
-	40, // 51: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
-	45, // 52: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
-	49, // 53: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
-	80, // 54: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
-	81, // 55: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
-	20, // 56: syncstore.fsm.v1.MoveSource.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	3,  // 57: syncstore.fsm.v1.MoveSource.action:type_name -> syncstore.fsm.v1.MoveSource.Action
-	54, // 58: syncstore.fsm.v1.MovingRanges.moves:type_name -> syncstore.fsm.v1.MovingRange
-	20, // 59: syncstore.fsm.v1.MovingRange.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	20, // 60: syncstore.fsm.v1.MoveImport.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	55, // 61: syncstore.fsm.v1.MoveImport.from:type_name -> syncstore.fsm.v1.MoveCursor
-	55, // 62: syncstore.fsm.v1.MoveImport.to:type_name -> syncstore.fsm.v1.MoveCursor
-	56, // 63: syncstore.fsm.v1.MoveImport.items:type_name -> syncstore.fsm.v1.MoveItem
-	20, // 64: syncstore.fsm.v1.MoveImportState.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	55, // 65: syncstore.fsm.v1.MoveImportState.cursor:type_name -> syncstore.fsm.v1.MoveCursor
-	20, // 66: syncstore.fsm.v1.MoveCleanup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	4,  // 67: syncstore.fsm.v1.MoveCleanup.side:type_name -> syncstore.fsm.v1.MoveCleanup.Side
-	20, // 68: syncstore.fsm.v1.MoveRecord.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	1,  // 69: syncstore.fsm.v1.MoveRecord.phase:type_name -> syncstore.fsm.v1.MovePhase
-	20, // 70: syncstore.fsm.v1.MovePlan.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	1,  // 71: syncstore.fsm.v1.MoveUpdate.from:type_name -> syncstore.fsm.v1.MovePhase
-	1,  // 72: syncstore.fsm.v1.MoveUpdate.to:type_name -> syncstore.fsm.v1.MovePhase
-	52, // 73: syncstore.fsm.v1.MoveStep.source:type_name -> syncstore.fsm.v1.MoveSource
-	57, // 74: syncstore.fsm.v1.MoveStep.import:type_name -> syncstore.fsm.v1.MoveImport
-	59, // 75: syncstore.fsm.v1.MoveStep.cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
-	65, // 76: syncstore.fsm.v1.MoveStep.export:type_name -> syncstore.fsm.v1.MoveExport
-	66, // 77: syncstore.fsm.v1.MoveStep.digest:type_name -> syncstore.fsm.v1.MoveRangeDigest
-	17, // 78: syncstore.fsm.v1.MoveStep.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
-	67, // 79: syncstore.fsm.v1.MoveStep.log_slots:type_name -> syncstore.fsm.v1.MoveLogSlots
-	20, // 80: syncstore.fsm.v1.MoveExport.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	55, // 81: syncstore.fsm.v1.MoveExport.from:type_name -> syncstore.fsm.v1.MoveCursor
-	20, // 82: syncstore.fsm.v1.MoveRangeDigest.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	57, // 83: syncstore.fsm.v1.MoveStepResult.chunk:type_name -> syncstore.fsm.v1.MoveImport
-	58, // 84: syncstore.fsm.v1.MoveStepResult.import_state:type_name -> syncstore.fsm.v1.MoveImportState
-	68, // 85: syncstore.fsm.v1.MoveStepResult.slot_digests:type_name -> syncstore.fsm.v1.SlotDigest
-	2,  // 86: syncstore.fsm.v1.SetNodeState.state:type_name -> syncstore.fsm.v1.NodeState
-	2,  // 87: syncstore.fsm.v1.SetNodeState.expected_state:type_name -> syncstore.fsm.v1.NodeState
-	88, // [88:88] is the sub-list for method output_type
-	88, // [88:88] is the sub-list for method input_type
-	88, // [88:88] is the sub-list for extension type_name
-	88, // [88:88] is the sub-list for extension extendee
-	0,  // [0:88] is the sub-list for field type_name
+	71, // 26: syncstore.fsm.v1.Command.set_cluster_id:type_name -> syncstore.fsm.v1.SetClusterID
+	72, // 27: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	9,  // 28: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	73, // 29: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	12, // 30: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	74, // 31: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	13, // 32: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
+	18, // 33: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	20, // 34: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	19, // 35: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	20, // 36: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	75, // 37: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 38: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	2,  // 39: syncstore.fsm.v1.NodeRecord.state:type_name -> syncstore.fsm.v1.NodeState
+	33, // 40: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
+	34, // 41: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
+	27, // 42: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
+	29, // 43: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
+	76, // 44: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	31, // 45: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
+	77, // 46: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	78, // 47: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	36, // 48: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
+	79, // 49: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	41, // 50: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
+	80, // 51: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
+	40, // 52: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
+	45, // 53: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
+	49, // 54: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
+	81, // 55: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
+	82, // 56: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	20, // 57: syncstore.fsm.v1.MoveSource.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	3,  // 58: syncstore.fsm.v1.MoveSource.action:type_name -> syncstore.fsm.v1.MoveSource.Action
+	54, // 59: syncstore.fsm.v1.MovingRanges.moves:type_name -> syncstore.fsm.v1.MovingRange
+	20, // 60: syncstore.fsm.v1.MovingRange.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	20, // 61: syncstore.fsm.v1.MoveImport.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 62: syncstore.fsm.v1.MoveImport.from:type_name -> syncstore.fsm.v1.MoveCursor
+	55, // 63: syncstore.fsm.v1.MoveImport.to:type_name -> syncstore.fsm.v1.MoveCursor
+	56, // 64: syncstore.fsm.v1.MoveImport.items:type_name -> syncstore.fsm.v1.MoveItem
+	20, // 65: syncstore.fsm.v1.MoveImportState.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 66: syncstore.fsm.v1.MoveImportState.cursor:type_name -> syncstore.fsm.v1.MoveCursor
+	20, // 67: syncstore.fsm.v1.MoveCleanup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	4,  // 68: syncstore.fsm.v1.MoveCleanup.side:type_name -> syncstore.fsm.v1.MoveCleanup.Side
+	20, // 69: syncstore.fsm.v1.MoveRecord.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	1,  // 70: syncstore.fsm.v1.MoveRecord.phase:type_name -> syncstore.fsm.v1.MovePhase
+	20, // 71: syncstore.fsm.v1.MovePlan.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	1,  // 72: syncstore.fsm.v1.MoveUpdate.from:type_name -> syncstore.fsm.v1.MovePhase
+	1,  // 73: syncstore.fsm.v1.MoveUpdate.to:type_name -> syncstore.fsm.v1.MovePhase
+	52, // 74: syncstore.fsm.v1.MoveStep.source:type_name -> syncstore.fsm.v1.MoveSource
+	57, // 75: syncstore.fsm.v1.MoveStep.import:type_name -> syncstore.fsm.v1.MoveImport
+	59, // 76: syncstore.fsm.v1.MoveStep.cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
+	65, // 77: syncstore.fsm.v1.MoveStep.export:type_name -> syncstore.fsm.v1.MoveExport
+	66, // 78: syncstore.fsm.v1.MoveStep.digest:type_name -> syncstore.fsm.v1.MoveRangeDigest
+	17, // 79: syncstore.fsm.v1.MoveStep.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	67, // 80: syncstore.fsm.v1.MoveStep.log_slots:type_name -> syncstore.fsm.v1.MoveLogSlots
+	20, // 81: syncstore.fsm.v1.MoveExport.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 82: syncstore.fsm.v1.MoveExport.from:type_name -> syncstore.fsm.v1.MoveCursor
+	20, // 83: syncstore.fsm.v1.MoveRangeDigest.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	57, // 84: syncstore.fsm.v1.MoveStepResult.chunk:type_name -> syncstore.fsm.v1.MoveImport
+	58, // 85: syncstore.fsm.v1.MoveStepResult.import_state:type_name -> syncstore.fsm.v1.MoveImportState
+	68, // 86: syncstore.fsm.v1.MoveStepResult.slot_digests:type_name -> syncstore.fsm.v1.SlotDigest
+	2,  // 87: syncstore.fsm.v1.SetNodeState.state:type_name -> syncstore.fsm.v1.NodeState
+	2,  // 88: syncstore.fsm.v1.SetNodeState.expected_state:type_name -> syncstore.fsm.v1.NodeState
+	89, // [89:89] is the sub-list for method output_type
+	89, // [89:89] is the sub-list for method input_type
+	89, // [89:89] is the sub-list for extension type_name
+	89, // [89:89] is the sub-list for extension extendee
+	0,  // [0:89] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -6152,6 +6234,7 @@ func file_command_proto_init() {
 		(*Command_MoveUpdate)(nil),
 		(*Command_MoveSwitch)(nil),
 		(*Command_SetNodeState)(nil),
+		(*Command_SetClusterId)(nil),
 	}
 	file_command_proto_msgTypes[59].OneofWrappers = []any{
 		(*MoveStep_Source)(nil),
@@ -6169,7 +6252,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   77,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -41,6 +41,7 @@ type Cluster struct {
 	t          testing.TB
 	tweak      func(*node.Config)
 	serverOpts []server.Option
+	prefix     string // of member ids: n1, n2, ...
 	Members    []*Member
 }
 
@@ -61,9 +62,16 @@ func FastConfig(c *node.Config) {
 // FastConfig and the peer client's Prober and Deliverer are set. Everything is stopped when the test ends.
 func New(t testing.TB, n int, tweak func(*node.Config), serverOpts ...server.Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, tweak: tweak, serverOpts: serverOpts}
+	return NewNamed(t, "n", n, tweak, serverOpts...)
+}
+
+// NewNamed is New with member ids prefix1, prefix2, ...: two clusters of
+// one test then have distinct node ids.
+func NewNamed(t testing.TB, prefix string, n int, tweak func(*node.Config), serverOpts ...server.Option) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, tweak: tweak, serverOpts: serverOpts, prefix: prefix}
 	for i := range n {
-		c.Members = append(c.Members, &Member{ID: fmt.Sprintf("n%d", i+1), Dir: t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"})
+		c.Members = append(c.Members, &Member{ID: fmt.Sprintf("%s%d", prefix, i+1), Dir: t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"})
 	}
 	// Registered after the TempDirs so it runs before their removal.
 	t.Cleanup(c.StopAll)
@@ -80,14 +88,21 @@ func New(t testing.TB, n int, tweak func(*node.Config), serverOpts ...server.Opt
 	return c
 }
 
+// join joins m as syncd does: its cluster id in the request, the answer's
+// recorded.
 func (c *Cluster) join(m *Member) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := c.Client().Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) error {
-		_, err := a.Join(ctx, &syncv1.JoinRequest{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr, GossipAddr: m.GossipAddr})
+	var resp *syncv1.JoinResponse
+	err := c.Client().Admin(ctx, func(ctx context.Context, a syncv1.AdminClient) (err error) {
+		resp, err = a.Join(ctx, &syncv1.JoinRequest{NodeId: m.ID, RaftAddr: m.RaftAddr, GrpcAddr: m.GRPCAddr, GossipAddr: m.GossipAddr,
+			ClusterId: m.Node.ClusterID()})
 		return err
 	})
+	if err == nil {
+		err = m.Node.AdoptClusterID(resp.GetClusterId())
+	}
 	if err != nil {
 		c.t.Fatalf("join %s: %v", m.ID, err)
 	}
@@ -97,7 +112,7 @@ func (c *Cluster) join(m *Member) {
 // the groups are placed again.
 func (c *Cluster) AddMember() *Member {
 	c.t.Helper()
-	m := &Member{ID: fmt.Sprintf("n%d", len(c.Members)+1), Dir: c.t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"}
+	m := &Member{ID: fmt.Sprintf("%s%d", c.prefix, len(c.Members)+1), Dir: c.t.TempDir(), RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0"}
 	c.Members = append(c.Members, m)
 	c.start(m, false)
 	c.join(m)

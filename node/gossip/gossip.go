@@ -1,7 +1,7 @@
-// Package gossip runs memberlist for a node: nodes spread their addresses
-// and the groups they host and lead, and learn who is alive, suspect or
-// dead. It informs routing and status only; Raft membership never follows
-// it.
+// Package gossip runs memberlist for a node: nodes spread their addresses,
+// their cluster id and the groups they host and lead, and learn who is
+// alive, suspect or dead. Nodes of another cluster are not let in. It
+// informs routing and status only; Raft membership never follows it.
 package gossip
 
 import (
@@ -45,6 +45,11 @@ type Member struct {
 	// Fenced are the groups whose replica on this node found its state
 	// damaged: their leaders take it out and rebuild it.
 	Fenced []shard.GroupID
+	// ClusterID is the cluster the node says it is of ("" before it knows);
+	// KnowsClusterIDs is false for a binary older than cluster ids (its
+	// meta has no such field).
+	ClusterID       string
+	KnowsClusterIDs bool
 }
 
 // Gossip is a node's memberlist. memberlist hands out pointers into its
@@ -83,20 +88,29 @@ type gossipMeta struct {
 	hosts    []shard.GroupID
 	leads    []shard.GroupID
 	fenced   []shard.GroupID
+	// clusterID, and whether the meta had the field at all (older
+	// binaries end after the hosted groups).
+	clusterID      string
+	knowsClusterID bool
 }
 
 // encode packs the meta as: gRPC address, Raft address (uvarint length +
-// bytes each), then the led and the hosted groups (uvarint count + uvarint
-// ids each). memberlist caps meta at limit bytes (512): lists that do not fit
-// are cut, hosted groups first; the shard map says the same thing, and
-// routing falls back to the map's preferred leader.
+// bytes each), then the fenced, the led and the hosted groups (uvarint
+// count + uvarint ids each), then the cluster id (uvarint length + bytes,
+// always there: older decoders ignore what follows the hosted groups).
+// memberlist caps meta at limit bytes (512): lists that do not fit are
+// cut, hosted groups first; the shard map says the same thing, and routing
+// falls back to the map's preferred leader.
 func (m gossipMeta) encode(limit int) []byte {
+	id := appendString(nil, m.clusterID)
+	limit -= len(id)
 	b := appendString(nil, m.grpcAddr)
 	b = appendString(b, m.raftAddr)
 	b = appendGroups(b, fitGroups(m.fenced, limit-len(b)-2))
 	leads := fitGroups(m.leads, limit-len(b)-1)
 	b = appendGroups(b, leads)
-	return appendGroups(b, fitGroups(m.hosts, limit-len(b)))
+	b = appendGroups(b, fitGroups(m.hosts, limit-len(b)))
+	return append(b, id...)
 }
 
 func appendString(b []byte, s string) []byte {
@@ -138,7 +152,11 @@ func decodeGossipMeta(b []byte) (gossipMeta, error) {
 	if m.leads, b, err = readGroups(b); err != nil {
 		return m, err
 	}
-	m.hosts, _, err = readGroups(b)
+	if m.hosts, b, err = readGroups(b); err != nil || len(b) == 0 {
+		return m, err // no cluster id: an older binary
+	}
+	m.clusterID, _, err = readString(b)
+	m.knowsClusterID = err == nil
 	return m, err
 }
 
@@ -176,6 +194,9 @@ type Config struct {
 	ProbeInterval      time.Duration
 	// Keys encrypt gossip: the first encrypts, all decrypt. Empty: none.
 	Keys [][]byte
+	// ClusterID is this node's cluster ("" before it knows; SetClusterID
+	// sets it later). Nodes that gossip another cluster's id are ignored.
+	ClusterID string
 }
 
 // Start binds memberlist to cfg.BindAddr.
@@ -192,7 +213,7 @@ func Start(cfg Config, log *slog.Logger) (*Gossip, error) {
 		log:          log,
 		self:         cfg.NodeID,
 		host:         host,
-		local:        gossipMeta{grpcAddr: cfg.GRPCAddr, raftAddr: cfg.RaftAddr},
+		local:        gossipMeta{grpcAddr: cfg.GRPCAddr, raftAddr: cfg.RaftAddr, clusterID: cfg.ClusterID, knowsClusterID: true},
 		peers:        map[string]*peerState{},
 		suspectAfter: suspectProbeRounds * cfg.ProbeInterval,
 	}
@@ -206,6 +227,10 @@ func Start(cfg Config, log *slog.Logger) (*Gossip, error) {
 	mc.Delegate = g
 	mc.Events = g
 	mc.Ping = g
+	// Both: a merge delegate alone would still let another cluster's
+	// nodes in through their alive messages.
+	mc.Alive = g
+	mc.Merge = g
 	if len(cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0])
 		if err != nil {
@@ -277,6 +302,60 @@ func (g *Gossip) SetGroups(hosts, leads, fenced []shard.GroupID) {
 	}
 }
 
+// SetClusterID sets the cluster id this node gossips (once it learns it)
+// and from then on ignores nodes of another cluster.
+func (g *Gossip) SetClusterID(id string) {
+	g.mu.Lock()
+	same := g.local.clusterID == id
+	g.local.clusterID = id
+	g.mu.Unlock()
+	if same {
+		return
+	}
+	if err := g.ml.UpdateNode(time.Second); err != nil {
+		g.log.Debug("gossip update", "err", err)
+	}
+}
+
+// foreign says why a node must be kept out: it gossips a cluster id and
+// this node has another. Nodes that have none yet (joining, or of a
+// cluster made before cluster ids) are let in.
+func (g *Gossip) foreign(n *memberlist.Node) error {
+	if n.Name == g.self {
+		return nil
+	}
+	meta, err := decodeGossipMeta(n.Meta)
+	if err != nil || meta.clusterID == "" {
+		return nil
+	}
+	g.mu.Lock()
+	own := g.local.clusterID
+	g.mu.Unlock()
+	if own == "" || own == meta.clusterID {
+		return nil
+	}
+	return fmt.Errorf("gossip: node %s is of cluster %s, this node of cluster %s", n.Name, meta.clusterID, own)
+}
+
+// memberlist.AliveDelegate
+
+// NotifyAlive ignores the alive messages of another cluster's nodes.
+func (g *Gossip) NotifyAlive(n *memberlist.Node) error { return g.foreign(n) }
+
+// memberlist.MergeDelegate
+
+// NotifyMerge refuses a push/pull with a node whose member list holds a
+// node of another cluster: the two clusters do not merge.
+func (g *Gossip) NotifyMerge(peers []*memberlist.Node) error {
+	for _, n := range peers {
+		if err := g.foreign(n); err != nil {
+			g.log.Warn("refused to merge gossip with another cluster", "err", err)
+			return err
+		}
+	}
+	return nil
+}
+
 // Join contacts the given gossip addresses of nodes not met yet, or gone.
 func (g *Gossip) Join(addrs []string) {
 	known := map[string]bool{}
@@ -318,6 +397,7 @@ func (g *Gossip) Members() []Member {
 		out = append(out, Member{
 			ID: id, Health: h, GRPCAddr: p.meta.grpcAddr, RaftAddr: p.meta.raftAddr,
 			Hosts: slices.Clone(p.meta.hosts), Leads: slices.Clone(p.meta.leads), Fenced: slices.Clone(p.meta.fenced),
+			ClusterID: p.meta.clusterID, KnowsClusterIDs: p.meta.knowsClusterID,
 		})
 	}
 	slices.SortFunc(out, func(a, b Member) int {

@@ -11,27 +11,39 @@ import (
 )
 
 // FuzzMuxHeader feeds arbitrary bytes as the first bytes of an accepted
-// connection. The parsers never panic and read within their bounds; over a
-// connection (net.Pipe into the Mux's handshake, so no ports are used up) a
-// bad header is closed, a header naming a registered group hands that group
-// the connection with the rest of the bytes intact, the probe header is
+// connection to a mux of cluster fuzzCluster. The parsers never panic and
+// read within their bounds; over a connection (net.Pipe into the Mux's
+// handshake, so no ports are used up) a bad header is closed, a header of
+// another cluster or of none (v1) is closed, a v2 header of this cluster
+// naming a registered group hands that group the connection with the rest
+// of the bytes intact, the probe header (either version, any cluster) is
 // answered with the node id, and every handshake goroutine ends.
 func FuzzMuxHeader(f *testing.F) {
+	const fuzzCluster = "fuzz-cluster"
 	for _, seed := range [][]byte{
-		append(appendMuxHeader(nil, 1), "raft rpc bytes"...),
-		appendMuxHeader(nil, 2),
-		appendMuxHeader(nil, 9),
-		appendMuxHeader(nil, ProbeGroup),
-		append(appendMuxHeader(nil, ProbeGroup), "trailing"...),
+		append(appendMuxHeader(nil, 1, fuzzCluster), "raft rpc bytes"...),
+		appendMuxHeader(nil, 2, fuzzCluster),
+		appendMuxHeader(nil, 9, fuzzCluster),
+		append(appendMuxHeader(nil, 1, ""), "raft rpc bytes"...), // v1: no cluster
+		append(appendMuxHeader(nil, 1, "another-cluster"), "raft rpc bytes"...),
+		appendMuxHeader(nil, 1, fuzzCluster)[:muxHeaderLen+3], // id cut short
+		append(appendMuxHeader(nil, 1, "")[:muxHeaderLen:muxHeaderLen], 0),
+		append([]byte("SSR2"), appendMuxHeader(nil, 1, "")[4:]...), // v2 without its length byte
+		append(append([]byte("SSR2"), appendMuxHeader(nil, 1, "")[4:]...), 0),
+		append(append([]byte("SSR2"), appendMuxHeader(nil, 1, "")[4:]...), MaxClusterIDBytes+1),
+		append(append([]byte("SSR2"), appendMuxHeader(nil, 1, "")[4:]...), 255),
+		appendMuxHeader(nil, ProbeGroup, ""),
+		appendMuxHeader(nil, ProbeGroup, "another-cluster"),
+		append(appendMuxHeader(nil, ProbeGroup, ""), "trailing"...),
 		[]byte("SSR"),
 		nil,
 		[]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-		append([]byte("SSR2"), appendMuxHeader(nil, 1)[4:]...),
+		append([]byte("SSR3"), appendMuxHeader(nil, 1, "")[4:]...),
 	} {
 		f.Add(seed)
 	}
 	const nodeID = "fuzz-node"
-	m, err := Listen("127.0.0.1:0", nodeID, discardLogger())
+	m, err := Listen("127.0.0.1:0", nodeID, discardLogger(), WithClusterID(fuzzCluster))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -49,11 +61,13 @@ func FuzzMuxHeader(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in []byte) {
 		checkParsers(t, in)
 
-		group, herr := parseMuxHeader(in)
+		h, hlen, herr := parseMuxHeader(in)
+		group := h.group
 		layer := layers[group]
-		if herr != nil {
+		if herr != nil || h.clusterID != fuzzCluster {
 			layer = nil
 		}
+		short := errors.Is(herr, errMuxShortHeader)
 		client, server := net.Pipe()
 		defer client.Close()
 		if !m.serve(server) {
@@ -73,7 +87,7 @@ func FuzzMuxHeader(f *testing.F) {
 			case layer != nil:
 				<-handedOver
 				client.Close()
-			case len(in) < muxHeaderLen:
+			case short:
 				client.Close() // so the handshake does not wait for more
 			}
 			wrote <- err
@@ -90,8 +104,8 @@ func FuzzMuxHeader(f *testing.F) {
 			in2.SetReadDeadline(time.Now().Add(5 * time.Second))
 			rest, err := io.ReadAll(in2)
 			in2.Close()
-			if err != nil || !bytes.Equal(rest, in[muxHeaderLen:]) {
-				t.Fatalf("group %d received %q (%v), want %q", group, rest, err, in[muxHeaderLen:])
+			if err != nil || !bytes.Equal(rest, in[hlen:]) {
+				t.Fatalf("group %d received %q (%v), want %q", group, rest, err, in[hlen:])
 			}
 		case herr == nil && group == ProbeGroup:
 			id, err := readProbeReply(client)
@@ -99,8 +113,8 @@ func FuzzMuxHeader(f *testing.F) {
 				t.Fatalf("probe answered %q, %v", id, err)
 			}
 			expectClosed(t, client)
-		case len(in) >= muxHeaderLen:
-			// Bad magic or a group not hosted here.
+		case !short:
+			// Bad magic or length, another cluster's, or a group not hosted here.
 			expectClosed(t, client)
 		}
 		select {
@@ -115,12 +129,15 @@ func FuzzMuxHeader(f *testing.F) {
 // checkParsers runs the pure parsers on in: no panic, bounded reads, and
 // what they accept is exactly what the writers produce.
 func checkParsers(t *testing.T, in []byte) {
-	g, err := parseMuxHeader(in)
+	h, n, err := parseMuxHeader(in)
 	switch {
-	case err == nil && !bytes.Equal(appendMuxHeader(nil, g), in[:muxHeaderLen]):
-		t.Fatalf("parsed group %d from %q", g, in[:muxHeaderLen])
+	case err == nil && (n > len(in) || !bytes.Equal(appendMuxHeader(nil, h.group, h.clusterID), in[:n])):
+		t.Fatalf("parsed %+v (%d bytes) from %q", h, n, in)
 	case err != nil && len(in) >= muxHeaderLen && bytes.HasPrefix(in, []byte(muxMagic)):
-		t.Fatalf("refused a well-formed header %q: %v", in[:muxHeaderLen], err)
+		t.Fatalf("refused a well-formed v1 header %q: %v", in[:muxHeaderLen], err)
+	case err != nil && len(in) > muxHeaderLen && bytes.HasPrefix(in, []byte(muxMagicV2)) &&
+		in[muxHeaderLen] > 0 && int(in[muxHeaderLen]) <= MaxClusterIDBytes && len(in) >= muxHeaderV2Min+int(in[muxHeaderLen]):
+		t.Fatalf("refused a well-formed v2 header %q: %v", in, err)
 	}
 	r := bytes.NewReader(in)
 	id, err := readProbeReply(r)

@@ -1,8 +1,9 @@
 // Package raftmux lets every Raft group a node hosts share one TCP port: a
-// dialer names the group in a short header and the listener hands the
-// connection to that group's raft.StreamLayer. It also answers an identity
-// probe, so a node handling a Join can check that a Raft address belongs to
-// the node that claims it. See DESIGN.md.
+// dialer names the group (and its cluster) in a short header and the
+// listener hands the connection to that group's raft.StreamLayer, or
+// closes it when it comes from another cluster. It also answers an
+// identity probe, so a node handling a Join can check that a Raft address
+// belongs to the node that claims it. See DESIGN.md.
 package raftmux
 
 import (
@@ -27,15 +28,26 @@ import (
 
 // The Raft traffic of every group on a node shares one TCP port. A dialer
 // opens each connection with a header naming the group; the listening side
-// reads it and hands the connection to that group's transport.
+// reads it and hands the connection to that group's transport. Two header
+// versions:
+//
+//	v1: "SSR1" + group (8 bytes, big-endian)                      a dialer with no cluster id
+//	v2: "SSR2" + group (8 bytes) + id length (1 byte, 1..64) + id  a dialer of that cluster
+//
+// A dialer with no cluster id yet sends v1, which binaries older than
+// cluster ids also send and understand, so a cluster made before them keeps
+// working through a rolling upgrade until it gets an id.
 //
 // One group id is reserved for the identity probe: a dialer that names
-// ProbeGroup is answered with "SSR1", a 2-byte big-endian length and this
-// node's id, and the connection is closed. A node handling a join uses it to
-// check that the Raft address a newcomer gave is really that node's.
+// ProbeGroup (in either version, whatever its cluster) is answered with
+// "SSR1", a 2-byte big-endian length and this node's id, and the connection
+// is closed. A node handling a join uses it to check that the Raft address a
+// newcomer gave is really that node's.
 const (
 	muxMagic            = "SSR1"
+	muxMagicV2          = "SSR2"
 	muxHeaderLen        = len(muxMagic) + 8
+	muxHeaderV2Min      = muxHeaderLen + 1
 	muxHandshakeTimeout = 5 * time.Second
 	muxAcceptBacklog    = 16
 
@@ -54,6 +66,12 @@ const (
 	muxProbeWriteTimeout = time.Second
 	// muxProbeMaxWait caps a probe whose context has no (or a far) deadline.
 	muxProbeMaxWait = 10 * time.Second
+	// MaxClusterIDBytes bounds the cluster id a v2 header carries (its
+	// length is one byte); fsm.MaxClusterIDBytes is the same bound.
+	MaxClusterIDBytes = 64
+	// refusedWarnEvery spaces the warnings about refused connections: a
+	// node of another cluster retries its dials many times a second.
+	refusedWarnEvery = 10 * time.Second
 )
 
 var errMuxClosed = errors.New("raftmux: stream closed")
@@ -92,6 +110,17 @@ type Mux struct {
 	wg     sync.WaitGroup
 	// handshakes counts handshake goroutines still running (tests wait on it).
 	handshakes atomic.Int64
+
+	// clusterMu guards clusterID and adopt: the cluster this node is of
+	// ("" before it knows one), and, on a node waiting to be joined, the
+	// callback that records the id it adopts from its first connection.
+	clusterMu sync.Mutex
+	clusterID string
+	adopt     func(clusterID string)
+	// refused counts connections closed for coming from another cluster;
+	// lastWarn (Unix nanoseconds) rate-limits the warnings about them.
+	refused  atomic.Uint64
+	lastWarn atomic.Int64
 }
 
 // Option changes a Mux made by Listen.
@@ -105,6 +134,24 @@ func WithTLS(server, client *tls.Config) Option {
 	return func(m *Mux) { m.serverTLS, m.clientTLS = server, client }
 }
 
+// WithClusterID makes the mux one of cluster id's: its dials carry the id
+// (a v2 header) and it closes group connections that carry another id or
+// none. Without it (or with "") the mux accepts every connection until
+// SetClusterID or an adoption (WithAdoption) gives it an id.
+func WithClusterID(id string) Option {
+	return func(m *Mux) { m.clusterID = id }
+}
+
+// WithAdoption is for a node that waits to be joined, with an empty data
+// dir: while the mux has no cluster id, the first group connection that
+// carries one gives the mux that id (from then on it refuses others) and
+// fn is called with it, once, before the connection is handed over. The
+// cluster it asked to join is the only one that knows its address, and
+// its leader dials it first.
+func WithAdoption(fn func(clusterID string)) Option {
+	return func(m *Mux) { m.adopt = fn }
+}
+
 // Listen listens on addr for the Raft traffic of all groups and answers
 // identity probes with nodeID (at most MaxNodeIDBytes bytes).
 func Listen(addr, nodeID string, log *slog.Logger, opts ...Option) (*Mux, error) {
@@ -112,14 +159,18 @@ func Listen(addr, nodeID string, log *slog.Logger, opts ...Option) (*Mux, error)
 	if err != nil {
 		return nil, fmt.Errorf("raftmux: listener on %s: %w", addr, err)
 	}
+	m := &Mux{log: log, probeReply: reply, layers: map[uint64]*muxLayer{}, shake: newConnSet(), done: make(chan struct{})}
+	for _, o := range opts {
+		o(m)
+	}
+	if len(m.clusterID) > MaxClusterIDBytes {
+		return nil, fmt.Errorf("raftmux: listener on %s: cluster id of %d bytes is longer than %d", addr, len(m.clusterID), MaxClusterIDBytes)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("raftmux: listener on %s: %w", addr, err)
 	}
-	m := &Mux{ln: ln, log: log, probeReply: reply, layers: map[uint64]*muxLayer{}, shake: newConnSet(), done: make(chan struct{})}
-	for _, o := range opts {
-		o(m)
-	}
+	m.ln = ln
 	if m.serverTLS != nil {
 		m.ln = tls.NewListener(ln, m.serverTLS)
 	}
@@ -130,6 +181,73 @@ func Listen(addr, nodeID string, log *slog.Logger, opts ...Option) (*Mux, error)
 
 // Addr is the shared Raft address.
 func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// ClusterID is the cluster this mux belongs to, "" while it has none.
+func (m *Mux) ClusterID() string {
+	m.clusterMu.Lock()
+	defer m.clusterMu.Unlock()
+	return m.clusterID
+}
+
+// SetClusterID gives a mux without a cluster id one (a node that learnt
+// its cluster's id from the meta group or a join's answer). Setting the id
+// it has is a no-op; another id is refused: a node never changes cluster.
+func (m *Mux) SetClusterID(id string) error {
+	if id == "" || len(id) > MaxClusterIDBytes {
+		return fmt.Errorf("raftmux: cluster id of %d bytes: want 1 to %d", len(id), MaxClusterIDBytes)
+	}
+	m.clusterMu.Lock()
+	defer m.clusterMu.Unlock()
+	if m.clusterID != "" && m.clusterID != id {
+		return fmt.Errorf("raftmux: this node is of cluster %s, not %s", m.clusterID, id)
+	}
+	m.clusterID = id
+	return nil
+}
+
+// RefusedForeign counts the group connections closed because they came
+// from another cluster (or, once this mux has an id, from none).
+func (m *Mux) RefusedForeign() uint64 { return m.refused.Load() }
+
+// admit decides on a group connection whose dialer is of cluster dialer
+// ("" for none): the same cluster passes; a mux without an id takes
+// anyone, and with an adoption callback takes the dialer's id as its own.
+func (m *Mux) admit(dialer string) bool {
+	m.clusterMu.Lock()
+	own, adopt := m.clusterID, m.adopt
+	switch {
+	case own == dialer:
+		m.clusterMu.Unlock()
+		return true
+	case own != "":
+		m.clusterMu.Unlock()
+		return false
+	}
+	if dialer == "" || adopt == nil {
+		m.clusterMu.Unlock()
+		return true
+	}
+	m.clusterID, m.adopt = dialer, nil
+	m.clusterMu.Unlock()
+	m.log.Info("adopted the cluster id of the first raft connection", "cluster_id", dialer)
+	adopt(dialer)
+	return true
+}
+
+// refuse closes a connection from another cluster, counted, and says so
+// at most every refusedWarnEvery (the dialer retries).
+func (m *Mux) refuse(c net.Conn, group uint64, dialer string) {
+	m.refused.Add(1)
+	c.Close()
+	now := time.Now().UnixNano()
+	last := m.lastWarn.Load()
+	attrs := []any{"remote", c.RemoteAddr().String(), "group", group, "their_cluster_id", dialer, "cluster_id", m.ClusterID()}
+	if now-last >= int64(refusedWarnEvery) && m.lastWarn.CompareAndSwap(last, now) {
+		m.log.Warn("refused a raft connection from a node of another cluster (a restored cluster, or a node pointed at the wrong one)", attrs...)
+		return
+	}
+	m.log.Debug("refused a raft connection from another cluster", attrs...)
+}
 
 // Layer returns the stream layer of one group. Each group id may have one
 // layer at a time; closing it frees the id.
@@ -221,7 +339,8 @@ func (m *Mux) pause(d time.Duration) bool {
 func (m *Mux) handshake(c net.Conn) {
 	defer m.wg.Done()
 	defer m.handshakes.Add(-1)
-	group, err := readHeader(c)
+	h, err := readHeader(c)
+	group := h.group
 	if err == nil && group == ProbeGroup {
 		// Answered while still tracked, so Close interrupts a stuck write.
 		m.answerProbe(c)
@@ -233,6 +352,10 @@ func (m *Mux) handshake(c net.Conn) {
 	if err != nil {
 		m.log.Debug("raft handshake", "remote", c.RemoteAddr().String(), "err", err)
 		c.Close()
+		return
+	}
+	if !m.admit(h.clusterID) {
+		m.refuse(c, group, h.clusterID)
 		return
 	}
 	m.mu.Lock()
@@ -257,43 +380,88 @@ func (m *Mux) answerProbe(c net.Conn) {
 	}
 }
 
-// readHeader reads the dialer's header under the handshake deadline.
-func readHeader(c net.Conn) (uint64, error) {
+// muxHeader is what a dialer's header says: the group, and the dialer's
+// cluster ("" in a v1 header).
+type muxHeader struct {
+	group     uint64
+	clusterID string
+}
+
+// readHeader reads the dialer's header under the handshake deadline: the
+// fixed part, then, for v2, the id's length and the id.
+func readHeader(c net.Conn) (muxHeader, error) {
 	if err := c.SetReadDeadline(time.Now().Add(muxHandshakeTimeout)); err != nil {
-		return 0, err
+		return muxHeader{}, err
 	}
-	var h [muxHeaderLen]byte
-	if _, err := io.ReadFull(c, h[:]); err != nil {
-		return 0, err
+	buf := make([]byte, muxHeaderV2Min, muxHeaderV2Min+MaxClusterIDBytes)
+	if _, err := io.ReadFull(c, buf[:muxHeaderLen]); err != nil {
+		return muxHeader{}, err
 	}
-	group, err := parseMuxHeader(h[:])
+	buf = buf[:muxHeaderLen]
+	if string(buf[:len(muxMagicV2)]) == muxMagicV2 {
+		buf = buf[:muxHeaderV2Min]
+		if _, err := io.ReadFull(c, buf[muxHeaderLen:]); err != nil {
+			return muxHeader{}, err
+		}
+		n := int(buf[muxHeaderLen])
+		if n == 0 || n > MaxClusterIDBytes {
+			return muxHeader{}, fmt.Errorf("raft stream header: cluster id of %d bytes (1 to %d)", n, MaxClusterIDBytes)
+		}
+		buf = buf[:muxHeaderV2Min+n]
+		if _, err := io.ReadFull(c, buf[muxHeaderV2Min:]); err != nil {
+			return muxHeader{}, err
+		}
+	}
+	h, _, err := parseMuxHeader(buf)
 	if err != nil {
-		return 0, err
+		return muxHeader{}, err
 	}
 	if err := c.SetReadDeadline(time.Time{}); err != nil {
-		return 0, err
+		return muxHeader{}, err
 	}
-	return group, nil
+	return h, nil
 }
 
 var errMuxShortHeader = errors.New("short raft stream header")
 
-// parseMuxHeader reads the group id from the first muxHeaderLen bytes of b
-// (the bytes after them belong to the group's stream). It is pure, so the
-// fuzzer drives it without sockets.
-func parseMuxHeader(b []byte) (uint64, error) {
+// parseMuxHeader reads a v1 or v2 header from the start of b and returns
+// how many bytes it took (the bytes after them belong to the group's
+// stream). It is pure, so the fuzzer drives it without sockets.
+func parseMuxHeader(b []byte) (muxHeader, int, error) {
 	if len(b) < muxHeaderLen {
-		return 0, fmt.Errorf("%w: %d bytes", errMuxShortHeader, len(b))
+		return muxHeader{}, 0, fmt.Errorf("%w: %d bytes", errMuxShortHeader, len(b))
 	}
-	if string(b[:len(muxMagic)]) != muxMagic {
-		return 0, fmt.Errorf("bad magic %q", b[:len(muxMagic)])
+	h := muxHeader{group: binary.BigEndian.Uint64(b[len(muxMagic):muxHeaderLen])}
+	switch string(b[:len(muxMagic)]) {
+	case muxMagic:
+		return h, muxHeaderLen, nil
+	case muxMagicV2:
+	default:
+		return muxHeader{}, 0, fmt.Errorf("bad magic %q", b[:len(muxMagic)])
 	}
-	return binary.BigEndian.Uint64(b[len(muxMagic):muxHeaderLen]), nil
+	if len(b) < muxHeaderV2Min {
+		return muxHeader{}, 0, fmt.Errorf("%w: %d bytes of a v2 header", errMuxShortHeader, len(b))
+	}
+	n := int(b[muxHeaderLen])
+	if n == 0 || n > MaxClusterIDBytes {
+		return muxHeader{}, 0, fmt.Errorf("v2 header: cluster id of %d bytes (1 to %d)", n, MaxClusterIDBytes)
+	}
+	if len(b) < muxHeaderV2Min+n {
+		return muxHeader{}, 0, fmt.Errorf("%w: %d bytes of a v2 header with a %d-byte cluster id", errMuxShortHeader, len(b), n)
+	}
+	h.clusterID = string(b[muxHeaderV2Min : muxHeaderV2Min+n])
+	return h, muxHeaderV2Min + n, nil
 }
 
-// appendMuxHeader appends the header naming group.
-func appendMuxHeader(b []byte, group uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(b, muxMagic...), group)
+// appendMuxHeader appends the header naming group: v1 without a cluster
+// id, else v2 (clusterID at most MaxClusterIDBytes bytes: Listen and
+// SetClusterID check).
+func appendMuxHeader(b []byte, group uint64, clusterID string) []byte {
+	if clusterID == "" {
+		return binary.BigEndian.AppendUint64(append(b, muxMagic...), group)
+	}
+	b = binary.BigEndian.AppendUint64(append(b, muxMagicV2...), group)
+	return append(append(b, byte(len(clusterID))), clusterID...)
 }
 
 // appendProbeReply appends the answer to an identity probe.
@@ -367,7 +535,8 @@ func ProbeIdentity(ctx context.Context, addr string, clientTLS *tls.Config) (nod
 	// A cancelled (not just expired) context must also interrupt the read.
 	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := c.Write(appendMuxHeader(nil, ProbeGroup)); err != nil {
+	// v1: the probe is answered whatever the cluster, by older binaries too.
+	if _, err := c.Write(appendMuxHeader(nil, ProbeGroup, "")); err != nil {
 		return "", classifyProbeErr(ctx, err, false)
 	}
 	id, err := readProbeReply(c)
@@ -455,7 +624,7 @@ func (l *muxLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Con
 	if err != nil {
 		return nil, err
 	}
-	h := appendMuxHeader(make([]byte, 0, muxHeaderLen), l.group)
+	h := appendMuxHeader(make([]byte, 0, muxHeaderV2Min+MaxClusterIDBytes), l.group, l.mux.ClusterID())
 	if err := c.SetWriteDeadline(time.Now().Add(timeout)); err == nil {
 		_, err = c.Write(h)
 	}

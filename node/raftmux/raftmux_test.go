@@ -309,7 +309,7 @@ func TestMuxNeverBlocksOnProbersThatDoNotRead(t *testing.T) {
 			t.Fatal(err)
 		}
 		clients = append(clients, c)
-		if _, err := c.Write(appendMuxHeader(nil, ProbeGroup)); err != nil {
+		if _, err := c.Write(appendMuxHeader(nil, ProbeGroup, "")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -338,24 +338,36 @@ func TestMuxNeverBlocksOnProbersThatDoNotRead(t *testing.T) {
 }
 
 func TestMuxHeaderAndProbeReplyParsing(t *testing.T) {
+	v2 := func(group uint64, idLen byte, id string) []byte {
+		return append(append(binary.BigEndian.AppendUint64([]byte(muxMagicV2), group), idLen), id...)
+	}
 	headers := []struct {
-		name  string
-		in    []byte
-		group uint64
-		ok    bool
+		name    string
+		in      []byte
+		group   uint64
+		cluster string
+		n       int // bytes taken
+		ok      bool
 	}{
-		{"group 1", appendMuxHeader(nil, 1), 1, true},
-		{"probe", appendMuxHeader(nil, ProbeGroup), ProbeGroup, true},
-		{"trailing stream bytes are not the header's", append(appendMuxHeader(nil, 3), "raft"...), 3, true},
-		{"empty", nil, 0, false},
-		{"short", appendMuxHeader(nil, 1)[:muxHeaderLen-1], 0, false},
-		{"bad magic", append([]byte("SSR2"), make([]byte, 8)...), 0, false},
+		{"v1 group 1", appendMuxHeader(nil, 1, ""), 1, "", muxHeaderLen, true},
+		{"v1 probe", appendMuxHeader(nil, ProbeGroup, ""), ProbeGroup, "", muxHeaderLen, true},
+		{"v1 trailing stream bytes are not the header's", append(appendMuxHeader(nil, 3, ""), "raft"...), 3, "", muxHeaderLen, true},
+		{"v2 group 1 of cluster c1", appendMuxHeader(nil, 1, "c1"), 1, "c1", muxHeaderV2Min + 2, true},
+		{"v2 trailing stream bytes", append(appendMuxHeader(nil, 4, "c1"), "raft"...), 4, "c1", muxHeaderV2Min + 2, true},
+		{"v2 longest id", v2(1, MaxClusterIDBytes, strings.Repeat("i", MaxClusterIDBytes)), 1, strings.Repeat("i", MaxClusterIDBytes), muxHeaderV2Min + MaxClusterIDBytes, true},
+		{"empty", nil, 0, "", 0, false},
+		{"v1 short", appendMuxHeader(nil, 1, "")[:muxHeaderLen-1], 0, "", 0, false},
+		{"v2 without its length", v2(1, 0, "")[:muxHeaderLen], 0, "", 0, false},
+		{"v2 with an empty id", v2(1, 0, ""), 0, "", 0, false},
+		{"v2 id over the bound", v2(1, MaxClusterIDBytes+1, strings.Repeat("i", MaxClusterIDBytes+1)), 0, "", 0, false},
+		{"v2 id cut short", appendMuxHeader(nil, 1, "cluster")[:muxHeaderV2Min+3], 0, "", 0, false},
+		{"bad magic", append([]byte("SSR3"), make([]byte, 8)...), 0, "", 0, false},
 	}
 	for _, tc := range headers {
 		t.Run("header/"+tc.name, func(t *testing.T) {
-			g, err := parseMuxHeader(tc.in)
-			if (err == nil) != tc.ok || g != tc.group {
-				t.Fatalf("got %d, %v; want %d, ok=%v", g, err, tc.group, tc.ok)
+			h, n, err := parseMuxHeader(tc.in)
+			if (err == nil) != tc.ok || h.group != tc.group || h.clusterID != tc.cluster || n != tc.n {
+				t.Fatalf("got %+v, %d bytes, %v; want group %d of %q, %d bytes, ok=%v", h, n, err, tc.group, tc.cluster, tc.n, tc.ok)
 			}
 		})
 	}

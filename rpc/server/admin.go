@@ -77,6 +77,7 @@ func (s *Server) peerStatus(ctx context.Context, addr string) (*syncv1.NodeStatu
 func nodeStatusProto(st node.Status) *syncv1.NodeStatusResponse {
 	out := &syncv1.NodeStatusResponse{
 		NodeId:          st.ID,
+		ClusterId:       st.ClusterID,
 		RaftAddr:        st.RaftAddr,
 		GrpcAddr:        st.GRPCAddr,
 		State:           st.Meta.State,

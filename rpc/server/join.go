@@ -29,15 +29,28 @@ const (
 	joinCatchUpTimeout = 60 * time.Second
 )
 
-// Join adds a node: validated, checked against the members the cluster
-// knows, verified to answer with its id at both addresses, registered and
-// added as a non-voter, then promoted to voter once it has applied the log
-// up to the index it had to reach. Everything before the registration is
-// checked first, so a refused Join changes nothing.
+// Join adds a node: validated, refused if it is of another cluster,
+// checked against the members the cluster knows, verified to answer with
+// its id at both addresses (and, there too, to be of no other cluster),
+// registered and added as a non-voter, then promoted to voter once it has
+// applied the log up to the index it had to reach. Everything before the
+// registration is checked first, so a refused Join changes nothing. The
+// answer carries the cluster id, which the joined node records.
 func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.JoinResponse, error) {
 	nd := fsm.Node{ID: req.GetNodeId(), RaftAddr: req.GetRaftAddr(), GRPCAddr: req.GetGrpcAddr(), GossipAddr: req.GetGossipAddr()}
 	if err := validateJoin(nd); err != nil {
 		return nil, toStatus(err)
+	}
+	if req.GetClusterId() != "" {
+		if err := fsm.ValidateClusterID(req.GetClusterId()); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	// Before anything else: a node of a restored cluster and one of its
+	// original share ids and addresses, which would be refused below for
+	// the wrong reason.
+	if err := s.node.CheckJoinCluster(nd.ID, req.GetClusterId()); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "join %s refused: %v", nd.ID, err)
 	}
 	forward := func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.JoinResponse, error) {
 		return syncv1.NewAdminClient(conn).Join(ctx, req)
@@ -45,7 +58,7 @@ func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.Joi
 	if err := s.node.CheckJoin(nd); err != nil {
 		return forwardOr(s, ctx, err, forward)
 	}
-	if err := verifyJoiner(ctx, nd, s.peers); err != nil {
+	if err := verifyJoiner(ctx, nd, s.peers, s.node.CheckJoinCluster); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "join %s refused: %v", nd.ID, err)
 	}
 	target, voter, err := s.node.AddLearner(ctx, nd)
@@ -62,7 +75,7 @@ func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.Joi
 			return nil, toStatus(err)
 		}
 	}
-	return &syncv1.JoinResponse{LeaderId: s.node.ID()}, nil
+	return &syncv1.JoinResponse{LeaderId: s.node.ID(), ClusterId: s.node.ClusterID()}, nil
 }
 
 // validateJoin checks a Join's fields on whichever node receives it, before
@@ -78,10 +91,11 @@ func validateJoin(nd fsm.Node) error {
 }
 
 // verifyJoiner dials the joining node at both addresses it gave and checks
-// that it answers there with the id it claims, within joinVerifyTimeout.
-// The gRPC connection is not cached: a refused address must leave nothing
-// behind.
-func verifyJoiner(ctx context.Context, nd fsm.Node, p *peers) error {
+// that it answers there with the id it claims, within joinVerifyTimeout,
+// and that its status names no other cluster (checkCluster), whatever its
+// request said. The gRPC connection is not cached: a refused address must
+// leave nothing behind.
+func verifyJoiner(ctx context.Context, nd fsm.Node, p *peers, checkCluster func(nodeID, clusterID string) error) error {
 	ctx, cancel := context.WithTimeout(ctx, joinVerifyTimeout)
 	defer cancel()
 	conn, err := grpc.NewClient(nd.GRPCAddr, grpc.WithTransportCredentials(p.creds))
@@ -95,6 +109,9 @@ func verifyJoiner(ctx context.Context, nd fsm.Node, p *peers) error {
 	}
 	if st.GetNodeId() != nd.ID || st.GetRaftAddr() != nd.RaftAddr {
 		return fmt.Errorf("the node at gRPC address %s is %s with raft address %s, not %s at %s", nd.GRPCAddr, st.GetNodeId(), st.GetRaftAddr(), nd.ID, nd.RaftAddr)
+	}
+	if err := checkCluster(nd.ID, st.GetClusterId()); err != nil {
+		return err
 	}
 	id, err := raftmux.ProbeIdentity(ctx, nd.RaftAddr, p.tls)
 	if err != nil {
