@@ -275,12 +275,16 @@ func joinCluster(ctx context.Context, through string, nd *node.Node, peerTLS *tl
 	ctx, cancel := context.WithTimeout(ctx, joinTimeout)
 	defer cancel()
 	cfg := nd.Config()
-	req := &syncv1.JoinRequest{NodeId: cfg.NodeID, RaftAddr: cfg.RaftAddr, GrpcAddr: cfg.GRPCAddr, GossipAddr: cfg.GossipAddr}
+	req := &syncv1.JoinRequest{NodeId: cfg.NodeID, RaftAddr: cfg.RaftAddr, GrpcAddr: cfg.GRPCAddr, GossipAddr: cfg.GossipAddr,
+		ClusterId: nd.ClusterID()}
 	wait := joinRetryMin
 	for {
-		_, err := syncv1.NewAdminClient(conn).Join(ctx, req)
+		resp, err := syncv1.NewAdminClient(conn).Join(ctx, req)
 		switch status.Code(err) {
 		case codes.OK:
+			if err := nd.AdoptClusterID(resp.GetClusterId()); err != nil {
+				return fmt.Errorf("join through %s: %w", through, err)
+			}
 			return nil
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
 			if st, _ := status.FromError(err); certificateRefused(st.Message()) {
