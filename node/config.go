@@ -93,6 +93,10 @@ type Config struct {
 	// Bootstrap starts a new cluster with this node as its only voter when the
 	// data dir holds no Raft state yet; ignored otherwise.
 	Bootstrap bool
+	// RestoreFrom, if set, is a backup file (syncctl backup) to boot a new
+	// cluster from, with this node as its only member: it needs Bootstrap
+	// and an empty data dir (restore.go).
+	RestoreFrom string
 	// Shards is how many data groups a new cluster's first shard map has.
 	Shards int
 	// ReconcileInterval is how often the node drives itself toward the map.
@@ -277,6 +281,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is empty"))
+	}
+	if c.RestoreFrom != "" && !c.Bootstrap {
+		errs = append(errs, errors.New("a restore boots a new cluster: it needs Bootstrap"))
 	}
 	for _, a := range []struct{ what, addr string }{{"raft address", c.RaftAddr}, {"gRPC address", c.GRPCAddr}, {"gossip address", c.GossipAddr}} {
 		if err := validateListenAddr(a.what, a.addr); err != nil {

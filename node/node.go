@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/syncstore/syncstore/backup"
 	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/node/gossip"
@@ -49,6 +50,8 @@ type Node struct {
 	// loginPolicy is cfg's, parsed once; every Login carries it.
 	loginPolicy *fsmpb.LoginPolicy
 	mux         *raftmux.Mux
+	// restored: the groups a restore at start loaded (restore.go).
+	restored map[shard.GroupID]RestoredGroup
 	// heartbeats coalesces the Raft heartbeats of every group to each
 	// node (nil when Config.CoalesceHeartbeats is off).
 	heartbeats *heartbeat.Coalescer
@@ -121,6 +124,19 @@ func Start(cfg Config) (*Node, error) {
 	if err := checkRemovedMarker(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	if err := checkRestoreMarker(cfg.DataDir, cfg.RestoreFrom != ""); err != nil {
+		return nil, err
+	}
+	var restoring *backup.Reader
+	if cfg.RestoreFrom != "" {
+		if restoring, err = openVerifiedBackup(cfg.RestoreFrom); err != nil {
+			return nil, err
+		}
+		defer restoring.Close()
+		if err := prepareRestoreDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
 	if err := checkLayout(cfg.DataDir); err != nil {
 		return nil, err
 	}
@@ -173,6 +189,15 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.cfg.GossipAddr = n.gossip.Addr()
+	if restoring != nil {
+		if err := n.restoreGroups(restoring); err != nil {
+			n.gossip.Close()
+			n.closeHeartbeats()
+			n.mux.Close()
+			n.storage.Close()
+			return nil, err
+		}
+	}
 	if n.meta, err = n.openGroup(shard.MetaGroup, cfg.Bootstrap, n.onMetaReady); err != nil {
 		n.gossip.Close()
 		n.closeHeartbeats()

@@ -76,6 +76,7 @@ func run(args, environ []string) error {
 	bootstrap := fs.Bool("bootstrap", true, "start a new cluster if the data dir is empty (ignored with --join)")
 	fs.IntVar(&cfg.Shards, "shards", cfg.Shards, "data groups of a new cluster (used with --bootstrap)")
 	join := fs.String("join", "", "join the cluster through this member's gRPC address")
+	fs.StringVar(&cfg.RestoreFrom, "restore", "", "boot a new one-node cluster (new cluster id) from this backup file (syncctl backup) into an empty --data-dir, then serve; other nodes then --join it. Checked whole before anything is written")
 	fs.IntVar(&cfg.MaxPayloadBytes, "max-payload-bytes", cfg.MaxPayloadBytes, "largest payload an append may carry")
 	fs.IntVar(&cfg.MaxPageSize, "max-page-size", cfg.MaxPageSize, "largest limit a pull may ask for")
 	fs.DurationVar(&cfg.DedupeWindow, "dedupe-window", cfg.DedupeWindow, "how long an idempotency key is remembered")
@@ -145,6 +146,12 @@ func run(args, environ []string) error {
 		cfg.Logger.Info("config file read", "path", settings.configPath)
 	}
 	cfg.Bootstrap = *bootstrap && *join == ""
+	if cfg.RestoreFrom != "" {
+		if *join != "" {
+			return usageError{errors.New("--restore boots a new cluster: it cannot --join one")}
+		}
+		cfg.Bootstrap = true
+	}
 	security, err := sec.load()
 	if err != nil {
 		return err

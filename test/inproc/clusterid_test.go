@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,12 +138,31 @@ func TestClustersStayApart(t *testing.T) {
 	// A to its meta group. That node's Raft port refuses the connections
 	// of B's leader, so it never takes B's log; A's groups never list a
 	// node of B.
-	target := a.Members[1]
-	before := groupDigests(t, a, shard.MetaGroup)
+	forcedAddRefused(t, b, a, a.Members[1])
+	noneOf(t, a, "b")
+}
+
+// forcedAddRefused has from's meta leader add target, a member of
+// cluster into, to its meta group, past Join: target's Raft port refuses
+// the connections, so into's meta state and target's cluster id do not
+// change.
+func forcedAddRefused(t *testing.T, from, into *testcluster.Cluster, target *testcluster.Member) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id := target.Node.ClusterID()
+	var before map[string]string
+	testutil.Eventually(t, 20*time.Second, func() error { // quiet: every replica at one state
+		before = groupDigests(t, into, shard.MetaGroup)
+		if len(slices.Compact(slices.Sorted(maps.Values(before)))) != 1 {
+			return fmt.Errorf("the meta replicas differ: %v", before)
+		}
+		return nil
+	})
 	refused := target.Node.ForeignRaftConnsRefused()
-	bLeader := b.Members[0].Node
+	leader := from.Members[from.WaitLeader(10*time.Second)].Node
 	nd := fsm.Node{ID: target.ID, RaftAddr: target.RaftAddr, GRPCAddr: target.GRPCAddr, GossipAddr: target.GossipAddr}
-	if _, _, err := bLeader.AddLearner(ctx, nd); err != nil {
+	if _, _, err := leader.AddLearner(ctx, nd); err != nil {
 		t.Fatalf("forced add: %v", err)
 	}
 	testutil.Eventually(t, 20*time.Second, func() error {
@@ -151,13 +171,12 @@ func TestClustersStayApart(t *testing.T) {
 		}
 		return nil
 	})
-	if after := groupDigests(t, a, shard.MetaGroup); !maps.Equal(before, after) {
-		t.Fatalf("A's meta state changed: %v -> %v", before, after)
+	if after := groupDigests(t, into, shard.MetaGroup); !maps.Equal(before, after) {
+		t.Fatalf("the meta state of %s's cluster changed: %v -> %v", target.ID, before, after)
 	}
-	if got := target.Node.ClusterID(); got != idA {
-		t.Fatalf("%s moved to cluster %s", target.ID, got)
+	if got := target.Node.ClusterID(); got != id {
+		t.Fatalf("%s moved from cluster %s to %s", target.ID, id, got)
 	}
-	noneOf(t, a, "b")
 }
 
 // noneOf checks that no group of c's members (the meta group included)

@@ -1,0 +1,317 @@
+package inproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/syncstore/syncstore/backup"
+	"github.com/syncstore/syncstore/internal/testcluster"
+	"github.com/syncstore/syncstore/internal/testutil"
+	"github.com/syncstore/syncstore/node"
+	"github.com/syncstore/syncstore/rpc/client"
+	"github.com/syncstore/syncstore/rpc/syncv1"
+	"github.com/syncstore/syncstore/shard"
+)
+
+// writeBackup backs the cluster up into path as syncctl backup does, the
+// groups in the order given (the meta group included).
+func writeBackup(t *testing.T, cl *client.Client, clusterID string, smap *shard.Map, path string, order []shard.GroupID) backup.Manifest {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w, err := backup.NewWriter(f, backup.Header{ClusterID: clusterID, Created: time.Now(), ShardMapVersion: smap.Version})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, id := range order {
+		meta := backup.PartMeta{Kind: backup.KindMeta, GroupID: uint64(id)}
+		name := backup.MetaPartName
+		if id != shard.MetaGroup {
+			g, _ := smap.Group(id)
+			meta.Kind, meta.Ranges, name = backup.KindGroup, backup.RangesOf(g.Ranges), backup.GroupPartName(uint64(id))
+		}
+		var pw io.WriteCloser
+		err := cl.BackupGroup(ctx, uint64(id), func(ch *syncv1.BackupChunk) error {
+			if pw == nil {
+				meta.AppliedIndex, meta.Digest = ch.GetAppliedIndex(), ch.GetDigest()
+				if pw, err = w.Part(name, meta); err != nil {
+					return err
+				}
+			}
+			_, err := pw.Write(ch.GetData())
+			return err
+		})
+		if err == nil && pw != nil {
+			err = pw.Close()
+		}
+		if err != nil {
+			t.Fatalf("back up group %d: %v", id, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return w.Manifest()
+}
+
+// backedUpOutbox lists the conversations with deliveries pending in a
+// group's part of a backup.
+func backedUpOutbox(t *testing.T, path string, id shard.GroupID) []string {
+	t.Helper()
+	r, err := backup.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pr, err := r.Part(backup.GroupPartName(uint64(id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := &backedUp{}
+	if _, err := io.Copy(&part.data, pr); err != nil {
+		t.Fatal(err)
+	}
+	convs, err := restoredFSM(t, part).OutboxConversations(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return convs
+}
+
+// TestRestoreIntoANewCluster backs a cluster up while writers append, a
+// conversation's fan-out is held half done, collections are written and
+// devices are logged in, and restores the backup into a new three-node
+// cluster: every append acknowledged before the backup is there; each
+// group is the manifest's state (index and digest); seqs, collection
+// versions and sessions go on from there; the held fan-out completes
+// exactly once per member; and the two clusters stay apart.
+func TestRestoreIntoANewCluster(t *testing.T) {
+	var gate deliveryGate
+	old := testcluster.NewNamed(t, "a", 3, func(cfg *node.Config) { gate.wrap(cfg) })
+	cl := old.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// Collections and sessions, then a conversation whose deliveries to
+	// other nodes are held at the gate.
+	const collections = 40
+	versions := map[string]uint64{}
+	for i := range collections {
+		coll := fmt.Sprintf("profile:%d", i)
+		for j := range 3 {
+			resp, err := cl.Write(ctx, coll, []*syncv1.RecordOp{client.Put(fmt.Sprintf("k%d", j), []byte("v"))}, client.WriteOptions{})
+			if err != nil {
+				t.Fatalf("write %s: %v", coll, err)
+			}
+			versions[coll] = resp.GetVersion()
+		}
+	}
+	sessions := map[string]string{}
+	for i := range 6 {
+		user := fmt.Sprintf("dev-user:%d", i)
+		if _, err := cl.Login(ctx, user, "phone-1", "phone", "s-"+user, nil); err != nil {
+			t.Fatalf("login %s: %v", user, err)
+		}
+		sessions[user] = "s-" + user
+	}
+	members := numbered("member:%d", 40)
+	const conv, messages = "room:restore", 5
+	gate.close()
+	for i := 1; i <= messages; i++ {
+		if _, err := cl.Send(ctx, conv, members[0], members[1:], fmt.Appendf(nil, "message %d", i), client.AppendOptions{IdempotencyKey: fmt.Sprint("m", i)}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if holder, _ := gate.holder(); holder == "" {
+			return errors.New("no delivery held yet")
+		}
+		return nil
+	})
+
+	w := startWorkload(t, cl, "restore", 4, numbered("rtl:%d", 30), 2*time.Second)
+	w.progress(t, 200)
+	w.mu.Lock()
+	before := maps.Clone(w.acks)
+	w.mu.Unlock()
+
+	smap := old.Members[0].Node.ShardMap()
+	convGroup := smap.GroupFor(conv)
+	order := []shard.GroupID{shard.MetaGroup, convGroup}
+	for _, g := range smap.Groups {
+		if g.ID != convGroup {
+			order = append(order, g.ID)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "cluster.backup")
+	man := writeBackup(t, cl, old.Members[0].Node.ClusterID(), smap, path, order)
+	w.progress(t, 50) // the writers went on through the backup
+	w.finish()
+	gate.open()
+	if convs := backedUpOutbox(t, path, convGroup); !slices.Contains(convs, conv) {
+		t.Fatalf("the backup's group %d holds no pending fan-out of %s (outbox: %v): the test would not test it", convGroup, conv, convs)
+	}
+
+	// The new cluster: r1 restores, r2 and r3 join it empty.
+	restoreOnce := true
+	fresh := testcluster.NewNamed(t, "r", 3, func(cfg *node.Config) {
+		if cfg.NodeID == "r1" && restoreOnce {
+			cfg.RestoreFrom, restoreOnce = path, false
+		}
+	})
+	r1 := fresh.Members[0].Node
+	restored := r1.Restored()
+	if len(restored) != len(man.Parts) {
+		t.Fatalf("restored %d groups, the backup holds %d", len(restored), len(man.Parts))
+	}
+	for _, p := range man.Parts {
+		got := restored[shard.GroupID(p.GroupID)]
+		if got.AppliedIndex != p.AppliedIndex || got.Digest != p.Digest || p.AppliedIndex == 0 {
+			t.Fatalf("group %d restored at %d with digest %s; the manifest says %d, %s", p.GroupID, got.AppliedIndex, got.Digest, p.AppliedIndex, p.Digest)
+		}
+	}
+	newID, oldID := r1.ClusterID(), old.Members[0].Node.ClusterID()
+	if newID == "" || newID == oldID {
+		t.Fatalf("the restored cluster's id is %q, the old one's %q", newID, oldID)
+	}
+	for _, m := range fresh.Members {
+		if got := m.Node.ClusterID(); got != newID {
+			t.Fatalf("%s is in cluster %q, want %q", m.ID, got, newID)
+		}
+	}
+
+	// The registry and the shard map name only the new cluster's nodes.
+	records, err := r1.NodeRecords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range records {
+		if !strings.HasPrefix(nd.ID, "r") {
+			t.Fatalf("the restored registry lists %s of the old cluster: %+v", nd.ID, records)
+		}
+	}
+	if m := r1.ShardMap(); m.Version <= smap.Version {
+		t.Fatalf("the restored shard map is at v%d, the backup's at v%d: clients would keep the old routes", m.Version, smap.Version)
+	}
+	for _, g := range r1.ShardMap().Groups {
+		for _, id := range append([]string{g.Creator}, g.Replicas...) {
+			if !strings.HasPrefix(id, "r") {
+				t.Fatalf("restored group %d names %s of the old cluster: %+v", g.ID, id, g)
+			}
+		}
+	}
+
+	rc := fresh.Client()
+	// Every append acknowledged before the backup is there, and seqs go on.
+	heads := map[string]uint64{}
+	for key, a := range before {
+		page, err := rc.Pull(ctx, a.timeline, a.seq-1, 1, client.Linearizable)
+		if err != nil {
+			t.Fatalf("pull %s: %v", a.timeline, err)
+		}
+		if e := page.GetEntries(); len(e) != 1 || e[0].GetSeq() != a.seq || string(e[0].GetPayload()) != a.payload {
+			t.Fatalf("append %s (%s seq %d), acknowledged before the backup, is not in the restore: %v", key, a.timeline, a.seq, e)
+		}
+		heads[a.timeline] = max(heads[a.timeline], a.seq)
+	}
+	for tl := range heads {
+		head, err := rc.Head(ctx, tl, client.Linearizable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := rc.Append(ctx, tl, []byte("after restore"), client.AppendOptions{})
+		if err != nil {
+			t.Fatalf("append to %s after the restore: %v", tl, err)
+		}
+		if head < heads[tl] || resp.GetSeq() != head+1 {
+			t.Fatalf("%s: head %d after the restore (acknowledged up to %d before it), the next append got seq %d", tl, head, heads[tl], resp.GetSeq())
+		}
+	}
+	// A retried append of a key acknowledged before the backup is still a
+	// duplicate: the dedupe records came along.
+	for key, a := range before {
+		resp, err := rc.Append(ctx, a.timeline, []byte(a.payload), client.AppendOptions{IdempotencyKey: key})
+		if err != nil || !resp.GetDeduplicated() || resp.GetSeq() != a.seq {
+			t.Fatalf("retry of %s after the restore: %v, %v; want the original seq %d, deduplicated", key, resp, err, a.seq)
+		}
+		break
+	}
+	// Collections go on at version+1; sessions are still valid.
+	for coll, v := range versions {
+		resp, err := rc.Write(ctx, coll, []*syncv1.RecordOp{client.Put("after", []byte("v"))}, client.WriteOptions{})
+		if err != nil || resp.GetVersion() != v+1 {
+			t.Fatalf("write %s after the restore: version %d (%v); it stood at %d", coll, resp.GetVersion(), err, v)
+		}
+	}
+	for user, sess := range sessions {
+		resp, err := rc.ValidateSession(ctx, user, sess, client.Linearizable)
+		if err != nil || resp.GetState() != syncv1.SessionState_SESSION_STATE_VALID {
+			t.Fatalf("session %s of %s after the restore: %v, %v", sess, user, resp, err)
+		}
+	}
+	// The fan-out held at the backup completes, once per member.
+	waitMembersHave(t, rc, members[1:], conv, messages)
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for _, m := range fresh.Members {
+			if g := m.Node.Group(convGroup); g != nil {
+				if pending, err := g.PendingDeliveries(); err != nil || pending {
+					return fmt.Errorf("%s still has deliveries pending (%v)", m.ID, err)
+				}
+			}
+		}
+		return nil
+	})
+	waitMembersHave(t, rc, members[1:], conv, messages)
+
+	checkClustersApart(t, old, fresh)
+}
+
+// checkClustersApart checks that a node of one cluster cannot join the
+// other, in either direction, that their Raft ports refuse each other
+// (a membership change forced past Join), and that neither's groups or
+// gossip list a node of the other. a's ids start with "a", b's with "r".
+func checkClustersApart(t *testing.T, a, b *testcluster.Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, pair := range [][2]*testcluster.Cluster{{a, b}, {b, a}} {
+		from, into := pair[0].Members[1], pair[1]
+		err := into.Client().Admin(ctx, func(ctx context.Context, ac syncv1.AdminClient) error {
+			_, err := ac.Join(ctx, &syncv1.JoinRequest{NodeId: from.ID, RaftAddr: from.RaftAddr, GrpcAddr: from.GRPCAddr,
+				GossipAddr: from.GossipAddr, ClusterId: from.Node.ClusterID()})
+			return err
+		})
+		if !errors.Is(err, client.ErrFailedPrecondition) {
+			t.Fatalf("%s (cluster %s) joining cluster %s: %v, want FAILED_PRECONDITION", from.ID, from.Node.ClusterID(),
+				into.Members[0].Node.ClusterID(), err)
+		}
+		members, err := into.Members[0].Node.Members()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(members, func(m node.Member) bool { return m.ID == from.ID }) {
+			t.Fatalf("%s is registered in the other cluster", from.ID)
+		}
+	}
+	noneOf(t, a, "r")
+	noneOf(t, b, "a")
+	// A forced add leaves the adder's configuration listing the target, so
+	// only the target's side is checked after each.
+	forcedAddRefused(t, a, b, b.Members[2])
+	noneOf(t, b, "a")
+	forcedAddRefused(t, b, a, a.Members[2])
+}
