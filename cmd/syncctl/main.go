@@ -83,7 +83,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of one command (bench: of each append)")
 	g.sec.register(pf)
 	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newSendCmd(g), newHistoryCmd(g), newWatchCmd(g), newStatusCmd(g), newBenchCmd(g), newCollectionCmd(g),
-		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g), newNodeCmd(g), newGroupCmd(g), newReplicaCmd(g), newSlotsCmd(g), newMoveCmd(g), newRebalanceCmd(g), newVersionCmd(g), newTokenCmd(g))
+		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g), newNodeCmd(g), newGroupCmd(g), newReplicaCmd(g), newSlotsCmd(g), newMoveCmd(g), newRebalanceCmd(g), newVersionCmd(g), newTokenCmd(g), newBackupCmd(g))
 	refuseUnknownSubcommands(root)
 	return root
 }
