@@ -39,7 +39,10 @@ type Result struct {
 	MoveID      uint64
 	MoveImport  *fsmpb.MoveImportState
 	CleanupDone bool
-	Err         error
+	// Probes: how many UpgradeProbes the group holds after one (test
+	// builds).
+	Probes uint64
+	Err    error
 }
 
 // AppendResult is the outcome of an Append.
@@ -85,6 +88,9 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 		// upgraded. Only a newer binary writes such an entry: the node
 		// encodes every command itself, so no request can.
 		return nil, fmt.Errorf("%w: command format %d or kind unknown to this binary (knows format %d)", ErrNeedsUpgrade, cmd.GetFormat(), CommandFormat)
+	}
+	if err := checkCommandVersion(root, cmd); err != nil {
+		return &Result{Op: CommandName(cmd), Err: rejection(err)}, storageFailure(err)
 	}
 	switch op := cmd.GetOp().(type) {
 	case *fsmpb.Command_Append:
@@ -167,6 +173,18 @@ func dispatch(root *bolt.Bucket, ch *Changes, cmd *fsmpb.Command) (*Result, erro
 	case *fsmpb.Command_SetClusterId:
 		err := applySetClusterID(root, op.SetClusterId)
 		return &Result{Op: "set_cluster_id", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_SetClusterVersion:
+		err := applySetClusterVersion(root, cmd.GetNowMs(), op.SetClusterVersion)
+		return &Result{Op: "set_cluster_version", Err: rejection(err)}, storageFailure(err)
+	case *fsmpb.Command_UpgradeProbe:
+		if upgradeProbe == nil {
+			// What a binary that predates a kind does with it: the kind
+			// exists in fsmpb for every build, but only a test build
+			// applies it.
+			return nil, fmt.Errorf("%w: command kind upgrade_probe unknown to this binary", ErrNeedsUpgrade)
+		}
+		n, err := upgradeProbe(root, op.UpgradeProbe)
+		return &Result{Op: "upgrade_probe", Probes: n, Err: rejection(err)}, storageFailure(err)
 	default:
 		return &Result{Op: "malformed", Err: fmt.Errorf("%w: no operation", ErrMalformedCommand)}, nil
 	}

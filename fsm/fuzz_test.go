@@ -46,6 +46,9 @@ func fuzzSeeds() []*fsmpb.Command {
 		ackCmd("bob", "p1", "bob", 1, 2000),
 		markReadCmd("bob", "c", 1, 2000),
 		{NowMs: 90000, Op: &fsmpb.Command_TouchDevices{TouchDevices: &fsmpb.TouchDevices{Items: []*fsmpb.DeviceRef{{User: "bob", DeviceId: "p1"}}}}},
+		setVersionCmd(2, 0, 2000),
+		setVersionCmd(3, 1, 2000), // a stale expectation
+		probeCmd("k"),             // refused below its version, unknown to a release binary
 	}
 }
 

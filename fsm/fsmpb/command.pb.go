@@ -336,6 +336,8 @@ type Command struct {
 	//	*Command_MoveSwitch
 	//	*Command_SetNodeState
 	//	*Command_SetClusterId
+	//	*Command_SetClusterVersion
+	//	*Command_UpgradeProbe
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -642,6 +644,24 @@ func (x *Command) GetSetClusterId() *SetClusterID {
 	return nil
 }
 
+func (x *Command) GetSetClusterVersion() *SetClusterVersion {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SetClusterVersion); ok {
+			return x.SetClusterVersion
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetUpgradeProbe() *UpgradeProbe {
+	if x != nil {
+		if x, ok := x.Op.(*Command_UpgradeProbe); ok {
+			return x.UpgradeProbe
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -758,6 +778,15 @@ type Command_SetClusterId struct {
 	SetClusterId *SetClusterID `protobuf:"bytes,50,opt,name=set_cluster_id,json=setClusterId,proto3,oneof"`
 }
 
+type Command_SetClusterVersion struct {
+	// 60..69: cluster versions (fsm/version.go).
+	SetClusterVersion *SetClusterVersion `protobuf:"bytes,60,opt,name=set_cluster_version,json=setClusterVersion,proto3,oneof"`
+}
+
+type Command_UpgradeProbe struct {
+	UpgradeProbe *UpgradeProbe `protobuf:"bytes,61,opt,name=upgrade_probe,json=upgradeProbe,proto3,oneof"`
+}
+
 func (*Command_Append) isCommand_Op() {}
 
 func (*Command_RegisterNode) isCommand_Op() {}
@@ -811,6 +840,10 @@ func (*Command_MoveSwitch) isCommand_Op() {}
 func (*Command_SetNodeState) isCommand_Op() {}
 
 func (*Command_SetClusterId) isCommand_Op() {}
+
+func (*Command_SetClusterVersion) isCommand_Op() {}
+
+func (*Command_UpgradeProbe) isCommand_Op() {}
 
 // DigestPoint changes nothing. Every replica hashes its state as it stands
 // right after applying it, so replicas' digests are compared at exactly
@@ -5523,11 +5556,182 @@ func (x *SetClusterID) GetExpected() string {
 	return ""
 }
 
+// SetClusterVersion raises the cluster version a group accepts commands
+// of, if the stored version is still expected (0 when none is stored: a
+// group made before cluster versions, which runs at version 1): a
+// compare-and-set. The meta group's is the cluster's active version,
+// raised by the bootstrap and by an upgrade's finalize once every node
+// runs a binary that supports it; each data group's leader copies it into
+// its group, so a data group refuses, at apply and on every replica alike,
+// a command of a version it was not given. Refused, changing nothing, when
+// expected is stale or version is not above the stored one.
+type SetClusterVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Expected      uint32                 `protobuf:"varint,2,opt,name=expected,proto3" json:"expected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetClusterVersion) Reset() {
+	*x = SetClusterVersion{}
+	mi := &file_command_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetClusterVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetClusterVersion) ProtoMessage() {}
+
+func (x *SetClusterVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetClusterVersion.ProtoReflect.Descriptor instead.
+func (*SetClusterVersion) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *SetClusterVersion) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SetClusterVersion) GetExpected() uint32 {
+	if x != nil {
+		return x.Expected
+	}
+	return 0
+}
+
+// ClusterVersion is a group's stored cluster version: the version and the
+// proposer's clock when it was set.
+type ClusterVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	SetAtMs       int64                  `protobuf:"varint,2,opt,name=set_at_ms,json=setAtMs,proto3" json:"set_at_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterVersion) Reset() {
+	*x = ClusterVersion{}
+	mi := &file_command_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterVersion) ProtoMessage() {}
+
+func (x *ClusterVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterVersion.ProtoReflect.Descriptor instead.
+func (*ClusterVersion) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *ClusterVersion) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ClusterVersion) GetSetAtMs() int64 {
+	if x != nil {
+		return x.SetAtMs
+	}
+	return 0
+}
+
+// UpgradeProbe writes a marker record in a data group. Only a test build
+// (tag syncstore_upgrade_test) applies it, and only at the cluster version
+// that build adds: the rolling-upgrade test's stand-in for a command a new
+// release brings. Release binaries treat it as a kind they do not know.
+type UpgradeProbe struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Note          string                 `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeProbe) Reset() {
+	*x = UpgradeProbe{}
+	mi := &file_command_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeProbe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeProbe) ProtoMessage() {}
+
+func (x *UpgradeProbe) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeProbe.ProtoReflect.Descriptor instead.
+func (*UpgradeProbe) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *UpgradeProbe) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UpgradeProbe) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\x9b\x0e\n" +
+	"\rcommand.proto\x12\x10syncstore.fsm.v1\"\xb9\x0f\n" +
 	"\aCommand\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12*\n" +
 	"\x11ignore_if_unknown\x18\x02 \x01(\bR\x0fignoreIfUnknown\x12\x15\n" +
@@ -5565,7 +5769,9 @@ const file_command_proto_rawDesc = "" +
 	"\vmove_switch\x18# \x01(\v2\x1c.syncstore.fsm.v1.MoveSwitchH\x00R\n" +
 	"moveSwitch\x12F\n" +
 	"\x0eset_node_state\x18( \x01(\v2\x1e.syncstore.fsm.v1.SetNodeStateH\x00R\fsetNodeState\x12F\n" +
-	"\x0eset_cluster_id\x182 \x01(\v2\x1e.syncstore.fsm.v1.SetClusterIDH\x00R\fsetClusterIdB\x04\n" +
+	"\x0eset_cluster_id\x182 \x01(\v2\x1e.syncstore.fsm.v1.SetClusterIDH\x00R\fsetClusterId\x12U\n" +
+	"\x13set_cluster_version\x18< \x01(\v2#.syncstore.fsm.v1.SetClusterVersionH\x00R\x11setClusterVersion\x12E\n" +
+	"\rupgrade_probe\x18= \x01(\v2\x1e.syncstore.fsm.v1.UpgradeProbeH\x00R\fupgradeProbeB\x04\n" +
 	"\x02op\"\r\n" +
 	"\vDigestPoint\"\xef\x02\n" +
 	"\x04Send\x12\"\n" +
@@ -5987,7 +6193,16 @@ const file_command_proto_rawDesc = "" +
 	"\fSetClusterID\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1a\n" +
-	"\bexpected\x18\x02 \x01(\tR\bexpected*I\n" +
+	"\bexpected\x18\x02 \x01(\tR\bexpected\"I\n" +
+	"\x11SetClusterVersion\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
+	"\bexpected\x18\x02 \x01(\rR\bexpected\"F\n" +
+	"\x0eClusterVersion\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1a\n" +
+	"\tset_at_ms\x18\x02 \x01(\x03R\asetAtMs\"4\n" +
+	"\fUpgradeProbe\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note*I\n" +
 	"\rTimelineClass\x12\x17\n" +
 	"\x13TIMELINE_CLASS_USER\x10\x00\x12\x1f\n" +
 	"\x1bTIMELINE_CLASS_CONVERSATION\x10\x01*t\n" +
@@ -6019,7 +6234,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 81)
 var file_command_proto_goTypes = []any{
 	(TimelineClass)(0),          // 0: syncstore.fsm.v1.TimelineClass
 	(MovePhase)(0),              // 1: syncstore.fsm.v1.MovePhase
@@ -6093,17 +6308,20 @@ var file_command_proto_goTypes = []any{
 	(*MoveStepResult)(nil),      // 69: syncstore.fsm.v1.MoveStepResult
 	(*SetNodeState)(nil),        // 70: syncstore.fsm.v1.SetNodeState
 	(*SetClusterID)(nil),        // 71: syncstore.fsm.v1.SetClusterID
-	nil,                         // 72: syncstore.fsm.v1.Send.MetadataEntry
-	nil,                         // 73: syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	nil,                         // 74: syncstore.fsm.v1.Append.MetadataEntry
-	nil,                         // 75: syncstore.fsm.v1.StoredEntry.MetadataEntry
-	nil,                         // 76: syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	nil,                         // 77: syncstore.fsm.v1.CopyItem.MetadataEntry
-	nil,                         // 78: syncstore.fsm.v1.RecordOp.MetadataEntry
-	nil,                         // 79: syncstore.fsm.v1.StoredRecord.MetadataEntry
-	nil,                         // 80: syncstore.fsm.v1.Login.MetadataEntry
-	nil,                         // 81: syncstore.fsm.v1.Session.MetadataEntry
-	nil,                         // 82: syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	(*SetClusterVersion)(nil),   // 72: syncstore.fsm.v1.SetClusterVersion
+	(*ClusterVersion)(nil),      // 73: syncstore.fsm.v1.ClusterVersion
+	(*UpgradeProbe)(nil),        // 74: syncstore.fsm.v1.UpgradeProbe
+	nil,                         // 75: syncstore.fsm.v1.Send.MetadataEntry
+	nil,                         // 76: syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	nil,                         // 77: syncstore.fsm.v1.Append.MetadataEntry
+	nil,                         // 78: syncstore.fsm.v1.StoredEntry.MetadataEntry
+	nil,                         // 79: syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	nil,                         // 80: syncstore.fsm.v1.CopyItem.MetadataEntry
+	nil,                         // 81: syncstore.fsm.v1.RecordOp.MetadataEntry
+	nil,                         // 82: syncstore.fsm.v1.StoredRecord.MetadataEntry
+	nil,                         // 83: syncstore.fsm.v1.Login.MetadataEntry
+	nil,                         // 84: syncstore.fsm.v1.Session.MetadataEntry
+	nil,                         // 85: syncstore.fsm.v1.DeviceRecord.MetadataEntry
 }
 var file_command_proto_depIdxs = []int32{
 	13, // 0: syncstore.fsm.v1.Command.append:type_name -> syncstore.fsm.v1.Append
@@ -6133,73 +6351,75 @@ var file_command_proto_depIdxs = []int32{
 	63, // 24: syncstore.fsm.v1.Command.move_switch:type_name -> syncstore.fsm.v1.MoveSwitch
 	70, // 25: syncstore.fsm.v1.Command.set_node_state:type_name -> syncstore.fsm.v1.SetNodeState
 	71, // 26: syncstore.fsm.v1.Command.set_cluster_id:type_name -> syncstore.fsm.v1.SetClusterID
-	72, // 27: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
-	9,  // 28: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
-	73, // 29: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
-	12, // 30: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
-	74, // 31: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
-	13, // 32: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
-	18, // 33: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
-	20, // 34: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	19, // 35: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
-	20, // 36: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	75, // 37: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
-	0,  // 38: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
-	2,  // 39: syncstore.fsm.v1.NodeRecord.state:type_name -> syncstore.fsm.v1.NodeState
-	33, // 40: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
-	34, // 41: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
-	27, // 42: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
-	29, // 43: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
-	76, // 44: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
-	31, // 45: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
-	77, // 46: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
-	78, // 47: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
-	36, // 48: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
-	79, // 49: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
-	41, // 50: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
-	80, // 51: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
-	40, // 52: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
-	45, // 53: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
-	49, // 54: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
-	81, // 55: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
-	82, // 56: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
-	20, // 57: syncstore.fsm.v1.MoveSource.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	3,  // 58: syncstore.fsm.v1.MoveSource.action:type_name -> syncstore.fsm.v1.MoveSource.Action
-	54, // 59: syncstore.fsm.v1.MovingRanges.moves:type_name -> syncstore.fsm.v1.MovingRange
-	20, // 60: syncstore.fsm.v1.MovingRange.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	20, // 61: syncstore.fsm.v1.MoveImport.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	55, // 62: syncstore.fsm.v1.MoveImport.from:type_name -> syncstore.fsm.v1.MoveCursor
-	55, // 63: syncstore.fsm.v1.MoveImport.to:type_name -> syncstore.fsm.v1.MoveCursor
-	56, // 64: syncstore.fsm.v1.MoveImport.items:type_name -> syncstore.fsm.v1.MoveItem
-	20, // 65: syncstore.fsm.v1.MoveImportState.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	55, // 66: syncstore.fsm.v1.MoveImportState.cursor:type_name -> syncstore.fsm.v1.MoveCursor
-	20, // 67: syncstore.fsm.v1.MoveCleanup.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	4,  // 68: syncstore.fsm.v1.MoveCleanup.side:type_name -> syncstore.fsm.v1.MoveCleanup.Side
-	20, // 69: syncstore.fsm.v1.MoveRecord.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	1,  // 70: syncstore.fsm.v1.MoveRecord.phase:type_name -> syncstore.fsm.v1.MovePhase
-	20, // 71: syncstore.fsm.v1.MovePlan.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	1,  // 72: syncstore.fsm.v1.MoveUpdate.from:type_name -> syncstore.fsm.v1.MovePhase
-	1,  // 73: syncstore.fsm.v1.MoveUpdate.to:type_name -> syncstore.fsm.v1.MovePhase
-	52, // 74: syncstore.fsm.v1.MoveStep.source:type_name -> syncstore.fsm.v1.MoveSource
-	57, // 75: syncstore.fsm.v1.MoveStep.import:type_name -> syncstore.fsm.v1.MoveImport
-	59, // 76: syncstore.fsm.v1.MoveStep.cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
-	65, // 77: syncstore.fsm.v1.MoveStep.export:type_name -> syncstore.fsm.v1.MoveExport
-	66, // 78: syncstore.fsm.v1.MoveStep.digest:type_name -> syncstore.fsm.v1.MoveRangeDigest
-	17, // 79: syncstore.fsm.v1.MoveStep.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
-	67, // 80: syncstore.fsm.v1.MoveStep.log_slots:type_name -> syncstore.fsm.v1.MoveLogSlots
-	20, // 81: syncstore.fsm.v1.MoveExport.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	55, // 82: syncstore.fsm.v1.MoveExport.from:type_name -> syncstore.fsm.v1.MoveCursor
-	20, // 83: syncstore.fsm.v1.MoveRangeDigest.ranges:type_name -> syncstore.fsm.v1.SlotRange
-	57, // 84: syncstore.fsm.v1.MoveStepResult.chunk:type_name -> syncstore.fsm.v1.MoveImport
-	58, // 85: syncstore.fsm.v1.MoveStepResult.import_state:type_name -> syncstore.fsm.v1.MoveImportState
-	68, // 86: syncstore.fsm.v1.MoveStepResult.slot_digests:type_name -> syncstore.fsm.v1.SlotDigest
-	2,  // 87: syncstore.fsm.v1.SetNodeState.state:type_name -> syncstore.fsm.v1.NodeState
-	2,  // 88: syncstore.fsm.v1.SetNodeState.expected_state:type_name -> syncstore.fsm.v1.NodeState
-	89, // [89:89] is the sub-list for method output_type
-	89, // [89:89] is the sub-list for method input_type
-	89, // [89:89] is the sub-list for extension type_name
-	89, // [89:89] is the sub-list for extension extendee
-	0,  // [0:89] is the sub-list for field type_name
+	72, // 27: syncstore.fsm.v1.Command.set_cluster_version:type_name -> syncstore.fsm.v1.SetClusterVersion
+	74, // 28: syncstore.fsm.v1.Command.upgrade_probe:type_name -> syncstore.fsm.v1.UpgradeProbe
+	75, // 29: syncstore.fsm.v1.Send.metadata:type_name -> syncstore.fsm.v1.Send.MetadataEntry
+	9,  // 30: syncstore.fsm.v1.Deliver.items:type_name -> syncstore.fsm.v1.DeliveryItem
+	76, // 31: syncstore.fsm.v1.DeliveryItem.metadata:type_name -> syncstore.fsm.v1.DeliveryItem.MetadataEntry
+	12, // 32: syncstore.fsm.v1.Trim.items:type_name -> syncstore.fsm.v1.TrimItem
+	77, // 33: syncstore.fsm.v1.Append.metadata:type_name -> syncstore.fsm.v1.Append.MetadataEntry
+	13, // 34: syncstore.fsm.v1.AppendBatch.appends:type_name -> syncstore.fsm.v1.Append
+	18, // 35: syncstore.fsm.v1.SetShardMap.map:type_name -> syncstore.fsm.v1.ShardMap
+	20, // 36: syncstore.fsm.v1.SetRanges.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	19, // 37: syncstore.fsm.v1.ShardMap.groups:type_name -> syncstore.fsm.v1.ShardGroup
+	20, // 38: syncstore.fsm.v1.ShardGroup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	78, // 39: syncstore.fsm.v1.StoredEntry.metadata:type_name -> syncstore.fsm.v1.StoredEntry.MetadataEntry
+	0,  // 40: syncstore.fsm.v1.TimelineInfo.class:type_name -> syncstore.fsm.v1.TimelineClass
+	2,  // 41: syncstore.fsm.v1.NodeRecord.state:type_name -> syncstore.fsm.v1.NodeState
+	33, // 42: syncstore.fsm.v1.RecordWrite.ops:type_name -> syncstore.fsm.v1.RecordOp
+	34, // 43: syncstore.fsm.v1.RecordWrite.conditions:type_name -> syncstore.fsm.v1.RecordCondition
+	27, // 44: syncstore.fsm.v1.RecordWrite.copies:type_name -> syncstore.fsm.v1.RecordCopy
+	29, // 45: syncstore.fsm.v1.CopyJob.items:type_name -> syncstore.fsm.v1.CopyJobItem
+	79, // 46: syncstore.fsm.v1.CopyJobItem.metadata:type_name -> syncstore.fsm.v1.CopyJobItem.MetadataEntry
+	31, // 47: syncstore.fsm.v1.CopyRecords.items:type_name -> syncstore.fsm.v1.CopyItem
+	80, // 48: syncstore.fsm.v1.CopyItem.metadata:type_name -> syncstore.fsm.v1.CopyItem.MetadataEntry
+	81, // 49: syncstore.fsm.v1.RecordOp.metadata:type_name -> syncstore.fsm.v1.RecordOp.MetadataEntry
+	36, // 50: syncstore.fsm.v1.CompactTombstones.items:type_name -> syncstore.fsm.v1.CompactItem
+	82, // 51: syncstore.fsm.v1.StoredRecord.metadata:type_name -> syncstore.fsm.v1.StoredRecord.MetadataEntry
+	41, // 52: syncstore.fsm.v1.LoginPolicy.groups:type_name -> syncstore.fsm.v1.ClassGroup
+	83, // 53: syncstore.fsm.v1.Login.metadata:type_name -> syncstore.fsm.v1.Login.MetadataEntry
+	40, // 54: syncstore.fsm.v1.Login.policy:type_name -> syncstore.fsm.v1.LoginPolicy
+	45, // 55: syncstore.fsm.v1.TouchDevices.items:type_name -> syncstore.fsm.v1.DeviceRef
+	49, // 56: syncstore.fsm.v1.DeviceSessions.sessions:type_name -> syncstore.fsm.v1.Session
+	84, // 57: syncstore.fsm.v1.Session.metadata:type_name -> syncstore.fsm.v1.Session.MetadataEntry
+	85, // 58: syncstore.fsm.v1.DeviceRecord.metadata:type_name -> syncstore.fsm.v1.DeviceRecord.MetadataEntry
+	20, // 59: syncstore.fsm.v1.MoveSource.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	3,  // 60: syncstore.fsm.v1.MoveSource.action:type_name -> syncstore.fsm.v1.MoveSource.Action
+	54, // 61: syncstore.fsm.v1.MovingRanges.moves:type_name -> syncstore.fsm.v1.MovingRange
+	20, // 62: syncstore.fsm.v1.MovingRange.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	20, // 63: syncstore.fsm.v1.MoveImport.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 64: syncstore.fsm.v1.MoveImport.from:type_name -> syncstore.fsm.v1.MoveCursor
+	55, // 65: syncstore.fsm.v1.MoveImport.to:type_name -> syncstore.fsm.v1.MoveCursor
+	56, // 66: syncstore.fsm.v1.MoveImport.items:type_name -> syncstore.fsm.v1.MoveItem
+	20, // 67: syncstore.fsm.v1.MoveImportState.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 68: syncstore.fsm.v1.MoveImportState.cursor:type_name -> syncstore.fsm.v1.MoveCursor
+	20, // 69: syncstore.fsm.v1.MoveCleanup.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	4,  // 70: syncstore.fsm.v1.MoveCleanup.side:type_name -> syncstore.fsm.v1.MoveCleanup.Side
+	20, // 71: syncstore.fsm.v1.MoveRecord.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	1,  // 72: syncstore.fsm.v1.MoveRecord.phase:type_name -> syncstore.fsm.v1.MovePhase
+	20, // 73: syncstore.fsm.v1.MovePlan.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	1,  // 74: syncstore.fsm.v1.MoveUpdate.from:type_name -> syncstore.fsm.v1.MovePhase
+	1,  // 75: syncstore.fsm.v1.MoveUpdate.to:type_name -> syncstore.fsm.v1.MovePhase
+	52, // 76: syncstore.fsm.v1.MoveStep.source:type_name -> syncstore.fsm.v1.MoveSource
+	57, // 77: syncstore.fsm.v1.MoveStep.import:type_name -> syncstore.fsm.v1.MoveImport
+	59, // 78: syncstore.fsm.v1.MoveStep.cleanup:type_name -> syncstore.fsm.v1.MoveCleanup
+	65, // 79: syncstore.fsm.v1.MoveStep.export:type_name -> syncstore.fsm.v1.MoveExport
+	66, // 80: syncstore.fsm.v1.MoveStep.digest:type_name -> syncstore.fsm.v1.MoveRangeDigest
+	17, // 81: syncstore.fsm.v1.MoveStep.set_ranges:type_name -> syncstore.fsm.v1.SetRanges
+	67, // 82: syncstore.fsm.v1.MoveStep.log_slots:type_name -> syncstore.fsm.v1.MoveLogSlots
+	20, // 83: syncstore.fsm.v1.MoveExport.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	55, // 84: syncstore.fsm.v1.MoveExport.from:type_name -> syncstore.fsm.v1.MoveCursor
+	20, // 85: syncstore.fsm.v1.MoveRangeDigest.ranges:type_name -> syncstore.fsm.v1.SlotRange
+	57, // 86: syncstore.fsm.v1.MoveStepResult.chunk:type_name -> syncstore.fsm.v1.MoveImport
+	58, // 87: syncstore.fsm.v1.MoveStepResult.import_state:type_name -> syncstore.fsm.v1.MoveImportState
+	68, // 88: syncstore.fsm.v1.MoveStepResult.slot_digests:type_name -> syncstore.fsm.v1.SlotDigest
+	2,  // 89: syncstore.fsm.v1.SetNodeState.state:type_name -> syncstore.fsm.v1.NodeState
+	2,  // 90: syncstore.fsm.v1.SetNodeState.expected_state:type_name -> syncstore.fsm.v1.NodeState
+	91, // [91:91] is the sub-list for method output_type
+	91, // [91:91] is the sub-list for method input_type
+	91, // [91:91] is the sub-list for extension type_name
+	91, // [91:91] is the sub-list for extension extendee
+	0,  // [0:91] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -6235,6 +6455,8 @@ func file_command_proto_init() {
 		(*Command_MoveSwitch)(nil),
 		(*Command_SetNodeState)(nil),
 		(*Command_SetClusterId)(nil),
+		(*Command_SetClusterVersion)(nil),
+		(*Command_UpgradeProbe)(nil),
 	}
 	file_command_proto_msgTypes[59].OneofWrappers = []any{
 		(*MoveStep_Source)(nil),
@@ -6252,7 +6474,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   78,
+			NumMessages:   81,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
