@@ -426,11 +426,12 @@ func (g *globals) backupProgress(stderr io.Writer) backupProgress {
 	if g.json || stderr != os.Stderr || err != nil || fi.Mode()&os.ModeCharDevice == 0 {
 		return noProgress{}
 	}
-	return &barProgress{w: stderr}
+	return &barProgress{w: stderr, throttle: 100 * time.Millisecond}
 }
 
 type barProgress struct {
 	w           io.Writer
+	throttle    time.Duration // between redraws
 	bar         *progressbar.ProgressBar
 	done, total int
 	name        string
@@ -442,7 +443,7 @@ func (b *barProgress) start(parts int) {
 		b.bar.Finish()
 	}
 	b.bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(b.w), progressbar.OptionShowBytes(true),
-		progressbar.OptionSpinnerType(14), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(100*time.Millisecond))
+		progressbar.OptionSpinnerType(14), progressbar.OptionClearOnFinish(), progressbar.OptionThrottle(b.throttle))
 }
 
 func (b *barProgress) describe() {
