@@ -91,6 +91,17 @@ type ClusterVersion struct {
 	Version uint32
 	// SetAtMs is the proposer's clock when it was set; 0 when never.
 	SetAtMs int64
+	// Stored: a SetClusterVersion set it (the compare-and-set's expected
+	// version is Version then, 0 otherwise).
+	Stored bool
+}
+
+// Expected is what a SetClusterVersion replacing cv expects.
+func (cv ClusterVersion) Expected() uint32 {
+	if !cv.Stored {
+		return 0
+	}
+	return cv.Version
 }
 
 // checkCommandVersion refuses a command of a version above the group's.
@@ -123,7 +134,7 @@ func readClusterVersion(root *bolt.Bucket) (ClusterVersion, error) {
 	if err := proto.Unmarshal(v, &rec); err != nil {
 		return cv, fmt.Errorf("%w: cluster version: %v", ErrCorruptState, err)
 	}
-	return ClusterVersion{Version: rec.GetVersion(), SetAtMs: rec.GetSetAtMs()}, nil
+	return ClusterVersion{Version: rec.GetVersion(), SetAtMs: rec.GetSetAtMs(), Stored: true}, nil
 }
 
 // applySetClusterVersion is a compare-and-set that only raises. A version
@@ -132,19 +143,11 @@ func readClusterVersion(root *bolt.Bucket) (ClusterVersion, error) {
 // cannot apply what may follow.
 func applySetClusterVersion(root *bolt.Bucket, nowMs int64, c *fsmpb.SetClusterVersion) error {
 	b := sealed{root.Bucket(bucketShardMap)}
-	raw, err := b.Get(keyClusterVersion)
-	if err != nil {
-		return err
-	}
 	cur, err := readClusterVersion(root)
 	if err != nil {
 		return err
 	}
-	have := uint32(0) // none stored
-	if raw != nil {
-		have = cur.Version
-	}
-	if c.GetExpected() != have {
+	if have := cur.Expected(); c.GetExpected() != have {
 		return reject(fmt.Errorf("%w: stored %d, expected %d", ErrClusterVersionConflict, have, c.GetExpected()))
 	}
 	if c.GetVersion() <= cur.Version {

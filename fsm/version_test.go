@@ -43,15 +43,15 @@ func TestSetClusterVersionOnlyRaisesFromTheStoredVersion(t *testing.T) {
 		wantErr error
 		want    ClusterVersion
 	}{
-		{"expects a stored version where none is", setVersionCmd(2, 1, 10), ErrClusterVersionConflict, ClusterVersion{1, 0}},
-		{"no raise from the base", setVersionCmd(1, 0, 10), ErrClusterVersionConflict, ClusterVersion{1, 0}},
-		{"the first version (a bootstrap or a first finalize)", setVersionCmd(2, 0, 10), nil, ClusterVersion{2, 10}},
-		{"stale expectation", setVersionCmd(3, 0, 20), ErrClusterVersionConflict, ClusterVersion{2, 10}},
-		{"the same version again", setVersionCmd(2, 2, 20), ErrClusterVersionConflict, ClusterVersion{2, 10}},
-		{"lower", setVersionCmd(1, 2, 20), ErrClusterVersionConflict, ClusterVersion{2, 10}},
+		{"expects a stored version where none is", setVersionCmd(2, 1, 10), ErrClusterVersionConflict, ClusterVersion{1, 0, false}},
+		{"no raise from the base", setVersionCmd(1, 0, 10), ErrClusterVersionConflict, ClusterVersion{1, 0, false}},
+		{"the first version (a bootstrap or a first finalize)", setVersionCmd(2, 0, 10), nil, ClusterVersion{2, 10, true}},
+		{"stale expectation", setVersionCmd(3, 0, 20), ErrClusterVersionConflict, ClusterVersion{2, 10, true}},
+		{"the same version again", setVersionCmd(2, 2, 20), ErrClusterVersionConflict, ClusterVersion{2, 10, true}},
+		{"lower", setVersionCmd(1, 2, 20), ErrClusterVersionConflict, ClusterVersion{2, 10, true}},
 		// Above what this binary supports: stored all the same (replicas
 		// stay identical); the node stops a binary that cannot follow.
-		{"raised past this binary", setVersionCmd(9, 2, 30), nil, ClusterVersion{9, 30}},
+		{"raised past this binary", setVersionCmd(9, 2, 30), nil, ClusterVersion{9, 30, true}},
 	}
 	for _, s := range steps {
 		before := h.digest()
@@ -178,7 +178,7 @@ func TestClusterVersionTravelsInSnapshots(t *testing.T) {
 	if err := dst.f.Restore(io.NopCloser(&sink)); err != nil {
 		t.Fatal(err)
 	}
-	if cv, err := dst.f.ClusterVersion(); err != nil || cv != (ClusterVersion{2, 5}) {
+	if cv, err := dst.f.ClusterVersion(); err != nil || cv != (ClusterVersion{2, 5, true}) {
 		t.Fatalf("restored %+v, %v", cv, err)
 	}
 }
