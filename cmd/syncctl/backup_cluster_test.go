@@ -112,8 +112,14 @@ func TestBackupOfACluster(t *testing.T) {
 	if _, err := run(t, addr, "backup", "--out", file); err == nil || !strings.Contains(err.Error(), "--force") {
 		t.Fatalf("backup over an existing file: %v", err)
 	}
-	if _, err := run(t, addr, "--timeout", "30s", "backup", "--out", file, "--force"); err != nil {
-		t.Fatalf("backup --force: %v", err)
+	out, err = run(t, addr, "--json", "--timeout", "30s", "backup", "--out", file, "--force")
+	var res backupResult
+	if err != nil || json.Unmarshal([]byte(out), &res) != nil || res.File != file || res.Bytes == 0 || res.Attempts != 1 ||
+		len(res.Parts) != len(wantParts) || res.ClusterID != m.ClusterID || res.ShardMapVersion != smap.Version {
+		t.Fatalf("--json backup --force: %+v %v\n%s", res, err, out)
+	}
+	if st, err := os.Stat(file); err != nil || st.Size() != res.Bytes {
+		t.Fatalf("%s after --force: %v (%d bytes written)", file, err, res.Bytes)
 	}
 	if _, err := run(t, addr, "backup"); err == nil || exitStatus(err) != exitUsage {
 		t.Fatalf("backup without --out: %v", err)
