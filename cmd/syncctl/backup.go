@@ -32,6 +32,7 @@ var errMapMoved = errors.New("the shard map moved under the backup")
 func newBackupCmd(g *globals) *cobra.Command {
 	var out string
 	var force bool
+	var startTimeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "backup --out FILE",
 		Short: "Write a backup of the whole cluster (meta group and every data group) to FILE; 'backup verify FILE' checks one",
@@ -46,8 +47,9 @@ abort it). If the shard map's version or the set of moves changes while
 the parts stream, the parts may not fit one map: the backup starts over
 once, and fails if it happens again.
 
---timeout bounds each request and the wait for each group's first chunk,
-not the streaming of a group's data.`,
+--timeout bounds each request; --start-timeout the wait for each group's
+stream to start (its leader hashes the group's state first, a pass over
+it); nothing bounds the streaming of a group's data.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -61,7 +63,7 @@ not the streaming of a group's data.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			opts := backupOptions{out: out, force: force, progress: g.backupProgress(cmd.ErrOrStderr())}
-			res, err := runBackup(ctx, clusterSource{cl: cl, timeout: g.timeout}, opts)
+			res, err := runBackup(ctx, clusterSource{cl: cl, timeout: g.timeout, startTimeout: startTimeout}, opts)
 			if err != nil {
 				return err
 			}
@@ -77,6 +79,7 @@ not the streaming of a group's data.`,
 	}
 	cmd.Flags().StringVar(&out, "out", "", "the backup file to write (required)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace --out if it exists")
+	cmd.Flags().DurationVar(&startTimeout, "start-timeout", 5*time.Minute, "how long to wait for a group's stream to start (finding its leader, which hashes the group first)")
 	cmd.AddCommand(newBackupVerifyCmd(g))
 	return cmd
 }
@@ -93,8 +96,9 @@ type backupSource interface {
 // clusterSource reads a cluster through the client, each unary request
 // under timeout.
 type clusterSource struct {
-	cl      *client.Client
-	timeout time.Duration
+	cl           *client.Client
+	timeout      time.Duration
+	startTimeout time.Duration // for a group's first chunk
 }
 
 func (s clusterSource) admin(ctx context.Context, fn func(context.Context, syncv1.AdminClient) error) error {
@@ -129,13 +133,14 @@ func (s clusterSource) ClusterID(ctx context.Context) (id string, err error) {
 	return id, err
 }
 
-// Group gives the stream timeout to deliver its first chunk (routing and
-// retries to the leader included), then as long as the data takes.
+// Group gives the stream startTimeout to deliver its first chunk (routing
+// and retries to the leader included, and the leader's digest pass), then
+// as long as the data takes.
 func (s clusterSource) Group(ctx context.Context, id uint64, fn func(*syncv1.BackupChunk) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	slow := time.AfterFunc(s.timeout, func() {
-		cancel(fmt.Errorf("group %d: no answer within --timeout %v", id, s.timeout))
+	slow := time.AfterFunc(s.startTimeout, func() {
+		cancel(fmt.Errorf("group %d: its stream did not start within --start-timeout %v", id, s.startTimeout))
 	})
 	defer slow.Stop()
 	err := s.cl.BackupGroup(ctx, id, func(c *syncv1.BackupChunk) error {
