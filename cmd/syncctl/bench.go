@@ -96,7 +96,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 	f.StringVar(&slots, "slots", "", "FIRST-LAST: put every timeline in these slots (e.g. those a move takes, or the others)")
 	f.IntVar(&conns, "conns", 4, "gRPC client connections the appenders share")
 	f.StringVar(&op, "op", "append", "what each operation is: append (to a timeline), record-write (a put into a collection, --timelines of them), login (a new session of a user's device, --timelines users) or ack (a device's cursor)")
-	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g), newBenchRecordsCmd(g), newBenchDeviceReconnectCmd(g))
+	cmd.AddCommand(newBenchPushCmd(g), newBenchFanOutCmd(g), newBenchReconnectCmd(g), newBenchRecordsCmd(g), newBenchDeviceReconnectCmd(g), newBenchFillCmd(g))
 	return cmd
 }
 
