@@ -37,7 +37,12 @@ ctl() { "$work/syncctl" --addr "$addrs" --timeout 30s "$@"; }
 echo "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2); $groups groups, 3 nodes"
 start_three "$groups"
 ctl --json bench fill --entries "$entries" --collections "$collections" >"$work/fill.json"
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"filled: {r[\"entries\"]:,} entries ({r[\"sends\"]:,} sends to {r[\"config\"][\"Members\"]} members), {r[\"collections\"]:,} collections of {r[\"config\"][\"Records\"]} records, in {r[\"took_ns\"]/1e9:.0f} s")' "$work/fill.json"
+python3 - "$work/fill.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+c = r["config"]
+print(f"filled: {r['entries']:,} entries ({r['sends']:,} sends to {c['Members']} members), {r['collections']:,} collections of {c['Records']} records, in {r['took_ns'] / 1e9:.0f} s")
+PY
 echo "data dirs: $(du -sh "$work/a" | cut -f1) per node"
 
 backup_once() { ctl --json backup --out "$work/cluster.backup" --force >>"$work/backups.jsonl"; }
