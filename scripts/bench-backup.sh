@@ -45,18 +45,19 @@ print(f"filled: {r['entries']:,} entries ({r['sends']:,} sends to {c['Members']}
 PY
 echo "data dirs: $(du -sh "$work/a" | cut -f1) per node"
 
-backup_once() { ctl --json backup --out "$work/cluster.backup" --force >>"$work/backups.jsonl"; }
+oneline() { python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)))'; }
+backup_once() { ctl --json backup --out "$work/cluster.backup" --force | oneline >>"$work/backups.jsonl"; }
 write_bench() { ctl --json bench --clients 16 --size 256 --timelines 1000 --rate "$rate" --duration "$1"; }
 backup_once # warm
 write_bench 3s >/dev/null
 for round in $(seq "$rounds"); do
-  echo "quiet $(write_bench "$duration" | tr -d '\n')" >>"$work/writes"
+  echo "quiet $(write_bench "$duration" | oneline)" >>"$work/writes"
   write_bench "$duration" >"$work/busy.json" &
   bench_pid=$!
   n=0
   while kill -0 "$bench_pid" 2>/dev/null; do backup_once; n=$((n + 1)); done
   wait "$bench_pid"
-  echo "busy $(tr -d '\n' <"$work/busy.json")" >>"$work/writes"
+  echo "busy $(oneline <"$work/busy.json")" >>"$work/writes"
   echo "round $round done ($n backups during the busy run)" >&2
 done
 # One backup alone, for the servers' CPU.
