@@ -40,6 +40,11 @@ func registerUpgradeProbe() (undo func()) {
 	}
 }
 
+// EnableUpgradeProbe makes this process a test build (see
+// registerUpgradeProbe) until undo is called: for tests of other packages,
+// which run every node of a test in one process.
+func EnableUpgradeProbe() (undo func()) { return registerUpgradeProbe() }
+
 // applyUpgradeProbe stores the note under the key next to the shard map
 // (a bucket every group has and the digest covers) and counts the probes.
 func applyUpgradeProbe(root *bolt.Bucket, p *fsmpb.UpgradeProbe) (uint64, error) {

@@ -234,6 +234,12 @@ type Status struct {
 	Groups          []GroupStatus
 	Gossip          []GossipMember
 	Storage         StorageStatus
+	// BinaryVersion and SupportedClusterVersion describe this node's
+	// binary; Active is the cluster's version as its meta replica has it.
+	// A binary older than cluster versions reports 0 for both numbers.
+	BinaryVersion           string
+	SupportedClusterVersion uint32
+	Active                  fsm.ClusterVersion
 }
 
 // StorageStatus is the node's storage engine as it stands.
@@ -251,7 +257,11 @@ func (n *Node) Status() (Status, error) {
 		return Status{}, err
 	}
 	st := Status{ID: n.cfg.NodeID, ClusterID: n.ClusterID(), RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, Meta: meta, Gossip: n.gossip.Members(),
-		Storage: StorageStatus{Space: n.storage.Space(), Rebuilt: n.storage.Rebuilt()}}
+		Storage:       StorageStatus{Space: n.storage.Space(), Rebuilt: n.storage.Rebuilt()},
+		BinaryVersion: BinaryVersion(), SupportedClusterVersion: fsm.SupportedClusterVersion()}
+	if st.Active, err = n.meta.fsm.ClusterVersion(); err != nil {
+		return Status{}, err
+	}
 	if m := n.shardMap(); m != nil {
 		st.ShardMapVersion = m.Version
 	}

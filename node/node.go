@@ -88,6 +88,9 @@ type Node struct {
 	clusterID     string
 	clusterWarned atomic.Bool
 
+	// upgrade: cluster versions (upgrade.go).
+	upgrade upgradeState
+
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -156,6 +159,10 @@ func Start(cfg Config) (*Node, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
+	}
+	if err := n.checkVersionAtStart(); err != nil {
+		n.storage.Close()
+		return nil, err
 	}
 	muxOpts := []raftmux.Option{raftmux.WithClusterID(n.clusterID)}
 	if waitsForJoin {

@@ -40,6 +40,9 @@ func (n *Node) reconcile() {
 	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
 	defer cancel()
 	n.reconcileClusterID(ctx)
+	if n.reconcileClusterVersion(ctx) {
+		return // this binary is too old for the cluster: it stops
+	}
 	m, err := n.meta.fsm.ShardMap()
 	if err != nil {
 		n.log.Warn("read shard map", "err", err)
@@ -69,6 +72,7 @@ func (n *Node) reconcile() {
 		// hands leadership over and is removed.
 		if desired, ok := m.Group(g.id); ok && g.isReadyLeader() {
 			n.reconcileRanges(ctx, g, m.Version, desired)
+			n.reconcileGroupVersion(ctx, g)
 			n.reconcileReplicas(ctx, g, desired)
 			n.maybeCheckDigests(g)
 		} else {

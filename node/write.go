@@ -97,6 +97,9 @@ func (g *Group) proposeWith(ctx context.Context, cmd *fsmpb.Command, await func(
 	if g.raft.State() != raft.Leader {
 		return nil, 0, g.notLeader()
 	}
+	if err := g.checkCommandVersion(ctx, cmd); err != nil {
+		return nil, 0, err
+	}
 	cmd.NowMs = g.node.cfg.Clock().UnixMilli()
 	data, err := fsm.EncodeCommand(cmd)
 	if err != nil {

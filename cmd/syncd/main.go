@@ -253,6 +253,12 @@ func run(args, environ []string) error {
 		cancel()
 	case err := <-served:
 		cfg.Logger.Error("gRPC server stopped", "err", err)
+	case <-nd.Outdated():
+		// A finalize this node applied late: the cluster runs at a version
+		// this binary cannot apply. It exits non-zero, and refuses to start
+		// again with this binary.
+		srv.Stop()
+		return errors.Join(nd.OutdatedErr(), nd.Close())
 	case <-nd.Removed():
 		cfg.Logger.Warn("this node was removed from the cluster (syncctl node remove): stopping; its data dir is marked and refused at start, wipe it to join again under this id",
 			"node", cfg.NodeID, "data_dir", cfg.DataDir)

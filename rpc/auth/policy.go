@@ -114,6 +114,10 @@ var methods = map[string]access{
 	"/syncstore.v1.Admin/TransferLeader": admin,
 	"/syncstore.v1.Admin/MoveReplica":    admin,
 	"/syncstore.v1.Admin/BackupGroup":    admin,
+	// Rolling upgrades: raising the cluster's version, and the test
+	// build's probe command (a marker record: an operator's check).
+	"/syncstore.v1.Admin/FinalizeUpgrade": admin,
+	"/syncstore.v1.Admin/UpgradeProbe":    admin,
 	// A node joins with its peer certificate: "a node without a
 	// certificate from the peer CA cannot join".
 	"/syncstore.v1.Admin/Join": peerOnly,

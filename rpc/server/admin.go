@@ -88,6 +88,11 @@ func nodeStatusProto(st node.Status) *syncv1.NodeStatusResponse {
 		LastLogIndex:    st.Meta.LastLogIndex,
 		Members:         membersProto(st.Meta.Members),
 		ShardMapVersion: st.ShardMapVersion,
+		BinaryVersion:   st.BinaryVersion,
+		// Versions of this binary and of the cluster (rolling upgrades).
+		SupportedClusterVersion:   st.SupportedClusterVersion,
+		ActiveClusterVersion:      st.Active.Version,
+		ActiveClusterVersionSetMs: st.Active.SetAtMs,
 		Storage: &syncv1.StorageStatus{
 			FreeBytes:    st.Storage.FreeBytes,
 			ReserveBytes: st.Storage.ReserveBytes,

@@ -56,6 +56,12 @@ var errorCodes = []struct {
 	{node.ErrNodeNotActive, codes.FailedPrecondition},
 	{node.ErrBadMove, codes.FailedPrecondition},
 	{node.ErrRemoved, codes.FailedPrecondition},
+	// Rolling upgrades: a command above the cluster's version, a finalize
+	// with nodes behind, a joiner too old, a release binary asked to probe.
+	{fsm.ErrClusterVersion, codes.FailedPrecondition},
+	{node.ErrUpgradeBlocked, codes.FailedPrecondition},
+	{node.ErrBinaryTooOld, codes.FailedPrecondition},
+	{node.ErrNoUpgradeProbe, codes.FailedPrecondition},
 	{node.ErrNotLeader, codes.Unavailable},
 	{node.ErrLeaderNotReady, codes.Unavailable},
 	{node.ErrOutcomeUnknown, codes.Unavailable},

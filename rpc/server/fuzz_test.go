@@ -77,6 +77,10 @@ var seedRequests = map[string]proto.Message{
 	"/syncstore.v1.Admin/TransferLeader": &syncv1.TransferLeaderRequest{GroupId: 1, To: "n1"},
 	"/syncstore.v1.Admin/MoveReplica":    &syncv1.MoveReplicaRequest{GroupId: 1, From: "n1", To: "n9"},
 	"/syncstore.v1.Admin/BackupGroup":    &syncv1.BackupGroupRequest{GroupId: 1},
+	// A version no binary of this build supports: refused before anything
+	// is asked or proposed.
+	"/syncstore.v1.Admin/FinalizeUpgrade": &syncv1.FinalizeUpgradeRequest{Version: 99},
+	"/syncstore.v1.Admin/UpgradeProbe":    &syncv1.UpgradeProbeRequest{Key: "k", Note: "n"},
 	// Moves and new groups that are refused: a run that moved slots or made
 	// groups would spend its time on them.
 	"/syncstore.v1.Admin/MoveSlots":      &syncv1.MoveSlotsRequest{Ranges: []*syncv1.SlotRange{{Start: 0, End: 16}}, TargetGroup: 99},

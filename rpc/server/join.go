@@ -58,7 +58,7 @@ func (s *Server) Join(ctx context.Context, req *syncv1.JoinRequest) (*syncv1.Joi
 	if err := s.node.CheckJoin(nd); err != nil {
 		return forwardOr(s, ctx, err, forward)
 	}
-	if err := verifyJoiner(ctx, nd, s.peers, s.node.CheckJoinCluster); err != nil {
+	if err := verifyJoiner(ctx, nd, s.peers, s.node.CheckJoinCluster, s.node.CheckJoinVersion); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "join %s refused: %v", nd.ID, err)
 	}
 	target, voter, err := s.node.AddLearner(ctx, nd)
@@ -93,9 +93,10 @@ func validateJoin(nd fsm.Node) error {
 // verifyJoiner dials the joining node at both addresses it gave and checks
 // that it answers there with the id it claims, within joinVerifyTimeout,
 // and that its status names no other cluster (checkCluster), whatever its
-// request said. The gRPC connection is not cached: a refused address must
+// request said, and a binary that supports the cluster's active version
+// (checkVersion). The gRPC connection is not cached: a refused address must
 // leave nothing behind.
-func verifyJoiner(ctx context.Context, nd fsm.Node, p *peers, checkCluster func(nodeID, clusterID string) error) error {
+func verifyJoiner(ctx context.Context, nd fsm.Node, p *peers, checkCluster func(nodeID, clusterID string) error, checkVersion func(nodeID string, supported uint32) error) error {
 	ctx, cancel := context.WithTimeout(ctx, joinVerifyTimeout)
 	defer cancel()
 	conn, err := grpc.NewClient(nd.GRPCAddr, grpc.WithTransportCredentials(p.creds))
@@ -111,6 +112,9 @@ func verifyJoiner(ctx context.Context, nd fsm.Node, p *peers, checkCluster func(
 		return fmt.Errorf("the node at gRPC address %s is %s with raft address %s, not %s at %s", nd.GRPCAddr, st.GetNodeId(), st.GetRaftAddr(), nd.ID, nd.RaftAddr)
 	}
 	if err := checkCluster(nd.ID, st.GetClusterId()); err != nil {
+		return err
+	}
+	if err := checkVersion(nd.ID, st.GetSupportedClusterVersion()); err != nil {
 		return err
 	}
 	id, err := raftmux.ProbeIdentity(ctx, nd.RaftAddr, p.tls)

@@ -80,7 +80,8 @@ func (p *PeerClient) Status(ctx context.Context, addr string) (node.Status, erro
 	if err != nil {
 		return node.Status{}, err
 	}
-	out := node.Status{ID: st.GetNodeId(), RaftAddr: st.GetRaftAddr(), GRPCAddr: st.GetGrpcAddr(), ShardMapVersion: st.GetShardMapVersion()}
+	out := node.Status{ID: st.GetNodeId(), RaftAddr: st.GetRaftAddr(), GRPCAddr: st.GetGrpcAddr(), ShardMapVersion: st.GetShardMapVersion(),
+		BinaryVersion: st.GetBinaryVersion(), SupportedClusterVersion: st.GetSupportedClusterVersion()}
 	for _, g := range st.GetGroups() {
 		gs := node.GroupStatus{
 			ID: g.GetGroupId(), State: g.GetState(), LeaderID: g.GetLeaderId(), Term: g.GetTerm(),

@@ -23,6 +23,211 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type FinalizeUpgradeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version to raise the cluster to; 0: the newest the answering
+	// node's binary supports.
+	Version       uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinalizeUpgradeRequest) Reset() {
+	*x = FinalizeUpgradeRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinalizeUpgradeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinalizeUpgradeRequest) ProtoMessage() {}
+
+func (x *FinalizeUpgradeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinalizeUpgradeRequest.ProtoReflect.Descriptor instead.
+func (*FinalizeUpgradeRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *FinalizeUpgradeRequest) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type FinalizeUpgradeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster's active version after the call.
+	ActiveVersion uint32 `protobuf:"varint,1,opt,name=active_version,json=activeVersion,proto3" json:"active_version,omitempty"`
+	// changed: this call raised it (false: it was already there).
+	Changed       bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinalizeUpgradeResponse) Reset() {
+	*x = FinalizeUpgradeResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinalizeUpgradeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinalizeUpgradeResponse) ProtoMessage() {}
+
+func (x *FinalizeUpgradeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinalizeUpgradeResponse.ProtoReflect.Descriptor instead.
+func (*FinalizeUpgradeResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FinalizeUpgradeResponse) GetActiveVersion() uint32 {
+	if x != nil {
+		return x.ActiveVersion
+	}
+	return 0
+}
+
+func (x *FinalizeUpgradeResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+type UpgradeProbeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Note          string                 `protobuf:"bytes,2,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeProbeRequest) Reset() {
+	*x = UpgradeProbeRequest{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeProbeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeProbeRequest) ProtoMessage() {}
+
+func (x *UpgradeProbeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeProbeRequest.ProtoReflect.Descriptor instead.
+func (*UpgradeProbeRequest) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UpgradeProbeRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *UpgradeProbeRequest) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+type UpgradeProbeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many probes the key's group has applied, this one included.
+	Probes        uint64 `protobuf:"varint,1,opt,name=probes,proto3" json:"probes,omitempty"`
+	GroupId       uint64 `protobuf:"varint,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpgradeProbeResponse) Reset() {
+	*x = UpgradeProbeResponse{}
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpgradeProbeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpgradeProbeResponse) ProtoMessage() {}
+
+func (x *UpgradeProbeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpgradeProbeResponse.ProtoReflect.Descriptor instead.
+func (*UpgradeProbeResponse) Descriptor() ([]byte, []int) {
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpgradeProbeResponse) GetProbes() uint64 {
+	if x != nil {
+		return x.Probes
+	}
+	return 0
+}
+
+func (x *UpgradeProbeResponse) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
 type BackupGroupRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 0 is the meta group.
@@ -33,7 +238,7 @@ type BackupGroupRequest struct {
 
 func (x *BackupGroupRequest) Reset() {
 	*x = BackupGroupRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +250,7 @@ func (x *BackupGroupRequest) String() string {
 func (*BackupGroupRequest) ProtoMessage() {}
 
 func (x *BackupGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[0]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +263,7 @@ func (x *BackupGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupGroupRequest.ProtoReflect.Descriptor instead.
 func (*BackupGroupRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BackupGroupRequest) GetGroupId() uint64 {
@@ -85,7 +290,7 @@ type BackupChunk struct {
 
 func (x *BackupChunk) Reset() {
 	*x = BackupChunk{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -97,7 +302,7 @@ func (x *BackupChunk) String() string {
 func (*BackupChunk) ProtoMessage() {}
 
 func (x *BackupChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[1]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -110,7 +315,7 @@ func (x *BackupChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
 func (*BackupChunk) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BackupChunk) GetGroupId() uint64 {
@@ -157,7 +362,7 @@ type AddGroupsRequest struct {
 
 func (x *AddGroupsRequest) Reset() {
 	*x = AddGroupsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +374,7 @@ func (x *AddGroupsRequest) String() string {
 func (*AddGroupsRequest) ProtoMessage() {}
 
 func (x *AddGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[2]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +387,7 @@ func (x *AddGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupsRequest.ProtoReflect.Descriptor instead.
 func (*AddGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AddGroupsRequest) GetCount() uint32 {
@@ -202,7 +407,7 @@ type AddGroupsResponse struct {
 
 func (x *AddGroupsResponse) Reset() {
 	*x = AddGroupsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +419,7 @@ func (x *AddGroupsResponse) String() string {
 func (*AddGroupsResponse) ProtoMessage() {}
 
 func (x *AddGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[3]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +432,7 @@ func (x *AddGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddGroupsResponse.ProtoReflect.Descriptor instead.
 func (*AddGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AddGroupsResponse) GetGroupIds() []uint64 {
@@ -253,7 +458,7 @@ type SplitGroupRequest struct {
 
 func (x *SplitGroupRequest) Reset() {
 	*x = SplitGroupRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -265,7 +470,7 @@ func (x *SplitGroupRequest) String() string {
 func (*SplitGroupRequest) ProtoMessage() {}
 
 func (x *SplitGroupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[4]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -278,7 +483,7 @@ func (x *SplitGroupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitGroupRequest.ProtoReflect.Descriptor instead.
 func (*SplitGroupRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SplitGroupRequest) GetGroupId() uint64 {
@@ -298,7 +503,7 @@ type SplitGroupResponse struct {
 
 func (x *SplitGroupResponse) Reset() {
 	*x = SplitGroupResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +515,7 @@ func (x *SplitGroupResponse) String() string {
 func (*SplitGroupResponse) ProtoMessage() {}
 
 func (x *SplitGroupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[5]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +528,7 @@ func (x *SplitGroupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitGroupResponse.ProtoReflect.Descriptor instead.
 func (*SplitGroupResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SplitGroupResponse) GetGroupId() uint64 {
@@ -348,7 +553,7 @@ type RebalanceSlotsRequest struct {
 
 func (x *RebalanceSlotsRequest) Reset() {
 	*x = RebalanceSlotsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +565,7 @@ func (x *RebalanceSlotsRequest) String() string {
 func (*RebalanceSlotsRequest) ProtoMessage() {}
 
 func (x *RebalanceSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[6]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +578,7 @@ func (x *RebalanceSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceSlotsRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type RebalanceSlotsResponse struct {
@@ -385,7 +590,7 @@ type RebalanceSlotsResponse struct {
 
 func (x *RebalanceSlotsResponse) Reset() {
 	*x = RebalanceSlotsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +602,7 @@ func (x *RebalanceSlotsResponse) String() string {
 func (*RebalanceSlotsResponse) ProtoMessage() {}
 
 func (x *RebalanceSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[7]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +615,7 @@ func (x *RebalanceSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceSlotsResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RebalanceSlotsResponse) GetMoveIds() []uint64 {
@@ -431,7 +636,7 @@ type MoveSlotsRequest struct {
 
 func (x *MoveSlotsRequest) Reset() {
 	*x = MoveSlotsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +648,7 @@ func (x *MoveSlotsRequest) String() string {
 func (*MoveSlotsRequest) ProtoMessage() {}
 
 func (x *MoveSlotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[8]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +661,7 @@ func (x *MoveSlotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveSlotsRequest.ProtoReflect.Descriptor instead.
 func (*MoveSlotsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MoveSlotsRequest) GetRanges() []*SlotRange {
@@ -489,7 +694,7 @@ type MoveSlotsResponse struct {
 
 func (x *MoveSlotsResponse) Reset() {
 	*x = MoveSlotsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +706,7 @@ func (x *MoveSlotsResponse) String() string {
 func (*MoveSlotsResponse) ProtoMessage() {}
 
 func (x *MoveSlotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[9]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +719,7 @@ func (x *MoveSlotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveSlotsResponse.ProtoReflect.Descriptor instead.
 func (*MoveSlotsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MoveSlotsResponse) GetMoveId() uint64 {
@@ -533,7 +738,7 @@ type AbortMoveRequest struct {
 
 func (x *AbortMoveRequest) Reset() {
 	*x = AbortMoveRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +750,7 @@ func (x *AbortMoveRequest) String() string {
 func (*AbortMoveRequest) ProtoMessage() {}
 
 func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[10]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +763,7 @@ func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveRequest.ProtoReflect.Descriptor instead.
 func (*AbortMoveRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AbortMoveRequest) GetMoveId() uint64 {
@@ -576,7 +781,7 @@ type AbortMoveResponse struct {
 
 func (x *AbortMoveResponse) Reset() {
 	*x = AbortMoveResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +793,7 @@ func (x *AbortMoveResponse) String() string {
 func (*AbortMoveResponse) ProtoMessage() {}
 
 func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[11]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +806,7 @@ func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveResponse.ProtoReflect.Descriptor instead.
 func (*AbortMoveResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type ListMovesRequest struct {
@@ -612,7 +817,7 @@ type ListMovesRequest struct {
 
 func (x *ListMovesRequest) Reset() {
 	*x = ListMovesRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +829,7 @@ func (x *ListMovesRequest) String() string {
 func (*ListMovesRequest) ProtoMessage() {}
 
 func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[12]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +842,7 @@ func (x *ListMovesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesRequest.ProtoReflect.Descriptor instead.
 func (*ListMovesRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type ListMovesResponse struct {
@@ -649,7 +854,7 @@ type ListMovesResponse struct {
 
 func (x *ListMovesResponse) Reset() {
 	*x = ListMovesResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +866,7 @@ func (x *ListMovesResponse) String() string {
 func (*ListMovesResponse) ProtoMessage() {}
 
 func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[13]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +879,7 @@ func (x *ListMovesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMovesResponse.ProtoReflect.Descriptor instead.
 func (*ListMovesResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListMovesResponse) GetMoves() []*MoveInfo {
@@ -709,7 +914,7 @@ type MoveInfo struct {
 
 func (x *MoveInfo) Reset() {
 	*x = MoveInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +926,7 @@ func (x *MoveInfo) String() string {
 func (*MoveInfo) ProtoMessage() {}
 
 func (x *MoveInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[14]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +939,7 @@ func (x *MoveInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveInfo.ProtoReflect.Descriptor instead.
 func (*MoveInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MoveInfo) GetId() uint64 {
@@ -850,7 +1055,7 @@ type DigestsRequest struct {
 
 func (x *DigestsRequest) Reset() {
 	*x = DigestsRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +1067,7 @@ func (x *DigestsRequest) String() string {
 func (*DigestsRequest) ProtoMessage() {}
 
 func (x *DigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[15]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +1080,7 @@ func (x *DigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestsRequest.ProtoReflect.Descriptor instead.
 func (*DigestsRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type DigestsResponse struct {
@@ -894,7 +1099,7 @@ type DigestsResponse struct {
 
 func (x *DigestsResponse) Reset() {
 	*x = DigestsResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1111,7 @@ func (x *DigestsResponse) String() string {
 func (*DigestsResponse) ProtoMessage() {}
 
 func (x *DigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[16]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1124,7 @@ func (x *DigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DigestsResponse.ProtoReflect.Descriptor instead.
 func (*DigestsResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DigestsResponse) GetDigests() map[uint64]string {
@@ -951,7 +1156,7 @@ type ShardMapRequest struct {
 
 func (x *ShardMapRequest) Reset() {
 	*x = ShardMapRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1168,7 @@ func (x *ShardMapRequest) String() string {
 func (*ShardMapRequest) ProtoMessage() {}
 
 func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[17]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1181,7 @@ func (x *ShardMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapRequest.ProtoReflect.Descriptor instead.
 func (*ShardMapRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type ShardMapResponse struct {
@@ -992,7 +1197,7 @@ type ShardMapResponse struct {
 
 func (x *ShardMapResponse) Reset() {
 	*x = ShardMapResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1004,7 +1209,7 @@ func (x *ShardMapResponse) String() string {
 func (*ShardMapResponse) ProtoMessage() {}
 
 func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[18]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1017,7 +1222,7 @@ func (x *ShardMapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMapResponse.ProtoReflect.Descriptor instead.
 func (*ShardMapResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ShardMapResponse) GetVersion() uint64 {
@@ -1055,7 +1260,7 @@ type ShardGroupInfo struct {
 
 func (x *ShardGroupInfo) Reset() {
 	*x = ShardGroupInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1272,7 @@ func (x *ShardGroupInfo) String() string {
 func (*ShardGroupInfo) ProtoMessage() {}
 
 func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[19]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1285,7 @@ func (x *ShardGroupInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardGroupInfo.ProtoReflect.Descriptor instead.
 func (*ShardGroupInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ShardGroupInfo) GetId() uint64 {
@@ -1123,7 +1328,7 @@ type SlotRange struct {
 
 func (x *SlotRange) Reset() {
 	*x = SlotRange{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1340,7 @@ func (x *SlotRange) String() string {
 func (*SlotRange) ProtoMessage() {}
 
 func (x *SlotRange) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[20]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1353,7 @@ func (x *SlotRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlotRange.ProtoReflect.Descriptor instead.
 func (*SlotRange) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SlotRange) GetStart() uint32 {
@@ -1180,7 +1385,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1192,7 +1397,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[21]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1205,7 +1410,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1254,7 +1459,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1471,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[22]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1484,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -1304,7 +1509,7 @@ type NodeStatusRequest struct {
 
 func (x *NodeStatusRequest) Reset() {
 	*x = NodeStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1521,7 @@ func (x *NodeStatusRequest) String() string {
 func (*NodeStatusRequest) ProtoMessage() {}
 
 func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[23]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1534,7 @@ func (x *NodeStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusRequest.ProtoReflect.Descriptor instead.
 func (*NodeStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type NodeStatusResponse struct {
@@ -1354,14 +1559,22 @@ type NodeStatusResponse struct {
 	// This node's storage engine.
 	Storage *StorageStatus `protobuf:"bytes,14,opt,name=storage,proto3" json:"storage,omitempty"`
 	// The cluster this node belongs to ("" before it has joined one).
-	ClusterId     string `protobuf:"bytes,15,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClusterId string `protobuf:"bytes,15,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// This node's binary (internal/version), the newest cluster version it
+	// supports, and the cluster's active version as its meta replica has it
+	// (1 for a cluster made before cluster versions) with when it was set
+	// (0 when never). A binary older than cluster versions leaves them 0.
+	BinaryVersion             string `protobuf:"bytes,16,opt,name=binary_version,json=binaryVersion,proto3" json:"binary_version,omitempty"`
+	SupportedClusterVersion   uint32 `protobuf:"varint,17,opt,name=supported_cluster_version,json=supportedClusterVersion,proto3" json:"supported_cluster_version,omitempty"`
+	ActiveClusterVersion      uint32 `protobuf:"varint,18,opt,name=active_cluster_version,json=activeClusterVersion,proto3" json:"active_cluster_version,omitempty"`
+	ActiveClusterVersionSetMs int64  `protobuf:"varint,19,opt,name=active_cluster_version_set_ms,json=activeClusterVersionSetMs,proto3" json:"active_cluster_version_set_ms,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *NodeStatusResponse) Reset() {
 	*x = NodeStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1586,7 @@ func (x *NodeStatusResponse) String() string {
 func (*NodeStatusResponse) ProtoMessage() {}
 
 func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[24]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1599,7 @@ func (x *NodeStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatusResponse.ProtoReflect.Descriptor instead.
 func (*NodeStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *NodeStatusResponse) GetNodeId() string {
@@ -1494,6 +1707,34 @@ func (x *NodeStatusResponse) GetClusterId() string {
 	return ""
 }
 
+func (x *NodeStatusResponse) GetBinaryVersion() string {
+	if x != nil {
+		return x.BinaryVersion
+	}
+	return ""
+}
+
+func (x *NodeStatusResponse) GetSupportedClusterVersion() uint32 {
+	if x != nil {
+		return x.SupportedClusterVersion
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetActiveClusterVersion() uint32 {
+	if x != nil {
+		return x.ActiveClusterVersion
+	}
+	return 0
+}
+
+func (x *NodeStatusResponse) GetActiveClusterVersionSetMs() int64 {
+	if x != nil {
+		return x.ActiveClusterVersionSetMs
+	}
+	return 0
+}
+
 // StorageStatus is a node's storage engine as it stands.
 type StorageStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1513,7 +1754,7 @@ type StorageStatus struct {
 
 func (x *StorageStatus) Reset() {
 	*x = StorageStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1766,7 @@ func (x *StorageStatus) String() string {
 func (*StorageStatus) ProtoMessage() {}
 
 func (x *StorageStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[25]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1779,7 @@ func (x *StorageStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StorageStatus.ProtoReflect.Descriptor instead.
 func (*StorageStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StorageStatus) GetFreeBytes() uint64 {
@@ -1593,7 +1834,7 @@ type GossipMember struct {
 
 func (x *GossipMember) Reset() {
 	*x = GossipMember{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1605,7 +1846,7 @@ func (x *GossipMember) String() string {
 func (*GossipMember) ProtoMessage() {}
 
 func (x *GossipMember) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[26]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1618,7 +1859,7 @@ func (x *GossipMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipMember.ProtoReflect.Descriptor instead.
 func (*GossipMember) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GossipMember) GetNodeId() string {
@@ -1684,7 +1925,7 @@ type GroupStatus struct {
 
 func (x *GroupStatus) Reset() {
 	*x = GroupStatus{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1696,7 +1937,7 @@ func (x *GroupStatus) String() string {
 func (*GroupStatus) ProtoMessage() {}
 
 func (x *GroupStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[27]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1709,7 +1950,7 @@ func (x *GroupStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupStatus.ProtoReflect.Descriptor instead.
 func (*GroupStatus) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GroupStatus) GetGroupId() uint64 {
@@ -1788,7 +2029,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +2041,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[28]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +2054,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Member) GetNodeId() string {
@@ -1852,7 +2093,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1864,7 +2105,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[29]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1877,7 +2118,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 type ClusterStatusResponse struct {
@@ -1894,7 +2135,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2147,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[30]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2160,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ClusterStatusResponse) GetLeaderId() string {
@@ -1958,7 +2199,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1970,7 +2211,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[31]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1983,7 +2224,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 type ListNodesResponse struct {
@@ -1998,7 +2239,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2010,7 +2251,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[32]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2023,7 +2264,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeInfo {
@@ -2064,7 +2305,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +2317,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[33]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +2330,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *NodeInfo) GetNodeId() string {
@@ -2153,7 +2394,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2406,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[34]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2419,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -2209,7 +2450,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2462,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[35]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2475,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RemoveNodeResponse) GetState() string {
@@ -2268,7 +2509,7 @@ type TransferLeaderRequest struct {
 
 func (x *TransferLeaderRequest) Reset() {
 	*x = TransferLeaderRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2521,7 @@ func (x *TransferLeaderRequest) String() string {
 func (*TransferLeaderRequest) ProtoMessage() {}
 
 func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[36]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2534,7 @@ func (x *TransferLeaderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeaderRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeaderRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TransferLeaderRequest) GetGroupId() uint64 {
@@ -2321,7 +2562,7 @@ type MoveReplicaRequest struct {
 
 func (x *MoveReplicaRequest) Reset() {
 	*x = MoveReplicaRequest{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[37]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2574,7 @@ func (x *MoveReplicaRequest) String() string {
 func (*MoveReplicaRequest) ProtoMessage() {}
 
 func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[37]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2587,7 @@ func (x *MoveReplicaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveReplicaRequest.ProtoReflect.Descriptor instead.
 func (*MoveReplicaRequest) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MoveReplicaRequest) GetGroupId() uint64 {
@@ -2383,7 +2624,7 @@ type ShardChangeResponse struct {
 
 func (x *ShardChangeResponse) Reset() {
 	*x = ShardChangeResponse{}
-	mi := &file_syncstore_v1_admin_proto_msgTypes[38]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2395,7 +2636,7 @@ func (x *ShardChangeResponse) String() string {
 func (*ShardChangeResponse) ProtoMessage() {}
 
 func (x *ShardChangeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_syncstore_v1_admin_proto_msgTypes[38]
+	mi := &file_syncstore_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2408,7 +2649,7 @@ func (x *ShardChangeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardChangeResponse.ProtoReflect.Descriptor instead.
 func (*ShardChangeResponse) Descriptor() ([]byte, []int) {
-	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_syncstore_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ShardChangeResponse) GetMapVersion() uint64 {
@@ -2436,7 +2677,18 @@ var File_syncstore_v1_admin_proto protoreflect.FileDescriptor
 
 const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"/\n" +
+	"\x18syncstore/v1/admin.proto\x12\fsyncstore.v1\"2\n" +
+	"\x16FinalizeUpgradeRequest\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\"Z\n" +
+	"\x17FinalizeUpgradeResponse\x12%\n" +
+	"\x0eactive_version\x18\x01 \x01(\rR\ractiveVersion\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\";\n" +
+	"\x13UpgradeProbeRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x12\n" +
+	"\x04note\x18\x02 \x01(\tR\x04note\"I\n" +
+	"\x14UpgradeProbeResponse\x12\x16\n" +
+	"\x06probes\x18\x01 \x01(\x04R\x06probes\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\x04R\agroupId\"/\n" +
 	"\x12BackupGroupRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"\x98\x01\n" +
 	"\vBackupChunk\x12\x19\n" +
@@ -2534,7 +2786,7 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\tleader_id\x18\x01 \x01(\tR\bleaderId\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x02 \x01(\tR\tclusterId\"\x13\n" +
-	"\x11NodeStatusRequest\"\xb5\x04\n" +
+	"\x11NodeStatusRequest\"\x90\x06\n" +
 	"\x12NodeStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -2552,7 +2804,11 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\x06gossip\x18\r \x03(\v2\x1a.syncstore.v1.GossipMemberR\x06gossip\x125\n" +
 	"\astorage\x18\x0e \x01(\v2\x1b.syncstore.v1.StorageStatusR\astorage\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x0f \x01(\tR\tclusterId\"\xa4\x01\n" +
+	"cluster_id\x18\x0f \x01(\tR\tclusterId\x12%\n" +
+	"\x0ebinary_version\x18\x10 \x01(\tR\rbinaryVersion\x12:\n" +
+	"\x19supported_cluster_version\x18\x11 \x01(\rR\x17supportedClusterVersion\x124\n" +
+	"\x16active_cluster_version\x18\x12 \x01(\rR\x14activeClusterVersion\x12@\n" +
+	"\x1dactive_cluster_version_set_ms\x18\x13 \x01(\x03R\x19activeClusterVersionSetMs\"\xa4\x01\n" +
 	"\rStorageStatus\x12\x1d\n" +
 	"\n" +
 	"free_bytes\x18\x01 \x01(\x04R\tfreeBytes\x12#\n" +
@@ -2623,8 +2879,7 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"\vmap_version\x18\x01 \x01(\x04R\n" +
 	"mapVersion\x12\x1a\n" +
 	"\breplicas\x18\x02 \x03(\tR\breplicas\x12\x18\n" +
-	"\achanged\x18\x03 \x01(\bR\achanged2\x85\n" +
-	"\n" +
+	"\achanged\x18\x03 \x01(\bR\achanged2\xbc\v\n" +
 	"\x05Admin\x12=\n" +
 	"\x04Join\x12\x19.syncstore.v1.JoinRequest\x1a\x1a.syncstore.v1.JoinResponse\x12O\n" +
 	"\n" +
@@ -2644,7 +2899,9 @@ const file_syncstore_v1_admin_proto_rawDesc = "" +
 	"RemoveNode\x12\x1f.syncstore.v1.RemoveNodeRequest\x1a .syncstore.v1.RemoveNodeResponse\x12X\n" +
 	"\x0eTransferLeader\x12#.syncstore.v1.TransferLeaderRequest\x1a!.syncstore.v1.ShardChangeResponse\x12R\n" +
 	"\vMoveReplica\x12 .syncstore.v1.MoveReplicaRequest\x1a!.syncstore.v1.ShardChangeResponse\x12L\n" +
-	"\vBackupGroup\x12 .syncstore.v1.BackupGroupRequest\x1a\x19.syncstore.v1.BackupChunk0\x01B+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
+	"\vBackupGroup\x12 .syncstore.v1.BackupGroupRequest\x1a\x19.syncstore.v1.BackupChunk0\x01\x12^\n" +
+	"\x0fFinalizeUpgrade\x12$.syncstore.v1.FinalizeUpgradeRequest\x1a%.syncstore.v1.FinalizeUpgradeResponse\x12U\n" +
+	"\fUpgradeProbe\x12!.syncstore.v1.UpgradeProbeRequest\x1a\".syncstore.v1.UpgradeProbeResponseB+Z)github.com/syncstore/syncstore/rpc/syncv1b\x06proto3"
 
 var (
 	file_syncstore_v1_admin_proto_rawDescOnce sync.Once
@@ -2658,105 +2915,113 @@ func file_syncstore_v1_admin_proto_rawDescGZIP() []byte {
 	return file_syncstore_v1_admin_proto_rawDescData
 }
 
-var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_syncstore_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_syncstore_v1_admin_proto_goTypes = []any{
-	(*BackupGroupRequest)(nil),     // 0: syncstore.v1.BackupGroupRequest
-	(*BackupChunk)(nil),            // 1: syncstore.v1.BackupChunk
-	(*AddGroupsRequest)(nil),       // 2: syncstore.v1.AddGroupsRequest
-	(*AddGroupsResponse)(nil),      // 3: syncstore.v1.AddGroupsResponse
-	(*SplitGroupRequest)(nil),      // 4: syncstore.v1.SplitGroupRequest
-	(*SplitGroupResponse)(nil),     // 5: syncstore.v1.SplitGroupResponse
-	(*RebalanceSlotsRequest)(nil),  // 6: syncstore.v1.RebalanceSlotsRequest
-	(*RebalanceSlotsResponse)(nil), // 7: syncstore.v1.RebalanceSlotsResponse
-	(*MoveSlotsRequest)(nil),       // 8: syncstore.v1.MoveSlotsRequest
-	(*MoveSlotsResponse)(nil),      // 9: syncstore.v1.MoveSlotsResponse
-	(*AbortMoveRequest)(nil),       // 10: syncstore.v1.AbortMoveRequest
-	(*AbortMoveResponse)(nil),      // 11: syncstore.v1.AbortMoveResponse
-	(*ListMovesRequest)(nil),       // 12: syncstore.v1.ListMovesRequest
-	(*ListMovesResponse)(nil),      // 13: syncstore.v1.ListMovesResponse
-	(*MoveInfo)(nil),               // 14: syncstore.v1.MoveInfo
-	(*DigestsRequest)(nil),         // 15: syncstore.v1.DigestsRequest
-	(*DigestsResponse)(nil),        // 16: syncstore.v1.DigestsResponse
-	(*ShardMapRequest)(nil),        // 17: syncstore.v1.ShardMapRequest
-	(*ShardMapResponse)(nil),       // 18: syncstore.v1.ShardMapResponse
-	(*ShardGroupInfo)(nil),         // 19: syncstore.v1.ShardGroupInfo
-	(*SlotRange)(nil),              // 20: syncstore.v1.SlotRange
-	(*JoinRequest)(nil),            // 21: syncstore.v1.JoinRequest
-	(*JoinResponse)(nil),           // 22: syncstore.v1.JoinResponse
-	(*NodeStatusRequest)(nil),      // 23: syncstore.v1.NodeStatusRequest
-	(*NodeStatusResponse)(nil),     // 24: syncstore.v1.NodeStatusResponse
-	(*StorageStatus)(nil),          // 25: syncstore.v1.StorageStatus
-	(*GossipMember)(nil),           // 26: syncstore.v1.GossipMember
-	(*GroupStatus)(nil),            // 27: syncstore.v1.GroupStatus
-	(*Member)(nil),                 // 28: syncstore.v1.Member
-	(*ClusterStatusRequest)(nil),   // 29: syncstore.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),  // 30: syncstore.v1.ClusterStatusResponse
-	(*ListNodesRequest)(nil),       // 31: syncstore.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),      // 32: syncstore.v1.ListNodesResponse
-	(*NodeInfo)(nil),               // 33: syncstore.v1.NodeInfo
-	(*RemoveNodeRequest)(nil),      // 34: syncstore.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),     // 35: syncstore.v1.RemoveNodeResponse
-	(*TransferLeaderRequest)(nil),  // 36: syncstore.v1.TransferLeaderRequest
-	(*MoveReplicaRequest)(nil),     // 37: syncstore.v1.MoveReplicaRequest
-	(*ShardChangeResponse)(nil),    // 38: syncstore.v1.ShardChangeResponse
-	nil,                            // 39: syncstore.v1.DigestsResponse.DigestsEntry
-	nil,                            // 40: syncstore.v1.DigestsResponse.AppliedEntry
-	nil,                            // 41: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	nil,                            // 42: syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	nil,                            // 43: syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	(*FinalizeUpgradeRequest)(nil),  // 0: syncstore.v1.FinalizeUpgradeRequest
+	(*FinalizeUpgradeResponse)(nil), // 1: syncstore.v1.FinalizeUpgradeResponse
+	(*UpgradeProbeRequest)(nil),     // 2: syncstore.v1.UpgradeProbeRequest
+	(*UpgradeProbeResponse)(nil),    // 3: syncstore.v1.UpgradeProbeResponse
+	(*BackupGroupRequest)(nil),      // 4: syncstore.v1.BackupGroupRequest
+	(*BackupChunk)(nil),             // 5: syncstore.v1.BackupChunk
+	(*AddGroupsRequest)(nil),        // 6: syncstore.v1.AddGroupsRequest
+	(*AddGroupsResponse)(nil),       // 7: syncstore.v1.AddGroupsResponse
+	(*SplitGroupRequest)(nil),       // 8: syncstore.v1.SplitGroupRequest
+	(*SplitGroupResponse)(nil),      // 9: syncstore.v1.SplitGroupResponse
+	(*RebalanceSlotsRequest)(nil),   // 10: syncstore.v1.RebalanceSlotsRequest
+	(*RebalanceSlotsResponse)(nil),  // 11: syncstore.v1.RebalanceSlotsResponse
+	(*MoveSlotsRequest)(nil),        // 12: syncstore.v1.MoveSlotsRequest
+	(*MoveSlotsResponse)(nil),       // 13: syncstore.v1.MoveSlotsResponse
+	(*AbortMoveRequest)(nil),        // 14: syncstore.v1.AbortMoveRequest
+	(*AbortMoveResponse)(nil),       // 15: syncstore.v1.AbortMoveResponse
+	(*ListMovesRequest)(nil),        // 16: syncstore.v1.ListMovesRequest
+	(*ListMovesResponse)(nil),       // 17: syncstore.v1.ListMovesResponse
+	(*MoveInfo)(nil),                // 18: syncstore.v1.MoveInfo
+	(*DigestsRequest)(nil),          // 19: syncstore.v1.DigestsRequest
+	(*DigestsResponse)(nil),         // 20: syncstore.v1.DigestsResponse
+	(*ShardMapRequest)(nil),         // 21: syncstore.v1.ShardMapRequest
+	(*ShardMapResponse)(nil),        // 22: syncstore.v1.ShardMapResponse
+	(*ShardGroupInfo)(nil),          // 23: syncstore.v1.ShardGroupInfo
+	(*SlotRange)(nil),               // 24: syncstore.v1.SlotRange
+	(*JoinRequest)(nil),             // 25: syncstore.v1.JoinRequest
+	(*JoinResponse)(nil),            // 26: syncstore.v1.JoinResponse
+	(*NodeStatusRequest)(nil),       // 27: syncstore.v1.NodeStatusRequest
+	(*NodeStatusResponse)(nil),      // 28: syncstore.v1.NodeStatusResponse
+	(*StorageStatus)(nil),           // 29: syncstore.v1.StorageStatus
+	(*GossipMember)(nil),            // 30: syncstore.v1.GossipMember
+	(*GroupStatus)(nil),             // 31: syncstore.v1.GroupStatus
+	(*Member)(nil),                  // 32: syncstore.v1.Member
+	(*ClusterStatusRequest)(nil),    // 33: syncstore.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),   // 34: syncstore.v1.ClusterStatusResponse
+	(*ListNodesRequest)(nil),        // 35: syncstore.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),       // 36: syncstore.v1.ListNodesResponse
+	(*NodeInfo)(nil),                // 37: syncstore.v1.NodeInfo
+	(*RemoveNodeRequest)(nil),       // 38: syncstore.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),      // 39: syncstore.v1.RemoveNodeResponse
+	(*TransferLeaderRequest)(nil),   // 40: syncstore.v1.TransferLeaderRequest
+	(*MoveReplicaRequest)(nil),      // 41: syncstore.v1.MoveReplicaRequest
+	(*ShardChangeResponse)(nil),     // 42: syncstore.v1.ShardChangeResponse
+	nil,                             // 43: syncstore.v1.DigestsResponse.DigestsEntry
+	nil,                             // 44: syncstore.v1.DigestsResponse.AppliedEntry
+	nil,                             // 45: syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	nil,                             // 46: syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	nil,                             // 47: syncstore.v1.ClusterStatusResponse.UnreachableEntry
 }
 var file_syncstore_v1_admin_proto_depIdxs = []int32{
-	20, // 0: syncstore.v1.MoveSlotsRequest.ranges:type_name -> syncstore.v1.SlotRange
-	14, // 1: syncstore.v1.ListMovesResponse.moves:type_name -> syncstore.v1.MoveInfo
-	20, // 2: syncstore.v1.MoveInfo.ranges:type_name -> syncstore.v1.SlotRange
-	39, // 3: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
-	40, // 4: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
-	41, // 5: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
-	19, // 6: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
-	42, // 7: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
-	20, // 8: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
-	28, // 9: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
-	27, // 10: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
-	26, // 11: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
-	25, // 12: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
-	28, // 13: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
-	24, // 14: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
-	43, // 15: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
-	33, // 16: syncstore.v1.ListNodesResponse.nodes:type_name -> syncstore.v1.NodeInfo
-	21, // 17: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
-	23, // 18: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
-	29, // 19: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
-	17, // 20: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
-	15, // 21: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
-	8,  // 22: syncstore.v1.Admin.MoveSlots:input_type -> syncstore.v1.MoveSlotsRequest
-	10, // 23: syncstore.v1.Admin.AbortMove:input_type -> syncstore.v1.AbortMoveRequest
-	12, // 24: syncstore.v1.Admin.ListMoves:input_type -> syncstore.v1.ListMovesRequest
-	2,  // 25: syncstore.v1.Admin.AddGroups:input_type -> syncstore.v1.AddGroupsRequest
-	4,  // 26: syncstore.v1.Admin.SplitGroup:input_type -> syncstore.v1.SplitGroupRequest
-	6,  // 27: syncstore.v1.Admin.RebalanceSlots:input_type -> syncstore.v1.RebalanceSlotsRequest
-	31, // 28: syncstore.v1.Admin.ListNodes:input_type -> syncstore.v1.ListNodesRequest
-	34, // 29: syncstore.v1.Admin.RemoveNode:input_type -> syncstore.v1.RemoveNodeRequest
-	36, // 30: syncstore.v1.Admin.TransferLeader:input_type -> syncstore.v1.TransferLeaderRequest
-	37, // 31: syncstore.v1.Admin.MoveReplica:input_type -> syncstore.v1.MoveReplicaRequest
-	0,  // 32: syncstore.v1.Admin.BackupGroup:input_type -> syncstore.v1.BackupGroupRequest
-	22, // 33: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
-	24, // 34: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
-	30, // 35: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
-	18, // 36: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
-	16, // 37: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
-	9,  // 38: syncstore.v1.Admin.MoveSlots:output_type -> syncstore.v1.MoveSlotsResponse
-	11, // 39: syncstore.v1.Admin.AbortMove:output_type -> syncstore.v1.AbortMoveResponse
-	13, // 40: syncstore.v1.Admin.ListMoves:output_type -> syncstore.v1.ListMovesResponse
-	3,  // 41: syncstore.v1.Admin.AddGroups:output_type -> syncstore.v1.AddGroupsResponse
-	5,  // 42: syncstore.v1.Admin.SplitGroup:output_type -> syncstore.v1.SplitGroupResponse
-	7,  // 43: syncstore.v1.Admin.RebalanceSlots:output_type -> syncstore.v1.RebalanceSlotsResponse
-	32, // 44: syncstore.v1.Admin.ListNodes:output_type -> syncstore.v1.ListNodesResponse
-	35, // 45: syncstore.v1.Admin.RemoveNode:output_type -> syncstore.v1.RemoveNodeResponse
-	38, // 46: syncstore.v1.Admin.TransferLeader:output_type -> syncstore.v1.ShardChangeResponse
-	38, // 47: syncstore.v1.Admin.MoveReplica:output_type -> syncstore.v1.ShardChangeResponse
-	1,  // 48: syncstore.v1.Admin.BackupGroup:output_type -> syncstore.v1.BackupChunk
-	33, // [33:49] is the sub-list for method output_type
-	17, // [17:33] is the sub-list for method input_type
+	24, // 0: syncstore.v1.MoveSlotsRequest.ranges:type_name -> syncstore.v1.SlotRange
+	18, // 1: syncstore.v1.ListMovesResponse.moves:type_name -> syncstore.v1.MoveInfo
+	24, // 2: syncstore.v1.MoveInfo.ranges:type_name -> syncstore.v1.SlotRange
+	43, // 3: syncstore.v1.DigestsResponse.digests:type_name -> syncstore.v1.DigestsResponse.DigestsEntry
+	44, // 4: syncstore.v1.DigestsResponse.applied:type_name -> syncstore.v1.DigestsResponse.AppliedEntry
+	45, // 5: syncstore.v1.DigestsResponse.deliveries_pending:type_name -> syncstore.v1.DigestsResponse.DeliveriesPendingEntry
+	23, // 6: syncstore.v1.ShardMapResponse.groups:type_name -> syncstore.v1.ShardGroupInfo
+	46, // 7: syncstore.v1.ShardMapResponse.node_addrs:type_name -> syncstore.v1.ShardMapResponse.NodeAddrsEntry
+	24, // 8: syncstore.v1.ShardGroupInfo.ranges:type_name -> syncstore.v1.SlotRange
+	32, // 9: syncstore.v1.NodeStatusResponse.members:type_name -> syncstore.v1.Member
+	31, // 10: syncstore.v1.NodeStatusResponse.groups:type_name -> syncstore.v1.GroupStatus
+	30, // 11: syncstore.v1.NodeStatusResponse.gossip:type_name -> syncstore.v1.GossipMember
+	29, // 12: syncstore.v1.NodeStatusResponse.storage:type_name -> syncstore.v1.StorageStatus
+	32, // 13: syncstore.v1.GroupStatus.members:type_name -> syncstore.v1.Member
+	28, // 14: syncstore.v1.ClusterStatusResponse.nodes:type_name -> syncstore.v1.NodeStatusResponse
+	47, // 15: syncstore.v1.ClusterStatusResponse.unreachable:type_name -> syncstore.v1.ClusterStatusResponse.UnreachableEntry
+	37, // 16: syncstore.v1.ListNodesResponse.nodes:type_name -> syncstore.v1.NodeInfo
+	25, // 17: syncstore.v1.Admin.Join:input_type -> syncstore.v1.JoinRequest
+	27, // 18: syncstore.v1.Admin.NodeStatus:input_type -> syncstore.v1.NodeStatusRequest
+	33, // 19: syncstore.v1.Admin.ClusterStatus:input_type -> syncstore.v1.ClusterStatusRequest
+	21, // 20: syncstore.v1.Admin.ShardMap:input_type -> syncstore.v1.ShardMapRequest
+	19, // 21: syncstore.v1.Admin.Digests:input_type -> syncstore.v1.DigestsRequest
+	12, // 22: syncstore.v1.Admin.MoveSlots:input_type -> syncstore.v1.MoveSlotsRequest
+	14, // 23: syncstore.v1.Admin.AbortMove:input_type -> syncstore.v1.AbortMoveRequest
+	16, // 24: syncstore.v1.Admin.ListMoves:input_type -> syncstore.v1.ListMovesRequest
+	6,  // 25: syncstore.v1.Admin.AddGroups:input_type -> syncstore.v1.AddGroupsRequest
+	8,  // 26: syncstore.v1.Admin.SplitGroup:input_type -> syncstore.v1.SplitGroupRequest
+	10, // 27: syncstore.v1.Admin.RebalanceSlots:input_type -> syncstore.v1.RebalanceSlotsRequest
+	35, // 28: syncstore.v1.Admin.ListNodes:input_type -> syncstore.v1.ListNodesRequest
+	38, // 29: syncstore.v1.Admin.RemoveNode:input_type -> syncstore.v1.RemoveNodeRequest
+	40, // 30: syncstore.v1.Admin.TransferLeader:input_type -> syncstore.v1.TransferLeaderRequest
+	41, // 31: syncstore.v1.Admin.MoveReplica:input_type -> syncstore.v1.MoveReplicaRequest
+	4,  // 32: syncstore.v1.Admin.BackupGroup:input_type -> syncstore.v1.BackupGroupRequest
+	0,  // 33: syncstore.v1.Admin.FinalizeUpgrade:input_type -> syncstore.v1.FinalizeUpgradeRequest
+	2,  // 34: syncstore.v1.Admin.UpgradeProbe:input_type -> syncstore.v1.UpgradeProbeRequest
+	26, // 35: syncstore.v1.Admin.Join:output_type -> syncstore.v1.JoinResponse
+	28, // 36: syncstore.v1.Admin.NodeStatus:output_type -> syncstore.v1.NodeStatusResponse
+	34, // 37: syncstore.v1.Admin.ClusterStatus:output_type -> syncstore.v1.ClusterStatusResponse
+	22, // 38: syncstore.v1.Admin.ShardMap:output_type -> syncstore.v1.ShardMapResponse
+	20, // 39: syncstore.v1.Admin.Digests:output_type -> syncstore.v1.DigestsResponse
+	13, // 40: syncstore.v1.Admin.MoveSlots:output_type -> syncstore.v1.MoveSlotsResponse
+	15, // 41: syncstore.v1.Admin.AbortMove:output_type -> syncstore.v1.AbortMoveResponse
+	17, // 42: syncstore.v1.Admin.ListMoves:output_type -> syncstore.v1.ListMovesResponse
+	7,  // 43: syncstore.v1.Admin.AddGroups:output_type -> syncstore.v1.AddGroupsResponse
+	9,  // 44: syncstore.v1.Admin.SplitGroup:output_type -> syncstore.v1.SplitGroupResponse
+	11, // 45: syncstore.v1.Admin.RebalanceSlots:output_type -> syncstore.v1.RebalanceSlotsResponse
+	36, // 46: syncstore.v1.Admin.ListNodes:output_type -> syncstore.v1.ListNodesResponse
+	39, // 47: syncstore.v1.Admin.RemoveNode:output_type -> syncstore.v1.RemoveNodeResponse
+	42, // 48: syncstore.v1.Admin.TransferLeader:output_type -> syncstore.v1.ShardChangeResponse
+	42, // 49: syncstore.v1.Admin.MoveReplica:output_type -> syncstore.v1.ShardChangeResponse
+	5,  // 50: syncstore.v1.Admin.BackupGroup:output_type -> syncstore.v1.BackupChunk
+	1,  // 51: syncstore.v1.Admin.FinalizeUpgrade:output_type -> syncstore.v1.FinalizeUpgradeResponse
+	3,  // 52: syncstore.v1.Admin.UpgradeProbe:output_type -> syncstore.v1.UpgradeProbeResponse
+	35, // [35:53] is the sub-list for method output_type
+	17, // [17:35] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2773,7 +3038,7 @@ func file_syncstore_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_syncstore_v1_admin_proto_rawDesc), len(file_syncstore_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   44,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,22 +21,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_Join_FullMethodName           = "/syncstore.v1.Admin/Join"
-	Admin_NodeStatus_FullMethodName     = "/syncstore.v1.Admin/NodeStatus"
-	Admin_ClusterStatus_FullMethodName  = "/syncstore.v1.Admin/ClusterStatus"
-	Admin_ShardMap_FullMethodName       = "/syncstore.v1.Admin/ShardMap"
-	Admin_Digests_FullMethodName        = "/syncstore.v1.Admin/Digests"
-	Admin_MoveSlots_FullMethodName      = "/syncstore.v1.Admin/MoveSlots"
-	Admin_AbortMove_FullMethodName      = "/syncstore.v1.Admin/AbortMove"
-	Admin_ListMoves_FullMethodName      = "/syncstore.v1.Admin/ListMoves"
-	Admin_AddGroups_FullMethodName      = "/syncstore.v1.Admin/AddGroups"
-	Admin_SplitGroup_FullMethodName     = "/syncstore.v1.Admin/SplitGroup"
-	Admin_RebalanceSlots_FullMethodName = "/syncstore.v1.Admin/RebalanceSlots"
-	Admin_ListNodes_FullMethodName      = "/syncstore.v1.Admin/ListNodes"
-	Admin_RemoveNode_FullMethodName     = "/syncstore.v1.Admin/RemoveNode"
-	Admin_TransferLeader_FullMethodName = "/syncstore.v1.Admin/TransferLeader"
-	Admin_MoveReplica_FullMethodName    = "/syncstore.v1.Admin/MoveReplica"
-	Admin_BackupGroup_FullMethodName    = "/syncstore.v1.Admin/BackupGroup"
+	Admin_Join_FullMethodName            = "/syncstore.v1.Admin/Join"
+	Admin_NodeStatus_FullMethodName      = "/syncstore.v1.Admin/NodeStatus"
+	Admin_ClusterStatus_FullMethodName   = "/syncstore.v1.Admin/ClusterStatus"
+	Admin_ShardMap_FullMethodName        = "/syncstore.v1.Admin/ShardMap"
+	Admin_Digests_FullMethodName         = "/syncstore.v1.Admin/Digests"
+	Admin_MoveSlots_FullMethodName       = "/syncstore.v1.Admin/MoveSlots"
+	Admin_AbortMove_FullMethodName       = "/syncstore.v1.Admin/AbortMove"
+	Admin_ListMoves_FullMethodName       = "/syncstore.v1.Admin/ListMoves"
+	Admin_AddGroups_FullMethodName       = "/syncstore.v1.Admin/AddGroups"
+	Admin_SplitGroup_FullMethodName      = "/syncstore.v1.Admin/SplitGroup"
+	Admin_RebalanceSlots_FullMethodName  = "/syncstore.v1.Admin/RebalanceSlots"
+	Admin_ListNodes_FullMethodName       = "/syncstore.v1.Admin/ListNodes"
+	Admin_RemoveNode_FullMethodName      = "/syncstore.v1.Admin/RemoveNode"
+	Admin_TransferLeader_FullMethodName  = "/syncstore.v1.Admin/TransferLeader"
+	Admin_MoveReplica_FullMethodName     = "/syncstore.v1.Admin/MoveReplica"
+	Admin_BackupGroup_FullMethodName     = "/syncstore.v1.Admin/BackupGroup"
+	Admin_FinalizeUpgrade_FullMethodName = "/syncstore.v1.Admin/FinalizeUpgrade"
+	Admin_UpgradeProbe_FullMethodName    = "/syncstore.v1.Admin/UpgradeProbe"
 )
 
 // AdminClient is the client API for Admin service.
@@ -89,6 +91,16 @@ type AdminClient interface {
 	// applied index: the first message carries the index and the state's
 	// digest, the others the stream's bytes in order.
 	BackupGroup(ctx context.Context, in *BackupGroupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
+	// FinalizeUpgrade raises the cluster's active version (served by the
+	// meta leader) once every registered node that is neither removed nor
+	// declared dead answers that its binary supports it; FAILED_PRECONDITION
+	// names the nodes that are behind or did not answer.
+	FinalizeUpgrade(ctx context.Context, in *FinalizeUpgradeRequest, opts ...grpc.CallOption) (*FinalizeUpgradeResponse, error)
+	// UpgradeProbe proposes the test build's probe command (a marker record
+	// in the key's group). Release binaries have no such command and answer
+	// FAILED_PRECONDITION; so does a cluster whose active version is below
+	// the probe's.
+	UpgradeProbe(ctx context.Context, in *UpgradeProbeRequest, opts ...grpc.CallOption) (*UpgradeProbeResponse, error)
 }
 
 type adminClient struct {
@@ -268,6 +280,26 @@ func (c *adminClient) BackupGroup(ctx context.Context, in *BackupGroupRequest, o
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_BackupGroupClient = grpc.ServerStreamingClient[BackupChunk]
 
+func (c *adminClient) FinalizeUpgrade(ctx context.Context, in *FinalizeUpgradeRequest, opts ...grpc.CallOption) (*FinalizeUpgradeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FinalizeUpgradeResponse)
+	err := c.cc.Invoke(ctx, Admin_FinalizeUpgrade_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) UpgradeProbe(ctx context.Context, in *UpgradeProbeRequest, opts ...grpc.CallOption) (*UpgradeProbeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpgradeProbeResponse)
+	err := c.cc.Invoke(ctx, Admin_UpgradeProbe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -318,6 +350,16 @@ type AdminServer interface {
 	// applied index: the first message carries the index and the state's
 	// digest, the others the stream's bytes in order.
 	BackupGroup(*BackupGroupRequest, grpc.ServerStreamingServer[BackupChunk]) error
+	// FinalizeUpgrade raises the cluster's active version (served by the
+	// meta leader) once every registered node that is neither removed nor
+	// declared dead answers that its binary supports it; FAILED_PRECONDITION
+	// names the nodes that are behind or did not answer.
+	FinalizeUpgrade(context.Context, *FinalizeUpgradeRequest) (*FinalizeUpgradeResponse, error)
+	// UpgradeProbe proposes the test build's probe command (a marker record
+	// in the key's group). Release binaries have no such command and answer
+	// FAILED_PRECONDITION; so does a cluster whose active version is below
+	// the probe's.
+	UpgradeProbe(context.Context, *UpgradeProbeRequest) (*UpgradeProbeResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -375,6 +417,12 @@ func (UnimplementedAdminServer) MoveReplica(context.Context, *MoveReplicaRequest
 }
 func (UnimplementedAdminServer) BackupGroup(*BackupGroupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
 	return status.Error(codes.Unimplemented, "method BackupGroup not implemented")
+}
+func (UnimplementedAdminServer) FinalizeUpgrade(context.Context, *FinalizeUpgradeRequest) (*FinalizeUpgradeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FinalizeUpgrade not implemented")
+}
+func (UnimplementedAdminServer) UpgradeProbe(context.Context, *UpgradeProbeRequest) (*UpgradeProbeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpgradeProbe not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -678,6 +726,42 @@ func _Admin_BackupGroup_Handler(srv interface{}, stream grpc.ServerStream) error
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_BackupGroupServer = grpc.ServerStreamingServer[BackupChunk]
 
+func _Admin_FinalizeUpgrade_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FinalizeUpgradeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).FinalizeUpgrade(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_FinalizeUpgrade_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).FinalizeUpgrade(ctx, req.(*FinalizeUpgradeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_UpgradeProbe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpgradeProbeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).UpgradeProbe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_UpgradeProbe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).UpgradeProbe(ctx, req.(*UpgradeProbeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -744,6 +828,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MoveReplica",
 			Handler:    _Admin_MoveReplica_Handler,
+		},
+		{
+			MethodName: "FinalizeUpgrade",
+			Handler:    _Admin_FinalizeUpgrade_Handler,
+		},
+		{
+			MethodName: "UpgradeProbe",
+			Handler:    _Admin_UpgradeProbe_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
