@@ -84,6 +84,7 @@ func newRoot(g *globals) *cobra.Command {
 	g.sec.register(pf)
 	root.AddCommand(newAppendCmd(g), newPullCmd(g), newHeadCmd(g), newSendCmd(g), newHistoryCmd(g), newWatchCmd(g), newStatusCmd(g), newBenchCmd(g), newCollectionCmd(g),
 		newDeviceCmd(g), newReadCmd(g), newConversationsCmd(g), newNodeCmd(g), newGroupCmd(g), newReplicaCmd(g), newSlotsCmd(g), newMoveCmd(g), newRebalanceCmd(g), newVersionCmd(g), newTokenCmd(g), newBackupCmd(g))
+	root.AddCommand(newUpgradeCmd(g))
 	refuseUnknownSubcommands(root)
 	return root
 }

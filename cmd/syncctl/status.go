@@ -113,12 +113,18 @@ type groupView struct {
 type clusterView struct {
 	// ClusterID is the cluster of the node that answered ("" for a cluster
 	// made before cluster ids, until its meta leader sets one).
-	ClusterID  string `json:"cluster_id"`
-	ServedBy   string `json:"served_by"`
-	MetaLeader string `json:"meta_leader"`
-	MetaTerm   uint64 `json:"meta_term"`
-	MapVersion uint64 `json:"shard_map_version"`
-	AllQuorum  bool   `json:"all_groups_have_quorum"`
+	ClusterID string `json:"cluster_id"`
+	// ClusterVersion is the cluster's active version and FinalizableTo the
+	// version every node that answered supports (syncctl upgrade status
+	// has the details); Version is the line printed about them.
+	ClusterVersion uint32 `json:"cluster_version"`
+	FinalizableTo  uint32 `json:"finalizable_to"`
+	Version        string `json:"-"`
+	ServedBy       string `json:"served_by"`
+	MetaLeader     string `json:"meta_leader"`
+	MetaTerm       uint64 `json:"meta_term"`
+	MapVersion     uint64 `json:"shard_map_version"`
+	AllQuorum      bool   `json:"all_groups_have_quorum"`
 	// Degraded says what is missing (exit 3): a meta leader, a group's
 	// leader or quorum.
 	Degraded []string `json:"degraded,omitempty"`
@@ -139,6 +145,8 @@ type clusterView struct {
 // follower (commit index 0) is listed as catching up, its lag unknown.
 func statusView(resp *syncv1.ClusterStatusResponse) clusterView {
 	v := clusterView{ServedBy: resp.GetServedBy(), MetaLeader: resp.GetLeaderId(), AllQuorum: true}
+	uv := upgradeViewOf(resp)
+	v.ClusterVersion, v.FinalizableTo, v.Version = uv.ActiveVersion, uv.FinalizableTo, uv.line()
 	suffrage := map[string]string{}
 	health := map[string]string{}
 	// hosted: every group gossip says some node hosts, so that a group no
@@ -301,10 +309,12 @@ func printStatus(w io.Writer, v clusterView) {
 		fmt.Fprintln(w, v.NoCluster)
 	case len(v.Degraded) == 0:
 		printClusterID(w, v.ClusterID)
+		fmt.Fprintln(w, v.Version)
 		fmt.Fprintf(w, "meta leader %s (term %d), shard map v%d, %d nodes, %d groups (gossip as seen by %s)\n", meta, v.MetaTerm, v.MapVersion, len(v.Nodes), len(v.Groups), v.ServedBy)
 		fmt.Fprintln(w, "quorum: every group has one")
 	default:
 		printClusterID(w, v.ClusterID)
+		fmt.Fprintln(w, v.Version)
 		fmt.Fprintf(w, "meta leader %s (term %d), shard map v%d, %d nodes, %d groups (gossip as seen by %s)\n", meta, v.MetaTerm, v.MapVersion, len(v.Nodes), len(v.Groups), v.ServedBy)
 		fmt.Fprintf(w, "quorum: MISSING: %s\n", strings.Join(v.Degraded, "; "))
 	}
