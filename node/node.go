@@ -52,6 +52,9 @@ type Node struct {
 	mux         *raftmux.Mux
 	// restored: the groups a restore at start loaded (restore.go).
 	restored map[shard.GroupID]RestoredGroup
+	// deliveryRepairs counts the delivered marks a restore found out of
+	// step with their conversations (restore.go).
+	deliveryRepairs int
 	// heartbeats coalesces the Raft heartbeats of every group to each
 	// node (nil when Config.CoalesceHeartbeats is off).
 	heartbeats *heartbeat.Coalescer

@@ -102,22 +102,31 @@ func prepareRestoreDir(dataDir string) error {
 
 // restoreGroups writes every group of the backup into the data dir, then
 // removes the marker. It runs in Start once the node's addresses are
-// known and before any group opens.
+// known and before any group opens: every part is loaded into its
+// group's state and checked against the manifest; the meta state is
+// rebased; conversations are raised to what their members hold
+// (fsm.RaiseHeads); then each state becomes its group's Raft snapshot.
 func (n *Node) restoreGroups(r *backup.Reader) error {
 	m := r.Manifest()
 	self := fsm.Node{ID: n.cfg.NodeID, RaftAddr: n.cfg.RaftAddr, GRPCAddr: n.cfg.GRPCAddr, GossipAddr: n.cfg.GossipAddr}
 	n.log.Info("restoring a backup", "cluster_id_of_backup", m.ClusterID, "created", m.Created, "parts", len(m.Parts), "new_cluster_id", n.ClusterID())
-	n.restored = map[shard.GroupID]RestoredGroup{}
-	var smap *shard.Map
-	err := n.restorePart(r, shard.MetaGroup, backup.MetaPartName, func(f *fsm.FSM) (err error) {
-		if err := f.RebaseRestoredMeta(time.Now().UnixMilli(), self); err != nil {
-			return err
+	loaded := map[shard.GroupID]*fsm.FSM{}
+	defer func() {
+		for _, f := range loaded {
+			f.Close()
 		}
-		smap, err = f.ShardMap()
-		return err
-	})
+	}()
+	meta, err := n.loadPart(r, shard.MetaGroup, backup.MetaPartName)
 	if err != nil {
 		return err
+	}
+	loaded[shard.MetaGroup] = meta
+	if err := meta.RebaseRestoredMeta(time.Now().UnixMilli(), self); err != nil {
+		return fmt.Errorf("node: %w: part %q: %w", ErrRestore, backup.MetaPartName, err)
+	}
+	smap, err := meta.ShardMap()
+	if err != nil {
+		return fmt.Errorf("node: restore meta: %w", err)
 	}
 	for _, g := range smap.Groups {
 		name := backup.GroupPartName(uint64(g.ID))
@@ -128,9 +137,23 @@ func (n *Node) restoreGroups(r *backup.Reader) error {
 		if !slices.Equal(info.Ranges, backup.RangesOf(g.Ranges)) {
 			return fmt.Errorf("node: %w: part %q: its slot ranges %v are not the shard map's %v", ErrRestore, name, info.Ranges, backup.RangesOf(g.Ranges))
 		}
-		if err := n.restorePart(r, g.ID, name, nil); err != nil {
+		if loaded[g.ID], err = n.loadPart(r, g.ID, name); err != nil {
 			return err
 		}
+	}
+	if err := n.repairDeliveries(smap, loaded); err != nil {
+		return err
+	}
+	n.restored = map[shard.GroupID]RestoredGroup{}
+	for id, f := range loaded {
+		info, _ := m.Part(partName(id))
+		size, err := n.writeRestoredSnapshot(id, f.AppliedIndex(), func(w io.Writer) error {
+			return f.Export(w, func(uint64, string) error { return nil })
+		})
+		if err != nil {
+			return fmt.Errorf("node: restore group %d: %w", id, err)
+		}
+		n.restored[id] = RestoredGroup{AppliedIndex: info.AppliedIndex, Digest: info.Digest, Bytes: size}
 	}
 	if err := os.Remove(filepath.Join(n.cfg.DataDir, restoreMarker)); err != nil {
 		return fmt.Errorf("node: restore: %w", err)
@@ -139,6 +162,101 @@ func (n *Node) restoreGroups(r *backup.Reader) error {
 		return fmt.Errorf("node: restore: %w", err)
 	}
 	n.log.Info("restore done: this node is the new cluster's only member; join others to it", "groups", len(smap.Groups))
+	return nil
+}
+
+func partName(id shard.GroupID) string {
+	if id == shard.MetaGroup {
+		return backup.MetaPartName
+	}
+	return backup.GroupPartName(uint64(id))
+}
+
+// repairDeliveries makes the two ends of every conversation's
+// deliveries agree again (fsm/restore_marks.go): the groups were cut at
+// different times. It holds every delivered mark in memory at once.
+func (n *Node) repairDeliveries(smap *shard.Map, loaded map[shard.GroupID]*fsm.FSM) error {
+	type memberMark struct {
+		member string
+		mark   fsm.DeliveryMark
+	}
+	marks := map[string][]memberMark{} // conversation -> its members' marks
+	for id, f := range loaded {
+		if id == shard.MetaGroup {
+			continue
+		}
+		err := f.DeliveryMarks(func(member, conv string, m fsm.DeliveryMark) error {
+			marks[conv] = append(marks[conv], memberMark{member, m})
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("node: restore group %d: %w", id, err)
+		}
+	}
+	queues := map[string]fsm.ConversationQueue{}
+	for id, f := range loaded {
+		if id == shard.MetaGroup {
+			continue
+		}
+		err := f.ConversationQueues(func(conv string, q fsm.ConversationQueue) error {
+			queues[conv] = q
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("node: restore group %d: %w", id, err)
+		}
+	}
+	repairs := map[shard.GroupID]*fsm.DeliveryRepair{}
+	repair := func(id shard.GroupID) *fsm.DeliveryRepair {
+		if repairs[id] == nil {
+			repairs[id] = &fsm.DeliveryRepair{Heads: map[string]uint64{}, Queued: map[string]map[string]uint64{}, Marks: map[string]map[string]uint64{}}
+		}
+		return repairs[id]
+	}
+	var ahead, behind int
+	for conv, ms := range marks {
+		q := queues[conv] // zero: the conversation's group holds none of its sends
+		for _, mm := range ms {
+			queued, dm := q.Queued[mm.member], mm.mark.DeliverySeq
+			switch {
+			case dm > queued: // the member holds deliveries its conversation does not know
+				r := repair(smap.GroupFor(conv))
+				if r.Queued[conv] == nil {
+					r.Queued[conv] = map[string]uint64{}
+				}
+				r.Queued[conv][mm.member] = dm
+				r.Heads[conv] = max(r.Heads[conv], mm.mark.ConversationSeq)
+				ahead++
+			case dm < queued: // deliveries the conversation made, lost with the member's cut
+				target := queued
+				if p := q.Pending[mm.member]; p > 0 {
+					target = p - 1 // the outbox still delivers from p on
+				}
+				if dm < target {
+					r := repair(smap.GroupFor(mm.member))
+					if r.Marks[mm.member] == nil {
+						r.Marks[mm.member] = map[string]uint64{}
+					}
+					r.Marks[mm.member][conv] = target
+					behind++
+				}
+			}
+		}
+	}
+	for id, r := range repairs {
+		f := loaded[id]
+		if f == nil || r.Empty() {
+			continue
+		}
+		if err := f.RepairDeliveries(*r); err != nil {
+			return fmt.Errorf("node: restore group %d: %w", id, err)
+		}
+	}
+	if ahead+behind > 0 {
+		n.log.Warn("restore: conversations and their members' timelines were cut at different points; their delivery counters are raised so that fan-out goes on without reusing a seq or leaving a gap",
+			"member_marks_ahead_of_their_conversation", ahead, "member_marks_behind_it", behind)
+	}
+	n.deliveryRepairs = ahead + behind
 	return nil
 }
 
@@ -155,50 +273,38 @@ type RestoredGroup struct {
 // did not restore).
 func (n *Node) Restored() map[shard.GroupID]RestoredGroup { return maps.Clone(n.restored) }
 
-// restorePart loads one part into the group's state and checks that it is
-// the state the manifest describes (index and digest), lets rebase change
-// it (the meta group), and writes it as the group's Raft snapshot. The
-// state then opens at the snapshot's index, as after a restart.
-func (n *Node) restorePart(r *backup.Reader, id shard.GroupID, name string, rebase func(*fsm.FSM) error) error {
+// loadPart loads one part into the group's state and checks that it is
+// the state the manifest describes (index and digest).
+func (n *Node) loadPart(r *backup.Reader, id shard.GroupID, name string) (*fsm.FSM, error) {
 	info, _ := r.Manifest().Part(name)
 	part, err := r.Part(name)
 	if err != nil {
-		return fmt.Errorf("node: %w: %w", ErrRestore, err)
+		return nil, fmt.Errorf("node: %w: %w", ErrRestore, err)
 	}
 	st, err := n.storage.State(uint64(id))
 	if err != nil {
-		return fmt.Errorf("node: restore group %d: %w", id, err)
+		return nil, fmt.Errorf("node: restore group %d: %w", id, err)
 	}
 	f, err := fsm.Open(fsm.Options{State: st, Logger: n.log})
 	if err != nil {
-		return fmt.Errorf("node: restore group %d: %w", id, err)
+		return nil, fmt.Errorf("node: restore group %d: %w", id, err)
 	}
-	defer f.Close()
 	if err := f.Restore(io.NopCloser(part)); err != nil {
-		return fmt.Errorf("node: %w: part %q: %w", ErrRestore, name, err)
+		f.Close()
+		return nil, fmt.Errorf("node: %w: part %q: %w", ErrRestore, name, err)
 	}
 	digest, applied, err := f.DigestWithIndex()
 	if err != nil {
-		return fmt.Errorf("node: restore group %d: %w", id, err)
+		f.Close()
+		return nil, fmt.Errorf("node: restore group %d: %w", id, err)
 	}
 	if applied != info.AppliedIndex || digest != info.Digest {
-		return fmt.Errorf("node: %w: part %q holds the state at index %d with digest %s; its manifest says index %d, digest %s",
+		f.Close()
+		return nil, fmt.Errorf("node: %w: part %q holds the state at index %d with digest %s; its manifest says index %d, digest %s",
 			ErrRestore, name, applied, digest, info.AppliedIndex, info.Digest)
 	}
-	if rebase != nil {
-		if err := rebase(f); err != nil {
-			return fmt.Errorf("node: %w: part %q: %w", ErrRestore, name, err)
-		}
-	}
-	size, err := n.writeRestoredSnapshot(id, applied, func(w io.Writer) error {
-		return f.Export(w, func(uint64, string) error { return nil })
-	})
-	if err != nil {
-		return fmt.Errorf("node: restore group %d: %w", id, err)
-	}
-	n.restored[id] = RestoredGroup{AppliedIndex: applied, Digest: digest, Bytes: size}
-	n.log.Info("restored a group", "group", uint64(id), "applied_index", applied, "digest", digest, "bytes", size)
-	return nil
+	n.log.Info("loaded a group", "group", uint64(id), "applied_index", applied, "digest", digest)
+	return f, nil
 }
 
 // writeRestoredSnapshot puts a group's state into its snapshot store as

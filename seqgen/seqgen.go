@@ -62,11 +62,20 @@ func Next(b Store, key []byte, nowMs int64) (seq uint64, tsMs int64, err error) 
 		return 0, 0, err
 	}
 	next := Counter{Head: cur.Head + 1, LastTsMs: max(nowMs, cur.LastTsMs)}
-	var buf [counterLen]byte
-	binary.BigEndian.PutUint64(buf[:8], next.Head)
-	binary.BigEndian.PutUint64(buf[8:], uint64(next.LastTsMs))
-	if err := b.Put(key, buf[:]); err != nil {
-		return 0, 0, fmt.Errorf("seqgen: store counter at %q: %w", key, err)
+	if err := Set(b, key, next); err != nil {
+		return 0, 0, err
 	}
 	return next.Head, next.LastTsMs, nil
+}
+
+// Set stores c at key. Only Next moves a counter in normal operation; Set
+// is for a restore that raises one (fsm.RaiseHeads).
+func Set(b Store, key []byte, c Counter) error {
+	var buf [counterLen]byte
+	binary.BigEndian.PutUint64(buf[:8], c.Head)
+	binary.BigEndian.PutUint64(buf[8:], uint64(c.LastTsMs))
+	if err := b.Put(key, buf[:]); err != nil {
+		return fmt.Errorf("seqgen: store counter at %q: %w", key, err)
+	}
+	return nil
 }

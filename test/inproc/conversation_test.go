@@ -19,6 +19,9 @@ import (
 // deliveryGate holds the deliveries nodes send to other nodes while it is
 // closed, so a test can kill a node while its fan-out is half done.
 type deliveryGate struct {
+	// only, if set before the cluster starts, holds only deliveries of
+	// that conversation.
+	only    string
 	mu      sync.Mutex
 	closed  bool
 	release chan struct{}
@@ -55,6 +58,9 @@ func (g *deliveryGate) wrap(cfg *node.Config) {
 	cfg.Deliverer = func(ctx context.Context, addr string, group shard.GroupID, items []node.Delivery) (fsm.DeliverResult, error) {
 		g.mu.Lock()
 		closed, release := g.closed, g.release
+		if g.only != "" && !slices.ContainsFunc(items, func(d node.Delivery) bool { return d.Conversation == g.only }) {
+			closed = false
+		}
 		if closed {
 			g.held[self]++
 		}

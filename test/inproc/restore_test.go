@@ -23,8 +23,9 @@ import (
 )
 
 // writeBackup backs the cluster up into path as syncctl backup does, the
-// groups in the order given (the meta group included).
-func writeBackup(t *testing.T, cl *client.Client, clusterID string, smap *shard.Map, path string, order []shard.GroupID) backup.Manifest {
+// groups in the order given (the meta group included), calling after (if
+// set) once each group's part is written.
+func writeBackup(t *testing.T, cl *client.Client, clusterID string, smap *shard.Map, path string, order []shard.GroupID, after func(shard.GroupID)) backup.Manifest {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -60,6 +61,9 @@ func writeBackup(t *testing.T, cl *client.Client, clusterID string, smap *shard.
 		}
 		if err != nil {
 			t.Fatalf("back up group %d: %v", id, err)
+		}
+		if after != nil {
+			after(id)
 		}
 	}
 	if err := w.Close(); err != nil {
@@ -100,7 +104,8 @@ func backedUpOutbox(t *testing.T, path string, id shard.GroupID) []string {
 // versions and sessions go on from there; the held fan-out completes
 // exactly once per member; and the two clusters stay apart.
 func TestRestoreIntoANewCluster(t *testing.T) {
-	var gate deliveryGate
+	const conv, messages = "room:restore", 5
+	gate := deliveryGate{only: conv}
 	old := testcluster.NewNamed(t, "a", 3, func(cfg *node.Config) { gate.wrap(cfg) })
 	cl := old.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -129,7 +134,6 @@ func TestRestoreIntoANewCluster(t *testing.T) {
 		sessions[user] = "s-" + user
 	}
 	members := numbered("member:%d", 40)
-	const conv, messages = "room:restore", 5
 	gate.close()
 	for i := 1; i <= messages; i++ {
 		if _, err := cl.Send(ctx, conv, members[0], members[1:], fmt.Appendf(nil, "message %d", i), client.AppendOptions{IdempotencyKey: fmt.Sprint("m", i)}); err != nil {
@@ -149,16 +153,37 @@ func TestRestoreIntoANewCluster(t *testing.T) {
 	before := maps.Clone(w.acks)
 	w.mu.Unlock()
 
+	// A second conversation, on another group, is cut before its third
+	// message is sent; the members' groups cut after it hold that message.
 	smap := old.Members[0].Node.ShardMap()
 	convGroup := smap.GroupFor(conv)
-	order := []shard.GroupID{shard.MetaGroup, convGroup}
+	between := ""
+	for i := 0; between == "" || smap.GroupFor(between) == convGroup; i++ {
+		between = fmt.Sprintf("room:between-%d", i)
+	}
+	betweenGroup := smap.GroupFor(between)
+	bmembers := numbered("between-member:%d", 40) // their timelines hold only this conversation
+	sendBetween := func(cl *client.Client, i int) {
+		t.Helper()
+		if _, err := cl.Send(ctx, between, bmembers[0], bmembers[1:], fmt.Appendf(nil, "between %d", i), client.AppendOptions{IdempotencyKey: fmt.Sprint("b", i)}); err != nil {
+			t.Fatalf("send %d to %s: %v", i, between, err)
+		}
+	}
+	sendBetween(cl, 1)
+	sendBetween(cl, 2)
+	order := []shard.GroupID{shard.MetaGroup, convGroup, betweenGroup}
 	for _, g := range smap.Groups {
-		if g.ID != convGroup {
+		if g.ID != convGroup && g.ID != betweenGroup {
 			order = append(order, g.ID)
 		}
 	}
 	path := filepath.Join(t.TempDir(), "cluster.backup")
-	man := writeBackup(t, cl, old.Members[0].Node.ClusterID(), smap, path, order)
+	man := writeBackup(t, cl, old.Members[0].Node.ClusterID(), smap, path, order, func(id shard.GroupID) {
+		if id == betweenGroup {
+			sendBetween(cl, 3)
+			waitHeads(t, cl, bmembers[1:], between, 3)
+		}
+	})
 	w.progress(t, 50) // the writers went on through the backup
 	w.finish()
 	gate.open()
@@ -277,7 +302,65 @@ func TestRestoreIntoANewCluster(t *testing.T) {
 	})
 	waitMembersHave(t, rc, members[1:], conv, messages)
 
+	// The conversation cut before its members is raised to what they hold:
+	// its next message takes a new seq and reaches every member once.
+	if head, err := rc.Head(ctx, between, client.Linearizable); err != nil || head != 3 {
+		t.Fatalf("%s's head after the restore: %d, %v; want 3, raised to its members' deliveries", between, head, err)
+	}
+	resp, err := rc.Send(ctx, between, bmembers[0], bmembers[1:], []byte("between 4"), client.AppendOptions{IdempotencyKey: "b4"})
+	if err != nil || resp.GetSeq() != 4 {
+		t.Fatalf("send after the restore: %v, %v; want seq 4", resp, err)
+	}
+	waitHeads(t, rc, bmembers[1:], between, 4)
+	early := 0
+	for _, u := range bmembers[1:] {
+		got := conversationSeqs(t, rc, u, between)
+		later := slices.Index(order, smap.GroupFor(u)) > slices.Index(order, betweenGroup)
+		want := []uint64{1, 2, 4}
+		if later {
+			want = []uint64{1, 2, 3, 4}
+		} else {
+			early++
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s (group %d, cut after %s's: %v) holds %s's messages %v, want %v", u, smap.GroupFor(u), between, later, between, got, want)
+		}
+	}
+	if early == len(bmembers)-1 {
+		t.Fatalf("no member of %s is on a group cut after its own: the raise is not tested", between)
+	}
+
 	checkClustersApart(t, old, fresh)
+}
+
+// conversationSeqs lists the conversation seqs of conv's messages in a
+// user's timeline, in timeline order.
+func conversationSeqs(t *testing.T, cl *client.Client, user, conv string) []uint64 {
+	t.Helper()
+	page, err := cl.Pull(context.Background(), user, 0, 1000, client.Linearizable)
+	if err != nil {
+		t.Fatalf("pull %s: %v", user, err)
+	}
+	var seqs []uint64
+	for _, e := range page.GetEntries() {
+		if e.GetConversation() == conv {
+			seqs = append(seqs, e.GetConversationSeq())
+		}
+	}
+	return seqs
+}
+
+// waitHeads waits until every user's timeline holds conv's message n.
+func waitHeads(t *testing.T, cl *client.Client, users []string, conv string, n uint64) {
+	t.Helper()
+	testutil.Eventually(t, 30*time.Second, func() error {
+		for _, u := range users {
+			if seqs := conversationSeqs(t, cl, u, conv); !slices.Contains(seqs, n) {
+				return fmt.Errorf("%s holds %s's messages %v, waiting for %d", u, conv, seqs, n)
+			}
+		}
+		return nil
+	})
 }
 
 // checkClustersApart checks that a node of one cluster cannot join the
