@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -157,6 +158,8 @@ type DeliveryRepair struct {
 	// Marks: member -> conversation -> the delivery seq its mark is
 	// raised to.
 	Marks map[string]map[string]uint64
+	// Collections: collection -> the version it is raised to.
+	Collections map[string]uint64
 }
 
 // Empty reports whether r changes nothing.
@@ -211,10 +214,76 @@ func (f *FSM) RepairDeliveries(r DeliveryRepair) error {
 				}
 			}
 		}
-		return nil
+		return raiseCollectionVersions(root, r.Collections)
 	})
 	if err != nil {
 		return fmt.Errorf("fsm: repair deliveries: %w", err)
+	}
+	return nil
+}
+
+// Record copies have the same two ends: a source collection's write queues
+// a copy job, and each target keeps, per source and key, the source
+// version it copied (a copy mark). A target cut after a copy its source
+// (cut earlier) does not hold would see the source's next write take that
+// version again and skip it as copied. A restore raises such a source's
+// version to the highest version a target copied (CopiedVersions,
+// RepairDeliveries' Collections). A target cut before copies its source
+// finished keeps the older record until its key is written again.
+
+// CopiedVersions is, per source collection, the highest source version
+// this group's collections hold a copy of.
+func (f *FSM) CopiedVersions() (map[string]uint64, error) {
+	out := map[string]uint64{}
+	err := f.view(func(root *bolt.Bucket) error {
+		cb := sealed{root.Bucket(bucketCollections)}
+		c := cb.b.Cursor()
+		for k, _ := c.First(); k != nil; {
+			id, ok := timelineIDOf(k)
+			if !ok {
+				return fmt.Errorf("collection key %x", k)
+			}
+			ck := collectionKey(id)
+			prefix := kindKey(ck, collKindCopyMark, nil)
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				rest := k[len(prefix):]
+				if len(rest) < 2 || len(rest) < 2+int(binary.BigEndian.Uint16(rest)) {
+					return fmt.Errorf("copy mark key %x", k)
+				}
+				source := string(rest[2 : 2+int(binary.BigEndian.Uint16(rest))])
+				v, err := cb.GetU64(k)
+				if err != nil {
+					return err
+				}
+				out[source] = max(out[source], v)
+			}
+			k, _ = c.Seek(kindKey(ck, 0xff, nil))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: copied versions: %w", err)
+	}
+	return out, nil
+}
+
+// raiseCollectionVersions raises each collection this group holds whose
+// version is below the given one.
+func raiseCollectionVersions(root *bolt.Bucket, versions map[string]uint64) error {
+	cb := sealed{root.Bucket(bucketCollections)}
+	for id, v := range versions {
+		ck := collectionKey(id)
+		info, err := readCollInfo(cb, ck)
+		if err != nil {
+			return err
+		}
+		if info.GetVersion() >= v {
+			continue
+		}
+		info.Version = v
+		if err := writeCollInfo(cb, ck, info); err != nil {
+			return err
+		}
 	}
 	return nil
 }

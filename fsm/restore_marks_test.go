@@ -71,3 +71,29 @@ func TestDeliveryChainReadAndRepaired(t *testing.T) {
 		t.Fatalf("delivery 4 after the mark was raised to 4: %+v %v", res.Deliver, res.Err)
 	}
 }
+
+// TestCopiedVersionsRaiseTheirSource: the highest source version a target
+// copied is read back per source, and a repair raises the source's version
+// to it, so its next write takes a version no target has copied.
+func TestCopiedVersionsRaiseTheirSource(t *testing.T) {
+	h := newHarness(t)
+	h.mustOK(copyCmd(
+		&fsmpb.CopyItem{Collection: "members/g1", Key: "alice", Value: []byte("a"), Source: "profile/alice", SourceVersion: 3},
+		&fsmpb.CopyItem{Collection: "friends/bob", Key: "alice", Value: []byte("a"), Source: "profile/alice", SourceVersion: 5},
+		&fsmpb.CopyItem{Collection: "friends/bob", Key: "carol", Value: []byte("c"), Source: "profile/carol", SourceVersion: 2},
+	))
+	got, err := h.f.CopiedVersions()
+	if err != nil || !maps.Equal(got, map[string]uint64{"profile/alice": 5, "profile/carol": 2}) {
+		t.Fatalf("copied versions %v, %v", got, err)
+	}
+	h.write(writeCmd("profile/alice", 6, put("name", "Alice"))) // version 1
+	if err := h.f.RepairDeliveries(DeliveryRepair{Collections: got}); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.write(writeCmd("profile/alice", 7, put("name", "Alice B"))); r.Version != 6 {
+		t.Fatalf("the next write of the raised source is version %d, want 6", r.Version)
+	}
+	if r := h.write(writeCmd("profile/carol", 8, put("name", "Carol"))); r.Version != 3 {
+		t.Fatalf("the first write of a source raised before it existed is version %d, want 3", r.Version)
+	}
+}

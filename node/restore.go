@@ -173,8 +173,9 @@ func partName(id shard.GroupID) string {
 }
 
 // repairDeliveries makes the two ends of every conversation's
-// deliveries agree again (fsm/restore_marks.go): the groups were cut at
-// different times. It holds every delivered mark in memory at once.
+// deliveries, and of every collection's copies, agree again
+// (fsm/restore_marks.go): the groups were cut at different times. It
+// holds every delivered mark in memory at once.
 func (n *Node) repairDeliveries(smap *shard.Map, loaded map[shard.GroupID]*fsm.FSM) error {
 	type memberMark struct {
 		member string
@@ -241,6 +242,22 @@ func (n *Node) repairDeliveries(smap *shard.Map, loaded map[shard.GroupID]*fsm.F
 					behind++
 				}
 			}
+		}
+	}
+	for id, f := range loaded {
+		if id == shard.MetaGroup {
+			continue
+		}
+		versions, err := f.CopiedVersions()
+		if err != nil {
+			return fmt.Errorf("node: restore group %d: %w", id, err)
+		}
+		for source, v := range versions {
+			r := repair(smap.GroupFor(source))
+			if r.Collections == nil {
+				r.Collections = map[string]uint64{}
+			}
+			r.Collections[source] = max(r.Collections[source], v)
 		}
 	}
 	for id, r := range repairs {
