@@ -121,6 +121,11 @@ func (n *Node) restoreGroups(r *backup.Reader) error {
 		return err
 	}
 	loaded[shard.MetaGroup] = meta
+	if cv, err := meta.ClusterVersion(); err != nil {
+		return fmt.Errorf("node: restore meta: %w", err)
+	} else if cv.Version > fsm.SupportedClusterVersion() {
+		return fmt.Errorf("node: %w: the backup's cluster runs at version %d: %w", ErrRestore, cv.Version, tooOld(cv))
+	}
 	if err := meta.RebaseRestoredMeta(time.Now().UnixMilli(), self); err != nil {
 		return fmt.Errorf("node: %w: part %q: %w", ErrRestore, backup.MetaPartName, err)
 	}
