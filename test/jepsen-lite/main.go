@@ -55,6 +55,9 @@ type options struct {
 	faultEvery time.Duration
 	settle     time.Duration
 	insecure   bool // plaintext, no tokens, no gossip key
+	// sameBinary: rolling restarts keep the one build (by default they
+	// switch every node between it and the upgrade test build).
+	sameBinary bool
 }
 
 func main() {
@@ -68,6 +71,7 @@ func main() {
 	flag.DurationVar(&o.faultEvery, "fault-every", 12*time.Second, "one fault per period: half quiet, half faulty")
 	flag.DurationVar(&o.settle, "settle", 90*time.Second, "how long the healed cluster may take to converge")
 	flag.BoolVar(&o.insecure, "insecure", false, "run syncd without TLS, tokens and gossip encryption (--insecure)")
+	flag.BoolVar(&o.sameBinary, "same-binary", false, "rolling restarts keep the one build; by default each switches every node between it and a build with -tags "+upgradeTag+" (a newer cluster version, never finalized), so the cluster runs mixed binaries")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -80,6 +84,22 @@ func main() {
 		os.Exit(exitValid)
 	}
 	os.Exit(exitInvalid)
+}
+
+// upgradeTag builds a syncd of the next cluster version (fsm's
+// version_upgradetest.go): a rolling restart onto it and back is a rolling
+// upgrade and downgrade that is never finalized.
+const upgradeTag = "syncstore_upgrade_test"
+
+// buildSyncd builds ./cmd/syncd of repo into out, with extra go build flags.
+func buildSyncd(ctx context.Context, repo, out string, flags ...string) error {
+	args := append(append([]string{"build"}, flags...), "-o", out, "./cmd/syncd")
+	build := exec.CommandContext(ctx, "go", args...)
+	build.Dir = repo
+	if msg, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build syncd %v (run from the repository root): %w: %s", flags, err, msg)
+	}
+	return nil
 }
 
 // runTest makes the hosts, runs the workload and the nemesis, checks the
@@ -101,10 +121,16 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 	fmt.Fprintf(log, "jepsen-lite: %d nodes, %s, seed %d, run dir %s\n", o.nodes, o.duration, o.seed, o.out)
 
 	syncd := filepath.Join(o.out, "syncd")
-	build := exec.CommandContext(ctx, "go", "build", "-o", syncd, "./cmd/syncd")
-	build.Dir = o.repo
-	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build syncd (run from the repository root): %w: %s", err, out)
+	if err := buildSyncd(ctx, o.repo, syncd); err != nil {
+		return "", err
+	}
+	binaries := []string{syncd}
+	if !o.sameBinary {
+		next := filepath.Join(o.out, "syncd-next")
+		if err := buildSyncd(ctx, o.repo, next, "-tags", upgradeTag); err != nil {
+			return "", err
+		}
+		binaries = append(binaries, next)
 	}
 	net, err := setupNetwork(ctx, o.nodes, o.out)
 	if err != nil {
@@ -172,7 +198,7 @@ func runTest(ctx context.Context, o options, log io.Writer) (string, error) {
 		close(workDone)
 	}()
 
-	nm := &nemesis{net: net, syncd: syncd, shards: o.shards, rng: rand.New(rand.NewPCG(o.seed, 1)), admin: admin}
+	nm := &nemesis{net: net, syncd: syncd, binaries: binaries, shards: o.shards, rng: rand.New(rand.NewPCG(o.seed, 1)), admin: admin}
 	var faults []fault
 	kinds := schedule(o.seed, int(o.duration/o.faultEvery))
 	for _, kind := range kinds {

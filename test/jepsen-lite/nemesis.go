@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -52,12 +53,15 @@ func schedule(seed uint64, n int) []string {
 
 // nemesis injects faults into a network of hosts.
 type nemesis struct {
-	net    *network
-	syncd  string
-	shards int
-	rng    *rand.Rand
-	admin  *client.Client
-	moves  int // slot moves planned by the nemesis
+	net *network
+	// syncd is the build nodes start with; binaries the builds rolling
+	// restarts switch between (one: no switch).
+	syncd    string
+	binaries []string
+	shards   int
+	rng      *rand.Rand
+	admin    *client.Client
+	moves    int // slot moves planned by the nemesis
 	// operatorMoves counts replica moves and leader transfers.
 	operatorMoves int
 }
@@ -105,6 +109,7 @@ func (nm *nemesis) inject(ctx context.Context, kind string, d time.Duration, rec
 		err = h.pause()
 		f.Nodes = ids([]*host{h})
 	case faultRollingStart:
+		nm.syncd = nm.binaries[(slices.Index(nm.binaries, nm.syncd)+1)%len(nm.binaries)]
 		for _, h := range hosts {
 			h.stop()
 			if err = h.start(nm.syncd, hosts[0], nm.shards); err != nil {
@@ -113,6 +118,9 @@ func (nm *nemesis) inject(ctx context.Context, kind string, d time.Duration, rec
 			waitServing(ctx, nm.admin, len(hosts), 30*time.Second)
 		}
 		f.Nodes = ids(hosts)
+		if len(nm.binaries) > 1 {
+			f.Nodes = append(f.Nodes, "binary:"+filepath.Base(nm.syncd))
+		}
 	case faultSlotMove, faultSplit:
 		f.Nodes, err = nm.reshape(ctx, kind)
 	case faultNodeRemoveAdd:
