@@ -190,35 +190,40 @@ func (g *Group) raiseVersion(ctx context.Context, v uint32) error {
 // given the active version yet, the leader first raises it (its state
 // machine would refuse the command otherwise).
 func (g *Group) checkCommandVersion(ctx context.Context, cmd *fsmpb.Command) error {
-	need := fsm.CommandVersion(cmd)
-	if need <= fsm.BaseClusterVersion {
+	if fsm.CommandVersion(cmd) <= fsm.BaseClusterVersion {
 		return nil
 	}
-	active, err := g.node.meta.fsm.ClusterVersion()
-	if err != nil {
+	active, err := g.node.gate(cmd)
+	if err != nil || g.id == shard.MetaGroup {
 		return err
 	}
-	if need > active.Version {
-		return fmt.Errorf("%w: %s needs cluster version %d; the cluster's active version is %d: run `syncctl upgrade finalize` once every node runs a binary that supports version %d",
+	return g.raiseVersion(ctx, active)
+}
+
+// gate refuses a command of a version above the cluster's active one; it
+// returns the active version. A node checks it before it forwards a
+// request too: the leader it forwards to may run an older binary.
+func (n *Node) gate(cmd *fsmpb.Command) (uint32, error) {
+	active, err := n.meta.fsm.ClusterVersion()
+	if err != nil {
+		return 0, err
+	}
+	if need := fsm.CommandVersion(cmd); need > active.Version {
+		return 0, fmt.Errorf("%w: %s needs cluster version %d; the cluster's active version is %d: run `syncctl upgrade finalize` once every node runs a binary that supports version %d",
 			fsm.ErrClusterVersion, fsm.CommandName(cmd), need, active.Version, need)
 	}
-	if g.id == shard.MetaGroup {
-		return nil
-	}
-	return g.raiseVersion(ctx, active.Version)
+	return active.Version, nil
 }
 
 // FinalizeUpgrade raises the cluster's active version to target (0: the
-// newest this binary supports), as the meta leader, once every registered
+// newest this binary supports; a node that forwards the call names the
+// version, since the meta leader may run another binary), as the meta leader, once every registered
 // node that is neither removed nor declared dead answers that its binary
 // supports it. A node that does not answer blocks it: it may run an older
 // binary. It returns the active version and whether this call raised it.
 func (n *Node) FinalizeUpgrade(ctx context.Context, target uint32) (uint32, bool, error) {
 	if target == 0 {
 		target = fsm.SupportedClusterVersion()
-	}
-	if target > fsm.SupportedClusterVersion() {
-		return 0, false, fmt.Errorf("%w: this node's binary supports cluster version %d, not %d", ErrUpgradeBlocked, fsm.SupportedClusterVersion(), target)
 	}
 	if !n.meta.IsLeader() {
 		return 0, false, n.meta.notLeader()
@@ -237,7 +242,9 @@ func (n *Node) FinalizeUpgrade(ctx context.Context, target uint32) (uint32, bool
 	if err != nil {
 		return 0, false, err
 	}
-	if behind := n.nodesBehind(ctx, nodes, target); len(behind) > 0 {
+	// This node is in the list when its own binary is behind (an old meta
+	// leader that a newer node forwarded the call to).
+	if behind := n.nodesBehind(ctx, nodes, target); len(behind) > 0 || target > fsm.SupportedClusterVersion() {
 		return 0, false, fmt.Errorf("%w: cluster version %d needs every node to run a binary that supports it (active: %d); behind: %s",
 			ErrUpgradeBlocked, target, cv.Version, strings.Join(behind, "; "))
 	}
@@ -321,11 +328,15 @@ func (n *Node) UpgradeProbe(ctx context.Context, key, note string) (uint64, shar
 	if err := fsm.ValidateUpgradeProbe(p); err != nil {
 		return 0, 0, err
 	}
+	cmd := &fsmpb.Command{Op: &fsmpb.Command_UpgradeProbe{UpgradeProbe: p}}
+	if _, err := n.gate(cmd); err != nil {
+		return 0, 0, err
+	}
 	g, err := n.route(key)
 	if err != nil {
 		return 0, 0, err
 	}
-	res, err := g.propose(ctx, &fsmpb.Command{Op: &fsmpb.Command_UpgradeProbe{UpgradeProbe: p}})
+	res, err := g.propose(ctx, cmd)
 	if err != nil {
 		return 0, 0, err
 	}

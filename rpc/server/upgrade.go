@@ -5,12 +5,18 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/syncstore/syncstore/fsm"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 )
 
 // FinalizeUpgrade raises the cluster's active version; a node that is not
 // the meta leader forwards the call to it.
 func (s *Server) FinalizeUpgrade(ctx context.Context, req *syncv1.FinalizeUpgradeRequest) (*syncv1.FinalizeUpgradeResponse, error) {
+	if req.GetVersion() == 0 {
+		// The newest this node supports, named before it is forwarded: the
+		// meta leader may run an older binary.
+		req = &syncv1.FinalizeUpgradeRequest{Version: fsm.SupportedClusterVersion()}
+	}
 	active, changed, err := s.node.FinalizeUpgrade(ctx, req.GetVersion())
 	if err != nil {
 		return forwardOr(s, ctx, err, func(ctx context.Context, conn *grpc.ClientConn) (*syncv1.FinalizeUpgradeResponse, error) {
