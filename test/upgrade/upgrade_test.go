@@ -359,4 +359,16 @@ func TestRollingUpgrade(t *testing.T) {
 	if tail := old.Tail(5); !strings.Contains(tail, want) || !strings.Contains(tail, "run a binary that supports version 3 or later") {
 		t.Fatalf("an A binary after finalize said:\n%s\nwant %q", tail, want)
 	}
+
+	// Nor can an A binary join the finalized cluster on an empty data dir.
+	fresh := &member{id: "u9", dir: t.TempDir(), grpc: freePort(t), raft: freePort(t), gossip: freePort(t), join: ms[0].grpc}
+	joiner := fresh.start(t, binA, "A joining after finalize")
+	err = joiner.Wait(t, 60*time.Second)
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("an A binary joining after finalize exited with %v; want a non-zero exit", err)
+	}
+	// Refused at the join (not stopped once in, which says it otherwise).
+	if tail := joiner.Tail(5); !strings.Contains(tail, "join u9 refused") || !strings.Contains(tail, "node u9 runs a binary that supports cluster version 2; the cluster's active version is 3") {
+		t.Fatalf("an A binary joining after finalize said:\n%s", tail)
+	}
 }
