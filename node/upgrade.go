@@ -43,8 +43,10 @@ var (
 // upgradeState is the node's part of rolling upgrades.
 type upgradeState struct {
 	// newCluster: this process bootstrapped an empty data dir; its meta
-	// leader sets the cluster's first version.
+	// leader sets the cluster's first version once every registered node
+	// supports it.
 	newCluster bool
+	bootWarned bool // reconcile goroutine only
 
 	once     sync.Once
 	outdated chan struct{}
@@ -144,11 +146,22 @@ func (n *Node) reconcileClusterVersion(ctx context.Context) (outdated bool) {
 		close(n.upgrade.ch())
 		return true
 	}
-	// Only while this node is the cluster: a node that joined in between
-	// may run an older binary, and the version then waits for a finalize.
-	if n.upgrade.newCluster && !cv.Stored && fsm.SupportedClusterVersion() > fsm.BaseClusterVersion &&
-		n.meta.isReadyLeader() && n.loneMetaVoter() {
+	// Nodes may join before this: the same check as a finalize's, so that
+	// a joiner with an older binary keeps the base version (an operator
+	// finalizes later).
+	if n.upgrade.newCluster && !cv.Stored && fsm.SupportedClusterVersion() > fsm.BaseClusterVersion && n.meta.isReadyLeader() {
 		v := fsm.SupportedClusterVersion()
+		nodes, err := n.registry()
+		if err != nil || len(nodes) == 0 {
+			return false
+		}
+		if behind := n.nodesBehind(ctx, nodes, v); len(behind) > 0 {
+			if !n.upgrade.bootWarned {
+				n.upgrade.bootWarned = true
+				n.log.Warn("new cluster: nodes behind this binary's cluster version; it stays at the base until `syncctl upgrade finalize`", "version", v, "behind", behind)
+			}
+			return false
+		}
 		if _, err := n.meta.propose(ctx, setVersionCmd(v, 0)); err != nil {
 			n.log.Warn("set the new cluster's version", "version", v, "err", err)
 			return false

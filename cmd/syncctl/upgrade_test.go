@@ -95,7 +95,7 @@ func TestUpgradeCommandsAgainstACluster(t *testing.T) {
 		t.Fatalf("upgrade finalize at the newest version: %v\n%s", err, out)
 	}
 	_, err = run(t, addr, "upgrade", "finalize", "--version", "9")
-	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "supports cluster version") {
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "n1 supports 2") {
 		t.Fatalf("finalize to a version no binary supports: %v (%v)", err, status.Code(err))
 	}
 }
