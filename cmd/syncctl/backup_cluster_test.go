@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/syncstore/syncstore/backup"
+	"github.com/syncstore/syncstore/backup/take"
 	"github.com/syncstore/syncstore/fsm/fsmpb"
 	"github.com/syncstore/syncstore/internal/testcluster"
 	"github.com/syncstore/syncstore/node"
@@ -113,7 +114,7 @@ func TestBackupOfACluster(t *testing.T) {
 		t.Fatalf("backup over an existing file: %v", err)
 	}
 	out, err = run(t, addr, "--json", "--timeout", "30s", "backup", "--out", file, "--force")
-	var res backupResult
+	var res take.Result
 	if err != nil || json.Unmarshal([]byte(out), &res) != nil || res.File != file || res.Bytes == 0 || res.Attempts != 1 ||
 		len(res.Parts) != len(wantParts) || res.ClusterID != m.ClusterID || res.ShardMapVersion != smap.Version {
 		t.Fatalf("--json backup --force: %+v %v\n%s", res, err, out)
@@ -146,8 +147,8 @@ func TestBackupOfACluster(t *testing.T) {
 	if err == nil || !strings.Contains(describe(err), "FailedPrecondition: backup: move 1") || !strings.Contains(err.Error(), "abort") || exitStatus(err) != exitFailed {
 		t.Fatalf("backup during a move: %v", err)
 	}
-	if l := leftovers(t, dir, "cluster.ssb"); len(l) > 0 {
-		t.Fatalf("left behind: %v", l)
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 1 || ents[0].Name() != "cluster.ssb" {
+		t.Fatalf("%s holds %v (%v), want only cluster.ssb", dir, ents, err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/syncstore/syncstore/internal/moveinfo"
 	"github.com/syncstore/syncstore/rpc/client"
 	"github.com/syncstore/syncstore/rpc/syncv1"
 	"github.com/syncstore/syncstore/shard"
@@ -95,8 +96,8 @@ func newMoveCmd(g *globals) *cobra.Command {
 			return g.print(moves, func(w io.Writer) {
 				fmt.Fprintf(w, "%-4s %-12s %-6s %-6s %-9s %10s %12s %9s %s\n", "ID", "SLOTS", "FROM", "TO", "PHASE", "RECORDS", "BYTES", "FENCED", "NOTE")
 				for _, m := range moves {
-					fmt.Fprintf(w, "%-4d %-12s %-6d %-6d %-9s %10d %12d %9s %s\n", m.GetId(), rangesString(m.GetRanges()), m.GetSourceGroup(), m.GetTargetGroup(),
-						phaseOf(m), m.GetRecords(), m.GetBytes(), fencedFor(m), m.GetNote())
+					fmt.Fprintf(w, "%-4d %-12s %-6d %-6d %-9s %10d %12d %9s %s\n", m.GetId(), moveinfo.Ranges(m.GetRanges()), m.GetSourceGroup(), m.GetTargetGroup(),
+						moveinfo.Phase(m), m.GetRecords(), m.GetBytes(), fencedFor(m), m.GetNote())
 				}
 			})
 		},
@@ -264,14 +265,14 @@ func (g *globals) followMoves(ids []uint64, f moveFlags) error {
 			return err
 		}
 		final = append(final, m)
-		if phaseOf(m) == "aborted" {
+		if moveinfo.Phase(m) == "aborted" {
 			aborted = append(aborted, id)
 		}
 	}
 	err := g.print(final, func(w io.Writer) {
 		for _, m := range final {
-			fmt.Fprintf(w, "move %d %s %d->%d: %s, %d records, %d bytes, fenced %s\n", m.GetId(), rangesString(m.GetRanges()),
-				m.GetSourceGroup(), m.GetTargetGroup(), phaseOf(m), m.GetRecords(), m.GetBytes(), fencedFor(m))
+			fmt.Fprintf(w, "move %d %s %d->%d: %s, %d records, %d bytes, fenced %s\n", m.GetId(), moveinfo.Ranges(m.GetRanges()),
+				m.GetSourceGroup(), m.GetTargetGroup(), moveinfo.Phase(m), m.GetRecords(), m.GetBytes(), fencedFor(m))
 		}
 	})
 	if err == nil && len(aborted) > 0 {
@@ -302,10 +303,10 @@ func (g *globals) followMove(id uint64, deadline time.Time) (*syncv1.MoveInfo, e
 		if m == nil {
 			return nil, fmt.Errorf("no move %d", id)
 		}
-		phase := phaseOf(m)
+		phase := moveinfo.Phase(m)
 		switch {
 		case bar != nil:
-			bar.Describe(fmt.Sprintf("move %d %s %d->%d %s: %d records", id, rangesString(m.GetRanges()), m.GetSourceGroup(), m.GetTargetGroup(), phase, m.GetRecords()))
+			bar.Describe(fmt.Sprintf("move %d %s %d->%d %s: %d records", id, moveinfo.Ranges(m.GetRanges()), m.GetSourceGroup(), m.GetTargetGroup(), phase, m.GetRecords()))
 			bar.Set64(int64(m.GetBytes()))
 		case phase != last && !g.json:
 			fmt.Fprintf(os.Stderr, "move %d: %s (%d records, %d bytes)\n", id, phase, m.GetRecords(), m.GetBytes())
@@ -321,28 +322,9 @@ func (g *globals) followMove(id uint64, deadline time.Time) (*syncv1.MoveInfo, e
 	}
 }
 
-func phaseOf(m *syncv1.MoveInfo) string {
-	if m.GetAbortRequested() && m.GetPhase() != "aborted" {
-		return m.GetPhase() + " (aborting)"
-	}
-	return m.GetPhase()
-}
-
 func fencedFor(m *syncv1.MoveInfo) string {
 	if m.GetFencedMs() == 0 || m.GetSwitchedMs() == 0 {
 		return "-"
 	}
 	return (time.Duration(m.GetSwitchedMs()-m.GetFencedMs()) * time.Millisecond).String()
-}
-
-func rangesString(rs []*syncv1.SlotRange) string {
-	var parts []string
-	for _, r := range rs {
-		if r.GetEnd() == r.GetStart()+1 {
-			parts = append(parts, fmt.Sprint(r.GetStart()))
-		} else {
-			parts = append(parts, fmt.Sprintf("%d-%d", r.GetStart(), r.GetEnd()-1))
-		}
-	}
-	return strings.Join(parts, ",")
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"testing"
 
-	"github.com/syncstore/syncstore/rpc/syncv1"
 	"github.com/syncstore/syncstore/shard"
 )
 
@@ -26,12 +25,5 @@ func TestParseSlotRange(t *testing.T) {
 		if tc.bad != (err != nil) || (!tc.bad && got != tc.want) {
 			t.Errorf("parseSlotRange(%q) = %v, %v; want %v (bad %v)", tc.in, got, err, tc.want, tc.bad)
 		}
-	}
-}
-
-func TestRangesString(t *testing.T) {
-	got := rangesString([]*syncv1.SlotRange{{Start: 0, End: 1024}, {Start: 2000, End: 2001}})
-	if got != "0-1023,2000" {
-		t.Fatalf("rangesString: %q", got)
 	}
 }

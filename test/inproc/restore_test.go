@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/syncstore/syncstore/backup"
+	"github.com/syncstore/syncstore/backup/take"
 	"github.com/syncstore/syncstore/internal/testcluster"
 	"github.com/syncstore/syncstore/internal/testutil"
 	"github.com/syncstore/syncstore/node"
@@ -22,55 +22,16 @@ import (
 	"github.com/syncstore/syncstore/shard"
 )
 
-// writeBackup backs the cluster up into path as syncctl backup does, the
-// groups in the order given (the meta group included), calling after (if
-// set) once each group's part is written.
-func writeBackup(t *testing.T, cl *client.Client, clusterID string, smap *shard.Map, path string, order []shard.GroupID, after func(shard.GroupID)) backup.Manifest {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w, err := backup.NewWriter(f, backup.Header{ClusterID: clusterID, Created: time.Now(), ShardMapVersion: smap.Version})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for _, id := range order {
-		meta := backup.PartMeta{Kind: backup.KindMeta, GroupID: uint64(id)}
-		name := backup.MetaPartName
-		if id != shard.MetaGroup {
-			g, _ := smap.Group(id)
-			meta.Kind, meta.Ranges, name = backup.KindGroup, backup.RangesOf(g.Ranges), backup.GroupPartName(uint64(id))
-		}
-		var pw io.WriteCloser
-		err := cl.BackupGroup(ctx, uint64(id), func(ch *syncv1.BackupChunk) error {
-			if pw == nil {
-				meta.AppliedIndex, meta.Digest = ch.GetAppliedIndex(), ch.GetDigest()
-				if pw, err = w.Part(name, meta); err != nil {
-					return err
-				}
-			}
-			_, err := pw.Write(ch.GetData())
-			return err
-		})
-		if err == nil && pw != nil {
-			err = pw.Close()
-		}
-		if err != nil {
-			t.Fatalf("back up group %d: %v", id, err)
-		}
-		if after != nil {
-			after(id)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return w.Manifest()
+// partHook follows a backup as take.Run takes it, calling done with each
+// part's name once the part is written, before the next one starts.
+type partHook struct {
+	take.NoProgress
+	name string
+	done func(part string)
 }
+
+func (h *partHook) Group(name string) { h.name = name }
+func (h *partHook) PartDone()         { h.done(h.name) }
 
 // backedUpOutbox lists the conversations with deliveries pending in a
 // group's part of a backup.
@@ -104,12 +65,27 @@ func backedUpOutbox(t *testing.T, path string, id shard.GroupID) []string {
 // versions and sessions go on from there; the held fan-out completes
 // exactly once per member; and the two clusters stay apart.
 func TestRestoreIntoANewCluster(t *testing.T) {
-	const conv, messages = "room:restore", 5
-	gate := deliveryGate{only: conv}
+	const messages = 5
+	var gate deliveryGate
 	old := testcluster.NewNamed(t, "a", 3, func(cfg *node.Config) { gate.wrap(cfg) })
 	cl := old.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+
+	// take.Run cuts the meta group, then the data groups by ascending id:
+	// the held conversation goes on the first group cut, so that its
+	// fan-out is cut as early as it can be.
+	first := old.Members[0].Node.ShardMap()
+	convGroup := shard.GroupID(0)
+	for _, g := range first.Groups {
+		if len(g.Ranges) > 0 && (convGroup == 0 || g.ID < convGroup) {
+			convGroup = g.ID
+		}
+	}
+	conv := pickName(t, "room:restore-%d", func(name string) bool { return first.GroupFor(name) == convGroup })
+	gate.mu.Lock() // the gate reads only under its lock; no delivery of conv has happened yet
+	gate.only = conv
+	gate.mu.Unlock()
 
 	// Collections and sessions, then a conversation whose deliveries to
 	// other nodes are held at the gate.
@@ -153,16 +129,29 @@ func TestRestoreIntoANewCluster(t *testing.T) {
 	before := maps.Clone(w.acks)
 	w.mu.Unlock()
 
-	// A second conversation, on another group, is cut before its third
-	// message is sent; the members' groups cut after it hold that message.
+	// A second conversation, on a group cut after conv's, is cut before its
+	// third message is sent; the members' groups cut after it (higher ids)
+	// hold that message. It goes on the lowest group above conv's that
+	// some member's group is above, so that most members are cut after it.
 	smap := old.Members[0].Node.ShardMap()
-	convGroup := smap.GroupFor(conv)
-	between := ""
-	for i := 0; between == "" || smap.GroupFor(between) == convGroup; i++ {
-		between = fmt.Sprintf("room:between-%d", i)
+	if g := smap.GroupFor(conv); g != convGroup {
+		t.Fatalf("%s moved from group %d to %d", conv, convGroup, g)
 	}
-	betweenGroup := smap.GroupFor(between)
 	bmembers := numbered("between-member:%d", 40) // their timelines hold only this conversation
+	lastMember := shard.GroupID(0)
+	for _, u := range bmembers[1:] {
+		lastMember = max(lastMember, smap.GroupFor(u))
+	}
+	betweenGroup := shard.GroupID(0)
+	for _, g := range smap.Groups {
+		if len(g.Ranges) > 0 && g.ID > convGroup && g.ID < lastMember && (betweenGroup == 0 || g.ID < betweenGroup) {
+			betweenGroup = g.ID
+		}
+	}
+	if betweenGroup == 0 {
+		t.Fatalf("no group lies between %s's (%d) and the last of its members' (%d): the raise would not be tested", conv, convGroup, lastMember)
+	}
+	between := pickName(t, "room:between-%d", func(name string) bool { return smap.GroupFor(name) == betweenGroup })
 	sendBetween := func(cl *client.Client, i int) {
 		t.Helper()
 		if _, err := cl.Send(ctx, between, bmembers[0], bmembers[1:], fmt.Appendf(nil, "between %d", i), client.AppendOptions{IdempotencyKey: fmt.Sprint("b", i)}); err != nil {
@@ -171,19 +160,24 @@ func TestRestoreIntoANewCluster(t *testing.T) {
 	}
 	sendBetween(cl, 1)
 	sendBetween(cl, 2)
-	order := []shard.GroupID{shard.MetaGroup, convGroup, betweenGroup}
-	for _, g := range smap.Groups {
-		if g.ID != convGroup && g.ID != betweenGroup {
-			order = append(order, g.ID)
-		}
-	}
 	path := filepath.Join(t.TempDir(), "cluster.backup")
-	man := writeBackup(t, cl, old.Members[0].Node.ClusterID(), smap, path, order, func(id shard.GroupID) {
-		if id == betweenGroup {
+	sent3 := false
+	hook := &partHook{done: func(part string) {
+		if part == backup.GroupPartName(uint64(betweenGroup)) && !sent3 {
+			sent3 = true
 			sendBetween(cl, 3)
 			waitHeads(t, cl, bmembers[1:], between, 3)
 		}
-	})
+	}}
+	res, err := take.Run(ctx, take.ClusterSource(cl, 10*time.Second, time.Minute), take.Options{Out: path, Progress: hook})
+	if err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	// A second attempt would cut every group after message 3.
+	if !sent3 || res.Attempts != 1 || res.ShardMapVersion != smap.Version {
+		t.Fatalf("backup %+v (message 3 sent: %v): want one attempt at shard map v%d, message 3 sent after group %d's part", res, sent3, smap.Version, betweenGroup)
+	}
+	man := res.Manifest
 	w.progress(t, 50) // the writers went on through the backup
 	w.finish()
 	gate.open()
@@ -315,7 +309,7 @@ func TestRestoreIntoANewCluster(t *testing.T) {
 	early := 0
 	for _, u := range bmembers[1:] {
 		got := conversationSeqs(t, rc, u, between)
-		later := slices.Index(order, smap.GroupFor(u)) > slices.Index(order, betweenGroup)
+		later := smap.GroupFor(u) > betweenGroup // take.Run cuts the groups by ascending id
 		want := []uint64{1, 2, 4}
 		if later {
 			want = []uint64{1, 2, 3, 4}
@@ -329,8 +323,22 @@ func TestRestoreIntoANewCluster(t *testing.T) {
 	if early == len(bmembers)-1 {
 		t.Fatalf("no member of %s is on a group cut after its own: the raise is not tested", between)
 	}
+	t.Logf("%s on group %d, %s on group %d; %d of its %d members on groups cut after it", conv, convGroup, between, betweenGroup, len(bmembers)-1-early, len(bmembers)-1)
 
 	checkClustersApart(t, old, fresh)
+}
+
+// pickName is the first of format's names (format takes a number) that
+// fits.
+func pickName(t *testing.T, format string, fits func(string) bool) string {
+	t.Helper()
+	for i := range 10000 {
+		if name := fmt.Sprintf(format, i); fits(name) {
+			return name
+		}
+	}
+	t.Fatalf("no name of the form %q fits", format)
+	return ""
 }
 
 // conversationSeqs lists the conversation seqs of conv's messages in a
@@ -396,5 +404,34 @@ func checkClustersApart(t *testing.T, a, b *testcluster.Cluster) {
 	// only the target's side is checked after each.
 	forcedAddRefused(t, a, b, b.Members[2])
 	noneOf(t, b, "a")
+	// The first add registered b's node in a, whose leader then places
+	// groups on it (a new shard map): that must be over before a's meta
+	// state is taken as the one the second add must not change.
+	metaSettled(t, a)
 	forcedAddRefused(t, b, a, a.Members[2])
+}
+
+// metaSettled waits until c's meta state holds still: every replica at
+// one state, unchanged while every member does two reconcile rounds
+// (where the meta leader reacts to what changed).
+func metaSettled(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	var since map[string]string
+	rounds := map[string]uint64{}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		now := groupDigests(t, c, shard.MetaGroup)
+		if len(slices.Compact(slices.Sorted(maps.Values(now)))) != 1 || !maps.Equal(now, since) {
+			since = now
+			for _, m := range c.Members {
+				rounds[m.ID] = m.Node.ReconcileRounds()
+			}
+			return fmt.Errorf("the meta state is changing: %v", now)
+		}
+		for _, m := range c.Members {
+			if n := m.Node.ReconcileRounds(); n < rounds[m.ID]+2 {
+				return fmt.Errorf("%s has done %d reconcile rounds since the meta state held still", m.ID, n-rounds[m.ID])
+			}
+		}
+		return nil
+	})
 }
