@@ -36,16 +36,16 @@ type FillConfig struct {
 
 // FillResult is what a fill wrote.
 type FillResult struct {
-	Config      FillConfig    `json:"config"`
-	Sends       int64         `json:"sends"`
-	Entries     int64         `json:"entries"`
-	Collections int64         `json:"collections"`
-	Records     int64         `json:"records"`
+	Config      FillConfig `json:"config"`
+	Sends       int64      `json:"sends"`
+	Entries     int64      `json:"entries"`
+	Collections int64      `json:"collections"`
+	Records     int64      `json:"records"`
 	// UserPrefix and CollectionPrefix name what was written: users
 	// UserPrefix+"0".. and collections CollectionPrefix+"0"...
-	UserPrefix       string `json:"user_prefix"`
-	CollectionPrefix string `json:"collection_prefix"`
-	Took        time.Duration `json:"took_ns"`
+	UserPrefix       string        `json:"user_prefix"`
+	CollectionPrefix string        `json:"collection_prefix"`
+	Took             time.Duration `json:"took_ns"`
 }
 
 // Fill writes cfg's data through cl and waits until every member timeline
