@@ -164,7 +164,7 @@ type DeliveryRepair struct {
 
 // Empty reports whether r changes nothing.
 func (r DeliveryRepair) Empty() bool {
-	return len(r.Heads) == 0 && len(r.Queued) == 0 && len(r.Marks) == 0
+	return len(r.Heads) == 0 && len(r.Queued) == 0 && len(r.Marks) == 0 && len(r.Collections) == 0
 }
 
 // RepairDeliveries applies r, raising each counter that is below its

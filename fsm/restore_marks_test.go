@@ -97,3 +97,26 @@ func TestCopiedVersionsRaiseTheirSource(t *testing.T) {
 		t.Fatalf("the first write of a source raised before it existed is version %d, want 3", r.Version)
 	}
 }
+
+// TestDeliveryRepairEmpty: a repair holding only one kind of raise is not
+// empty (a restore skips empty repairs, so a collection-only one must not
+// count as empty).
+func TestDeliveryRepairEmpty(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    DeliveryRepair
+		want bool
+	}{
+		{"nothing", DeliveryRepair{Heads: map[string]uint64{}, Queued: map[string]map[string]uint64{}}, true},
+		{"a head", DeliveryRepair{Heads: map[string]uint64{"c": 3}}, false},
+		{"a queued count", DeliveryRepair{Queued: map[string]map[string]uint64{"c": {"u": 2}}}, false},
+		{"a mark", DeliveryRepair{Marks: map[string]map[string]uint64{"u": {"c": 2}}}, false},
+		{"a collection", DeliveryRepair{Collections: map[string]uint64{"coll": 7}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.r.Empty(); got != tc.want {
+				t.Fatalf("Empty() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

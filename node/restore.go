@@ -230,7 +230,7 @@ func (n *Node) repairDeliveries(smap *shard.Map, loaded map[shard.GroupID]*fsm.F
 				if r.Queued[conv] == nil {
 					r.Queued[conv] = map[string]uint64{}
 				}
-				r.Queued[conv][mm.member] = dm
+				r.Queued[conv][mm.member] = max(r.Queued[conv][mm.member], dm)
 				r.Heads[conv] = max(r.Heads[conv], mm.mark.ConversationSeq)
 				ahead++
 			case dm < queued: // deliveries the conversation made, lost with the member's cut
@@ -243,7 +243,7 @@ func (n *Node) repairDeliveries(smap *shard.Map, loaded map[shard.GroupID]*fsm.F
 					if r.Marks[mm.member] == nil {
 						r.Marks[mm.member] = map[string]uint64{}
 					}
-					r.Marks[mm.member][conv] = target
+					r.Marks[mm.member][conv] = max(r.Marks[mm.member][conv], target)
 					behind++
 				}
 			}
