@@ -182,90 +182,39 @@ func partName(id shard.GroupID) string {
 // (fsm/restore_marks.go): the groups were cut at different times. It
 // holds every delivered mark in memory at once.
 func (n *Node) repairDeliveries(smap *shard.Map, loaded map[shard.GroupID]*fsm.FSM) error {
-	type memberMark struct {
-		member string
-		mark   fsm.DeliveryMark
-	}
-	marks := map[string][]memberMark{} // conversation -> its members' marks
+	marks := map[string]map[string]fsm.DeliveryMark{} // conversation -> member -> its mark
+	queues := map[string]fsm.ConversationQueue{}
+	copied := map[string]uint64{}
 	for id, f := range loaded {
 		if id == shard.MetaGroup {
 			continue
 		}
 		err := f.DeliveryMarks(func(member, conv string, m fsm.DeliveryMark) error {
-			marks[conv] = append(marks[conv], memberMark{member, m})
+			if marks[conv] == nil {
+				marks[conv] = map[string]fsm.DeliveryMark{}
+			}
+			marks[conv][member] = m
 			return nil
 		})
-		if err != nil {
-			return fmt.Errorf("node: restore group %d: %w", id, err)
+		if err == nil {
+			err = f.ConversationQueues(func(conv string, q fsm.ConversationQueue) error {
+				queues[conv] = q
+				return nil
+			})
 		}
-	}
-	queues := map[string]fsm.ConversationQueue{}
-	for id, f := range loaded {
-		if id == shard.MetaGroup {
-			continue
-		}
-		err := f.ConversationQueues(func(conv string, q fsm.ConversationQueue) error {
-			queues[conv] = q
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("node: restore group %d: %w", id, err)
-		}
-	}
-	repairs := map[shard.GroupID]*fsm.DeliveryRepair{}
-	repair := func(id shard.GroupID) *fsm.DeliveryRepair {
-		if repairs[id] == nil {
-			repairs[id] = &fsm.DeliveryRepair{Heads: map[string]uint64{}, Queued: map[string]map[string]uint64{}, Marks: map[string]map[string]uint64{}}
-		}
-		return repairs[id]
-	}
-	var ahead, behind int
-	for conv, ms := range marks {
-		q := queues[conv] // zero: the conversation's group holds none of its sends
-		for _, mm := range ms {
-			queued, dm := q.Queued[mm.member], mm.mark.DeliverySeq
-			switch {
-			case dm > queued: // the member holds deliveries its conversation does not know
-				r := repair(smap.GroupFor(conv))
-				if r.Queued[conv] == nil {
-					r.Queued[conv] = map[string]uint64{}
-				}
-				r.Queued[conv][mm.member] = max(r.Queued[conv][mm.member], dm)
-				r.Heads[conv] = max(r.Heads[conv], mm.mark.ConversationSeq)
-				ahead++
-			case dm < queued: // deliveries the conversation made, lost with the member's cut
-				target := queued
-				if p := q.Pending[mm.member]; p > 0 {
-					target = p - 1 // the outbox still delivers from p on
-				}
-				if dm < target {
-					r := repair(smap.GroupFor(mm.member))
-					if r.Marks[mm.member] == nil {
-						r.Marks[mm.member] = map[string]uint64{}
-					}
-					r.Marks[mm.member][conv] = max(r.Marks[mm.member][conv], target)
-					behind++
-				}
+		if err == nil {
+			var versions map[string]uint64
+			versions, err = f.CopiedVersions()
+			for source, v := range versions {
+				copied[source] = max(copied[source], v)
 			}
 		}
-	}
-	for id, f := range loaded {
-		if id == shard.MetaGroup {
-			continue
-		}
-		versions, err := f.CopiedVersions()
 		if err != nil {
 			return fmt.Errorf("node: restore group %d: %w", id, err)
 		}
-		for source, v := range versions {
-			r := repair(smap.GroupFor(source))
-			if r.Collections == nil {
-				r.Collections = map[string]uint64{}
-			}
-			r.Collections[source] = max(r.Collections[source], v)
-		}
 	}
-	for id, r := range repairs {
+	plan := fsm.PlanRepairs(marks, queues, copied, smap.GroupFor)
+	for id, r := range plan.Groups {
 		f := loaded[id]
 		if f == nil || r.Empty() {
 			continue
@@ -274,11 +223,11 @@ func (n *Node) repairDeliveries(smap *shard.Map, loaded map[shard.GroupID]*fsm.F
 			return fmt.Errorf("node: restore group %d: %w", id, err)
 		}
 	}
-	if ahead+behind > 0 {
+	if plan.Ahead+plan.Behind > 0 {
 		n.log.Warn("restore: conversations and their members' timelines were cut at different points; their delivery counters are raised so that fan-out goes on without reusing a seq or leaving a gap",
-			"member_marks_ahead_of_their_conversation", ahead, "member_marks_behind_it", behind)
+			"member_marks_ahead_of_their_conversation", plan.Ahead, "member_marks_behind_it", plan.Behind)
 	}
-	n.deliveryRepairs = ahead + behind
+	n.deliveryRepairs = plan.Ahead + plan.Behind
 	return nil
 }
 
