@@ -32,7 +32,7 @@ import json, sys
 v = json.load(sys.stdin)
 ok = v["all_groups_have_quorum"] and v["groups"] and sum(n.get("error") is None for n in v["nodes"]) == int(sys.argv[1])
 ok = ok and all(len(g["voters"]) == min(3, int(sys.argv[1])) and not g.get("nonvoters") for g in v["groups"])
-sys.exit(0 if ok else 1)' "$2"; then return 0; fi
+sys.exit(0 if ok else 1)' "$2" 2>/dev/null; then return 0; fi
     sleep 0.2
   done
   echo "cluster at $1 did not settle" >&2; exit 1
