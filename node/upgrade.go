@@ -188,6 +188,10 @@ func (n *Node) reconcileGroupVersion(ctx context.Context, g *Group) {
 	}
 }
 
+// ClusterVersion is the version this replica of the group runs at: the
+// active one once its leader has copied it.
+func (g *Group) ClusterVersion() (fsm.ClusterVersion, error) { return g.fsm.ClusterVersion() }
+
 // raiseVersion raises the data group's version to v unless it is there.
 func (g *Group) raiseVersion(ctx context.Context, v uint32) error {
 	cur, err := g.fsm.ClusterVersion()

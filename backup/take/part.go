@@ -45,7 +45,7 @@ func (NoProgress) Finish()      {}
 // index and digest go into the part's meta, each data chunk straight into
 // the writer (which holds at most one frame), so memory stays bounded
 // whatever the group's size.
-func takePart(ctx context.Context, src Source, w *backup.Writer, name string, meta backup.PartMeta, clusterID string, p Progress) error {
+func takePart(ctx context.Context, src Source, w *backup.Writer, name string, meta backup.PartMeta, clusterID string, pace *pacer, p Progress) error {
 	p.Group(name)
 	var pw io.WriteCloser
 	err := src.Group(ctx, meta.GroupID, func(c *syncv1.BackupChunk) error {
@@ -71,7 +71,7 @@ func takePart(ctx context.Context, src Source, w *backup.Writer, name string, me
 			return err
 		}
 		p.Bytes(w.Bytes())
-		return nil
+		return pace.wait(ctx, len(c.GetData()))
 	})
 	if err == nil && pw == nil {
 		err = errors.New("the stream ended before its header")

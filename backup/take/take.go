@@ -35,6 +35,10 @@ type Options struct {
 	Force    bool
 	Progress Progress         // nil: nobody follows
 	Now      func() time.Time // time.Now unless a test sets it
+	// MaxBytesPerSecond paces the streaming (pace.go); 0 streams as fast
+	// as the cluster sends.
+	MaxBytesPerSecond int64
+	sleep             func(context.Context, time.Duration) error // a test's clock; nil: a timer
 }
 
 // Result is what a backup took: with syncctl's --json, the manifest's
@@ -111,9 +115,10 @@ func once(ctx context.Context, src Source, opts Options) (backup.Manifest, int64
 	if err != nil {
 		return backup.Manifest{}, 0, fmt.Errorf("backup: %w", err)
 	}
+	pace := newPacer(opts)
 	opts.Progress.Start(1 + len(groups))
 	defer opts.Progress.Finish()
-	if err := takePart(ctx, src, w, backup.MetaPartName, backup.PartMeta{Kind: backup.KindMeta, GroupID: uint64(shard.MetaGroup)}, clusterID, opts.Progress); err != nil {
+	if err := takePart(ctx, src, w, backup.MetaPartName, backup.PartMeta{Kind: backup.KindMeta, GroupID: uint64(shard.MetaGroup)}, clusterID, pace, opts.Progress); err != nil {
 		return backup.Manifest{}, 0, err
 	}
 	for _, grp := range groups {
@@ -122,7 +127,7 @@ func once(ctx context.Context, src Source, opts Options) (backup.Manifest, int64
 			rs = append(rs, shard.Range{Start: r.GetStart(), End: r.GetEnd()})
 		}
 		meta := backup.PartMeta{Kind: backup.KindGroup, GroupID: grp.GetId(), Ranges: backup.RangesOf(rs)}
-		if err := takePart(ctx, src, w, backup.GroupPartName(grp.GetId()), meta, clusterID, opts.Progress); err != nil {
+		if err := takePart(ctx, src, w, backup.GroupPartName(grp.GetId()), meta, clusterID, pace, opts.Progress); err != nil {
 			return backup.Manifest{}, 0, err
 		}
 	}

@@ -22,6 +22,7 @@ func newBackupCmd(g *globals) *cobra.Command {
 	var out string
 	var force bool
 	var startTimeout time.Duration
+	var maxMBps float64
 	cmd := &cobra.Command{
 		Use:   "backup --out FILE",
 		Short: "Write a backup of the whole cluster (meta group and every data group) to FILE; 'backup verify FILE' checks one",
@@ -38,7 +39,10 @@ once, and fails if it happens again.
 
 --timeout bounds each request; --start-timeout the wait for each group's
 stream to start (its leader hashes the group's state first, a pass over
-it); nothing bounds the streaming of a group's data.`,
+it); nothing bounds the streaming of a group's data. --max-mb-per-s paces
+the streaming, spreading the leaders' work over a longer backup so that
+writes keep their latency (README, Backup, has what an unpaced backup
+costs them).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -51,7 +55,10 @@ it); nothing bounds the streaming of a group's data.`,
 			defer cl.Close()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			opts := take.Options{Out: out, Force: force, Progress: g.backupProgress(cmd.ErrOrStderr())}
+			if maxMBps < 0 {
+				return usageError{fmt.Errorf("--max-mb-per-s %v: want 0 (no pacing) or more", maxMBps)}
+			}
+			opts := take.Options{Out: out, Force: force, Progress: g.backupProgress(cmd.ErrOrStderr()), MaxBytesPerSecond: int64(maxMBps * 1e6)}
 			res, err := take.Run(ctx, take.ClusterSource(cl, g.timeout, startTimeout), opts)
 			if err != nil {
 				return err
@@ -69,6 +76,7 @@ it); nothing bounds the streaming of a group's data.`,
 	cmd.Flags().StringVar(&out, "out", "", "the backup file to write (required)")
 	cmd.Flags().BoolVar(&force, "force", false, "replace --out if it exists")
 	cmd.Flags().DurationVar(&startTimeout, "start-timeout", 5*time.Minute, "how long to wait for a group's stream to start (finding its leader, which hashes the group first)")
+	cmd.Flags().Float64Var(&maxMBps, "max-mb-per-s", 0, "stream at most this many MB (10^6 bytes) a second; 0 streams as fast as the cluster sends")
 	cmd.AddCommand(newBackupVerifyCmd(g))
 	return cmd
 }

@@ -125,6 +125,12 @@ func TestBackupOfACluster(t *testing.T) {
 	if _, err := run(t, addr, "backup"); err == nil || exitStatus(err) != exitUsage {
 		t.Fatalf("backup without --out: %v", err)
 	}
+	if _, err := run(t, addr, "backup", "--out", file, "--force", "--max-mb-per-s", "-1"); err == nil || exitStatus(err) != exitUsage {
+		t.Fatalf("backup --max-mb-per-s -1: %v", err)
+	}
+	if out, err := run(t, addr, "--timeout", "30s", "backup", "--out", file, "--force", "--max-mb-per-s", "50"); err != nil {
+		t.Fatalf("a paced backup: %v\n%s", err, out)
+	}
 
 	// A move held in its copy refuses a backup.
 	hold.Store(true)

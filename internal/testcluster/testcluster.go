@@ -373,8 +373,9 @@ func (c *Cluster) WaitGroupLeader(id shard.GroupID, timeout time.Duration) int {
 }
 
 // WaitPlaced waits until every data group of the shard map has a leader, as
-// many voters as the map lists replicas and knows its slot ranges, on every
-// running member's view: the cluster is quiet.
+// many voters as the map lists replicas, knows its slot ranges and runs at
+// the cluster's active version, on every running member's view: the
+// cluster is quiet, its groups done with the commands a new leader makes.
 func (c *Cluster) WaitPlaced(timeout time.Duration) {
 	c.t.Helper()
 	testutil.Eventually(c.t, timeout, func() error {
@@ -412,6 +413,13 @@ func (c *Cluster) WaitPlaced(timeout time.Duration) {
 				}
 				if ranges, _, ok, err := g.OwnedRanges(); err != nil || !ok || !slices.Equal(ranges, sg.Ranges) {
 					return fmt.Errorf("%s: group %d has not been told its ranges yet", m.ID, sg.ID)
+				}
+				active, err := m.Node.ClusterVersion()
+				if err != nil || !active.Stored {
+					return fmt.Errorf("%s: no active cluster version yet (%v)", m.ID, err)
+				}
+				if cv, err := g.ClusterVersion(); err != nil || cv.Version < active.Version {
+					return fmt.Errorf("%s: group %d runs at cluster version %d, the active one is %d (%v)", m.ID, sg.ID, cv.Version, active.Version, err)
 				}
 			}
 		}

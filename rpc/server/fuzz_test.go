@@ -183,6 +183,10 @@ func FuzzHandlers(f *testing.F) {
 	f.Add([]byte{5, 2, 0x0f, 0x01})
 
 	c := testcluster.New(f, 1, nil)
+	// Until each group has made a new leader's commands (its ranges, the
+	// cluster version), its applied index moves on its own, which a
+	// rejected call would be blamed for.
+	c.WaitPlaced(30 * time.Second)
 	n := c.Members[0].Node
 	conn, err := grpc.NewClient(c.Members[0].GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -372,6 +376,20 @@ func settledStates(t *testing.T, n *node.Node, twice bool) map[shard.GroupID]nod
 		for id, g := range st {
 			if g.DeliveriesPending {
 				return fmt.Errorf("group %d has deliveries pending", id)
+			}
+		}
+		// A group an earlier input made goes on applying a new leader's
+		// commands (its ranges, the cluster version) on its own.
+		active, err := n.ClusterVersion()
+		if err != nil {
+			return err
+		}
+		for _, g := range n.Groups() {
+			if lid, _ := g.Leader(); lid == "" {
+				return fmt.Errorf("group %d has no leader", g.ID())
+			}
+			if cv, err := g.ClusterVersion(); err != nil || cv.Version < active.Version {
+				return fmt.Errorf("group %d is at cluster version %d, not yet at %d (%v)", g.ID(), cv.Version, active.Version, err)
 			}
 		}
 		if twice && (out == nil || !maps.Equal(out, st)) {
