@@ -189,34 +189,17 @@ func (n *Node) repairDeliveries(smap *shard.Map, loaded map[shard.GroupID]*fsm.F
 		if id == shard.MetaGroup {
 			continue
 		}
-		err := f.DeliveryMarks(func(member, conv string, m fsm.DeliveryMark) error {
-			if marks[conv] == nil {
-				marks[conv] = map[string]fsm.DeliveryMark{}
-			}
-			marks[conv][member] = m
-			return nil
-		})
-		if err == nil {
-			err = f.ConversationQueues(func(conv string, q fsm.ConversationQueue) error {
-				queues[conv] = q
-				return nil
-			})
-		}
-		if err == nil {
-			var versions map[string]uint64
-			versions, err = f.CopiedVersions()
-			for source, v := range versions {
-				copied[source] = max(copied[source], v)
-			}
-		}
-		if err != nil {
+		if err := readChains(f, marks, queues, copied); err != nil {
 			return fmt.Errorf("node: restore group %d: %w", id, err)
 		}
 	}
 	plan := fsm.PlanRepairs(marks, queues, copied, smap.GroupFor)
 	for id, r := range plan.Groups {
 		f := loaded[id]
-		if f == nil || r.Empty() {
+		if f == nil { // cannot happen: every group of the map has its part
+			return fmt.Errorf("%w: a repair for group %d, which the backup lacks", ErrRestore, id)
+		}
+		if r.Empty() {
 			continue
 		}
 		if err := f.RepairDeliveries(*r); err != nil {
@@ -228,6 +211,36 @@ func (n *Node) repairDeliveries(smap *shard.Map, loaded map[shard.GroupID]*fsm.F
 			"member_marks_ahead_of_their_conversation", plan.Ahead, "member_marks_behind_it", plan.Behind)
 	}
 	n.deliveryRepairs = plan.Ahead + plan.Behind
+	return nil
+}
+
+// readChains adds one group's ends of the delivery and copy chains to
+// what the other groups hold.
+func readChains(f *fsm.FSM, marks map[string]map[string]fsm.DeliveryMark, queues map[string]fsm.ConversationQueue, copied map[string]uint64) error {
+	err := f.DeliveryMarks(func(member, conv string, m fsm.DeliveryMark) error {
+		if marks[conv] == nil {
+			marks[conv] = map[string]fsm.DeliveryMark{}
+		}
+		marks[conv][member] = m
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = f.ConversationQueues(func(conv string, q fsm.ConversationQueue) error {
+		queues[conv] = q
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	versions, err := f.CopiedVersions()
+	if err != nil {
+		return err
+	}
+	for source, v := range versions {
+		copied[source] = max(copied[source], v)
+	}
 	return nil
 }
 

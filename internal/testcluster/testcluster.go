@@ -414,17 +414,33 @@ func (c *Cluster) WaitPlaced(timeout time.Duration) {
 				if ranges, _, ok, err := g.OwnedRanges(); err != nil || !ok || !slices.Equal(ranges, sg.Ranges) {
 					return fmt.Errorf("%s: group %d has not been told its ranges yet", m.ID, sg.ID)
 				}
-				active, err := m.Node.ClusterVersion()
-				if err != nil || !active.Stored {
-					return fmt.Errorf("%s: no active cluster version yet (%v)", m.ID, err)
-				}
-				if cv, err := g.ClusterVersion(); err != nil || cv.Version < active.Version {
-					return fmt.Errorf("%s: group %d runs at cluster version %d, the active one is %d (%v)", m.ID, sg.ID, cv.Version, active.Version, err)
-				}
+			}
+			if err := GroupsSettled(m.Node); err != nil {
+				return fmt.Errorf("%s: %w", m.ID, err)
 			}
 		}
 		return nil
 	})
+}
+
+// GroupsSettled is nil once every group n hosts has a leader and runs at
+// the cluster's active version: done with the commands a new leader makes
+// on its own (a test that compares states before and after a call must
+// not blame the call for them).
+func GroupsSettled(n *node.Node) error {
+	active, err := n.ClusterVersion()
+	if err != nil || !active.Stored {
+		return fmt.Errorf("no active cluster version yet (%v)", err)
+	}
+	for _, g := range n.Groups() {
+		if lid, _ := g.Leader(); lid == "" {
+			return fmt.Errorf("group %d has no leader", g.ID())
+		}
+		if cv, err := g.ClusterVersion(); err != nil || cv.Version < active.Version {
+			return fmt.Errorf("group %d runs at cluster version %d, the active one is %d (%v)", g.ID(), cv.Version, active.Version, err)
+		}
+	}
+	return nil
 }
 
 // logOut is where members log: nowhere, unless SYNCSTORE_TEST_LOG=1.

@@ -380,17 +380,8 @@ func settledStates(t *testing.T, n *node.Node, twice bool) map[shard.GroupID]nod
 		}
 		// A group an earlier input made goes on applying a new leader's
 		// commands (its ranges, the cluster version) on its own.
-		active, err := n.ClusterVersion()
-		if err != nil {
+		if err := testcluster.GroupsSettled(n); err != nil {
 			return err
-		}
-		for _, g := range n.Groups() {
-			if lid, _ := g.Leader(); lid == "" {
-				return fmt.Errorf("group %d has no leader", g.ID())
-			}
-			if cv, err := g.ClusterVersion(); err != nil || cv.Version < active.Version {
-				return fmt.Errorf("group %d is at cluster version %d, not yet at %d (%v)", g.ID(), cv.Version, active.Version, err)
-			}
 		}
 		if twice && (out == nil || !maps.Equal(out, st)) {
 			out = st
