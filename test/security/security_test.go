@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -198,13 +199,18 @@ func TestSecurity(t *testing.T) {
 	if _, err := app.Append(ctx, "alice", []byte("hello"), client.AppendOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// Digests are stable once every replica applied the same: wait for it.
+	// Digests are stable once every node holds every group (each group
+	// leader sets its ranges and cluster version before it adds replicas)
+	// and every replica applied the same: wait for it.
 	var before map[string]map[uint64]string
 	testutil.Eventually(t, 30*time.Second, func() error {
 		before = c.digests(t)
 		for _, n := range c.names[1:] {
+			if len(before[n]) != len(before["n1"]) {
+				return fmt.Errorf("%s holds groups %v, n1 %v", n, slices.Sorted(maps.Keys(before[n])), slices.Sorted(maps.Keys(before["n1"])))
+			}
 			for g, d := range before["n1"] {
-				if od, ok := before[n][g]; ok && od != d {
+				if od, ok := before[n][g]; !ok || od != d {
 					return fmt.Errorf("group %d differs on %s", g, n)
 				}
 			}
